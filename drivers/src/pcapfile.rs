@@ -1,0 +1,216 @@
+//! Classic pcap files (libpcap format): a reader and a writer, Ethernet link type.
+//!
+//! The reader accepts both byte orders and both microsecond and nanosecond magic;
+//! a damaged file yields an error naming the offset, never a panic.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+/// Largest record accepted (bytes); a bigger length means a damaged file.
+pub const MAX_RECORD: u32 = 262_144;
+/// `LINKTYPE_ETHERNET`.
+pub const LINKTYPE_ETHERNET: u32 = 1;
+
+const MAGIC_US: u32 = 0xa1b2_c3d4;
+const MAGIC_NS: u32 = 0xa1b2_3c4d;
+
+/// Why a capture could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PcapError {
+    /// I/O error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Not a pcap file.
+    #[error("not a pcap file (magic {0:#010x}); pcapng is not read, convert with `editcap -F pcap`")]
+    BadMagic(u32),
+    /// Not Ethernet.
+    #[error("link type {0} is not Ethernet (1)")]
+    LinkType(u32),
+    /// A record header is damaged.
+    #[error("record at byte {offset}: length {len} exceeds {MAX_RECORD}")]
+    BadRecord {
+        /// File offset of the record header.
+        offset: u64,
+        /// Its length field.
+        len: u32,
+    },
+    /// The file ends inside a record.
+    #[error("file truncated inside the record at byte {0}")]
+    Truncated(u64),
+}
+
+/// Reads frames from a pcap stream.
+pub struct PcapReader<R> {
+    r: R,
+    swap: bool,
+    nanos: bool,
+    offset: u64,
+}
+
+impl PcapReader<BufReader<File>> {
+    /// Opens a capture file.
+    pub fn open(path: &Path) -> Result<Self, PcapError> {
+        Self::new(BufReader::with_capacity(1 << 16, File::open(path)?))
+    }
+}
+
+impl<R: Read> PcapReader<R> {
+    /// Reads the global header.
+    pub fn new(mut r: R) -> Result<Self, PcapError> {
+        let mut h = [0u8; 24];
+        r.read_exact(&mut h)?;
+        let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let (swap, nanos) = match magic {
+            MAGIC_US => (false, false),
+            MAGIC_NS => (false, true),
+            m if m.swap_bytes() == MAGIC_US => (true, false),
+            m if m.swap_bytes() == MAGIC_NS => (true, true),
+            m => return Err(PcapError::BadMagic(m)),
+        };
+        let rd = |b: &[u8]| {
+            let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if swap {
+                v.swap_bytes()
+            } else {
+                v
+            }
+        };
+        let link = rd(&h[20..24]) & 0x0fff_ffff;
+        if link != LINKTYPE_ETHERNET {
+            return Err(PcapError::LinkType(link));
+        }
+        Ok(PcapReader { r, swap, nanos, offset: 24 })
+    }
+
+    fn u32_at(&self, b: &[u8]) -> u32 {
+        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if self.swap {
+            v.swap_bytes()
+        } else {
+            v
+        }
+    }
+
+    /// The next frame and its timestamp in nanoseconds since the epoch; `None` at a
+    /// clean end of file.
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, PcapError> {
+        let mut h = [0u8; 16];
+        let mut got = 0;
+        while got < 16 {
+            let n = self.r.read(&mut h[got..])?;
+            if n == 0 {
+                return if got == 0 { Ok(None) } else { Err(PcapError::Truncated(self.offset)) };
+            }
+            got += n;
+        }
+        let sec = u64::from(self.u32_at(&h[0..4]));
+        let frac = u64::from(self.u32_at(&h[4..8]));
+        let incl = self.u32_at(&h[8..12]);
+        if incl > MAX_RECORD {
+            return Err(PcapError::BadRecord { offset: self.offset, len: incl });
+        }
+        buf.clear();
+        buf.resize(incl as usize, 0);
+        self.r.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                PcapError::Truncated(self.offset)
+            } else {
+                PcapError::Io(e)
+            }
+        })?;
+        self.offset += 16 + u64::from(incl);
+        let ns = sec * 1_000_000_000 + if self.nanos { frac } else { frac * 1000 };
+        Ok(Some(ns))
+    }
+}
+
+/// Writes frames to a pcap stream (microsecond timestamps, Ethernet).
+pub struct PcapWriter<W: Write> {
+    w: W,
+}
+
+impl PcapWriter<BufWriter<File>> {
+    /// Creates (truncates) a capture file.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        Self::new(BufWriter::with_capacity(1 << 16, File::create(path)?))
+    }
+}
+
+impl<W: Write> PcapWriter<W> {
+    /// Writes the global header.
+    pub fn new(mut w: W) -> io::Result<Self> {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&MAGIC_US.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+        w.write_all(&h)?;
+        Ok(PcapWriter { w })
+    }
+
+    /// Appends one frame stamped `ts_ns` nanoseconds since the epoch.
+    pub fn write_frame(&mut self, ts_ns: u64, frame: &[u8]) -> io::Result<()> {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(((ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.w.write_all(&h)?;
+        self.w.write_all(frame)
+    }
+
+    /// Flushes buffered records.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        w.write_frame(1_500_000_123_000, &[1, 2, 3]).unwrap();
+        w.write_frame(2_000_000_000, &[9; 70]).unwrap();
+        let bytes = w.into_inner();
+        let mut r = PcapReader::new(&bytes[..]).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(1_500_000_123_000));
+        assert_eq!(buf, vec![1, 2, 3]);
+        assert_eq!(r.next_frame(&mut buf).unwrap(), Some(2_000_000_000));
+        assert_eq!(buf.len(), 70);
+        assert_eq!(r.next_frame(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_files_are_errors() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        w.write_frame(0, &[7; 40]).unwrap();
+        let bytes = w.into_inner();
+        // Cut anywhere inside the record: an error, never a panic or a short frame.
+        for cut in 25..bytes.len() {
+            let mut r = PcapReader::new(&bytes[..cut]).unwrap();
+            assert!(r.next_frame(&mut Vec::new()).is_err(), "cut at {cut}");
+        }
+        assert!(matches!(PcapReader::new(&[0u8; 24][..]), Err(PcapError::BadMagic(0))));
+        let mut big = bytes.clone();
+        big[32..36].copy_from_slice(&(MAX_RECORD + 1).to_le_bytes());
+        let mut r = PcapReader::new(&big[..]).unwrap();
+        assert!(matches!(r.next_frame(&mut Vec::new()), Err(PcapError::BadRecord { offset: 24, .. })));
+        let mut swapped = bytes.clone();
+        swapped[0..4].copy_from_slice(&MAGIC_US.to_be_bytes());
+        assert!(PcapReader::new(&swapped[..]).is_err(), "big-endian header fields now wrong: link type");
+    }
+}

@@ -1,0 +1,2 @@
+//! End-to-end tests live in `tests/`; this library holds their shared helpers.
+#![forbid(unsafe_code)]
