@@ -1,4 +1,33 @@
 //! `tlsgate-dataplane`: the appliance's packet path.
+//!
+//! ```text
+//!   inside port ──┐                                    ┌── outside port
+//!                 ▼                                    ▼
+//!   ┌──────────── worker w (one per lcore, queue w of both ports) ───────────┐
+//!   │ parse ─► symmetric FlowKey + hash ─► owner(hash)? ─┬─ me: flow table ──┼─► other port
+//!   │                                                    └─ other: hand over │   (unchanged)
+//!   └────────────────────────────────────────────────────────────────────────┘
+//!        counters ─► published every 5 ms ─► stats line, status socket (tlsgate-api)
+//! ```
+//!
+//! Modules, bottom up:
+//! * [`parse`]: frame parser (never panics; malformed frames get a reason).
+//! * [`flow`]: flow key, per-worker flow table with TCP state and idle timeouts.
+//! * [`worker`]: the poll loop, forwarding and software steering.
+//! * [`counters`], [`status`]: counters and the status channel.
+//! * [`config`], [`run`]: configuration file and process orchestration.
+//! * [`craft`]: builds valid frames for tests, benchmarks and generators.
+//!
+//! The intercept path (smoltcp + rustls) arrives with the interception issue; today
+//! every flow is forwarded on the fast path.
+
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod counters;
 pub mod craft;
+pub mod flow;
 pub mod parse;
+pub mod run;
+pub mod status;
+pub mod worker;

@@ -319,7 +319,13 @@ impl DpdkBackend {
         // (stored in the backend); EAL may reorder the pointer array, which is ours.
         let rc = unsafe { sys::rte_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
         if rc < 0 {
-            return Err(DriverError::Eal(rte_error()));
+            // SAFETY: reads DPDK's per-thread rte_errno.
+            let detail = if unsafe { sys::tg_errno() } == 0 {
+                "see the EAL: lines above (is another DPDK process using the same --file-prefix?)".to_string()
+            } else {
+                rte_error()
+            };
+            return Err(DriverError::Eal(detail));
         }
 
         // Lcores: main first, then the others in order.

@@ -39,6 +39,8 @@ pub struct WorkerStats {
     pub handover_bursts: u64,
     /// Main-loop iterations that found no work.
     pub idle_polls: u64,
+    /// Malformed frames forwarded anyway (`malformed = "forward"`).
+    pub malformed_forwarded: u64,
 }
 
 /// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and xstats).

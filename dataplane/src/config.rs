@@ -1,0 +1,247 @@
+//! The dataplane's configuration file (TOML).
+//!
+//! ```toml
+//! [dataplane]
+//! lab = true                    # back off when idle (2-core lab); production busy-polls
+//! malformed = "drop"            # or "forward"
+//! stats_interval_s = 10         # periodic stats line on stderr; 0 = off
+//! status_socket = "/run/tlsgate/dataplane.sock"
+//! steering = "auto"             # auto | software | hardware
+//!
+//! [flows]
+//! max_per_worker = 1000000
+//! at_capacity = "fail-open"     # or "fail-closed"
+//! [flows.timeouts]              # seconds
+//! tcp_syn = 30
+//! tcp_established = 3600
+//!
+//! driver = "dpdk"               # (top level) dpdk | pcap
+//! [dpdk]
+//! eal_args = ["-l", "0", "--no-huge", "-m", "256", "--no-pci", "--file-prefix=tg"]
+//! inside = "net_af_packet0"
+//! outside = "net_af_packet1"
+//! ```
+//!
+//! Unknown fields are refused; [`Config::validate`] names the bad field.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tlsgate_drivers::dpdk::DpdkConfig;
+use tlsgate_drivers::pcap::PcapConfig;
+
+use crate::flow::{AtCapacity, Timeouts};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Packet I/O backend.
+    pub driver: Driver,
+    /// Worker behaviour.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// Flow table.
+    #[serde(default)]
+    pub flows: FlowsConfig,
+    /// DPDK backend (when `driver = "dpdk"`).
+    pub dpdk: Option<DpdkConfig>,
+    /// Capture-file backend (when `driver = "pcap"`).
+    pub pcap: Option<PcapConfig>,
+}
+
+/// Which backend drives the ports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// DPDK (NICs or virtual devices).
+    Dpdk,
+    /// Capture files.
+    Pcap,
+}
+
+/// What to do with a malformed frame.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MalformedAction {
+    /// Count and drop (default).
+    #[default]
+    Drop,
+    /// Count and forward unchanged (a transparent wire that parses what it can).
+    Forward,
+}
+
+/// How frames reach the worker that owns their flow.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SteeringMode {
+    /// Hardware when the NIC was configured for symmetric RSS, else software.
+    #[default]
+    Auto,
+    /// Always hash in software and hand frames over.
+    Software,
+    /// Trust the NIC's RSS.
+    Hardware,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// Lab mode: workers sleep briefly when idle.
+    pub lab: bool,
+    /// Malformed frames.
+    pub malformed: MalformedAction,
+    /// Seconds between stats lines (0: none).
+    pub stats_interval_s: u64,
+    /// Unix socket answering status requests (none when absent).
+    pub status_socket: Option<PathBuf>,
+    /// Steering mode.
+    pub steering: SteeringMode,
+    /// Bursts each worker's hand-over queue holds.
+    pub handover_depth: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            lab: false,
+            malformed: MalformedAction::Drop,
+            stats_interval_s: 10,
+            status_socket: None,
+            steering: SteeringMode::Auto,
+            handover_depth: 512,
+        }
+    }
+}
+
+/// `[flows]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Flow-table capacity of each worker.
+    pub max_per_worker: usize,
+    /// Action for new flows at capacity.
+    pub at_capacity: AtCapacity,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig { max_per_worker: 1_000_000, at_capacity: AtCapacity::FailOpen, timeouts: Timeouts::default() }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// toml's message (line, column, field).
+        message: String,
+    },
+    /// A value out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// Names the field.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: path.display().to_string(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string().trim().to_string() })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.driver {
+            Driver::Dpdk => self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate()?,
+            Driver::Pcap => {
+                let p = self.pcap.as_ref().ok_or("driver = \"pcap\" needs a [pcap] section")?;
+                if p.inside_rx.is_none() && p.outside_rx.is_none() {
+                    return Err("pcap: give inside_rx and/or outside_rx (capture files to replay)".into());
+                }
+            }
+        }
+        if self.flows.max_per_worker == 0 || self.flows.max_per_worker > 64 << 20 {
+            return Err(format!("flows.max_per_worker: {} is outside 1..=67108864", self.flows.max_per_worker));
+        }
+        self.flows.timeouts.validate()?;
+        if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
+            return Err(format!("dataplane.handover_depth: {} is outside 2..=65536", self.dataplane.handover_depth));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+driver = "dpdk"
+[dataplane]
+lab = true
+[dpdk]
+eal_args = ["-l", "0", "--no-huge", "--no-pci"]
+inside = "net_af_packet0"
+outside = "net_af_packet1"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert!(c.dataplane.lab);
+        assert_eq!(c.flows.max_per_worker, 1_000_000);
+        assert_eq!(c.flows.at_capacity, AtCapacity::FailOpen);
+        assert_eq!(c.flows.timeouts.tcp_established, 3600);
+        assert_eq!(c.dpdk.unwrap().rx_desc, 1024);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (GOOD.replace("lab = true", "lab = true\nlabb = 1"), "labb"),
+            (GOOD.replace("net_af_packet1", "net_af_packet0"), "dpdk.outside"),
+            (format!("{GOOD}\n[flows]\nmax_per_worker = 0\n"), "flows.max_per_worker"),
+            (format!("{GOOD}\n[flows.timeouts]\nudp = 0\n"), "flows.timeouts.udp"),
+            (format!("{GOOD}\n[flows]\nat_capacity = \"maybe\"\n"), "at_capacity"),
+            (GOOD.replace("driver = \"dpdk\"", "driver = \"pcap\""), "[pcap]"),
+            (GOOD.replace("eal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\"]", "eal_args = []"), "dpdk.eal_args"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+}

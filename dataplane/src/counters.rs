@@ -1,0 +1,152 @@
+//! Per-worker counters.
+//!
+//! A worker counts into a plain array it owns (no atomics, no sharing on the hot
+//! path) and publishes a copy into its [`Published`] block every few milliseconds
+//! with relaxed stores; readers (stats line, status socket) read that copy.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tlsgate_api::WorkerStats;
+
+use crate::parse::Malformed;
+
+/// Counter indexes.
+pub mod idx {
+    /// Frames received, inside port.
+    pub const RX_PKTS: usize = 0; // +port
+    /// Bytes received.
+    pub const RX_BYTES: usize = 2; // +port
+    /// Frames transmitted.
+    pub const TX_PKTS: usize = 4; // +port
+    /// Bytes transmitted.
+    pub const TX_BYTES: usize = 6; // +port
+    /// Flows in the table (gauge).
+    pub const FLOWS_ACTIVE: usize = 8;
+    /// Flows created.
+    pub const FLOWS_CREATED: usize = 9;
+    /// Flows expired.
+    pub const FLOWS_EXPIRED: usize = 10;
+    /// TCP without state forwarded untracked.
+    pub const UNTRACKED_MIDSTREAM: usize = 11;
+    /// Forwarded untracked, table full (fail-open alarm).
+    pub const UNTRACKED_TABLE_FULL: usize = 12;
+    /// Fragments forwarded untracked.
+    pub const UNTRACKED_FRAGMENTS: usize = 13;
+    /// Frames handed to other workers.
+    pub const HANDOVER_OUT: usize = 14;
+    /// Frames received from other workers.
+    pub const HANDOVER_IN: usize = 15;
+    /// Bursts handed over.
+    pub const HANDOVER_BURSTS: usize = 16;
+    /// Idle polls.
+    pub const IDLE_POLLS: usize = 17;
+    /// Drop: TX queue full.
+    pub const DROP_TX_FULL: usize = 18;
+    /// Drop: flow table full, fail-closed.
+    pub const DROP_TABLE_FULL: usize = 19;
+    /// Drop: hand-over queue full.
+    pub const DROP_HANDOVER_FULL: usize = 20;
+    /// Malformed frames forwarded (malformed = "forward").
+    pub const MALFORMED_FORWARDED: usize = 21;
+    /// First malformed-reason counter; one per [`super::Malformed`] reason.
+    pub const MALFORMED_BASE: usize = 22;
+}
+
+/// Number of counters.
+pub const COUNT: usize = idx::MALFORMED_BASE + 32;
+
+/// A worker's own counters.
+pub type Local = [u64; COUNT];
+
+/// The published copy of a worker's counters.
+pub struct Published {
+    vals: [AtomicU64; COUNT],
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published { vals: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Published {
+    /// Copies the worker's counters in (worker thread only).
+    pub fn publish(&self, local: &Local) {
+        for (a, v) in self.vals.iter().zip(local.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads one counter.
+    pub fn get(&self, i: usize) -> u64 {
+        self.vals[i].load(Ordering::Relaxed)
+    }
+
+    /// The report for the status channel.
+    pub fn report(&self, worker: u32) -> WorkerStats {
+        let g = |i| self.get(i);
+        let mut drops = std::collections::BTreeMap::new();
+        for r in Malformed::ALL {
+            let v = g(idx::MALFORMED_BASE + *r as usize);
+            if v != 0 {
+                drops.insert(r.name().to_string(), v);
+            }
+        }
+        for (name, i) in [
+            ("tx_full", idx::DROP_TX_FULL),
+            ("flow_table_full", idx::DROP_TABLE_FULL),
+            ("handover_full", idx::DROP_HANDOVER_FULL),
+        ] {
+            if g(i) != 0 {
+                drops.insert(name.to_string(), g(i));
+            }
+        }
+        WorkerStats {
+            worker,
+            rx_packets: [g(idx::RX_PKTS), g(idx::RX_PKTS + 1)],
+            rx_bytes: [g(idx::RX_BYTES), g(idx::RX_BYTES + 1)],
+            tx_packets: [g(idx::TX_PKTS), g(idx::TX_PKTS + 1)],
+            tx_bytes: [g(idx::TX_BYTES), g(idx::TX_BYTES + 1)],
+            drops,
+            flows_active: g(idx::FLOWS_ACTIVE),
+            flows_created: g(idx::FLOWS_CREATED),
+            flows_expired: g(idx::FLOWS_EXPIRED),
+            untracked_midstream: g(idx::UNTRACKED_MIDSTREAM),
+            untracked_table_full: g(idx::UNTRACKED_TABLE_FULL),
+            untracked_fragments: g(idx::UNTRACKED_FRAGMENTS),
+            handover_out: g(idx::HANDOVER_OUT),
+            handover_in: g(idx::HANDOVER_IN),
+            handover_bursts: g(idx::HANDOVER_BURSTS),
+            idle_polls: g(idx::IDLE_POLLS),
+            malformed_forwarded: g(idx::MALFORMED_FORWARDED),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_malformed_reason_has_a_counter() {
+        assert!(idx::MALFORMED_BASE + Malformed::ALL.len() <= COUNT);
+        for (i, r) in Malformed::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "reasons index the counter array in order");
+        }
+    }
+
+    #[test]
+    fn report_names_drop_reasons() {
+        let p = Published::default();
+        let mut l = [0u64; COUNT];
+        l[idx::MALFORMED_BASE + Malformed::TcpTruncated as usize] = 3;
+        l[idx::DROP_TX_FULL] = 2;
+        l[idx::RX_PKTS + 1] = 7;
+        p.publish(&l);
+        let r = p.report(1);
+        assert_eq!(r.drops["tcp_truncated"], 3);
+        assert_eq!(r.drops["tx_full"], 2);
+        assert_eq!(r.rx_packets, [0, 7]);
+        assert_eq!(r.drops.len(), 2);
+    }
+}

@@ -1,0 +1,525 @@
+//! Per-worker flow table: symmetric 5-tuple keys, TCP state tracking, idle timeouts
+//! per state, a capacity cap with a fail-open / fail-closed action.
+//!
+//! ```text
+//!   frame ─► FlowKey::new (canonical: lower (addr, port) first) ─► hash (symmetric)
+//!                 │                                                  │
+//!                 ▼                                                  ▼
+//!   hashbrown HashTable<Flow> (hash computed once, reused for steering)
+//!                 │ expiry
+//!                 ▼
+//!   timer wheel of 1-second slots, lazy: a flow is checked when its slot comes due
+//!   and rescheduled if it was touched meanwhile
+//! ```
+//!
+//! Nothing allocates per packet: the table and the wheel's slots are reserved up
+//! front and only grow to their high-water mark.
+
+use hashbrown::HashTable;
+use serde::Deserialize;
+
+use crate::parse::{proto, tcp_flags, Parsed};
+
+/// A symmetric flow key: both directions of a connection give the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The lower (address, port) endpoint.
+    pub lo: [u8; 16],
+    /// The higher endpoint.
+    pub hi: [u8; 16],
+    /// Port of `lo`.
+    pub lo_port: u16,
+    /// Port of `hi`.
+    pub hi_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Innermost VLAN ID (both sides of a bump-in-the-wire carry the same tag).
+    pub vlan: u16,
+}
+
+/// Which endpoint sent a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The `lo` endpoint.
+    Lo,
+    /// The `hi` endpoint.
+    Hi,
+}
+
+impl FlowKey {
+    /// Key and sending side of a parsed packet. Fragments use the address pair alone
+    /// (later fragments carry no ports), so all fragments of a datagram agree.
+    #[inline]
+    pub fn of(p: &Parsed) -> (FlowKey, Side) {
+        let (sp, dp) = if p.fragment { (0, 0) } else { (p.src_port, p.dst_port) };
+        let src_first = (p.src, sp) <= (p.dst, dp);
+        let (lo, hi, lo_port, hi_port, side) =
+            if src_first { (p.src, p.dst, sp, dp, Side::Lo) } else { (p.dst, p.src, dp, sp, Side::Hi) };
+        (FlowKey { lo, hi, lo_port, hi_port, proto: p.proto, vlan: p.vlan() }, side)
+    }
+
+    /// A fast hash of the canonical key; symmetric because the key is.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        #[inline(always)]
+        fn mix(h: u64, w: u64) -> u64 {
+            let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^ (x >> 29)
+        }
+        let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let mut h = 0x243f_6a88_85a3_08d3;
+        h = mix(h, w(&self.lo, 0));
+        h = mix(h, w(&self.lo, 8));
+        h = mix(h, w(&self.hi, 0));
+        h = mix(h, w(&self.hi, 8));
+        h = mix(
+            h,
+            u64::from(self.lo_port)
+                | u64::from(self.hi_port) << 16
+                | u64::from(self.proto) << 32
+                | u64::from(self.vlan) << 40,
+        );
+        h ^ (h >> 32)
+    }
+}
+
+/// TCP connection state as seen from the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    /// SYN seen.
+    SynSent,
+    /// SYN-ACK seen.
+    SynReceived,
+    /// Handshake complete or data flowing.
+    Established,
+    /// A FIN seen from one or both sides.
+    Closing,
+    /// RST seen.
+    Closed,
+}
+
+/// State of a tracked flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP with its state.
+    Tcp(TcpState),
+    /// UDP (or another datagram protocol).
+    Datagram,
+}
+
+/// A tracked flow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Its key.
+    pub key: FlowKey,
+    /// Current state.
+    pub state: FlowState,
+    /// Side that opened it (sent the SYN / first datagram).
+    pub initiator: Side,
+    /// FIN seen from lo / hi.
+    fin: [bool; 2],
+    /// Last packet, in ms of the worker clock.
+    pub last_seen_ms: u64,
+    /// Packets seen.
+    pub packets: u64,
+    /// Wheel tick (second) the flow is scheduled at.
+    wheel_due: u64,
+}
+
+/// Idle timeouts, in seconds, per state (`[flows.timeouts]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Handshake not complete (SYN or SYN-ACK seen).
+    pub tcp_syn: u32,
+    /// Established connection without packets.
+    pub tcp_established: u32,
+    /// After a FIN.
+    pub tcp_closing: u32,
+    /// After a RST.
+    pub tcp_closed: u32,
+    /// UDP and other datagram flows.
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tcp_syn: 30, tcp_established: 3600, tcp_closing: 120, tcp_closed: 10, udp: 60 }
+    }
+}
+
+impl Timeouts {
+    fn of(&self, s: FlowState) -> u64 {
+        u64::from(match s {
+            FlowState::Tcp(TcpState::SynSent | TcpState::SynReceived) => self.tcp_syn,
+            FlowState::Tcp(TcpState::Established) => self.tcp_established,
+            FlowState::Tcp(TcpState::Closing) => self.tcp_closing,
+            FlowState::Tcp(TcpState::Closed) => self.tcp_closed,
+            FlowState::Datagram => self.udp,
+        })
+    }
+
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("tcp_syn", self.tcp_syn),
+            ("tcp_established", self.tcp_established),
+            ("tcp_closing", self.tcp_closing),
+            ("tcp_closed", self.tcp_closed),
+            ("udp", self.udp),
+        ] {
+            if v == 0 || v > 86_400 {
+                return Err(format!("flows.timeouts.{name}: {v} s is outside 1..=86400"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to do with a new flow when the table is full.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AtCapacity {
+    /// Forward it untracked and raise the alarm counter (the default: a firewall
+    /// appliance in bypass mode must not cut traffic).
+    #[default]
+    FailOpen,
+    /// Drop it.
+    FailClosed,
+}
+
+/// What the table decided for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Part of a tracked flow (new or existing).
+    Tracked,
+    /// A new flow was created.
+    Created,
+    /// TCP without a SYN and no state: forward untracked.
+    Midstream,
+    /// Table full, fail-open: forward untracked.
+    FullOpen,
+    /// Table full, fail-closed: drop.
+    FullClosed,
+}
+
+const WHEEL_SLOTS: usize = 4096;
+
+/// The per-worker flow table.
+pub struct FlowTable {
+    table: HashTable<Flow>,
+    cap: usize,
+    at_capacity: AtCapacity,
+    timeouts: Timeouts,
+    wheel: Vec<Vec<FlowKey>>,
+    /// Next wheel tick (second) to process.
+    wheel_tick: u64,
+    /// Flows removed by timeout since start.
+    pub expired: u64,
+    /// Flows created since start.
+    pub created: u64,
+}
+
+impl FlowTable {
+    /// A table for at most `cap` flows, reserved up front.
+    pub fn new(cap: usize, at_capacity: AtCapacity, timeouts: Timeouts, now_ms: u64) -> Self {
+        FlowTable {
+            table: HashTable::with_capacity(cap),
+            cap,
+            at_capacity,
+            timeouts,
+            wheel: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            wheel_tick: now_ms / 1000,
+            expired: 0,
+            created: 0,
+        }
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Looks a flow up.
+    pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&Flow> {
+        self.table.find(hash, |f| f.key == *key)
+    }
+
+    /// Puts `key` in the slot of second `due_s` and returns the tick actually used:
+    /// a due time beyond the wheel's horizon waits in the last reachable slot and is
+    /// rescheduled from there.
+    fn schedule(&mut self, key: FlowKey, due_s: u64) -> u64 {
+        let due = due_s.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+        self.wheel[(due % WHEEL_SLOTS as u64) as usize].push(key);
+        due
+    }
+
+    fn due_of(&self, f: &Flow) -> u64 {
+        (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1
+    }
+
+    /// Tracks a packet of a TCP or UDP flow.
+    #[inline]
+    pub fn track(&mut self, p: &Parsed, key: &FlowKey, side: Side, hash: u64, now_ms: u64) -> Track {
+        let is_tcp = p.proto == proto::TCP;
+        let flags = p.tcp_flags;
+        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+            f.last_seen_ms = now_ms;
+            f.packets += 1;
+            if is_tcp {
+                let before = f.state;
+                tcp_advance(f, side, flags);
+                if f.state != before {
+                    // A shorter timeout must not wait for a slot scheduled far away.
+                    let due = (now_ms / 1000) + self.timeouts.of(f.state) + 1;
+                    if due < f.wheel_due {
+                        let k = f.key;
+                        let tick = self.schedule(k, due);
+                        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+                            f.wheel_due = tick;
+                        }
+                    }
+                }
+            }
+            return Track::Tracked;
+        }
+        let state = if is_tcp {
+            if flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
+                return Track::Midstream;
+            }
+            FlowState::Tcp(TcpState::SynSent)
+        } else {
+            FlowState::Datagram
+        };
+        if self.table.len() >= self.cap {
+            return match self.at_capacity {
+                AtCapacity::FailOpen => Track::FullOpen,
+                AtCapacity::FailClosed => Track::FullClosed,
+            };
+        }
+        let mut flow =
+            Flow { key: *key, state, initiator: side, fin: [false; 2], last_seen_ms: now_ms, packets: 1, wheel_due: 0 };
+        flow.wheel_due = self.schedule(*key, self.due_of(&flow));
+        self.table.insert_unique(hash, flow, |f| f.key.hash());
+        self.created += 1;
+        Track::Created
+    }
+
+    /// Removes flows idle past their timeout, processing at most `budget` wheel
+    /// entries; returns how many flows were removed.
+    pub fn expire(&mut self, now_ms: u64, mut budget: usize) -> usize {
+        let now_s = now_ms / 1000;
+        let mut removed = 0;
+        while self.wheel_tick <= now_s && budget > 0 {
+            let slot = (self.wheel_tick % WHEEL_SLOTS as u64) as usize;
+            let Some(key) = self.wheel[slot].pop() else {
+                self.wheel_tick += 1;
+                continue;
+            };
+            budget -= 1;
+            let hash = key.hash();
+            let Ok(entry) = self.table.find_entry(hash, |f| f.key == key) else { continue };
+            let f = entry.get();
+            if f.wheel_due != self.wheel_tick {
+                // Stale: the flow was rescheduled to another slot since.
+                continue;
+            }
+            let due = (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1;
+            if due <= now_s {
+                entry.remove();
+                removed += 1;
+            } else {
+                // Touched since it was scheduled: wait again. The entry's slot is the
+                // current one, so borrow ends before scheduling.
+                let tick = due.clamp(self.wheel_tick + 1, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+                entry.into_mut().wheel_due = tick;
+                self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(key);
+            }
+        }
+        self.expired += removed as u64;
+        removed
+    }
+}
+
+fn tcp_advance(f: &mut Flow, side: Side, flags: u8) {
+    use TcpState::*;
+    let FlowState::Tcp(s) = f.state else { return };
+    let syn = flags & tcp_flags::SYN != 0;
+    let ack = flags & tcp_flags::ACK != 0;
+    let next = if flags & tcp_flags::RST != 0 {
+        Closed
+    } else if syn && !ack {
+        // A new SYN on a finished connection reuses the 4-tuple.
+        if matches!(s, Closing | Closed) {
+            f.fin = [false; 2];
+            f.initiator = side;
+            SynSent
+        } else {
+            s
+        }
+    } else if flags & tcp_flags::FIN != 0 {
+        f.fin[side as usize] = true;
+        Closing
+    } else {
+        match s {
+            SynSent if syn && ack && side != f.initiator => SynReceived,
+            SynReceived if ack && !syn && side == f.initiator => Established,
+            // Data without a clean handshake seen (e.g. a lost SYN-ACK): established.
+            SynSent | SynReceived if ack && !syn => Established,
+            other => other,
+        }
+    };
+    f.state = FlowState::Tcp(next);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::craft::Spec;
+    use crate::parse::parse;
+    use crate::parse::tcp_flags::*;
+
+    const A: &str = "198.18.0.1";
+    const B: &str = "198.18.0.2";
+
+    fn pkt(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Parsed {
+        let f = Spec::tcp(src.parse::<IpAddr>().unwrap(), sp, dst.parse().unwrap(), dp, flags).build();
+        parse(&f).unwrap()
+    }
+
+    fn track(t: &mut FlowTable, p: &Parsed, now: u64) -> Track {
+        let (k, s) = FlowKey::of(p);
+        t.track(p, &k, s, k.hash(), now)
+    }
+
+    fn table(cap: usize, at: AtCapacity) -> FlowTable {
+        FlowTable::new(cap, at, Timeouts::default(), 0)
+    }
+
+    #[test]
+    fn key_and_hash_are_symmetric() {
+        let a = pkt(A, 40000, B, 443, SYN);
+        let b = pkt(B, 443, A, 40000, SYN | ACK);
+        let (ka, sa) = FlowKey::of(&a);
+        let (kb, sb) = FlowKey::of(&b);
+        assert_eq!(ka, kb);
+        assert_eq!(ka.hash(), kb.hash());
+        assert_ne!(sa, sb);
+        let c = pkt(A, 40001, B, 443, SYN);
+        assert_ne!(FlowKey::of(&c).0.hash(), ka.hash());
+    }
+
+    #[test]
+    fn handshake_data_fin_rst() {
+        let mut t = table(10, AtCapacity::FailOpen);
+        assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, SYN), 0), Track::Created);
+        let (k, _) = FlowKey::of(&pkt(A, 1000, B, 80, SYN));
+        let st = |t: &FlowTable| t.get(&k, k.hash()).unwrap().state;
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
+        track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 1);
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynReceived));
+        track(&mut t, &pkt(A, 1000, B, 80, ACK), 2);
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::Established));
+        track(&mut t, &pkt(A, 1000, B, 80, FIN | ACK), 3);
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::Closing));
+        track(&mut t, &pkt(B, 80, A, 1000, RST), 4);
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::Closed));
+        // Port reuse: a new SYN restarts the flow.
+        track(&mut t, &pkt(A, 1000, B, 80, SYN), 5);
+        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn midstream_is_untracked() {
+        let mut t = table(10, AtCapacity::FailOpen);
+        assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, ACK), 0), Track::Midstream);
+        assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Midstream);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn capacity_actions() {
+        for (at, want) in [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)] {
+            let mut t = table(3, at);
+            for port in 0..3 {
+                assert_eq!(track(&mut t, &pkt(A, 1000 + port, B, 80, SYN), 0), Track::Created);
+            }
+            assert_eq!(track(&mut t, &pkt(A, 2000, B, 80, SYN), 0), want);
+            // Existing flows still track at capacity.
+            assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Tracked);
+            assert_eq!(t.len(), 3);
+        }
+    }
+
+    #[test]
+    fn idle_timeouts_per_state() {
+        let to = Timeouts { tcp_syn: 5, tcp_established: 100, tcp_closing: 20, tcp_closed: 2, udp: 30 };
+        let mut t = FlowTable::new(100, AtCapacity::FailOpen, to, 0);
+        // Flow 1: SYN only -> expires after 5 s.
+        track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
+        // Flow 2: established -> lives 100 s past its last packet.
+        track(&mut t, &pkt(A, 2, B, 80, SYN), 0);
+        track(&mut t, &pkt(B, 80, A, 2, SYN | ACK), 0);
+        track(&mut t, &pkt(A, 2, B, 80, ACK), 0);
+        // Flow 3: established then RST at t=10 s -> gone 2 s later.
+        track(&mut t, &pkt(A, 3, B, 80, SYN), 0);
+        track(&mut t, &pkt(A, 3, B, 80, ACK), 0);
+        // UDP flow.
+        let u = parse(&Spec::udp(A.parse().unwrap(), 5, B.parse().unwrap(), 53, b"q").build()).unwrap();
+        track(&mut t, &u, 0);
+        assert_eq!(t.len(), 4);
+
+        assert_eq!(t.expire(4_000, usize::MAX), 0);
+        assert_eq!(t.expire(7_000, usize::MAX), 1, "SYN-only flow after tcp_syn");
+        track(&mut t, &pkt(B, 80, A, 3, RST), 10_000);
+        assert_eq!(t.expire(11_000, usize::MAX), 0);
+        assert_eq!(t.expire(13_500, usize::MAX), 1, "RST flow after tcp_closed, not tcp_established");
+        assert_eq!(t.expire(31_500, usize::MAX), 1, "udp after 30 s");
+        // Keep flow 2 alive with traffic at 90 s: it survives 100 s after that.
+        track(&mut t, &pkt(A, 2, B, 80, ACK), 90_000);
+        assert_eq!(t.expire(150_000, usize::MAX), 0);
+        assert_eq!(t.expire(192_000, usize::MAX), 1);
+        assert!(t.is_empty());
+        assert_eq!((t.created, t.expired), (4, 4));
+    }
+
+    #[test]
+    fn expiry_is_bounded_per_call() {
+        let to = Timeouts { udp: 1, ..Timeouts::default() };
+        let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, 0);
+        for port in 1..=5000u16 {
+            let u = parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
+            track(&mut t, &u, 0);
+        }
+        let mut removed = 0;
+        let mut calls = 0;
+        while removed < 5000 {
+            let n = t.expire(10_000, 512);
+            assert!(n <= 512);
+            removed += n;
+            calls += 1;
+            assert!(calls < 100);
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn long_timeouts_beyond_the_wheel() {
+        let to = Timeouts { tcp_established: 86_400, ..Timeouts::default() };
+        let mut t = FlowTable::new(10, AtCapacity::FailOpen, to, 0);
+        track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
+        track(&mut t, &pkt(A, 1, B, 80, ACK), 0);
+        for h in 1..24 {
+            assert_eq!(t.expire(h * 3_600_000, usize::MAX), 0, "hour {h}");
+        }
+        assert_eq!(t.expire(86_402_000, usize::MAX), 1);
+    }
+}

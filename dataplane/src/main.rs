@@ -1,0 +1,99 @@
+//! `tlsgate-dataplane`: the appliance's packet path as a process.
+//!
+//! ```text
+//! tlsgate-dataplane --config /etc/tlsgate/dataplane.toml [--check-config]
+//!                   [--duration SECS] [--warmup SECS] [--summary]
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tlsgate_dataplane::config::{Config, Driver};
+use tlsgate_dataplane::run::{run, RunOptions, Summary};
+use tlsgate_drivers::dpdk::DpdkBackend;
+use tlsgate_drivers::pcap::PcapBackend;
+
+/// The tlsgate dataplane: a DPDK bump-in-the-wire between an inside and an outside
+/// port.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, default_value = "/etc/tlsgate/dataplane.toml")]
+    config: PathBuf,
+    /// Check the configuration file and exit (0: valid).
+    #[arg(long)]
+    check_config: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Start the measurement window of the summary this many seconds after start.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Print a one-line JSON summary (rates over the window, counters) at exit.
+    #[arg(long)]
+    summary: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TLSGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let cfg = Config::load(&args.config)?;
+    if args.check_config {
+        println!("{}: configuration OK (driver {:?})", args.config.display(), cfg.driver);
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let opts = RunOptions {
+        duration: args.duration.map(Duration::from_secs_f64),
+        warmup: Duration::from_secs_f64(args.warmup),
+    };
+    let summary = match cfg.driver {
+        Driver::Dpdk => {
+            let dpdk = cfg.dpdk.as_ref().expect("validated");
+            let backend = DpdkBackend::new(dpdk)?;
+            run(backend, &cfg, stop, &opts)?
+        }
+        Driver::Pcap => {
+            let backend = PcapBackend::new(cfg.pcap.as_ref().expect("validated"))?;
+            run(backend, &cfg, stop, &opts)?
+        }
+    };
+    report(&summary, args.summary);
+    Ok(())
+}
+
+fn report(s: &Summary, json: bool) {
+    eprintln!(
+        "stopped: {} frames received, {} sent, {} dropped; {:.3} Mpps sent over {:.1} s",
+        s.totals.rx,
+        s.totals.tx,
+        s.totals.drops,
+        s.tx_mpps(),
+        s.seconds
+    );
+    if json {
+        let v = serde_json::json!({
+            "seconds": s.seconds,
+            "rx": s.rx,
+            "tx": s.tx,
+            "tx_mpps": s.tx_mpps(),
+            "stats": s.stats,
+        });
+        println!("{v}");
+    }
+}

@@ -1,0 +1,124 @@
+//! Starts the workers on a backend and runs them until stopped: the stats line, the
+//! status socket and the optional measurement window (`--duration`, `--warmup`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tlsgate_drivers::Backend;
+
+use crate::config::Config;
+use crate::counters::Published;
+use crate::status::{spawn_server, stats_line, StatsSource, Totals};
+use crate::worker::{Steering, Worker, WorkerSettings};
+
+/// Run options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Start the measurement window this long after start.
+    pub warmup: Duration,
+}
+
+/// Rates over the measurement window.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Window length.
+    pub seconds: f64,
+    /// Frames received in the window.
+    pub rx: u64,
+    /// Frames transmitted in the window.
+    pub tx: u64,
+    /// Final totals.
+    pub totals: Totals,
+    /// Final counters.
+    pub stats: tlsgate_api::DataplaneStats,
+}
+
+impl Summary {
+    /// Transmitted frames per second, in millions.
+    pub fn tx_mpps(&self) -> f64 {
+        self.tx as f64 / self.seconds.max(1e-9) / 1e6
+    }
+}
+
+/// Runs the dataplane on `backend` until `stop` is set, `opts.duration` passes or a
+/// finite input (capture file) is exhausted.
+pub fn run<B: Backend>(
+    mut backend: B,
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    opts: &RunOptions,
+) -> anyhow::Result<Summary> {
+    let workers = backend.workers();
+    let settings = WorkerSettings::new(cfg, workers, backend.symmetric_rss());
+    tracing::info!(
+        driver = backend.name(),
+        workers,
+        software_steering = settings.software_steering,
+        lab = settings.lab,
+        "forwarding"
+    );
+    let steering = Arc::new(Steering::new(workers, cfg.dataplane.handover_depth));
+    let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
+    let queues: Vec<Mutex<Option<B::Queues>>> = backend.take_queues().into_iter().map(|q| Mutex::new(Some(q))).collect();
+    let epoch = Instant::now();
+    let src = StatsSource { driver: backend.name(), workers: published.clone(), monitor: backend.monitor(), started: epoch };
+    if let Some(path) = &cfg.dataplane.status_socket {
+        spawn_server(path, src.clone(), stop.clone())
+            .map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
+        tracing::info!(socket = %path.display(), "status socket listening");
+    }
+
+    let done = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let (src, stop, done, opts) = (src.clone(), stop.clone(), done.clone(), opts.clone());
+        let interval = Duration::from_secs(cfg.dataplane.stats_interval_s);
+        std::thread::Builder::new().name("tg-stats".into()).spawn(move || {
+            let mut window_start: Option<(Instant, Totals)> = if opts.warmup.is_zero() {
+                Some((epoch, Totals::default()))
+            } else {
+                None
+            };
+            let mut last = (Instant::now(), Totals::default());
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = Instant::now();
+                if window_start.is_none() && now.duration_since(epoch) >= opts.warmup {
+                    window_start = Some((now, Totals::of(&src.snapshot())));
+                }
+                if opts.duration.is_some_and(|d| now.duration_since(epoch) >= d) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                if !interval.is_zero() && now.duration_since(last.0) >= interval {
+                    let s = src.snapshot();
+                    let t = Totals::of(&s);
+                    eprintln!("{}", stats_line(&last.1, &t, now.duration_since(last.0).as_secs_f64(), &s));
+                    last = (now, t);
+                }
+            }
+            window_start
+        })?
+    };
+
+    backend.launch(|w| {
+        let q = queues[w].lock().expect("queue slot").take().expect("one worker per queue");
+        let mut worker = Worker::new(w, q, cfg, settings.clone(), steering.clone(), published[w].clone(), epoch);
+        worker.run(&stop);
+    });
+    let end = Instant::now();
+    done.store(true, Ordering::Relaxed);
+    let window = monitor.join().map_err(|_| anyhow::anyhow!("stats thread panicked"))?;
+    stop.store(true, Ordering::Relaxed);
+    let stats = src.snapshot();
+    let totals = Totals::of(&stats);
+    let (start, base) = window.unwrap_or((epoch, Totals::default()));
+    Ok(Summary {
+        seconds: end.duration_since(start).as_secs_f64(),
+        rx: totals.rx - base.rx,
+        tx: totals.tx - base.tx,
+        totals,
+        stats,
+    })
+}

@@ -1,0 +1,367 @@
+//! The worker: one per lcore, polling its RX queue on both ports.
+//!
+//! ```text
+//!  loop (time read once):
+//!    rx inside ─┐                     ┌─ owner = me ──► process ──► tx burst (other port)
+//!    rx outside ┴─► parse ─► key/hash ┤
+//!    hand-over in (whole bursts) ─────┤─ owner ≠ me ──► batch for owner ──► its ArrayQueue
+//!                                     └─ malformed ──► count by reason, drop (or forward)
+//!    flush TX and hand-over batches; expire a bounded number of flows;
+//!    publish counters every few ms; idle → back off (lab) or spin (production)
+//! ```
+//!
+//! Bump-in-the-wire: a forwarded frame leaves by the other port byte for byte
+//! unchanged (MACs, VLAN tags, TTL). Nothing here locks, allocates or logs per
+//! packet.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+use crossbeam_queue::ArrayQueue;
+use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
+
+use crate::config::{Config, MalformedAction};
+use crate::counters::{idx, Local, Published, COUNT};
+use crate::flow::{FlowKey, FlowTable, Track};
+use crate::parse::{parse, proto, Parsed};
+
+/// A frame travelling to its owner worker, with what the sender learnt of it.
+pub struct Handed<F> {
+    frame: F,
+    port: u8,
+    parsed: Parsed,
+    hash: u64,
+}
+
+/// A whole burst handed to another worker.
+pub type HandoverBurst<F> = ArrayVec<Handed<F>, BURST>;
+
+/// Shared among workers: one inbound hand-over queue per worker.
+pub struct Steering<F> {
+    inbound: Vec<ArrayQueue<HandoverBurst<F>>>,
+}
+
+impl<F> Steering<F> {
+    /// Queues for `workers` workers, each holding `depth` bursts.
+    pub fn new(workers: usize, depth: usize) -> Self {
+        Steering { inbound: (0..workers).map(|_| ArrayQueue::new(depth)).collect() }
+    }
+}
+
+/// Owner worker of a flow hash (multiply-shift: uniform, no division).
+#[inline]
+pub fn owner(hash: u64, workers: usize) -> usize {
+    (((hash >> 32) * workers as u64) >> 32) as usize
+}
+
+/// Settings a worker needs, copied from the configuration.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    /// Back off when idle.
+    pub lab: bool,
+    /// Malformed frames.
+    pub malformed: MalformedAction,
+    /// Steer in software.
+    pub software_steering: bool,
+}
+
+impl WorkerSettings {
+    /// From the configuration and whether the NIC hashes symmetrically.
+    pub fn new(cfg: &Config, workers: usize, symmetric_rss: bool) -> Self {
+        use crate::config::SteeringMode::*;
+        let software = workers > 1
+            && match cfg.dataplane.steering {
+                Auto => !symmetric_rss,
+                Software => true,
+                Hardware => false,
+            };
+        WorkerSettings { lab: cfg.dataplane.lab, malformed: cfg.dataplane.malformed, software_steering: software }
+    }
+}
+
+/// How often counters are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+/// Flow-expiry entries examined per loop.
+const EXPIRE_BUDGET: usize = 64;
+
+/// One worker's state.
+pub struct Worker<Q: Queues> {
+    id: usize,
+    workers: usize,
+    queues: Q,
+    flows: FlowTable,
+    settings: WorkerSettings,
+    steering: Arc<Steering<Q::Frame>>,
+    outbound: Vec<HandoverBurst<Q::Frame>>,
+    tx: [Burst<Q::Frame>; NUM_PORTS],
+    c: Local,
+    published: Arc<Published>,
+    epoch: Instant,
+}
+
+impl<Q: Queues> Worker<Q> {
+    /// A worker `id` of `workers`.
+    pub fn new(
+        id: usize,
+        queues: Q,
+        cfg: &Config,
+        settings: WorkerSettings,
+        steering: Arc<Steering<Q::Frame>>,
+        published: Arc<Published>,
+        epoch: Instant,
+    ) -> Self {
+        let workers = steering.inbound.len();
+        Worker {
+            id,
+            workers,
+            queues,
+            flows: FlowTable::new(
+                cfg.flows.max_per_worker,
+                cfg.flows.at_capacity,
+                cfg.flows.timeouts.clone(),
+                epoch.elapsed().as_millis() as u64,
+            ),
+            settings,
+            steering,
+            outbound: (0..workers).map(|_| ArrayVec::new()).collect(),
+            tx: [Burst::new(), Burst::new()],
+            c: [0; COUNT],
+            published,
+            epoch,
+        }
+    }
+
+    /// Polls until `stop` is set (or a finite input is exhausted and drained).
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut last_publish = Instant::now();
+        let mut idle_streak = 0u32;
+        let mut rx: Burst<Q::Frame> = Burst::new();
+        loop {
+            let now = Instant::now();
+            let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+            let mut work = 0;
+            for port in 0..NUM_PORTS {
+                self.queues.rx_burst(port, &mut rx);
+                work += rx.len();
+                for frame in rx.drain(..) {
+                    self.receive(frame, port, now_ms);
+                }
+            }
+            if self.settings.software_steering {
+                work += self.drain_inbound(now_ms);
+                self.flush_outbound();
+            }
+            self.flush_tx();
+            let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
+            if expired > 0 {
+                self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+            }
+            if now.duration_since(last_publish) >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = now;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            if work == 0 {
+                self.c[idx::IDLE_POLLS] += 1;
+                idle_streak = idle_streak.saturating_add(1);
+                if self.queues.input_exhausted() && idle_streak > 1000 {
+                    break;
+                }
+                if self.settings.lab && idle_streak > 64 {
+                    // Leave the CPU to the lab's clients and servers; ~10-200 µs of
+                    // added latency on the first frame after a quiet spell.
+                    std::thread::sleep(Duration::from_micros(if idle_streak > 4096 { 200 } else { 10 }));
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                idle_streak = 0;
+            }
+        }
+        self.flush_tx();
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.c[idx::FLOWS_ACTIVE] = self.flows.len() as u64;
+        self.c[idx::FLOWS_CREATED] = self.flows.created;
+        self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+        self.published.publish(&self.c);
+    }
+
+    /// A frame from the wire on `port`.
+    #[inline]
+    fn receive(&mut self, frame: Q::Frame, port: usize, now_ms: u64) {
+        let len = frame.data().len() as u64;
+        self.c[idx::RX_PKTS + port] += 1;
+        self.c[idx::RX_BYTES + port] += len;
+        let parsed = match parse(frame.data()) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.c[idx::MALFORMED_BASE + reason as usize] += 1;
+                if self.settings.malformed == MalformedAction::Forward {
+                    self.c[idx::MALFORMED_FORWARDED] += 1;
+                    self.forward(frame, port);
+                }
+                return;
+            }
+        };
+        if !parsed.is_ip() {
+            // ARP, LLDP, …: a bump-in-the-wire passes them on.
+            self.forward(frame, port);
+            return;
+        }
+        let (key, side) = FlowKey::of(&parsed);
+        let hash = key.hash();
+        if self.settings.software_steering {
+            let to = owner(hash, self.workers);
+            if to != self.id {
+                self.hand_over(to, Handed { frame, port: port as u8, parsed, hash });
+                return;
+            }
+        }
+        self.process(frame, port, &parsed, &key, side, hash, now_ms);
+    }
+
+    /// A frame of a flow this worker owns.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        &mut self,
+        frame: Q::Frame,
+        port: usize,
+        p: &Parsed,
+        key: &FlowKey,
+        side: crate::flow::Side,
+        hash: u64,
+        now_ms: u64,
+    ) {
+        if p.fragment {
+            self.c[idx::UNTRACKED_FRAGMENTS] += 1;
+            self.forward(frame, port);
+            return;
+        }
+        if p.proto != proto::TCP && p.proto != proto::UDP {
+            self.forward(frame, port);
+            return;
+        }
+        match self.flows.track(p, key, side, hash, now_ms) {
+            Track::Tracked | Track::Created => {}
+            Track::Midstream => self.c[idx::UNTRACKED_MIDSTREAM] += 1,
+            Track::FullOpen => self.c[idx::UNTRACKED_TABLE_FULL] += 1,
+            Track::FullClosed => {
+                self.c[idx::DROP_TABLE_FULL] += 1;
+                return;
+            }
+        }
+        self.forward(frame, port);
+    }
+
+    #[inline]
+    fn forward(&mut self, frame: Q::Frame, in_port: usize) {
+        let out = in_port ^ 1;
+        if self.tx[out].is_full() {
+            self.flush_port(out);
+        }
+        // flush_port leaves at most a full burst behind only if the NIC refused
+        // everything; then the oldest frames were already dropped and there is room.
+        self.tx[out].push(frame);
+    }
+
+    fn flush_port(&mut self, port: usize) {
+        if self.tx[port].is_empty() {
+            return;
+        }
+        let mut pkts = 0u64;
+        let mut bytes = 0u64;
+        for f in self.tx[port].iter() {
+            pkts += 1;
+            bytes += f.data().len() as u64;
+        }
+        self.queues.tx_burst(port, &mut self.tx[port]);
+        // Frames the queue had no room for are dropped, as l2fwd does: holding them
+        // would stall RX behind a full TX ring.
+        let mut unsent_bytes = 0u64;
+        let unsent = self.tx[port].len() as u64;
+        for f in self.tx[port].drain(..) {
+            unsent_bytes += f.data().len() as u64;
+        }
+        self.c[idx::DROP_TX_FULL] += unsent;
+        self.c[idx::TX_PKTS + port] += pkts - unsent;
+        self.c[idx::TX_BYTES + port] += bytes - unsent_bytes;
+    }
+
+    fn flush_tx(&mut self) {
+        for port in 0..NUM_PORTS {
+            self.flush_port(port);
+        }
+    }
+
+    #[inline]
+    fn hand_over(&mut self, to: usize, h: Handed<Q::Frame>) {
+        self.c[idx::HANDOVER_OUT] += 1;
+        self.outbound[to].push(h);
+        if self.outbound[to].is_full() {
+            self.send_outbound(to);
+        }
+    }
+
+    fn send_outbound(&mut self, to: usize) {
+        let batch = std::mem::take(&mut self.outbound[to]);
+        let n = batch.len() as u64;
+        if let Err(batch) = self.steering.inbound[to].push(batch) {
+            self.c[idx::DROP_HANDOVER_FULL] += n;
+            drop(batch);
+        } else {
+            self.c[idx::HANDOVER_BURSTS] += 1;
+        }
+    }
+
+    fn flush_outbound(&mut self) {
+        for to in 0..self.workers {
+            if !self.outbound[to].is_empty() {
+                self.send_outbound(to);
+            }
+        }
+    }
+
+    fn drain_inbound(&mut self, now_ms: u64) -> usize {
+        let mut n = 0;
+        // Bounded: at most a few bursts per loop so RX keeps being polled.
+        for _ in 0..4 {
+            let Some(batch) = self.steering.inbound[self.id].pop() else { break };
+            n += batch.len();
+            for h in batch {
+                self.c[idx::HANDOVER_IN] += 1;
+                let (key, side) = FlowKey::of(&h.parsed);
+                self.process(h.frame, usize::from(h.port), &h.parsed, &key, side, h.hash, now_ms);
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_uniform_and_in_range() {
+        let mut counts = [0u32; 3];
+        let mut h = 0x1234_5678_9abc_def0u64;
+        for _ in 0..30_000 {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            counts[owner(h, 3)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(owner(u64::MAX, 1), 0);
+    }
+}
