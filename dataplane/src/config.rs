@@ -129,7 +129,11 @@ pub struct FlowsConfig {
 
 impl Default for FlowsConfig {
     fn default() -> Self {
-        FlowsConfig { max_per_worker: 1_000_000, at_capacity: AtCapacity::FailOpen, timeouts: Timeouts::default() }
+        FlowsConfig {
+            max_per_worker: 1_000_000,
+            at_capacity: AtCapacity::FailOpen,
+            timeouts: Timeouts::default(),
+        }
     }
 }
 
@@ -168,16 +172,22 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
-            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: path.display().to_string(), message },
+            ConfigError::Parse { message, .. } => {
+                ConfigError::Parse { path: path.display().to_string(), message }
+            }
+            ConfigError::Invalid { message, .. } => {
+                ConfigError::Invalid { path: path.display().to_string(), message }
+            }
             other => other,
         })
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string().trim().to_string() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: String::new(),
+            message: e.to_string().trim().to_string(),
+        })?;
         cfg.validate().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
         Ok(cfg)
     }
@@ -185,7 +195,9 @@ impl Config {
     /// Cross-field checks; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         match self.driver {
-            Driver::Dpdk => self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate()?,
+            Driver::Dpdk => {
+                self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate()?
+            }
             Driver::Pcap => {
                 let p = self.pcap.as_ref().ok_or("driver = \"pcap\" needs a [pcap] section")?;
                 if p.inside_rx.is_none() && p.outside_rx.is_none() {
@@ -194,11 +206,17 @@ impl Config {
             }
         }
         if self.flows.max_per_worker == 0 || self.flows.max_per_worker > 64 << 20 {
-            return Err(format!("flows.max_per_worker: {} is outside 1..=67108864", self.flows.max_per_worker));
+            return Err(format!(
+                "flows.max_per_worker: {} is outside 1..=67108864",
+                self.flows.max_per_worker
+            ));
         }
         self.flows.timeouts.validate()?;
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
-            return Err(format!("dataplane.handover_depth: {} is outside 2..=65536", self.dataplane.handover_depth));
+            return Err(format!(
+                "dataplane.handover_depth: {} is outside 2..=65536",
+                self.dataplane.handover_depth
+            ));
         }
         Ok(())
     }
@@ -237,7 +255,10 @@ outside = "net_af_packet1"
             (format!("{GOOD}\n[flows.timeouts]\nudp = 0\n"), "flows.timeouts.udp"),
             (format!("{GOOD}\n[flows]\nat_capacity = \"maybe\"\n"), "at_capacity"),
             (GOOD.replace("driver = \"dpdk\"", "driver = \"pcap\""), "[pcap]"),
-            (GOOD.replace("eal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\"]", "eal_args = []"), "dpdk.eal_args"),
+            (
+                GOOD.replace("eal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\"]", "eal_args = []"),
+                "dpdk.eal_args",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(&text).unwrap_err().to_string();

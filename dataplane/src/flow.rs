@@ -21,20 +21,18 @@ use serde::Deserialize;
 use crate::parse::{proto, tcp_flags, Parsed};
 
 /// A symmetric flow key: both directions of a connection give the same key.
+///
+/// Three whole words (two addresses, then ports, protocol and VLAN packed into one
+/// `u64`): built, compared and hashed without byte-wise writes being read back as
+/// wider words, which stalls store forwarding on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// The lower (address, port) endpoint.
-    pub lo: [u8; 16],
-    /// The higher endpoint.
-    pub hi: [u8; 16],
-    /// Port of `lo`.
-    pub lo_port: u16,
-    /// Port of `hi`.
-    pub hi_port: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// Innermost VLAN ID (both sides of a bump-in-the-wire carry the same tag).
-    pub vlan: u16,
+    /// Address of the lower (address, port) endpoint.
+    pub lo: u128,
+    /// Address of the higher endpoint.
+    pub hi: u128,
+    /// `lo_port | hi_port << 16 | proto << 32 | vlan << 40`.
+    pub meta: u64,
 }
 
 /// Which endpoint sent a packet.
@@ -55,7 +53,31 @@ impl FlowKey {
         let src_first = (p.src, sp) <= (p.dst, dp);
         let (lo, hi, lo_port, hi_port, side) =
             if src_first { (p.src, p.dst, sp, dp, Side::Lo) } else { (p.dst, p.src, dp, sp, Side::Hi) };
-        (FlowKey { lo, hi, lo_port, hi_port, proto: p.proto, vlan: p.vlan() }, side)
+        let meta = u64::from(lo_port)
+            | u64::from(hi_port) << 16
+            | u64::from(p.proto) << 32
+            | u64::from(p.vlan()) << 40;
+        (FlowKey { lo, hi, meta }, side)
+    }
+
+    /// Port of the `lo` endpoint.
+    pub fn lo_port(&self) -> u16 {
+        self.meta as u16
+    }
+
+    /// Port of the `hi` endpoint.
+    pub fn hi_port(&self) -> u16 {
+        (self.meta >> 16) as u16
+    }
+
+    /// IP protocol.
+    pub fn proto(&self) -> u8 {
+        (self.meta >> 32) as u8
+    }
+
+    /// Innermost VLAN ID.
+    pub fn vlan(&self) -> u16 {
+        (self.meta >> 40) as u16
     }
 
     /// A fast hash of the canonical key; symmetric because the key is.
@@ -66,19 +88,12 @@ impl FlowKey {
             let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             x ^ (x >> 29)
         }
-        let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let mut h = 0x243f_6a88_85a3_08d3;
-        h = mix(h, w(&self.lo, 0));
-        h = mix(h, w(&self.lo, 8));
-        h = mix(h, w(&self.hi, 0));
-        h = mix(h, w(&self.hi, 8));
-        h = mix(
-            h,
-            u64::from(self.lo_port)
-                | u64::from(self.hi_port) << 16
-                | u64::from(self.proto) << 32
-                | u64::from(self.vlan) << 40,
-        );
+        h = mix(h, self.lo as u64);
+        h = mix(h, (self.lo >> 64) as u64);
+        h = mix(h, self.hi as u64);
+        h = mix(h, (self.hi >> 64) as u64);
+        h = mix(h, self.meta);
         h ^ (h >> 32)
     }
 }
@@ -205,6 +220,9 @@ pub enum Track {
 
 const WHEEL_SLOTS: usize = 4096;
 
+/// Flows a table has room for before it first grows.
+pub const INITIAL_FLOWS: usize = 4096;
+
 /// The per-worker flow table.
 pub struct FlowTable {
     table: HashTable<Flow>,
@@ -221,10 +239,16 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table for at most `cap` flows, reserved up front.
+    /// A table for at most `cap` flows.
+    ///
+    /// It starts with room for [`INITIAL_FLOWS`] and doubles as flows arrive, rather
+    /// than reserving `cap` up front: a table sized for a million flows holding a
+    /// thousand spreads them over hundreds of megabytes, and every lookup then
+    /// misses the cache and the TLB (measured: 3x slower forwarding). Growth
+    /// rehashes once per doubling, so after warm-up nothing allocates.
     pub fn new(cap: usize, at_capacity: AtCapacity, timeouts: Timeouts, now_ms: u64) -> Self {
         FlowTable {
-            table: HashTable::with_capacity(cap),
+            table: HashTable::with_capacity(cap.min(INITIAL_FLOWS)),
             cap,
             at_capacity,
             timeouts,
@@ -302,8 +326,15 @@ impl FlowTable {
                 AtCapacity::FailClosed => Track::FullClosed,
             };
         }
-        let mut flow =
-            Flow { key: *key, state, initiator: side, fin: [false; 2], last_seen_ms: now_ms, packets: 1, wheel_due: 0 };
+        let mut flow = Flow {
+            key: *key,
+            state,
+            initiator: side,
+            fin: [false; 2],
+            last_seen_ms: now_ms,
+            packets: 1,
+            wheel_due: 0,
+        };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow));
         self.table.insert_unique(hash, flow, |f| f.key.hash());
         self.created += 1;
@@ -447,7 +478,9 @@ mod tests {
 
     #[test]
     fn capacity_actions() {
-        for (at, want) in [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)] {
+        for (at, want) in
+            [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)]
+        {
             let mut t = table(3, at);
             for port in 0..3 {
                 assert_eq!(track(&mut t, &pkt(A, 1000 + port, B, 80, SYN), 0), Track::Created);
@@ -496,7 +529,8 @@ mod tests {
         let to = Timeouts { udp: 1, ..Timeouts::default() };
         let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, 0);
         for port in 1..=5000u16 {
-            let u = parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
+            let u =
+                parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
             track(&mut t, &u, 0);
         }
         let mut removed = 0;

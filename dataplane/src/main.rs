@@ -3,6 +3,7 @@
 //! ```text
 //! tlsgate-dataplane --config /etc/tlsgate/dataplane.toml [--check-config]
 //!                   [--duration SECS] [--warmup SECS] [--summary]
+//! tlsgate-dataplane status [--socket PATH] [--json]
 //! ```
 
 use std::path::PathBuf;
@@ -37,6 +38,21 @@ struct Args {
     /// Print a one-line JSON summary (rates over the window, counters) at exit.
     #[arg(long)]
     summary: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Ask a running dataplane for its counters through its status socket.
+    Status {
+        /// Status socket of the running dataplane.
+        #[arg(long, default_value = "/run/tlsgate/dataplane.sock")]
+        socket: PathBuf,
+        /// Print the raw JSON response.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +65,9 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Status { socket, json }) = &args.command {
+        return status(socket, *json);
+    }
     let cfg = Config::load(&args.config)?;
     if args.check_config {
         println!("{}: configuration OK (driver {:?})", args.config.display(), cfg.driver);
@@ -96,4 +115,77 @@ fn report(s: &Summary, json: bool) {
         });
         println!("{v}");
     }
+}
+
+fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use tlsgate_api::{Body, Frame, Request, Response};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {} (is the dataplane running?)", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(Frame::request(1, Request::Stats).encode().as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line)?;
+    if json {
+        print!("{line}");
+        return Ok(());
+    }
+    let s = match Frame::decode(&line)?.body {
+        Body::Response(Response::Stats(s)) => s,
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    };
+    println!("driver {}  uptime {:.0} s  workers {}", s.driver, s.uptime_s, s.workers.len());
+    println!(
+        "{:<8} {:<9} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
+        "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf", "errors"
+    );
+    for p in &s.ports {
+        println!(
+            "{:<8} {:<9} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
+            p.role,
+            p.device.chars().take(9).collect::<String>(),
+            if p.link_up { "up" } else { "down" },
+            p.ipackets,
+            p.opackets,
+            p.imissed,
+            p.rx_nombuf,
+            p.ierrors + p.oerrors
+        );
+    }
+    println!(
+        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}",
+        "worker",
+        "rx inside",
+        "rx outside",
+        "tx inside",
+        "tx outside",
+        "flows",
+        "created",
+        "untracked",
+        "handover"
+    );
+    for w in &s.workers {
+        println!(
+            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}",
+            w.worker,
+            w.rx_packets[0],
+            w.rx_packets[1],
+            w.tx_packets[0],
+            w.tx_packets[1],
+            w.flows_active,
+            w.flows_created,
+            w.untracked_midstream + w.untracked_table_full + w.untracked_fragments,
+            w.handover_out
+        );
+    }
+    let drops = s.total_drops();
+    if drops.is_empty() {
+        println!("drops: none");
+    } else {
+        println!("drops:");
+        for (reason, n) in drops {
+            println!("  {reason:<28} {n}");
+        }
+    }
+    Ok(())
 }

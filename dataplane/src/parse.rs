@@ -146,10 +146,12 @@ pub struct Parsed {
     pub l3_end: u16,
     /// IP protocol / IPv6 next header of the transport (0 when not IP).
     pub proto: u8,
-    /// Source address; IPv4 in the first 4 bytes.
-    pub src: [u8; 16],
-    /// Destination address; IPv4 in the first 4 bytes.
-    pub dst: [u8; 16],
+    /// Source address as a number (IPv4: the 32-bit address, zero-extended).
+    /// Held as one `u128` so it is written and read whole: byte-wise writes read
+    /// back as wider words stall store forwarding on the hot path.
+    pub src: u128,
+    /// Destination address as a number.
+    pub dst: u128,
     /// Source port (TCP/UDP).
     pub src_port: u16,
     /// Destination port (TCP/UDP).
@@ -173,8 +175,8 @@ impl Parsed {
             payload_offset: 0,
             l3_end: 0,
             proto: 0,
-            src: [0; 16],
-            dst: [0; 16],
+            src: 0,
+            dst: 0,
             src_port: 0,
             dst_port: 0,
             tcp_flags: 0,
@@ -193,6 +195,44 @@ impl Parsed {
         matches!(self.l3, L3::V4 | L3::V6)
     }
 
+    /// Source address (IP frames).
+    pub fn src_ip(&self) -> std::net::IpAddr {
+        self.ip(self.src)
+    }
+
+    /// Destination address (IP frames).
+    pub fn dst_ip(&self) -> std::net::IpAddr {
+        self.ip(self.dst)
+    }
+
+    fn ip(&self, a: u128) -> std::net::IpAddr {
+        match self.l3 {
+            L3::V6 => std::net::Ipv6Addr::from(a).into(),
+            _ => std::net::Ipv4Addr::from(a as u32).into(),
+        }
+    }
+
+    /// Source address as 16 bytes (IPv4 in the first 4).
+    pub fn src_bytes(&self) -> [u8; 16] {
+        self.bytes(self.src)
+    }
+
+    /// Destination address as 16 bytes (IPv4 in the first 4).
+    pub fn dst_bytes(&self) -> [u8; 16] {
+        self.bytes(self.dst)
+    }
+
+    fn bytes(&self, a: u128) -> [u8; 16] {
+        match self.l3 {
+            L3::V6 => a.to_be_bytes(),
+            _ => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&(a as u32).to_be_bytes());
+                b
+            }
+        }
+    }
+
     /// Innermost VLAN ID (0 when untagged).
     pub fn vlan(&self) -> u16 {
         if self.vlan_count == 0 {
@@ -209,6 +249,11 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 /// Parses `frame`. Never panics; see the module docs.
+///
+/// Inlined so the result is built where the caller keeps it: returning this
+/// 80-byte struct by value copies it with wide moves that stall on the narrow
+/// field writes just made (measured: a third of the forwarding rate).
+#[inline(always)]
 pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
     let mut et = be16(frame, 12).ok_or(Malformed::EthernetTruncated)?;
     let mut off = 14usize;
@@ -262,8 +307,8 @@ fn parse_ipv4(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     p.payload_offset = p.l4_offset;
     p.l3_end = (off + total) as u16;
     p.proto = h[9];
-    p.src[..4].copy_from_slice(&h[12..16]);
-    p.dst[..4].copy_from_slice(&h[16..20]);
+    p.src = u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]]));
+    p.dst = u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]]));
     p.fragment = more || frag_off != 0;
     p.later_fragment = frag_off != 0;
     Ok(p)
@@ -282,8 +327,8 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     let mut p = Parsed::empty(L3::V6);
     p.l3_offset = off as u16;
     p.l3_end = end as u16;
-    p.src.copy_from_slice(&h[8..24]);
-    p.dst.copy_from_slice(&h[24..40]);
+    p.src = u128::from_be_bytes(h[8..24].try_into().unwrap_or_default());
+    p.dst = u128::from_be_bytes(h[24..40].try_into().unwrap_or_default());
     let mut next = h[6];
     let mut at = off + 40;
     let mut walked = 0;
@@ -326,6 +371,11 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
         if walked > MAX_IPV6_EXT {
             return Err(Malformed::Ipv6TooManyExt);
         }
+        // A later fragment holds fragment data after its fragment header, not the
+        // headers `next` names: stop walking.
+        if p.later_fragment {
+            break;
+        }
     }
     p.proto = next;
     p.l4_offset = at as u16;
@@ -362,18 +412,17 @@ fn parse_l4(f: &[u8], p: &mut Parsed) -> Result<(), Malformed> {
             // A first fragment carries only part of the datagram; otherwise the UDP
             // length must match the IP payload (0 is allowed for IPv6 jumbograms only,
             // which never fit a frame).
-            if ulen < 8 || (!p.fragment && ulen != l4.len()) || ulen < 8 {
+            // (A first fragment carries part of the datagram: its UDP length covers
+            // at least what is here.)
+            let fits = if p.fragment { ulen >= l4.len() } else { ulen == l4.len() };
+            if ulen < 8 || !fits {
                 return Err(Malformed::UdpBadLength);
             }
             p.src_port = u16::from_be_bytes([l4[0], l4[1]]);
             p.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
             p.payload_offset = (at + 8) as u16;
         }
-        proto::ICMP | proto::ICMPV6 => {
-            if l4.len() < 4 {
-                return Err(Malformed::IcmpTruncated);
-            }
-        }
+        proto::ICMP | proto::ICMPV6 if l4.len() < 4 => return Err(Malformed::IcmpTruncated),
         _ => {}
     }
     Ok(())

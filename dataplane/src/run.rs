@@ -62,9 +62,15 @@ pub fn run<B: Backend>(
     );
     let steering = Arc::new(Steering::new(workers, cfg.dataplane.handover_depth));
     let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
-    let queues: Vec<Mutex<Option<B::Queues>>> = backend.take_queues().into_iter().map(|q| Mutex::new(Some(q))).collect();
+    let queues: Vec<Mutex<Option<B::Queues>>> =
+        backend.take_queues().into_iter().map(|q| Mutex::new(Some(q))).collect();
     let epoch = Instant::now();
-    let src = StatsSource { driver: backend.name(), workers: published.clone(), monitor: backend.monitor(), started: epoch };
+    let src = StatsSource {
+        driver: backend.name(),
+        workers: published.clone(),
+        monitor: backend.monitor(),
+        started: epoch,
+    };
     if let Some(path) = &cfg.dataplane.status_socket {
         spawn_server(path, src.clone(), stop.clone())
             .map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
@@ -76,11 +82,8 @@ pub fn run<B: Backend>(
         let (src, stop, done, opts) = (src.clone(), stop.clone(), done.clone(), opts.clone());
         let interval = Duration::from_secs(cfg.dataplane.stats_interval_s);
         std::thread::Builder::new().name("tg-stats".into()).spawn(move || {
-            let mut window_start: Option<(Instant, Totals)> = if opts.warmup.is_zero() {
-                Some((epoch, Totals::default()))
-            } else {
-                None
-            };
+            let mut window_start: Option<(Instant, Totals)> =
+                if opts.warmup.is_zero() { Some((epoch, Totals::default())) } else { None };
             let mut last = (Instant::now(), Totals::default());
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -104,7 +107,8 @@ pub fn run<B: Backend>(
 
     backend.launch(|w| {
         let q = queues[w].lock().expect("queue slot").take().expect("one worker per queue");
-        let mut worker = Worker::new(w, q, cfg, settings.clone(), steering.clone(), published[w].clone(), epoch);
+        let mut worker =
+            Worker::new(w, q, cfg, settings.clone(), steering.clone(), published[w].clone(), epoch);
         worker.run(&stop);
     });
     let end = Instant::now();

@@ -54,14 +54,22 @@ pub fn answer(src: &StatsSource, line: &str) -> Frame {
                 },
                 Request::Stats => Response::Stats(src.snapshot()),
                 #[allow(unreachable_patterns)]
-                _ => Response::Error { code: ErrorCode::Unsupported, message: "not served by the dataplane".into() },
+                _ => Response::Error {
+                    code: ErrorCode::Unsupported,
+                    message: "not served by the dataplane".into(),
+                },
             },
         ),
         Ok(Frame { id, .. }) => Frame::response(
             id,
-            Response::Error { code: ErrorCode::BadRequest, message: "expected a request, got a response".into() },
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "expected a request, got a response".into(),
+            },
         ),
-        Err(e) => Frame::response(Frame::id_of(line), Response::Error { code: e.code(), message: e.to_string() }),
+        Err(e) => {
+            Frame::response(Frame::id_of(line), Response::Error { code: e.code(), message: e.to_string() })
+        }
     }
 }
 
@@ -108,7 +116,9 @@ pub fn spawn_server(path: &Path, src: StatsSource, stop: Arc<AtomicBool>) -> std
                 Ok((s, _)) => {
                     let _ = s.set_nonblocking(false);
                     let src = src.clone();
-                    let _ = std::thread::Builder::new().name("tg-status-conn".into()).spawn(move || serve_conn(src, s));
+                    let _ = std::thread::Builder::new()
+                        .name("tg-status-conn".into())
+                        .spawn(move || serve_conn(src, s));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -196,7 +206,10 @@ mod tests {
         assert_eq!(r.id, 8);
         assert!(matches!(r.body, Body::Response(Response::Error { code: ErrorCode::BadRequest, .. })));
         let r = answer(&s, "{\"v\":9,\"id\":3,\"request\":{\"op\":\"stats\"}}");
-        assert!(matches!(r.body, Body::Response(Response::Error { code: ErrorCode::UnsupportedVersion, .. })));
+        assert!(matches!(
+            r.body,
+            Body::Response(Response::Error { code: ErrorCode::UnsupportedVersion, .. })
+        ));
     }
 
     #[test]

@@ -77,7 +77,11 @@ impl WorkerSettings {
                 Software => true,
                 Hardware => false,
             };
-        WorkerSettings { lab: cfg.dataplane.lab, malformed: cfg.dataplane.malformed, software_steering: software }
+        WorkerSettings {
+            lab: cfg.dataplane.lab,
+            malformed: cfg.dataplane.malformed,
+            software_steering: software,
+        }
     }
 }
 

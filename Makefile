@@ -1,0 +1,61 @@
+# tlsgate — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
+        bench bench-fastpath clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+build-release: deps
+	$(CARGO) build --release -p tlsgate-dataplane
+
+## The appliance on the lab, in the foreground (Ctrl-C stops it; `make lab-down` removes the lab).
+run: build-release lab-up
+	@scripts/lab-web.sh start
+	@echo
+	@echo "tlsgate-dataplane is starting on the lab (inside tg-cli, outside tg-srv). Try, in another shell:"
+	@echo "  ip netns exec tg-client ping -c 3 198.18.0.2"
+	@echo "  ip netns exec tg-client curl http://198.18.0.2/"
+	@echo "  ip netns exec tg-client curl -o /dev/null http://198.18.0.2/10M.bin"
+	@echo "  target/release/tlsgate-dataplane status     # counters of the running dataplane (--json: raw)"
+	@echo
+	target/release/tlsgate-dataplane --config config/lab.toml
+
+lab-up: deps
+	@scripts/lab.sh up
+
+lab-down:
+	-@scripts/lab-web.sh stop
+	@scripts/lab.sh down
+
+## Everything CI checks: formatting, lints, unit + in-process + lab tests (root), script tests.
+test: deps lint build unit-tests script-tests
+	@echo "make test: all checks passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit-tests: build
+	$(CARGO) test --workspace
+
+script-tests:
+	scripts/tests/test-setup-interfaces.sh
+
+bench: bench-fastpath
+
+## Forwarding rate: dataplane vs dpdk-testpmd macswap on the same pcap (one core each).
+bench-fastpath: deps
+	$(CARGO) build --release -p tlsgate-dataplane --bins
+	scripts/bench-fastpath.sh
+
+clean:
+	$(CARGO) clean
