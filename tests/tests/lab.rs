@@ -1,0 +1,316 @@
+//! End-to-end lab tests: real clients and servers in network namespaces talking
+//! through the DPDK dataplane (`net_af_packet` on the lab's veth ends).
+//!
+//! Each test builds its own lab (prefix `tgtN`, 198.18.1N.0/24), starts its own
+//! dataplane and tears everything down again, also on failure. They need root; set
+//! `TLSGATE_SKIP_LAB=1` to skip them elsewhere. Build the dataplane first
+//! (`cargo build -p tlsgate-dataplane --bin tlsgate-dataplane`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tlsgate_api::DataplaneStats;
+use tlsgate_dataplane::craft::Spec;
+use tlsgate_dataplane::flow::FlowKey;
+use tlsgate_dataplane::parse::{parse, tcp_flags};
+use tlsgate_dataplane::worker::owner;
+use tlsgate_tests::{
+    drops, netns_run, require_root, run_cmd, serial, sha256_file, sum, Dataplane, DpOptions, Lab, Nginx,
+    TempDir, Transfer,
+};
+
+fn xfer() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tg-xfer"))
+}
+
+fn frames_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tg-frames"))
+}
+
+/// Most TCP payload one frame carries at MTU 1500 (no TCP options).
+const MSS_MAX: u64 = 1460;
+
+/// Every frame received has been sent out of the other port (nothing in flight).
+fn balanced(s: &DataplaneStats) -> bool {
+    sum(s, |w| w.rx_packets[0]) == sum(s, |w| w.tx_packets[1])
+        && sum(s, |w| w.rx_packets[1]) == sum(s, |w| w.tx_packets[0])
+}
+
+/// Every frame received was forwarded or dropped (with a reason).
+fn accounted(s: &DataplaneStats) -> bool {
+    sum(s, |w| w.rx_packets.iter().sum())
+        == sum(s, |w| w.tx_packets.iter().sum()) + drops(s).values().sum::<u64>()
+}
+
+/// Asserts a clean stop: exit status 0 on SIGTERM, within 5 s, with the summary line.
+fn assert_clean_stop(dp: Dataplane) {
+    let stopped = dp.stop();
+    assert!(
+        stopped.status.success() && !stopped.killed && stopped.log.contains("stopped:"),
+        "the dataplane did not stop cleanly on SIGTERM ({}, killed: {}):\n{}",
+        stopped.status,
+        stopped.killed,
+        stopped.log
+    );
+}
+
+fn brief(s: &DataplaneStats) -> String {
+    s.workers
+        .iter()
+        .map(|w| {
+            format!(
+                "w{}: rx {:?} tx {:?} flows_created {} handover out/in {}/{} drops {:?}",
+                w.worker, w.rx_packets, w.tx_packets, w.flows_created, w.handover_out, w.handover_in, w.drops
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn ping_and_100mb_transfer_through_dpdk() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let lab = Lab::up("tgt1", "198.18.11");
+    let dp = Dataplane::start(&lab, "");
+
+    lab.ping(3).expect_success("ping through the dataplane");
+
+    const BYTES: u64 = 100_000_000;
+    let r = Transfer::start(&lab, xfer(), 5001, BYTES, 1).finish(Duration::from_secs(45));
+    assert_eq!(r.sent.0, BYTES, "client sent {r:?}");
+    assert_eq!(r.received, r.sent, "server received other bytes than the client sent");
+
+    let s = dp.wait_stats(Duration::from_secs(3), balanced);
+    let fwd_out = sum(&s, |w| w.tx_packets[1]);
+    assert!(
+        fwd_out >= BYTES / MSS_MAX,
+        "only {fwd_out} frames forwarded inside→outside for {BYTES} bytes: {}",
+        brief(&s)
+    );
+    assert!(sum(&s, |w| w.tx_bytes[1]) >= BYTES, "{}", brief(&s));
+    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
+    assert!(balanced(&s), "received and forwarded frames differ: {}", brief(&s));
+    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
+    eprintln!(
+        "100 MB in {:.2} s ({:.0} Mbit/s); {fwd_out} frames inside→outside, {} outside→inside; \
+         nic-missed {:?}",
+        r.elapsed.as_secs_f64(),
+        BYTES as f64 * 8.0 / r.elapsed.as_secs_f64() / 1e6,
+        sum(&s, |w| w.tx_packets[0]),
+        s.ports.iter().map(|p| p.imissed).collect::<Vec<_>>()
+    );
+
+    assert_clean_stop(dp);
+    lab.teardown();
+    eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn curl_through_lab() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let lab = Lab::up("tgt2", "198.18.12");
+    let files = TempDir::new("www");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    // 5 MB of deterministic noise (nothing compresses it).
+    let mut data = vec![0u8; 5_000_000];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for c in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
+    let original = sha256_file(&www.join("file"));
+
+    let dp = Dataplane::start(&lab, "");
+    let nginx = Nginx::start(&lab, &www);
+    let out = files.join("download");
+    let url = format!("http://{}/file", lab.server_addr());
+    let out_s = out.display().to_string();
+    let curl = netns_run(
+        &lab.client_ns(),
+        &["curl", "-sS", "--max-time", "20", "-o", &out_s, "-w", "%{http_code} %{size_download}", &url],
+        Duration::from_secs(25),
+    );
+    assert!(curl.status.success(), "curl failed: {curl:?}\nnginx error log:\n{}", nginx.error_log());
+    assert_eq!(curl.stdout.trim(), "200 5000000", "curl: {curl:?}");
+    assert_eq!(sha256_file(&out), original, "downloaded file differs from the original");
+
+    let s = dp.wait_stats(Duration::from_secs(3), balanced);
+    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
+    assert!(sum(&s, |w| w.tx_bytes[0]) >= 5_000_000, "outside→inside bytes: {}", brief(&s));
+    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
+
+    drop(nginx);
+    assert_clean_stop(dp);
+    lab.teardown();
+    eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn forwarding_survives_malformed_burst() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let lab = Lab::up("tgt3", "198.18.13");
+    let tmp = TempDir::new("frames");
+    let pcap = tmp.join("malformed.pcap");
+    const FRAMES: u64 = 2000;
+    let gen = run_cmd(
+        Command::new(frames_bin()).arg("malformed").arg(&pcap).arg(FRAMES.to_string()).arg("7"),
+        Duration::from_secs(20),
+    )
+    .expect_success("tg-frames");
+    let expected: BTreeMap<String, u64> =
+        serde_json::from_str(gen.stdout.trim()).unwrap_or_else(|e| panic!("tg-frames output {gen:?}: {e}"));
+    assert_eq!(expected.values().sum::<u64>(), FRAMES, "{expected:?}");
+
+    let dp = Dataplane::start(&lab, "");
+    // 20 MB paced to 64 Mbit/s (2.5 s) so the 1-second burst lands inside it.
+    const BYTES: u64 = 20_000_000;
+    let mut transfer = Transfer::start_paced(&lab, xfer(), 5003, BYTES, 3, Some(64));
+    let sent = tlsgate_tests::inject(&lab, &pcap, 2000);
+    assert_eq!(sent, FRAMES, "inject-frames.py sent {sent} of {FRAMES}");
+    assert!(transfer.sending(), "the transfer ended before the malformed burst did; nothing overlapped");
+    let r = transfer.finish(Duration::from_secs(40));
+    assert_eq!(r.sent.0, BYTES, "{r:?}");
+    assert_eq!(r.received, r.sent, "transfer damaged by the malformed burst");
+    lab.ping(3).expect_success("ping after the malformed burst");
+
+    let s = dp.wait_stats(Duration::from_secs(5), |s| drops(s) == expected && accounted(s));
+    assert_eq!(
+        drops(&s),
+        expected,
+        "drop counters (left) differ from the frames injected (right); ports: {:?}",
+        s.ports.iter().map(|p| (p.ipackets, p.imissed)).collect::<Vec<_>>()
+    );
+    assert!(accounted(&s), "frames neither forwarded nor dropped: {}", brief(&s));
+    eprintln!(
+        "20 MB in {:.2} s with {FRAMES} malformed frames injected; drops by reason {expected:?}",
+        r.elapsed.as_secs_f64()
+    );
+
+    assert_clean_stop(dp);
+    lab.teardown();
+    eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Worker that owns the TCP flow client:port → server:port in a dataplane of
+/// `workers` workers, computed with the dataplane's own key, hash and steering.
+fn owner_of(lab: &Lab, client_port: u16, server_port: u16, workers: usize) -> usize {
+    let c: IpAddr = lab.client_addr().parse().expect("client address");
+    let s: IpAddr = lab.server_addr().parse().expect("server address");
+    let syn = Spec::tcp(c, client_port, s, server_port, tcp_flags::SYN).build();
+    let (key, _) = FlowKey::of(&parse(&syn).expect("a valid SYN"));
+    owner(key.hash(), workers)
+}
+
+#[test]
+fn two_workers_software_steering() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let lab = Lab::up("tgt4", "198.18.14");
+    let dp = Dataplane::start_with(
+        &lab,
+        &DpOptions { lcores: "0-1".into(), qpairs: 2, mem_mb: 512, mbufs: 16383, ..DpOptions::default() },
+    );
+    lab.ping(3).expect_success("ping through two workers");
+
+    // One 20 MB transfer, then three short ones: four connections with four
+    // ephemeral ports, so (most likely) both workers own some.
+    const PORT: u16 = 5004;
+    let mut owners = [0u64; 2];
+    let mut elapsed = Duration::ZERO;
+    for (i, bytes) in [20_000_000u64, 1_000_000, 1_000_000, 1_000_000].into_iter().enumerate() {
+        let port = PORT + i as u16;
+        let r = Transfer::start(&lab, xfer(), port, bytes, 40 + i as u64).finish(Duration::from_secs(30));
+        assert_eq!(r.sent.0, bytes, "{r:?}");
+        assert_eq!(r.received, r.sent, "transfer {i} through two workers damaged");
+        owners[owner_of(&lab, r.client_port, port, 2)] += 1;
+        elapsed += r.elapsed;
+    }
+    lab.ping(2).expect_success("ping after the transfers");
+
+    let s = dp.wait_stats(Duration::from_secs(3), |s| {
+        balanced(s) && sum(s, |w| w.handover_out) == sum(s, |w| w.handover_in)
+    });
+    assert_eq!(s.workers.len(), 2, "expected two workers: {}", brief(&s));
+    // ICMP is not tracked: one flow per TCP connection in all tables together, so
+    // both directions of each connection reached the same worker…
+    assert_eq!(sum(&s, |w| w.flows_created), 4, "{}", brief(&s));
+    // …and it is the worker the dataplane's steering function names.
+    let created: Vec<u64> = s.workers.iter().map(|w| w.flows_created).collect();
+    assert_eq!(
+        created,
+        owners,
+        "flows per worker (left) vs owners computed from the 5-tuples (right): {}",
+        brief(&s)
+    );
+    assert_eq!(
+        sum(&s, |w| w.handover_out),
+        sum(&s, |w| w.handover_in),
+        "frames handed over but not received: {}",
+        brief(&s)
+    );
+    assert!(balanced(&s), "{}", brief(&s));
+    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
+    eprintln!(
+        "two workers: 23 MB over 4 connections in {:.2} s; flows per owner {owners:?}; {}",
+        elapsed.as_secs_f64(),
+        brief(&s)
+    );
+
+    assert_clean_stop(dp);
+    lab.teardown();
+    eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// IPv4 fragments cross the wire as fragments, counted as untracked.
+///
+/// Ignored: it fails on the af_packet lab. The af_packet PMD puts every queue's
+/// socket in a `PACKET_FANOUT` group with `PACKET_FANOUT_FLAG_DEFRAG`, so the kernel
+/// reassembles IPv4 fragments before the dataplane sees them; the reassembled
+/// 3028-byte echo request is cut to the PMD's ring frame (2048 bytes by default) and
+/// the dataplane drops it as `ipv4_bad_total_length`. Run with `--ignored` to check a
+/// fix (another vdev, or a PMD without the flag).
+#[test]
+#[ignore = "af_packet PMD: the kernel reassembles IPv4 fragments (PACKET_FANOUT_FLAG_DEFRAG)"]
+fn fragmented_ping_through_lab() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt5", "198.18.15");
+    let dp = Dataplane::start(&lab, "");
+    lab.ping(2).expect_success("ping");
+    let big = netns_run(
+        &lab.client_ns(),
+        &["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", &lab.server_addr()],
+        Duration::from_secs(15),
+    );
+    let s = dp.wait_stats(Duration::from_secs(2), balanced);
+    assert!(big.status.success(), "ping -s 3000 failed: {}{}\n{}", big.stdout, big.stderr, brief(&s));
+    // 3 requests and 3 replies, 3 fragments each.
+    assert!(sum(&s, |w| w.untracked_fragments) >= 18, "{}", brief(&s));
+    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
+    assert_clean_stop(dp);
+    lab.teardown();
+}
