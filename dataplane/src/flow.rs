@@ -287,11 +287,10 @@ impl FlowTable {
         (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1
     }
 
-    /// Tracks a packet of a TCP or UDP flow.
+    /// Tracks a packet of a TCP or UDP flow (`flags`: TCP flags, 0 for UDP).
     #[inline]
-    pub fn track(&mut self, p: &Parsed, key: &FlowKey, side: Side, hash: u64, now_ms: u64) -> Track {
-        let is_tcp = p.proto == proto::TCP;
-        let flags = p.tcp_flags;
+    pub fn track(&mut self, key: &FlowKey, side: Side, hash: u64, flags: u8, now_ms: u64) -> Track {
+        let is_tcp = key.proto() == proto::TCP;
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.last_seen_ms = now_ms;
             f.packets += 1;
@@ -427,7 +426,7 @@ mod tests {
 
     fn track(t: &mut FlowTable, p: &Parsed, now: u64) -> Track {
         let (k, s) = FlowKey::of(p);
-        t.track(p, &k, s, k.hash(), now)
+        t.track(&k, s, k.hash(), p.tcp_flags, now)
     }
 
     fn table(cap: usize, at: AtCapacity) -> FlowTable {

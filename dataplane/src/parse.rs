@@ -282,6 +282,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
     Ok(p)
 }
 
+#[inline(always)]
 fn parse_ipv4(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     let h = f.get(off..off + 20).ok_or(Malformed::Ipv4Truncated)?;
     if h[0] >> 4 != 4 {
@@ -314,6 +315,7 @@ fn parse_ipv4(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     Ok(p)
 }
 
+#[inline(always)]
 fn parse_ipv6(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     let h = f.get(off..off + 40).ok_or(Malformed::Ipv6Truncated)?;
     if h[0] >> 4 != 6 {
@@ -383,6 +385,7 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
     Ok(p)
 }
 
+#[inline(always)]
 fn parse_l4(f: &[u8], p: &mut Parsed) -> Result<(), Malformed> {
     let at = usize::from(p.l4_offset);
     let end = usize::from(p.l3_end);

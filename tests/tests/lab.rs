@@ -282,35 +282,3 @@ fn two_workers_software_steering() {
     lab.teardown();
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
-
-/// IPv4 fragments cross the wire as fragments, counted as untracked.
-///
-/// Ignored: it fails on the af_packet lab. The af_packet PMD puts every queue's
-/// socket in a `PACKET_FANOUT` group with `PACKET_FANOUT_FLAG_DEFRAG`, so the kernel
-/// reassembles IPv4 fragments before the dataplane sees them; the reassembled
-/// 3028-byte echo request is cut to the PMD's ring frame (2048 bytes by default) and
-/// the dataplane drops it as `ipv4_bad_total_length`. Run with `--ignored` to check a
-/// fix (another vdev, or a PMD without the flag).
-#[test]
-#[ignore = "af_packet PMD: the kernel reassembles IPv4 fragments (PACKET_FANOUT_FLAG_DEFRAG)"]
-fn fragmented_ping_through_lab() {
-    let _serial = serial();
-    if !require_root() {
-        return;
-    }
-    let lab = Lab::up("tgt5", "198.18.15");
-    let dp = Dataplane::start(&lab, "");
-    lab.ping(2).expect_success("ping");
-    let big = netns_run(
-        &lab.client_ns(),
-        &["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", &lab.server_addr()],
-        Duration::from_secs(15),
-    );
-    let s = dp.wait_stats(Duration::from_secs(2), balanced);
-    assert!(big.status.success(), "ping -s 3000 failed: {}{}\n{}", big.stdout, big.stderr, brief(&s));
-    // 3 requests and 3 replies, 3 fragments each.
-    assert!(sum(&s, |w| w.untracked_fragments) >= 18, "{}", brief(&s));
-    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
-    assert_clean_stop(dp);
-    lab.teardown();
-}
