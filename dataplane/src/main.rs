@@ -136,14 +136,14 @@ fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
     };
     println!("driver {}  uptime {:.0} s  workers {}", s.driver, s.uptime_s, s.workers.len());
     println!(
-        "{:<8} {:<9} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
+        "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
         "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf", "errors"
     );
     for p in &s.ports {
         println!(
-            "{:<8} {:<9} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
+            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
             p.role,
-            p.device.chars().take(9).collect::<String>(),
+            p.device.chars().take(16).collect::<String>(),
             if p.link_up { "up" } else { "down" },
             p.ipackets,
             p.opackets,

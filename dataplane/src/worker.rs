@@ -317,8 +317,9 @@ impl<Q: Queues> Worker<Q> {
         if self.tx[out].is_full() {
             self.flush_port(out);
         }
-        // flush_port leaves at most a full burst behind only if the NIC refused
-        // everything; then the oldest frames were already dropped and there is room.
+        // Counted as sent here; flush_port takes back what the NIC refused.
+        self.c[idx::TX_PKTS + out] += 1;
+        self.c[idx::TX_BYTES + out] += frame.data().len() as u64;
         self.tx[out].push(frame);
     }
 
@@ -326,23 +327,20 @@ impl<Q: Queues> Worker<Q> {
         if self.tx[port].is_empty() {
             return;
         }
-        let mut pkts = 0u64;
-        let mut bytes = 0u64;
-        for f in self.tx[port].iter() {
-            pkts += 1;
-            bytes += f.data().len() as u64;
-        }
         self.queues.tx_burst(port, &mut self.tx[port]);
+        if self.tx[port].is_empty() {
+            return;
+        }
         // Frames the queue had no room for are dropped, as l2fwd does: holding them
         // would stall RX behind a full TX ring.
-        let mut unsent_bytes = 0u64;
         let unsent = self.tx[port].len() as u64;
+        let mut unsent_bytes = 0u64;
         for f in self.tx[port].drain(..) {
             unsent_bytes += f.data().len() as u64;
         }
         self.c[idx::DROP_TX_FULL] += unsent;
-        self.c[idx::TX_PKTS + port] += pkts - unsent;
-        self.c[idx::TX_BYTES + port] += bytes - unsent_bytes;
+        self.c[idx::TX_PKTS + port] -= unsent;
+        self.c[idx::TX_BYTES + port] -= unsent_bytes;
     }
 
     fn flush_tx(&mut self) {
