@@ -31,6 +31,7 @@ use tlsgate_drivers::dpdk::DpdkConfig;
 use tlsgate_drivers::pcap::PcapConfig;
 
 use crate::flow::{AtCapacity, Timeouts};
+use crate::splice::InterceptConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +45,9 @@ pub struct Config {
     /// Flow table.
     #[serde(default)]
     pub flows: FlowsConfig,
+    /// Intercepted (terminated) flows.
+    #[serde(default)]
+    pub intercept: InterceptConfig,
     /// DPDK backend (when `driver = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
@@ -212,6 +216,7 @@ impl Config {
             ));
         }
         self.flows.timeouts.validate()?;
+        self.intercept.validate()?;
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
             return Err(format!(
                 "dataplane.handover_depth: {} is outside 2..=65536",

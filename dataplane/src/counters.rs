@@ -48,8 +48,30 @@ pub mod idx {
     pub const DROP_HANDOVER_FULL: usize = 20;
     /// Malformed frames forwarded (malformed = "forward").
     pub const MALFORMED_FORWARDED: usize = 21;
+    /// Intercepted flows created (splices).
+    pub const INTERCEPT_CREATED: usize = 22;
+    /// Splices alive (gauge).
+    pub const INTERCEPT_ACTIVE: usize = 23;
+    /// Splices ended by FIN on both legs.
+    pub const INTERCEPT_CLOSED: usize = 24;
+    /// Splices whose server refused or never answered (client got RST).
+    pub const INTERCEPT_REFUSED: usize = 25;
+    /// Splices ended by a reset on one leg.
+    pub const INTERCEPT_RESET: usize = 26;
+    /// Splices ended by a timeout.
+    pub const INTERCEPT_TIMEOUT: usize = 27;
+    /// Bytes relayed client → server.
+    pub const INTERCEPT_BYTES_UP: usize = 28;
+    /// Bytes relayed server → client.
+    pub const INTERCEPT_BYTES_DOWN: usize = 29;
+    /// New flows not intercepted because the worker had `max_per_worker` splices.
+    pub const INTERCEPT_FULL: usize = 30;
+    /// Drop: late segment of a finished intercepted flow.
+    pub const DROP_TOMBSTONE: usize = 31;
+    /// Drop: no buffer for a frame the stack emitted.
+    pub const DROP_NO_BUFFER: usize = 32;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 22;
+    pub const MALFORMED_BASE: usize = 33;
 }
 
 /// Number of counters.
@@ -96,6 +118,8 @@ impl Published {
             ("tx_full", idx::DROP_TX_FULL),
             ("flow_table_full", idx::DROP_TABLE_FULL),
             ("handover_full", idx::DROP_HANDOVER_FULL),
+            ("intercept_tombstone", idx::DROP_TOMBSTONE),
+            ("no_buffer", idx::DROP_NO_BUFFER),
         ] {
             if g(i) != 0 {
                 drops.insert(name.to_string(), g(i));
@@ -119,6 +143,20 @@ impl Published {
             handover_bursts: g(idx::HANDOVER_BURSTS),
             idle_polls: g(idx::IDLE_POLLS),
             malformed_forwarded: g(idx::MALFORMED_FORWARDED),
+            intercept: [
+                ("created", idx::INTERCEPT_CREATED),
+                ("active", idx::INTERCEPT_ACTIVE),
+                ("closed", idx::INTERCEPT_CLOSED),
+                ("server_refused", idx::INTERCEPT_REFUSED),
+                ("reset", idx::INTERCEPT_RESET),
+                ("timeout", idx::INTERCEPT_TIMEOUT),
+                ("bytes_up", idx::INTERCEPT_BYTES_UP),
+                ("bytes_down", idx::INTERCEPT_BYTES_DOWN),
+                ("not_intercepted_full", idx::INTERCEPT_FULL),
+            ]
+            .into_iter()
+            .map(|(k, i)| (k.to_string(), g(i)))
+            .collect(),
         }
     }
 }

@@ -139,6 +139,8 @@ pub struct Flow {
     pub packets: u64,
     /// Wheel tick (second) the flow is scheduled at.
     wheel_due: u64,
+    /// Terminated by the intercept path: its segments never take the fast path.
+    pub intercepted: bool,
 }
 
 /// Idle timeouts, in seconds, per state (`[flows.timeouts]`).
@@ -210,6 +212,8 @@ pub enum Track {
     Tracked,
     /// A new flow was created.
     Created,
+    /// Part of an intercepted flow (live splice or tombstone).
+    Intercepted,
     /// TCP without a SYN and no state: forward untracked.
     Midstream,
     /// Table full, fail-open: forward untracked.
@@ -294,6 +298,7 @@ impl FlowTable {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.last_seen_ms = now_ms;
             f.packets += 1;
+            let verdict = if f.intercepted { Track::Intercepted } else { Track::Tracked };
             if is_tcp {
                 let before = f.state;
                 tcp_advance(f, side, flags);
@@ -301,15 +306,13 @@ impl FlowTable {
                     // A shorter timeout must not wait for a slot scheduled far away.
                     let due = (now_ms / 1000) + self.timeouts.of(f.state) + 1;
                     if due < f.wheel_due {
-                        let k = f.key;
-                        let tick = self.schedule(k, due);
-                        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
-                            f.wheel_due = tick;
-                        }
+                        let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+                        f.wheel_due = tick;
+                        self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
                     }
                 }
             }
-            return Track::Tracked;
+            return verdict;
         }
         let state = if is_tcp {
             if flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
@@ -333,11 +336,19 @@ impl FlowTable {
             last_seen_ms: now_ms,
             packets: 1,
             wheel_due: 0,
+            intercepted: false,
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow));
         self.table.insert_unique(hash, flow, |f| f.key.hash());
         self.created += 1;
         Track::Created
+    }
+
+    /// Marks a flow as intercepted (its packets go to the splice from now on).
+    pub fn set_intercepted(&mut self, key: &FlowKey, hash: u64) {
+        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+            f.intercepted = true;
+        }
     }
 
     /// Removes flows idle past their timeout, processing at most `budget` wheel

@@ -29,5 +29,6 @@ pub mod craft;
 pub mod flow;
 pub mod parse;
 pub mod run;
+pub mod splice;
 pub mod status;
 pub mod worker;

@@ -31,6 +31,7 @@ use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Local, Published, COUNT};
 use crate::flow::{FlowKey, FlowTable, Side, Track};
+use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 use crate::parse::{parse, proto};
 
 /// What phase 1 decided for a frame.
@@ -42,6 +43,13 @@ enum Class {
     Fragment,
     /// Drop (already counted).
     Drop,
+    /// A segment of an intercepted flow: to its splice.
+    Intercept {
+        /// Symmetric key.
+        key: FlowKey,
+        /// The flow was created by this segment (the client's SYN).
+        new: bool,
+    },
     /// TCP/UDP: look the flow up.
     Track {
         /// Symmetric key.
@@ -92,6 +100,8 @@ pub struct WorkerSettings {
     pub malformed: MalformedAction,
     /// Steer in software.
     pub software_steering: bool,
+    /// Intercept settings.
+    pub intercept: InterceptConfig,
 }
 
 impl WorkerSettings {
@@ -108,6 +118,7 @@ impl WorkerSettings {
             lab: cfg.dataplane.lab,
             malformed: cfg.dataplane.malformed,
             software_steering: software,
+            intercept: cfg.intercept.clone(),
         }
     }
 }
@@ -130,6 +141,13 @@ pub struct Worker<Q: Queues> {
     c: Local,
     published: Arc<Published>,
     epoch: Instant,
+    /// Live splices of intercepted flows.
+    splices: hashbrown::HashMap<FlowKey, Box<Splice>>,
+    /// Destination ports to intercept, as a bitmap.
+    intercept_ports: Vec<u64>,
+    emit: EmitBuf,
+    seed: u64,
+    next_sweep_ms: u64,
 }
 
 impl<Q: Queues> Worker<Q> {
@@ -144,6 +162,14 @@ impl<Q: Queues> Worker<Q> {
         epoch: Instant,
     ) -> Self {
         let workers = steering.inbound.len();
+        let mut intercept_ports = vec![0u64; 1024];
+        for &port in &settings.intercept.ports {
+            intercept_ports[usize::from(port) / 64] |= 1 << (port % 64);
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_nanos() as u64)
+            ^ ((id as u64) << 56);
         Worker {
             id,
             workers,
@@ -161,6 +187,11 @@ impl<Q: Queues> Worker<Q> {
             c: [0; COUNT],
             published,
             epoch,
+            splices: hashbrown::HashMap::new(),
+            intercept_ports,
+            emit: EmitBuf::default(),
+            seed,
+            next_sweep_ms: 0,
         }
     }
 
@@ -190,6 +221,10 @@ impl<Q: Queues> Worker<Q> {
             if self.settings.software_steering {
                 work += self.drain_inbound(now_ms);
                 self.flush_outbound();
+            }
+            if !self.splices.is_empty() && now_ms >= self.next_sweep_ms {
+                self.sweep_splices(now_ms);
+                self.next_sweep_ms = now_ms + 1;
             }
             self.flush_tx();
             let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
@@ -225,6 +260,7 @@ impl<Q: Queues> Worker<Q> {
     }
 
     fn publish(&mut self) {
+        self.c[idx::INTERCEPT_ACTIVE] = self.splices.len() as u64;
         self.c[idx::FLOWS_ACTIVE] = self.flows.len() as u64;
         self.c[idx::FLOWS_CREATED] = self.flows.created;
         self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
@@ -283,7 +319,16 @@ impl<Q: Queues> Worker<Q> {
         for item in items.iter_mut() {
             if let Class::Track { key, hash, side, flags } = item.class {
                 item.class = match self.flows.track(&key, side, hash, flags, now_ms) {
-                    Track::Tracked | Track::Created => Class::Forward,
+                    Track::Tracked => Class::Forward,
+                    Track::Intercepted => Class::Intercept { key, new: false },
+                    Track::Created => {
+                        if key.proto() == proto::TCP && self.wants_intercept(&key, side) {
+                            self.flows.set_intercepted(&key, hash);
+                            Class::Intercept { key, new: true }
+                        } else {
+                            Class::Forward
+                        }
+                    }
                     Track::Midstream => {
                         self.c[idx::UNTRACKED_MIDSTREAM] += 1;
                         Class::Forward
@@ -306,8 +351,103 @@ impl<Q: Queues> Worker<Q> {
                     self.c[idx::UNTRACKED_FRAGMENTS] += 1;
                     self.forward(item.frame, usize::from(item.port));
                 }
+                Class::Intercept { key, new } => self.intercept(item.frame, key, new, now_ms),
                 Class::Drop | Class::Track { .. } => drop(item.frame),
             }
+        }
+    }
+
+    /// Whether a new TCP flow (its SYN sent by `side`) is to be terminated.
+    fn wants_intercept(&mut self, key: &FlowKey, side: Side) -> bool {
+        // The SYN's sender is the client; its destination port decides.
+        let dport = if side == Side::Lo { key.hi_port() } else { key.lo_port() };
+        if self.intercept_ports[usize::from(dport) / 64] & (1 << (dport % 64)) == 0 {
+            return false;
+        }
+        if self.splices.len() >= self.settings.intercept.max_per_worker {
+            self.c[idx::INTERCEPT_FULL] += 1;
+            return false;
+        }
+        true
+    }
+
+    /// A segment of an intercepted flow: into its splice (the SYN creates it).
+    fn intercept(&mut self, frame: Q::Frame, key: FlowKey, new: bool, now_ms: u64) {
+        let Ok(p) = parse(frame.data()) else { return };
+        self.emit.clear();
+        if new {
+            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let splice = Splice::new(frame.data(), &p, &self.settings.intercept, self.seed, now_ms, &mut self.emit);
+            self.c[idx::INTERCEPT_CREATED] += 1;
+            self.splices.insert(key, Box::new(splice));
+        } else if let Some(splice) = self.splices.get_mut(&key) {
+            let ip = &frame.data()[usize::from(p.l3_offset)..usize::from(p.l3_end)];
+            splice.step(Some(ip), now_ms, &mut self.emit);
+        } else {
+            // Tombstone: both legs are closed; a late segment must not take the fast
+            // path (the legs had their own sequence numbers).
+            self.c[idx::DROP_TOMBSTONE] += 1;
+            return;
+        }
+        drop(frame);
+        self.send_emitted(&key);
+        self.reap(&key);
+    }
+
+    /// Puts what a splice's stack emitted on the wire, with each side's L2 header.
+    fn send_emitted(&mut self, key: &FlowKey) {
+        let Some(splice) = self.splices.get(key) else { return };
+        for e in &self.emit.packets {
+            let (l2, port) = match e.leg {
+                Leg::Client => (&splice.l2_client, tlsgate_drivers::INSIDE),
+                Leg::Server => (&splice.l2_server, tlsgate_drivers::OUTSIDE),
+            };
+            let Some(mut f) = self.queues.alloc(l2.len() + e.len) else {
+                self.c[idx::DROP_NO_BUFFER] += 1;
+                continue;
+            };
+            let d = f.data_mut();
+            d[..l2.len()].copy_from_slice(l2);
+            d[l2.len()..].copy_from_slice(&self.emit.bytes[e.start..e.start + e.len]);
+            if self.tx[port].is_full() {
+                Self::flush(&mut self.queues, &mut self.tx[port], &mut self.c, port);
+            }
+            self.c[idx::TX_PKTS + port] += 1;
+            self.c[idx::TX_BYTES + port] += (l2.len() + e.len) as u64;
+            self.tx[port].push(f);
+        }
+    }
+
+    /// Frees a finished splice (its flow stays as a tombstone) and counts its end.
+    fn reap(&mut self, key: &FlowKey) {
+        let done = self.splices.get(key).is_some_and(|s| s.phase() == Phase::Done);
+        if !done {
+            return;
+        }
+        if let Some(s) = self.splices.remove(key) {
+            self.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
+            self.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
+            let i = match s.end {
+                Some(End::Closed) => idx::INTERCEPT_CLOSED,
+                Some(End::ServerRefused) => idx::INTERCEPT_REFUSED,
+                Some(End::Reset(_)) => idx::INTERCEPT_RESET,
+                Some(End::Timeout) | None => idx::INTERCEPT_TIMEOUT,
+            };
+            self.c[i] += 1;
+        }
+    }
+
+    /// Timer polls (retransmissions, timeouts) of splices that asked for one.
+    fn sweep_splices(&mut self, now_ms: u64) {
+        let due: Vec<FlowKey> =
+            self.splices.iter().filter(|(_, s)| s.poll_at_ms <= now_ms).map(|(k, _)| *k).collect();
+        for key in due {
+            self.emit.clear();
+            if let Some(s) = self.splices.get_mut(&key) {
+                s.step(None, now_ms, &mut self.emit);
+            }
+            self.send_emitted(&key);
+            self.reap(&key);
         }
     }
 
@@ -324,23 +464,27 @@ impl<Q: Queues> Worker<Q> {
     }
 
     fn flush_port(&mut self, port: usize) {
-        if self.tx[port].is_empty() {
+        Self::flush(&mut self.queues, &mut self.tx[port], &mut self.c, port);
+    }
+
+    /// Sends a TX burst; frames the queue had no room for are dropped, as l2fwd
+    /// does: holding them would stall RX behind a full TX ring.
+    fn flush(queues: &mut Q, tx: &mut Burst<Q::Frame>, c: &mut Local, port: usize) {
+        if tx.is_empty() {
             return;
         }
-        self.queues.tx_burst(port, &mut self.tx[port]);
-        if self.tx[port].is_empty() {
+        queues.tx_burst(port, tx);
+        if tx.is_empty() {
             return;
         }
-        // Frames the queue had no room for are dropped, as l2fwd does: holding them
-        // would stall RX behind a full TX ring.
-        let unsent = self.tx[port].len() as u64;
+        let unsent = tx.len() as u64;
         let mut unsent_bytes = 0u64;
-        for f in self.tx[port].drain(..) {
+        for f in tx.drain(..) {
             unsent_bytes += f.data().len() as u64;
         }
-        self.c[idx::DROP_TX_FULL] += unsent;
-        self.c[idx::TX_PKTS + port] -= unsent;
-        self.c[idx::TX_BYTES + port] -= unsent_bytes;
+        c[idx::DROP_TX_FULL] += unsent;
+        c[idx::TX_PKTS + port] -= unsent;
+        c[idx::TX_BYTES + port] -= unsent_bytes;
     }
 
     fn flush_tx(&mut self) {

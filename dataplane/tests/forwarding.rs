@@ -32,6 +32,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
             ..DataplaneConfig::default()
         },
         flows: FlowsConfig { max_per_worker: max_flows, at_capacity, ..FlowsConfig::default() },
+        intercept: Default::default(),
         dpdk: None,
         pcap: None,
     }

@@ -178,10 +178,32 @@ impl Drop for Mbuf {
 pub struct DpdkQueues {
     queue: u16,
     ports: [u16; 2],
+    pool: NonNull<sys::rte_mempool>,
 }
+
+// SAFETY: the pool pointer refers to the process-wide mempool, which lives as long as
+// the EAL and accepts allocations from any lcore; the rest is plain data.
+unsafe impl Send for DpdkQueues {}
 
 impl Queues for DpdkQueues {
     type Frame = Mbuf;
+
+    fn alloc(&mut self, len: usize) -> Option<Mbuf> {
+        // SAFETY: allocation from a live pool; a non-null result is a fresh mbuf we
+        // own, reset by DPDK (data_off = headroom, one segment, zero length). We set
+        // its lengths only after checking they fit the buffer.
+        unsafe {
+            let m = NonNull::new(sys::tg_pktmbuf_alloc(self.pool.as_ptr()))?;
+            let mut mbuf = Mbuf(m);
+            let h = mbuf.0.as_mut();
+            if usize::from(h.buf_len) < usize::from(h.data_off) + len || len > usize::from(u16::MAX) {
+                return None; // dropping `mbuf` frees it
+            }
+            h.data_len = len as u16;
+            h.pkt_len = len as u32;
+            Some(mbuf)
+        }
+    }
 
     #[inline]
     fn rx_burst(&mut self, port: usize, out: &mut Burst<Mbuf>) {
@@ -293,6 +315,7 @@ pub struct DpdkBackend {
     workers: usize,
     lcores: Vec<u32>,
     monitor: Arc<DpdkMonitor>,
+    pool: NonNull<sys::rte_mempool>,
     queues_taken: bool,
     symmetric_rss: bool,
     /// Kept alive for the EAL's lifetime: DPDK may keep pointers into argv.
@@ -375,9 +398,10 @@ impl DpdkBackend {
         }
 
         let mut ports = Vec::new();
+        let pool = NonNull::new(pool).expect("checked above");
         let mut symmetric = workers > 1;
         for (i, &id) in ids.iter().enumerate() {
-            let rss_hf = setup_port(id, workers as u16, cfg, pool)?;
+            let rss_hf = setup_port(id, workers as u16, cfg, pool.as_ptr())?;
             if rss_hf == 0 {
                 symmetric = false;
             }
@@ -399,6 +423,7 @@ impl DpdkBackend {
             workers,
             lcores,
             monitor: Arc::new(DpdkMonitor { ports }),
+            pool,
             queues_taken: false,
             symmetric_rss: symmetric,
             _argv: argv_owned,
@@ -537,7 +562,7 @@ impl Backend for DpdkBackend {
         assert!(!self.queues_taken, "queues are handed out once");
         self.queues_taken = true;
         let ports = [self.monitor.ports[0].id, self.monitor.ports[1].id];
-        (0..self.workers).map(|q| DpdkQueues { queue: q as u16, ports }).collect()
+        (0..self.workers).map(|q| DpdkQueues { queue: q as u16, ports, pool: self.pool }).collect()
     }
 
     fn monitor(&self) -> Arc<dyn PortMonitor> {

@@ -72,6 +72,9 @@ pub trait Queues: Send {
     /// frames the queue had no room for stay in `frames` (still owned by the caller,
     /// to retry or drop). Returns how many were sent.
     fn tx_burst(&mut self, port: usize, frames: &mut Burst<Self::Frame>) -> usize;
+    /// A new frame of `len` bytes (contents unspecified) to fill and transmit, or
+    /// `None` when the buffer pool is exhausted or `len` exceeds a buffer.
+    fn alloc(&mut self, len: usize) -> Option<Self::Frame>;
     /// True when every input of a finite backend (a capture file) has been read;
     /// a NIC never runs out.
     fn input_exhausted(&self) -> bool {

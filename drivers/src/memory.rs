@@ -140,6 +140,10 @@ impl Queues for MemQueues {
         }
     }
 
+    fn alloc(&mut self, len: usize) -> Option<MemFrame> {
+        Some(MemFrame(vec![0; len]))
+    }
+
     fn tx_burst(&mut self, port: usize, frames: &mut Burst<MemFrame>) -> usize {
         let p = &self.shared.ports[port];
         let q = &p.tx[self.queue];

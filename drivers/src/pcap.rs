@@ -153,6 +153,10 @@ impl Queues for PcapQueues {
         n
     }
 
+    fn alloc(&mut self, len: usize) -> Option<MemFrame> {
+        Some(MemFrame(vec![0; len]))
+    }
+
     fn input_exhausted(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
     }

@@ -41,6 +41,11 @@ pub struct WorkerStats {
     pub idle_polls: u64,
     /// Malformed frames forwarded anyway (`malformed = "forward"`).
     pub malformed_forwarded: u64,
+    /// Intercepted (terminated) flows: `created`, `active`, `closed`,
+    /// `server_refused`, `reset`, `timeout`, `bytes_up`, `bytes_down`,
+    /// `not_intercepted_full`.
+    #[serde(default)]
+    pub intercept: BTreeMap<String, u64>,
 }
 
 /// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and xstats).
