@@ -30,6 +30,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod netsim;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,263 @@
+//! In-process network simulation: a client host and a server host, each a smoltcp
+//! Ethernet interface, talking through a real dataplane (`run::run` with its workers)
+//! over the `memory` backend. No root, no DPDK, deterministic enough for CI.
+//!
+//! ```text
+//!   client host 198.18.0.1 ──frames──► Wire INSIDE ─► dataplane workers ─► Wire OUTSIDE ──► server host 198.18.0.2
+//!                          ◄─────────                                    ◄──────────────
+//! ```
+//!
+//! [`Net::step`] polls both hosts and carries frames both ways; tests drive sockets
+//! between steps with [`Net::run_until`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use tlsgate_dataplane::config::Config;
+use tlsgate_dataplane::run::{run, RunOptions, Summary};
+use tlsgate_drivers::memory::{MemoryBackend, Spread, Wire};
+use tlsgate_drivers::{INSIDE, OUTSIDE};
+
+/// Client address.
+pub const CLIENT: [u8; 4] = [198, 18, 0, 1];
+/// Server address.
+pub const SERVER: [u8; 4] = [198, 18, 0, 2];
+
+/// Frames a host sent (to inject) and received (to consume).
+#[derive(Default)]
+struct Link {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct HostRx(Vec<u8>);
+struct HostTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for HostRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for HostTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push(b);
+        r
+    }
+}
+
+impl Device for Link {
+    type RxToken<'a> = HostRx;
+    type TxToken<'a> = HostTx<'a>;
+
+    fn receive(&mut self, _t: SInstant) -> Option<(HostRx, HostTx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((HostRx(f), HostTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: SInstant) -> Option<HostTx<'_>> {
+        Some(HostTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+/// One simulated host.
+pub struct Host {
+    iface: Interface,
+    link: Link,
+    /// Its sockets.
+    pub sockets: SocketSet<'static>,
+    /// Every frame it received, when recording (for sequence-number checks).
+    pub seen: Vec<Vec<u8>>,
+    /// Every frame it sent, when recording.
+    pub sent: Vec<Vec<u8>>,
+    record: bool,
+}
+
+impl Host {
+    fn new(mac: [u8; 6], ip: [u8; 4], seed: u64, start: Instant) -> Self {
+        let mut link = Link::default();
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut link, at(start));
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24));
+        });
+        Host {
+            iface,
+            link,
+            sockets: SocketSet::new(vec![]),
+            seen: Vec::new(),
+            sent: Vec::new(),
+            record: false,
+        }
+    }
+
+    /// Adds a TCP socket with `buf`-byte buffers.
+    pub fn tcp(&mut self, buf: usize) -> SocketHandle {
+        let s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buf]), tcp::SocketBuffer::new(vec![0; buf]));
+        self.sockets.add(s)
+    }
+
+    /// A TCP socket.
+    pub fn sock(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// Connects socket `h` from `local_port` to the server's `port`.
+    pub fn connect(&mut self, h: SocketHandle, local_port: u16, port: u16) {
+        let cx = self.iface.context();
+        let remote = IpEndpoint::new(IpAddress::v4(SERVER[0], SERVER[1], SERVER[2], SERVER[3]), port);
+        self.sockets.get_mut::<tcp::Socket>(h).connect(cx, remote, local_port).expect("connect");
+    }
+
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(at(now), &mut self.link, &mut self.sockets);
+    }
+}
+
+fn at(t: Instant) -> SInstant {
+    // smoltcp wants an absolute clock; any fixed origin works.
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let o = *ORIGIN.get_or_init(Instant::now);
+    SInstant::from_micros(t.duration_since(o).as_micros() as i64)
+}
+
+/// A client host and a server host joined through a running dataplane.
+pub struct Net {
+    /// The client (behind the inside port).
+    pub client: Host,
+    /// The server (behind the outside port).
+    pub server: Host,
+    wire: Wire,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Summary>>,
+}
+
+impl Net {
+    /// Starts a dataplane with `cfg` and `workers` workers over memory ports.
+    pub fn new(cfg: Config, workers: usize) -> Net {
+        let (backend, wire) = MemoryBackend::new(workers, 8192, Spread::First);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle =
+            std::thread::spawn(move || run(backend, &cfg, s, &RunOptions::default()).expect("dataplane"));
+        let now = Instant::now();
+        Net {
+            client: Host::new([2, 0, 0, 0, 0, 1], CLIENT, 0x1111, now),
+            server: Host::new([2, 0, 0, 0, 0, 2], SERVER, 0x2222, now),
+            wire,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Records the frames each host receives from now on.
+    pub fn record(&mut self) {
+        self.client.record = true;
+        self.server.record = true;
+    }
+
+    /// Polls both hosts once and carries frames both ways.
+    pub fn step(&mut self) {
+        let now = Instant::now();
+        self.client.poll(now);
+        self.server.poll(now);
+        for f in self.client.link.tx.drain(..) {
+            if self.client.record {
+                self.client.sent.push(f.clone());
+            }
+            while !self.wire.inject(INSIDE, f.clone()) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        for f in self.server.link.tx.drain(..) {
+            if self.server.record {
+                self.server.sent.push(f.clone());
+            }
+            while !self.wire.inject(OUTSIDE, f.clone()) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        for f in self.wire.take_tx(INSIDE) {
+            if self.client.record {
+                self.client.seen.push(f.clone());
+            }
+            self.client.link.rx.push_back(f);
+        }
+        for f in self.wire.take_tx(OUTSIDE) {
+            if self.server.record {
+                self.server.seen.push(f.clone());
+            }
+            self.server.link.rx.push_back(f);
+        }
+    }
+
+    /// Steps until `done(self)` holds; panics after `limit`.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Net) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "simulation did not reach its goal within {limit:?}");
+            self.step();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Stops the dataplane and returns its final counters.
+    pub fn stop(mut self) -> Summary {
+        // Let in-flight frames and the last counter publication settle.
+        for _ in 0..20 {
+            self.step();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().expect("running").join().expect("dataplane thread")
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A deterministic byte stream (xorshift) for transfers.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// TCP sequence number and flags of a frame, when it is an IPv4 TCP segment.
+pub fn tcp_seq(frame: &[u8]) -> Option<(u32, u8)> {
+    let p = tlsgate_dataplane::parse::parse(frame).ok()?;
+    if p.proto != tlsgate_dataplane::parse::proto::TCP {
+        return None;
+    }
+    let t = usize::from(p.l4_offset);
+    Some((u32::from_be_bytes(frame.get(t + 4..t + 8)?.try_into().ok()?), p.tcp_flags))
+}
