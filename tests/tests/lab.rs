@@ -112,14 +112,11 @@ fn ping_and_100mb_transfer_through_dpdk() {
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-#[test]
-fn curl_through_lab() {
-    let _serial = serial();
-    if !require_root() {
-        return;
-    }
+/// nginx in the server namespace serves 5 MB; curl in the client namespace fetches
+/// it through a dataplane configured with `extra` TOML. Returns the final counters.
+fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
     let t0 = Instant::now();
-    let lab = Lab::up("tgt2", "198.18.12");
+    let lab = Lab::up(prefix, net);
     let files = TempDir::new("www");
     let www = files.join("www");
     std::fs::create_dir(&www).expect("mkdir www");
@@ -135,7 +132,7 @@ fn curl_through_lab() {
     std::fs::write(www.join("file"), &data).expect("writing the file to serve");
     let original = sha256_file(&www.join("file"));
 
-    let dp = Dataplane::start(&lab, "");
+    let dp = Dataplane::start(&lab, extra);
     let nginx = Nginx::start(&lab, &www);
     let out = files.join("download");
     let url = format!("http://{}/file", lab.server_addr());
@@ -149,15 +146,47 @@ fn curl_through_lab() {
     assert_eq!(curl.stdout.trim(), "200 5000000", "curl: {curl:?}");
     assert_eq!(sha256_file(&out), original, "downloaded file differs from the original");
 
-    let s = dp.wait_stats(Duration::from_secs(3), balanced);
-    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
-    assert!(sum(&s, |w| w.tx_bytes[0]) >= 5_000_000, "outside→inside bytes: {}", brief(&s));
-    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
-
     drop(nginx);
+    let s = dp.wait_stats(Duration::from_secs(3), |s| {
+        sum(s, |w| w.intercept.get("active").copied().unwrap_or(0)) == 0
+    });
+    assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
     assert_clean_stop(dp);
     lab.teardown();
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+    s
+}
+
+fn intercept(s: &DataplaneStats, name: &str) -> u64 {
+    sum(s, |w| w.intercept.get(name).copied().unwrap_or(0))
+}
+
+#[test]
+fn curl_through_lab() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let s = curl_5mb("tgt2", "198.18.12", "");
+    assert!(balanced(&s), "every frame forwarded: {}", brief(&s));
+    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
+    assert!(sum(&s, |w| w.tx_bytes[0]) >= 5_000_000, "outside→inside bytes: {}", brief(&s));
+    assert_eq!(intercept(&s, "created"), 0);
+}
+
+/// The same download with port 80 intercepted: TCP terminated on both legs by the
+/// smoltcp splice, real curl and nginx at the ends.
+#[test]
+fn curl_through_tcp_splice() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let s = curl_5mb("tgt5", "198.18.15", "[intercept]\nports = [80]\n");
+    assert_eq!(intercept(&s, "created"), 1, "{}", brief(&s));
+    assert_eq!(intercept(&s, "closed"), 1, "both legs closed with FINs: {}", brief(&s));
+    assert!(intercept(&s, "bytes_down") >= 5_000_000, "{}", brief(&s));
+    assert!(intercept(&s, "bytes_up") > 50, "the request: {}", brief(&s));
 }
 
 #[test]
