@@ -199,3 +199,60 @@ fn fold(mut sum: u32) -> u16 {
 pub fn checksum(b: &[u8]) -> u16 {
     fold(add_bytes(0, b))
 }
+
+/// xorshift64: a deterministic pseudo-random stream for generated test inputs,
+/// benchmarks and transfers (fixed seeds, no dependency). Not for anything secret.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A stream from `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next 64 bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform enough in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A byte.
+    pub fn byte(&mut self) -> u8 {
+        (self.next() >> 32) as u8
+    }
+
+    /// A fair coin.
+    pub fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+
+    /// True once in `n` on average.
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// Fills `buf` from the stream, 8 bytes per step.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            c.copy_from_slice(&self.next().to_le_bytes()[..c.len()]);
+        }
+    }
+
+    /// `len` bytes of the stream.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.fill(&mut v);
+        v
+    }
+}

@@ -68,7 +68,10 @@ impl InterceptConfig {
             return Err(format!("intercept.buffer_kib: {} is outside 4..=4096", self.buffer_kib));
         }
         if !(1..=300).contains(&self.connect_timeout_s) {
-            return Err(format!("intercept.connect_timeout_s: {} is outside 1..=300", self.connect_timeout_s));
+            return Err(format!(
+                "intercept.connect_timeout_s: {} is outside 1..=300",
+                self.connect_timeout_s
+            ));
         }
         if self.idle_timeout_s == 0 {
             return Err("intercept.idle_timeout_s: must be at least 1".into());
@@ -253,7 +256,14 @@ impl Splice {
     /// Sets a flow up from the client's SYN frame (`frame`, parsed as `p`): the
     /// client leg receives the SYN (its SYN-ACK held), the server leg starts
     /// connecting. Packets to send are appended to `out`.
-    pub fn new(frame: &[u8], p: &Parsed, cfg: &InterceptConfig, seed: u64, now_ms: u64, out: &mut EmitBuf) -> Self {
+    pub fn new(
+        frame: &[u8],
+        p: &Parsed,
+        cfg: &InterceptConfig,
+        seed: u64,
+        now_ms: u64,
+        out: &mut EmitBuf,
+    ) -> Self {
         let v6 = matches!(p.l3, crate::parse::L3::V6);
         let client = sock_ip(p.src, v6);
         let server = sock_ip(p.dst, v6);
@@ -270,7 +280,8 @@ impl Splice {
         iface.set_any_ip(true);
         let buf = cfg.buffer_kib * 1024;
         let mk = || {
-            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buf]), tcp::SocketBuffer::new(vec![0; buf]));
+            let mut s =
+                tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buf]), tcp::SocketBuffer::new(vec![0; buf]));
             s.set_nagle_enabled(false);
             s.set_congestion_control(CongestionControl::Cubic);
             s.set_ack_delay(None);
@@ -380,8 +391,7 @@ impl Splice {
         let ss = self.sockets.get::<tcp::Socket>(self.server_sock).state();
         let done = |s: State| matches!(s, State::Closed | State::TimeWait);
         // A leg that ends without our having closed it toward its peer... was reset.
-        for (leg, state, other) in
-            [(Leg::Client, cs, self.server_sock), (Leg::Server, ss, self.client_sock)]
+        for (leg, state, other) in [(Leg::Client, cs, self.server_sock), (Leg::Server, ss, self.client_sock)]
         {
             let i = leg as usize;
             if state == State::Closed && !self.closed[i] && !self.fin_seen(leg) {
@@ -422,7 +432,8 @@ impl Splice {
                 break;
             }
             let want = room.min(chunk.len());
-            let n = self.sockets.get_mut::<tcp::Socket>(from).recv_slice(&mut chunk[..want]).unwrap_or_default();
+            let n =
+                self.sockets.get_mut::<tcp::Socket>(from).recv_slice(&mut chunk[..want]).unwrap_or_default();
             if n == 0 {
                 break;
             }
@@ -432,7 +443,8 @@ impl Splice {
         }
         self.relayed[dir] += moved as u64;
         let f = self.sockets.get::<tcp::Socket>(from);
-        let fin_received = matches!(f.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait);
+        let fin_received =
+            matches!(f.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait);
         let peer_finished = fin_received && f.recv_queue() == 0;
         let from_leg = if dir == 0 { Leg::Client } else { Leg::Server };
         if peer_finished && !self.fin_from[from_leg as usize] {

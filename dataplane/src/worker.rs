@@ -31,8 +31,8 @@ use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Local, Published, COUNT};
 use crate::flow::{FlowKey, FlowTable, Side, Track};
-use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 use crate::parse::{parse, proto};
+use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 
 /// What phase 1 decided for a frame.
 #[derive(Clone, Copy)]
@@ -377,7 +377,8 @@ impl<Q: Queues> Worker<Q> {
         self.emit.clear();
         if new {
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let splice = Splice::new(frame.data(), &p, &self.settings.intercept, self.seed, now_ms, &mut self.emit);
+            let splice =
+                Splice::new(frame.data(), &p, &self.settings.intercept, self.seed, now_ms, &mut self.emit);
             self.c[idx::INTERCEPT_CREATED] += 1;
             self.splices.insert(key, Box::new(splice));
         } else if let Some(splice) = self.splices.get_mut(&key) {

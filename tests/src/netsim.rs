@@ -239,17 +239,9 @@ impl Drop for Net {
     }
 }
 
-/// A deterministic byte stream (xorshift) for transfers.
+/// A deterministic byte stream for transfers.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    tlsgate_dataplane::craft::XorShift::new(seed).bytes(len)
 }
 
 /// TCP sequence number and flags of a frame, when it is an IPv4 TCP segment.

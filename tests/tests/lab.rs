@@ -121,14 +121,7 @@ fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
     let www = files.join("www");
     std::fs::create_dir(&www).expect("mkdir www");
     // 5 MB of deterministic noise (nothing compresses it).
-    let mut data = vec![0u8; 5_000_000];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for c in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
+    let data = tlsgate_dataplane::craft::XorShift::new(0x2545_f491).bytes(5_000_000);
     std::fs::write(www.join("file"), &data).expect("writing the file to serve");
     let original = sha256_file(&www.join("file"));
 

@@ -32,29 +32,18 @@ fn timeout() -> Duration {
     Duration::from_secs(s.max(1))
 }
 
-/// The deterministic byte stream: xorshift64 seeded through splitmix64.
+/// The deterministic byte stream (the project's xorshift64).
 struct Stream {
-    state: u64,
+    rng: tlsgate_dataplane::craft::XorShift,
 }
 
 impl Stream {
     fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Stream { state: if z == 0 { 1 } else { z } }
+        Stream { rng: tlsgate_dataplane::craft::XorShift::new(seed) }
     }
 
     fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let mut x = self.state;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.state = x;
-            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-        }
+        self.rng.fill(buf);
     }
 }
 
