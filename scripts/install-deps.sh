@@ -20,11 +20,12 @@ readonly PROG="${0##*/}"
 #                       - scripts/lab.sh and setup-interfaces.sh (ip, ethtool,
 #                         ping, sysctl)
 #   curl nginx openssl  - end-to-end tests: TLS client, origin server, certs
+#   ca-certificates     - the system CA bundle the trust store includes by default
 #   tcpdump tshark      - capture/inspect traffic in tests
 #   prometheus          - provides promtool, used to lint the metrics output
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
-    iproute2 ethtool iputils-ping curl nginx openssl
+    iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps
 )
 

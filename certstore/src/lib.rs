@@ -1,15 +1,96 @@
 //! `tlsgate-certstore`: everything about certificates on the appliance.
 //!
-//! What it will hold (interception and control-plane issues):
-//!
 //! ```text
-//!   trust store ── CA roots (system bundle + imported) ──┐
-//!               └─ pinned server certificates (SHA-256) ─┼─► verifier (webpki + OpenSSL-style reasons)
-//!   decryption CA ──► forged leaf certificates (rcgen, cached by SNI + chain hash)
-//!   licenses ──► cipher-suite profile (`base` / `strong`)
+//!   TrustStore ── CA roots (system bundle + imported) ──┐  snapshot()
+//!              └─ pinned server certificates (SHA-256) ─┴──────────► TrustSnapshot (Arc, per config version)
+//!                                                                         │
+//!   server chain ──► ServerVerifier (rustls) ──► verify_server_chain ◄────┘
+//!                      │ refused: VerifyFailure (OpenSSL code, text, depth, subject,
+//!                      │          issuer, presented chain + SHA-256), per thread
+//!                      ▼ accepted
+//!   DecryptionCa + LeafKey ──► ForgeCache (per worker, CLOCK) ──► Arc<CertifiedKey>
+//!                                                                   │
+//!   CipherProfile (base / strong) ──► client_config / server_config ◄┘
 //! ```
 //!
-//! It knows nothing of packets or drivers. Nothing is implemented yet: the
-//! foundation issue only forwards traffic.
+//! It knows nothing of packets or drivers. Time is always passed in
+//! (`rustls_pki_types::UnixTime`), so tests are deterministic.
+//!
+//! How a worker uses it, per intercepted flow:
+//! 1. build one [`ServerVerifier`] from the configuration's [`TrustSnapshot`] and one
+//!    [`client_config`] per profile; a [`ForgeCache`] with the worker's [`LeafKey`];
+//! 2. handshake with the server under the SNI (or the destination IP);
+//! 3. on `rustls::Error::InvalidCertificate(_)`, [`ServerVerifier::take_failure`]
+//!    gives the [`VerifyFailure`] for the TLS Abort event
+//!    (`self signed certificate (code 18, depth 0)`, subject, issuer, chain);
+//! 4. otherwise [`ForgeCache::get_or_forge`] gives the certificate for
+//!    [`server_config`] (through [`SingleCertResolver`]) towards the client.
+//!
+//! The seed's fix for a self-signed server is [`TrustStore::pin`] with the leaf of
+//! the chain the failure recorded. Operator documentation: `docs/certificates.md`.
+//!
+//! # Public interface
+//! - Certificates: [`parse_certificates`], [`summarize`], [`CertSummary`],
+//!   [`Fingerprint`], [`chain_sha256`], [`pem_encode`] (subject and issuer in
+//!   OpenSSL's one-line form are in [`CertSummary`]).
+//! - Trust: [`TrustStore`], [`TrustEntry`], [`TrustKind`], [`ImportAs`],
+//!   [`ImportReport`], [`TrustSnapshot`], [`SYSTEM_BUNDLE_PATH`].
+//! - Verification: [`verify_server_chain`], [`Verified`], [`VerifyFailure`],
+//!   [`VerifyReason`], [`ServerVerifier`], [`unix_time`].
+//! - Decryption CA and forging: [`DecryptionCa`], [`CaOptions`], [`LeafKey`],
+//!   [`forge_leaf`], [`ForgeCache`], [`ForgeCacheStats`].
+//! - TLS configuration: [`CipherProfile`], [`crypto_provider`], [`client_config`],
+//!   [`server_config`], [`SingleCertResolver`], [`CertifiedKey`].
+//! - Errors: [`Error`], [`Result`], [`PKCS8_HINT`].
 
 #![forbid(unsafe_code)]
+
+mod ca;
+mod cert;
+mod error;
+mod forge;
+mod key;
+mod name;
+mod profile;
+mod tls;
+mod trust;
+mod verify;
+
+pub use ca::{CaOptions, DecryptionCa};
+pub use cert::{chain_sha256, parse_certificates, pem_encode, summarize, CertSummary, Fingerprint};
+pub use error::{Error, Result, PKCS8_HINT};
+pub use forge::{
+    forge_leaf, ForgeCache, ForgeCacheStats, LeafKey, CACHE_REFRESH_MARGIN_SECS, FORGED_BACKDATE_SECS,
+    FORGED_MAX_LIFETIME_SECS,
+};
+pub use profile::CipherProfile;
+pub use tls::{
+    client_config, crypto_provider, server_config, CertifiedKey, ClientConfig, ResolvesServerCert,
+    ServerConfig, ServerVerifier, SingleCertResolver,
+};
+pub use trust::{
+    ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,
+};
+pub use verify::{unix_time, verify_server_chain, Verified, VerifyFailure, VerifyReason};
+
+/// The rustls and pki-types crates this crate is built on, for callers that need
+/// their types (connections, `ServerName`, `CertificateDer`, `UnixTime`).
+pub use rustls;
+pub use rustls::pki_types;
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn shared_types_cross_threads() {
+        send_sync::<super::TrustSnapshot>();
+        send_sync::<super::ServerVerifier>();
+        send_sync::<super::DecryptionCa>();
+        send_sync::<super::VerifyFailure>();
+        send::<super::ForgeCache>();
+        send::<super::LeafKey>();
+        send::<super::TrustStore>();
+    }
+}

@@ -1,0 +1,302 @@
+//! Forged server certificates: what the client sees in place of the server's.
+//!
+//! A forged leaf copies the subject CN and the subjectAltName DNS names and IP
+//! addresses of the (verified) server certificate; when none of them covers the
+//! requested name (a pinned certificate without SAN, as in the seed) the SNI, or
+//! the destination IP without SNI, is added. It is valid from max(server notBefore,
+//! now - 1 h) to min(server notAfter, now + 7 days), carries basicConstraints
+//! CA:FALSE, keyUsage digitalSignature, extendedKeyUsage serverAuth, a random
+//! serial, and is signed by the decryption CA over one P-256 key per worker
+//! ([`LeafKey`]).
+//!
+//! [`ForgeCache`] keeps forged certificates per worker (no lock: `&mut self`),
+//! keyed by (requested name, [`chain_sha256`] of the server chain), bounded with
+//! the CLOCK second-chance policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::ca::{offset_time, random_serial, secs, DecryptionCa};
+use crate::cert::{self, chain_sha256, Fingerprint};
+use crate::error::{Error, Result};
+use crate::name;
+use crate::tls::{self, CertifiedKey, SigningKey};
+use crate::verify::server_name_text;
+
+/// How long a forged certificate lives at most.
+pub const FORGED_MAX_LIFETIME_SECS: i64 = 7 * 86_400;
+/// How far back a forged certificate's notBefore reaches (client clock skew).
+pub const FORGED_BACKDATE_SECS: i64 = 3_600;
+/// A cached certificate closer than this to its notAfter is forged again.
+pub const CACHE_REFRESH_MARGIN_SECS: i64 = 3_600;
+
+/// The key pair of forged leaves: ECDSA P-256, generated once per worker and
+/// reused for every forged certificate of that worker.
+pub struct LeafKey {
+    key: KeyPair,
+    signing: Arc<dyn SigningKey>,
+}
+
+impl std::fmt::Debug for LeafKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeafKey(P-256, hidden)")
+    }
+}
+
+impl LeafKey {
+    /// A fresh P-256 key.
+    pub fn generate() -> Result<Self> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| Error::Generate(e.to_string()))?;
+        let signing = tls::signing_key(key.serialized_der())?;
+        Ok(LeafKey { key, signing })
+    }
+
+    /// The public key, SubjectPublicKeyInfo DER.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.key.public_key_der()
+    }
+}
+
+/// Forges the certificate for `server_cert` (already verified) as requested under
+/// `requested` (the SNI, or the destination IP address), valid at `now`.
+pub fn forge_leaf(
+    ca: &DecryptionCa,
+    leaf_key: &LeafKey,
+    server_cert: &CertificateDer<'_>,
+    requested: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<CertificateDer<'static>> {
+    let server = cert::parse_der(server_cert.as_ref())
+        .map_err(|e| Error::Forge(format!("server certificate: {e}")))?;
+    let (dns, ips) = cert::san_names(&server);
+    let covered = webpki::EndEntityCert::try_from(server_cert)
+        .map(|ee| ee.verify_is_valid_for_subject_name(requested).is_ok())
+        .unwrap_or(false);
+
+    let mut sans = Vec::with_capacity(dns.len() + ips.len() + 1);
+    for d in dns {
+        if let Ok(ia5) = d.try_into() {
+            sans.push(SanType::DnsName(ia5));
+        }
+    }
+    sans.extend(ips.into_iter().map(SanType::IpAddress));
+    if !covered {
+        sans.push(san_for(requested)?);
+    }
+    let cn = name::common_name(server.subject()).unwrap_or_else(|| server_name_text(requested));
+
+    let now_s = secs(now);
+    let not_before = server.validity().not_before.timestamp().max(now_s - FORGED_BACKDATE_SECS);
+    let not_after = server.validity().not_after.timestamp().min(now_s + FORGED_MAX_LIFETIME_SECS);
+    if not_after <= not_before || not_after <= now_s {
+        return Err(Error::Forge(format!(
+            "the server certificate is not valid now (notBefore {}, notAfter {}, now {now_s})",
+            server.validity().not_before.timestamp(),
+            server.validity().not_after.timestamp()
+        )));
+    }
+    sign_leaf(ca, leaf_key, cn, sans, not_before, not_after)
+}
+
+/// A throw-away leaf for checking a CA when it is configured.
+pub(crate) fn forge_for_trial(
+    ca: &DecryptionCa,
+    leaf_key: &LeafKey,
+    requested: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<CertificateDer<'static>> {
+    let now_s = secs(now);
+    let not_after = (now_s + 86_400).min(ca.summary().not_after);
+    sign_leaf(ca, leaf_key, server_name_text(requested), vec![san_for(requested)?], now_s - 60, not_after)
+}
+
+fn san_for(requested: &ServerName<'_>) -> Result<SanType> {
+    Ok(match requested {
+        ServerName::IpAddress(ip) => SanType::IpAddress(std::net::IpAddr::from(*ip)),
+        other => SanType::DnsName(
+            server_name_text(other).try_into().map_err(|e| Error::Forge(format!("requested name: {e}")))?,
+        ),
+    })
+}
+
+fn sign_leaf(
+    ca: &DecryptionCa,
+    leaf_key: &LeafKey,
+    common_name: String,
+    sans: Vec<SanType>,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateDer<'static>> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial()?.into());
+    params.not_before = offset_time(not_before)?;
+    params.not_after = offset_time(not_after)?;
+    let (issuer, issuer_key) = ca.signer();
+    let cert =
+        params.signed_by(&leaf_key.key, issuer, issuer_key).map_err(|e| Error::Forge(e.to_string()))?;
+    Ok(cert.der().clone())
+}
+
+/// Counters of a [`ForgeCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForgeCacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that forged a certificate (absent, or too close to its notAfter).
+    pub misses: u64,
+    /// Entries pushed out to stay within the capacity.
+    pub evictions: u64,
+    /// Forging failures.
+    pub errors: u64,
+    /// Entries now.
+    pub len: usize,
+    /// Most entries kept.
+    pub capacity: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct CacheKey {
+    name: String,
+    chain: Fingerprint,
+}
+
+struct Slot {
+    key: CacheKey,
+    value: Arc<CertifiedKey>,
+    not_after: i64,
+    referenced: bool,
+}
+
+/// A worker's cache of forged certificates, ready for a rustls server config.
+pub struct ForgeCache {
+    ca: Arc<DecryptionCa>,
+    leaf_key: LeafKey,
+    capacity: usize,
+    slots: Vec<Slot>,
+    index: HashMap<CacheKey, usize>,
+    hand: usize,
+    stats: ForgeCacheStats,
+}
+
+impl std::fmt::Debug for ForgeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeCache").field("ca", &self.ca).field("stats", &self.stats()).finish()
+    }
+}
+
+impl ForgeCache {
+    /// A cache holding at most `capacity` (at least 1) certificates signed by `ca`
+    /// over `leaf_key`.
+    pub fn new(ca: Arc<DecryptionCa>, leaf_key: LeafKey, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        ForgeCache {
+            ca,
+            leaf_key,
+            capacity,
+            slots: Vec::with_capacity(capacity.min(4096)),
+            index: HashMap::with_capacity(capacity.min(4096)),
+            hand: 0,
+            stats: ForgeCacheStats { capacity, ..ForgeCacheStats::default() },
+        }
+    }
+
+    /// The forged certificate (with the CA's chain, if any, and the leaf key) for a
+    /// verified server chain requested under `requested`: from the cache, or forged
+    /// now.
+    pub fn get_or_forge(
+        &mut self,
+        requested: &ServerName<'_>,
+        server_chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Arc<CertifiedKey>> {
+        let Some(server_cert) = server_chain.first() else {
+            self.stats.errors += 1;
+            return Err(Error::Forge("the server sent no certificate".into()));
+        };
+        let key = CacheKey { name: server_name_text(requested), chain: chain_sha256(server_chain) };
+        let now_s = secs(now);
+        if let Some(&i) = self.index.get(&key) {
+            let slot = &mut self.slots[i];
+            if slot.not_after - CACHE_REFRESH_MARGIN_SECS > now_s {
+                slot.referenced = true;
+                self.stats.hits += 1;
+                return Ok(Arc::clone(&slot.value));
+            }
+        }
+        self.stats.misses += 1;
+        let forged = match forge_leaf(&self.ca, &self.leaf_key, server_cert, requested, now) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.errors += 1;
+                return Err(e);
+            }
+        };
+        let not_after =
+            cert::parse_der(forged.as_ref()).map(|c| c.validity().not_after.timestamp()).unwrap_or(now_s);
+        let mut chain = Vec::with_capacity(1 + self.ca.sent_chain().len());
+        chain.push(forged);
+        chain.extend(self.ca.sent_chain().iter().cloned());
+        let value = tls::certified_key(chain, Arc::clone(&self.leaf_key.signing));
+        let slot = Slot { key: key.clone(), value: Arc::clone(&value), not_after, referenced: false };
+        if let Some(&i) = self.index.get(&key) {
+            self.slots[i] = slot;
+        } else if self.slots.len() < self.capacity {
+            self.index.insert(key, self.slots.len());
+            self.slots.push(slot);
+        } else {
+            let victim = self.clock_victim();
+            self.index.remove(&self.slots[victim].key);
+            self.index.insert(key, victim);
+            self.slots[victim] = slot;
+            self.stats.evictions += 1;
+        }
+        Ok(value)
+    }
+
+    /// CLOCK: advance the hand, clearing reference bits, to the first slot not
+    /// referenced since the hand last passed.
+    fn clock_victim(&mut self) -> usize {
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            if self.slots[i].referenced {
+                self.slots[i].referenced = false;
+            } else {
+                return i;
+            }
+        }
+    }
+
+    /// Counters and size.
+    pub fn stats(&self) -> ForgeCacheStats {
+        ForgeCacheStats { len: self.slots.len(), ..self.stats }
+    }
+
+    /// Drops every cached certificate (e.g. after the decryption CA changed).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+        self.hand = 0;
+    }
+
+    /// The CA signing this cache's certificates.
+    pub fn ca(&self) -> &Arc<DecryptionCa> {
+        &self.ca
+    }
+}

@@ -1,0 +1,313 @@
+//! The trust store: CA certificates (the system bundle and imported CAs) and pinned
+//! server certificates.
+//!
+//! A [`TrustStore`] is the editable set the control plane keeps; a [`TrustSnapshot`]
+//! is the immutable, indexed form a verifier reads, built once per configuration
+//! version and shared (`Arc`) by every worker.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+
+use crate::cert::{self, CertSummary, Fingerprint};
+use crate::error::{Error, Result};
+use crate::name;
+
+/// Debian's bundle of the CAs that `ca-certificates` trusts.
+pub const SYSTEM_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a trust store entry is trusted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TrustKind {
+    /// A CA from the system bundle: anchors chains.
+    SystemCa,
+    /// An imported CA: anchors chains.
+    Ca,
+    /// A pinned server certificate: trusted as the server certificate it is (same
+    /// SHA-256), for any name, without a chain.
+    Pinned,
+}
+
+impl TrustKind {
+    /// `system-ca`, `ca` or `pinned`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SystemCa => "system-ca",
+            Self::Ca => "ca",
+            Self::Pinned => "pinned",
+        }
+    }
+}
+
+/// How [`TrustStore::import`] files certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportAs {
+    /// CA certificates (basicConstraints CA:TRUE) as CAs, others pinned.
+    Auto,
+    /// Every certificate as a CA; a certificate that is not a CA is refused.
+    Ca,
+    /// Every certificate pinned as a server certificate.
+    Pinned,
+}
+
+/// One certificate of the trust store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TrustEntry {
+    /// The operator's name for it (for the system bundle: the subject).
+    pub name: String,
+    /// What it is trusted for.
+    pub kind: TrustKind,
+    /// Subject, issuer, fingerprint, validity.
+    pub summary: CertSummary,
+    /// The certificate.
+    pub der: CertificateDer<'static>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ImportReport {
+    /// Entries added.
+    pub added: Vec<TrustEntry>,
+    /// Certificates of the input already in the store with the same kind (left as they were).
+    pub already_present: Vec<TrustEntry>,
+}
+
+/// The editable trust store.
+#[derive(Clone, Debug, Default)]
+pub struct TrustStore {
+    system_enabled: bool,
+    system: Vec<TrustEntry>,
+    entries: Vec<TrustEntry>,
+}
+
+impl TrustStore {
+    /// An empty store with the system bundle off.
+    pub fn without_system_bundle() -> Self {
+        Self::default()
+    }
+
+    /// A store with the system bundle ([`SYSTEM_BUNDLE_PATH`]) loaded and on: the default.
+    pub fn with_system_bundle() -> Result<Self> {
+        let mut store = Self::default();
+        store.load_system_bundle(SYSTEM_BUNDLE_PATH)?;
+        Ok(store)
+    }
+
+    /// Loads (or reloads) the system bundle from `path` and turns it on. Returns
+    /// how many CAs it holds. Certificates of the bundle that cannot serve as trust
+    /// anchors are skipped.
+    pub fn load_system_bundle(&mut self, path: impl AsRef<Path>) -> Result<usize> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let certs = cert::parse_certificates(&bytes)?;
+        let mut system = Vec::with_capacity(certs.len());
+        let mut seen = HashSet::new();
+        for der in certs {
+            if webpki::anchor_from_trusted_cert(&der).is_err() {
+                continue;
+            }
+            let Ok(summary) = cert::summarize(der.as_ref()) else { continue };
+            if seen.insert(summary.fingerprint) {
+                system.push(TrustEntry {
+                    name: summary.subject.clone(),
+                    kind: TrustKind::SystemCa,
+                    summary,
+                    der,
+                });
+            }
+        }
+        self.system = system;
+        self.system_enabled = true;
+        Ok(self.system.len())
+    }
+
+    /// Turns the system bundle on or off. Turning it on loads [`SYSTEM_BUNDLE_PATH`]
+    /// if no bundle was loaded yet.
+    pub fn set_system_bundle(&mut self, enabled: bool) -> Result<()> {
+        if enabled && self.system.is_empty() {
+            self.load_system_bundle(SYSTEM_BUNDLE_PATH)?;
+        }
+        self.system_enabled = enabled;
+        Ok(())
+    }
+
+    /// Whether the system bundle is on.
+    pub fn system_bundle_enabled(&self) -> bool {
+        self.system_enabled
+    }
+
+    /// The system bundle's CAs (whether on or off).
+    pub fn system_entries(&self) -> &[TrustEntry] {
+        &self.system
+    }
+
+    /// Imported CAs and pinned server certificates, in import order.
+    pub fn entries(&self) -> &[TrustEntry] {
+        &self.entries
+    }
+
+    /// Imports every certificate of `input` (PEM or DER, one or a bundle) under
+    /// `name`. Garbage, an unparsable certificate, or (with [`ImportAs::Ca`]) a
+    /// certificate that is not a CA refuses the whole input, and nothing changes.
+    pub fn import(&mut self, name: &str, input: &[u8], how: ImportAs) -> Result<ImportReport> {
+        check_name(name)?;
+        let certs = cert::parse_certificates(input)?;
+        let mut planned = Vec::with_capacity(certs.len());
+        for der in certs {
+            let summary = cert::summarize(der.as_ref())?;
+            let kind = match how {
+                ImportAs::Pinned => TrustKind::Pinned,
+                ImportAs::Ca if !summary.is_ca => return Err(Error::NotCa { subject: summary.subject }),
+                ImportAs::Ca => TrustKind::Ca,
+                ImportAs::Auto if summary.is_ca => TrustKind::Ca,
+                ImportAs::Auto => TrustKind::Pinned,
+            };
+            if kind == TrustKind::Ca {
+                webpki::anchor_from_trusted_cert(&der).map_err(|e| Error::BadCertificate {
+                    index: planned.len() + 1,
+                    reason: format!("cannot serve as a trust anchor: {e}"),
+                })?;
+            }
+            planned.push(TrustEntry { name: name.to_owned(), kind, summary, der });
+        }
+        let mut report = ImportReport::default();
+        for entry in planned {
+            let existing = self
+                .entries
+                .iter()
+                .find(|e| e.kind == entry.kind && e.summary.fingerprint == entry.summary.fingerprint);
+            match existing {
+                Some(e) => report.already_present.push(e.clone()),
+                None => {
+                    self.entries.push(entry.clone());
+                    report.added.push(entry);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Pins one server certificate (DER), e.g. the leaf of the chain an aborted
+    /// handshake recorded in [`crate::VerifyFailure::chain`]: the one-command form of
+    /// the seed's fix.
+    pub fn pin(&mut self, name: &str, der: &CertificateDer<'_>) -> Result<ImportReport> {
+        self.import(name, der.as_ref(), ImportAs::Pinned)
+    }
+
+    /// Removes the entries named `selector`, or the entry whose SHA-256 fingerprint
+    /// it is (64 hex digits, colons allowed). System CAs cannot be removed (turn the
+    /// bundle off instead). Returns what was removed.
+    pub fn remove(&mut self, selector: &str) -> Result<Vec<TrustEntry>> {
+        let by_fp = selector.parse::<Fingerprint>().ok();
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.name == selector || Some(e.summary.fingerprint) == by_fp);
+        self.entries = kept;
+        if removed.is_empty() {
+            return Err(Error::NotFound(selector.to_owned()));
+        }
+        Ok(removed)
+    }
+
+    /// Entries whose name is `selector` or whose fingerprint it is.
+    pub fn find(&self, selector: &str) -> Vec<&TrustEntry> {
+        let by_fp = selector.parse::<Fingerprint>().ok();
+        self.entries.iter().filter(|e| e.name == selector || Some(e.summary.fingerprint) == by_fp).collect()
+    }
+
+    /// The immutable form a verifier reads.
+    pub fn snapshot(&self) -> Arc<TrustSnapshot> {
+        let system = if self.system_enabled { self.system.as_slice() } else { &[] };
+        let mut snap = TrustSnapshot::default();
+        for entry in system.iter().chain(&self.entries) {
+            match entry.kind {
+                TrustKind::Pinned => {
+                    snap.pinned.insert(entry.summary.fingerprint, entry.name.clone());
+                }
+                TrustKind::Ca | TrustKind::SystemCa => {
+                    if !snap.ca_fingerprints.insert(entry.summary.fingerprint) {
+                        continue;
+                    }
+                    let Ok(anchor) = webpki::anchor_from_trusted_cert(&entry.der) else { continue };
+                    let Ok(parsed) = cert::parse_der(entry.der.as_ref()) else { continue };
+                    let key = name::canonical(parsed.subject());
+                    snap.by_subject.entry(key).or_default().push(snap.ca_certs.len());
+                    snap.anchors.push(anchor.to_owned());
+                    snap.ca_certs.push(entry.der.clone());
+                }
+            }
+        }
+        Arc::new(snap)
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(Error::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// An immutable, indexed trust store for verification.
+#[derive(Debug, Default)]
+pub struct TrustSnapshot {
+    pub(crate) anchors: Vec<TrustAnchor<'static>>,
+    pub(crate) ca_certs: Vec<CertificateDer<'static>>,
+    pub(crate) ca_fingerprints: HashSet<Fingerprint>,
+    pub(crate) by_subject: HashMap<Vec<u8>, Vec<usize>>,
+    pub(crate) pinned: HashMap<Fingerprint, String>,
+}
+
+impl TrustSnapshot {
+    /// How many CA certificates anchor chains.
+    pub fn ca_count(&self) -> usize {
+        self.ca_certs.len()
+    }
+
+    /// How many server certificates are pinned.
+    pub fn pinned_count(&self) -> usize {
+        self.pinned.len()
+    }
+
+    /// The name of the pinned certificate with this fingerprint.
+    pub fn pinned_name(&self, fingerprint: &Fingerprint) -> Option<&str> {
+        self.pinned.get(fingerprint).map(String::as_str)
+    }
+
+    /// Whether a CA with this fingerprint anchors chains.
+    pub fn is_trusted_ca(&self, fingerprint: &Fingerprint) -> bool {
+        self.ca_fingerprints.contains(fingerprint)
+    }
+
+    /// Trusted CA certificates whose subject matches `canonical_name`.
+    pub(crate) fn cas_named(&self, canonical_name: &[u8]) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.by_subject.get(canonical_name).into_iter().flatten().map(|&i| &self.ca_certs[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("corp-root").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn garbage_import_changes_nothing() {
+        let mut store = TrustStore::without_system_bundle();
+        assert!(store.import("junk", b"not a certificate", ImportAs::Auto).is_err());
+        assert!(store.entries().is_empty());
+        assert!(matches!(store.remove("junk"), Err(Error::NotFound(_))));
+    }
+}

@@ -1,0 +1,252 @@
+//! Server certificate verification: webpki decides, our own analysis explains.
+//!
+//! ```text
+//!   presented chain ──► pinned? (SHA-256 of the leaf) ── yes ─► dates ─► Verified::Pinned
+//!                          │ no
+//!                          ▼
+//!                    webpki: chain to a CA of the snapshot, serverAuth, dates, name
+//!                          │ ok ─────────────────────────────────────► Verified::Chain
+//!                          ▼ refused
+//!                    analysis (OpenSSL's order) ─► first error: code, depth, subject, issuer
+//!                          │ nothing found
+//!                          ▼
+//!                    webpki's error mapped to the nearest OpenSSL code
+//! ```
+//!
+//! webpki is the authority on accept/refuse; it reports several distinct failures as
+//! one `UnknownIssuer`, so [`analysis`] rebuilds the chain the way OpenSSL does
+//! (trusted store first, then the presented certificates) and walks OpenSSL's checks
+//! in OpenSSL's order to find the first error `openssl verify` would print.
+
+mod analysis;
+mod reason;
+
+use std::fmt;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::cert::{self, chain_sha256, Fingerprint};
+use crate::name;
+use crate::trust::TrustSnapshot;
+
+pub use reason::VerifyReason;
+
+/// How a server chain was accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verified {
+    /// The chain leads to a trusted CA and the certificate is valid for the name.
+    Chain,
+    /// The server certificate is pinned (no chain or name check).
+    Pinned {
+        /// The trust store entry's name.
+        name: String,
+    },
+}
+
+/// Why and where a server chain was refused, and what was presented: everything the
+/// TLS Abort event and the `tls_proxy.log` lines need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyFailure {
+    /// The OpenSSL-style reason.
+    pub reason: VerifyReason,
+    /// Depth of the certificate the reason is about (0 = the server's own certificate).
+    pub depth: usize,
+    /// Subject of that certificate, OpenSSL one-line form.
+    pub subject: String,
+    /// Issuer of that certificate, OpenSSL one-line form.
+    pub issuer: String,
+    /// Subject of the server certificate (depth 0).
+    pub leaf_subject: String,
+    /// Issuer of the server certificate (depth 0).
+    pub leaf_issuer: String,
+    /// The name verified: the SNI, or the destination IP address when there was none.
+    pub server_name: String,
+    /// The chain as presented by the server, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// SHA-256 of the presented chain ([`chain_sha256`]).
+    pub chain_sha256: Fingerprint,
+    /// SHA-256 of the server certificate: what pinning it would add.
+    pub leaf_fingerprint: Fingerprint,
+    /// webpki's own verdict, when it says more than the code.
+    pub detail: Option<String>,
+}
+
+impl VerifyFailure {
+    /// OpenSSL's code.
+    pub fn code(&self) -> u32 {
+        self.reason.code()
+    }
+
+    /// The seed's log lines: `Certificate verification failure: self signed
+    /// certificate (code 18, depth 0)`, `Subject: ...`, `Issuer: ...`.
+    pub fn log_lines(&self) -> [String; 3] {
+        [
+            format!(
+                "Certificate verification failure: {} (code {}, depth {})",
+                self.reason.text(),
+                self.reason.code(),
+                self.depth
+            ),
+            format!("Subject: {}", self.subject),
+            format!("Issuer: {}", self.issuer),
+        ]
+    }
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate verify failed: {} (code {}, depth {}) subject {} issuer {} for {}",
+            self.reason.text(),
+            self.reason.code(),
+            self.depth,
+            self.subject,
+            self.issuer,
+            self.server_name
+        )
+    }
+}
+
+impl std::error::Error for VerifyFailure {}
+
+/// Verifies a server's chain for `server_name` at `now` against `trust`.
+///
+/// `end_entity` is the server certificate, `intermediates` the rest of what the
+/// server sent, in its order.
+pub fn verify_server_chain(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<Verified, Box<VerifyFailure>> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let leaf_fp = Fingerprint::of(end_entity.as_ref());
+
+    if let Some(pin_name) = trust.pinned.get(&leaf_fp) {
+        // Trusted as it is; only its dates still count, as for a certificate in
+        // OpenSSL's -CAfile.
+        return match analysis::pinned_dates(end_entity.as_ref(), now_secs) {
+            None => Ok(Verified::Pinned { name: pin_name.clone() }),
+            Some(finding) => Err(failure(finding, end_entity, intermediates, server_name, None)),
+        };
+    }
+
+    if trust.is_trusted_ca(&leaf_fp) {
+        // The server presents a certificate that is itself a trusted CA (a
+        // self-signed appliance certificate imported as a CA). webpki refuses a CA as
+        // end entity; OpenSSL trusts it directly and still checks purpose, name and
+        // dates, which the analysis does.
+        let name_ok = webpki::EndEntityCert::try_from(end_entity)
+            .map(|ee| ee.verify_is_valid_for_subject_name(server_name).is_ok())
+            .unwrap_or(false);
+        return match analysis::first_error(
+            trust,
+            end_entity.as_ref(),
+            intermediates,
+            server_name,
+            name_ok,
+            now_secs,
+        ) {
+            None => Ok(Verified::Chain),
+            Some(finding) => Err(failure(finding, end_entity, intermediates, server_name, None)),
+        };
+    }
+
+    let webpki_result = webpki_verify(trust, end_entity, intermediates, server_name, now);
+    let (chain_err, name_ok) = match webpki_result {
+        WebpkiVerdict::Ok => return Ok(Verified::Chain),
+        WebpkiVerdict::Chain(e, name_ok) => (Some(e), name_ok),
+        WebpkiVerdict::Name(e) => (Some(e), false),
+    };
+    let finding =
+        analysis::first_error(trust, end_entity.as_ref(), intermediates, server_name, name_ok, now_secs)
+            .unwrap_or_else(|| {
+                analysis::fallback(chain_err.as_ref(), end_entity.as_ref(), intermediates, server_name)
+            });
+    let detail = chain_err.map(|e| format!("webpki: {e}"));
+    Err(failure(finding, end_entity, intermediates, server_name, detail))
+}
+
+enum WebpkiVerdict {
+    Ok,
+    /// Chain refused; whether the name matched.
+    Chain(webpki::Error, bool),
+    /// Chain accepted, name refused.
+    Name(webpki::Error),
+}
+
+fn webpki_verify(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> WebpkiVerdict {
+    let ee = match webpki::EndEntityCert::try_from(end_entity) {
+        Ok(ee) => ee,
+        Err(e) => return WebpkiVerdict::Chain(e, false),
+    };
+    let name = ee.verify_is_valid_for_subject_name(server_name);
+    let chain = ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust.anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    match (chain, name) {
+        (Ok(_), Ok(())) => WebpkiVerdict::Ok,
+        (Ok(_), Err(e)) => WebpkiVerdict::Name(e),
+        (Err(e), name) => WebpkiVerdict::Chain(e, name.is_ok()),
+    }
+}
+
+fn failure(
+    finding: analysis::Finding,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    detail: Option<String>,
+) -> Box<VerifyFailure> {
+    let mut chain = Vec::with_capacity(1 + intermediates.len());
+    chain.push(end_entity.clone().into_owned());
+    chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+    let (leaf_subject, leaf_issuer) = match cert::parse_der(end_entity.as_ref()) {
+        Ok(c) => (name::openssl_oneline(c.subject()), name::openssl_oneline(c.issuer())),
+        Err(_) => (String::new(), String::new()),
+    };
+    Box::new(VerifyFailure {
+        reason: finding.reason,
+        depth: finding.depth,
+        subject: finding.subject,
+        issuer: finding.issuer,
+        leaf_subject,
+        leaf_issuer,
+        server_name: server_name_text(server_name),
+        chain_sha256: chain_sha256(&chain),
+        leaf_fingerprint: Fingerprint::of(end_entity.as_ref()),
+        chain,
+        detail,
+    })
+}
+
+/// The name as text: a DNS name as is, an IP address in its usual form.
+pub(crate) fn server_name_text(server_name: &ServerName<'_>) -> String {
+    match server_name {
+        ServerName::DnsName(d) => d.as_ref().to_owned(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `UnixTime` for `secs` seconds since the epoch (a convenience for callers and tests).
+pub fn unix_time(secs: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(secs))
+}
