@@ -32,6 +32,7 @@ use tlsgate_drivers::pcap::PcapConfig;
 
 use crate::flow::{AtCapacity, Timeouts};
 use crate::splice::InterceptConfig;
+use crate::tls::TlsConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,8 @@ pub struct Config {
     /// Intercepted (terminated) flows.
     #[serde(default)]
     pub intercept: InterceptConfig,
+    /// TLS interception of intercepted flows (absent: plain TCP splices).
+    pub tls: Option<TlsConfig>,
     /// DPDK backend (when `driver = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
@@ -217,6 +220,9 @@ impl Config {
         }
         self.flows.timeouts.validate()?;
         self.intercept.validate()?;
+        if let Some(t) = &self.tls {
+            t.validate()?;
+        }
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
             return Err(format!(
                 "dataplane.handover_depth: {} is outside 2..=65536",

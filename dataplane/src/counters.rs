@@ -70,8 +70,14 @@ pub mod idx {
     pub const DROP_TOMBSTONE: usize = 31;
     /// Drop: no buffer for a frame the stack emitted.
     pub const DROP_NO_BUFFER: usize = 32;
+    /// Intercepted TLS flows whose sessions came up on both legs (decrypted).
+    pub const TLS_DECRYPTED: usize = 33;
+    /// TLS interceptions aborted (server leg or client leg failed).
+    pub const TLS_ABORTED: usize = 34;
+    /// TLS flows passed through undecrypted (not a ClientHello we can read).
+    pub const TLS_PASSED: usize = 35;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 33;
+    pub const MALFORMED_BASE: usize = 36;
 }
 
 /// Number of counters.
@@ -153,6 +159,9 @@ impl Published {
                 ("bytes_up", idx::INTERCEPT_BYTES_UP),
                 ("bytes_down", idx::INTERCEPT_BYTES_DOWN),
                 ("not_intercepted_full", idx::INTERCEPT_FULL),
+                ("tls_decrypted", idx::TLS_DECRYPTED),
+                ("tls_aborted", idx::TLS_ABORTED),
+                ("tls_passed", idx::TLS_PASSED),
             ]
             .into_iter()
             .map(|(k, i)| (k.to_string(), g(i)))

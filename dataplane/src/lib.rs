@@ -31,4 +31,5 @@ pub mod parse;
 pub mod run;
 pub mod splice;
 pub mod status;
+pub mod tls;
 pub mod worker;

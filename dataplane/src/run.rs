@@ -52,7 +52,16 @@ pub fn run<B: Backend>(
     opts: &RunOptions,
 ) -> anyhow::Result<Summary> {
     let workers = backend.workers();
-    let settings = WorkerSettings::new(cfg, workers, backend.symmetric_rss());
+    let mut settings = WorkerSettings::new(cfg, workers, backend.symmetric_rss());
+    if let Some(t) = &cfg.tls {
+        let shared = crate::tls::TlsShared::load(t).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            profile = shared.profile.as_str(),
+            ca = %shared.ca.summary().subject,
+            "TLS interception on"
+        );
+        settings.tls = Some(shared);
+    }
     tracing::info!(
         driver = backend.name(),
         workers,

@@ -24,10 +24,12 @@
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, CongestionControl, State};
+use smoltcp::socket::AnySocket;
 use smoltcp::time::{Duration as SDuration, Instant as SInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint, IpListenEndpoint};
 
 use crate::parse::Parsed;
+use crate::tls::{TlsAction, TlsEnd, TlsFlow, TlsWorker};
 
 /// Largest IP packet the stacks send (the lab's and most links' MTU).
 pub const IP_MTU: usize = 1500;
@@ -114,6 +116,9 @@ pub enum End {
     Reset(Leg),
     /// Idle or connect timeout.
     Timeout,
+    /// TLS interception failed on one leg (see [`Splice::tls_end`]); the client got
+    /// a fatal alert and a close.
+    TlsAbort,
 }
 
 /// A frame the stack produced, as an IP packet with the leg it goes to.
@@ -238,6 +243,16 @@ pub struct Splice {
     pub end: Option<End>,
     /// When the stack next wants a poll (ms of the worker clock).
     pub poll_at_ms: u64,
+    /// TLS interception state (None: a plain TCP splice, or passed through).
+    tls: Option<TlsFlow>,
+    /// Whether the TLS sessions of both legs came up (the flow was decrypted).
+    pub decrypted: bool,
+    /// Why TLS interception did not run to its end, if it did not.
+    pub tls_end: Option<TlsEnd>,
+    /// Bytes read from the client before passing the flow through raw; they go to
+    /// the server first.
+    replay: Vec<u8>,
+    server_ip: std::net::IpAddr,
 }
 
 fn sock_ip(a: u128, v6: bool) -> IpAddress {
@@ -256,10 +271,12 @@ impl Splice {
     /// Sets a flow up from the client's SYN frame (`frame`, parsed as `p`): the
     /// client leg receives the SYN (its SYN-ACK held), the server leg starts
     /// connecting. Packets to send are appended to `out`.
+    /// With `tls`, the flow's TLS is intercepted once both TCP legs are up.
     pub fn new(
         frame: &[u8],
         p: &Parsed,
         cfg: &InterceptConfig,
+        tls: bool,
         seed: u64,
         now_ms: u64,
         out: &mut EmitBuf,
@@ -319,12 +336,17 @@ impl Splice {
             relayed: [0; 2],
             end: None,
             poll_at_ms: now_ms,
+            tls: tls.then(TlsFlow::new),
+            decrypted: false,
+            tls_end: None,
+            replay: Vec::new(),
+            server_ip: p.dst_ip(),
         };
         if connected.is_err() {
             s.finish(End::ServerRefused);
         }
         let ip = &frame[l3..usize::from(p.l3_end)];
-        s.step(Some(ip), now_ms, dev.out);
+        s.step(Some(ip), now_ms, dev.out, None);
         s
     }
 
@@ -335,14 +357,20 @@ impl Splice {
 
     /// Feeds one IP packet of this flow (or none: a timer poll) and advances both
     /// legs; packets to send are appended to `out`.
-    pub fn step(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf) {
+    pub fn step(
+        &mut self,
+        ip: Option<&[u8]>,
+        now_ms: u64,
+        out: &mut EmitBuf,
+        mut tls: Option<&mut TlsWorker>,
+    ) {
         let mut dev = SpliceDevice { rx: ip, out, client: self.client };
         let t = now_s(now_ms);
         self.iface.poll(t, &mut dev, &mut self.sockets);
-        self.advance(now_ms);
+        self.advance(now_ms, tls.as_deref_mut());
         // Relaying freed buffer space or queued data: send it now.
         self.iface.poll(t, &mut dev, &mut self.sockets);
-        self.advance(now_ms);
+        self.advance(now_ms, tls);
         self.poll_at_ms = match self.iface.poll_at(t, &self.sockets) {
             Some(at) => (at.total_millis().max(0) as u64).max(now_ms),
             None => now_ms + 1000,
@@ -356,7 +384,7 @@ impl Splice {
         self.phase = Phase::Done;
     }
 
-    fn advance(&mut self, now_ms: u64) {
+    fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>) {
         if self.phase == Phase::Done {
             return;
         }
@@ -382,10 +410,29 @@ impl Splice {
             }
             self.sockets.get_mut::<tcp::Socket>(self.server_sock).set_timeout(None);
         }
-        let moved_up = self.relay(self.client_sock, self.server_sock, 0);
-        let moved_down = self.relay(self.server_sock, self.client_sock, 1);
-        if moved_up + moved_down > 0 {
-            self.last_data_ms = now_ms;
+        if self.tls.is_some() {
+            match tls {
+                Some(w) => {
+                    if self.pump_tls(w, now_ms) {
+                        return;
+                    }
+                }
+                // A timer poll without the worker's TLS state: next time.
+                None => return,
+            }
+        } else {
+            if !self.replay.is_empty() {
+                let s = self.sockets.get_mut::<tcp::Socket>(self.server_sock);
+                let n = s.send_slice(&self.replay).unwrap_or(0);
+                self.replay.drain(..n);
+                self.relayed[0] += n as u64;
+            }
+            let moved_up =
+                if self.replay.is_empty() { self.relay(self.client_sock, self.server_sock, 0) } else { 0 };
+            let moved_down = self.relay(self.server_sock, self.client_sock, 1);
+            if moved_up + moved_down > 0 {
+                self.last_data_ms = now_ms;
+            }
         }
         let cs = self.sockets.get::<tcp::Socket>(self.client_sock).state();
         let ss = self.sockets.get::<tcp::Socket>(self.server_sock).state();
@@ -408,6 +455,79 @@ impl Splice {
             self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
             self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
             self.finish(End::Timeout);
+        }
+    }
+
+    /// Runs the TLS layer; true when the splice finished.
+    fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64) -> bool {
+        let (cs, ss) = (self.client_sock, self.server_sock);
+        let mut client = None;
+        let mut server = None;
+        for (h, sock) in self.sockets.iter_mut() {
+            if let Some(t) = tcp::Socket::downcast_mut(sock) {
+                if h == cs {
+                    client = Some(t);
+                } else if h == ss {
+                    server = Some(t);
+                }
+            }
+        }
+        let (Some(client), Some(server)) = (client, server) else { return false };
+        let before = (client.recv_queue(), server.recv_queue());
+        let flow = self.tls.as_mut().expect("checked by the caller");
+        let action = flow.pump(client, server, self.server_ip, w);
+        if matches!(flow, TlsFlow::Both { .. }) {
+            self.decrypted = true;
+        }
+        if (client.recv_queue(), server.recv_queue()) != before {
+            self.last_data_ms = now_ms;
+        }
+        match action {
+            TlsAction::Continue => {
+                // A TCP FIN without close_notify: carry the close across.
+                let fin = |s: &tcp::Socket<'_>| {
+                    matches!(s.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
+                        && s.recv_queue() == 0
+                };
+                if fin(client) && !self.fin_from[Leg::Client as usize] {
+                    self.fin_from[Leg::Client as usize] = true;
+                    self.closed[Leg::Server as usize] = true;
+                    server.close();
+                }
+                if fin(server) && !self.fin_from[Leg::Server as usize] {
+                    self.fin_from[Leg::Server as usize] = true;
+                    self.closed[Leg::Client as usize] = true;
+                    client.close();
+                }
+                false
+            }
+            TlsAction::PassRaw(bytes, why) => {
+                self.tls = None;
+                self.replay = bytes;
+                self.tls_end = Some(why);
+                false
+            }
+            TlsAction::Abort { to_client, end } => {
+                let _ = client.send_slice(&to_client);
+                client.close();
+                server.abort();
+                self.closed = [true, true];
+                self.fin_from = [true, true];
+                self.tls_end = Some(end);
+                self.end = Some(End::TlsAbort);
+                // Let the alert and FIN go out; the legs finish as they close.
+                false
+            }
+            TlsAction::Closed => {
+                for (i, sock) in [client, server].into_iter().enumerate() {
+                    if !self.closed[i] {
+                        self.closed[i] = true;
+                        sock.close();
+                    }
+                }
+                self.fin_from = [true, true];
+                false
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use crate::counters::{idx, Local, Published, COUNT};
 use crate::flow::{FlowKey, FlowTable, Side, Track};
 use crate::parse::{parse, proto};
 use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
+use crate::tls::{TlsEnd, TlsShared, TlsWorker};
 
 /// What phase 1 decided for a frame.
 #[derive(Clone, Copy)]
@@ -102,6 +103,8 @@ pub struct WorkerSettings {
     pub software_steering: bool,
     /// Intercept settings.
     pub intercept: InterceptConfig,
+    /// TLS interception (CA, trust, profile), loaded once for all workers.
+    pub tls: Option<Arc<TlsShared>>,
 }
 
 impl WorkerSettings {
@@ -119,6 +122,7 @@ impl WorkerSettings {
             malformed: cfg.dataplane.malformed,
             software_steering: software,
             intercept: cfg.intercept.clone(),
+            tls: None,
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Worker<Q: Queues> {
     /// Destination ports to intercept, as a bitmap.
     intercept_ports: Vec<u64>,
     emit: EmitBuf,
+    /// TLS interception state of this worker (None: no `[tls]` configured).
+    tls: Option<TlsWorker>,
     seed: u64,
     next_sweep_ms: u64,
 }
@@ -162,6 +168,7 @@ impl<Q: Queues> Worker<Q> {
         epoch: Instant,
     ) -> Self {
         let workers = steering.inbound.len();
+        let tls_shared = settings.tls.clone();
         let mut intercept_ports = vec![0u64; 1024];
         for &port in &settings.intercept.ports {
             intercept_ports[usize::from(port) / 64] |= 1 << (port % 64);
@@ -190,6 +197,13 @@ impl<Q: Queues> Worker<Q> {
             splices: hashbrown::HashMap::new(),
             intercept_ports,
             emit: EmitBuf::default(),
+            tls: tls_shared.and_then(|shared| match TlsWorker::new(shared) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");
+                    None
+                }
+            }),
             seed,
             next_sweep_ms: 0,
         }
@@ -377,13 +391,21 @@ impl<Q: Queues> Worker<Q> {
         self.emit.clear();
         if new {
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let splice =
-                Splice::new(frame.data(), &p, &self.settings.intercept, self.seed, now_ms, &mut self.emit);
+            let tls = self.tls.as_ref().is_some_and(|t| t.shared.is_tls_port(p.dst_port));
+            let splice = Splice::new(
+                frame.data(),
+                &p,
+                &self.settings.intercept,
+                tls,
+                self.seed,
+                now_ms,
+                &mut self.emit,
+            );
             self.c[idx::INTERCEPT_CREATED] += 1;
             self.splices.insert(key, Box::new(splice));
         } else if let Some(splice) = self.splices.get_mut(&key) {
             let ip = &frame.data()[usize::from(p.l3_offset)..usize::from(p.l3_end)];
-            splice.step(Some(ip), now_ms, &mut self.emit);
+            splice.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut());
         } else {
             // Tombstone: both legs are closed; a late segment must not take the fast
             // path (the legs had their own sequence numbers).
@@ -433,8 +455,15 @@ impl<Q: Queues> Worker<Q> {
                 Some(End::ServerRefused) => idx::INTERCEPT_REFUSED,
                 Some(End::Reset(_)) => idx::INTERCEPT_RESET,
                 Some(End::Timeout) | None => idx::INTERCEPT_TIMEOUT,
+                Some(End::TlsAbort) => idx::TLS_ABORTED,
             };
             self.c[i] += 1;
+            if s.decrypted {
+                self.c[idx::TLS_DECRYPTED] += 1;
+            }
+            if let Some(TlsEnd::Undecryptable(_)) = s.tls_end {
+                self.c[idx::TLS_PASSED] += 1;
+            }
         }
     }
 
@@ -445,7 +474,7 @@ impl<Q: Queues> Worker<Q> {
         for key in due {
             self.emit.clear();
             if let Some(s) = self.splices.get_mut(&key) {
-                s.step(None, now_ms, &mut self.emit);
+                s.step(None, now_ms, &mut self.emit, self.tls.as_mut());
             }
             self.send_emitted(&key);
             self.reap(&key);

@@ -1,0 +1,548 @@
+//! TLS interception on a TCP splice: the dataplane's rustls adapter.
+//!
+//! ```text
+//!  client leg bytes ─► Hello: rustls Acceptor reads the ClientHello (bytes kept)
+//!        ├─ not TLS / undecryptable ─► pass: replay the kept bytes raw, relay raw
+//!        └─ decrypt ─► Server: rustls client to the server (client's SNI and ALPN,
+//!                      the profile's suites, our verifier)
+//!                         ├─ fails (alert, cipher mismatch, certificate) ─► fatal
+//!                         │   alert to the client, close; the reason is kept
+//!                         └─ up ─► forge (cache) ─► Both: rustls server to the client
+//!                                  with the server's ALPN; plaintext relayed both ways
+//! ```
+//!
+//! All rustls connection calls of the dataplane are in this module (its API moves
+//! between releases); configurations come from `tlsgate-certstore`.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use smoltcp::socket::tcp;
+use tlsgate_certstore::pki_types::{IpAddr as PkiIp, ServerName, UnixTime};
+use tlsgate_certstore::rustls::server::{Accepted, Acceptor};
+use tlsgate_certstore::rustls::{self, ClientConfig, ClientConnection, ServerConnection};
+use tlsgate_certstore::{
+    client_config, server_config, CipherProfile, DecryptionCa, ForgeCache, LeafKey, ServerVerifier,
+    SingleCertResolver, TrustStore, VerifyFailure,
+};
+
+/// Settings of TLS interception (`[tls]`).
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Intercepted flows to these destination ports are decrypted (others are
+    /// spliced as plain TCP).
+    #[serde(default = "default_tls_ports")]
+    pub ports: Vec<u16>,
+    /// Decryption CA certificate (PEM).
+    pub ca_cert: std::path::PathBuf,
+    /// Decryption CA key (PEM).
+    pub ca_key: std::path::PathBuf,
+    /// Extra trusted CA certificates (PEM or DER files, bundles allowed).
+    #[serde(default)]
+    pub trust: Vec<std::path::PathBuf>,
+    /// Server certificates trusted exactly as they are.
+    #[serde(default)]
+    pub pinned: Vec<std::path::PathBuf>,
+    /// Include the system CA bundle (Debian's ca-certificates).
+    #[serde(default = "yes")]
+    pub system_bundle: bool,
+    /// Cipher-suite profile offered on both legs: `base` or `strong`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Forged certificates cached per worker.
+    #[serde(default = "default_cache")]
+    pub forge_cache: usize,
+}
+
+fn default_tls_ports() -> Vec<u16> {
+    vec![443]
+}
+fn yes() -> bool {
+    true
+}
+fn default_profile() -> String {
+    "base".into()
+}
+fn default_cache() -> usize {
+    4096
+}
+
+impl TlsConfig {
+    /// Checks the profile name; files are read by [`TlsShared::load`].
+    pub fn validate(&self) -> Result<(), String> {
+        self.profile
+            .parse::<CipherProfile>()
+            .map(|_| ())
+            .map_err(|_| format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))?;
+        if self.forge_cache == 0 {
+            return Err("tls.forge_cache: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What every worker shares: CA, trust, configs. Loaded once at start.
+pub struct TlsShared {
+    /// The decryption CA.
+    pub ca: Arc<DecryptionCa>,
+    /// The verifier of server chains (one failure slot per thread).
+    pub verifier: Arc<ServerVerifier>,
+    /// Offered suites on both legs.
+    pub profile: CipherProfile,
+    client: Arc<ClientConfig>,
+    ports: Vec<u64>,
+    cache: usize,
+}
+
+fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+impl TlsShared {
+    /// Reads the CA and the trust files; every error names the file and the cause.
+    pub fn load(cfg: &TlsConfig) -> Result<Arc<TlsShared>, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let ca = DecryptionCa::import(&read(&cfg.ca_cert)?, &read(&cfg.ca_key)?, now())
+            .map_err(|e| format!("tls.ca_cert/ca_key: {e}"))?;
+        let mut trust = if cfg.system_bundle {
+            TrustStore::with_system_bundle().map_err(|e| format!("tls.system_bundle: {e}"))?
+        } else {
+            TrustStore::without_system_bundle()
+        };
+        for (list, how) in [
+            (&cfg.trust, tlsgate_certstore::ImportAs::Ca),
+            (&cfg.pinned, tlsgate_certstore::ImportAs::Pinned),
+        ] {
+            for p in list {
+                let name =
+                    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+                trust.import(&name, &read(p)?, how).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+        }
+        let profile: CipherProfile =
+            cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
+        let verifier = ServerVerifier::new(trust.snapshot());
+        let client = client_config(profile, verifier.clone(), &[]).map_err(|e| format!("tls: {e}"))?;
+        let mut ports = vec![0u64; 1024];
+        for &p in &cfg.ports {
+            ports[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        Ok(Arc::new(TlsShared { ca: Arc::new(ca), verifier, profile, client, ports, cache: cfg.forge_cache }))
+    }
+
+    /// Whether flows to `port` are decrypted.
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        self.ports[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+}
+
+/// A worker's TLS state: the shared settings and its own forged-certificate cache
+/// (with the worker's reused leaf key).
+pub struct TlsWorker {
+    /// Shared settings.
+    pub shared: Arc<TlsShared>,
+    /// Forged certificates.
+    pub forge: ForgeCache,
+}
+
+impl TlsWorker {
+    /// A worker's state; generates its leaf key.
+    pub fn new(shared: Arc<TlsShared>) -> Result<Self, String> {
+        let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
+        let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
+        Ok(TlsWorker { shared, forge })
+    }
+}
+
+/// Why an intercepted TLS flow was not decrypted to the end.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TlsEnd {
+    /// Not TLS or not a ClientHello we can read: passed through raw.
+    Undecryptable(String),
+    /// The server leg failed: what happened, and for certificate failures the
+    /// verifier's record.
+    ServerFailed {
+        /// rustls' error (alert received, no common suite, …).
+        error: String,
+        /// The certificate verification failure, when that was the cause.
+        verify: Option<Box<VerifyFailure>>,
+    },
+    /// The client refused our (forged) side: its alert or error.
+    ClientFailed(String),
+}
+
+/// Where the TLS layer of a splice stands.
+pub enum TlsFlow {
+    /// Reading the ClientHello.
+    Hello {
+        /// rustls' ClientHello reader.
+        acceptor: Box<Acceptor>,
+        /// The bytes read so far, to replay if the flow is passed through.
+        raw: Vec<u8>,
+    },
+    /// Handshaking with the server; the client waits for our ServerHello.
+    Server {
+        /// The client's hello, answered once the server is verified.
+        accepted: Box<Accepted>,
+        /// Our client towards the server.
+        conn: Box<ClientConnection>,
+        /// What the client asked for (SNI or the server's IP).
+        requested: ServerName<'static>,
+    },
+    /// Both sessions up (or handshaking with the client): plaintext relay.
+    Both {
+        /// Our server towards the client.
+        to_client: Box<ServerConnection>,
+        /// Our client towards the server.
+        to_server: Box<ClientConnection>,
+        /// Plaintext read from one side that the other has not taken yet
+        /// (0: client → server, 1: server → client).
+        pending: [Vec<u8>; 2],
+        /// close_notify forwarded (0: to the server, 1: to the client).
+        closed: [bool; 2],
+    },
+    /// Passed through: relay raw bytes, starting with `replay` towards the server.
+    Raw {
+        /// Bytes already read from the client.
+        replay: Vec<u8>,
+    },
+    /// Finished with a failure; the splice tears the legs down.
+    Failed,
+}
+
+/// What a TLS pump step asks of the splice.
+pub enum TlsAction {
+    /// Keep going.
+    Continue,
+    /// Switch to raw relay (the replay bytes go first), for this reason.
+    PassRaw(Vec<u8>, TlsEnd),
+    /// Send these bytes to the client, then close both legs.
+    Abort {
+        /// A TLS alert record for the client (may be empty).
+        to_client: Vec<u8>,
+        /// Why.
+        end: TlsEnd,
+    },
+    /// Both sides sent close_notify or closed: close the legs.
+    Closed,
+}
+
+/// A fatal TLS alert record (plaintext record layer, as sent before keys exist).
+pub fn fatal_alert(description: u8) -> Vec<u8> {
+    vec![21, 3, 3, 0, 2, 2, description]
+}
+
+/// `handshake_failure`.
+pub const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+
+/// Writes into a smoltcp socket's send buffer, as far as it has room.
+struct SockWriter<'a, 'b>(&'a mut tcp::Socket<'b>);
+
+impl Write for SockWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.send_slice(buf) {
+            Ok(0) if !buf.is_empty() => Err(std::io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn room(s: &tcp::Socket<'_>) -> usize {
+    if s.may_send() {
+        s.send_capacity() - s.send_queue()
+    } else {
+        0
+    }
+}
+
+/// Moves TLS records from a socket into a rustls connection and back.
+fn pump_conn<D>(
+    sock: &mut tcp::Socket<'_>,
+    conn: &mut rustls::ConnectionCommon<D>,
+) -> Result<(), rustls::Error> {
+    // Hand rustls only what it takes: the rest stays in the socket (its window
+    // closes: back-pressure) until the plaintext has been consumed.
+    while sock.can_recv() && conn.wants_read() {
+        let taken = sock
+            .recv(|buf| {
+                let mut rd = &buf[..];
+                let n = conn.read_tls(&mut rd).unwrap_or(0);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if taken == 0 {
+            break;
+        }
+        conn.process_new_packets()?;
+    }
+    while conn.wants_write() && room(sock) > 0 {
+        if conn.write_tls(&mut SockWriter(sock)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl TlsFlow {
+    /// A flow starts by reading the ClientHello.
+    pub fn new() -> Self {
+        TlsFlow::Hello { acceptor: Box::default(), raw: Vec::new() }
+    }
+
+    /// Advances the TLS layer with the two legs' sockets. `server_ip` names the server
+    /// when the client sent no SNI.
+    pub fn pump(
+        &mut self,
+        client: &mut tcp::Socket<'_>,
+        server: &mut tcp::Socket<'_>,
+        server_ip: std::net::IpAddr,
+        w: &mut TlsWorker,
+    ) -> TlsAction {
+        loop {
+            let state = std::mem::replace(self, TlsFlow::Failed);
+            let (next, action) = step(state, client, server, server_ip, w);
+            *self = next;
+            match action {
+                Some(a) => return a,
+                None => continue,
+            }
+        }
+    }
+}
+
+impl Default for TlsFlow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn requested_name(sni: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static> {
+    sni.and_then(|s| ServerName::try_from(s.to_string()).ok())
+        .unwrap_or(ServerName::IpAddress(PkiIp::from(ip)))
+}
+
+/// One state transition; `None` as action means "run again in the new state".
+fn step(
+    state: TlsFlow,
+    client: &mut tcp::Socket<'_>,
+    server: &mut tcp::Socket<'_>,
+    server_ip: std::net::IpAddr,
+    w: &mut TlsWorker,
+) -> (TlsFlow, Option<TlsAction>) {
+    match state {
+        TlsFlow::Hello { mut acceptor, mut raw } => {
+            let mut buf = [0u8; 4096];
+            while client.can_recv() {
+                let n = client.recv_slice(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let _ = acceptor.read_tls(&mut &buf[..n]);
+            }
+            match acceptor.accept() {
+                Ok(None) => {
+                    if raw.len() > 64 * 1024 || !client.may_recv() && !raw.is_empty() {
+                        let why = TlsEnd::Undecryptable("no complete ClientHello".into());
+                        return (TlsFlow::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
+                    }
+                    (TlsFlow::Hello { acceptor, raw }, Some(TlsAction::Continue))
+                }
+                Ok(Some(accepted)) => {
+                    let ch = accepted.client_hello();
+                    let sni = ch.server_name().map(str::to_string);
+                    let alpn: Vec<Vec<u8>> =
+                        ch.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+                    let requested = requested_name(sni.as_deref(), server_ip);
+                    match ClientConnection::new_with_alpn(w.shared.client.clone(), requested.clone(), alpn) {
+                        Ok(conn) => (
+                            TlsFlow::Server { accepted: Box::new(accepted), conn: Box::new(conn), requested },
+                            None,
+                        ),
+                        Err(e) => (
+                            TlsFlow::Failed,
+                            Some(TlsAction::Abort {
+                                to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                                end: TlsEnd::ServerFailed { error: e.to_string(), verify: None },
+                            }),
+                        ),
+                    }
+                }
+                // Not a ClientHello we can read (not TLS, SSLv2, garbage): pass it on.
+                Err((e, _alert)) => (
+                    TlsFlow::Raw { replay: Vec::new() },
+                    Some(TlsAction::PassRaw(std::mem::take(&mut raw), TlsEnd::Undecryptable(e.to_string()))),
+                ),
+            }
+        }
+        TlsFlow::Server { accepted, mut conn, requested } => {
+            if let Err(e) = pump_conn(server, &mut *conn) {
+                // Flush our alert to the server, then report.
+                let _ = conn.write_tls(&mut SockWriter(server));
+                let verify = w.shared.verifier.take_failure();
+                return (
+                    TlsFlow::Failed,
+                    Some(TlsAction::Abort {
+                        to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                        end: TlsEnd::ServerFailed { error: e.to_string(), verify },
+                    }),
+                );
+            }
+            if !server.may_recv() && conn.is_handshaking() {
+                return (
+                    TlsFlow::Failed,
+                    Some(TlsAction::Abort {
+                        to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                        end: TlsEnd::ServerFailed {
+                            error: "server closed during the handshake".into(),
+                            verify: None,
+                        },
+                    }),
+                );
+            }
+            if conn.is_handshaking() {
+                return (TlsFlow::Server { accepted, conn, requested }, Some(TlsAction::Continue));
+            }
+            // Server verified (the verifier ran inside the handshake): forge and
+            // answer the client with the server's ALPN.
+            let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+            let alpn: Vec<Vec<u8>> = conn.alpn_protocol().map(|a| vec![a.to_vec()]).unwrap_or_default();
+            let forged = match w.forge.get_or_forge(&requested, &chain, now()) {
+                Ok(k) => k,
+                Err(e) => {
+                    return (
+                        TlsFlow::Failed,
+                        Some(TlsAction::Abort {
+                            to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                            end: TlsEnd::ServerFailed { error: format!("forging: {e}"), verify: None },
+                        }),
+                    )
+                }
+            };
+            let cfg = match server_config(w.shared.profile, Arc::new(SingleCertResolver(forged)), &alpn) {
+                Ok(c) => c,
+                Err(e) => {
+                    return (
+                        TlsFlow::Failed,
+                        Some(TlsAction::Abort {
+                            to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                            end: TlsEnd::ClientFailed(e.to_string()),
+                        }),
+                    )
+                }
+            };
+            match accepted.into_connection(cfg) {
+                Ok(to_client) => (
+                    TlsFlow::Both {
+                        to_client: Box::new(to_client),
+                        to_server: conn,
+                        pending: [Vec::new(), Vec::new()],
+                        closed: [false; 2],
+                    },
+                    None,
+                ),
+                Err((e, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    (
+                        TlsFlow::Failed,
+                        Some(TlsAction::Abort { to_client: out, end: TlsEnd::ClientFailed(e.to_string()) }),
+                    )
+                }
+            }
+        }
+        TlsFlow::Both { mut to_client, mut to_server, mut pending, mut closed } => {
+            if let Err(e) = pump_conn(client, &mut *to_client) {
+                let _ = to_client.write_tls(&mut SockWriter(client));
+                return (
+                    TlsFlow::Failed,
+                    Some(TlsAction::Abort {
+                        to_client: Vec::new(),
+                        end: TlsEnd::ClientFailed(e.to_string()),
+                    }),
+                );
+            }
+            if let Err(e) = pump_conn(server, &mut *to_server) {
+                let _ = to_server.write_tls(&mut SockWriter(server));
+                return (
+                    TlsFlow::Failed,
+                    Some(TlsAction::Abort {
+                        to_client: Vec::new(),
+                        end: TlsEnd::ServerFailed { error: e.to_string(), verify: None },
+                    }),
+                );
+            }
+            let mut progress = false;
+            // Plaintext client → server, then server → client, bounded by what the
+            // other side accepts (rustls' buffer limit gives back-pressure).
+            progress |= move_plain(&mut *to_client, &mut *to_server, &mut pending[0], &mut closed[0]);
+            progress |= move_plain(&mut *to_server, &mut *to_client, &mut pending[1], &mut closed[1]);
+            // Write what was produced.
+            while to_server.wants_write() && room(server) > 0 {
+                if to_server.write_tls(&mut SockWriter(server)).is_err() {
+                    break;
+                }
+            }
+            while to_client.wants_write() && room(client) > 0 {
+                if to_client.write_tls(&mut SockWriter(client)).is_err() {
+                    break;
+                }
+            }
+            let done = closed[0] && closed[1] && !to_client.wants_write() && !to_server.wants_write();
+            let next = TlsFlow::Both { to_client, to_server, pending, closed };
+            if done {
+                return (next, Some(TlsAction::Closed));
+            }
+            if progress && (client.can_recv() || server.can_recv()) {
+                return (next, None);
+            }
+            (next, Some(TlsAction::Continue))
+        }
+        other => (other, Some(TlsAction::Continue)),
+    }
+}
+
+/// Moves plaintext from `from` to `to`; forwards close_notify once. Returns whether
+/// anything moved.
+fn move_plain<A, B>(
+    from: &mut rustls::ConnectionCommon<A>,
+    to: &mut rustls::ConnectionCommon<B>,
+    pending: &mut Vec<u8>,
+    closed: &mut bool,
+) -> bool {
+    let mut moved = false;
+    loop {
+        if !pending.is_empty() {
+            let n = to.writer().write(pending).unwrap_or(0);
+            if n == 0 {
+                return moved;
+            }
+            pending.drain(..n);
+            moved = true;
+            continue;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        match from.reader().read(&mut buf) {
+            Ok(0) => {
+                // close_notify from this side: pass it on once.
+                if !*closed {
+                    *closed = true;
+                    to.send_close_notify();
+                    moved = true;
+                }
+                return moved;
+            }
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                moved = true;
+            }
+            Err(_) => return moved, // WouldBlock: nothing buffered yet
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! TLS interception in process (no root): a rustls client and a rustls server on
+//! smoltcp hosts talk through real dataplane workers (`tlsgate_tests::netsim`), the
+//! dataplane terminating TLS on both legs with a certificate forged by its CA.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smoltcp::socket::tcp::State;
+use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
+use tlsgate_certstore::rustls::{
+    self, ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
+};
+use tlsgate_certstore::{summarize, CaOptions, DecryptionCa};
+use tlsgate_dataplane::config::Config;
+use tlsgate_dataplane::run::Summary;
+use tlsgate_tests::netsim::{pattern, tls_pump, Net};
+
+#[allow(dead_code)]
+#[path = "../../certstore/tests/support/pki.rs"]
+mod pki;
+
+struct Setup {
+    _dir: tempdir::Dir,
+    ca: DecryptionCa,
+    config: Config,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("tg-tls-{tag}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A dataplane config intercepting port 443 with a fresh decryption CA, trusting
+/// `trust` (PEM) and pinning `pinned` (PEM), with `profile`.
+fn setup(profile: &str, trust: &[String], pinned: &[String]) -> Setup {
+    let dir = tempdir::Dir::new(profile);
+    let ca = DecryptionCa::generate(&CaOptions::default(), UnixTime::now()).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        format!("{:?}", p.display().to_string())
+    };
+    let ca_cert = write("ca.pem", &ca.cert_pem());
+    let ca_key = write("ca.key", &ca.key_pkcs8_pem());
+    let trust: Vec<String> =
+        trust.iter().enumerate().map(|(i, t)| write(&format!("trust{i}.pem"), t)).collect();
+    let pinned: Vec<String> =
+        pinned.iter().enumerate().map(|(i, t)| write(&format!("pin{i}.pem"), t)).collect();
+    let toml = format!(
+        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
+         [intercept]\nports = [443]\nconnect_timeout_s = 5\n\
+         [tls]\nca_cert = {ca_cert}\nca_key = {ca_key}\nsystem_bundle = false\nprofile = \"{profile}\"\n\
+         trust = [{}]\npinned = [{}]\n",
+        trust.join(","),
+        pinned.join(",")
+    );
+    Setup { _dir: dir, ca, config: Config::from_toml(&toml).expect("config") }
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+    tls12_aes256_only: bool,
+) -> Arc<ServerConfig> {
+    let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut provider = rustls::crypto::ring::default_provider();
+    let builder = if tls12_aes256_only {
+        provider.cipher_suites = vec![
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ];
+        ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        ServerConfig::builder_with_provider(Arc::new(provider)).with_safe_default_protocol_versions()
+    };
+    let mut cfg = builder.unwrap().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+fn client_config(ca: &DecryptionCa) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let mut cfg = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// What a client saw of one connection.
+struct Outcome {
+    /// The response bytes received, when the exchange completed.
+    response: Option<Vec<u8>>,
+    /// The client's error (e.g. an alert received), when it failed.
+    error: Option<String>,
+    /// The certificate the client was shown.
+    peer: Option<CertificateDer<'static>>,
+    alpn: Option<Vec<u8>>,
+    summary: Summary,
+}
+
+/// One client connection to `sni` through the dataplane; the server answers
+/// `response_len` bytes after reading `request`.
+fn exchange(
+    setup: &Setup,
+    server: Arc<ServerConfig>,
+    sni: &str,
+    request: &[u8],
+    response_len: usize,
+) -> Outcome {
+    let mut net = Net::new(setup.config.clone(), 1);
+    let ss = net.server.tcp(256 * 1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let cs = net.client.tcp(256 * 1024);
+    net.client.connect(cs, 40443, 443);
+    let mut sconn = ServerConnection::new(server).unwrap();
+    let mut cconn =
+        ClientConnection::new(client_config(&setup.ca), ServerName::try_from(sni.to_string()).unwrap())
+            .unwrap();
+    let response = pattern(response_len, 77);
+    let (mut got_req, mut got_resp) = (Vec::new(), Vec::new());
+    let (mut req_sent, mut resp_sent) = (0usize, 0usize);
+    let mut error = None;
+    net.run_until(Duration::from_secs(60), |n| {
+        if let Err(e) = tls_pump(n.client.sock(cs), &mut cconn) {
+            error = Some(e.to_string());
+            return true;
+        }
+        if !cconn.is_handshaking() && req_sent < request.len() {
+            req_sent += cconn.writer().write(&request[req_sent..]).unwrap_or(0);
+        }
+        let mut buf = [0u8; 16384];
+        while let Ok(k) = cconn.reader().read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got_resp.extend_from_slice(&buf[..k]);
+        }
+        if tls_pump(n.server.sock(ss), &mut sconn).is_err() {
+            // The server side's view of a failure (e.g. no shared suite) is checked
+            // through the client and the counters.
+        }
+        while let Ok(k) = sconn.reader().read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got_req.extend_from_slice(&buf[..k]);
+        }
+        if got_req.len() >= request.len() && resp_sent < response.len() {
+            resp_sent += sconn.writer().write(&response[resp_sent..]).unwrap_or(0);
+        }
+        let closed = matches!(
+            n.client.sock(cs).state(),
+            State::Closed | State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        );
+        if closed && error.is_none() && got_resp.len() < response.len() {
+            error = Some("connection closed".into());
+            return true;
+        }
+        got_resp.len() >= response.len()
+    });
+    let ok = error.is_none() && got_req == request && got_resp == response;
+    let peer = cconn.peer_certificates().and_then(|c| c.first().cloned());
+    let alpn = cconn.alpn_protocol().map(<[u8]>::to_vec);
+    if ok {
+        cconn.send_close_notify();
+        sconn.send_close_notify();
+        let _ = tls_pump(net.client.sock(cs), &mut cconn);
+        net.client.sock(cs).close();
+        net.server.sock(ss).close();
+        net.run_until(Duration::from_secs(10), |n| {
+            let _ = tls_pump(n.server.sock(ss), &mut sconn);
+            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
+                && matches!(n.server.sock(ss).state(), State::Closed | State::TimeWait)
+        });
+    }
+    if !ok {
+        // The client gives up and closes, as a real one does; the splice then ends.
+        net.client.sock(cs).close();
+        net.run_until(Duration::from_secs(10), |n| {
+            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
+        });
+    }
+    let summary = net.stop();
+    Outcome { response: ok.then_some(got_resp), error, peer, alpn, summary }
+}
+
+fn counter(s: &Summary, name: &str) -> u64 {
+    s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+}
+
+fn origin() -> pki::Pki {
+    pki::Pki::generate()
+}
+
+#[test]
+fn decrypts_and_reencrypts_with_a_forged_certificate() {
+    let pki = origin();
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let request = pattern(200_000, 1);
+    let out = exchange(&setup, server_config(chain, &pki.leaf.key, false), pki::SERVER, &request, 1_000_000);
+    assert!(out.error.is_none(), "client error: {:?}", out.error);
+    assert_eq!(out.response.as_ref().map(Vec::len), Some(1_000_000));
+    // The client was shown a certificate for the server's name, issued by the
+    // decryption CA (it only trusts that CA, so the handshake proves it too).
+    let peer = summarize(out.peer.as_ref().expect("peer certificate")).unwrap();
+    assert_eq!(peer.issuer, setup.ca.summary().subject);
+    assert!(peer.dns_names.iter().any(|n| n == pki::SERVER), "{:?}", peer.dns_names);
+    assert!(!peer.is_ca);
+    assert_eq!(out.alpn.as_deref(), Some(&b"http/1.1"[..]), "the server's ALPN choice reaches the client");
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+    assert_eq!(counter(&out.summary, "tls_aborted"), 0);
+}
+
+/// SEED problem 1: the server speaks TLS 1.2 with AES-256-GCM suites only; the base
+/// profile offers none of them.
+#[test]
+fn seed_problem_1_cipher_mismatch_then_strong_profile() {
+    let pki = origin();
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let base = setup("base", &[pki.root.pem()], &[]);
+    let out = exchange(&base, server_config(chain.clone(), &pki.leaf.key, true), pki::SERVER, b"GET /", 1000);
+    let err = out.error.expect("the client must fail");
+    assert!(err.contains("HandshakeFailure") || err.contains("handshake"), "client error: {err}");
+    assert_eq!(counter(&out.summary, "tls_aborted"), 1);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 0);
+
+    let strong = setup("strong", &[pki.root.pem()], &[]);
+    let out = exchange(&strong, server_config(chain, &pki.leaf.key, true), pki::SERVER, b"GET /", 1000);
+    assert!(out.error.is_none(), "strong profile: {:?}", out.error);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+}
+
+/// SEED problem 2: a self-signed server certificate without SAN
+/// (`/unstructuredName=ciscoasa`) is refused; pinned, it is trusted.
+#[test]
+fn seed_problem_2_self_signed_then_pinned() {
+    let asa = pki::ciscoasa();
+    let cfg = server_config(vec![asa.der()], &asa.key, false);
+    let plain = setup("strong", &[], &[]);
+    let out = exchange(&plain, cfg.clone(), "asa.tg.test", b"GET /", 1000);
+    assert!(out.error.is_some(), "the client must fail");
+    assert_eq!(counter(&out.summary, "tls_aborted"), 1);
+
+    let pinned = setup("strong", &[], &[asa.pem()]);
+    let out = exchange(&pinned, cfg, "asa.tg.test", b"GET /", 1000);
+    assert!(out.error.is_none(), "pinned: {:?}", out.error);
+    let peer = summarize(out.peer.as_ref().unwrap()).unwrap();
+    assert!(
+        peer.dns_names.iter().any(|n| n == "asa.tg.test"),
+        "SNI added where no SAN covers it: {:?}",
+        peer.dns_names
+    );
+    // A different self-signed server is still refused.
+    let other = pki::ciscoasa();
+    let again = setup("strong", &[], &[asa.pem()]);
+    let out =
+        exchange(&again, server_config(vec![other.der()], &other.key, false), "asa.tg.test", b"GET /", 10);
+    assert!(out.error.is_some());
+}
