@@ -824,6 +824,16 @@ impl Transfer {
     }
 }
 
+/// TLS settings of a lab nginx.
+pub struct NginxTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Key (PEM).
+    pub key: PathBuf,
+    /// More directives (`ssl_protocols …; ssl_ciphers …;`).
+    pub extra: String,
+}
+
 /// nginx serving a directory in the lab's server namespace on `NET.2:80`: one
 /// process (`master_process off`, `daemon off`), everything it writes in a
 /// temporary directory; killed on drop.
@@ -836,6 +846,11 @@ impl Nginx {
     /// Starts nginx with `www` (a directory) as document root and waits (≤ 10 s) until
     /// it answers inside the server namespace.
     pub fn start(lab: &Lab, www: &Path) -> Nginx {
+        Self::start_with(lab, www, None)
+    }
+
+    /// As [`Nginx::start`], also serving TLS on `NET.2:443` with `tls`.
+    pub fn start_with(lab: &Lab, www: &Path, tls: Option<&NginxTls>) -> Nginx {
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
         let conf = dir.join("nginx.conf");
@@ -857,12 +872,20 @@ http {{
     sendfile off;
     server {{
         listen {addr}:80;
+        {tls}
         root {www};
     }}
 }}
 "#,
             addr = lab.server_addr(),
             www = www.display(),
+            tls = tls.map_or(String::new(), |t| format!(
+                "listen {}:443 ssl; ssl_certificate {}; ssl_certificate_key {}; {}",
+                lab.server_addr(),
+                t.cert.display(),
+                t.key.display(),
+                t.extra
+            )),
         );
         std::fs::write(&conf, text).expect("writing nginx.conf");
         let conf_s = conf.display().to_string();

@@ -304,3 +304,109 @@ fn two_workers_software_steering() {
     lab.teardown();
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[allow(dead_code)]
+#[path = "../../certstore/tests/support/pki.rs"]
+mod pki;
+
+/// TLS interception with real programs: nginx serves HTTPS for `server.tg.test`
+/// with a certificate from a test CA the appliance trusts; curl in the client
+/// namespace trusts only the appliance's decryption CA and still gets the file;
+/// `openssl s_client` shows the forged chain.
+#[test]
+fn https_through_tls_interception() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt6", "198.18.16");
+    let files = TempDir::new("tls");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    let data = tlsgate_dataplane::craft::XorShift::new(0x7151).bytes(3_000_000);
+    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
+
+    // The origin's PKI (root -> intermediate -> server.tg.test) and the appliance's CA.
+    let origin = pki::Pki::generate();
+    let write = |name: &str, text: &str| {
+        let p = files.join(name);
+        std::fs::write(&p, text).expect("writing PEM");
+        p
+    };
+    let chain = write("server-chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
+    let key = write("server.key", &origin.leaf.key_pem());
+    let root = write("origin-root.pem", &origin.root.pem());
+    let ca = tlsgate_certstore::DecryptionCa::generate(
+        &tlsgate_certstore::CaOptions::default(),
+        tlsgate_certstore::pki_types::UnixTime::now(),
+    )
+    .expect("decryption CA");
+    let ca_cert = write("decryption-ca.pem", &ca.cert_pem());
+    let ca_key = write("decryption-ca.key", &ca.key_pkcs8_pem());
+
+    let extra = format!(
+        "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
+         system_bundle = false\nprofile = \"strong\"\n",
+        ca_cert.display().to_string(),
+        ca_key.display().to_string(),
+        root.display().to_string()
+    );
+    let dp = Dataplane::start(&lab, &extra);
+    let tls = tlsgate_tests::NginxTls { cert: chain, key, extra: String::new() };
+    let nginx = Nginx::start_with(&lab, &www, Some(&tls));
+
+    let out = files.join("download");
+    let resolve = format!("{}:443:{}", pki::SERVER, lab.server_addr());
+    let url = format!("https://{}/file", pki::SERVER);
+    let (ca_s, out_s) = (ca_cert.display().to_string(), out.display().to_string());
+    let curl = netns_run(
+        &lab.client_ns(),
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            &ca_s,
+            "--resolve",
+            &resolve,
+            "-o",
+            &out_s,
+            "-w",
+            "%{http_code} %{size_download}",
+            &url,
+        ],
+        Duration::from_secs(25),
+    );
+    assert!(curl.status.success(), "curl failed: {curl:?}\nnginx:\n{}", nginx.error_log());
+    assert_eq!(curl.stdout.trim(), "200 3000000", "curl: {curl:?}");
+    assert!(std::fs::read(&out).expect("download") == data, "the decrypted, re-encrypted file differs");
+
+    // The chain the client sees: a leaf for server.tg.test issued by the decryption CA.
+    let connect = format!("{}:443", lab.server_addr());
+    let s_client = netns_run(
+        &lab.client_ns(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "openssl s_client -connect {connect} -servername {} -CAfile {ca_s} -verify_hostname {} \
+                 -verify_return_error </dev/null",
+                pki::SERVER,
+                pki::SERVER
+            ),
+        ],
+        Duration::from_secs(15),
+    );
+    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    assert!(text.contains("tlsgate decryption CA"), "issuer not the decryption CA: {text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains(pki::SERVER), "{text}");
+
+    drop(nginx);
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    assert_eq!(intercept(&s, "tls_decrypted"), 2, "curl and s_client: {}", brief(&s));
+    assert_eq!(intercept(&s, "tls_aborted"), 0, "{}", brief(&s));
+    assert_clean_stop(dp);
+    lab.teardown();
+}
