@@ -51,10 +51,21 @@ pub struct Config {
     pub intercept: InterceptConfig,
     /// TLS interception of intercepted flows (absent: plain TCP splices).
     pub tls: Option<TlsConfig>,
+    /// The decryption policy (absent: `intercept.ports` selects flows).
+    pub policy: Option<PolicyConfig>,
     /// DPDK backend (when `driver = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
     pub pcap: Option<PcapConfig>,
+}
+
+/// `[policy]`: where the decryption policy comes from until the control plane
+/// sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy in its JSON format (`docs/policy.md`).
+    pub file: PathBuf,
 }
 
 /// Which backend drives the ports.
@@ -222,6 +233,11 @@ impl Config {
         self.intercept.validate()?;
         if let Some(t) = &self.tls {
             t.validate()?;
+        }
+        if self.policy.is_some() && !self.intercept.ports.is_empty() {
+            return Err("intercept.ports: with a [policy] the policy selects the flows to intercept; \
+                        remove intercept.ports"
+                .into());
         }
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
             return Err(format!(

@@ -76,8 +76,16 @@ pub mod idx {
     pub const TLS_ABORTED: usize = 34;
     /// TLS flows passed through undecrypted (not a ClientHello we can read).
     pub const TLS_PASSED: usize = 35;
+    /// SYNs the policy blocked (answered with RST).
+    pub const POLICY_BLOCKED: usize = 36;
+    /// Flows the policy would decrypt, forwarded because no `[tls]` is configured.
+    pub const POLICY_NO_TLS: usize = 37;
+    /// TLS flows not decrypted by an SNI rule (relayed untouched).
+    pub const TLS_NOT_DECRYPTED: usize = 38;
+    /// TLS flows blocked after the ClientHello (SNI rule, or undecryptable = block).
+    pub const TLS_BLOCKED: usize = 39;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 36;
+    pub const MALFORMED_BASE: usize = 40;
 }
 
 /// Number of counters.
@@ -162,6 +170,10 @@ impl Published {
                 ("tls_decrypted", idx::TLS_DECRYPTED),
                 ("tls_aborted", idx::TLS_ABORTED),
                 ("tls_passed", idx::TLS_PASSED),
+                ("tls_not_decrypted", idx::TLS_NOT_DECRYPTED),
+                ("tls_blocked", idx::TLS_BLOCKED),
+                ("policy_blocked", idx::POLICY_BLOCKED),
+                ("policy_decrypt_without_tls", idx::POLICY_NO_TLS),
             ]
             .into_iter()
             .map(|(k, i)| (k.to_string(), g(i)))

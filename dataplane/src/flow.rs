@@ -31,7 +31,7 @@ pub struct FlowKey {
     pub lo: u128,
     /// Address of the higher endpoint.
     pub hi: u128,
-    /// `lo_port | hi_port << 16 | proto << 32 | vlan << 40`.
+    /// `lo_port | hi_port << 16 | proto << 32 | vlan << 40 | ipv6 << 56`.
     pub meta: u64,
 }
 
@@ -53,10 +53,12 @@ impl FlowKey {
         let src_first = (p.src, sp) <= (p.dst, dp);
         let (lo, hi, lo_port, hi_port, side) =
             if src_first { (p.src, p.dst, sp, dp, Side::Lo) } else { (p.dst, p.src, dp, sp, Side::Hi) };
+        let v6 = matches!(p.l3, crate::parse::L3::V6);
         let meta = u64::from(lo_port)
             | u64::from(hi_port) << 16
             | u64::from(p.proto) << 32
-            | u64::from(p.vlan()) << 40;
+            | u64::from(p.vlan()) << 40
+            | u64::from(v6) << 56;
         (FlowKey { lo, hi, meta }, side)
     }
 
@@ -77,7 +79,22 @@ impl FlowKey {
 
     /// Innermost VLAN ID.
     pub fn vlan(&self) -> u16 {
-        (self.meta >> 40) as u16
+        (self.meta >> 40) as u16 & 0x0fff
+    }
+
+    /// The sender's and the receiver's addresses and ports of a packet sent by `side`.
+    pub fn endpoints(&self, side: Side) -> (std::net::IpAddr, u16, std::net::IpAddr, u16) {
+        let ip = |a: u128| -> std::net::IpAddr {
+            if self.meta >> 56 & 1 == 1 {
+                std::net::Ipv6Addr::from(a).into()
+            } else {
+                std::net::Ipv4Addr::from(a as u32).into()
+            }
+        };
+        match side {
+            Side::Lo => (ip(self.lo), self.lo_port(), ip(self.hi), self.hi_port()),
+            Side::Hi => (ip(self.hi), self.hi_port(), ip(self.lo), self.lo_port()),
+        }
     }
 
     /// A fast hash of the canonical key; symmetric because the key is.

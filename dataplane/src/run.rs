@@ -62,6 +62,23 @@ pub fn run<B: Backend>(
         );
         settings.tls = Some(shared);
     }
+    if let Some(p) = &cfg.policy {
+        let text =
+            std::fs::read_to_string(&p.file).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
+        let policy = tlsgate_policy::Policy::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
+        for w in policy.warnings() {
+            tracing::warn!(policy = %p.file.display(), "{w}");
+        }
+        let compiled = tlsgate_policy::CompiledPolicy::compile(policy, 1)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
+        tracing::info!(
+            rules = compiled.rule_count(),
+            version = compiled.version(),
+            "decryption policy loaded"
+        );
+        settings.policy = Some(std::sync::Arc::new(compiled));
+    }
     tracing::info!(
         driver = backend.name(),
         workers,

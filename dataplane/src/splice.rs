@@ -119,6 +119,8 @@ pub enum End {
     /// TLS interception failed on one leg (see [`Splice::tls_end`]); the client got
     /// a fatal alert and a close.
     TlsAbort,
+    /// Reset after the ClientHello by the policy (see [`Splice::tls_end`]).
+    Blocked,
 }
 
 /// A frame the stack produced, as an IP packet with the leg it goes to.
@@ -252,7 +254,7 @@ pub struct Splice {
     /// Bytes read from the client before passing the flow through raw; they go to
     /// the server first.
     replay: Vec<u8>,
-    server_ip: std::net::IpAddr,
+    addrs: crate::tls::FlowAddrs,
 }
 
 fn sock_ip(a: u128, v6: bool) -> IpAddress {
@@ -340,7 +342,7 @@ impl Splice {
             decrypted: false,
             tls_end: None,
             replay: Vec::new(),
-            server_ip: p.dst_ip(),
+            addrs: crate::tls::FlowAddrs { client: p.src_ip(), server: p.dst_ip(), port: p.dst_port },
         };
         if connected.is_err() {
             s.finish(End::ServerRefused);
@@ -475,7 +477,7 @@ impl Splice {
         let (Some(client), Some(server)) = (client, server) else { return false };
         let before = (client.recv_queue(), server.recv_queue());
         let flow = self.tls.as_mut().expect("checked by the caller");
-        let action = flow.pump(client, server, self.server_ip, w);
+        let action = flow.pump(client, server, self.addrs, w);
         if matches!(flow, TlsFlow::Both { .. }) {
             self.decrypted = true;
         }
@@ -517,6 +519,13 @@ impl Splice {
                 self.end = Some(End::TlsAbort);
                 // Let the alert and FIN go out; the legs finish as they close.
                 false
+            }
+            TlsAction::Reset(end) => {
+                client.abort();
+                server.abort();
+                self.tls_end = Some(end);
+                self.finish(End::Blocked);
+                true
             }
             TlsAction::Closed => {
                 for (i, sock) in [client, server].into_iter().enumerate() {

@@ -25,6 +25,7 @@ use tlsgate_certstore::{
     client_config, server_config, CipherProfile, DecryptionCa, ForgeCache, LeafKey, ServerVerifier,
     SingleCertResolver, TrustStore, VerifyFailure,
 };
+use tlsgate_policy::{Action, CompiledPolicy, UndecryptableAction};
 
 /// Settings of TLS interception (`[tls]`).
 #[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
@@ -144,15 +145,28 @@ pub struct TlsWorker {
     pub shared: Arc<TlsShared>,
     /// Forged certificates.
     pub forge: ForgeCache,
+    /// The decryption policy, consulted with the SNI once the ClientHello is read.
+    pub policy: Option<Arc<CompiledPolicy>>,
 }
 
 impl TlsWorker {
     /// A worker's state; generates its leaf key.
-    pub fn new(shared: Arc<TlsShared>) -> Result<Self, String> {
+    pub fn new(shared: Arc<TlsShared>, policy: Option<Arc<CompiledPolicy>>) -> Result<Self, String> {
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
-        Ok(TlsWorker { shared, forge })
+        Ok(TlsWorker { shared, forge, policy })
     }
+}
+
+/// The flow's endpoints, for policy decisions and naming the server.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowAddrs {
+    /// Client address.
+    pub client: std::net::IpAddr,
+    /// Server address.
+    pub server: std::net::IpAddr,
+    /// Server port.
+    pub port: u16,
 }
 
 /// Why an intercepted TLS flow was not decrypted to the end.
@@ -171,6 +185,17 @@ pub enum TlsEnd {
     },
     /// The client refused our (forged) side: its alert or error.
     ClientFailed(String),
+    /// A policy rule said do-not-decrypt once the SNI was known: relayed untouched.
+    NotDecrypted {
+        /// The rule (None: the default action).
+        rule: Option<String>,
+    },
+    /// Reset after the ClientHello: a block rule, or undecryptable traffic with the
+    /// `block` action.
+    Blocked {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where the TLS layer of a splice stands.
@@ -227,6 +252,8 @@ pub enum TlsAction {
     },
     /// Both sides sent close_notify or closed: close the legs.
     Closed,
+    /// Reset both legs.
+    Reset(TlsEnd),
 }
 
 /// A fatal TLS alert record (plaintext record layer, as sent before keys exist).
@@ -301,12 +328,12 @@ impl TlsFlow {
         &mut self,
         client: &mut tcp::Socket<'_>,
         server: &mut tcp::Socket<'_>,
-        server_ip: std::net::IpAddr,
+        addrs: FlowAddrs,
         w: &mut TlsWorker,
     ) -> TlsAction {
         loop {
             let state = std::mem::replace(self, TlsFlow::Failed);
-            let (next, action) = step(state, client, server, server_ip, w);
+            let (next, action) = step(state, client, server, addrs, w);
             *self = next;
             match action {
                 Some(a) => return a,
@@ -332,9 +359,10 @@ fn step(
     state: TlsFlow,
     client: &mut tcp::Socket<'_>,
     server: &mut tcp::Socket<'_>,
-    server_ip: std::net::IpAddr,
+    addrs: FlowAddrs,
     w: &mut TlsWorker,
 ) -> (TlsFlow, Option<TlsAction>) {
+    let server_ip = addrs.server;
     match state {
         TlsFlow::Hello { mut acceptor, mut raw } => {
             let mut buf = [0u8; 4096];
@@ -357,6 +385,25 @@ fn step(
                 Ok(Some(accepted)) => {
                     let ch = accepted.client_hello();
                     let sni = ch.server_name().map(str::to_string);
+                    if let Some(policy) = &w.policy {
+                        let v =
+                            policy.decide_with_sni(addrs.client, addrs.server, addrs.port, sni.as_deref());
+                        let rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
+                        match v.action {
+                            Action::DoNotDecrypt => {
+                                let why = TlsEnd::NotDecrypted { rule };
+                                return (
+                                    TlsFlow::Raw { replay: Vec::new() },
+                                    Some(TlsAction::PassRaw(raw, why)),
+                                );
+                            }
+                            Action::Block => {
+                                let reason = format!("rule {}", rule.unwrap_or_else(|| "(default)".into()));
+                                return (TlsFlow::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
+                            }
+                            _ => {}
+                        }
+                    }
                     let alpn: Vec<Vec<u8>> =
                         ch.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
                     let requested = requested_name(sni.as_deref(), server_ip);
@@ -374,11 +421,23 @@ fn step(
                         ),
                     }
                 }
-                // Not a ClientHello we can read (not TLS, SSLv2, garbage): pass it on.
-                Err((e, _alert)) => (
-                    TlsFlow::Raw { replay: Vec::new() },
-                    Some(TlsAction::PassRaw(std::mem::take(&mut raw), TlsEnd::Undecryptable(e.to_string()))),
-                ),
+                // Not a ClientHello we can read (not TLS, SSLv2, garbage): the
+                // policy's undecryptable action (pass without a policy).
+                Err((e, _alert)) => {
+                    let block =
+                        w.policy.as_ref().is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
+                    if block {
+                        let reason = format!("undecryptable: {e}");
+                        return (TlsFlow::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
+                    }
+                    (
+                        TlsFlow::Raw { replay: Vec::new() },
+                        Some(TlsAction::PassRaw(
+                            std::mem::take(&mut raw),
+                            TlsEnd::Undecryptable(e.to_string()),
+                        )),
+                    )
+                }
             }
         }
         TlsFlow::Server { accepted, mut conn, requested } => {

@@ -30,10 +30,13 @@ use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
 
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Local, Published, COUNT};
+use crate::craft::Spec;
 use crate::flow::{FlowKey, FlowTable, Side, Track};
+use crate::parse::tcp_flags;
 use crate::parse::{parse, proto};
 use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 use crate::tls::{TlsEnd, TlsShared, TlsWorker};
+use tlsgate_policy::{CompiledPolicy, SynAction};
 
 /// What phase 1 decided for a frame.
 #[derive(Clone, Copy)]
@@ -44,6 +47,8 @@ enum Class {
     Fragment,
     /// Drop (already counted).
     Drop,
+    /// A SYN the policy blocks: answered with a RST.
+    Block,
     /// A segment of an intercepted flow: to its splice.
     Intercept {
         /// Symmetric key.
@@ -69,6 +74,14 @@ pub struct Item<F> {
     frame: F,
     port: u8,
     class: Class,
+}
+
+/// What a new TCP flow becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtSyn {
+    Forward,
+    Intercept,
+    Block,
 }
 
 /// A whole burst handed to another worker.
@@ -105,6 +118,8 @@ pub struct WorkerSettings {
     pub intercept: InterceptConfig,
     /// TLS interception (CA, trust, profile), loaded once for all workers.
     pub tls: Option<Arc<TlsShared>>,
+    /// The decryption policy.
+    pub policy: Option<Arc<CompiledPolicy>>,
 }
 
 impl WorkerSettings {
@@ -123,6 +138,7 @@ impl WorkerSettings {
             software_steering: software,
             intercept: cfg.intercept.clone(),
             tls: None,
+            policy: None,
         }
     }
 }
@@ -169,6 +185,7 @@ impl<Q: Queues> Worker<Q> {
     ) -> Self {
         let workers = steering.inbound.len();
         let tls_shared = settings.tls.clone();
+        let policy_shared = settings.policy.clone();
         let mut intercept_ports = vec![0u64; 1024];
         for &port in &settings.intercept.ports {
             intercept_ports[usize::from(port) / 64] |= 1 << (port % 64);
@@ -197,7 +214,7 @@ impl<Q: Queues> Worker<Q> {
             splices: hashbrown::HashMap::new(),
             intercept_ports,
             emit: EmitBuf::default(),
-            tls: tls_shared.and_then(|shared| match TlsWorker::new(shared) {
+            tls: tls_shared.and_then(|shared| match TlsWorker::new(shared, policy_shared) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");
@@ -335,14 +352,19 @@ impl<Q: Queues> Worker<Q> {
                 item.class = match self.flows.track(&key, side, hash, flags, now_ms) {
                     Track::Tracked => Class::Forward,
                     Track::Intercepted => Class::Intercept { key, new: false },
-                    Track::Created => {
-                        if key.proto() == proto::TCP && self.wants_intercept(&key, side) {
+                    Track::Created if key.proto() == proto::TCP => match self.at_syn(&key, side) {
+                        AtSyn::Forward => Class::Forward,
+                        AtSyn::Intercept => {
                             self.flows.set_intercepted(&key, hash);
                             Class::Intercept { key, new: true }
-                        } else {
-                            Class::Forward
                         }
-                    }
+                        AtSyn::Block => {
+                            // Later segments of the flow meet a tombstone.
+                            self.flows.set_intercepted(&key, hash);
+                            Class::Block
+                        }
+                    },
+                    Track::Created => Class::Forward,
                     Track::Midstream => {
                         self.c[idx::UNTRACKED_MIDSTREAM] += 1;
                         Class::Forward
@@ -366,23 +388,72 @@ impl<Q: Queues> Worker<Q> {
                     self.forward(item.frame, usize::from(item.port));
                 }
                 Class::Intercept { key, new } => self.intercept(item.frame, key, new, now_ms),
+                Class::Block => self.reset_sender(item.frame, usize::from(item.port)),
                 Class::Drop | Class::Track { .. } => drop(item.frame),
             }
         }
     }
 
-    /// Whether a new TCP flow (its SYN sent by `side`) is to be terminated.
-    fn wants_intercept(&mut self, key: &FlowKey, side: Side) -> bool {
-        // The SYN's sender is the client; its destination port decides.
-        let dport = if side == Side::Lo { key.hi_port() } else { key.lo_port() };
-        if self.intercept_ports[usize::from(dport) / 64] & (1 << (dport % 64)) == 0 {
-            return false;
-        }
-        if self.splices.len() >= self.settings.intercept.max_per_worker {
+    /// The decision for a new TCP flow whose SYN `side` sent: the policy's decision
+    /// at SYN when there is a policy, else `intercept.ports`.
+    fn at_syn(&mut self, key: &FlowKey, side: Side) -> AtSyn {
+        let (src, _, dst, dport) = key.endpoints(side);
+        let verdict = match &self.settings.policy {
+            Some(policy) => match policy.decide_at_syn(src, dst, dport).action {
+                SynAction::Block { .. } => {
+                    self.c[idx::POLICY_BLOCKED] += 1;
+                    return AtSyn::Block;
+                }
+                SynAction::Bypass { .. } => AtSyn::Forward,
+                // Decrypt, or read the ClientHello first (an SNI rule comes first).
+                _ if self.tls.is_some() => AtSyn::Intercept,
+                _ => {
+                    self.c[idx::POLICY_NO_TLS] += 1;
+                    AtSyn::Forward
+                }
+            },
+            None if self.intercept_ports[usize::from(dport) / 64] & (1 << (dport % 64)) != 0 => {
+                AtSyn::Intercept
+            }
+            None => AtSyn::Forward,
+        };
+        if verdict == AtSyn::Intercept && self.splices.len() >= self.settings.intercept.max_per_worker {
             self.c[idx::INTERCEPT_FULL] += 1;
-            return false;
+            return AtSyn::Forward;
         }
-        true
+        verdict
+    }
+
+    /// Answers a blocked SYN with a RST from its destination, out of the port it
+    /// came in on, with its L2 header mirrored.
+    fn reset_sender(&mut self, frame: Q::Frame, port: usize) {
+        let Ok(p) = parse(frame.data()) else { return };
+        let l3 = usize::from(p.l3_offset);
+        let t = usize::from(p.l4_offset);
+        let seq = frame.data().get(t + 4..t + 8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let mut spec =
+            Spec::tcp(p.dst_ip(), p.dst_port, p.src_ip(), p.src_port, tcp_flags::RST | tcp_flags::ACK);
+        spec.seq = 0;
+        spec.ack = seq.wrapping_add(1);
+        let built = spec.build();
+        // Our L2 header (VLAN tags included), MACs swapped; then the built IP packet.
+        let ip_len = built.len() - 14;
+        let Some(mut out) = self.queues.alloc(l3 + ip_len) else {
+            self.c[idx::DROP_NO_BUFFER] += 1;
+            return;
+        };
+        let d = out.data_mut();
+        d[..l3].copy_from_slice(&frame.data()[..l3]);
+        d[..6].copy_from_slice(&frame.data()[6..12]);
+        d[6..12].copy_from_slice(&frame.data()[..6]);
+        d[l3..].copy_from_slice(&built[14..]);
+        drop(frame);
+        if self.tx[port].is_full() {
+            Self::flush(&mut self.queues, &mut self.tx[port], &mut self.c, port);
+        }
+        self.c[idx::TX_PKTS + port] += 1;
+        self.c[idx::TX_BYTES + port] += (l3 + ip_len) as u64;
+        self.tx[port].push(out);
     }
 
     /// A segment of an intercepted flow: into its splice (the SYN creates it).
@@ -391,7 +462,11 @@ impl<Q: Queues> Worker<Q> {
         self.emit.clear();
         if new {
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let tls = self.tls.as_ref().is_some_and(|t| t.shared.is_tls_port(p.dst_port));
+            // With a policy, it only intercepts TLS ports; without, `[tls].ports` say.
+            let tls = self
+                .tls
+                .as_ref()
+                .is_some_and(|t| self.settings.policy.is_some() || t.shared.is_tls_port(p.dst_port));
             let splice = Splice::new(
                 frame.data(),
                 &p,
@@ -456,13 +531,17 @@ impl<Q: Queues> Worker<Q> {
                 Some(End::Reset(_)) => idx::INTERCEPT_RESET,
                 Some(End::Timeout) | None => idx::INTERCEPT_TIMEOUT,
                 Some(End::TlsAbort) => idx::TLS_ABORTED,
+                Some(End::Blocked) => idx::INTERCEPT_RESET,
             };
             self.c[i] += 1;
             if s.decrypted {
                 self.c[idx::TLS_DECRYPTED] += 1;
             }
-            if let Some(TlsEnd::Undecryptable(_)) = s.tls_end {
-                self.c[idx::TLS_PASSED] += 1;
+            match s.tls_end {
+                Some(TlsEnd::Undecryptable(_)) => self.c[idx::TLS_PASSED] += 1,
+                Some(TlsEnd::NotDecrypted { .. }) => self.c[idx::TLS_NOT_DECRYPTED] += 1,
+                Some(TlsEnd::Blocked { .. }) => self.c[idx::TLS_BLOCKED] += 1,
+                _ => {}
             }
         }
     }

@@ -34,6 +34,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
         flows: FlowsConfig { max_per_worker: max_flows, at_capacity, ..FlowsConfig::default() },
         intercept: Default::default(),
         tls: None,
+        policy: None,
         dpdk: None,
         pcap: None,
     }

@@ -47,6 +47,11 @@ mod tempdir {
 /// A dataplane config intercepting port 443 with a fresh decryption CA, trusting
 /// `trust` (PEM) and pinning `pinned` (PEM), with `profile`.
 fn setup(profile: &str, trust: &[String], pinned: &[String]) -> Setup {
+    setup_with_policy(profile, trust, pinned, None)
+}
+
+/// As [`setup`], the flows chosen by `policy` (JSON) instead of `intercept.ports`.
+fn setup_with_policy(profile: &str, trust: &[String], pinned: &[String], policy: Option<&str>) -> Setup {
     let dir = tempdir::Dir::new(profile);
     let ca = DecryptionCa::generate(&CaOptions::default(), UnixTime::now()).unwrap();
     let write = |name: &str, text: &str| {
@@ -60,9 +65,13 @@ fn setup(profile: &str, trust: &[String], pinned: &[String]) -> Setup {
         trust.iter().enumerate().map(|(i, t)| write(&format!("trust{i}.pem"), t)).collect();
     let pinned: Vec<String> =
         pinned.iter().enumerate().map(|(i, t)| write(&format!("pin{i}.pem"), t)).collect();
+    let selection = match policy {
+        Some(json) => format!("[policy]\nfile = {}\n[intercept]\n", write("policy.json", json)),
+        None => "[intercept]\nports = [443]\n".to_string(),
+    };
     let toml = format!(
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
-         [intercept]\nports = [443]\nconnect_timeout_s = 5\n\
+         {selection}connect_timeout_s = 5\n\
          [tls]\nca_cert = {ca_cert}\nca_key = {ca_key}\nsystem_bundle = false\nprofile = \"{profile}\"\n\
          trust = [{}]\npinned = [{}]\n",
         trust.join(","),
@@ -93,9 +102,12 @@ fn server_config(
     Arc::new(cfg)
 }
 
-fn client_config(ca: &DecryptionCa) -> Arc<ClientConfig> {
+fn client_config(ca: &DecryptionCa, extra_root: Option<&CertificateDer<'static>>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
+    if let Some(r) = extra_root {
+        roots.add(r.clone()).unwrap();
+    }
     let mut cfg = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(cfg)
@@ -122,14 +134,27 @@ fn exchange(
     request: &[u8],
     response_len: usize,
 ) -> Outcome {
+    exchange_on(setup, server, sni, 443, None, request, response_len)
+}
+
+/// [`exchange`] to `port`, the client trusting `root` besides the decryption CA.
+fn exchange_on(
+    setup: &Setup,
+    server: Arc<ServerConfig>,
+    sni: &str,
+    port: u16,
+    root: Option<&CertificateDer<'static>>,
+    request: &[u8],
+    response_len: usize,
+) -> Outcome {
     let mut net = Net::new(setup.config.clone(), 1);
     let ss = net.server.tcp(256 * 1024);
-    net.server.sock(ss).listen(443).unwrap();
+    net.server.sock(ss).listen(port).unwrap();
     let cs = net.client.tcp(256 * 1024);
-    net.client.connect(cs, 40443, 443);
+    net.client.connect(cs, 40443, port);
     let mut sconn = ServerConnection::new(server).unwrap();
     let mut cconn =
-        ClientConnection::new(client_config(&setup.ca), ServerName::try_from(sni.to_string()).unwrap())
+        ClientConnection::new(client_config(&setup.ca, root), ServerName::try_from(sni.to_string()).unwrap())
             .unwrap();
     let response = pattern(response_len, 77);
     let (mut got_req, mut got_resp) = (Vec::new(), Vec::new());
@@ -272,4 +297,51 @@ fn seed_problem_2_self_signed_then_pinned() {
     let out =
         exchange(&again, server_config(vec![other.der()], &other.key, false), "asa.tg.test", b"GET /", 10);
     assert!(out.error.is_some());
+}
+
+const POLICY: &str = r#"{
+  "rules": [
+    { "name": "Block-8443", "destination": ["198.18.0.2"], "ports": [8443], "action": "block" },
+    { "name": "Bypass-Bank", "sni": ["bank.tg.test"], "action": "do-not-decrypt" },
+    { "name": "Decrypt-All", "action": "decrypt" }
+  ],
+  "settings": { "tls_ports": [443, 8443] }
+}"#;
+
+/// The decryption policy decides: by SNI a flow is relayed untouched (the client
+/// sees the origin's own certificate), by address and port a SYN is reset, and the
+/// rest is decrypted.
+#[test]
+fn policy_decides_decrypt_bypass_by_sni_and_block() {
+    let pki = origin();
+    let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(POLICY));
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let root = pki.root.der();
+
+    // SNI bank.tg.test: do-not-decrypt. The origin serves server.tg.test's cert, so
+    // the client (which trusts the origin root too) checks the name it asked for:
+    // use a certificate for the bank's name.
+    let bank =
+        pki::issue(pki::leaf_params("bank.tg.test", pki::VALID_FROM, pki::VALID_TO), &pki.intermediate);
+    let bank_cfg = server_config(vec![bank.der(), pki.intermediate.der()], &bank.key, false);
+    let out = exchange_on(&setup, bank_cfg, "bank.tg.test", 443, Some(&root), b"GET /", 5000);
+    assert!(out.error.is_none(), "bank: {:?}", out.error);
+    let peer = summarize(out.peer.as_ref().unwrap()).unwrap();
+    assert_eq!(peer.issuer, summarize(&pki.intermediate.der()).unwrap().subject, "the origin's own chain");
+    assert_eq!(counter(&out.summary, "tls_not_decrypted"), 1);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 0);
+
+    // Any other name: decrypted with a forged certificate.
+    let cfg = server_config(chain.clone(), &pki.leaf.key, false);
+    let out = exchange_on(&setup, cfg, pki::SERVER, 443, None, b"GET /", 5000);
+    assert!(out.error.is_none(), "decrypt: {:?}", out.error);
+    assert_eq!(summarize(out.peer.as_ref().unwrap()).unwrap().issuer, setup.ca.summary().subject);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+
+    // Port 8443 on the server: blocked at SYN, the client gets a RST.
+    let cfg = server_config(chain, &pki.leaf.key, false);
+    let out = exchange_on(&setup, cfg, pki::SERVER, 8443, None, b"GET /", 10);
+    assert!(out.error.is_some(), "blocked flow must fail");
+    assert_eq!(counter(&out.summary, "policy_blocked"), 1);
+    assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
 }
