@@ -286,6 +286,9 @@ outside = "net_af_packet1"
                 GOOD.replace("eal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\"]", "eal_args = []"),
                 "dpdk.eal_args",
             ),
+            (format!("{GOOD}\n[intercept]\nports = [443]\n[policy]\nfile = \"p.json\"\n"), "intercept.ports"),
+            (format!("{GOOD}\n[intercept]\nbuffer_kib = 1\n"), "intercept.buffer_kib"),
+            (format!("{GOOD}\n[tls]\nca_cert = \"a\"\nca_key = \"b\"\nprofile = \"weak\"\n"), "tls.profile"),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(&text).unwrap_err().to_string();
