@@ -18,13 +18,20 @@ build-release: deps
 	$(CARGO) build --release -p tlsgate-dataplane
 
 ## The appliance on the lab, in the foreground (Ctrl-C stops it; `make lab-down` removes the lab).
+LAB_STATE := /var/lib/tlsgate-lab
+
 run: build-release lab-up
 	@scripts/lab-web.sh start
+	@mkdir -p $(LAB_STATE)
+	@[ -f $(LAB_STATE)/decryption-ca.pem ] || target/release/tlsgate-dataplane gen-ca \
+		--cert $(LAB_STATE)/decryption-ca.pem --key $(LAB_STATE)/decryption-ca.key
 	@echo
 	@echo "tlsgate-dataplane is starting on the lab (inside tg-cli, outside tg-srv). Try, in another shell:"
 	@echo "  ip netns exec tg-client ping -c 3 198.18.0.2"
 	@echo "  ip netns exec tg-client curl http://198.18.0.2/"
 	@echo "  ip netns exec tg-client curl -o /dev/null http://198.18.0.2/10M.bin"
+	@echo "  ip netns exec tg-client curl -v --cacert $(LAB_STATE)/decryption-ca.pem \\"
+	@echo "      --resolve server.tg.test:443:198.18.0.2 https://server.tg.test/    # decrypted: issuer is the decryption CA"
 	@echo "  target/release/tlsgate-dataplane status     # counters of the running dataplane (--json: raw)"
 	@echo
 	target/release/tlsgate-dataplane --config config/lab.toml

@@ -44,6 +44,19 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Generate a decryption CA (ECDSA P-256, CA:TRUE pathlen 0) into two PEM files;
+    /// the key file is created with mode 0600. Refuses to overwrite.
+    GenCa {
+        /// Certificate file to write (give it to clients to trust).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Key file to write (PKCS#8).
+        #[arg(long)]
+        key: PathBuf,
+        /// Common name.
+        #[arg(long, default_value = "tlsgate decryption CA")]
+        name: String,
+    },
     /// Ask a running dataplane for its counters through its status socket.
     Status {
         /// Status socket of the running dataplane.
@@ -65,8 +78,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(Command::Status { socket, json }) = &args.command {
-        return status(socket, *json);
+    match &args.command {
+        Some(Command::Status { socket, json }) => return status(socket, *json),
+        Some(Command::GenCa { cert, key, name }) => return gen_ca(cert, key, name),
+        None => {}
     }
     let cfg = Config::load(&args.config)?;
     if args.check_config {
@@ -187,5 +202,31 @@ fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
             println!("  {reason:<28} {n}");
         }
     }
+    Ok(())
+}
+
+fn gen_ca(cert: &std::path::Path, key: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use tlsgate_certstore::{pki_types::UnixTime, CaOptions, DecryptionCa};
+    for p in [cert, key] {
+        anyhow::ensure!(!p.exists(), "{} exists; not overwriting a CA", p.display());
+    }
+    let ca = DecryptionCa::generate(&CaOptions::with_common_name(name), UnixTime::now())?;
+    let mut k = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key)
+        .with_context(|| format!("creating {}", key.display()))?;
+    k.write_all(ca.key_pkcs8_pem().as_bytes())?;
+    std::fs::write(cert, ca.cert_pem()).with_context(|| format!("writing {}", cert.display()))?;
+    println!(
+        "decryption CA {} ({}) written to {} and {}",
+        ca.summary().subject,
+        ca.fingerprint(),
+        cert.display(),
+        key.display()
+    );
     Ok(())
 }

@@ -480,6 +480,7 @@ impl Splice {
         let action = flow.pump(client, server, self.addrs, w);
         if matches!(flow, TlsFlow::Both { .. }) {
             self.decrypted = true;
+            self.relayed = flow.plaintext_moved();
         }
         if (client.recv_queue(), server.recv_queue()) != before {
             self.last_data_ms = now_ms;

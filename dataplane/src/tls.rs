@@ -227,6 +227,8 @@ pub enum TlsFlow {
         pending: [Vec<u8>; 2],
         /// close_notify forwarded (0: to the server, 1: to the client).
         closed: [bool; 2],
+        /// Plaintext bytes relayed (0: client → server, 1: server → client).
+        moved: [u64; 2],
     },
     /// Passed through: relay raw bytes, starting with `replay` towards the server.
     Raw {
@@ -339,6 +341,16 @@ impl TlsFlow {
                 Some(a) => return a,
                 None => continue,
             }
+        }
+    }
+}
+
+impl TlsFlow {
+    /// Plaintext bytes relayed so far (client → server, server → client).
+    pub fn plaintext_moved(&self) -> [u64; 2] {
+        match self {
+            TlsFlow::Both { moved, .. } => *moved,
+            _ => [0; 2],
         }
     }
 }
@@ -503,6 +515,7 @@ fn step(
                         to_server: conn,
                         pending: [Vec::new(), Vec::new()],
                         closed: [false; 2],
+                        moved: [0; 2],
                     },
                     None,
                 ),
@@ -516,7 +529,7 @@ fn step(
                 }
             }
         }
-        TlsFlow::Both { mut to_client, mut to_server, mut pending, mut closed } => {
+        TlsFlow::Both { mut to_client, mut to_server, mut pending, mut closed, mut moved } => {
             if let Err(e) = pump_conn(client, &mut *to_client) {
                 let _ = to_client.write_tls(&mut SockWriter(client));
                 return (
@@ -540,8 +553,11 @@ fn step(
             let mut progress = false;
             // Plaintext client → server, then server → client, bounded by what the
             // other side accepts (rustls' buffer limit gives back-pressure).
-            progress |= move_plain(&mut *to_client, &mut *to_server, &mut pending[0], &mut closed[0]);
-            progress |= move_plain(&mut *to_server, &mut *to_client, &mut pending[1], &mut closed[1]);
+            let up = move_plain(&mut *to_client, &mut *to_server, &mut pending[0], &mut closed[0]);
+            let down = move_plain(&mut *to_server, &mut *to_client, &mut pending[1], &mut closed[1]);
+            moved[0] += up as u64;
+            moved[1] += down as u64;
+            progress |= up > 0 || down > 0;
             // Write what was produced.
             while to_server.wants_write() && room(server) > 0 {
                 if to_server.write_tls(&mut SockWriter(server)).is_err() {
@@ -554,7 +570,7 @@ fn step(
                 }
             }
             let done = closed[0] && closed[1] && !to_client.wants_write() && !to_server.wants_write();
-            let next = TlsFlow::Both { to_client, to_server, pending, closed };
+            let next = TlsFlow::Both { to_client, to_server, pending, closed, moved };
             if done {
                 return (next, Some(TlsAction::Closed));
             }
@@ -567,15 +583,15 @@ fn step(
     }
 }
 
-/// Moves plaintext from `from` to `to`; forwards close_notify once. Returns whether
-/// anything moved.
+/// Moves plaintext from `from` to `to`; forwards close_notify once. Returns the
+/// bytes handed to `to`.
 fn move_plain<A, B>(
     from: &mut rustls::ConnectionCommon<A>,
     to: &mut rustls::ConnectionCommon<B>,
     pending: &mut Vec<u8>,
     closed: &mut bool,
-) -> bool {
-    let mut moved = false;
+) -> usize {
+    let mut moved = 0;
     loop {
         if !pending.is_empty() {
             let n = to.writer().write(pending).unwrap_or(0);
@@ -583,7 +599,7 @@ fn move_plain<A, B>(
                 return moved;
             }
             pending.drain(..n);
-            moved = true;
+            moved += n;
             continue;
         }
         let mut buf = [0u8; 16 * 1024];
@@ -593,14 +609,10 @@ fn move_plain<A, B>(
                 if !*closed {
                     *closed = true;
                     to.send_close_notify();
-                    moved = true;
                 }
                 return moved;
             }
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                moved = true;
-            }
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
             Err(_) => return moved, // WouldBlock: nothing buffered yet
         }
     }

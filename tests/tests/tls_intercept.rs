@@ -250,6 +250,8 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
     assert_eq!(out.alpn.as_deref(), Some(&b"http/1.1"[..]), "the server's ALPN choice reaches the client");
     assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
     assert_eq!(counter(&out.summary, "tls_aborted"), 0);
+    assert_eq!(counter(&out.summary, "bytes_up"), request.len() as u64, "plaintext relayed up");
+    assert_eq!(counter(&out.summary, "bytes_down"), 1_000_000, "plaintext relayed down");
 }
 
 /// SEED problem 1: the server speaks TLS 1.2 with AES-256-GCM suites only; the base
