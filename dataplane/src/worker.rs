@@ -322,7 +322,7 @@ impl<Q: Queues> Worker<Q> {
             // ARP, LLDP, …: a bump-in-the-wire passes them on.
             return Some(Item { frame, port: port as u8, class: Class::Forward });
         }
-        let (key, side) = FlowKey::of(&p);
+        let (key, side) = FlowKey::of_frame(&p, frame.data());
         let hash = key.hash();
         let class = if p.fragment {
             Class::Fragment
