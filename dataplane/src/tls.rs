@@ -290,8 +290,9 @@ fn room(s: &tcp::Socket<'_>) -> usize {
     }
 }
 
-/// Moves TLS records from a socket into a rustls connection and back.
-fn pump_conn<D>(
+/// Moves TLS records from a smoltcp socket into a rustls connection and back, as
+/// far as each side has room. Also used by the tests' simulated hosts.
+pub fn pump_conn<D>(
     sock: &mut tcp::Socket<'_>,
     conn: &mut rustls::ConnectionCommon<D>,
 ) -> Result<(), rustls::Error> {

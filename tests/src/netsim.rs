@@ -255,49 +255,5 @@ pub fn tcp_seq(frame: &[u8]) -> Option<(u32, u8)> {
 }
 
 /// Moves TLS records between a host's socket and a rustls connection (both ways)
-/// and processes them.
-pub fn tls_pump<D>(
-    sock: &mut tcp::Socket<'_>,
-    conn: &mut tlsgate_certstore::rustls::ConnectionCommon<D>,
-) -> Result<(), tlsgate_certstore::rustls::Error> {
-    while sock.can_recv() && conn.wants_read() {
-        let taken = sock
-            .recv(|buf| {
-                let mut rd = &buf[..];
-                let n = conn.read_tls(&mut rd).unwrap_or(0);
-                (n, n)
-            })
-            .unwrap_or(0);
-        if taken == 0 {
-            break;
-        }
-        conn.process_new_packets()?;
-    }
-    while conn.wants_write() && sock.can_send() && sock.send_capacity() > sock.send_queue() {
-        let mut out = Vec::new();
-        // Write at most what the socket has room for.
-        let room = sock.send_capacity() - sock.send_queue();
-        let mut w = LimitedVec(&mut out, room);
-        if conn.write_tls(&mut w).unwrap_or(0) == 0 {
-            break;
-        }
-        let _ = sock.send_slice(&out);
-    }
-    Ok(())
-}
-
-struct LimitedVec<'a>(&'a mut Vec<u8>, usize);
-
-impl std::io::Write for LimitedVec<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.1 - self.0.len());
-        if n == 0 && !buf.is_empty() {
-            return Err(std::io::ErrorKind::WouldBlock.into());
-        }
-        self.0.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+/// and processes them: the dataplane's own pump.
+pub use tlsgate_dataplane::tls::pump_conn as tls_pump;
