@@ -22,16 +22,43 @@
 //! frame of another version, or one it cannot decode, with [`Response::Error`] and
 //! keeps the connection.
 //!
-//! Later (interception and control-plane issues) this crate also holds the event
-//! record layout and the shared-memory event ring.
+//! # Events
+//!
+//! Besides the channel, dataplane workers report what happened to each connection
+//! (decrypted, aborted, blocked, passed, …) as [`EventRecord`]s: fixed-size
+//! (1024-byte) `#[repr(C)]` plain-old-data records, written into one shared-memory
+//! ring per worker and drained by the control plane, which turns them into
+//! `tls_proxy.log` lines, the JSON-lines event log ([`EventRecord::to_json`]) and
+//! event queries.
+//!
+//! ```text
+//!   worker 0 ──Producer::try_push──► ring file 0 ──Consumer::pop──┐
+//!   worker 1 ──Producer::try_push──► ring file 1 ──Consumer::pop──┼─► tlsgate-control
+//!        never blocks; full ⇒ dropped and counted   take_gap() ───┘   (log, queries)
+//! ```
+//!
+//! - [`event`]: the record, its enums ([`EventKind`], [`Leg`], [`Phase`]), text
+//!   fields ([`event::set_text`], [`event::text`]), event ids
+//!   ([`event::make_event_id`]) and names of TLS alerts and versions.
+//! - [`ring`]: the single-producer/single-consumer ring in a memory-mapped file
+//!   ([`Producer`], [`Consumer`]). Records survive a consumer restart and a
+//!   producer restart with the same layout. It is the only module with `unsafe`
+//!   code; the crate root denies it everywhere else.
+//!
+//! Variable-size data (an abort's certificate chain) does not go through the
+//! ring: it travels on the channel, keyed by the SHA-256 the record carries.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod event;
+pub mod ring;
 mod stats;
+pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
+pub use ring::{Consumer, Producer, RingError};
 pub use stats::{PortStats, WorkerStats};
 
 /// Version of the channel protocol spoken by this build.
