@@ -53,6 +53,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The decryption policy (absent: `intercept.ports` selects flows).
     pub policy: Option<PolicyConfig>,
+    /// Events of intercepted flows (absent: none are written).
+    pub events: Option<crate::events::EventsConfig>,
     /// DPDK backend (when `driver = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
@@ -233,6 +235,9 @@ impl Config {
         self.intercept.validate()?;
         if let Some(t) = &self.tls {
             t.validate()?;
+        }
+        if let Some(e) = &self.events {
+            e.validate()?;
         }
         if self.policy.is_some() && !self.intercept.ports.is_empty() {
             return Err("intercept.ports: with a [policy] the policy selects the flows to intercept; \

@@ -26,6 +26,7 @@
 pub mod config;
 pub mod counters;
 pub mod craft;
+pub mod events;
 pub mod flow;
 pub mod parse;
 pub mod run;

@@ -86,6 +86,16 @@ pub fn run<B: Backend>(
         lab = settings.lab,
         "forwarding"
     );
+    let mut drain = None;
+    let drain_stop = Arc::new(AtomicBool::new(false));
+    if let Some(e) = &cfg.events {
+        std::fs::create_dir_all(&e.dir)
+            .map_err(|err| anyhow::anyhow!("events.dir {}: {err}", e.dir.display()))?;
+        let chains = Arc::new(crate::events::ChainStore::default());
+        drain = Some(crate::events::spawn_drain(e.clone(), workers, chains.clone(), drain_stop.clone())?);
+        settings.events = Some((e.clone(), chains));
+        tracing::info!(dir = %e.dir.display(), "events: tls_proxy.log and events.jsonl");
+    }
     let steering = Arc::new(Steering::new(workers, cfg.dataplane.handover_depth));
     let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
     let queues: Vec<Mutex<Option<B::Queues>>> =
@@ -139,6 +149,10 @@ pub fn run<B: Backend>(
     });
     let end = Instant::now();
     done.store(true, Ordering::Relaxed);
+    drain_stop.store(true, Ordering::Relaxed);
+    if let Some(d) = drain {
+        let _ = d.join();
+    }
     let window = monitor.join().map_err(|_| anyhow::anyhow!("stats thread panicked"))?;
     stop.store(true, Ordering::Relaxed);
     let stats = src.snapshot();

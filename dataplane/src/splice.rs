@@ -247,6 +247,8 @@ pub struct Splice {
     pub poll_at_ms: u64,
     /// TLS interception state (None: a plain TCP splice, or passed through).
     tls: Option<TlsFlow>,
+    /// What the TLS layer learnt (kept when the flow is passed through raw).
+    pub tls_info: crate::tls::TlsInfo,
     /// Whether the TLS sessions of both legs came up (the flow was decrypted).
     pub decrypted: bool,
     /// Why TLS interception did not run to its end, if it did not.
@@ -339,10 +341,16 @@ impl Splice {
             end: None,
             poll_at_ms: now_ms,
             tls: tls.then(TlsFlow::new),
+            tls_info: Default::default(),
             decrypted: false,
             tls_end: None,
             replay: Vec::new(),
-            addrs: crate::tls::FlowAddrs { client: p.src_ip(), server: p.dst_ip(), port: p.dst_port },
+            addrs: crate::tls::FlowAddrs {
+                client: p.src_ip(),
+                client_port: p.src_port,
+                server: p.dst_ip(),
+                port: p.dst_port,
+            },
         };
         if connected.is_err() {
             s.finish(End::ServerRefused);
@@ -350,6 +358,11 @@ impl Splice {
         let ip = &frame[l3..usize::from(p.l3_end)];
         s.step(Some(ip), now_ms, dev.out, None);
         s
+    }
+
+    /// The flow's endpoints.
+    pub fn addrs(&self) -> crate::tls::FlowAddrs {
+        self.addrs
     }
 
     /// Where the splice stands.
@@ -478,7 +491,8 @@ impl Splice {
         let before = (client.recv_queue(), server.recv_queue());
         let flow = self.tls.as_mut().expect("checked by the caller");
         let action = flow.pump(client, server, self.addrs, w);
-        if matches!(flow, TlsFlow::Both { .. }) {
+        self.tls_info.clone_from(&flow.info);
+        if flow.is_decrypting() {
             self.decrypted = true;
             self.relayed = flow.plaintext_moved();
         }

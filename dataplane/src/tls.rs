@@ -163,6 +163,8 @@ impl TlsWorker {
 pub struct FlowAddrs {
     /// Client address.
     pub client: std::net::IpAddr,
+    /// Client port.
+    pub client_port: u16,
     /// Server address.
     pub server: std::net::IpAddr,
     /// Server port.
@@ -180,6 +182,8 @@ pub enum TlsEnd {
     ServerFailed {
         /// rustls' error (alert received, no common suite, …).
         error: String,
+        /// The alert the server sent, if it sent one.
+        alert_received: Option<u8>,
         /// The certificate verification failure, when that was the cause.
         verify: Option<Box<VerifyFailure>>,
     },
@@ -199,7 +203,7 @@ pub enum TlsEnd {
 }
 
 /// Where the TLS layer of a splice stands.
-pub enum TlsFlow {
+pub enum TlsState {
     /// Reading the ClientHello.
     Hello {
         /// rustls' ClientHello reader.
@@ -319,10 +323,38 @@ pub fn pump_conn<D>(
     Ok(())
 }
 
+/// The TLS layer of one splice: its state and what it learnt on the way.
+pub struct TlsFlow {
+    state: TlsState,
+    /// What the flow learnt: SNI, server-leg version and suite, alert received.
+    pub info: TlsInfo,
+}
+
+/// What a TLS flow learnt, for its event.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The client's SNI.
+    pub sni: Option<String>,
+    /// The policy rule that decided after the ClientHello (name).
+    pub rule: Option<String>,
+    /// TLS version of the server leg (wire value), once negotiated.
+    pub version: u16,
+    /// Cipher suite of the server leg (wire value), once negotiated.
+    pub suite: u16,
+}
+
 impl TlsFlow {
     /// A flow starts by reading the ClientHello.
     pub fn new() -> Self {
-        TlsFlow::Hello { acceptor: Box::default(), raw: Vec::new() }
+        TlsFlow {
+            state: TlsState::Hello { acceptor: Box::default(), raw: Vec::new() },
+            info: TlsInfo::default(),
+        }
+    }
+
+    /// Whether both TLS sessions came up.
+    pub fn is_decrypting(&self) -> bool {
+        matches!(self.state, TlsState::Both { .. })
     }
 
     /// Advances the TLS layer with the two legs' sockets. `server_ip` names the server
@@ -335,9 +367,9 @@ impl TlsFlow {
         w: &mut TlsWorker,
     ) -> TlsAction {
         loop {
-            let state = std::mem::replace(self, TlsFlow::Failed);
-            let (next, action) = step(state, client, server, addrs, w);
-            *self = next;
+            let state = std::mem::replace(&mut self.state, TlsState::Failed);
+            let (next, action) = step(state, client, server, addrs, w, &mut self.info);
+            self.state = next;
             match action {
                 Some(a) => return a,
                 None => continue,
@@ -349,8 +381,8 @@ impl TlsFlow {
 impl TlsFlow {
     /// Plaintext bytes relayed so far (client → server, server → client).
     pub fn plaintext_moved(&self) -> [u64; 2] {
-        match self {
-            TlsFlow::Both { moved, .. } => *moved,
+        match &self.state {
+            TlsState::Both { moved, .. } => *moved,
             _ => [0; 2],
         }
     }
@@ -369,15 +401,16 @@ fn requested_name(sni: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static
 
 /// One state transition; `None` as action means "run again in the new state".
 fn step(
-    state: TlsFlow,
+    state: TlsState,
     client: &mut tcp::Socket<'_>,
     server: &mut tcp::Socket<'_>,
     addrs: FlowAddrs,
     w: &mut TlsWorker,
-) -> (TlsFlow, Option<TlsAction>) {
+    info: &mut TlsInfo,
+) -> (TlsState, Option<TlsAction>) {
     let server_ip = addrs.server;
     match state {
-        TlsFlow::Hello { mut acceptor, mut raw } => {
+        TlsState::Hello { mut acceptor, mut raw } => {
             let mut buf = [0u8; 4096];
             while client.can_recv() {
                 let n = client.recv_slice(&mut buf).unwrap_or(0);
@@ -391,28 +424,33 @@ fn step(
                 Ok(None) => {
                     if raw.len() > 64 * 1024 || !client.may_recv() && !raw.is_empty() {
                         let why = TlsEnd::Undecryptable("no complete ClientHello".into());
-                        return (TlsFlow::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
+                        return (TlsState::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
                     }
-                    (TlsFlow::Hello { acceptor, raw }, Some(TlsAction::Continue))
+                    (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue))
                 }
                 Ok(Some(accepted)) => {
                     let ch = accepted.client_hello();
                     let sni = ch.server_name().map(str::to_string);
+                    info.sni = sni.clone();
                     if let Some(policy) = &w.policy {
                         let v =
                             policy.decide_with_sni(addrs.client, addrs.server, addrs.port, sni.as_deref());
                         let rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
+                        info.rule = rule.clone();
                         match v.action {
                             Action::DoNotDecrypt => {
                                 let why = TlsEnd::NotDecrypted { rule };
                                 return (
-                                    TlsFlow::Raw { replay: Vec::new() },
+                                    TlsState::Raw { replay: Vec::new() },
                                     Some(TlsAction::PassRaw(raw, why)),
                                 );
                             }
                             Action::Block => {
                                 let reason = format!("rule {}", rule.unwrap_or_else(|| "(default)".into()));
-                                return (TlsFlow::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
+                                return (
+                                    TlsState::Failed,
+                                    Some(TlsAction::Reset(TlsEnd::Blocked { reason })),
+                                );
                             }
                             _ => {}
                         }
@@ -422,14 +460,22 @@ fn step(
                     let requested = requested_name(sni.as_deref(), server_ip);
                     match ClientConnection::new_with_alpn(w.shared.client.clone(), requested.clone(), alpn) {
                         Ok(conn) => (
-                            TlsFlow::Server { accepted: Box::new(accepted), conn: Box::new(conn), requested },
+                            TlsState::Server {
+                                accepted: Box::new(accepted),
+                                conn: Box::new(conn),
+                                requested,
+                            },
                             None,
                         ),
                         Err(e) => (
-                            TlsFlow::Failed,
+                            TlsState::Failed,
                             Some(TlsAction::Abort {
                                 to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                                end: TlsEnd::ServerFailed { error: e.to_string(), verify: None },
+                                end: TlsEnd::ServerFailed {
+                                    error: e.to_string(),
+                                    alert_received: None,
+                                    verify: None,
+                                },
                             }),
                         ),
                     }
@@ -441,10 +487,10 @@ fn step(
                         w.policy.as_ref().is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
                     if block {
                         let reason = format!("undecryptable: {e}");
-                        return (TlsFlow::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
+                        return (TlsState::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
                     }
                     (
-                        TlsFlow::Raw { replay: Vec::new() },
+                        TlsState::Raw { replay: Vec::new() },
                         Some(TlsAction::PassRaw(
                             std::mem::take(&mut raw),
                             TlsEnd::Undecryptable(e.to_string()),
@@ -453,46 +499,57 @@ fn step(
                 }
             }
         }
-        TlsFlow::Server { accepted, mut conn, requested } => {
+        TlsState::Server { accepted, mut conn, requested } => {
             if let Err(e) = pump_conn(server, &mut *conn) {
                 // Flush our alert to the server, then report.
                 let _ = conn.write_tls(&mut SockWriter(server));
                 let verify = w.shared.verifier.take_failure();
+                let alert_received = match &e {
+                    rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
+                    _ => None,
+                };
                 return (
-                    TlsFlow::Failed,
+                    TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                        end: TlsEnd::ServerFailed { error: e.to_string(), verify },
+                        end: TlsEnd::ServerFailed { error: e.to_string(), alert_received, verify },
                     }),
                 );
             }
             if !server.may_recv() && conn.is_handshaking() {
                 return (
-                    TlsFlow::Failed,
+                    TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
                         end: TlsEnd::ServerFailed {
                             error: "server closed during the handshake".into(),
+                            alert_received: None,
                             verify: None,
                         },
                     }),
                 );
             }
             if conn.is_handshaking() {
-                return (TlsFlow::Server { accepted, conn, requested }, Some(TlsAction::Continue));
+                return (TlsState::Server { accepted, conn, requested }, Some(TlsAction::Continue));
             }
             // Server verified (the verifier ran inside the handshake): forge and
             // answer the client with the server's ALPN.
+            info.version = conn.protocol_version().map_or(0, u16::from);
+            info.suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
             let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
             let alpn: Vec<Vec<u8>> = conn.alpn_protocol().map(|a| vec![a.to_vec()]).unwrap_or_default();
             let forged = match w.forge.get_or_forge(&requested, &chain, now()) {
                 Ok(k) => k,
                 Err(e) => {
                     return (
-                        TlsFlow::Failed,
+                        TlsState::Failed,
                         Some(TlsAction::Abort {
                             to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                            end: TlsEnd::ServerFailed { error: format!("forging: {e}"), verify: None },
+                            end: TlsEnd::ServerFailed {
+                                error: format!("forging: {e}"),
+                                alert_received: None,
+                                verify: None,
+                            },
                         }),
                     )
                 }
@@ -501,7 +558,7 @@ fn step(
                 Ok(c) => c,
                 Err(e) => {
                     return (
-                        TlsFlow::Failed,
+                        TlsState::Failed,
                         Some(TlsAction::Abort {
                             to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
                             end: TlsEnd::ClientFailed(e.to_string()),
@@ -511,7 +568,7 @@ fn step(
             };
             match accepted.into_connection(cfg) {
                 Ok(to_client) => (
-                    TlsFlow::Both {
+                    TlsState::Both {
                         to_client: Box::new(to_client),
                         to_server: conn,
                         pending: [Vec::new(), Vec::new()],
@@ -524,17 +581,17 @@ fn step(
                     let mut out = Vec::new();
                     let _ = alert.write_all(&mut out);
                     (
-                        TlsFlow::Failed,
+                        TlsState::Failed,
                         Some(TlsAction::Abort { to_client: out, end: TlsEnd::ClientFailed(e.to_string()) }),
                     )
                 }
             }
         }
-        TlsFlow::Both { mut to_client, mut to_server, mut pending, mut closed, mut moved } => {
+        TlsState::Both { mut to_client, mut to_server, mut pending, mut closed, mut moved } => {
             if let Err(e) = pump_conn(client, &mut *to_client) {
                 let _ = to_client.write_tls(&mut SockWriter(client));
                 return (
-                    TlsFlow::Failed,
+                    TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: Vec::new(),
                         end: TlsEnd::ClientFailed(e.to_string()),
@@ -544,10 +601,14 @@ fn step(
             if let Err(e) = pump_conn(server, &mut *to_server) {
                 let _ = to_server.write_tls(&mut SockWriter(server));
                 return (
-                    TlsFlow::Failed,
+                    TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: Vec::new(),
-                        end: TlsEnd::ServerFailed { error: e.to_string(), verify: None },
+                        end: TlsEnd::ServerFailed {
+                            error: e.to_string(),
+                            alert_received: None,
+                            verify: None,
+                        },
                     }),
                 );
             }
@@ -571,7 +632,7 @@ fn step(
                 }
             }
             let done = closed[0] && closed[1] && !to_client.wants_write() && !to_server.wants_write();
-            let next = TlsFlow::Both { to_client, to_server, pending, closed, moved };
+            let next = TlsState::Both { to_client, to_server, pending, closed, moved };
             if done {
                 return (next, Some(TlsAction::Closed));
             }

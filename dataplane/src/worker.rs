@@ -31,11 +31,14 @@ use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Local, Published, COUNT};
 use crate::craft::Spec;
+use crate::events::EventWriter;
 use crate::flow::{FlowKey, FlowTable, Side, Track};
 use crate::parse::tcp_flags;
 use crate::parse::{parse, proto};
 use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 use crate::tls::{TlsEnd, TlsShared, TlsWorker};
+use tlsgate_api::event::set_text;
+use tlsgate_api::EventKind;
 use tlsgate_policy::{CompiledPolicy, SynAction};
 
 /// What phase 1 decided for a frame.
@@ -120,6 +123,8 @@ pub struct WorkerSettings {
     pub tls: Option<Arc<TlsShared>>,
     /// The decryption policy.
     pub policy: Option<Arc<CompiledPolicy>>,
+    /// Where events go, and the store of abort chains.
+    pub events: Option<(crate::events::EventsConfig, Arc<crate::events::ChainStore>)>,
 }
 
 impl WorkerSettings {
@@ -139,6 +144,7 @@ impl WorkerSettings {
             intercept: cfg.intercept.clone(),
             tls: None,
             policy: None,
+            events: None,
         }
     }
 }
@@ -168,6 +174,8 @@ pub struct Worker<Q: Queues> {
     emit: EmitBuf,
     /// TLS interception state of this worker (None: no `[tls]` configured).
     tls: Option<TlsWorker>,
+    /// This worker's event ring.
+    events: Option<EventWriter>,
     seed: u64,
     next_sweep_ms: u64,
 }
@@ -186,6 +194,11 @@ impl<Q: Queues> Worker<Q> {
         let workers = steering.inbound.len();
         let tls_shared = settings.tls.clone();
         let policy_shared = settings.policy.clone();
+        let events = settings.events.as_ref().and_then(|(cfg, chains)| {
+            EventWriter::open(cfg, id, chains.clone())
+                .map_err(|e| tracing::error!(worker = id, error = %e, "events disabled on this worker"))
+                .ok()
+        });
         let mut intercept_ports = vec![0u64; 1024];
         for &port in &settings.intercept.ports {
             intercept_ports[usize::from(port) / 64] |= 1 << (port % 64);
@@ -221,6 +234,7 @@ impl<Q: Queues> Worker<Q> {
                     None
                 }
             }),
+            events,
             seed,
             next_sweep_ms: 0,
         }
@@ -448,6 +462,14 @@ impl<Q: Queues> Worker<Q> {
         d[6..12].copy_from_slice(&frame.data()[..6]);
         d[l3..].copy_from_slice(&built[14..]);
         drop(frame);
+        if let Some(ev) = self.events.as_mut() {
+            let mut r = ev.record(EventKind::Blocked);
+            r.set_addrs((p.src_ip(), p.src_port).into(), (p.dst_ip(), p.dst_port).into());
+            r.phase = 1;
+            r.config_version = self.settings.policy.as_ref().map_or(0, |p| p.version());
+            set_text(&mut r.error_detail, "blocked by the decryption policy at SYN: reset");
+            ev.emit(&r);
+        }
         if self.tx[port].is_full() {
             Self::flush(&mut self.queues, &mut self.tx[port], &mut self.c, port);
         }
@@ -537,6 +559,7 @@ impl<Q: Queues> Worker<Q> {
             if s.decrypted {
                 self.c[idx::TLS_DECRYPTED] += 1;
             }
+            self.emit_event(&s);
             match s.tls_end {
                 Some(TlsEnd::Undecryptable(_)) => self.c[idx::TLS_PASSED] += 1,
                 Some(TlsEnd::NotDecrypted { .. }) => self.c[idx::TLS_NOT_DECRYPTED] += 1,
@@ -544,6 +567,72 @@ impl<Q: Queues> Worker<Q> {
                 _ => {}
             }
         }
+    }
+
+    /// The event of a finished splice.
+    fn emit_event(&mut self, s: &Splice) {
+        let Some(ev) = self.events.as_mut() else { return };
+        let kind = match (&s.tls_end, s.end) {
+            (Some(TlsEnd::ServerFailed { .. } | TlsEnd::ClientFailed(_)), _) => EventKind::Abort,
+            (Some(TlsEnd::Undecryptable(_)), _) => EventKind::Passed,
+            (Some(TlsEnd::NotDecrypted { .. }), _) => EventKind::NotDecrypted,
+            (Some(TlsEnd::Blocked { .. }), _) => EventKind::Blocked,
+            (_, Some(End::Timeout)) => EventKind::Timeout,
+            (_, Some(End::Reset(_) | End::ServerRefused)) => EventKind::Reset,
+            _ if s.decrypted => EventKind::Decrypted,
+            // A plain TCP splice that closed normally.
+            _ => EventKind::Decrypted,
+        };
+        let mut r = ev.record(kind);
+        let a = s.addrs();
+        r.set_addrs((a.client, a.client_port).into(), (a.server, a.port).into());
+        r.session_id = (r.event_id as u32) ^ ((r.event_id >> 32) as u32);
+        r.bytes_up = s.relayed[0];
+        r.bytes_down = s.relayed[1];
+        r.inside_port = tlsgate_drivers::INSIDE as u8;
+        r.outside_port = tlsgate_drivers::OUTSIDE as u8;
+        r.config_version = self.settings.policy.as_ref().map_or(0, |p| p.version());
+        r.tls_version = s.tls_info.version;
+        r.cipher_suite = s.tls_info.suite;
+        if let Some(sni) = &s.tls_info.sni {
+            set_text(&mut r.sni, sni);
+        }
+        if let Some(rule) = &s.tls_info.rule {
+            set_text(&mut r.rule, rule);
+        }
+        match &s.tls_end {
+            Some(TlsEnd::ServerFailed { error, alert_received, verify }) => {
+                r.leg = 2;
+                r.phase = 3;
+                r.alert_sent = crate::tls::ALERT_HANDSHAKE_FAILURE;
+                r.alert_received = alert_received.unwrap_or(tlsgate_api::event::ALERT_NONE);
+                set_text(&mut r.error_detail, error);
+                if let Some(v) = verify {
+                    r.verify_code = v.reason.code() as u16;
+                    r.verify_depth = v.depth as u8;
+                    set_text(&mut r.verify_text, v.reason.text());
+                    set_text(&mut r.server_cert_subject, &v.subject);
+                    set_text(&mut r.server_cert_issuer, &v.issuer);
+                    r.chain_sha256 = v.chain_sha256.0;
+                    ev.chains.put(v.chain_sha256.0, v.chain.clone());
+                }
+            }
+            Some(TlsEnd::ClientFailed(e)) => {
+                r.leg = 1;
+                r.phase = 4;
+                set_text(&mut r.error_detail, e);
+            }
+            Some(TlsEnd::Undecryptable(e)) => {
+                r.phase = 2;
+                set_text(&mut r.error_detail, e);
+            }
+            Some(TlsEnd::Blocked { reason }) => {
+                r.phase = 2;
+                set_text(&mut r.error_detail, reason);
+            }
+            _ => {}
+        }
+        ev.emit(&r);
     }
 
     /// Timer polls (retransmissions, timeouts) of splices that asked for one.

@@ -35,6 +35,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
         intercept: Default::default(),
         tls: None,
         policy: None,
+        events: None,
         dpdk: None,
         pcap: None,
     }

@@ -21,7 +21,7 @@ use tlsgate_tests::netsim::{pattern, tls_pump, Net};
 mod pki;
 
 struct Setup {
-    _dir: tempdir::Dir,
+    dir: tempdir::Dir,
     ca: DecryptionCa,
     config: Config,
 }
@@ -73,11 +73,12 @@ fn setup_with_policy(profile: &str, trust: &[String], pinned: &[String], policy:
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
          {selection}connect_timeout_s = 5\n\
          [tls]\nca_cert = {ca_cert}\nca_key = {ca_key}\nsystem_bundle = false\nprofile = \"{profile}\"\n\
-         trust = [{}]\npinned = [{}]\n",
+         trust = [{}]\npinned = [{}]\n[events]\ndir = {:?}\n",
         trust.join(","),
-        pinned.join(",")
+        pinned.join(","),
+        dir.0.join("events").display().to_string()
     );
-    Setup { _dir: dir, ca, config: Config::from_toml(&toml).expect("config") }
+    Setup { dir, ca, config: Config::from_toml(&toml).expect("config") }
 }
 
 fn server_config(
@@ -224,6 +225,18 @@ fn exchange_on(
     Outcome { response: ok.then_some(got_resp), error, peer, alpn, summary }
 }
 
+/// The dataplane's `tls_proxy.log` and events so far.
+fn logs(setup: &Setup) -> (String, Vec<serde_json::Value>) {
+    let dir = setup.dir.0.join("events");
+    let log = std::fs::read_to_string(dir.join("tls_proxy.log")).unwrap_or_default();
+    let events = std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect();
+    (log, events)
+}
+
 fn counter(s: &Summary, name: &str) -> u64 {
     s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
 }
@@ -266,6 +279,18 @@ fn seed_problem_1_cipher_mismatch_then_strong_profile() {
     assert!(err.contains("HandshakeFailure") || err.contains("handshake"), "client error: {err}");
     assert_eq!(counter(&out.summary, "tls_aborted"), 1);
     assert_eq!(counter(&out.summary, "tls_decrypted"), 0);
+    let (log, events) = logs(&base);
+    assert!(
+        log.contains(
+            "SSL alert message received from server (0x228 = \"fatal : handshake failure\") in Session: x"
+        ),
+        "tls_proxy.log:\n{log}"
+    );
+    assert!(log.contains("ERROR TLS_Proxy - TLS problem ("), "tls_proxy.log:\n{log}");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "abort");
+    assert_eq!(events[0]["sni"], pki::SERVER, "{}", events[0]);
+    assert_eq!(events[0]["leg"], "server");
 
     let strong = setup("strong", &[pki.root.pem()], &[]);
     let out = exchange(&strong, server_config(chain, &pki.leaf.key, true), pki::SERVER, b"GET /", 1000);
@@ -283,6 +308,21 @@ fn seed_problem_2_self_signed_then_pinned() {
     let out = exchange(&plain, cfg.clone(), "asa.tg.test", b"GET /", 1000);
     assert!(out.error.is_some(), "the client must fail");
     assert_eq!(counter(&out.summary, "tls_aborted"), 1);
+    let (log, events) = logs(&plain);
+    for line in [
+        "INFO TLS_Proxy - Certificate verification failure: self signed certificate (code 18, depth 0)",
+        "INFO TLS_Proxy - Subject: /unstructuredName=ciscoasa",
+        "INFO TLS_Proxy - Issuer: /unstructuredName=ciscoasa",
+        "ERROR TLS_Proxy - TLS problem (",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in tls_proxy.log:\n{log}");
+    }
+    assert_eq!(events[0]["verify_code"], 18);
+    // The chain the import would need is kept, named by its SHA-256.
+    let sha = events[0]["chain_sha256"].as_str().expect("chain sha").to_string();
+    let chain = plain.dir.0.join("events/chains").join(format!("{sha}.pem"));
+    let pem = std::fs::read_to_string(&chain).expect("chain kept");
+    assert!(pem.contains("BEGIN CERTIFICATE"));
 
     let pinned = setup("strong", &[], &[asa.pem()]);
     let out = exchange(&pinned, cfg, "asa.tg.test", b"GET /", 1000);
@@ -346,4 +386,13 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     assert!(out.error.is_some(), "blocked flow must fail");
     assert_eq!(counter(&out.summary, "policy_blocked"), 1);
     assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
+
+    // One event per flow end, in order, with the rule that decided.
+    let (_, events) = logs(&setup);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["not_decrypted", "decrypted", "blocked"], "{events:?}");
+    assert_eq!(events[0]["rule"], "Bypass-Bank");
+    assert_eq!(events[0]["sni"], "bank.tg.test");
+    assert_eq!(events[1]["rule"], "Decrypt-All");
+    assert_eq!(events[2]["dst_port"], 8443);
 }
