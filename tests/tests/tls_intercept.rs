@@ -216,8 +216,16 @@ fn exchange_on(
     }
     if !ok {
         // The client gives up and closes, as a real one does; the splice then ends.
+        // Its alert goes out first (rustls queued it when it failed).
+        let mut alert = Vec::new();
+        while cconn.wants_write() && cconn.write_tls(&mut alert).unwrap_or(0) > 0 {}
+        let _ = net.client.sock(cs).send_slice(&alert);
         net.client.sock(cs).close();
         net.run_until(Duration::from_secs(10), |n| {
+            // A real server closes once its peer has.
+            if n.server.sock(ss).state() == State::CloseWait {
+                n.server.sock(ss).close();
+            }
             matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
         });
     }
@@ -395,4 +403,26 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     assert_eq!(events[0]["sni"], "bank.tg.test");
     assert_eq!(events[1]["rule"], "Decrypt-All");
     assert_eq!(events[2]["dst_port"], 8443);
+}
+
+/// The first failure operators meet: a client without the decryption CA rejects the
+/// forged certificate. It is its own reason (client leg), not a server failure.
+#[test]
+fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
+    let pki = origin();
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let other_ca =
+        DecryptionCa::generate(&CaOptions::with_common_name("not the appliance"), UnixTime::now()).unwrap();
+    // The client trusts some other CA only.
+    let client_setup = Setup { dir: tempdir::Dir::new("client"), ca: other_ca, config: setup.config.clone() };
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let out = exchange(&client_setup, server_config(chain, &pki.leaf.key, false), pki::SERVER, b"GET /", 10);
+    let err = out.error.expect("the client must refuse");
+    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    assert_eq!(counter(&out.summary, "tls_aborted"), 1);
+    let (log, events) = logs(&setup);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "abort");
+    assert_eq!(events[0]["leg"], "client", "{}", events[0]);
+    assert!(log.contains("while connecting to client"), "{log}");
 }
