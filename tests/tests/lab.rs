@@ -410,3 +410,103 @@ fn https_through_tls_interception() {
     assert_clean_stop(dp);
     lab.teardown();
 }
+
+/// SEED problem 2 with real programs: nginx with a self-signed certificate like the
+/// seed's (no SAN, `/unstructuredName=ciscoasa`). curl fails, `tls_proxy.log` has
+/// the seed's lines, the chain is kept by its SHA-256; pinning that file fixes it.
+#[test]
+fn self_signed_server_then_pinned_from_the_kept_chain() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt7", "198.18.17");
+    let files = TempDir::new("asa");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    std::fs::write(www.join("index.html"), "asa\n").expect("index");
+    let asa = pki::ciscoasa();
+    let write = |name: &str, text: &str| {
+        let p = files.join(name);
+        std::fs::write(&p, text).expect("writing PEM");
+        p
+    };
+    let cert = write("asa.pem", &asa.pem());
+    let key = write("asa.key", &asa.key_pem());
+    let ca = tlsgate_certstore::DecryptionCa::generate(
+        &tlsgate_certstore::CaOptions::default(),
+        tlsgate_certstore::pki_types::UnixTime::now(),
+    )
+    .expect("decryption CA");
+    let ca_cert = write("decryption-ca.pem", &ca.cert_pem());
+    let ca_key = write("decryption-ca.key", &ca.key_pkcs8_pem());
+    let events = files.join("events");
+    let config = |pinned: &str| {
+        format!(
+            "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\nsystem_bundle = false\n\
+             profile = \"strong\"\npinned = [{pinned}]\n[events]\ndir = {:?}\n",
+            ca_cert.display().to_string(),
+            ca_key.display().to_string(),
+            events.display().to_string()
+        )
+    };
+    let nginx =
+        Nginx::start_with(&lab, &www, Some(&tlsgate_tests::NginxTls { cert, key, extra: String::new() }));
+    let resolve = format!("asa.tg.test:443:{}", lab.server_addr());
+    let ca_s = ca_cert.display().to_string();
+    let curl = |lab: &Lab| {
+        netns_run(
+            &lab.client_ns(),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                &ca_s,
+                "--resolve",
+                &resolve,
+                "https://asa.tg.test/",
+            ],
+            Duration::from_secs(15),
+        )
+    };
+
+    let dp = Dataplane::start(&lab, &config(""));
+    let first = curl(&lab);
+    assert!(!first.status.success(), "curl must fail against an untrusted server: {first:?}");
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "tls_aborted") == 1);
+    assert_eq!(intercept(&s, "tls_aborted"), 1, "{}", brief(&s));
+    assert_clean_stop(dp);
+    let log = std::fs::read_to_string(events.join("tls_proxy.log")).expect("tls_proxy.log");
+    for line in [
+        "Certificate verification failure: self signed certificate (code 18, depth 0)",
+        "Subject: /unstructuredName=ciscoasa",
+        "Issuer: /unstructuredName=ciscoasa",
+        "ERROR TLS_Proxy - TLS problem (",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in tls_proxy.log:\n{log}");
+    }
+    let event: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(events.join("events.jsonl"))
+            .expect("events")
+            .lines()
+            .last()
+            .expect("an event"),
+    )
+    .expect("JSON");
+    let sha = event["chain_sha256"].as_str().expect("chain kept").to_string();
+    let kept = events.join("chains").join(format!("{sha}.pem"));
+    assert!(kept.exists(), "{kept:?}");
+
+    // The fix: trust exactly that certificate.
+    let dp = Dataplane::start(&lab, &config(&format!("{:?}", kept.display().to_string())));
+    let second = curl(&lab);
+    assert!(second.status.success(), "curl after pinning: {second:?}\nnginx:\n{}", nginx.error_log());
+    assert_eq!(second.stdout, "asa\n");
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    assert_eq!(intercept(&s, "tls_decrypted"), 1, "{}", brief(&s));
+    drop(nginx);
+    assert_clean_stop(dp);
+    lab.teardown();
+}
