@@ -84,8 +84,10 @@ pub mod idx {
     pub const TLS_NOT_DECRYPTED: usize = 38;
     /// TLS flows blocked after the ClientHello (SNI rule, or undecryptable = block).
     pub const TLS_BLOCKED: usize = 39;
+    /// TLS flows passed undecrypted because their server's leg failed before.
+    pub const TLS_PASSED_REMEMBERED: usize = 40;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 40;
+    pub const MALFORMED_BASE: usize = 41;
 }
 
 /// Number of counters.
@@ -171,6 +173,7 @@ impl Published {
                 ("tls_aborted", idx::TLS_ABORTED),
                 ("tls_passed", idx::TLS_PASSED),
                 ("tls_not_decrypted", idx::TLS_NOT_DECRYPTED),
+                ("tls_passed_remembered", idx::TLS_PASSED_REMEMBERED),
                 ("tls_blocked", idx::TLS_BLOCKED),
                 ("policy_blocked", idx::POLICY_BLOCKED),
                 ("policy_decrypt_without_tls", idx::POLICY_NO_TLS),

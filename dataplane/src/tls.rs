@@ -94,6 +94,47 @@ pub struct TlsShared {
     client: Arc<ClientConfig>,
     ports: Vec<u64>,
     cache: usize,
+    /// Server-leg failures remembered for the undecryptable `pass` action, shared
+    /// by the workers (consulted once per ClientHello, never on the fast path).
+    pub remembered: Remembered,
+}
+
+/// Servers whose leg failed: (address, port, SNI) → (until, reason). Later
+/// connections to them are passed through undecrypted until the entry expires.
+#[derive(Default)]
+pub struct Remembered {
+    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (std::time::Instant, String)>>,
+}
+
+/// A server as remembered: address, port, SNI.
+pub type ServerKey = (std::net::IpAddr, u16, Option<String>);
+
+impl Remembered {
+    const MAX: usize = 65_536;
+
+    /// Remembers a failure for `ttl`.
+    pub fn insert(
+        &self,
+        key: (std::net::IpAddr, u16, Option<String>),
+        ttl: std::time::Duration,
+        reason: String,
+    ) {
+        if let Ok(mut m) = self.map.lock() {
+            let now = std::time::Instant::now();
+            if m.len() >= Self::MAX {
+                m.retain(|_, (until, _)| *until > now);
+            }
+            if m.len() < Self::MAX {
+                m.insert(key, (now + ttl, reason));
+            }
+        }
+    }
+
+    /// The reason, when this server is remembered and the entry has not expired.
+    pub fn get(&self, key: &ServerKey) -> Option<String> {
+        let m = self.map.lock().ok()?;
+        m.get(key).filter(|(until, _)| *until > std::time::Instant::now()).map(|(_, r)| r.clone())
+    }
 }
 
 fn now() -> UnixTime {
@@ -129,7 +170,15 @@ impl TlsShared {
         for &p in &cfg.ports {
             ports[usize::from(p) / 64] |= 1 << (p % 64);
         }
-        Ok(Arc::new(TlsShared { ca: Arc::new(ca), verifier, profile, client, ports, cache: cfg.forge_cache }))
+        Ok(Arc::new(TlsShared {
+            ca: Arc::new(ca),
+            verifier,
+            profile,
+            client,
+            ports,
+            cache: cfg.forge_cache,
+            remembered: Remembered::default(),
+        }))
     }
 
     /// Whether flows to `port` are decrypted.
@@ -194,6 +243,9 @@ pub enum TlsEnd {
         /// The rule (None: the default action).
         rule: Option<String>,
     },
+    /// The server's leg failed before (within `undecryptable_memory_s`): passed
+    /// through undecrypted, with the remembered reason.
+    Remembered(String),
     /// Reset after the ClientHello: a block rule, or undecryptable traffic with the
     /// `block` action.
     Blocked {
@@ -432,6 +484,11 @@ fn step(
                     let ch = accepted.client_hello();
                     let sni = ch.server_name().map(str::to_string);
                     info.sni = sni.clone();
+                    let key = (addrs.server, addrs.port, sni.clone());
+                    if let Some(reason) = w.shared.remembered.get(&key) {
+                        let why = TlsEnd::Remembered(reason);
+                        return (TlsState::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
+                    }
                     if let Some(policy) = &w.policy {
                         let v =
                             policy.decide_with_sni(addrs.client, addrs.server, addrs.port, sni.as_deref());
@@ -508,6 +565,19 @@ fn step(
                     rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
                     _ => None,
                 };
+                // With the undecryptable action `pass` (the default), later
+                // connections to this server are passed through for a while.
+                let (pass, ttl) = match &w.policy {
+                    Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
+                    None => (true, std::time::Duration::from_secs(3600)),
+                };
+                if pass {
+                    let name = match &requested {
+                        ServerName::DnsName(d) => Some(d.as_ref().to_string()),
+                        _ => None,
+                    };
+                    w.shared.remembered.insert((addrs.server, addrs.port, name), ttl, e.to_string());
+                }
                 return (
                     TlsState::Failed,
                     Some(TlsAction::Abort {

@@ -562,6 +562,7 @@ impl<Q: Queues> Worker<Q> {
             self.emit_event(&s);
             match s.tls_end {
                 Some(TlsEnd::Undecryptable(_)) => self.c[idx::TLS_PASSED] += 1,
+                Some(TlsEnd::Remembered(_)) => self.c[idx::TLS_PASSED_REMEMBERED] += 1,
                 Some(TlsEnd::NotDecrypted { .. }) => self.c[idx::TLS_NOT_DECRYPTED] += 1,
                 Some(TlsEnd::Blocked { .. }) => self.c[idx::TLS_BLOCKED] += 1,
                 _ => {}
@@ -574,7 +575,7 @@ impl<Q: Queues> Worker<Q> {
         let Some(ev) = self.events.as_mut() else { return };
         let kind = match (&s.tls_end, s.end) {
             (Some(TlsEnd::ServerFailed { .. } | TlsEnd::ClientFailed(_)), _) => EventKind::Abort,
-            (Some(TlsEnd::Undecryptable(_)), _) => EventKind::Passed,
+            (Some(TlsEnd::Undecryptable(_) | TlsEnd::Remembered(_)), _) => EventKind::Passed,
             (Some(TlsEnd::NotDecrypted { .. }), _) => EventKind::NotDecrypted,
             (Some(TlsEnd::Blocked { .. }), _) => EventKind::Blocked,
             (_, Some(End::Timeout)) => EventKind::Timeout,
@@ -625,6 +626,10 @@ impl<Q: Queues> Worker<Q> {
             Some(TlsEnd::Undecryptable(e)) => {
                 r.phase = 2;
                 set_text(&mut r.error_detail, e);
+            }
+            Some(TlsEnd::Remembered(e)) => {
+                r.phase = 2;
+                set_text(&mut r.error_detail, &format!("server leg failed before, passed undecrypted: {e}"));
             }
             Some(TlsEnd::Blocked { reason }) => {
                 r.phase = 2;

@@ -149,10 +149,31 @@ fn exchange_on(
     response_len: usize,
 ) -> Outcome {
     let mut net = Net::new(setup.config.clone(), 1);
+    let (response, error, peer, alpn) =
+        connect(&mut net, setup, server, sni, port, 40443, root, request, response_len);
+    let summary = net.stop();
+    Outcome { response, error, peer, alpn, summary }
+}
+
+type Seen = (Option<Vec<u8>>, Option<String>, Option<CertificateDer<'static>>, Option<Vec<u8>>);
+
+/// One client connection from `client_port` through a running `net`.
+#[allow(clippy::too_many_arguments)]
+fn connect(
+    net: &mut Net,
+    setup: &Setup,
+    server: Arc<ServerConfig>,
+    sni: &str,
+    port: u16,
+    client_port: u16,
+    root: Option<&CertificateDer<'static>>,
+    request: &[u8],
+    response_len: usize,
+) -> Seen {
     let ss = net.server.tcp(256 * 1024);
     net.server.sock(ss).listen(port).unwrap();
     let cs = net.client.tcp(256 * 1024);
-    net.client.connect(cs, 40443, port);
+    net.client.connect(cs, client_port, port);
     let mut sconn = ServerConnection::new(server).unwrap();
     let mut cconn =
         ClientConnection::new(client_config(&setup.ca, root), ServerName::try_from(sni.to_string()).unwrap())
@@ -229,8 +250,7 @@ fn exchange_on(
             matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
         });
     }
-    let summary = net.stop();
-    Outcome { response: ok.then_some(got_resp), error, peer, alpn, summary }
+    (ok.then_some(got_resp), error, peer, alpn)
 }
 
 /// The dataplane's `tls_proxy.log` and events so far.
@@ -425,4 +445,31 @@ fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
     assert_eq!(events[0]["kind"], "abort");
     assert_eq!(events[0]["leg"], "client", "{}", events[0]);
     assert!(log.contains("while connecting to client"), "{log}");
+}
+
+/// After a server-leg failure, with the undecryptable action `pass`, later
+/// connections to that server (address, port, SNI) are passed through undecrypted:
+/// the client meets the server's own certificate, and the event says why.
+#[test]
+fn a_failed_server_is_remembered_and_passed_undecrypted() {
+    let asa = pki::ciscoasa();
+    let cfg = server_config(vec![asa.der()], &asa.key, false);
+    let setup = setup("strong", &[], &[]);
+    let mut net = Net::new(setup.config.clone(), 1);
+    let (_, first, _, _) =
+        connect(&mut net, &setup, cfg.clone(), "asa.tg.test", 443, 41001, None, b"GET /", 10);
+    let first = first.expect("first connection aborts");
+    assert!(first.contains("HandshakeFailure"), "our alert: {first}");
+    let (_, second, _, _) = connect(&mut net, &setup, cfg, "asa.tg.test", 443, 41002, None, b"GET /", 10);
+    // The client trusts the decryption CA, so a forged certificate would have been
+    // accepted: failing on the certificate means it met the server's own one.
+    let second = second.expect("the client does not trust the self-signed server");
+    assert!(second.contains("invalid peer certificate"), "passed through: {second}");
+    let summary = net.stop();
+    assert_eq!(counter(&summary, "tls_aborted"), 1);
+    assert_eq!(counter(&summary, "tls_passed_remembered"), 1);
+    let (_, events) = logs(&setup);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["abort", "passed"], "{events:?}");
+    assert!(events[1]["error_detail"].as_str().unwrap().contains("failed before"), "{}", events[1]);
 }
