@@ -25,6 +25,11 @@ use tlsgate_dataplane::run::{run, RunOptions, Summary};
 use tlsgate_drivers::memory::{MemoryBackend, Spread, Wire};
 use tlsgate_drivers::{INSIDE, OUTSIDE};
 
+use smoltcp::socket::tcp::State;
+use std::io::{Read, Write};
+use tlsgate_certstore::pki_types::{CertificateDer, ServerName};
+use tlsgate_certstore::rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+
 /// Client address.
 pub const CLIENT: [u8; 4] = [198, 18, 0, 1];
 /// Server address.
@@ -257,3 +262,132 @@ pub fn tcp_seq(frame: &[u8]) -> Option<(u32, u8)> {
 /// Moves TLS records between a host's socket and a rustls connection (both ways)
 /// and processes them: the dataplane's own pump.
 pub use tlsgate_dataplane::tls::pump_conn as tls_pump;
+
+/// CPU time (user + system, seconds) used so far by this process's thread named
+/// `name` (Linux `/proc`), e.g. `tg-dataplane`: the worker's own cost, apart from the
+/// simulated hosts.
+pub fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = entry.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        return Some((utime + stime) / tick);
+    }
+    None
+}
+
+/// Resident memory of this process, bytes.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// What a client saw: the response (when complete), its error, the certificate
+/// it was shown, the ALPN agreed.
+pub type Seen = (Option<Vec<u8>>, Option<String>, Option<CertificateDer<'static>>, Option<Vec<u8>>);
+
+/// One TLS client connection from `client_port` to the server's `port` through a
+/// running `net`: the client sends `request`, the server answers `response_len`
+/// bytes, both close.
+#[allow(clippy::too_many_arguments)]
+pub fn tls_exchange(
+    net: &mut Net,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    sni: &str,
+    port: u16,
+    client_port: u16,
+    request: &[u8],
+    response_len: usize,
+) -> Seen {
+    let ss = net.server.tcp(256 * 1024);
+    net.server.sock(ss).listen(port).unwrap();
+    let cs = net.client.tcp(256 * 1024);
+    net.client.connect(cs, client_port, port);
+    let mut sconn = ServerConnection::new(server).unwrap();
+    let mut cconn = ClientConnection::new(client, ServerName::try_from(sni.to_string()).unwrap()).unwrap();
+    let response = pattern(response_len, 77);
+    let (mut got_req, mut got_resp) = (Vec::new(), Vec::new());
+    let (mut req_sent, mut resp_sent) = (0usize, 0usize);
+    let mut error = None;
+    net.run_until(Duration::from_secs(60), |n| {
+        if let Err(e) = tls_pump(n.client.sock(cs), &mut cconn) {
+            error = Some(e.to_string());
+            return true;
+        }
+        if !cconn.is_handshaking() && req_sent < request.len() {
+            req_sent += cconn.writer().write(&request[req_sent..]).unwrap_or(0);
+        }
+        let mut buf = [0u8; 16384];
+        while let Ok(k) = cconn.reader().read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got_resp.extend_from_slice(&buf[..k]);
+        }
+        if tls_pump(n.server.sock(ss), &mut sconn).is_err() {
+            // The server side's view of a failure (e.g. no shared suite) is checked
+            // through the client and the counters.
+        }
+        while let Ok(k) = sconn.reader().read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got_req.extend_from_slice(&buf[..k]);
+        }
+        if got_req.len() >= request.len() && resp_sent < response.len() {
+            resp_sent += sconn.writer().write(&response[resp_sent..]).unwrap_or(0);
+        }
+        let closed = matches!(
+            n.client.sock(cs).state(),
+            State::Closed | State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        );
+        if closed && error.is_none() && got_resp.len() < response.len() {
+            error = Some("connection closed".into());
+            return true;
+        }
+        got_resp.len() >= response.len()
+    });
+    let ok = error.is_none() && got_req == request && got_resp == response;
+    let peer = cconn.peer_certificates().and_then(|c| c.first().cloned());
+    let alpn = cconn.alpn_protocol().map(<[u8]>::to_vec);
+    if ok {
+        cconn.send_close_notify();
+        sconn.send_close_notify();
+        let _ = tls_pump(net.client.sock(cs), &mut cconn);
+        net.client.sock(cs).close();
+        net.server.sock(ss).close();
+        net.run_until(Duration::from_secs(10), |n| {
+            let _ = tls_pump(n.server.sock(ss), &mut sconn);
+            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
+                && matches!(n.server.sock(ss).state(), State::Closed | State::TimeWait)
+        });
+    }
+    if !ok {
+        // The client gives up and closes, as a real one does; the splice then ends.
+        // Its alert goes out first (rustls queued it when it failed).
+        let mut alert = Vec::new();
+        while cconn.wants_write() && cconn.write_tls(&mut alert).unwrap_or(0) > 0 {}
+        let _ = net.client.sock(cs).send_slice(&alert);
+        net.client.sock(cs).close();
+        net.run_until(Duration::from_secs(10), |n| {
+            // A real server closes once its peer has.
+            if n.server.sock(ss).state() == State::CloseWait {
+                n.server.sock(ss).close();
+            }
+            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
+        });
+    }
+    (ok.then_some(got_resp), error, peer, alpn)
+}

@@ -2,19 +2,14 @@
 //! smoltcp hosts talk through real dataplane workers (`tlsgate_tests::netsim`), the
 //! dataplane terminating TLS on both legs with a certificate forged by its CA.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
-use smoltcp::socket::tcp::State;
-use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
-use tlsgate_certstore::rustls::{
-    self, ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
-};
+use tlsgate_certstore::pki_types::{CertificateDer, UnixTime};
+use tlsgate_certstore::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tlsgate_certstore::{summarize, CaOptions, DecryptionCa};
 use tlsgate_dataplane::config::Config;
 use tlsgate_dataplane::run::Summary;
-use tlsgate_tests::netsim::{pattern, tls_pump, Net};
+use tlsgate_tests::netsim::{pattern, tls_exchange, Net, Seen};
 
 #[allow(dead_code)]
 #[path = "../../certstore/tests/support/pki.rs"]
@@ -155,9 +150,7 @@ fn exchange_on(
     Outcome { response, error, peer, alpn, summary }
 }
 
-type Seen = (Option<Vec<u8>>, Option<String>, Option<CertificateDer<'static>>, Option<Vec<u8>>);
-
-/// One client connection from `client_port` through a running `net`.
+/// One client connection through a running `net` (the netsim's TLS exchange).
 #[allow(clippy::too_many_arguments)]
 fn connect(
     net: &mut Net,
@@ -170,87 +163,8 @@ fn connect(
     request: &[u8],
     response_len: usize,
 ) -> Seen {
-    let ss = net.server.tcp(256 * 1024);
-    net.server.sock(ss).listen(port).unwrap();
-    let cs = net.client.tcp(256 * 1024);
-    net.client.connect(cs, client_port, port);
-    let mut sconn = ServerConnection::new(server).unwrap();
-    let mut cconn =
-        ClientConnection::new(client_config(&setup.ca, root), ServerName::try_from(sni.to_string()).unwrap())
-            .unwrap();
-    let response = pattern(response_len, 77);
-    let (mut got_req, mut got_resp) = (Vec::new(), Vec::new());
-    let (mut req_sent, mut resp_sent) = (0usize, 0usize);
-    let mut error = None;
-    net.run_until(Duration::from_secs(60), |n| {
-        if let Err(e) = tls_pump(n.client.sock(cs), &mut cconn) {
-            error = Some(e.to_string());
-            return true;
-        }
-        if !cconn.is_handshaking() && req_sent < request.len() {
-            req_sent += cconn.writer().write(&request[req_sent..]).unwrap_or(0);
-        }
-        let mut buf = [0u8; 16384];
-        while let Ok(k) = cconn.reader().read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            got_resp.extend_from_slice(&buf[..k]);
-        }
-        if tls_pump(n.server.sock(ss), &mut sconn).is_err() {
-            // The server side's view of a failure (e.g. no shared suite) is checked
-            // through the client and the counters.
-        }
-        while let Ok(k) = sconn.reader().read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            got_req.extend_from_slice(&buf[..k]);
-        }
-        if got_req.len() >= request.len() && resp_sent < response.len() {
-            resp_sent += sconn.writer().write(&response[resp_sent..]).unwrap_or(0);
-        }
-        let closed = matches!(
-            n.client.sock(cs).state(),
-            State::Closed | State::CloseWait | State::LastAck | State::Closing | State::TimeWait
-        );
-        if closed && error.is_none() && got_resp.len() < response.len() {
-            error = Some("connection closed".into());
-            return true;
-        }
-        got_resp.len() >= response.len()
-    });
-    let ok = error.is_none() && got_req == request && got_resp == response;
-    let peer = cconn.peer_certificates().and_then(|c| c.first().cloned());
-    let alpn = cconn.alpn_protocol().map(<[u8]>::to_vec);
-    if ok {
-        cconn.send_close_notify();
-        sconn.send_close_notify();
-        let _ = tls_pump(net.client.sock(cs), &mut cconn);
-        net.client.sock(cs).close();
-        net.server.sock(ss).close();
-        net.run_until(Duration::from_secs(10), |n| {
-            let _ = tls_pump(n.server.sock(ss), &mut sconn);
-            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
-                && matches!(n.server.sock(ss).state(), State::Closed | State::TimeWait)
-        });
-    }
-    if !ok {
-        // The client gives up and closes, as a real one does; the splice then ends.
-        // Its alert goes out first (rustls queued it when it failed).
-        let mut alert = Vec::new();
-        while cconn.wants_write() && cconn.write_tls(&mut alert).unwrap_or(0) > 0 {}
-        let _ = net.client.sock(cs).send_slice(&alert);
-        net.client.sock(cs).close();
-        net.run_until(Duration::from_secs(10), |n| {
-            // A real server closes once its peer has.
-            if n.server.sock(ss).state() == State::CloseWait {
-                n.server.sock(ss).close();
-            }
-            matches!(n.client.sock(cs).state(), State::Closed | State::TimeWait)
-        });
-    }
-    (ok.then_some(got_resp), error, peer, alpn)
+    let client = client_config(&setup.ca, root);
+    tls_exchange(net, server, client, sni, port, client_port, request, response_len)
 }
 
 /// The dataplane's `tls_proxy.log` and events so far.
