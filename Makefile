@@ -4,7 +4,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
-        bench bench-fastpath clean
+        bench bench-fastpath bench-intercept clean
 
 all: build
 
@@ -57,7 +57,7 @@ unit-tests: build
 script-tests:
 	scripts/tests/test-setup-interfaces.sh
 
-bench: bench-fastpath
+bench: bench-fastpath bench-intercept
 
 ## Forwarding rate: dataplane vs dpdk-testpmd macswap on the same pcap (one core each).
 bench-fastpath: deps
@@ -66,3 +66,7 @@ bench-fastpath: deps
 
 clean:
 	$(CARGO) clean
+
+## Intercept path: worker CPU per intercepted TLS connection vs the crypto ceiling, goodput, memory.
+bench-intercept: deps
+	$(CARGO) bench -p tlsgate-tests --bench intercept

@@ -160,8 +160,11 @@ impl Net {
         let (backend, wire) = MemoryBackend::new(workers, 8192, Spread::First);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let handle =
-            std::thread::spawn(move || run(backend, &cfg, s, &RunOptions::default()).expect("dataplane"));
+        // Worker 0 runs on this thread; benchmarks find it by name for its CPU time.
+        let handle = std::thread::Builder::new()
+            .name("tg-dataplane".into())
+            .spawn(move || run(backend, &cfg, s, &RunOptions::default()).expect("dataplane"))
+            .expect("spawning the dataplane thread");
         let now = Instant::now();
         Net {
             client: Host::new([2, 0, 0, 0, 0, 1], CLIENT, 0x1111, now),
@@ -311,6 +314,36 @@ pub fn tls_exchange(
     request: &[u8],
     response_len: usize,
 ) -> Seen {
+    exchange(net, server, client, sni, port, client_port, request, response_len, true)
+}
+
+/// As [`tls_exchange`], leaving the connection open and idle afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn tls_exchange_open(
+    net: &mut Net,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    sni: &str,
+    port: u16,
+    client_port: u16,
+    request: &[u8],
+    response_len: usize,
+) -> Seen {
+    exchange(net, server, client, sni, port, client_port, request, response_len, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    net: &mut Net,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    sni: &str,
+    port: u16,
+    client_port: u16,
+    request: &[u8],
+    response_len: usize,
+    close: bool,
+) -> Seen {
     let ss = net.server.tcp(256 * 1024);
     net.server.sock(ss).listen(port).unwrap();
     let cs = net.client.tcp(256 * 1024);
@@ -362,7 +395,7 @@ pub fn tls_exchange(
     let ok = error.is_none() && got_req == request && got_resp == response;
     let peer = cconn.peer_certificates().and_then(|c| c.first().cloned());
     let alpn = cconn.alpn_protocol().map(<[u8]>::to_vec);
-    if ok {
+    if ok && close {
         cconn.send_close_notify();
         sconn.send_close_notify();
         let _ = tls_pump(net.client.sock(cs), &mut cconn);
