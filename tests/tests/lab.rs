@@ -309,6 +309,25 @@ fn two_workers_software_steering() {
 #[path = "../../certstore/tests/support/pki.rs"]
 mod pki;
 
+fn write_file(files: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = files.join(name);
+    std::fs::write(&p, text).expect("writing a test file");
+    p
+}
+
+/// A fresh decryption CA in `files`: (certificate, key) paths.
+fn decryption_ca(files: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca = tlsgate_certstore::DecryptionCa::generate(
+        &tlsgate_certstore::CaOptions::default(),
+        tlsgate_certstore::pki_types::UnixTime::now(),
+    )
+    .expect("decryption CA");
+    (
+        write_file(files, "decryption-ca.pem", &ca.cert_pem()),
+        write_file(files, "decryption-ca.key", &ca.key_pkcs8_pem()),
+    )
+}
+
 /// TLS interception with real programs: nginx serves HTTPS for `server.tg.test`
 /// with a certificate from a test CA the appliance trusts; curl in the client
 /// namespace trusts only the appliance's decryption CA and still gets the file;
@@ -328,21 +347,11 @@ fn https_through_tls_interception() {
 
     // The origin's PKI (root -> intermediate -> server.tg.test) and the appliance's CA.
     let origin = pki::Pki::generate();
-    let write = |name: &str, text: &str| {
-        let p = files.join(name);
-        std::fs::write(&p, text).expect("writing PEM");
-        p
-    };
+    let write = |name: &str, text: &str| write_file(&files, name, text);
     let chain = write("server-chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
     let key = write("server.key", &origin.leaf.key_pem());
     let root = write("origin-root.pem", &origin.root.pem());
-    let ca = tlsgate_certstore::DecryptionCa::generate(
-        &tlsgate_certstore::CaOptions::default(),
-        tlsgate_certstore::pki_types::UnixTime::now(),
-    )
-    .expect("decryption CA");
-    let ca_cert = write("decryption-ca.pem", &ca.cert_pem());
-    let ca_key = write("decryption-ca.key", &ca.key_pkcs8_pem());
+    let (ca_cert, ca_key) = decryption_ca(&files);
 
     let extra = format!(
         "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
@@ -426,20 +435,10 @@ fn self_signed_server_then_pinned_from_the_kept_chain() {
     std::fs::create_dir(&www).expect("mkdir www");
     std::fs::write(www.join("index.html"), "asa\n").expect("index");
     let asa = pki::ciscoasa();
-    let write = |name: &str, text: &str| {
-        let p = files.join(name);
-        std::fs::write(&p, text).expect("writing PEM");
-        p
-    };
+    let write = |name: &str, text: &str| write_file(&files, name, text);
     let cert = write("asa.pem", &asa.pem());
     let key = write("asa.key", &asa.key_pem());
-    let ca = tlsgate_certstore::DecryptionCa::generate(
-        &tlsgate_certstore::CaOptions::default(),
-        tlsgate_certstore::pki_types::UnixTime::now(),
-    )
-    .expect("decryption CA");
-    let ca_cert = write("decryption-ca.pem", &ca.cert_pem());
-    let ca_key = write("decryption-ca.key", &ca.key_pkcs8_pem());
+    let (ca_cert, ca_key) = decryption_ca(&files);
     let events = files.join("events");
     let config = |pinned: &str| {
         format!(
