@@ -4,7 +4,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
-        bench bench-fastpath bench-intercept clean
+        bench bench-fastpath bench-intercept fuzz clean
 
 all: build
 
@@ -44,7 +44,7 @@ lab-down:
 	@scripts/lab.sh down
 
 ## Everything CI checks: formatting, lints, unit + in-process + lab tests (root), script tests.
-test: deps lint build unit-tests script-tests
+test: deps lint build unit-tests script-tests fuzz
 	@echo "make test: all checks passed"
 
 lint:
@@ -70,3 +70,14 @@ clean:
 ## Intercept path: worker CPU per intercepted TLS connection vs the crypto ceiling, goodput, memory.
 bench-intercept: deps
 	$(CARGO) bench -p tlsgate-tests --bench intercept
+
+## Fuzz targets (fuzz/, cargo-fuzz): frame parser, ClientHello reader, policy loader,
+## FUZZ_SECONDS each. cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the
+## machine's stable toolchain accept them.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := frame_parser client_hello policy_loader
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	set -o pipefail; cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -3 || exit 1; \
+	done
