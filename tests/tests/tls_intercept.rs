@@ -387,3 +387,22 @@ fn a_failed_server_is_remembered_and_passed_undecrypted() {
     assert_eq!(kinds, ["abort", "passed"], "{events:?}");
     assert!(events[1]["error_detail"].as_str().unwrap().contains("failed before"), "{}", events[1]);
 }
+
+/// A client without SNI (connecting by address): the server is verified against its
+/// destination IP, and the forged certificate names that IP.
+#[test]
+fn without_sni_the_server_is_named_by_its_address() {
+    let pki = origin();
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    // rcgen makes an IP SAN of a name that parses as an address.
+    let by_ip = pki::issue(pki::leaf_params("198.18.0.2", pki::VALID_FROM, pki::VALID_TO), &pki.intermediate);
+    let cfg = server_config(vec![by_ip.der(), pki.intermediate.der()], &by_ip.key, false);
+    let out = exchange(&setup, cfg, "198.18.0.2", b"GET /", 2000);
+    assert!(out.error.is_none(), "client error: {:?}", out.error);
+    let peer = summarize(out.peer.as_ref().unwrap()).unwrap();
+    assert_eq!(peer.issuer, setup.ca.summary().subject);
+    assert!(peer.ip_addresses.iter().any(|a| a.to_string() == "198.18.0.2"), "{:?}", peer.ip_addresses);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+    let (_, events) = logs(&setup);
+    assert_eq!(events[0]["sni"], "", "no SNI was sent");
+}
