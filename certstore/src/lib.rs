@@ -40,7 +40,9 @@
 //! - Decryption CA and forging: [`DecryptionCa`], [`CaOptions`], [`LeafKey`],
 //!   [`forge_leaf`], [`ForgeCache`], [`ForgeCacheStats`].
 //! - TLS configuration: [`CipherProfile`], [`crypto_provider`], [`client_config`],
-//!   [`server_config`], [`SingleCertResolver`], [`CertifiedKey`].
+//!   [`client_config_noting_requests`] (with [`CertRequests`] and origin session
+//!   resumption), [`server_config`], [`SingleCertResolver`], [`CertifiedKey`];
+//!   the verifier's accepted-chain cache ([`VerifiedCacheStats`]).
 //! - Errors: [`Error`], [`Result`], [`PKCS8_HINT`].
 
 #![forbid(unsafe_code)]
@@ -65,8 +67,9 @@ pub use forge::{
 };
 pub use profile::CipherProfile;
 pub use tls::{
-    client_config, crypto_provider, server_config, CertifiedKey, ClientConfig, ResolvesServerCert,
-    ServerConfig, ServerVerifier, SingleCertResolver,
+    client_config, client_config_noting_requests, crypto_provider, server_config, CertRequests, CertifiedKey,
+    ClientConfig, ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver, VerifiedCacheStats,
+    RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
 };
 pub use trust::{
     ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,

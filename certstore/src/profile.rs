@@ -19,7 +19,7 @@ pub enum CipherProfile {
     /// TLS 1.2 only: ECDHE-ECDSA-AES128-GCM-SHA256 and ECDHE-RSA-AES128-GCM-SHA256.
     #[default]
     Base,
-    /// Every suite rustls (ring) offers, TLS 1.3 and TLS 1.2.
+    /// Every suite rustls (ring) offers, TLS 1.3 and TLS 1.2, AES-128-GCM preferred.
     Strong,
 }
 

@@ -48,7 +48,22 @@ pub(crate) fn suites(profile: CipherProfile) -> Vec<SupportedCipherSuite> {
             ring_provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             ring_provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         ],
-        CipherProfile::Strong => ring_provider::ALL_CIPHER_SUITES.to_vec(),
+        // Every suite rustls offers, AES-128-GCM first (the fastest with AES-NI and
+        // SHA-256 hashing, which these CPUs accelerate; SHA-384 is done in software).
+        CipherProfile::Strong => {
+            use ring_provider::cipher_suite::*;
+            vec![
+                TLS13_AES_128_GCM_SHA256,
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
+        }
     }
 }
 
@@ -68,10 +83,94 @@ pub fn crypto_provider(profile: CipherProfile) -> Arc<CryptoProvider> {
 
 /// rustls' `ServerCertVerifier` over the trust store snapshot. See the module
 /// documentation for how a worker reads the failure of a refused chain.
+///
+/// Chains it accepted are remembered ([`VerifiedCache`]): the same chain presented
+/// again for the same name, before any of its certificates expires, is accepted
+/// without building and checking the path again (two signature verifications and
+/// the parsing saved per handshake). The cache belongs to the verifier, hence to
+/// one trust snapshot: a new snapshot starts empty. Refusals are never cached.
 pub struct ServerVerifier {
     trust: Arc<TrustSnapshot>,
     failures: Mutex<HashMap<ThreadId, Box<VerifyFailure>>>,
     algorithms: WebPkiSupportedAlgorithms,
+    verified: Mutex<VerifiedCache>,
+    enforce: bool,
+}
+
+thread_local! {
+    /// The last verification on this thread was a cache hit.
+    static LAST_CACHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long an accepted chain is taken on trust without checking it again, at most.
+pub const VERIFIED_CACHE_TTL_SECS: u64 = 3600;
+/// Accepted chains remembered per verifier.
+pub const VERIFIED_CACHE_ENTRIES: usize = 4096;
+
+/// Accepted (chain, name) pairs: SHA-256 of both → until when (unix seconds).
+#[derive(Default)]
+struct VerifiedCache {
+    until: HashMap<[u8; 32], u64>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    hits: u64,
+    misses: u64,
+}
+
+impl VerifiedCache {
+    fn get(&mut self, key: &[u8; 32], now: u64) -> bool {
+        let hit = self.until.get(key).is_some_and(|&until| now < until);
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        hit
+    }
+
+    fn put(&mut self, key: [u8; 32], until: u64) {
+        if self.until.insert(key, until).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > VERIFIED_CACHE_ENTRIES {
+            if let Some(old) = self.order.pop_front() {
+                self.until.remove(&old);
+            }
+        }
+    }
+}
+
+/// The cache key of a chain presented for a name.
+fn verified_key(end_entity: &[u8], intermediates: &[CertificateDer<'_>], name: &ServerName<'_>) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.update(crate::verify::server_name_text(name).as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The earliest notAfter of the presented certificates (unix seconds).
+fn earliest_not_after(end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Option<u64> {
+    std::iter::once(end_entity)
+        .chain(intermediates.iter().map(|c| c.as_ref()))
+        .map(|der| crate::cert::parse_der(der).ok().map(|c| c.validity().not_after.timestamp().max(0) as u64))
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .min()
+}
+
+/// Hits and misses of a verifier's cache of accepted chains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedCacheStats {
+    /// Chains accepted from the cache.
+    pub hits: u64,
+    /// Chains verified in full.
+    pub misses: u64,
+    /// Entries held.
+    pub entries: usize,
 }
 
 impl std::fmt::Debug for ServerVerifier {
@@ -86,11 +185,37 @@ impl std::fmt::Debug for ServerVerifier {
 impl ServerVerifier {
     /// A verifier reading `trust`.
     pub fn new(trust: Arc<TrustSnapshot>) -> Arc<Self> {
+        Self::with_enforcement(trust, true)
+    }
+
+    /// A verifier that, with `enforce` false (the policy's `certificate_validation:
+    /// false`), accepts every chain but still records the failure it would have
+    /// reported, for [`ServerVerifier::take_failure`] and the event.
+    pub fn with_enforcement(trust: Arc<TrustSnapshot>, enforce: bool) -> Arc<Self> {
         Arc::new(ServerVerifier {
             trust,
             failures: Mutex::new(HashMap::new()),
             algorithms: ring_provider::default_provider().signature_verification_algorithms,
+            verified: Mutex::new(VerifiedCache::default()),
+            enforce,
         })
+    }
+
+    /// Whether refused chains fail the handshake (validation on).
+    pub fn enforces(&self) -> bool {
+        self.enforce
+    }
+
+    /// Whether the last verification on this thread, since the last call, was
+    /// answered from the cache of verified chains; clears the note.
+    pub fn take_cache_hit(&self) -> bool {
+        LAST_CACHED.with(|c| c.replace(false))
+    }
+
+    /// Hits and misses of the accepted-chain cache.
+    pub fn cache_stats(&self) -> VerifiedCacheStats {
+        let c = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        VerifiedCacheStats { hits: c.hits, misses: c.misses, entries: c.until.len() }
     }
 
     /// The trust store snapshot it reads.
@@ -145,15 +270,31 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let key = verified_key(end_entity.as_ref(), intermediates, server_name);
+        let now_s = now.as_secs();
+        let cached = self.verified.lock().unwrap_or_else(PoisonError::into_inner).get(&key, now_s);
+        LAST_CACHED.with(|c| c.set(cached));
+        if cached {
+            self.record(None);
+            return Ok(ServerCertVerified::assertion());
+        }
         match verify_server_chain(&self.trust, end_entity, intermediates, server_name, now) {
             Ok(Verified::Chain | Verified::Pinned { .. }) => {
                 self.record(None);
+                if let Some(not_after) = earliest_not_after(end_entity.as_ref(), intermediates) {
+                    let until = not_after.min(now_s.saturating_add(VERIFIED_CACHE_TTL_SECS));
+                    self.verified.lock().unwrap_or_else(PoisonError::into_inner).put(key, until);
+                }
                 Ok(ServerCertVerified::assertion())
             }
             Err(failure) => {
                 let err = rustls_error(&failure);
                 self.record(Some(failure));
-                Err(err)
+                if self.enforce {
+                    Err(err)
+                } else {
+                    Ok(ServerCertVerified::assertion())
+                }
             }
         }
     }
@@ -179,6 +320,55 @@ impl ServerCertVerifier for ServerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// Notes, per calling thread, that a server asked for a client certificate (the
+/// appliance has none to give: it answers with an empty certificate, and a server
+/// that insists then fails the handshake). Read it with [`CertRequests::take`] right
+/// after the failed `process_new_packets()`, as for [`ServerVerifier::take_failure`].
+#[derive(Debug, Default)]
+pub struct CertRequests {
+    asked: Mutex<std::collections::HashSet<ThreadId>>,
+}
+
+impl CertRequests {
+    /// Whether a server asked this thread's last handshake for a client
+    /// certificate since the last call; clears it.
+    pub fn take(&self) -> bool {
+        self.asked.lock().unwrap_or_else(PoisonError::into_inner).remove(&std::thread::current().id())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertRequests {
+    fn resolve(&self, _issuers: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.asked.lock().unwrap_or_else(PoisonError::into_inner).insert(std::thread::current().id());
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// Sessions with origin servers kept for resumption (shared by the workers).
+pub const RESUMPTION_SESSIONS: usize = 4096;
+
+/// The client config of the server leg: `profile`'s suites and versions, `verifier`,
+/// the client's ALPN list, no client certificate (requests noted in `requests`),
+/// sessions kept for resumption ([`RESUMPTION_SESSIONS`] server names).
+pub fn client_config_noting_requests(
+    profile: CipherProfile,
+    verifier: Arc<ServerVerifier>,
+    requests: Arc<CertRequests>,
+) -> Result<Arc<ClientConfig>> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider(profile))
+        .with_protocol_versions(versions(profile))
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(requests);
+    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
+    Ok(Arc::new(config))
 }
 
 /// The client config of the server leg: `profile`'s suites and versions, `verifier`,
@@ -212,6 +402,10 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.to_vec();
+    // Our preference order picks the suite (as nginx's ssl_prefer_server_ciphers).
+    config.ignore_client_order = true;
+    // One TLS 1.3 ticket per full handshake is enough for a client to resume.
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 

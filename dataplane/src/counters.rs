@@ -86,8 +86,25 @@ pub mod idx {
     pub const TLS_BLOCKED: usize = 39;
     /// TLS flows passed undecrypted because their server's leg failed before.
     pub const TLS_PASSED_REMEMBERED: usize = 40;
+    /// Nanoseconds of loop iterations that found work (busy time, as testpmd's
+    /// `--record-core-cycles` counts busy cycles): CPU per unit of work apart from
+    /// idle polling.
+    pub const BUSY_NS: usize = 41;
+    /// TLS flows decrypted although their server's chain failed verification
+    /// (certificate validation off).
+    pub const TLS_UNVERIFIED: usize = 42;
+    /// Decrypted flows whose server leg resumed a session (no certificate sent).
+    pub const TLS_SERVER_RESUMED: usize = 43;
+    /// Decrypted flows whose client resumed its session with the appliance.
+    pub const TLS_CLIENT_RESUMED: usize = 44;
+    /// Server chains accepted from the verifier's cache of verified chains.
+    pub const TLS_CHAIN_CACHED: usize = 45;
+    /// Forged certificates answered from the worker's cache.
+    pub const FORGE_HITS: usize = 46;
+    /// Forged certificates made (cache misses).
+    pub const FORGE_MISSES: usize = 47;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 41;
+    pub const MALFORMED_BASE: usize = 48;
 }
 
 /// Number of counters.
@@ -158,6 +175,7 @@ impl Published {
             handover_in: g(idx::HANDOVER_IN),
             handover_bursts: g(idx::HANDOVER_BURSTS),
             idle_polls: g(idx::IDLE_POLLS),
+            busy_ns: g(idx::BUSY_NS),
             malformed_forwarded: g(idx::MALFORMED_FORWARDED),
             intercept: [
                 ("created", idx::INTERCEPT_CREATED),
@@ -175,6 +193,12 @@ impl Published {
                 ("tls_not_decrypted", idx::TLS_NOT_DECRYPTED),
                 ("tls_passed_remembered", idx::TLS_PASSED_REMEMBERED),
                 ("tls_blocked", idx::TLS_BLOCKED),
+                ("tls_unverified", idx::TLS_UNVERIFIED),
+                ("tls_server_resumed", idx::TLS_SERVER_RESUMED),
+                ("tls_client_resumed", idx::TLS_CLIENT_RESUMED),
+                ("tls_chain_cached", idx::TLS_CHAIN_CACHED),
+                ("forge_cache_hits", idx::FORGE_HITS),
+                ("forge_cache_misses", idx::FORGE_MISSES),
                 ("policy_blocked", idx::POLICY_BLOCKED),
                 ("policy_decrypt_without_tls", idx::POLICY_NO_TLS),
             ]

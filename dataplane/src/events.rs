@@ -245,22 +245,38 @@ pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
                 ),
             ));
         }
-        Ok(kind) => out.push((
-            "INFO",
-            format!(
-                "Session: {session} {} {} -> {} sni {} rule {} bytes {}/{}",
-                kind.name(),
-                r.src(),
-                r.dst(),
-                text(&r.sni),
-                text(&r.rule),
-                r.bytes_up,
-                r.bytes_down
-            ),
-        )),
+        Ok(kind) if r.verify_code != 0 => {
+            out.push((
+                "WARN",
+                format!(
+                    "Certificate verification failure ignored (validation is off): {} (code {}, depth {}) in Session: {session}",
+                    text(&r.verify_text),
+                    r.verify_code,
+                    r.verify_depth
+                ),
+            ));
+            out.push(("WARN", format!("Subject: {}", text(&r.server_cert_subject))));
+            out.push(("WARN", format!("Issuer: {}", text(&r.server_cert_issuer))));
+            out.push(("INFO", summary_line(r, kind)));
+        }
+        Ok(kind) => out.push(("INFO", summary_line(r, kind))),
         Err(_) => {}
     }
     out
+}
+
+fn summary_line(r: &EventRecord, kind: EventKind) -> String {
+    format!(
+        "Session: {} {} {} -> {} sni {} rule {} bytes {}/{}",
+        r.session_label(),
+        kind.name(),
+        r.src(),
+        r.dst(),
+        text(&r.sni),
+        text(&r.rule),
+        r.bytes_up,
+        r.bytes_down
+    )
 }
 
 /// `2014-02-05 05:21:42,189` (UTC).

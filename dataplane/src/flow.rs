@@ -25,7 +25,7 @@ use crate::parse::{proto, tcp_flags, Parsed};
 /// Three whole words (two addresses, then ports, protocol and VLAN packed into one
 /// `u64`): built, compared and hashed without byte-wise writes being read back as
 /// wider words, which stalls store forwarding on the hot path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Address of the lower (address, port) endpoint.
     pub lo: u128,

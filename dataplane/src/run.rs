@@ -43,25 +43,10 @@ impl Summary {
     }
 }
 
-/// Runs the dataplane on `backend` until `stop` is set, `opts.duration` passes or a
-/// finite input (capture file) is exhausted.
-pub fn run<B: Backend>(
-    mut backend: B,
-    cfg: &Config,
-    stop: Arc<AtomicBool>,
-    opts: &RunOptions,
-) -> anyhow::Result<Summary> {
-    let workers = backend.workers();
-    let mut settings = WorkerSettings::new(cfg, workers, backend.symmetric_rss());
-    if let Some(t) = &cfg.tls {
-        let shared = crate::tls::TlsShared::load(t).map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!(
-            profile = shared.profile.as_str(),
-            ca = %shared.ca.summary().subject,
-            "TLS interception on"
-        );
-        settings.tls = Some(shared);
-    }
+/// The workers' settings from the configuration, with the decryption policy and
+/// the TLS interception state loaded once for all workers (events are the caller's).
+pub fn worker_settings(cfg: &Config, workers: usize, symmetric_rss: bool) -> anyhow::Result<WorkerSettings> {
+    let mut settings = WorkerSettings::new(cfg, workers, symmetric_rss);
     if let Some(p) = &cfg.policy {
         let text =
             std::fs::read_to_string(&p.file).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
@@ -79,6 +64,35 @@ pub fn run<B: Backend>(
         );
         settings.policy = Some(std::sync::Arc::new(compiled));
     }
+    if let Some(t) = &cfg.tls {
+        let validate = settings.policy.as_ref().is_none_or(|p| p.certificate_validation());
+        let shared = crate::tls::TlsShared::load(t, validate).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            profile = shared.profile.as_str(),
+            ca = %shared.ca.summary().subject,
+            "TLS interception on"
+        );
+        if !validate {
+            tracing::warn!(
+                "certificate validation is OFF (policy settings): servers are not verified; every \
+                 connection that would have been refused is decrypted anyway and its event says why"
+            );
+        }
+        settings.tls = Some(shared);
+    }
+    Ok(settings)
+}
+
+/// Runs the dataplane on `backend` until `stop` is set, `opts.duration` passes or a
+/// finite input (capture file) is exhausted.
+pub fn run<B: Backend>(
+    mut backend: B,
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    opts: &RunOptions,
+) -> anyhow::Result<Summary> {
+    let workers = backend.workers();
+    let mut settings = worker_settings(cfg, workers, backend.symmetric_rss())?;
     tracing::info!(
         driver = backend.name(),
         workers,

@@ -243,12 +243,22 @@ pub struct Splice {
     pub relayed: [u64; 2],
     /// How it ended, once it has.
     pub end: Option<End>,
-    /// When the stack next wants a poll (ms of the worker clock).
+    /// When the splice next wants a poll (ms of the worker clock): the stack's
+    /// timers or the deadline of its phase, whichever comes first.
     pub poll_at_ms: u64,
+    /// The due time of its entry on the worker's timer heap (`u64::MAX`: none).
+    pub scheduled_ms: u64,
     /// TLS interception state (None: a plain TCP splice, or passed through).
     tls: Option<TlsFlow>,
-    /// What the TLS layer learnt (kept when the flow is passed through raw).
-    pub tls_info: crate::tls::TlsInfo,
+    /// Time allowed for the TLS handshakes once both TCP legs are up.
+    handshake_timeout_ms: u64,
+    /// When both TCP legs came up.
+    relay_since_ms: u64,
+    /// Both TCP legs came up.
+    tcp_up: bool,
+    /// What the TLS layer learnt, kept when the flow is passed through raw (see
+    /// [`Splice::tls_info`]).
+    passed_info: crate::tls::TlsInfo,
     /// Whether the TLS sessions of both legs came up (the flow was decrypted).
     pub decrypted: bool,
     /// Why TLS interception did not run to its end, if it did not.
@@ -257,6 +267,26 @@ pub struct Splice {
     /// the server first.
     replay: Vec<u8>,
     addrs: crate::tls::FlowAddrs,
+}
+
+/// Both legs' sockets of a splice's set, client first.
+fn legs<'a>(
+    sockets: &'a mut SocketSet<'static>,
+    cs: SocketHandle,
+    ss: SocketHandle,
+) -> (&'a mut tcp::Socket<'static>, &'a mut tcp::Socket<'static>) {
+    let (mut client, mut server) = (None, None);
+    for (h, sock) in sockets.iter_mut() {
+        if let Some(t) = tcp::Socket::downcast_mut(sock) {
+            if h == cs {
+                client = Some(t);
+            } else if h == ss {
+                server = Some(t);
+            }
+        }
+    }
+    // A splice's set holds exactly these two TCP sockets from its creation on.
+    (client.expect("client leg"), server.expect("server leg"))
 }
 
 fn sock_ip(a: u128, v6: bool) -> IpAddress {
@@ -275,12 +305,13 @@ impl Splice {
     /// Sets a flow up from the client's SYN frame (`frame`, parsed as `p`): the
     /// client leg receives the SYN (its SYN-ACK held), the server leg starts
     /// connecting. Packets to send are appended to `out`.
-    /// With `tls`, the flow's TLS is intercepted once both TCP legs are up.
+    /// With `tls` (its handshake timeout, ms), the flow's TLS is intercepted once
+    /// both TCP legs are up.
     pub fn new(
         frame: &[u8],
         p: &Parsed,
         cfg: &InterceptConfig,
-        tls: bool,
+        tls: Option<u64>,
         seed: u64,
         now_ms: u64,
         out: &mut EmitBuf,
@@ -340,8 +371,12 @@ impl Splice {
             relayed: [0; 2],
             end: None,
             poll_at_ms: now_ms,
-            tls: tls.then(TlsFlow::new),
-            tls_info: Default::default(),
+            scheduled_ms: u64::MAX,
+            tls: tls.map(|_| TlsFlow::new()),
+            handshake_timeout_ms: tls.unwrap_or(u64::MAX / 4),
+            relay_since_ms: now_ms,
+            tcp_up: false,
+            passed_info: Default::default(),
             decrypted: false,
             tls_end: None,
             replay: Vec::new(),
@@ -365,31 +400,67 @@ impl Splice {
         self.addrs
     }
 
+    /// What the TLS layer learnt (SNI, rule, version, suite, …).
+    pub fn tls_info(&self) -> &crate::tls::TlsInfo {
+        self.tls.as_ref().map_or(&self.passed_info, |t| &t.info)
+    }
+
     /// Where the splice stands.
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
+    /// How far the flow got, for its event: the server's TCP connect, a TLS
+    /// handshake, or the relay.
+    pub fn progress(&self) -> tlsgate_api::Phase {
+        use tlsgate_api::Phase as P;
+        if !self.tcp_up {
+            return P::TcpConnect;
+        }
+        self.tls.as_ref().and_then(TlsFlow::handshaking).unwrap_or(P::Relay)
+    }
+
     /// Feeds one IP packet of this flow (or none: a timer poll) and advances both
     /// legs; packets to send are appended to `out`.
-    pub fn step(
-        &mut self,
-        ip: Option<&[u8]>,
-        now_ms: u64,
-        out: &mut EmitBuf,
-        mut tls: Option<&mut TlsWorker>,
-    ) {
+    pub fn step(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf, tls: Option<&mut TlsWorker>) {
+        let has_packet = ip.is_some();
         let mut dev = SpliceDevice { rx: ip, out, client: self.client };
         let t = now_s(now_ms);
-        self.iface.poll(t, &mut dev, &mut self.sockets);
-        self.advance(now_ms, tls.as_deref_mut());
-        // Relaying freed buffer space or queued data: send it now.
-        self.iface.poll(t, &mut dev, &mut self.sockets);
+        // The packet in (it may free send-buffer space or bring data), then the
+        // relay and TLS move what they can, then everything queued goes out: one
+        // pass of each, where `Interface::poll` would be needed twice.
+        if has_packet {
+            self.iface.poll_ingress_single(t, &mut dev, &mut self.sockets);
+        }
         self.advance(now_ms, tls);
+        while matches!(
+            self.iface.poll_egress(t, &mut dev, &mut self.sockets),
+            smoltcp::iface::PollResult::SocketStateChanged
+        ) {}
+        let deadline = self.deadline_ms();
         self.poll_at_ms = match self.iface.poll_at(t, &self.sockets) {
-            Some(at) => (at.total_millis().max(0) as u64).max(now_ms),
-            None => now_ms + 1000,
-        };
+            Some(at) => (at.total_millis().max(0) as u64).min(deadline),
+            None => deadline,
+        }
+        .max(now_ms);
+    }
+
+    /// When the current phase times out: the server leg's connect, or no data
+    /// either way for the idle timeout.
+    fn deadline_ms(&self) -> u64 {
+        match self.phase {
+            Phase::Connecting => self.started_ms + self.connect_timeout_ms + 1,
+            Phase::Relaying => {
+                let idle = self.last_data_ms + self.idle_timeout_ms + 1;
+                match &self.tls {
+                    Some(t) if t.handshaking().is_some() => {
+                        idle.min(self.relay_since_ms + self.handshake_timeout_ms + 1)
+                    }
+                    _ => idle,
+                }
+            }
+            Phase::Done => u64::MAX,
+        }
     }
 
     fn finish(&mut self, end: End) {
@@ -409,6 +480,8 @@ impl Splice {
                 State::Established => {
                     self.sockets.get_mut::<tcp::Socket>(self.client_sock).pause_synack(false);
                     self.phase = Phase::Relaying;
+                    self.relay_since_ms = now_ms;
+                    self.tcp_up = true;
                 }
                 State::Closed | State::TimeWait => {
                     self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
@@ -435,7 +508,9 @@ impl Splice {
                 // A timer poll without the worker's TLS state: next time.
                 None => return,
             }
-        } else {
+        }
+        // A plain splice, or one the TLS layer just passed through raw.
+        if self.tls.is_none() {
             if !self.replay.is_empty() {
                 let s = self.sockets.get_mut::<tcp::Socket>(self.server_sock);
                 let n = s.send_slice(&self.replay).unwrap_or(0);
@@ -475,23 +550,16 @@ impl Splice {
 
     /// Runs the TLS layer; true when the splice finished.
     fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64) -> bool {
-        let (cs, ss) = (self.client_sock, self.server_sock);
-        let mut client = None;
-        let mut server = None;
-        for (h, sock) in self.sockets.iter_mut() {
-            if let Some(t) = tcp::Socket::downcast_mut(sock) {
-                if h == cs {
-                    client = Some(t);
-                } else if h == ss {
-                    server = Some(t);
-                }
-            }
-        }
-        let (Some(client), Some(server)) = (client, server) else { return false };
+        let timed_out = self.tls.as_ref().is_some_and(|t| t.handshaking().is_some())
+            && now_ms.saturating_sub(self.relay_since_ms) > self.handshake_timeout_ms;
+        let (client, server) = legs(&mut self.sockets, self.client_sock, self.server_sock);
         let before = (client.recv_queue(), server.recv_queue());
         let flow = self.tls.as_mut().expect("checked by the caller");
-        let action = flow.pump(client, server, self.addrs, w);
-        self.tls_info.clone_from(&flow.info);
+        let action = if timed_out {
+            flow.give_up(self.addrs, w, self.handshake_timeout_ms / 1000)
+        } else {
+            flow.pump(client, server, self.addrs, w)
+        };
         if flow.is_decrypting() {
             self.decrypted = true;
             self.relayed = flow.plaintext_moved();
@@ -519,7 +587,9 @@ impl Splice {
                 false
             }
             TlsAction::PassRaw(bytes, why) => {
-                self.tls = None;
+                if let Some(flow) = self.tls.take() {
+                    self.passed_info = flow.info;
+                }
                 self.replay = bytes;
                 self.tls_end = Some(why);
                 false
@@ -538,8 +608,9 @@ impl Splice {
             TlsAction::Reset(end) => {
                 client.abort();
                 server.abort();
+                let how = if matches!(end, TlsEnd::HelloTimeout) { End::Timeout } else { End::Blocked };
                 self.tls_end = Some(end);
-                self.finish(End::Blocked);
+                self.finish(how);
                 true
             }
             TlsAction::Closed => {
@@ -559,31 +630,26 @@ impl Splice {
         self.fin_from[leg as usize]
     }
 
-    /// Moves what `to` can take from `from`; carries a FIN across once `from`'s
-    /// peer has finished and everything is relayed. `dir`: 0 up, 1 down.
+    /// Moves what `to` can take from `from` (straight from one socket buffer into
+    /// the other); carries a FIN across once `from`'s peer has finished and
+    /// everything is relayed. `dir`: 0 up, 1 down.
     fn relay(&mut self, from: SocketHandle, to: SocketHandle, dir: usize) -> usize {
         let mut moved = 0;
-        let mut chunk = [0u8; 4096];
-        loop {
-            let room = {
-                let t = self.sockets.get::<tcp::Socket>(to);
-                if !t.may_send() {
+        {
+            let (client, server) = legs(&mut self.sockets, self.client_sock, self.server_sock);
+            let (f, t) = if dir == 0 { (client, server) } else { (server, client) };
+            while t.may_send() && t.send_capacity() > t.send_queue() && f.can_recv() {
+                let n = f
+                    .recv(|buf| {
+                        let n = t.send_slice(buf).unwrap_or(0);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
                     break;
                 }
-                t.send_capacity() - t.send_queue()
-            };
-            if room == 0 {
-                break;
+                moved += n;
             }
-            let want = room.min(chunk.len());
-            let n =
-                self.sockets.get_mut::<tcp::Socket>(from).recv_slice(&mut chunk[..want]).unwrap_or_default();
-            if n == 0 {
-                break;
-            }
-            let sent = self.sockets.get_mut::<tcp::Socket>(to).send_slice(&chunk[..n]).unwrap_or(0);
-            debug_assert_eq!(sent, n, "room was checked");
-            moved += n;
         }
         self.relayed[dir] += moved as u64;
         let f = self.sockets.get::<tcp::Socket>(from);

@@ -14,7 +14,7 @@
 //! All rustls connection calls of the dataplane are in this module (its API moves
 //! between releases); configurations come from `tlsgate-certstore`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use smoltcp::socket::tcp;
@@ -22,8 +22,8 @@ use tlsgate_certstore::pki_types::{IpAddr as PkiIp, ServerName, UnixTime};
 use tlsgate_certstore::rustls::server::{Accepted, Acceptor};
 use tlsgate_certstore::rustls::{self, ClientConfig, ClientConnection, ServerConnection};
 use tlsgate_certstore::{
-    client_config, server_config, CipherProfile, DecryptionCa, ForgeCache, LeafKey, ServerVerifier,
-    SingleCertResolver, TrustStore, VerifyFailure,
+    client_config_noting_requests, server_config, CertRequests, CipherProfile, DecryptionCa, ForgeCache,
+    LeafKey, ServerVerifier, SingleCertResolver, TrustStore, VerifyFailure,
 };
 use tlsgate_policy::{Action, CompiledPolicy, UndecryptableAction};
 
@@ -54,6 +54,14 @@ pub struct TlsConfig {
     /// Forged certificates cached per worker.
     #[serde(default = "default_cache")]
     pub forge_cache: usize,
+    /// Seconds from both TCP legs being up until both TLS sessions are: the
+    /// ClientHello, the server's handshake and the client's handshake together.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_s: u64,
+}
+
+fn default_handshake_timeout() -> u64 {
+    15
 }
 
 fn default_tls_ports() -> Vec<u16> {
@@ -79,6 +87,9 @@ impl TlsConfig {
         if self.forge_cache == 0 {
             return Err("tls.forge_cache: must be at least 1".into());
         }
+        if !(1..=300).contains(&self.handshake_timeout_s) {
+            return Err(format!("tls.handshake_timeout_s: {} is outside 1..=300", self.handshake_timeout_s));
+        }
         Ok(())
     }
 }
@@ -92,8 +103,12 @@ pub struct TlsShared {
     /// Offered suites on both legs.
     pub profile: CipherProfile,
     client: Arc<ClientConfig>,
+    /// Notes servers that ask for a client certificate.
+    requests: Arc<CertRequests>,
     ports: Vec<u64>,
     cache: usize,
+    /// [`TlsConfig::handshake_timeout_s`] in ms.
+    pub handshake_timeout_ms: u64,
     /// Server-leg failures remembered for the undecryptable `pass` action, shared
     /// by the workers (consulted once per ClientHello, never on the fast path).
     pub remembered: Remembered,
@@ -143,7 +158,9 @@ fn now() -> UnixTime {
 
 impl TlsShared {
     /// Reads the CA and the trust files; every error names the file and the cause.
-    pub fn load(cfg: &TlsConfig) -> Result<Arc<TlsShared>, String> {
+    /// With `validate` false (the policy's `certificate_validation: false`) server
+    /// chains are checked and their failures reported, but not refused.
+    pub fn load(cfg: &TlsConfig, validate: bool) -> Result<Arc<TlsShared>, String> {
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let ca = DecryptionCa::import(&read(&cfg.ca_cert)?, &read(&cfg.ca_key)?, now())
             .map_err(|e| format!("tls.ca_cert/ca_key: {e}"))?;
@@ -164,8 +181,10 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
-        let verifier = ServerVerifier::new(trust.snapshot());
-        let client = client_config(profile, verifier.clone(), &[]).map_err(|e| format!("tls: {e}"))?;
+        let verifier = ServerVerifier::with_enforcement(trust.snapshot(), validate);
+        let requests = Arc::new(CertRequests::default());
+        let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
+            .map_err(|e| format!("tls: {e}"))?;
         let mut ports = vec![0u64; 1024];
         for &p in &cfg.ports {
             ports[usize::from(p) / 64] |= 1 << (p % 64);
@@ -175,8 +194,10 @@ impl TlsShared {
             verifier,
             profile,
             client,
+            requests,
             ports,
             cache: cfg.forge_cache,
+            handshake_timeout_ms: cfg.handshake_timeout_s * 1000,
             remembered: Remembered::default(),
         }))
     }
@@ -196,6 +217,32 @@ pub struct TlsWorker {
     pub forge: ForgeCache,
     /// The decryption policy, consulted with the SNI once the ClientHello is read.
     pub policy: Option<Arc<CompiledPolicy>>,
+    /// Client-leg configurations per (forged certificate, ALPN): built once each,
+    /// and their session caches let returning clients resume.
+    configs: std::collections::HashMap<(usize, Vec<u8>), Arc<rustls::ServerConfig>>,
+}
+
+impl TlsWorker {
+    /// The client-leg configuration for `forged` with the server's ALPN choice.
+    fn server_config(
+        &mut self,
+        forged: Arc<tlsgate_certstore::CertifiedKey>,
+        alpn: Option<&[u8]>,
+    ) -> Result<Arc<rustls::ServerConfig>, tlsgate_certstore::Error> {
+        // The map holds the certificate (through the config), so its address is not
+        // reused while the entry exists.
+        let key = (Arc::as_ptr(&forged) as usize, alpn.unwrap_or_default().to_vec());
+        if let Some(c) = self.configs.get(&key) {
+            return Ok(c.clone());
+        }
+        let protocols: Vec<Vec<u8>> = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+        let cfg = server_config(self.shared.profile, Arc::new(SingleCertResolver(forged)), &protocols)?;
+        if self.configs.len() >= self.shared.cache {
+            self.configs.clear();
+        }
+        self.configs.insert(key, cfg.clone());
+        Ok(cfg)
+    }
 }
 
 impl TlsWorker {
@@ -203,7 +250,7 @@ impl TlsWorker {
     pub fn new(shared: Arc<TlsShared>, policy: Option<Arc<CompiledPolicy>>) -> Result<Self, String> {
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
-        Ok(TlsWorker { shared, forge, policy })
+        Ok(TlsWorker { shared, forge, policy, configs: Default::default() })
     }
 }
 
@@ -252,6 +299,9 @@ pub enum TlsEnd {
         /// Why.
         reason: String,
     },
+    /// The client sent no complete ClientHello within the handshake timeout: both
+    /// legs reset.
+    HelloTimeout,
 }
 
 /// Where the TLS layer of a splice stands.
@@ -278,9 +328,6 @@ pub enum TlsState {
         to_client: Box<ServerConnection>,
         /// Our client towards the server.
         to_server: Box<ClientConnection>,
-        /// Plaintext read from one side that the other has not taken yet
-        /// (0: client → server, 1: server → client).
-        pending: [Vec<u8>; 2],
         /// close_notify forwarded (0: to the server, 1: to the client).
         closed: [bool; 2],
         /// Plaintext bytes relayed (0: client → server, 1: server → client).
@@ -393,6 +440,18 @@ pub struct TlsInfo {
     pub version: u16,
     /// Cipher suite of the server leg (wire value), once negotiated.
     pub suite: u16,
+    /// With certificate validation off: what the verifier would have refused.
+    pub unverified: Option<Box<VerifyFailure>>,
+    /// The server asked for a client certificate (none was sent).
+    pub cert_requested: bool,
+    /// The server leg resumed a session (no certificate was sent or verified).
+    pub server_resumed: bool,
+    /// The server's chain was accepted from the verifier's cache.
+    pub chain_cached: bool,
+    /// The client resumed a session with the appliance.
+    pub client_resumed: bool,
+    /// The forged certificate came from the worker's cache.
+    pub forge_cached: bool,
 }
 
 impl TlsFlow {
@@ -431,6 +490,46 @@ impl TlsFlow {
 }
 
 impl TlsFlow {
+    /// The handshake still under way, if any: reading the ClientHello, the
+    /// server's handshake, or the client's (with the forged certificate).
+    pub fn handshaking(&self) -> Option<tlsgate_api::Phase> {
+        use tlsgate_api::Phase;
+        match &self.state {
+            TlsState::Hello { .. } => Some(Phase::ClientHello),
+            TlsState::Server { .. } => Some(Phase::ServerHandshake),
+            TlsState::Both { to_client, .. } if to_client.is_handshaking() => Some(Phase::ClientHandshake),
+            _ => None,
+        }
+    }
+
+    /// Gives up a handshake that did not finish within `timeout_s`: the client is
+    /// reset (no ClientHello), the server leg fails as any server-leg failure does
+    /// (fatal alert to the client, remembered), or the client leg fails.
+    pub fn give_up(&mut self, addrs: FlowAddrs, w: &mut TlsWorker, timeout_s: u64) -> TlsAction {
+        let state = std::mem::replace(&mut self.state, TlsState::Failed);
+        match state {
+            TlsState::Hello { .. } => TlsAction::Reset(TlsEnd::HelloTimeout),
+            TlsState::Server { requested, .. } => server_failed(
+                w,
+                addrs,
+                &requested,
+                format!("the server did not complete the TLS handshake within {timeout_s} s"),
+                None,
+                None,
+            ),
+            TlsState::Both { .. } => TlsAction::Abort {
+                to_client: Vec::new(),
+                end: TlsEnd::ClientFailed(format!(
+                    "the client did not complete the TLS handshake within {timeout_s} s"
+                )),
+            },
+            other => {
+                self.state = other;
+                TlsAction::Continue
+            }
+        }
+    }
+
     /// Plaintext bytes relayed so far (client → server, server → client).
     pub fn plaintext_moved(&self) -> [u64; 2] {
         match &self.state {
@@ -463,14 +562,17 @@ fn step(
     let server_ip = addrs.server;
     match state {
         TlsState::Hello { mut acceptor, mut raw } => {
-            let mut buf = [0u8; 4096];
             while client.can_recv() {
-                let n = client.recv_slice(&mut buf).unwrap_or(0);
+                let n = client
+                    .recv(|buf| {
+                        raw.extend_from_slice(buf);
+                        let _ = acceptor.read_tls(&mut &buf[..]);
+                        (buf.len(), buf.len())
+                    })
+                    .unwrap_or(0);
                 if n == 0 {
                     break;
                 }
-                raw.extend_from_slice(&buf[..n]);
-                let _ = acceptor.read_tls(&mut &buf[..n]);
             }
             match acceptor.accept() {
                 Ok(None) => {
@@ -557,7 +659,17 @@ fn step(
             }
         }
         TlsState::Server { accepted, mut conn, requested } => {
-            if let Err(e) = pump_conn(server, &mut *conn) {
+            let pumped = pump_conn(server, &mut *conn);
+            // Per-thread notes of this pump's handshake messages (nothing else ran
+            // on this thread in between).
+            info.cert_requested |= w.shared.requests.take();
+            info.chain_cached |= w.shared.verifier.take_cache_hit();
+            if !w.shared.verifier.enforces() {
+                if let Some(f) = w.shared.verifier.take_failure() {
+                    info.unverified = Some(f);
+                }
+            }
+            if let Err(e) = pumped {
                 // Flush our alert to the server, then report.
                 let _ = conn.write_tls(&mut SockWriter(server));
                 let verify = w.shared.verifier.take_failure();
@@ -565,26 +677,13 @@ fn step(
                     rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
                     _ => None,
                 };
-                // With the undecryptable action `pass` (the default), later
-                // connections to this server are passed through for a while.
-                let (pass, ttl) = match &w.policy {
-                    Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
-                    None => (true, std::time::Duration::from_secs(3600)),
+                let error = if info.cert_requested {
+                    format!("the server requires a client certificate (the appliance has none to send): {e}")
+                } else {
+                    e.to_string()
                 };
-                if pass {
-                    let name = match &requested {
-                        ServerName::DnsName(d) => Some(d.as_ref().to_string()),
-                        _ => None,
-                    };
-                    w.shared.remembered.insert((addrs.server, addrs.port, name), ttl, e.to_string());
-                }
-                return (
-                    TlsState::Failed,
-                    Some(TlsAction::Abort {
-                        to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                        end: TlsEnd::ServerFailed { error: e.to_string(), alert_received, verify },
-                    }),
-                );
+                let action = server_failed(w, addrs, &requested, error, alert_received, verify);
+                return (TlsState::Failed, Some(action));
             }
             if !server.may_recv() && conn.is_handshaking() {
                 return (
@@ -604,11 +703,14 @@ fn step(
             }
             // Server verified (the verifier ran inside the handshake): forge and
             // answer the client with the server's ALPN.
+            info.server_resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             info.version = conn.protocol_version().map_or(0, u16::from);
             info.suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
             let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-            let alpn: Vec<Vec<u8>> = conn.alpn_protocol().map(|a| vec![a.to_vec()]).unwrap_or_default();
-            let forged = match w.forge.get_or_forge(&requested, &chain, now()) {
+            let hits = w.forge.stats().hits;
+            let forged = w.forge.get_or_forge(&requested, &chain, now());
+            info.forge_cached = w.forge.stats().hits > hits;
+            let forged = match forged {
                 Ok(k) => k,
                 Err(e) => {
                     return (
@@ -624,7 +726,7 @@ fn step(
                     )
                 }
             };
-            let cfg = match server_config(w.shared.profile, Arc::new(SingleCertResolver(forged)), &alpn) {
+            let cfg = match w.server_config(forged, conn.alpn_protocol()) {
                 Ok(c) => c,
                 Err(e) => {
                     return (
@@ -641,7 +743,6 @@ fn step(
                     TlsState::Both {
                         to_client: Box::new(to_client),
                         to_server: conn,
-                        pending: [Vec::new(), Vec::new()],
                         closed: [false; 2],
                         moved: [0; 2],
                     },
@@ -657,7 +758,7 @@ fn step(
                 }
             }
         }
-        TlsState::Both { mut to_client, mut to_server, mut pending, mut closed, mut moved } => {
+        TlsState::Both { mut to_client, mut to_server, mut closed, mut moved } => {
             if let Err(e) = pump_conn(client, &mut *to_client) {
                 let _ = to_client.write_tls(&mut SockWriter(client));
                 return (
@@ -685,8 +786,8 @@ fn step(
             let mut progress = false;
             // Plaintext client → server, then server → client, bounded by what the
             // other side accepts (rustls' buffer limit gives back-pressure).
-            let up = move_plain(&mut *to_client, &mut *to_server, &mut pending[0], &mut closed[0]);
-            let down = move_plain(&mut *to_server, &mut *to_client, &mut pending[1], &mut closed[1]);
+            let up = move_plain(&mut *to_client, &mut *to_server, &mut closed[0]);
+            let down = move_plain(&mut *to_server, &mut *to_client, &mut closed[1]);
             moved[0] += up as u64;
             moved[1] += down as u64;
             progress |= up > 0 || down > 0;
@@ -701,8 +802,11 @@ fn step(
                     break;
                 }
             }
+            if !to_client.is_handshaking() {
+                info.client_resumed = to_client.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            }
             let done = closed[0] && closed[1] && !to_client.wants_write() && !to_server.wants_write();
-            let next = TlsState::Both { to_client, to_server, pending, closed, moved };
+            let next = TlsState::Both { to_client, to_server, closed, moved };
             if done {
                 return (next, Some(TlsAction::Closed));
             }
@@ -715,28 +819,49 @@ fn step(
     }
 }
 
-/// Moves plaintext from `from` to `to`; forwards close_notify once. Returns the
-/// bytes handed to `to`.
+/// A server-leg failure: a fatal alert for the client, and with the undecryptable
+/// action `pass` (the default) the server remembered so that later connections to
+/// it are passed through undecrypted for a while.
+fn server_failed(
+    w: &TlsWorker,
+    addrs: FlowAddrs,
+    requested: &ServerName<'static>,
+    error: String,
+    alert_received: Option<u8>,
+    verify: Option<Box<VerifyFailure>>,
+) -> TlsAction {
+    let (pass, ttl) = match &w.policy {
+        Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
+        None => (true, std::time::Duration::from_secs(3600)),
+    };
+    if pass {
+        let name = match requested {
+            ServerName::DnsName(d) => Some(d.as_ref().to_string()),
+            _ => None,
+        };
+        w.shared.remembered.insert((addrs.server, addrs.port, name), ttl, error.clone());
+    }
+    TlsAction::Abort {
+        to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+        end: TlsEnd::ServerFailed { error, alert_received, verify },
+    }
+}
+
+/// Moves plaintext from `from` to `to` without an intermediate copy (rustls'
+/// buffered reader hands its chunks straight to the other side's writer, which
+/// takes what its buffer limit allows: back-pressure); forwards close_notify once.
+/// Returns the bytes handed to `to`.
 fn move_plain<A, B>(
     from: &mut rustls::ConnectionCommon<A>,
     to: &mut rustls::ConnectionCommon<B>,
-    pending: &mut Vec<u8>,
     closed: &mut bool,
 ) -> usize {
+    use std::io::BufRead;
     let mut moved = 0;
     loop {
-        if !pending.is_empty() {
-            let n = to.writer().write(pending).unwrap_or(0);
-            if n == 0 {
-                return moved;
-            }
-            pending.drain(..n);
-            moved += n;
-            continue;
-        }
-        let mut buf = [0u8; 16 * 1024];
-        match from.reader().read(&mut buf) {
-            Ok(0) => {
+        let mut reader = from.reader();
+        let n = match reader.fill_buf() {
+            Ok([]) => {
                 // close_notify from this side: pass it on once.
                 if !*closed {
                     *closed = true;
@@ -744,8 +869,13 @@ fn move_plain<A, B>(
                 }
                 return moved;
             }
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(_) => return moved, // WouldBlock: nothing buffered yet
+            Ok(chunk) => to.writer().write(chunk).unwrap_or(0),
+            Err(_) => return moved, // WouldBlock: nothing buffered (or an unclean EOF)
+        };
+        if n == 0 {
+            return moved;
         }
+        reader.consume(n);
+        moved += n;
     }
 }

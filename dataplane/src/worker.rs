@@ -177,7 +177,12 @@ pub struct Worker<Q: Queues> {
     /// This worker's event ring.
     events: Option<EventWriter>,
     seed: u64,
-    next_sweep_ms: u64,
+    /// Splice timers: (due ms, flow) in a min-heap. An entry is live while it equals
+    /// its splice's `scheduled_ms`; entries of moved or finished timers are skipped
+    /// when they surface, so rescheduling never searches the heap.
+    timers: std::collections::BinaryHeap<std::cmp::Reverse<(u64, FlowKey)>>,
+    /// When counters were last published.
+    published_at: Option<Instant>,
 }
 
 impl<Q: Queues> Worker<Q> {
@@ -236,55 +241,21 @@ impl<Q: Queues> Worker<Q> {
             }),
             events,
             seed,
-            next_sweep_ms: 0,
+            timers: std::collections::BinaryHeap::new(),
+            published_at: None,
         }
     }
 
     /// Polls until `stop` is set (or a finite input is exhausted and drained).
     pub fn run(&mut self, stop: &AtomicBool) {
-        let mut last_publish = Instant::now();
         let mut idle_streak = 0u32;
-        let mut rx: Burst<Q::Frame> = Burst::new();
         loop {
             let now = Instant::now();
-            let now_ms = now.duration_since(self.epoch).as_millis() as u64;
-            let mut work = 0;
-            for port in 0..NUM_PORTS {
-                self.queues.rx_burst(port, &mut rx);
-                if rx.is_empty() {
-                    continue;
-                }
-                work += rx.len();
-                let mut items = HandoverBurst::new();
-                for frame in rx.drain(..) {
-                    if let Some(item) = self.classify(frame, port) {
-                        items.push(item);
-                    }
-                }
-                self.track_and_forward(&mut items, now_ms);
-            }
-            if self.settings.software_steering {
-                work += self.drain_inbound(now_ms);
-                self.flush_outbound();
-            }
-            if !self.splices.is_empty() && now_ms >= self.next_sweep_ms {
-                self.sweep_splices(now_ms);
-                self.next_sweep_ms = now_ms + 1;
-            }
-            self.flush_tx();
-            let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
-            if expired > 0 {
-                self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
-            }
-            if now.duration_since(last_publish) >= PUBLISH_EVERY {
-                self.publish();
-                last_publish = now;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
+            let work = self.poll(now);
+            if self.published_at == Some(now) && stop.load(Ordering::Relaxed) {
+                break;
             }
             if work == 0 {
-                self.c[idx::IDLE_POLLS] += 1;
                 idle_streak = idle_streak.saturating_add(1);
                 if self.queues.input_exhausted() && idle_streak > 1000 {
                     break;
@@ -304,11 +275,65 @@ impl<Q: Queues> Worker<Q> {
         self.publish();
     }
 
+    /// One iteration of the poll loop at `now`: RX on both ports, hand-over, splice
+    /// timers, TX, flow expiry, counters every few ms. Returns the frames and timer
+    /// polls it handled (0: an idle poll).
+    pub fn poll(&mut self, now: Instant) -> usize {
+        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        let mut work = 0;
+        let mut rx: Burst<Q::Frame> = Burst::new();
+        for port in 0..NUM_PORTS {
+            self.queues.rx_burst(port, &mut rx);
+            if rx.is_empty() {
+                continue;
+            }
+            work += rx.len();
+            let mut items = HandoverBurst::new();
+            for frame in rx.drain(..) {
+                if let Some(item) = self.classify(frame, port) {
+                    items.push(item);
+                }
+            }
+            self.track_and_forward(&mut items, now_ms);
+        }
+        if self.settings.software_steering {
+            work += self.drain_inbound(now_ms);
+            self.flush_outbound();
+        }
+        work += self.run_timers(now_ms);
+        self.flush_tx();
+        let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
+        if expired > 0 {
+            self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+        }
+        if work > 0 {
+            self.c[idx::BUSY_NS] += now.elapsed().as_nanos() as u64;
+        } else {
+            self.c[idx::IDLE_POLLS] += 1;
+        }
+        if self.published_at.is_none_or(|at| now.duration_since(at) >= PUBLISH_EVERY) {
+            self.publish();
+            self.published_at = Some(now);
+        }
+        work
+    }
+
+    /// This worker's counters as published (publishes first).
+    pub fn report(&mut self) -> tlsgate_api::WorkerStats {
+        self.publish();
+        self.published.report(self.id as u32)
+    }
+
     fn publish(&mut self) {
         self.c[idx::INTERCEPT_ACTIVE] = self.splices.len() as u64;
         self.c[idx::FLOWS_ACTIVE] = self.flows.len() as u64;
         self.c[idx::FLOWS_CREATED] = self.flows.created;
         self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+        if let Some(t) = &self.tls {
+            let f = t.forge.stats();
+            self.c[idx::FORGE_HITS] = f.hits;
+            self.c[idx::FORGE_MISSES] = f.misses;
+        }
         self.published.publish(&self.c);
     }
 
@@ -488,7 +513,8 @@ impl<Q: Queues> Worker<Q> {
             let tls = self
                 .tls
                 .as_ref()
-                .is_some_and(|t| self.settings.policy.is_some() || t.shared.is_tls_port(p.dst_port));
+                .filter(|t| self.settings.policy.is_some() || t.shared.is_tls_port(p.dst_port))
+                .map(|t| t.shared.handshake_timeout_ms);
             let splice = Splice::new(
                 frame.data(),
                 &p,
@@ -512,6 +538,19 @@ impl<Q: Queues> Worker<Q> {
         drop(frame);
         self.send_emitted(&key);
         self.reap(&key);
+        self.schedule(&key, 0);
+    }
+
+    /// Puts a splice's next poll on the timer heap, not before `not_before`, when it
+    /// is earlier than the one already there.
+    fn schedule(&mut self, key: &FlowKey, not_before: u64) {
+        if let Some(s) = self.splices.get_mut(key) {
+            let at = s.poll_at_ms.max(not_before);
+            if at < s.scheduled_ms {
+                s.scheduled_ms = at;
+                self.timers.push(std::cmp::Reverse((at, *key)));
+            }
+        }
     }
 
     /// Puts what a splice's stack emitted on the wire, with each side's L2 header.
@@ -558,6 +597,15 @@ impl<Q: Queues> Worker<Q> {
             self.c[i] += 1;
             if s.decrypted {
                 self.c[idx::TLS_DECRYPTED] += 1;
+                let i = s.tls_info();
+                for (yes, counter) in [
+                    (i.unverified.is_some(), idx::TLS_UNVERIFIED),
+                    (i.server_resumed, idx::TLS_SERVER_RESUMED),
+                    (i.client_resumed, idx::TLS_CLIENT_RESUMED),
+                    (i.chain_cached, idx::TLS_CHAIN_CACHED),
+                ] {
+                    self.c[counter] += u64::from(yes);
+                }
             }
             self.emit_event(&s);
             match s.tls_end {
@@ -593,13 +641,27 @@ impl<Q: Queues> Worker<Q> {
         r.inside_port = tlsgate_drivers::INSIDE as u8;
         r.outside_port = tlsgate_drivers::OUTSIDE as u8;
         r.config_version = self.settings.policy.as_ref().map_or(0, |p| p.version());
-        r.tls_version = s.tls_info.version;
-        r.cipher_suite = s.tls_info.suite;
-        if let Some(sni) = &s.tls_info.sni {
+        r.phase = s.progress() as u8;
+        r.tls_version = s.tls_info().version;
+        r.cipher_suite = s.tls_info().suite;
+        if let Some(sni) = &s.tls_info().sni {
             set_text(&mut r.sni, sni);
         }
-        if let Some(rule) = &s.tls_info.rule {
+        if let Some(rule) = &s.tls_info().rule {
             set_text(&mut r.rule, rule);
+        }
+        if let (true, Some(v)) = (s.decrypted, &s.tls_info().unverified) {
+            // Certificate validation is off: decrypted although refused, and said so.
+            r.leg = 2;
+            r.verify_code = v.reason.code() as u16;
+            r.verify_depth = v.depth as u8;
+            set_text(&mut r.verify_text, v.reason.text());
+            set_text(&mut r.server_cert_subject, &v.subject);
+            set_text(&mut r.server_cert_issuer, &v.issuer);
+            set_text(
+                &mut r.error_detail,
+                "certificate validation is off: decrypted although the chain failed",
+            );
         }
         match &s.tls_end {
             Some(TlsEnd::ServerFailed { error, alert_received, verify }) => {
@@ -635,23 +697,56 @@ impl<Q: Queues> Worker<Q> {
                 r.phase = 2;
                 set_text(&mut r.error_detail, reason);
             }
+            Some(TlsEnd::HelloTimeout) => {
+                r.phase = 2;
+                set_text(&mut r.error_detail, "no complete ClientHello within the handshake timeout: reset");
+            }
+            None => {
+                let why = match s.end {
+                    Some(End::Timeout) if r.phase == tlsgate_api::Phase::TcpConnect as u8 => {
+                        "the server did not answer the TCP connection: client reset"
+                    }
+                    Some(End::Timeout) => "idle timeout: both legs reset",
+                    Some(End::ServerRefused) => "the server refused the TCP connection: client reset",
+                    Some(End::Reset(crate::splice::Leg::Client)) => "reset by the client",
+                    Some(End::Reset(crate::splice::Leg::Server)) => "reset by the server",
+                    _ => "",
+                };
+                set_text(&mut r.error_detail, why);
+            }
             _ => {}
         }
         ev.emit(&r);
     }
 
-    /// Timer polls (retransmissions, timeouts) of splices that asked for one.
-    fn sweep_splices(&mut self, now_ms: u64) {
-        let due: Vec<FlowKey> =
-            self.splices.iter().filter(|(_, s)| s.poll_at_ms <= now_ms).map(|(k, _)| *k).collect();
-        for key in due {
-            self.emit.clear();
-            if let Some(s) = self.splices.get_mut(&key) {
-                s.step(None, now_ms, &mut self.emit, self.tls.as_mut());
+    /// Timer polls (retransmissions, timeouts) of the splices that are due; returns
+    /// how many were polled.
+    fn run_timers(&mut self, now_ms: u64) -> usize {
+        let mut polled = 0;
+        while let Some(&std::cmp::Reverse((at, key))) = self.timers.peek() {
+            if at > now_ms {
+                break;
             }
+            self.timers.pop();
+            let Some(s) = self.splices.get_mut(&key) else { continue };
+            if s.scheduled_ms != at {
+                continue; // moved earlier: a newer entry is live
+            }
+            s.scheduled_ms = u64::MAX;
+            if s.poll_at_ms > now_ms {
+                // Moved later by traffic since: wait for the new time.
+                self.schedule(&key, 0);
+                continue;
+            }
+            self.emit.clear();
+            s.step(None, now_ms, &mut self.emit, self.tls.as_mut());
+            polled += 1;
             self.send_emitted(&key);
             self.reap(&key);
+            // At most one timer poll per splice and millisecond.
+            self.schedule(&key, now_ms + 1);
         }
+        polled
     }
 
     #[inline]

@@ -1,23 +1,39 @@
-//! `make bench-intercept`: the intercept path's cost on one worker, measured as the
-//! worker thread's CPU time (the simulated client and server run on other threads
-//! and are not counted), beside the crypto ceiling measured with ring in the same
-//! run. The worker runs with `lab = true` so that it sleeps instead of spinning
-//! when idle: its CPU time is then its work (plus a little polling).
+//! `make bench-intercept`: the intercept path's cost on one worker, beside the
+//! crypto ceiling measured with ring in the same run.
+//!
+//! The worker is polled by the simulation itself (`Net::inline`): after the
+//! simulated client and server (smoltcp + rustls hosts) have run, their frames are
+//! handed to the worker and its polls are timed. The figure is the time spent in
+//! the worker's polls: what a connection or a byte costs a core that polls,
+//! without the idle polling, sleeps and core sharing of a threaded run on this
+//! 2-core machine.
+//!
+//! The crypto ceiling of a scenario counts the public-key operations its
+//! connections really needed, from the dataplane's counters (resumed legs send no
+//! certificate, cached chains are not verified again, cached forged certificates
+//! are not signed again): X25519 per leg, ECDSA P-256 verifications (3 for a full
+//! server handshake — leaf, intermediate, handshake signature — 1 with a cached
+//! chain, 0 resumed), ECDSA signatures (1 per client-leg full handshake, 1 per
+//! forged certificate). Ratio = ceiling / measured (goal ≥ 0.7).
 //!
 //! ```text
 //! cargo bench -p tlsgate-tests --bench intercept
+//! TG_BENCH=handshakes,goodput,packets,memory TG_BENCH_N=300   # parts, connections
 //! ```
 
+use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair};
-use tlsgate_certstore::pki_types::UnixTime;
-use tlsgate_certstore::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use smoltcp::socket::tcp::State;
+use tlsgate_api::DataplaneStats;
+use tlsgate_certstore::pki_types::{ServerName, UnixTime};
+use tlsgate_certstore::rustls::{self, ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use tlsgate_certstore::{CaOptions, DecryptionCa};
 use tlsgate_dataplane::config::Config;
-use tlsgate_tests::netsim::{rss_bytes, thread_cpu_seconds, tls_exchange, Net};
+use tlsgate_tests::netsim::{rss_bytes, tls_exchange, tls_exchange_forgotten, tls_pump, Net};
 
 #[allow(dead_code)]
 #[path = "../../certstore/tests/support/pki.rs"]
@@ -32,12 +48,14 @@ fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / f64::from(n)
 }
 
-/// The public-key work one intercepted connection needs, timed with ring here.
-/// Full: server leg X25519 + 3 ECDSA P-256 verifications (leaf, intermediate,
-/// handshake signature); forging 1 ECDSA signature; client leg X25519 + 1 ECDSA
-/// signature. Warm (forged certificate cached): the same without the forging
-/// signature.
-fn crypto_ceiling() -> (f64, f64) {
+/// Seconds per public-key operation, timed with ring on this core.
+struct Crypto {
+    kx: f64,
+    verify: f64,
+    sign: f64,
+}
+
+fn crypto() -> Crypto {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
     let key =
@@ -52,21 +70,19 @@ fn crypto_ceiling() -> (f64, f64) {
         let _ = key.sign(&rng, &msg).unwrap();
     });
     let verify = per_op(2000, || public.verify(&msg, sig.as_ref()).unwrap());
-    let x25519 = per_op(2000, || {
+    let peer = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
+    let peer_pub = peer.compute_public_key().unwrap().as_ref().to_vec();
+    // One leg: our key generation (with its public key) and one agreement.
+    let kx = per_op(2000, || {
         let mine = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
-        let peer = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
-        let peer_pub = peer.compute_public_key().unwrap();
+        let _ = mine.compute_public_key().unwrap();
         let _ = ring::agreement::agree_ephemeral(
             mine,
-            &ring::agreement::UnparsedPublicKey::new(&ring::agreement::X25519, peer_pub.as_ref().to_vec()),
+            &ring::agreement::UnparsedPublicKey::new(&ring::agreement::X25519, &peer_pub),
             |k| k.len(),
         );
     });
-    // One X25519 "op" above is two key generations and one agreement: a leg needs one
-    // generation and one agreement, so about two thirds of it.
-    let kx = x25519 * 2.0 / 3.0;
-    let warm = 2.0 * kx + 3.0 * verify + sign;
-    (warm + sign, warm)
+    Crypto { kx, verify, sign }
 }
 
 fn aes_gcm_ceiling_gbps() -> f64 {
@@ -94,7 +110,7 @@ fn aes_gcm_ceiling_gbps() -> f64 {
 }
 
 struct Bench {
-    _dir: std::path::PathBuf,
+    dir: std::path::PathBuf,
     config: Config,
     client: Arc<ClientConfig>,
 }
@@ -110,135 +126,291 @@ fn setup() -> (Bench, pki::Pki) {
         format!("{:?}", p.display().to_string())
     };
     let toml = format!(
-        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nstats_interval_s = 0\nlab = true\n\
+        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nstats_interval_s = 0\n\
          [intercept]\nports = [443]\nmax_per_worker = 20000\nbuffer_kib = 16\n\
          [tls]\nca_cert = {}\nca_key = {}\nsystem_bundle = false\nprofile = \"strong\"\ntrust = [{}]\n",
         w("ca.pem", &ca.cert_pem()),
         w("ca.key", &ca.key_pkcs8_pem()),
-        w("root.pem", &pki.root.pem())
+        w("root.pem", &pki.root.pem()),
     );
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
     let client = Arc::new(ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
-    (Bench { _dir: dir, config: Config::from_toml(&toml).unwrap(), client }, pki)
+    (Bench { dir, config: Config::from_toml(&toml).unwrap(), client }, pki)
 }
 
 fn server(
     chain: Vec<tlsgate_certstore::pki_types::CertificateDer<'static>>,
     key: &rcgen::KeyPair,
+    resumption: bool,
 ) -> Arc<ServerConfig> {
     let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    Arc::new(
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    )
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    if !resumption {
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+    }
+    Arc::new(cfg)
 }
 
-/// Worker CPU seconds per connection over `n` connections named by `sni(i)`.
-fn connections(b: &Bench, srv: &Arc<ServerConfig>, n: u16, sni: impl Fn(u16) -> String) -> f64 {
-    let mut net = Net::new(b.config.clone(), 1);
-    let before = thread_cpu_seconds("tg-dataplane").unwrap_or(0.0);
+fn intercept(s: &DataplaneStats, name: &str) -> u64 {
+    s.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+}
+
+fn rx_frames(s: &DataplaneStats) -> u64 {
+    s.workers.iter().map(|w| w.rx_packets[0] + w.rx_packets[1]).sum()
+}
+
+/// What `n` connections cost the worker, and what their crypto needed.
+struct Scenario {
+    worker_us: f64,
+    ceiling_us: f64,
+    counts: String,
+}
+
+fn connections(
+    b: &Bench,
+    c: &Crypto,
+    srv: &Arc<ServerConfig>,
+    n: u16,
+    sni: impl Fn(u16) -> String,
+) -> Scenario {
+    let mut net = Net::inline(b.config.clone());
     for i in 0..n {
         let (resp, err, _, _) =
             tls_exchange(&mut net, srv.clone(), b.client.clone(), &sni(i), 443, 20000 + i, b"GET /", 100);
         assert!(err.is_none() && resp.is_some(), "connection {i}: {err:?}");
     }
-    let after = thread_cpu_seconds("tg-dataplane").unwrap_or(0.0);
+    let spent = net.worker_time().as_secs_f64();
+    let s = net.stop().stats;
+    assert_eq!(intercept(&s, "tls_decrypted"), u64::from(n));
+    let nf = f64::from(n);
+    let resumed = intercept(&s, "tls_server_resumed") as f64;
+    let cached = intercept(&s, "tls_chain_cached") as f64;
+    let client_resumed = intercept(&s, "tls_client_resumed") as f64;
+    let forged = intercept(&s, "forge_cache_misses") as f64;
+    let verifies = 3.0 * (nf - resumed - cached) + cached;
+    let signs = (nf - client_resumed) + forged;
+    Scenario {
+        worker_us: spent / nf * 1e6,
+        ceiling_us: (2.0 * nf * c.kx + verifies * c.verify + signs * c.sign) / nf * 1e6,
+        counts: format!(
+            "origin resumed {resumed}, chain cached {cached}, client resumed {client_resumed}, forged {forged}; \
+             {:.1} frames in per connection",
+            rx_frames(&s) as f64 / nf
+        ),
+    }
+}
+
+/// `rounds` request/response exchanges of `size` bytes on one decrypted connection
+/// while `idle` other decrypted connections stay open on the worker: its busy time
+/// per frame received.
+fn per_packet(b: &Bench, srv: &Arc<ServerConfig>, idle: u16, rounds: usize, size: usize) -> (f64, u64) {
+    let mut net = Net::inline(b.config.clone());
+    for i in 0..idle {
+        let (resp, err, _, _) = tls_exchange_forgotten(
+            &mut net,
+            srv.clone(),
+            b.client.clone(),
+            "idle.tg.test",
+            443,
+            10000 + i,
+            b"hi",
+            10,
+        );
+        assert!(err.is_none() && resp.is_some(), "idle {i}: {err:?}");
+    }
+    // The active connection: handshake first, then the measured rounds.
+    let ss = net.server.tcp(64 * 1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let cs = net.client.tcp(64 * 1024);
+    net.client.connect(cs, 60000, 443);
+    let mut sconn = rustls::ServerConnection::new(srv.clone()).unwrap();
+    let mut cconn =
+        ClientConnection::new(b.client.clone(), ServerName::try_from("active.tg.test").unwrap()).unwrap();
+    net.run_until(Duration::from_secs(30), |n| {
+        let _ = tls_pump(n.client.sock(cs), &mut cconn);
+        let _ = tls_pump(n.server.sock(ss), &mut sconn);
+        !cconn.is_handshaking() && !sconn.is_handshaking()
+    });
+    let start = net.inline_stats();
+    let spent = net.worker_time();
+    let msg = vec![0x5a; size];
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..rounds {
+        cconn.writer().write_all(&msg).unwrap();
+        let (mut at_server, mut at_client) = (0, 0);
+        net.run_until(Duration::from_secs(30), |n| {
+            let _ = tls_pump(n.client.sock(cs), &mut cconn);
+            let _ = tls_pump(n.server.sock(ss), &mut sconn);
+            while let Ok(k) = sconn.reader().read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                at_server += k;
+                sconn.writer().write_all(&buf[..k]).unwrap();
+            }
+            let _ = tls_pump(n.server.sock(ss), &mut sconn);
+            while let Ok(k) = cconn.reader().read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                at_client += k;
+            }
+            at_server == size && at_client == size
+        });
+    }
+    // Let the last ACKs through, then read the counters again.
+    for _ in 0..5 {
+        net.step();
+    }
+    let end = net.inline_stats();
+    let spent = net.worker_time() - spent;
+    let open = intercept(&end, "active");
+    assert_eq!(net.client.sock(cs).state(), State::Established);
     drop(net.stop());
-    (after - before) / f64::from(n)
+    let frames = rx_frames(&end) - rx_frames(&start);
+    (spent.as_nanos() as f64 / frames as f64, open)
+}
+
+/// Memory of `n` idle decrypted flows in the worker: RSS growth per flow while the
+/// hosts forget each connection (their memory is reused, so the growth is the
+/// dataplane's, allocator overhead included).
+fn memory_per_flow(b: &Bench, srv: &Arc<ServerConfig>, n: u16) -> f64 {
+    let mut net = Net::inline(b.config.clone());
+    // Warm the allocator and the simulation with a first batch.
+    let open = |net: &mut Net, from: u16, count: u16| {
+        for i in from..from + count {
+            let (resp, err, _, _) = tls_exchange_forgotten(
+                net,
+                srv.clone(),
+                b.client.clone(),
+                "idle.tg.test",
+                443,
+                10000 + i,
+                b"hi",
+                10,
+            );
+            assert!(err.is_none() && resp.is_some(), "idle {i}: {err:?}");
+        }
+    };
+    open(&mut net, 0, 200);
+    let rss0 = rss_bytes().unwrap_or(0);
+    open(&mut net, 200, n);
+    let rss1 = rss_bytes().unwrap_or(0);
+    drop(net.stop());
+    rss1.saturating_sub(rss0) as f64 / f64::from(n)
+}
+
+/// `TG_BENCH=handshakes,goodput,packets,memory` (default: all) picks the parts.
+fn part(name: &str) -> bool {
+    std::env::var("TG_BENCH").map_or(true, |v| v.split(',').any(|p| p == name))
 }
 
 fn main() {
-    let (full_ceiling, warm_ceiling) = crypto_ceiling();
+    let c = crypto();
     let (b, pki) = setup();
-    // A wildcard certificate, so every connection may ask for another name: each
-    // name is a forged-certificate cache miss (a full handshake on both legs).
+    // A wildcard certificate, so every connection may ask for another name.
     let wild = pki::issue(pki::leaf_params("*.tg.test", pki::VALID_FROM, pki::VALID_TO), &pki.intermediate);
-    let srv = server(vec![wild.der(), pki.intermediate.der()], &wild.key);
-    let n = 300;
-    let full = connections(&b, &srv, n, |i| format!("h{i}.tg.test"));
-    let warm = connections(&b, &srv, n, |_| "same.tg.test".to_string());
+    let chain = vec![wild.der(), pki.intermediate.der()];
+    let resuming = server(chain.clone(), &wild.key, true);
+    let plain = server(chain, &wild.key, false);
+    let n = std::env::var("TG_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
 
-    println!("intercepted TLS connections, one worker (CPU time of the worker thread), {n} each");
-    println!("{:<48} {:>10} {:>14} {:>8}", "", "µs/conn", "ceiling µs", "ratio");
     println!(
-        "{:<48} {:>10.0} {:>14.0} {:>8.2}",
-        "full handshakes (forged-cert cache miss)",
-        full * 1e6,
-        full_ceiling * 1e6,
-        full_ceiling / full
+        "ring on this core: X25519 {:.0} µs per leg, ECDSA P-256 verify {:.0} µs, sign {:.0} µs",
+        c.kx * 1e6,
+        c.verify * 1e6,
+        c.sign * 1e6
     );
-    println!(
-        "{:<48} {:>10.0} {:>14.0} {:>8.2}",
-        "warm forged-cert cache",
-        warm * 1e6,
-        warm_ceiling * 1e6,
-        warm_ceiling / warm
-    );
-    println!("  (goal: ratio ≥ 0.7; session resumption and a verified-chain cache are not built yet)");
-
-    // Goodput: one connection, 64 MB from the server, decrypted and re-encrypted.
-    let mut net = Net::new(b.config.clone(), 1);
-    let bytes = 64 << 20;
-    let before = thread_cpu_seconds("tg-dataplane").unwrap_or(0.0);
-    let (resp, err, _, _) =
-        tls_exchange(&mut net, srv.clone(), b.client.clone(), "bulk.tg.test", 443, 30000, b"GET /", bytes);
-    assert!(err.is_none() && resp.is_some(), "bulk: {err:?}");
-    let cpu = thread_cpu_seconds("tg-dataplane").unwrap_or(0.0) - before;
-    drop(net.stop());
-    let gbps = bytes as f64 * 8.0 / cpu / 1e9;
-    let ceiling = aes_gcm_ceiling_gbps();
-    println!(
-        "{:<48} {:>10.2} {:>14.2} {:>8.2}",
-        "decrypted goodput, Gbit/s per worker CPU-second",
-        gbps,
-        ceiling,
-        gbps / ceiling
-    );
-    println!(
-        "  (ceiling: AES-128-GCM open + seal of 16 KiB records with ring on this core; goal ≥ 5 Gbit/s)"
-    );
-
-    // Memory per idle intercepted flow: 1000 open, idle TLS connections.
-    let mut net = Net::new(b.config.clone(), 1);
-    let idle = 1000u16;
-    let rss0 = rss_bytes().unwrap_or(0);
-    for i in 0..idle {
-        let (resp, err, _, _) = tls_exchange_keep_open(&mut net, &srv, &b.client, i);
-        assert!(err.is_none() && resp.is_some(), "idle {i}: {err:?}");
+    if part("handshakes") {
+        println!("intercepted TLS connections, one worker, {n} per scenario");
+        println!("{:<58} {:>10} {:>11} {:>6}", "", "worker µs", "ceiling µs", "ratio");
+        let scenarios: [(&str, &dyn Fn() -> Scenario); 3] = [
+            ("full handshakes (every name new)", &|| {
+                connections(&b, &c, &plain, n, |i| format!("h{i}.tg.test"))
+            }),
+            ("warm: forged cert + verified chain (origin: no resumption)", &|| {
+                connections(&b, &c, &plain, n, |_| "same.tg.test".into())
+            }),
+            ("warm: all caches (origin resumes)", &|| {
+                connections(&b, &c, &resuming, n, |_| "same.tg.test".into())
+            }),
+        ];
+        // TG_BENCH_SCENARIO=1,2,3 picks scenarios (default: all).
+        let picked = |i: usize| {
+            std::env::var("TG_BENCH_SCENARIO")
+                .map_or(true, |v| v.split(',').any(|p| p == (i + 1).to_string()))
+        };
+        for (i, (name, run)) in scenarios.iter().enumerate() {
+            if !picked(i) {
+                continue;
+            }
+            let s = run();
+            println!(
+                "{:<58} {:>10.0} {:>11.0} {:>6.2}",
+                name,
+                s.worker_us,
+                s.ceiling_us,
+                s.ceiling_us / s.worker_us
+            );
+            println!("    ({})", s.counts);
+        }
+        println!("  (goal: ratio ≥ 0.7 of the ceiling's rate)");
     }
-    let rss1 = rss_bytes().unwrap_or(0);
-    let stats = net.stop();
-    let active: u64 =
-        stats.stats.workers.iter().map(|w| w.intercept.get("active").copied().unwrap_or(0)).sum();
-    println!(
-        "{:<48} {:>10.0} KiB   ({} flows open; 4 x {} KiB buffers each; the simulated hosts' sockets are included)",
-        "memory per idle intercepted TLS flow (RSS)",
-        (rss1.saturating_sub(rss0)) as f64 / f64::from(idle) / 1024.0,
-        active,
-        16
-    );
-}
 
-/// A connection that stays open: the exchange completes, nobody closes.
-fn tls_exchange_keep_open(
-    net: &mut Net,
-    srv: &Arc<ServerConfig>,
-    client: &Arc<ClientConfig>,
-    i: u16,
-) -> tlsgate_tests::netsim::Seen {
-    tlsgate_tests::netsim::tls_exchange_open(
-        net,
-        srv.clone(),
-        client.clone(),
-        "idle.tg.test",
-        443,
-        40000 + i,
-        b"GET /",
-        10,
-    )
+    if part("goodput") {
+        // One connection, 64 MB from the server, decrypted and re-encrypted.
+        let mut net = Net::inline(b.config.clone());
+        let bytes = 64 << 20;
+        let (resp, err, _, _) = tls_exchange(
+            &mut net,
+            plain.clone(),
+            b.client.clone(),
+            "bulk.tg.test",
+            443,
+            30000,
+            b"GET /",
+            bytes,
+        );
+        assert!(err.is_none() && resp.is_some(), "bulk: {err:?}");
+        let gbps = bytes as f64 * 8.0 / net.worker_time().as_secs_f64() / 1e9;
+        drop(net.stop());
+        let ceiling = aes_gcm_ceiling_gbps();
+        println!(
+            "{:<58} {:>10.2} {:>11.2} {:>6.2}",
+            "decrypted goodput, Gbit/s per worker second (64 MB)",
+            gbps,
+            ceiling,
+            gbps / ceiling
+        );
+        println!(
+            "  (ceiling: AES-128-GCM open + seal of 16 KiB records with ring on this core; goal ≥ 5 Gbit/s)"
+        );
+    }
+
+    if part("packets") {
+        // Per-frame cost with few and with many concurrent intercepted flows.
+        let (few, few_open) = per_packet(&b, &resuming, 100, 2000, 64);
+        let (many, many_open) = per_packet(&b, &resuming, 10_000, 2000, 64);
+        println!(
+            "worker ns per frame, 2000 request/response rounds of 64 B: {few:.0} with {few_open} flows open, \
+             {many:.0} with {many_open} open: {:.2}x (goal ≤ 1.2x)",
+            many / few
+        );
+    }
+
+    if part("memory") {
+        let idle = 2000;
+        println!(
+            "memory per idle decrypted flow (RSS growth over {idle} flows; 4 x 16 KiB TCP buffers allocated each): {:.0} KiB",
+            memory_per_flow(&b, &resuming, idle) / 1024.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&b.dir);
 }

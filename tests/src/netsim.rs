@@ -21,8 +21,11 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use tlsgate_dataplane::config::Config;
-use tlsgate_dataplane::run::{run, RunOptions, Summary};
-use tlsgate_drivers::memory::{MemoryBackend, Spread, Wire};
+use tlsgate_dataplane::counters::Published;
+use tlsgate_dataplane::run::{run, worker_settings, RunOptions, Summary};
+use tlsgate_dataplane::worker::{Steering, Worker};
+use tlsgate_drivers::memory::{MemQueues, MemoryBackend, Spread, Wire};
+use tlsgate_drivers::Backend;
 use tlsgate_drivers::{INSIDE, OUTSIDE};
 
 use smoltcp::socket::tcp::State;
@@ -152,6 +155,15 @@ pub struct Net {
     wire: Wire,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Summary>>,
+    inline: Option<Inline>,
+}
+
+/// A worker polled by the simulation itself, on its thread, between host steps.
+struct Inline {
+    worker: Worker<MemQueues>,
+    /// Time spent in the worker's polls.
+    spent: Duration,
+    started: Instant,
 }
 
 impl Net {
@@ -172,6 +184,59 @@ impl Net {
             wire,
             stop,
             handle: Some(handle),
+            inline: None,
+        }
+    }
+
+    /// A dataplane of one worker that the simulation polls itself, on its own
+    /// thread, after carrying the hosts' frames (no worker thread, no idle
+    /// polling): [`Net::worker_time`] is then exactly the worker's cost. Events are
+    /// not drained in this mode.
+    pub fn inline(cfg: Config) -> Net {
+        let (mut backend, wire) = MemoryBackend::new(1, 8192, Spread::First);
+        let settings = worker_settings(&cfg, 1, false).expect("worker settings");
+        let steering = Arc::new(Steering::new(1, cfg.dataplane.handover_depth));
+        let queues = backend.take_queues().pop().expect("one queue");
+        let started = Instant::now();
+        let worker =
+            Worker::new(0, queues, &cfg, settings, steering, Arc::new(Published::default()), started);
+        Net {
+            client: Host::new([2, 0, 0, 0, 0, 1], CLIENT, 0x1111, started),
+            server: Host::new([2, 0, 0, 0, 0, 2], SERVER, 0x2222, started),
+            wire,
+            stop: Arc::new(AtomicBool::new(false)),
+            handle: None,
+            inline: Some(Inline { worker, spent: Duration::ZERO, started }),
+        }
+    }
+
+    /// With [`Net::inline`]: the time spent in the worker's polls so far.
+    pub fn worker_time(&self) -> Duration {
+        self.inline.as_ref().map_or(Duration::ZERO, |i| i.spent)
+    }
+
+    /// With [`Net::inline`]: the worker's counters now.
+    pub fn inline_stats(&mut self) -> tlsgate_api::DataplaneStats {
+        let i = self.inline.as_mut().expect("an inline worker");
+        tlsgate_api::DataplaneStats {
+            uptime_s: i.started.elapsed().as_secs_f64(),
+            driver: "memory".into(),
+            workers: vec![i.worker.report()],
+            ports: Vec::new(),
+        }
+    }
+
+    fn poll_inline(&mut self) {
+        if let Some(i) = self.inline.as_mut() {
+            // Until it has nothing left to do (a poll takes up to a burst per port).
+            for _ in 0..64 {
+                let t = Instant::now();
+                let work = i.worker.poll(t);
+                i.spent += t.elapsed();
+                if work == 0 {
+                    break;
+                }
+            }
         }
     }
 
@@ -202,6 +267,7 @@ impl Net {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
+        self.poll_inline();
         for f in self.wire.take_tx(INSIDE) {
             if self.client.record {
                 self.client.seen.push(f.clone());
@@ -234,6 +300,11 @@ impl Net {
             std::thread::sleep(Duration::from_millis(2));
         }
         self.stop.store(true, Ordering::Relaxed);
+        if self.inline.is_some() {
+            let stats = self.inline_stats();
+            let totals = tlsgate_dataplane::status::Totals::of(&stats);
+            return Summary { seconds: stats.uptime_s, rx: totals.rx, tx: totals.tx, totals, stats };
+        }
         self.handle.take().expect("running").join().expect("dataplane thread")
     }
 }
@@ -244,6 +315,21 @@ impl Drop for Net {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// The counters of a running dataplane, asked over its status socket (the
+/// configuration's `dataplane.status_socket`).
+pub fn live_stats(socket: &std::path::Path) -> tlsgate_api::DataplaneStats {
+    use std::io::BufRead;
+    use tlsgate_api::{Body, Frame, Request, Response};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).expect("status socket");
+    conn.write_all(Frame::request(1, Request::Stats).encode().as_bytes()).expect("stats request");
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line).expect("stats answer");
+    match Frame::decode(&line).expect("a frame").body {
+        Body::Response(Response::Stats(s)) => s,
+        other => panic!("unexpected answer {other:?}"),
     }
 }
 
@@ -314,7 +400,7 @@ pub fn tls_exchange(
     request: &[u8],
     response_len: usize,
 ) -> Seen {
-    exchange(net, server, client, sni, port, client_port, request, response_len, true)
+    exchange(net, server, client, sni, port, client_port, request, response_len, After::Close)
 }
 
 /// As [`tls_exchange`], leaving the connection open and idle afterwards.
@@ -329,7 +415,31 @@ pub fn tls_exchange_open(
     request: &[u8],
     response_len: usize,
 ) -> Seen {
-    exchange(net, server, client, sni, port, client_port, request, response_len, false)
+    exchange(net, server, client, sni, port, client_port, request, response_len, After::KeepOpen)
+}
+
+/// As [`tls_exchange`], then both hosts forget the connection without a packet: it
+/// stays open and idle in the dataplane only (the hosts keep no state for it, so
+/// thousands of such flows cost the simulation nothing).
+#[allow(clippy::too_many_arguments)]
+pub fn tls_exchange_forgotten(
+    net: &mut Net,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    sni: &str,
+    port: u16,
+    client_port: u16,
+    request: &[u8],
+    response_len: usize,
+) -> Seen {
+    exchange(net, server, client, sni, port, client_port, request, response_len, After::Forget)
+}
+
+#[derive(PartialEq, Eq)]
+enum After {
+    Close,
+    KeepOpen,
+    Forget,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -342,11 +452,18 @@ fn exchange(
     client_port: u16,
     request: &[u8],
     response_len: usize,
-    close: bool,
+    after: After,
 ) -> Seen {
-    let ss = net.server.tcp(256 * 1024);
+    let buf = if after == After::Forget { 16 * 1024 } else { 256 * 1024 };
+    let ss = net.server.tcp(buf);
     net.server.sock(ss).listen(port).unwrap();
-    let cs = net.client.tcp(256 * 1024);
+    let cs = net.client.tcp(buf);
+    if after == After::Forget {
+        // Everything received is acknowledged at once, so nothing is left to
+        // retransmit when the hosts forget the connection.
+        net.server.sock(ss).set_ack_delay(None);
+        net.client.sock(cs).set_ack_delay(None);
+    }
     net.client.connect(cs, client_port, port);
     let mut sconn = ServerConnection::new(server).unwrap();
     let mut cconn = ClientConnection::new(client, ServerName::try_from(sni.to_string()).unwrap()).unwrap();
@@ -395,7 +512,26 @@ fn exchange(
     let ok = error.is_none() && got_req == request && got_resp == response;
     let peer = cconn.peer_certificates().and_then(|c| c.first().cloned());
     let alpn = cconn.alpn_protocol().map(<[u8]>::to_vec);
-    if ok && close {
+    if ok && after == After::Forget {
+        // Let everything in flight be acknowledged (session tickets included), then
+        // drop the sockets without a word.
+        net.run_until(Duration::from_secs(10), |n| {
+            let _ = tls_pump(n.client.sock(cs), &mut cconn);
+            let _ = tls_pump(n.server.sock(ss), &mut sconn);
+            n.client.sock(cs).send_queue() == 0
+                && n.server.sock(ss).send_queue() == 0
+                && !cconn.wants_write()
+                && !sconn.wants_write()
+        });
+        for _ in 0..10 {
+            net.step();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        net.client.sockets.remove(cs);
+        net.server.sockets.remove(ss);
+        return (Some(got_resp), error, peer, alpn);
+    }
+    if ok && after == After::Close {
         cconn.send_close_notify();
         sconn.send_close_notify();
         let _ = tls_pump(net.client.sock(cs), &mut cconn);

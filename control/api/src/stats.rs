@@ -39,6 +39,9 @@ pub struct WorkerStats {
     pub handover_bursts: u64,
     /// Main-loop iterations that found no work.
     pub idle_polls: u64,
+    /// Nanoseconds spent in loop iterations that found work (busy time).
+    #[serde(default)]
+    pub busy_ns: u64,
     /// Malformed frames forwarded anyway (`malformed = "forward"`).
     pub malformed_forwarded: u64,
     /// Intercepted (terminated) flows: `created`, `active`, `closed`,
