@@ -188,6 +188,8 @@ pub struct Flow {
     wheel_due: u64,
     /// Terminated by the intercept path: its segments never take the fast path.
     pub intercepted: bool,
+    /// Intercepted and its splice alive: not expired.
+    pub held: bool,
 }
 
 /// Idle timeouts, in seconds, per state (`[flows.timeouts]`).
@@ -384,6 +386,7 @@ impl FlowTable {
             packets: 1,
             wheel_due: 0,
             intercepted: false,
+            held: false,
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow));
         self.table.insert_unique(hash, flow, |f| f.key.hash());
@@ -391,10 +394,22 @@ impl FlowTable {
         Track::Created
     }
 
-    /// Marks a flow as intercepted (its packets go to the splice from now on).
+    /// Marks a flow as intercepted (its packets go to the splice from now on). It
+    /// does not expire while its splice lives (the splice has its own timeouts);
+    /// [`FlowTable::splice_ended`] starts its tombstone's timeout.
     pub fn set_intercepted(&mut self, key: &FlowKey, hash: u64) {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
+            f.held = true;
+        }
+    }
+
+    /// The splice of an intercepted flow ended: the flow stays as a tombstone for
+    /// its state's timeout from now.
+    pub fn splice_ended(&mut self, key: &FlowKey, now_ms: u64) {
+        if let Some(f) = self.table.find_mut(key.hash(), |f| f.key == *key) {
+            f.held = false;
+            f.last_seen_ms = now_ms;
         }
     }
 
@@ -417,7 +432,11 @@ impl FlowTable {
                 // Stale: the flow was rescheduled to another slot since.
                 continue;
             }
-            let due = (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1;
+            let due = if f.held {
+                now_s + self.timeouts.of(f.state) + 1
+            } else {
+                (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1
+            };
             if due <= now_s {
                 entry.remove();
                 removed += 1;
@@ -523,6 +542,25 @@ mod tests {
         track(&mut t, &pkt(A, 1000, B, 80, SYN), 5);
         assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn an_intercepted_flow_is_held_while_its_splice_lives() {
+        let mut t = table(10, AtCapacity::FailOpen);
+        let syn = pkt(A, 1000, B, 443, SYN);
+        track(&mut t, &syn, 0);
+        let (k, _) = FlowKey::of(&syn);
+        t.set_intercepted(&k, k.hash());
+        // Far beyond the SYN timeout (30 s) and the established one (3600 s): held.
+        for s in [60, 4000, 90_000] {
+            assert_eq!(t.expire(s * 1000, usize::MAX), 0, "at {s} s");
+        }
+        assert_eq!(t.len(), 1);
+        // The splice ends: the tombstone times out with its state from then on.
+        t.splice_ended(&k, 90_000_000);
+        assert_eq!(t.expire(90_020_000, usize::MAX), 0, "tombstone still within 30 s");
+        assert_eq!(t.expire(90_000_000 + 32_000 + 3_700_000, usize::MAX), 1);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -771,15 +771,22 @@ fn step(
             }
             if let Err(e) = pump_conn(server, &mut *to_server) {
                 let _ = to_server.write_tls(&mut SockWriter(server));
+                let alert_received = match &e {
+                    rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
+                    _ => None,
+                };
+                // TLS 1.3: our (empty) client certificate goes with our Finished, so
+                // a server insisting on one refuses only after our handshake ended.
+                let error = if info.cert_requested {
+                    format!("the server requires a client certificate (the appliance has none to send): {e}")
+                } else {
+                    e.to_string()
+                };
                 return (
                     TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: Vec::new(),
-                        end: TlsEnd::ServerFailed {
-                            error: e.to_string(),
-                            alert_received: None,
-                            verify: None,
-                        },
+                        end: TlsEnd::ServerFailed { error, alert_received, verify: None },
                     }),
                 );
             }

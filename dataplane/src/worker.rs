@@ -151,8 +151,8 @@ impl WorkerSettings {
 
 /// How often counters are published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
-/// Flow-expiry entries examined per loop.
-const EXPIRE_BUDGET: usize = 64;
+/// Flow-expiry entries examined per millisecond.
+const EXPIRE_BUDGET: usize = 256;
 
 /// One worker's state.
 pub struct Worker<Q: Queues> {
@@ -183,6 +183,10 @@ pub struct Worker<Q: Queues> {
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(u64, FlowKey)>>,
     /// When counters were last published.
     published_at: Option<Instant>,
+    /// When the flow table's expiry next runs (ms of the worker clock).
+    next_expire_ms: u64,
+    /// The current poll's time (ms of the worker clock).
+    now_ms: u64,
 }
 
 impl<Q: Queues> Worker<Q> {
@@ -243,6 +247,8 @@ impl<Q: Queues> Worker<Q> {
             seed,
             timers: std::collections::BinaryHeap::new(),
             published_at: None,
+            next_expire_ms: 0,
+            now_ms: 0,
         }
     }
 
@@ -280,6 +286,7 @@ impl<Q: Queues> Worker<Q> {
     /// polls it handled (0: an idle poll).
     pub fn poll(&mut self, now: Instant) -> usize {
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        self.now_ms = now_ms;
         let mut work = 0;
         let mut rx: Burst<Q::Frame> = Burst::new();
         for port in 0..NUM_PORTS {
@@ -302,9 +309,15 @@ impl<Q: Queues> Worker<Q> {
         }
         work += self.run_timers(now_ms);
         self.flush_tx();
-        let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
-        if expired > 0 {
-            self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+        if now_ms >= self.next_expire_ms {
+            // Once per millisecond (the wheel has one-second slots): rescheduling many
+            // flows that come due together costs a few lookups per millisecond, not
+            // per poll.
+            self.next_expire_ms = now_ms + 1;
+            let expired = self.flows.expire(now_ms, EXPIRE_BUDGET);
+            if expired > 0 {
+                self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+            }
         }
         if work > 0 {
             self.c[idx::BUSY_NS] += now.elapsed().as_nanos() as u64;
@@ -584,6 +597,7 @@ impl<Q: Queues> Worker<Q> {
             return;
         }
         if let Some(s) = self.splices.remove(key) {
+            self.flows.splice_ended(key, self.now_ms);
             self.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
             self.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
             let i = match s.end {

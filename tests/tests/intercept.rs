@@ -152,18 +152,18 @@ fn a_client_reset_mid_stream_resets_the_server_leg() {
 }
 
 #[test]
-fn a_hundred_concurrent_spliced_connections() {
+fn a_thousand_concurrent_spliced_connections() {
     let mut net = Net::new(config(&[80]), 2);
-    const N: usize = 100;
+    const N: usize = 1000;
     let mut pairs = Vec::new();
     for i in 0..N {
         let ss = net.server.tcp(32 * 1024);
         net.server.sock(ss).listen(80).unwrap();
         let cs = net.client.tcp(32 * 1024);
-        net.client.connect(cs, 41000 + i as u16, 80);
-        pairs.push((cs, ss, pattern(20_000, i as u64 + 10), 0usize, Vec::new()));
+        net.client.connect(cs, 40000 + i as u16, 80);
+        pairs.push((cs, ss, pattern(10_000, i as u64 + 10), 0usize, Vec::new()));
     }
-    net.run_until(Duration::from_secs(60), |n| {
+    net.run_until(Duration::from_secs(120), |n| {
         let mut done = 0;
         for (cs, ss, data, sent, got) in pairs.iter_mut() {
             let c = n.client.sock(*cs);

@@ -347,9 +347,13 @@ fn https_through_tls_interception() {
 
     // The origin's PKI (root -> intermediate -> server.tg.test) and the appliance's CA.
     let origin = pki::Pki::generate();
+    // The server's certificate names it and its address (for the client without SNI).
+    let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(lab.server_addr().parse().expect("address")));
+    let leaf = pki::issue(params, &origin.intermediate);
     let write = |name: &str, text: &str| write_file(&files, name, text);
-    let chain = write("server-chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
-    let key = write("server.key", &origin.leaf.key_pem());
+    let chain = write("server-chain.pem", &format!("{}{}", leaf.pem(), origin.intermediate.pem()));
+    let key = write("server.key", &leaf.key_pem());
     let root = write("origin-root.pem", &origin.root.pem());
     let (ca_cert, ca_key) = decryption_ca(&files);
 
@@ -412,9 +416,51 @@ fn https_through_tls_interception() {
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     assert!(text.contains(pki::SERVER), "{text}");
 
+    // Without SNI (the client connects by address): the server is verified against
+    // its address, and the forged certificate names that address.
+    let by_ip = format!("https://{}/file", lab.server_addr());
+    let out_ip = files.join("download-by-ip");
+    let out_ip_s = out_ip.display().to_string();
+    let curl = netns_run(
+        &lab.client_ns(),
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            &ca_s,
+            "-o",
+            &out_ip_s,
+            "-w",
+            "%{http_code}",
+            &by_ip,
+        ],
+        Duration::from_secs(25),
+    );
+    assert!(curl.status.success(), "curl by address failed: {curl:?}");
+    assert_eq!(curl.stdout.trim(), "200", "curl: {curl:?}");
+    assert!(std::fs::read(&out_ip).expect("download") == data);
+    let s_client = netns_run(
+        &lab.client_ns(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "openssl s_client -connect {connect} -noservername -CAfile {ca_s} -verify_ip {} \
+                 -verify_return_error </dev/null",
+                lab.server_addr()
+            ),
+        ],
+        Duration::from_secs(15),
+    );
+    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    assert!(text.contains("tlsgate decryption CA"), "issuer not the decryption CA: {text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "forged for the address: {text}");
+
     drop(nginx);
     let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
-    assert_eq!(intercept(&s, "tls_decrypted"), 2, "curl and s_client: {}", brief(&s));
+    assert_eq!(intercept(&s, "tls_decrypted"), 4, "curl and s_client, by name and address: {}", brief(&s));
     assert_eq!(intercept(&s, "tls_aborted"), 0, "{}", brief(&s));
     assert_clean_stop(dp);
     lab.teardown();

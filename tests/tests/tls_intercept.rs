@@ -192,10 +192,11 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
     let pki = origin();
     let setup = setup("strong", &[pki.root.pem()], &[]);
     let chain = vec![pki.leaf.der(), pki.intermediate.der()];
-    let request = pattern(200_000, 1);
-    let out = exchange(&setup, server_config(chain, &pki.leaf.key, false), pki::SERVER, &request, 1_000_000);
+    // 10 MB each way; the exchange compares both streams byte for byte.
+    let request = pattern(10_000_000, 1);
+    let out = exchange(&setup, server_config(chain, &pki.leaf.key, false), pki::SERVER, &request, 10_000_000);
     assert!(out.error.is_none(), "client error: {:?}", out.error);
-    assert_eq!(out.response.as_ref().map(Vec::len), Some(1_000_000));
+    assert_eq!(out.response.as_ref().map(Vec::len), Some(10_000_000));
     // The client was shown a certificate for the server's name, issued by the
     // decryption CA (it only trusts that CA, so the handshake proves it too).
     let peer = summarize(out.peer.as_ref().expect("peer certificate")).unwrap();
@@ -206,7 +207,7 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
     assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
     assert_eq!(counter(&out.summary, "tls_aborted"), 0);
     assert_eq!(counter(&out.summary, "bytes_up"), request.len() as u64, "plaintext relayed up");
-    assert_eq!(counter(&out.summary, "bytes_down"), 1_000_000, "plaintext relayed down");
+    assert_eq!(counter(&out.summary, "bytes_down"), 10_000_000, "plaintext relayed down");
 }
 
 /// SEED problem 1: the server speaks TLS 1.2 with AES-256-GCM suites only; the base
@@ -405,4 +406,144 @@ fn without_sni_the_server_is_named_by_its_address() {
     assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
     let (_, events) = logs(&setup);
     assert_eq!(events[0]["sni"], "", "no SNI was sent");
+}
+
+/// The other certificate failures operators meet, each with its OpenSSL-style
+/// reason in the event and the log: an expired server certificate, a certificate
+/// for another name, and one from a CA the trust store does not hold.
+#[test]
+fn expired_wrong_host_and_unknown_issuer_are_server_leg_aborts() {
+    let pki = origin();
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let cases = [
+        (
+            vec![pki.expired_leaf.der(), pki.intermediate.der()],
+            &pki.expired_leaf.key,
+            pki::SERVER,
+            10,
+            "certificate has expired",
+        ),
+        (vec![pki.leaf.der(), pki.intermediate.der()], &pki.leaf.key, "www.tg.test", 62, "Hostname mismatch"),
+        (
+            vec![pki.unknown_leaf.der()],
+            &pki.unknown_leaf.key,
+            pki::SERVER,
+            20,
+            "unable to get local issuer certificate",
+        ),
+    ];
+    for (i, (chain, key, sni, code, text)) in cases.into_iter().enumerate() {
+        let out = exchange(&setup, server_config(chain, key, false), sni, b"GET /", 10);
+        assert!(out.error.is_some(), "case {code}: the client must fail");
+        assert_eq!(counter(&out.summary, "tls_aborted"), 1, "case {code}");
+        assert_eq!(counter(&out.summary, "tls_decrypted"), 0, "case {code}");
+        let (log, events) = logs(&setup);
+        let e = &events[i];
+        assert_eq!((e["kind"].as_str(), e["leg"].as_str()), (Some("abort"), Some("server")), "{e}");
+        assert_eq!(e["verify_code"], code, "{e}");
+        assert_eq!(e["verify_text"], text, "{e}");
+        assert_eq!(e["phase"], "server_handshake", "{e}");
+        let line = format!("Certificate verification failure: {text} (code {code}, depth 0)");
+        assert!(log.contains(&line), "missing {line:?} in:\n{log}");
+    }
+}
+
+/// An origin that requires a client certificate: the appliance has none to give,
+/// the server refuses, and the abort says why.
+#[test]
+fn a_server_requiring_a_client_certificate_is_named() {
+    let pki = origin();
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.root.der()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(pki.leaf.key.serialize_der().into());
+    let cfg = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki.leaf.der(), pki.intermediate.der()], key)
+        .unwrap();
+    let out = exchange(&setup, Arc::new(cfg), pki::SERVER, b"GET /", 10);
+    assert!(out.error.is_some(), "the client must fail");
+    let (log, events) = logs(&setup);
+    assert_eq!(events[0]["kind"], "abort");
+    let detail = events[0]["error_detail"].as_str().unwrap();
+    assert!(detail.contains("requires a client certificate"), "{detail}");
+    assert!(log.contains("requires a client certificate"), "{log}");
+}
+
+/// A server that accepts TCP but never answers the TLS handshake: after
+/// `tls.handshake_timeout_s` the server leg fails like any other server-leg
+/// failure (fatal alert to the client, event, remembered).
+#[test]
+fn a_silent_server_times_out_the_handshake() {
+    let mut setup = setup("strong", &[], &[]);
+    setup.config.tls.as_mut().unwrap().handshake_timeout_s = 1;
+    let mut net = Net::new(setup.config.clone(), 1);
+    let ss = net.server.tcp(16 * 1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let cs = net.client.tcp(16 * 1024);
+    net.client.connect(cs, 42001, 443);
+    let client = client_config(&setup.ca, None);
+    let mut cconn = rustls::ClientConnection::new(client, "silent.tg.test".try_into().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    let mut error = None;
+    net.run_until(std::time::Duration::from_secs(20), |n| {
+        if let Err(e) = tlsgate_tests::netsim::tls_pump(n.client.sock(cs), &mut cconn) {
+            error = Some(e.to_string());
+        }
+        error.is_some()
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "not before the timeout");
+    assert!(error.unwrap().contains("HandshakeFailure"), "our fatal alert");
+    net.client.sock(cs).close();
+    let summary = net.stop();
+    assert_eq!(counter(&summary, "tls_aborted"), 1);
+    let (_, events) = logs(&setup);
+    assert_eq!(events[0]["kind"], "abort");
+    assert_eq!(events[0]["leg"], "server");
+    let detail = events[0]["error_detail"].as_str().unwrap();
+    assert!(detail.contains("did not complete the TLS handshake within 1 s"), "{detail}");
+}
+
+/// A client that opens TCP and never sends its ClientHello is reset after the
+/// handshake timeout, with a timeout event in the ClientHello phase.
+#[test]
+fn a_client_without_a_client_hello_is_reset_after_the_timeout() {
+    let mut setup = setup("strong", &[], &[]);
+    setup.config.tls.as_mut().unwrap().handshake_timeout_s = 1;
+    let mut net = Net::new(setup.config.clone(), 1);
+    let ss = net.server.tcp(16 * 1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let cs = net.client.tcp(16 * 1024);
+    net.client.connect(cs, 42002, 443);
+    net.run_until(std::time::Duration::from_secs(20), |n| {
+        n.client.sock(cs).state() == smoltcp::socket::tcp::State::Closed
+    });
+    let summary = net.stop();
+    assert_eq!(counter(&summary, "timeout"), 1);
+    let (_, events) = logs(&setup);
+    assert_eq!(events[0]["kind"], "timeout", "{}", events[0]);
+    assert_eq!(events[0]["phase"], "client_hello", "{}", events[0]);
+}
+
+/// `certificate_validation: false` (labs only): a server the trust store would
+/// refuse is decrypted, and the event and the log say what was ignored.
+#[test]
+fn with_validation_off_a_refused_chain_is_decrypted_and_reported() {
+    let policy = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ],
+                      "settings": { "certificate_validation": false } }"#;
+    let setup = setup_with_policy("strong", &[], &[], Some(policy));
+    let asa = pki::ciscoasa();
+    let out =
+        exchange(&setup, server_config(vec![asa.der()], &asa.key, false), "asa.tg.test", b"GET /", 1000);
+    assert!(out.error.is_none(), "decrypted anyway: {:?}", out.error);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+    assert_eq!(counter(&out.summary, "tls_unverified"), 1);
+    let (log, events) = logs(&setup);
+    assert_eq!(events[0]["kind"], "decrypted");
+    assert_eq!(events[0]["verify_code"], 18);
+    assert!(
+        log.contains("WARN TLS_Proxy - Certificate verification failure ignored (validation is off): self signed certificate (code 18, depth 0)"),
+        "{log}"
+    );
 }
