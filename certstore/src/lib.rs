@@ -43,6 +43,9 @@
 //!   [`client_config_noting_requests`] (with [`CertRequests`] and origin session
 //!   resumption), [`server_config`], [`SingleCertResolver`], [`CertifiedKey`];
 //!   the verifier's accepted-chain cache ([`VerifiedCacheStats`]).
+//! - Licenses: [`parse_license`], [`SignedLicense`], [`License`], [`LicenseState`],
+//!   [`LicensePayload`], [`LicenseError`], [`VendorKey`], [`VendorSigner`],
+//!   [`pkcs8_pem`], [`FEATURE_STRONG_CRYPTO`].
 //! - Errors: [`Error`], [`Result`], [`PKCS8_HINT`].
 
 #![forbid(unsafe_code)]
@@ -52,6 +55,7 @@ mod cert;
 mod error;
 mod forge;
 mod key;
+mod license;
 mod name;
 mod profile;
 mod tls;
@@ -64,6 +68,10 @@ pub use error::{Error, Result, PKCS8_HINT};
 pub use forge::{
     forge_leaf, ForgeCache, ForgeCacheStats, LeafKey, CACHE_REFRESH_MARGIN_SECS, FORGED_BACKDATE_SECS,
     FORGED_MAX_LIFETIME_SECS,
+};
+pub use license::{
+    parse_license, pkcs8_pem, License, LicenseError, LicensePayload, LicenseState, SignedLicense, VendorKey,
+    VendorSigner, FEATURE_STRONG_CRYPTO,
 };
 pub use profile::CipherProfile;
 pub use tls::{

@@ -1,13 +1,35 @@
 //! `tlsgate-control`: the control plane of the appliance.
 //!
-//! What it will hold (control-plane issue): the `tlsgate-control` daemon (state
-//! directory with trust store, decryption CA, licenses and versioned policy; the
-//! control socket; the event-ring consumer writing `tls_proxy.log` and a JSON event
-//! log; the Prometheus exporter) and its client `tlsgatectl`.
+//! ```text
+//!   tlsgatectl ──┐                      ┌── state_dir/state.json (atomic: tmp, fsync, rename)
+//!                ▼                      │
+//!   control socket (Unix, 0660, peer credentials) ──► Daemon ─┼── snapshots ──► dataplane link
+//!                ▲                      │                ◄── chains, answers
+//!   dataplane ───┘ (one two-way link)   ├── events: rings ──► tls_proxy.log, events.jsonl, index
+//!                                       └── /metrics (Prometheus)
+//! ```
 //!
-//! It talks to the dataplane only through [`tlsgate_api`]: today the dataplane answers
-//! the same request/response messages on its own status socket
-//! (`tlsgate-dataplane` `status_socket`); the control-plane issue turns that into one
-//! two-way connection that the dataplane opens to the control socket.
+//! Modules:
+//! * [`config`] — `/etc/tlsgate/control.toml`.
+//! * [`state`]: the state directory and its atomic writer; [`failpoint`] stops the
+//!   daemon between its steps in tests.
+//! * [`daemon`]: what each request does; versions, audit, snapshots.
+//! * [`server`]: the control socket; [`link`]: the dataplane's connection.
+//! * [`events`]: the event-ring consumer, logs, index, kept chains.
+//! * [`metrics`] — Prometheus.
+//! * [`cli`]: `tlsgatectl`'s commands and tables.
+//!
+//! The protocol types are in [`tlsgate_api`]; operator documentation is in
+//! `docs/operations.md` and `docs/control-socket.md`.
 
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod failpoint;
+pub mod link;
+pub mod metrics;
+pub mod server;
+pub mod state;

@@ -53,12 +53,31 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The decryption policy (absent: `intercept.ports` selects flows).
     pub policy: Option<PolicyConfig>,
-    /// Events of intercepted flows (absent: none are written).
+    /// Events of intercepted flows (absent: none are written, unless a control
+    /// plane is configured: then `/run/tlsgate/events`).
     pub events: Option<crate::events::EventsConfig>,
+    /// The control plane (absent: policy, CA and trust come from local files).
+    pub control: Option<ControlLinkConfig>,
     /// DPDK backend (when `driver = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
     pub pcap: Option<PcapConfig>,
+}
+
+/// `[control]`: the control plane this dataplane connects to. It sends the
+/// policy, CA, trust store and cipher profile; the dataplane sends its abort
+/// chains and answers stats and capture requests. The events rings are read by
+/// the control plane (from `[events] dir`, which must be its `events_dir`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlLinkConfig {
+    /// The control socket.
+    #[serde(default = "default_control_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_control_socket() -> PathBuf {
+    "/run/tlsgate/control.sock".into()
 }
 
 /// `[policy]`: where the decryption policy comes from until the control plane
@@ -204,10 +223,13 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: String::new(),
             message: e.to_string().trim().to_string(),
         })?;
+        if cfg.control.is_some() && cfg.events.is_none() {
+            cfg.events = Some(crate::events::EventsConfig::at("/run/tlsgate/events".into()));
+        }
         cfg.validate().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
         Ok(cfg)
     }
@@ -235,6 +257,16 @@ impl Config {
         self.intercept.validate()?;
         if let Some(t) = &self.tls {
             t.validate()?;
+            if self.control.is_none() && (t.ca_cert.is_none() || t.ca_key.is_none()) {
+                return Err("tls.ca_cert and tls.ca_key: required without a [control] plane".into());
+            }
+        }
+        if self.control.is_some() && !self.intercept.ports.is_empty() {
+            return Err(
+                "intercept.ports: with a [control] plane its policy selects the flows to intercept; \
+                        remove intercept.ports"
+                    .into(),
+            );
         }
         if let Some(e) = &self.events {
             e.validate()?;

@@ -116,11 +116,12 @@ pub type Local = [u64; COUNT];
 /// The published copy of a worker's counters.
 pub struct Published {
     vals: [AtomicU64; COUNT],
+    rules: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for Published {
     fn default() -> Self {
-        Published { vals: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Published { vals: std::array::from_fn(|_| AtomicU64::new(0)), rules: Default::default() }
     }
 }
 
@@ -129,6 +130,14 @@ impl Published {
     pub fn publish(&self, local: &Local) {
         for (a, v) in self.vals.iter().zip(local.iter()) {
             a.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies the decisions per rule name in (worker thread only, every few
+    /// hundred ms).
+    pub fn publish_rules(&self, rules: &std::collections::BTreeMap<String, u64>) {
+        if let Ok(mut r) = self.rules.lock() {
+            r.clone_from(rules);
         }
     }
 
@@ -205,6 +214,7 @@ impl Published {
             .into_iter()
             .map(|(k, i)| (k.to_string(), g(i)))
             .collect(),
+            rule_hits: self.rules.lock().map(|r| r.clone()).unwrap_or_default(),
         }
     }
 }

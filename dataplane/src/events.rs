@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tlsgate_api::event::{alert_name, make_event_id, text, ALERT_NONE};
+use tlsgate_api::event::make_event_id;
+use tlsgate_api::log::{format_lines, stamp};
 use tlsgate_api::{Consumer, EventKind, EventRecord, Producer};
 use tlsgate_certstore::pki_types::CertificateDer;
 
@@ -51,6 +52,16 @@ fn default_chains() -> usize {
 }
 
 impl EventsConfig {
+    /// The defaults, in `dir`.
+    pub fn at(dir: PathBuf) -> EventsConfig {
+        EventsConfig {
+            dir,
+            ring_capacity: default_capacity(),
+            max_log_bytes: default_max_log(),
+            chains_kept: default_chains(),
+        }
+    }
+
     /// Range checks; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 16 {
@@ -67,10 +78,21 @@ impl EventsConfig {
     }
 }
 
-/// Certificate chains of aborts, waiting for the drain thread (bounded).
+/// Certificate chains of aborts, waiting for the drain thread or the control
+/// link (bounded).
 #[derive(Default)]
 pub struct ChainStore {
     pending: Mutex<VecDeque<([u8; 32], Vec<CertificateDer<'static>>)>>,
+}
+
+impl ChainStore {
+    /// The oldest chain waiting: its SHA-256 (hex) and the certificates as PEM.
+    pub fn take(&self) -> Option<(String, String)> {
+        let (sha, chain) = self.pending.lock().ok()?.pop_front()?;
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        let pem = chain.iter().map(|c| tlsgate_certstore::pem_encode("CERTIFICATE", c.as_ref())).collect();
+        Some((hex, pem))
+    }
 }
 
 impl ChainStore {
@@ -199,150 +221,10 @@ fn append(cfg: &EventsConfig, name: &str, text: &str) {
 
 fn write_event(cfg: &EventsConfig, r: &EventRecord) {
     append(cfg, "events.jsonl", &format!("{}\n", r.to_json()));
-    let mut log = String::new();
-    for (level, line) in log_lines(r) {
-        log.push_str(&format!("{} {level} TLS_Proxy - {line}\n", stamp(r.time_ns)));
-    }
-    append(cfg, "tls_proxy.log", &log);
-}
-
-/// The `tls_proxy.log` lines of an event, in the seed's shapes with our own error
-/// text inside.
-pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
-    let session = r.session_label();
-    let mut out = Vec::new();
-    match r.kind() {
-        Ok(EventKind::Abort) => {
-            if r.verify_code != 0 {
-                out.push((
-                    "INFO",
-                    format!(
-                        "Certificate verification failure: {} (code {}, depth {})",
-                        text(&r.verify_text),
-                        r.verify_code,
-                        r.verify_depth
-                    ),
-                ));
-                out.push(("INFO", format!("Subject: {}", text(&r.server_cert_subject))));
-                out.push(("INFO", format!("Issuer: {}", text(&r.server_cert_issuer))));
-            }
-            if r.alert_received != ALERT_NONE {
-                let name = alert_name(r.alert_received).unwrap_or("unknown").replace('_', " ");
-                out.push((
-                    "INFO",
-                    format!(
-                        "SSL alert message received from server (0x{:x} = \"fatal : {name}\") in Session: {session}",
-                        0x200 | u16::from(r.alert_received)
-                    ),
-                ));
-            }
-            let leg = if r.leg == 1 { "client" } else { "server" };
-            out.push((
-                "ERROR",
-                format!(
-                    "TLS problem ({}) while connecting to {leg} for Session: {session}",
-                    text(&r.error_detail)
-                ),
-            ));
-        }
-        Ok(kind) if r.verify_code != 0 => {
-            out.push((
-                "WARN",
-                format!(
-                    "Certificate verification failure ignored (validation is off): {} (code {}, depth {}) in Session: {session}",
-                    text(&r.verify_text),
-                    r.verify_code,
-                    r.verify_depth
-                ),
-            ));
-            out.push(("WARN", format!("Subject: {}", text(&r.server_cert_subject))));
-            out.push(("WARN", format!("Issuer: {}", text(&r.server_cert_issuer))));
-            out.push(("INFO", summary_line(r, kind)));
-        }
-        Ok(kind) => out.push(("INFO", summary_line(r, kind))),
-        Err(_) => {}
-    }
-    out
-}
-
-fn summary_line(r: &EventRecord, kind: EventKind) -> String {
-    format!(
-        "Session: {} {} {} -> {} sni {} rule {} bytes {}/{}",
-        r.session_label(),
-        kind.name(),
-        r.src(),
-        r.dst(),
-        text(&r.sni),
-        text(&r.rule),
-        r.bytes_up,
-        r.bytes_down
-    )
-}
-
-/// `2014-02-05 05:21:42,189` (UTC).
-pub fn stamp(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let ms = (unix_ns / 1_000_000) % 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02},{ms:03}", rem / 3600, (rem / 60) % 60, rem % 60)
+    append(cfg, "tls_proxy.log", &format_lines(r));
 }
 
 /// Where events of a configuration go (for tests and tools).
 pub fn log_path(dir: &Path) -> PathBuf {
     dir.join("tls_proxy.log")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tlsgate_api::event::set_text;
-
-    #[test]
-    fn stamps_like_the_seed() {
-        // 2014-02-05 05:21:42.189 UTC, the seed's first log line.
-        assert_eq!(stamp(1_391_577_702_189_000_000), "2014-02-05 05:21:42,189");
-        assert_eq!(stamp(0), "1970-01-01 00:00:00,000");
-    }
-
-    #[test]
-    fn seed_problem_lines() {
-        let mut r = EventRecord::new(EventKind::Abort);
-        r.leg = 2;
-        r.alert_received = 40;
-        r.session_id = 0x2fd1f6;
-        set_text(&mut r.error_detail, "server sent fatal alert handshake_failure");
-        let lines = log_lines(&r);
-        assert_eq!(
-            lines[0].1,
-            "SSL alert message received from server (0x228 = \"fatal : handshake failure\") in Session: x2fd1f6"
-        );
-        assert_eq!(lines[1].0, "ERROR");
-        assert!(lines[1].1.starts_with(
-            "TLS problem (server sent fatal alert handshake_failure) while connecting to server"
-        ));
-        let mut r = EventRecord::new(EventKind::Abort);
-        r.leg = 2;
-        r.verify_code = 18;
-        set_text(&mut r.verify_text, "self signed certificate");
-        set_text(&mut r.server_cert_subject, "/unstructuredName=ciscoasa");
-        set_text(&mut r.server_cert_issuer, "/unstructuredName=ciscoasa");
-        let lines = log_lines(&r);
-        assert_eq!(
-            lines[0].1,
-            "Certificate verification failure: self signed certificate (code 18, depth 0)"
-        );
-        assert_eq!(lines[1].1, "Subject: /unstructuredName=ciscoasa");
-        assert_eq!(lines[2].1, "Issuer: /unstructuredName=ciscoasa");
-    }
 }

@@ -23,11 +23,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod craft;
 pub mod events;
 pub mod flow;
+pub mod live;
 pub mod parse;
 pub mod run;
 pub mod splice;

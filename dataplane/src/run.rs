@@ -9,6 +9,7 @@ use tlsgate_drivers::Backend;
 
 use crate::config::Config;
 use crate::counters::Published;
+use crate::live::{Live, LiveCell};
 use crate::status::{spawn_server, stats_line, StatsSource, Totals};
 use crate::worker::{Steering, Worker, WorkerSettings};
 
@@ -47,40 +48,51 @@ impl Summary {
 /// the TLS interception state loaded once for all workers (events are the caller's).
 pub fn worker_settings(cfg: &Config, workers: usize, symmetric_rss: bool) -> anyhow::Result<WorkerSettings> {
     let mut settings = WorkerSettings::new(cfg, workers, symmetric_rss);
+    let mut live = Live::default();
     if let Some(p) = &cfg.policy {
         let text =
             std::fs::read_to_string(&p.file).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
-        let policy = tlsgate_policy::Policy::from_json(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
-        for w in policy.warnings() {
-            tracing::warn!(policy = %p.file.display(), "{w}");
-        }
-        let compiled = tlsgate_policy::CompiledPolicy::compile(policy, 1)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
-        tracing::info!(
-            rules = compiled.rule_count(),
-            version = compiled.version(),
-            "decryption policy loaded"
-        );
-        settings.policy = Some(std::sync::Arc::new(compiled));
+        let compiled = compile_policy(&text, 1).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
+        tracing::info!(rules = compiled.rule_count(), version = 1, "decryption policy loaded");
+        live.version = 1;
+        live.policy = Some(Arc::new(compiled));
     }
-    if let Some(t) = &cfg.tls {
-        let validate = settings.policy.as_ref().is_none_or(|p| p.certificate_validation());
+    // Without a control plane the CA and trust come from the [tls] files; with
+    // one, from its snapshots (until the first arrives, a local [tls] with files
+    // still serves).
+    if let Some(t) = cfg.tls.as_ref().filter(|t| cfg.control.is_none() || t.ca_cert.is_some()) {
+        let validate = live.policy.as_ref().is_none_or(|p| p.certificate_validation());
         let shared = crate::tls::TlsShared::load(t, validate).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(
             profile = shared.profile.as_str(),
             ca = %shared.ca.summary().subject,
             "TLS interception on"
         );
-        if !validate {
-            tracing::warn!(
-                "certificate validation is OFF (policy settings): servers are not verified; every \
-                 connection that would have been refused is decrypted anyway and its event says why"
-            );
-        }
-        settings.tls = Some(shared);
+        warn_validation_off(validate);
+        live.tls = Some(shared);
     }
+    settings.live = LiveCell::new(live);
     Ok(settings)
+}
+
+/// Parses, validates and compiles a policy under `version`, warning about what an
+/// operator must know.
+pub fn compile_policy(text: &str, version: u64) -> Result<tlsgate_policy::CompiledPolicy, String> {
+    let policy = tlsgate_policy::Policy::from_json(text).map_err(|e| e.to_string())?;
+    for w in policy.warnings() {
+        tracing::warn!(version, "policy: {w}");
+    }
+    tlsgate_policy::CompiledPolicy::compile(policy, version).map_err(|e| e.to_string())
+}
+
+/// Says loudly that certificate validation is off.
+pub fn warn_validation_off(validate: bool) {
+    if !validate {
+        tracing::warn!(
+            "certificate validation is OFF (policy settings): servers are not verified; every \
+             connection that would have been refused is decrypted anyway and its event says why"
+        );
+    }
 }
 
 /// Runs the dataplane on `backend` until `stop` is set, `opts.duration` passes or a
@@ -106,10 +118,15 @@ pub fn run<B: Backend>(
         std::fs::create_dir_all(&e.dir)
             .map_err(|err| anyhow::anyhow!("events.dir {}: {err}", e.dir.display()))?;
         let chains = Arc::new(crate::events::ChainStore::default());
-        drain = Some(crate::events::spawn_drain(e.clone(), workers, chains.clone(), drain_stop.clone())?);
+        if cfg.control.is_none() {
+            drain = Some(crate::events::spawn_drain(e.clone(), workers, chains.clone(), drain_stop.clone())?);
+            tracing::info!(dir = %e.dir.display(), "events: tls_proxy.log and events.jsonl");
+        } else {
+            tracing::info!(dir = %e.dir.display(), "events: rings for the control plane");
+        }
         settings.events = Some((e.clone(), chains));
-        tracing::info!(dir = %e.dir.display(), "events: tls_proxy.log and events.jsonl");
     }
+    let capture_thread = settings.capturer.spawn(drain_stop.clone())?;
     let steering = Arc::new(Steering::new(workers, cfg.dataplane.handover_depth));
     let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
     let queues: Vec<Mutex<Option<B::Queues>>> =
@@ -126,6 +143,21 @@ pub fn run<B: Backend>(
             .map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
         tracing::info!(socket = %path.display(), "status socket listening");
     }
+    let link = match &cfg.control {
+        None => None,
+        Some(c) => Some(crate::control::spawn(
+            crate::control::LinkSetup {
+                socket: c.socket.clone(),
+                live: settings.live.clone(),
+                tls: cfg.tls.clone().unwrap_or_default(),
+                stats: src.clone(),
+                chains: settings.events.as_ref().map(|(_, chains)| chains.clone()),
+                capturer: settings.capturer.clone(),
+                workers,
+            },
+            drain_stop.clone(),
+        )?),
+    };
 
     let done = Arc::new(AtomicBool::new(false));
     let monitor = {
@@ -167,6 +199,10 @@ pub fn run<B: Backend>(
     if let Some(d) = drain {
         let _ = d.join();
     }
+    if let Some(l) = link {
+        let _ = l.join();
+    }
+    let _ = capture_thread.join();
     let window = monitor.join().map_err(|_| anyhow::anyhow!("stats thread panicked"))?;
     stop.store(true, Ordering::Relaxed);
     let stats = src.snapshot();

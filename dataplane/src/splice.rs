@@ -28,6 +28,10 @@ use smoltcp::socket::AnySocket;
 use smoltcp::time::{Duration as SDuration, Instant as SInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint, IpListenEndpoint};
 
+use std::sync::Arc;
+
+use tlsgate_policy::CompiledPolicy;
+
 use crate::parse::Parsed;
 use crate::tls::{TlsAction, TlsEnd, TlsFlow, TlsWorker};
 
@@ -219,8 +223,26 @@ impl Device for SpliceDevice<'_> {
     }
 }
 
+/// What a new splice is made with.
+pub struct Setup<'a> {
+    /// `[intercept]`.
+    pub cfg: &'a InterceptConfig,
+    /// With TLS interception: its handshake timeout, ms.
+    pub tls: Option<u64>,
+    /// Seed of the flow's stack (initial sequence numbers).
+    pub seed: u64,
+    /// The policy the flow was decided under (consulted again with the SNI).
+    pub policy: Option<Arc<CompiledPolicy>>,
+    /// The configuration version it was decided under (its events carry it).
+    pub config_version: u64,
+}
+
 /// One intercepted flow.
 pub struct Splice {
+    /// The policy the flow was decided under.
+    pub policy: Option<Arc<CompiledPolicy>>,
+    /// The configuration version it was decided under.
+    pub config_version: u64,
     iface: Interface,
     sockets: SocketSet<'static>,
     client_sock: SocketHandle,
@@ -307,15 +329,8 @@ impl Splice {
     /// connecting. Packets to send are appended to `out`.
     /// With `tls` (its handshake timeout, ms), the flow's TLS is intercepted once
     /// both TCP legs are up.
-    pub fn new(
-        frame: &[u8],
-        p: &Parsed,
-        cfg: &InterceptConfig,
-        tls: Option<u64>,
-        seed: u64,
-        now_ms: u64,
-        out: &mut EmitBuf,
-    ) -> Self {
+    pub fn new(frame: &[u8], p: &Parsed, setup: Setup<'_>, now_ms: u64, out: &mut EmitBuf) -> Self {
+        let Setup { cfg, tls, seed, policy, config_version } = setup;
         let v6 = matches!(p.l3, crate::parse::L3::V6);
         let client = sock_ip(p.src, v6);
         let server = sock_ip(p.dst, v6);
@@ -354,6 +369,8 @@ impl Splice {
         let client_sock = sockets.add(cs);
         let server_sock = sockets.add(ss);
         let mut s = Splice {
+            policy,
+            config_version,
             iface,
             sockets,
             client_sock,
@@ -556,9 +573,9 @@ impl Splice {
         let before = (client.recv_queue(), server.recv_queue());
         let flow = self.tls.as_mut().expect("checked by the caller");
         let action = if timed_out {
-            flow.give_up(self.addrs, w, self.handshake_timeout_ms / 1000)
+            flow.give_up(self.addrs, w, self.policy.as_deref(), self.handshake_timeout_ms / 1000)
         } else {
-            flow.pump(client, server, self.addrs, w)
+            flow.pump(client, server, self.addrs, w, self.policy.as_deref())
         };
         if flow.is_decrypting() {
             self.decrypted = true;

@@ -27,7 +27,9 @@ use tlsgate_certstore::{
 };
 use tlsgate_policy::{Action, CompiledPolicy, UndecryptableAction};
 
-/// Settings of TLS interception (`[tls]`).
+/// Settings of TLS interception (`[tls]`). With a control plane (`[control]`) the
+/// CA, trust and profile come from its snapshots and only the tunables here count
+/// (the section may then be left out).
 #[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -35,10 +37,12 @@ pub struct TlsConfig {
     /// spliced as plain TCP).
     #[serde(default = "default_tls_ports")]
     pub ports: Vec<u16>,
-    /// Decryption CA certificate (PEM).
-    pub ca_cert: std::path::PathBuf,
-    /// Decryption CA key (PEM).
-    pub ca_key: std::path::PathBuf,
+    /// Decryption CA certificate (PEM); required without a control plane.
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Decryption CA key (PEM); required without a control plane.
+    #[serde(default)]
+    pub ca_key: Option<std::path::PathBuf>,
     /// Extra trusted CA certificates (PEM or DER files, bundles allowed).
     #[serde(default)]
     pub trust: Vec<std::path::PathBuf>,
@@ -62,6 +66,22 @@ pub struct TlsConfig {
 
 fn default_handshake_timeout() -> u64 {
     15
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ports: default_tls_ports(),
+            ca_cert: None,
+            ca_key: None,
+            trust: Vec::new(),
+            pinned: Vec::new(),
+            system_bundle: true,
+            profile: default_profile(),
+            forge_cache: default_cache(),
+            handshake_timeout_s: default_handshake_timeout(),
+        }
+    }
 }
 
 fn default_tls_ports() -> Vec<u16> {
@@ -162,7 +182,10 @@ impl TlsShared {
     /// chains are checked and their failures reported, but not refused.
     pub fn load(cfg: &TlsConfig, validate: bool) -> Result<Arc<TlsShared>, String> {
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let ca = DecryptionCa::import(&read(&cfg.ca_cert)?, &read(&cfg.ca_key)?, now())
+        let (Some(cert), Some(key)) = (&cfg.ca_cert, &cfg.ca_key) else {
+            return Err("tls.ca_cert and tls.ca_key: required without a control plane".into());
+        };
+        let ca = DecryptionCa::import(&read(cert)?, &read(key)?, now())
             .map_err(|e| format!("tls.ca_cert/ca_key: {e}"))?;
         let mut trust = if cfg.system_bundle {
             TrustStore::with_system_bundle().map_err(|e| format!("tls.system_bundle: {e}"))?
@@ -181,6 +204,46 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
+        Self::build(cfg, ca, &trust, profile, validate)
+    }
+
+    /// From a control-plane snapshot (CA, trust, profile) and the local tunables.
+    pub fn from_snapshot(
+        cfg: &TlsConfig,
+        snap: &tlsgate_api::TlsSnapshot,
+        validate: bool,
+    ) -> Result<Arc<TlsShared>, String> {
+        use base64::Engine as _;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string());
+        let ca = DecryptionCa::import(snap.ca_cert_pem.as_bytes(), snap.ca_key_pem.as_bytes(), now())
+            .map_err(|e| format!("decryption CA: {e}"))?;
+        let mut trust = if snap.system_bundle {
+            TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
+        } else {
+            TrustStore::without_system_bundle()
+        };
+        for (i, der) in snap.cas.iter().enumerate() {
+            trust
+                .import(&format!("ca-{i}"), &b64(der)?, tlsgate_certstore::ImportAs::Ca)
+                .map_err(|e| format!("trusted CA {i}: {e}"))?;
+        }
+        for (name, der) in &snap.pinned {
+            trust
+                .import(name, &b64(der)?, tlsgate_certstore::ImportAs::Pinned)
+                .map_err(|e| format!("pinned {name}: {e}"))?;
+        }
+        let profile: CipherProfile =
+            snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
+        Self::build(cfg, ca, &trust, profile, validate)
+    }
+
+    fn build(
+        cfg: &TlsConfig,
+        ca: DecryptionCa,
+        trust: &TrustStore,
+        profile: CipherProfile,
+        validate: bool,
+    ) -> Result<Arc<TlsShared>, String> {
         let verifier = ServerVerifier::with_enforcement(trust.snapshot(), validate);
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
@@ -215,8 +278,6 @@ pub struct TlsWorker {
     pub shared: Arc<TlsShared>,
     /// Forged certificates.
     pub forge: ForgeCache,
-    /// The decryption policy, consulted with the SNI once the ClientHello is read.
-    pub policy: Option<Arc<CompiledPolicy>>,
     /// Client-leg configurations per (forged certificate, ALPN): built once each,
     /// and their session caches let returning clients resume.
     configs: std::collections::HashMap<(usize, Vec<u8>), Arc<rustls::ServerConfig>>,
@@ -247,10 +308,10 @@ impl TlsWorker {
 
 impl TlsWorker {
     /// A worker's state; generates its leaf key.
-    pub fn new(shared: Arc<TlsShared>, policy: Option<Arc<CompiledPolicy>>) -> Result<Self, String> {
+    pub fn new(shared: Arc<TlsShared>) -> Result<Self, String> {
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
-        Ok(TlsWorker { shared, forge, policy, configs: Default::default() })
+        Ok(TlsWorker { shared, forge, configs: Default::default() })
     }
 }
 
@@ -470,16 +531,19 @@ impl TlsFlow {
 
     /// Advances the TLS layer with the two legs' sockets. `server_ip` names the server
     /// when the client sent no SNI.
+    /// `policy` is the one the flow was decided under at SYN (consulted again with
+    /// the SNI).
     pub fn pump(
         &mut self,
         client: &mut tcp::Socket<'_>,
         server: &mut tcp::Socket<'_>,
         addrs: FlowAddrs,
         w: &mut TlsWorker,
+        policy: Option<&CompiledPolicy>,
     ) -> TlsAction {
         loop {
             let state = std::mem::replace(&mut self.state, TlsState::Failed);
-            let (next, action) = step(state, client, server, addrs, w, &mut self.info);
+            let (next, action) = step(state, client, server, addrs, w, policy, &mut self.info);
             self.state = next;
             match action {
                 Some(a) => return a,
@@ -505,12 +569,19 @@ impl TlsFlow {
     /// Gives up a handshake that did not finish within `timeout_s`: the client is
     /// reset (no ClientHello), the server leg fails as any server-leg failure does
     /// (fatal alert to the client, remembered), or the client leg fails.
-    pub fn give_up(&mut self, addrs: FlowAddrs, w: &mut TlsWorker, timeout_s: u64) -> TlsAction {
+    pub fn give_up(
+        &mut self,
+        addrs: FlowAddrs,
+        w: &mut TlsWorker,
+        policy: Option<&CompiledPolicy>,
+        timeout_s: u64,
+    ) -> TlsAction {
         let state = std::mem::replace(&mut self.state, TlsState::Failed);
         match state {
             TlsState::Hello { .. } => TlsAction::Reset(TlsEnd::HelloTimeout),
             TlsState::Server { requested, .. } => server_failed(
                 w,
+                policy,
                 addrs,
                 &requested,
                 format!("the server did not complete the TLS handshake within {timeout_s} s"),
@@ -557,6 +628,7 @@ fn step(
     server: &mut tcp::Socket<'_>,
     addrs: FlowAddrs,
     w: &mut TlsWorker,
+    policy: Option<&CompiledPolicy>,
     info: &mut TlsInfo,
 ) -> (TlsState, Option<TlsAction>) {
     let server_ip = addrs.server;
@@ -591,7 +663,7 @@ fn step(
                         let why = TlsEnd::Remembered(reason);
                         return (TlsState::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
                     }
-                    if let Some(policy) = &w.policy {
+                    if let Some(policy) = policy {
                         let v =
                             policy.decide_with_sni(addrs.client, addrs.server, addrs.port, sni.as_deref());
                         let rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
@@ -642,8 +714,7 @@ fn step(
                 // Not a ClientHello we can read (not TLS, SSLv2, garbage): the
                 // policy's undecryptable action (pass without a policy).
                 Err((e, _alert)) => {
-                    let block =
-                        w.policy.as_ref().is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
+                    let block = policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
                     if block {
                         let reason = format!("undecryptable: {e}");
                         return (TlsState::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
@@ -682,7 +753,7 @@ fn step(
                 } else {
                     e.to_string()
                 };
-                let action = server_failed(w, addrs, &requested, error, alert_received, verify);
+                let action = server_failed(w, policy, addrs, &requested, error, alert_received, verify);
                 return (TlsState::Failed, Some(action));
             }
             if !server.may_recv() && conn.is_handshaking() {
@@ -831,13 +902,14 @@ fn step(
 /// it are passed through undecrypted for a while.
 fn server_failed(
     w: &TlsWorker,
+    policy: Option<&CompiledPolicy>,
     addrs: FlowAddrs,
     requested: &ServerName<'static>,
     error: String,
     alert_received: Option<u8>,
     verify: Option<Box<VerifyFailure>>,
 ) -> TlsAction {
-    let (pass, ttl) = match &w.policy {
+    let (pass, ttl) = match policy {
         Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
         None => (true, std::time::Duration::from_secs(3600)),
     };

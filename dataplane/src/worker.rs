@@ -28,18 +28,20 @@ use arrayvec::ArrayVec;
 use crossbeam_queue::ArrayQueue;
 use tlsgate_drivers::{Burst, Frame, Queues, BURST, NUM_PORTS};
 
+use crate::capture::{CaptureFilter, Capturer};
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Local, Published, COUNT};
 use crate::craft::Spec;
 use crate::events::EventWriter;
 use crate::flow::{FlowKey, FlowTable, Side, Track};
+use crate::live::{Live, LiveCell};
 use crate::parse::tcp_flags;
 use crate::parse::{parse, proto};
 use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
 use crate::tls::{TlsEnd, TlsShared, TlsWorker};
 use tlsgate_api::event::set_text;
 use tlsgate_api::EventKind;
-use tlsgate_policy::{CompiledPolicy, SynAction};
+use tlsgate_policy::SynAction;
 
 /// What phase 1 decided for a frame.
 #[derive(Clone, Copy)]
@@ -119,12 +121,13 @@ pub struct WorkerSettings {
     pub software_steering: bool,
     /// Intercept settings.
     pub intercept: InterceptConfig,
-    /// TLS interception (CA, trust, profile), loaded once for all workers.
-    pub tls: Option<Arc<TlsShared>>,
-    /// The decryption policy.
-    pub policy: Option<Arc<CompiledPolicy>>,
+    /// The configuration in force (policy, TLS material, version), switched by
+    /// the control plane's snapshots.
+    pub live: Arc<LiveCell>,
     /// Where events go, and the store of abort chains.
     pub events: Option<(crate::events::EventsConfig, Arc<crate::events::ChainStore>)>,
+    /// Packet captures.
+    pub capturer: Arc<Capturer>,
 }
 
 impl WorkerSettings {
@@ -142,9 +145,9 @@ impl WorkerSettings {
             malformed: cfg.dataplane.malformed,
             software_steering: software,
             intercept: cfg.intercept.clone(),
-            tls: None,
-            policy: None,
+            live: LiveCell::new(Live::default()),
             events: None,
+            capturer: Arc::new(Capturer::default()),
         }
     }
 }
@@ -183,10 +186,25 @@ pub struct Worker<Q: Queues> {
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(u64, FlowKey)>>,
     /// When counters were last published.
     published_at: Option<Instant>,
+    /// Publications so far.
+    publishes: u64,
     /// When the flow table's expiry next runs (ms of the worker clock).
     next_expire_ms: u64,
     /// The current poll's time (ms of the worker clock).
     now_ms: u64,
+    /// The configuration new flows are decided under.
+    live: Arc<Live>,
+    /// The cell's generation `live` came from.
+    live_gen: u64,
+    /// Decisions per rule of the running policy since the last fold (index 0: the
+    /// default action, i + 1: rule i).
+    rule_hits: Vec<u64>,
+    /// Decisions per rule name, folded.
+    rule_names: std::collections::BTreeMap<String, u64>,
+    /// The capturer's generation `captures` came from.
+    capture_gen: u64,
+    /// Captures running (empty: nothing is copied).
+    captures: Arc<Vec<CaptureFilter>>,
 }
 
 impl<Q: Queues> Worker<Q> {
@@ -201,8 +219,8 @@ impl<Q: Queues> Worker<Q> {
         epoch: Instant,
     ) -> Self {
         let workers = steering.inbound.len();
-        let tls_shared = settings.tls.clone();
-        let policy_shared = settings.policy.clone();
+        let live = settings.live.current();
+        let live_gen = settings.live.generation();
         let events = settings.events.as_ref().and_then(|(cfg, chains)| {
             EventWriter::open(cfg, id, chains.clone())
                 .map_err(|e| tracing::error!(worker = id, error = %e, "events disabled on this worker"))
@@ -236,17 +254,18 @@ impl<Q: Queues> Worker<Q> {
             splices: hashbrown::HashMap::new(),
             intercept_ports,
             emit: EmitBuf::default(),
-            tls: tls_shared.and_then(|shared| match TlsWorker::new(shared, policy_shared) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");
-                    None
-                }
-            }),
+            tls: live.tls.clone().and_then(|shared| tls_worker(id, shared)),
+            live,
+            live_gen,
+            rule_hits: Vec::new(),
+            rule_names: std::collections::BTreeMap::new(),
+            capture_gen: 0,
+            captures: Arc::new(Vec::new()),
             events,
             seed,
             timers: std::collections::BinaryHeap::new(),
             published_at: None,
+            publishes: 0,
             next_expire_ms: 0,
             now_ms: 0,
         }
@@ -287,6 +306,15 @@ impl<Q: Queues> Worker<Q> {
     pub fn poll(&mut self, now: Instant) -> usize {
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         self.now_ms = now_ms;
+        let generation = self.settings.live.generation();
+        if generation != self.live_gen {
+            self.switch(generation);
+        }
+        let captures = self.settings.capturer.generation();
+        if captures != self.capture_gen {
+            self.captures = self.settings.capturer.filters();
+            self.capture_gen = captures;
+        }
         let mut work = 0;
         let mut rx: Burst<Q::Frame> = Burst::new();
         for port in 0..NUM_PORTS {
@@ -331,6 +359,57 @@ impl<Q: Queues> Worker<Q> {
         work
     }
 
+    fn capture(&self, data: &[u8], port: usize, outbound: bool) {
+        capture_frame(&self.captures, &self.settings.capturer, data, port, outbound);
+    }
+
+    /// Takes the configuration the cell holds now (between bursts): new flows are
+    /// decided under it; running flows keep theirs.
+    fn switch(&mut self, generation: u64) {
+        let next = self.settings.live.current();
+        let same_tls = match (&self.live.tls, &next.tls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_tls {
+            self.tls = next.tls.clone().and_then(|shared| tls_worker(self.id, shared));
+        }
+        self.fold_rule_hits();
+        self.live = next;
+        self.live_gen = generation;
+    }
+
+    /// One decision of `rule` (None: the default action) of the running policy.
+    #[inline]
+    fn count_rule(&mut self, rule: Option<tlsgate_policy::RuleId>) {
+        let i = rule.map_or(0, |r| r.index() + 1);
+        if i >= self.rule_hits.len() {
+            let n = self.live.policy.as_ref().map_or(1, |p| p.rule_count() + 1);
+            self.rule_hits.resize(n.max(i + 1), 0);
+        }
+        self.rule_hits[i] += 1;
+    }
+
+    /// Counts decisions by rule name (the cold path: at a policy switch, a
+    /// publication, the end of an intercepted flow).
+    fn fold_rule_hits(&mut self) {
+        let policy = self.live.policy.clone();
+        for (i, n) in self.rule_hits.iter_mut().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let name = match (i, &policy) {
+                (0, _) | (_, None) => "(default)".to_string(),
+                (i, Some(p)) => {
+                    p.rule_name(tlsgate_policy::RuleId::new(i as u32 - 1)).unwrap_or("(default)").to_string()
+                }
+            };
+            *self.rule_names.entry(name).or_insert(0) += *n;
+            *n = 0;
+        }
+    }
+
     /// This worker's counters as published (publishes first).
     pub fn report(&mut self) -> tlsgate_api::WorkerStats {
         self.publish();
@@ -348,6 +427,12 @@ impl<Q: Queues> Worker<Q> {
             self.c[idx::FORGE_MISSES] = f.misses;
         }
         self.published.publish(&self.c);
+        self.publishes += 1;
+        if self.publishes.is_multiple_of(40) || self.c[idx::FLOWS_CREATED] < 64 {
+            // Rule hits by name, every ~200 ms (and at once while there are few flows).
+            self.fold_rule_hits();
+            self.published.publish_rules(&self.rule_names);
+        }
     }
 
     /// Phase 1: counts and classifies a frame from the wire on `port`; hands it to
@@ -373,6 +458,9 @@ impl<Q: Queues> Worker<Q> {
         if !p.is_ip() {
             // ARP, LLDP, …: a bump-in-the-wire passes them on.
             return Some(Item { frame, port: port as u8, class: Class::Forward });
+        }
+        if !self.captures.is_empty() {
+            self.capture(frame.data(), port, false);
         }
         let (key, side) = FlowKey::of_frame(&p, frame.data());
         let hash = key.hash();
@@ -450,13 +538,17 @@ impl<Q: Queues> Worker<Q> {
     /// at SYN when there is a policy, else `intercept.ports`.
     fn at_syn(&mut self, key: &FlowKey, side: Side) -> AtSyn {
         let (src, _, dst, dport) = key.endpoints(side);
-        let verdict = match &self.settings.policy {
+        let verdict = match &self.live.policy {
             Some(policy) => match policy.decide_at_syn(src, dst, dport).action {
-                SynAction::Block { .. } => {
+                SynAction::Block { rule } => {
+                    self.count_rule(rule);
                     self.c[idx::POLICY_BLOCKED] += 1;
                     return AtSyn::Block;
                 }
-                SynAction::Bypass { .. } => AtSyn::Forward,
+                SynAction::Bypass { rule } => {
+                    self.count_rule(rule);
+                    AtSyn::Forward
+                }
                 // Decrypt, or read the ClientHello first (an SNI rule comes first).
                 _ if self.tls.is_some() => AtSyn::Intercept,
                 _ => {
@@ -500,11 +592,14 @@ impl<Q: Queues> Worker<Q> {
         d[6..12].copy_from_slice(&frame.data()[..6]);
         d[l3..].copy_from_slice(&built[14..]);
         drop(frame);
+        if !self.captures.is_empty() {
+            self.capture(out.data(), port, true);
+        }
         if let Some(ev) = self.events.as_mut() {
             let mut r = ev.record(EventKind::Blocked);
             r.set_addrs((p.src_ip(), p.src_port).into(), (p.dst_ip(), p.dst_port).into());
             r.phase = 1;
-            r.config_version = self.settings.policy.as_ref().map_or(0, |p| p.version());
+            r.config_version = self.live.version;
             set_text(&mut r.error_detail, "blocked by the decryption policy at SYN: reset");
             ev.emit(&r);
         }
@@ -526,17 +621,16 @@ impl<Q: Queues> Worker<Q> {
             let tls = self
                 .tls
                 .as_ref()
-                .filter(|t| self.settings.policy.is_some() || t.shared.is_tls_port(p.dst_port))
+                .filter(|t| self.live.policy.is_some() || t.shared.is_tls_port(p.dst_port))
                 .map(|t| t.shared.handshake_timeout_ms);
-            let splice = Splice::new(
-                frame.data(),
-                &p,
-                &self.settings.intercept,
+            let setup = crate::splice::Setup {
+                cfg: &self.settings.intercept,
                 tls,
-                self.seed,
-                now_ms,
-                &mut self.emit,
-            );
+                seed: self.seed,
+                policy: self.live.policy.clone(),
+                config_version: self.live.version,
+            };
+            let splice = Splice::new(frame.data(), &p, setup, now_ms, &mut self.emit);
             self.c[idx::INTERCEPT_CREATED] += 1;
             self.splices.insert(key, Box::new(splice));
         } else if let Some(splice) = self.splices.get_mut(&key) {
@@ -581,6 +675,9 @@ impl<Q: Queues> Worker<Q> {
             let d = f.data_mut();
             d[..l2.len()].copy_from_slice(l2);
             d[l2.len()..].copy_from_slice(&self.emit.bytes[e.start..e.start + e.len]);
+            if !self.captures.is_empty() {
+                capture_frame(&self.captures, &self.settings.capturer, f.data(), port, true);
+            }
             if self.tx[port].is_full() {
                 Self::flush(&mut self.queues, &mut self.tx[port], &mut self.c, port);
             }
@@ -609,6 +706,10 @@ impl<Q: Queues> Worker<Q> {
                 Some(End::Blocked) => idx::INTERCEPT_RESET,
             };
             self.c[i] += 1;
+            if let (Some(name), Some(_)) = (&s.tls_info().rule, &s.policy) {
+                // The SNI decision of an intercepted flow.
+                *self.rule_names.entry(name.clone()).or_insert(0) += 1;
+            }
             if s.decrypted {
                 self.c[idx::TLS_DECRYPTED] += 1;
                 let i = s.tls_info();
@@ -654,7 +755,7 @@ impl<Q: Queues> Worker<Q> {
         r.bytes_down = s.relayed[1];
         r.inside_port = tlsgate_drivers::INSIDE as u8;
         r.outside_port = tlsgate_drivers::OUTSIDE as u8;
-        r.config_version = self.settings.policy.as_ref().map_or(0, |p| p.version());
+        r.config_version = s.config_version;
         r.phase = s.progress() as u8;
         r.tls_version = s.tls_info().version;
         r.cipher_suite = s.tls_info().suite;
@@ -843,6 +944,31 @@ impl<Q: Queues> Worker<Q> {
             self.track_and_forward(&mut batch, now_ms);
         }
         n
+    }
+}
+
+/// Copies `data` for every capture it matches (captures running only).
+fn capture_frame(captures: &[CaptureFilter], capturer: &Capturer, data: &[u8], port: usize, outbound: bool) {
+    let Ok(p) = parse(data) else { return };
+    if !p.is_ip() {
+        return;
+    }
+    let (a, b) = (p.src_ip(), p.dst_ip());
+    for c in captures {
+        if c.matches(a, p.src_port, b, p.dst_port) {
+            capturer.offer(c.id, port, outbound, data);
+        }
+    }
+}
+
+/// A worker's TLS state for `shared` (none when its leaf key cannot be made).
+fn tls_worker(id: usize, shared: Arc<TlsShared>) -> Option<TlsWorker> {
+    match TlsWorker::new(shared) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");
+            None
+        }
     }
 }
 

@@ -36,6 +36,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
         tls: None,
         policy: None,
         events: None,
+        control: None,
         dpdk: None,
         pcap: None,
     }

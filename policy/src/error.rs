@@ -138,4 +138,12 @@ pub enum PolicyError {
     /// A store cannot be restored from an empty history.
     #[error("no committed version to restore")]
     EmptyHistory,
+    /// A commit under a version not after the running one.
+    #[error("version {version} is not after the running version {running}")]
+    StaleVersion {
+        /// The version asked for.
+        version: u64,
+        /// The running one.
+        running: u64,
+    },
 }

@@ -105,25 +105,44 @@ impl PolicyStore {
     /// Compiles the candidate and makes it the running policy with the next version.
     /// On a validation error nothing changes.
     pub fn commit(&mut self) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        let version = self.running.version().saturating_add(1);
+        self.commit_as(version)
+    }
+
+    /// As [`PolicyStore::commit`], under `version` (a configuration version that
+    /// also counts other changes: it must be greater than the running one).
+    pub fn commit_as(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        if version <= self.running.version() {
+            return Err(PolicyError::StaleVersion { version, running: self.running.version() });
+        }
         let policy = Arc::new(self.candidate.clone());
-        self.install(policy, None)
+        self.install(policy, None, version)
+    }
+
+    /// As [`PolicyStore::rollback`], the restored content committed under `as_version`.
+    pub fn rollback_as(&mut self, version: u64, as_version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        if as_version <= self.running.version() {
+            return Err(PolicyError::StaleVersion { version: as_version, running: self.running.version() });
+        }
+        let policy = Arc::clone(&self.committed(version).ok_or(PolicyError::UnknownVersion(version))?.policy);
+        let running = self.install(policy, Some(version), as_version)?;
+        self.candidate = running.policy().clone();
+        Ok(running)
     }
 
     /// Commits the content of an older `version` as a new version; the candidate
     /// becomes that content too (pending edits are dropped).
     pub fn rollback(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
-        let policy = Arc::clone(&self.committed(version).ok_or(PolicyError::UnknownVersion(version))?.policy);
-        let running = self.install(policy, Some(version))?;
-        self.candidate = running.policy().clone();
-        Ok(running)
+        let next = self.running.version().saturating_add(1);
+        self.rollback_as(version, next)
     }
 
     fn install(
         &mut self,
         policy: Arc<Policy>,
         rollback_of: Option<u64>,
+        version: u64,
     ) -> Result<Arc<CompiledPolicy>, PolicyError> {
-        let version = self.running.version().saturating_add(1);
         let running = Arc::new(CompiledPolicy::compile(Arc::clone(&policy), version)?);
         self.history.push_back(Committed { version, policy, rollback_of });
         while self.history.len() > self.history_limit {

@@ -167,3 +167,16 @@ fn diff_lines() {
         [r#"~ object "lan": field "addresses": reordered"#]
     );
 }
+
+#[test]
+fn commits_under_configuration_versions() {
+    let mut store = PolicyStore::new(Policy::from_json(r#"{"rules":[]}"#).unwrap()).unwrap();
+    store.load_candidate_json(r#"{"rules":[{"name":"A","action":"block"}]}"#).unwrap();
+    // Other changes took versions 2..=6: the policy's next commit is version 7.
+    assert_eq!(store.commit_as(7).unwrap().version(), 7);
+    assert!(store.commit_as(7).is_err(), "not after the running version");
+    assert_eq!(store.rollback_as(1, 9).unwrap().version(), 9);
+    assert_eq!(store.running().policy().rules.len(), 0);
+    assert_eq!(store.history().map(|c| c.version).collect::<Vec<_>>(), vec![1, 7, 9]);
+    assert_eq!(store.history().last().unwrap().rollback_of, Some(1));
+}

@@ -55,6 +55,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod event;
+pub mod log;
 pub mod ring;
 mod stats;
 pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
@@ -90,15 +91,328 @@ pub enum Body {
     Response(Response),
 }
 
-/// Requests one tlsgate process sends another.
+/// Requests one tlsgate process sends another: `tlsgatectl` to the control plane,
+/// the control plane to the dataplane (snapshots, stats, captures) and the
+/// dataplane to the control plane (its hello, abort chains). One enum for the
+/// whole protocol; each variant says who serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Request {
-    /// Liveness check; answered with [`Response::Pong`].
+    /// Liveness check; answered with [`Response::Pong`]. Both processes.
     Ping,
-    /// The dataplane's counters; answered with [`Response::Stats`].
+    /// The dataplane's counters; answered with [`Response::Stats`]. The dataplane,
+    /// and the control plane (which asks the dataplane).
     Stats,
+    /// Control plane: dataplane connected, configuration version, license, CA
+    /// expiry, uptime ([`Response::Status`]).
+    Status,
+    /// Control plane: load a license file (its text).
+    LicenseLoad {
+        /// The license file.
+        text: String,
+    },
+    /// Control plane: the licenses held and the cipher profile they give.
+    LicenseShow,
+    /// Control plane: remove a license by serial.
+    LicenseRemove {
+        /// Its serial.
+        serial: String,
+    },
+    /// Control plane: add CA or server certificates (PEM or DER, bundles).
+    TrustAdd {
+        /// The file's bytes, base64.
+        data: String,
+        /// Name of the entry (default: derived from the certificate).
+        name: Option<String>,
+        /// How to file the certificates.
+        #[serde(default)]
+        kind: TrustAs,
+    },
+    /// Control plane: pin the server certificate of the chain an abort event kept.
+    TrustAddFromEvent {
+        /// The event id.
+        event_id: u64,
+        /// Name of the entry.
+        name: Option<String>,
+    },
+    /// Control plane: the trust store.
+    TrustList,
+    /// Control plane: one entry, with its certificate.
+    TrustShow {
+        /// Its name.
+        name: String,
+    },
+    /// Control plane: remove an entry.
+    TrustRemove {
+        /// Its name.
+        name: String,
+    },
+    /// Control plane: include Debian's CA bundle or not.
+    TrustSystem {
+        /// On or off.
+        enabled: bool,
+    },
+    /// Control plane: generate a new decryption CA (replaces the current one).
+    CaGenerate {
+        /// Its common name.
+        common_name: Option<String>,
+    },
+    /// Control plane: import a decryption CA.
+    CaImport {
+        /// Certificate file bytes, base64 (PEM or DER).
+        cert: String,
+        /// Key file bytes, base64 (PEM or DER).
+        key: String,
+    },
+    /// Control plane: the decryption CA certificate, for clients.
+    CaExport {
+        /// DER instead of PEM.
+        #[serde(default)]
+        der: bool,
+    },
+    /// Control plane: the running policy (or the candidate).
+    PolicyShow {
+        /// Show the candidate.
+        #[serde(default)]
+        candidate: bool,
+    },
+    /// Control plane: replace the candidate with a policy (JSON text).
+    PolicyLoad {
+        /// The policy.
+        text: String,
+    },
+    /// Control plane: validate a policy without loading it.
+    PolicyCheck {
+        /// The policy.
+        text: String,
+    },
+    /// Control plane: what a commit would change (of the candidate, or of `text`).
+    PolicyDiff {
+        /// A policy to compare with the running one instead of the candidate.
+        text: Option<String>,
+    },
+    /// Control plane: insert a rule into the candidate.
+    PolicyRuleAdd {
+        /// The rule, in the policy file's rule format.
+        rule: serde_json::Value,
+        /// Insert above this rule.
+        above: Option<String>,
+        /// Insert below this rule.
+        below: Option<String>,
+    },
+    /// Control plane: remove a rule from the candidate.
+    PolicyRuleRemove {
+        /// Its name.
+        name: String,
+    },
+    /// Control plane: the candidate becomes the running policy, next version.
+    PolicyCommit,
+    /// Control plane: commit the policy of an earlier version as a new version.
+    PolicyRollback {
+        /// The version to restore.
+        version: u64,
+    },
+    /// Control plane: committed versions with their audit records.
+    PolicyHistory,
+    /// Control plane: recent events, newest last.
+    EventsList {
+        /// Only events after this time (ns since the epoch).
+        since_ns: Option<u64>,
+        /// Only events after this event id (for `events tail`).
+        after_id: Option<u64>,
+        /// Only this kind (`abort`, `decrypted`, …).
+        kind: Option<String>,
+        /// Only events with this address (client or server) or SNI.
+        host: Option<String>,
+        /// At most this many (the newest).
+        limit: Option<usize>,
+    },
+    /// Control plane: one event.
+    EventsShow {
+        /// Its id.
+        id: u64,
+    },
+    /// Control plane and dataplane: capture a host's flows (both legs) to pcapng.
+    CaptureStart(CaptureSpec),
+    /// Control plane and dataplane: stop a capture (all when no id).
+    CaptureStop {
+        /// The capture.
+        id: Option<u32>,
+    },
+    /// Control plane and dataplane: captures running or finished.
+    CaptureList,
+    /// Dataplane to control plane, first on its connection: it is the dataplane.
+    DataplaneHello {
+        /// Its workers.
+        workers: u32,
+        /// Its process id.
+        pid: u32,
+        /// Its version.
+        version: String,
+        /// The configuration version it runs (0: none from the control plane yet).
+        running_version: u64,
+    },
+    /// Control plane to dataplane: the configuration to run from now on.
+    Snapshot(Box<Snapshot>),
+    /// Dataplane to control plane: the server chain of an abort, by its SHA-256.
+    Chain {
+        /// SHA-256 of the chain (hex), as in the event.
+        sha256: String,
+        /// The certificates, PEM, leaf first.
+        pem: String,
+    },
+}
+
+/// How [`Request::TrustAdd`] files certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TrustAs {
+    /// CA certificates as CAs, others pinned.
+    #[default]
+    Auto,
+    /// Every certificate as a CA.
+    Ca,
+    /// Every certificate pinned as a server certificate.
+    Pinned,
+}
+
+/// What to capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Flows with this address on either side.
+    pub host: std::net::IpAddr,
+    /// And this port on either side.
+    pub port: Option<u16>,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    /// The pcapng file the dataplane writes.
+    pub file: String,
+}
+
+/// A capture, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    /// Its id.
+    pub id: u32,
+    /// What it captures.
+    pub spec: CaptureSpec,
+    /// Packets written so far.
+    pub packets: u64,
+    /// Packets the writer could not keep up with.
+    pub dropped: u64,
+    /// Still capturing.
+    pub active: bool,
+}
+
+/// The configuration a dataplane runs: what the control plane commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// The configuration version (stamped on every event of flows decided under it).
+    pub version: u64,
+    /// The decryption policy (JSON, `docs/policy.md`).
+    pub policy: String,
+    /// TLS interception material; none without a decryption CA.
+    pub tls: Option<TlsSnapshot>,
+}
+
+/// The certificates and the cipher profile of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSnapshot {
+    /// The decryption CA certificate, PEM.
+    pub ca_cert_pem: String,
+    /// Its key, PEM (PKCS#8).
+    pub ca_key_pem: String,
+    /// Trusted CA certificates (base64 DER), besides the system bundle.
+    pub cas: Vec<String>,
+    /// Pinned server certificates: (name, base64 DER).
+    pub pinned: Vec<(String, String)>,
+    /// Include Debian's CA bundle.
+    pub system_bundle: bool,
+    /// `base` or `strong` (the strong-crypto license).
+    pub profile: String,
+}
+
+/// The control plane's state at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// Seconds since the control plane started.
+    pub uptime_s: f64,
+    /// The current configuration version.
+    pub config_version: u64,
+    /// Whether a dataplane is connected.
+    pub dataplane_connected: bool,
+    /// The configuration version the dataplane acknowledged last.
+    pub dataplane_version: u64,
+    /// The dataplane's process id, when connected.
+    pub dataplane_pid: Option<u32>,
+    /// The cipher profile in force (`base` / `strong`).
+    pub profile: String,
+    /// The licenses.
+    pub licenses: Vec<LicenseInfo>,
+    /// The decryption CA, if any.
+    pub ca: Option<CertInfo>,
+    /// Events written to the log since start.
+    pub events_logged: u64,
+    /// Events the rings reported lost since start.
+    pub events_lost: u64,
+    /// This appliance's device id (licenses name it).
+    pub device_id: String,
+}
+
+/// A license, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseInfo {
+    /// Serial.
+    pub serial: String,
+    /// Features.
+    pub features: Vec<String>,
+    /// Valid from (RFC 3339).
+    pub not_before: String,
+    /// Valid until (RFC 3339).
+    pub not_after: String,
+    /// `valid`, `expired`, `not-yet-valid`.
+    pub state: String,
+}
+
+/// A certificate, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// Entry name (trust store) or empty.
+    pub name: String,
+    /// `ca`, `system-ca`, `pinned`, `decryption-ca`.
+    pub kind: String,
+    /// Subject, OpenSSL one-line form.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// notBefore (unix seconds).
+    pub not_before: i64,
+    /// notAfter (unix seconds).
+    pub not_after: i64,
+    /// The certificate, PEM (when asked for one entry).
+    pub pem: Option<String>,
+}
+
+/// A committed configuration version, as listed by [`Request::PolicyHistory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: u64,
+    /// When (unix seconds).
+    pub time: u64,
+    /// The peer's uid.
+    pub uid: u32,
+    /// What changed.
+    pub what: String,
+    /// Whether this version's policy is kept (rollback possible).
+    pub policy_kept: bool,
 }
 
 /// Responses.
@@ -108,7 +422,7 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Ping`].
     Pong {
-        /// Name of the answering process (`tlsgate-dataplane`).
+        /// Name of the answering process (`tlsgate-dataplane`, `tlsgate-control`).
         process: String,
         /// Its version.
         version: String,
@@ -122,6 +436,83 @@ pub enum Response {
         /// What was wrong, for a person.
         message: String,
     },
+    /// Done; what changed, and the configuration version it made (if any).
+    Done {
+        /// For a person.
+        message: String,
+        /// The new configuration version, when the change made one.
+        version: Option<u64>,
+    },
+    /// Answer to [`Request::Status`].
+    Status(ControlStatus),
+    /// Answer to [`Request::LicenseShow`].
+    Licenses {
+        /// This appliance's device id.
+        device_id: String,
+        /// The cipher profile they give.
+        profile: String,
+        /// The licenses held.
+        licenses: Vec<LicenseInfo>,
+    },
+    /// Answer to [`Request::TrustList`] and [`Request::TrustShow`].
+    Trust {
+        /// Debian's bundle included.
+        system_bundle: bool,
+        /// System CAs (counted, not listed).
+        system_cas: usize,
+        /// The entries (imported CAs and pinned certificates).
+        entries: Vec<CertInfo>,
+    },
+    /// Answer to the CA requests.
+    Ca {
+        /// The CA.
+        info: CertInfo,
+        /// `ca export`: the certificate (PEM, or base64 DER).
+        cert: Option<String>,
+    },
+    /// Answer to [`Request::PolicyShow`].
+    Policy {
+        /// The running version.
+        version: u64,
+        /// The policy (JSON).
+        text: String,
+        /// Whether the candidate differs from the running policy.
+        candidate_differs: bool,
+    },
+    /// Answer to [`Request::PolicyDiff`] and [`Request::PolicyCheck`].
+    Diff {
+        /// One line per change (empty: none).
+        lines: Vec<String>,
+        /// Warnings about the policy.
+        warnings: Vec<String>,
+    },
+    /// Answer to [`Request::PolicyHistory`].
+    History {
+        /// Oldest first.
+        entries: Vec<HistoryEntry>,
+    },
+    /// Answer to [`Request::EventsList`] and [`Request::EventsShow`].
+    Events {
+        /// The events (the JSON of `EventRecord::to_json`).
+        events: Vec<serde_json::Value>,
+    },
+    /// Answer to the capture requests.
+    Captures {
+        /// The captures.
+        captures: Vec<CaptureInfo>,
+    },
+    /// Answer to [`Request::Snapshot`]: the dataplane runs this version now.
+    Applied {
+        /// The version.
+        version: u64,
+    },
+}
+
+impl Response {
+    /// A refusal.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
 }
 
 /// Why a request was refused.
@@ -137,6 +528,17 @@ pub enum ErrorCode {
     TooLarge,
     /// The request is valid but this process does not serve it.
     Unsupported,
+    /// The peer may not use this socket (not root, not in the configured group).
+    PermissionDenied,
+    /// What the request carries is invalid (certificate, key, license, policy,
+    /// rule): the message names what; nothing changed.
+    Invalid,
+    /// What the request names does not exist (entry, rule, version, event, chain).
+    NotFound,
+    /// The dataplane is not connected, or did not answer in time.
+    Unavailable,
+    /// Writing the state failed; nothing changed.
+    Internal,
 }
 
 /// Counters of a running dataplane, as answered to [`Request::Stats`].

@@ -421,6 +421,39 @@ impl Consumer {
         Some(record)
     }
 
+    /// The oldest unread record, left in the ring: a consumer that must not lose
+    /// it if it stops before it has stored it elsewhere reads it with `peek`,
+    /// stores it, then calls [`Consumer::advance`] (at least once delivery).
+    pub fn peek(&self) -> Option<EventRecord> {
+        let h = self.ring.header();
+        let tail = h.consumer.0.tail.load(Relaxed); // only this consumer stores it
+                                                    // Acquire: pairs with the producer's release store of head.
+        let head = h.head.0.load(Acquire);
+        let waiting = head.wrapping_sub(tail);
+        if waiting == 0 || waiting > self.ring.capacity {
+            return None;
+        }
+        // SAFETY: as in `pop`: the slot is aligned and in bounds, published by the
+        // producer's release store of `head` that our acquire load saw, and the
+        // producer does not write it again before our store of tail + 1 (which
+        // only `advance`/`pop` make). Any bytes are a valid EventRecord (Pod).
+        Some(unsafe { self.ring.slot(tail).read() })
+    }
+
+    /// Marks the record [`Consumer::peek`] returned as read; false when the ring
+    /// was empty.
+    pub fn advance(&mut self) -> bool {
+        let h = self.ring.header();
+        let tail = h.consumer.0.tail.load(Relaxed);
+        let waiting = h.head.0.load(Acquire).wrapping_sub(tail);
+        if waiting == 0 || waiting > self.ring.capacity {
+            return false;
+        }
+        // Release: our copy is done before the producer may reuse the slot.
+        h.consumer.0.tail.store(tail + 1, Release);
+        true
+    }
+
     /// Records waiting to be read.
     pub fn pending(&self) -> u64 {
         let h = self.ring.header();

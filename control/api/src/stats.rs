@@ -49,6 +49,9 @@ pub struct WorkerStats {
     /// `not_intercepted_full`.
     #[serde(default)]
     pub intercept: BTreeMap<String, u64>,
+    /// Decisions per policy rule (by rule name; `(default)` for the default action).
+    #[serde(default)]
+    pub rule_hits: BTreeMap<String, u64>,
 }
 
 /// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and xstats).

@@ -52,6 +52,26 @@ fn records_come_out_in_order() {
 }
 
 #[test]
+fn peeked_records_stay_until_advanced_even_across_a_consumer_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Producer::create(ring_path(&dir), 16).unwrap();
+    for n in 0..3 {
+        assert!(p.try_push(&numbered(n)));
+    }
+    let mut c = Consumer::open(ring_path(&dir)).unwrap();
+    assert_eq!(c.peek().map(|r| check(&r)), Some(0));
+    assert_eq!(c.peek().map(|r| check(&r)), Some(0), "peek does not consume");
+    assert!(c.advance());
+    assert_eq!(c.peek().map(|r| check(&r)), Some(1));
+    // A consumer that stops after peeking (before storing) leaves the record.
+    drop(c);
+    let mut c = Consumer::open(ring_path(&dir)).unwrap();
+    assert_eq!(drain(&mut c), vec![1, 2]);
+    assert_eq!(c.peek(), None);
+    assert!(!c.advance(), "nothing to advance over");
+}
+
+#[test]
 fn wraps_around_many_times() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Producer::create(ring_path(&dir), 8).unwrap();

@@ -1,0 +1,1007 @@
+//! `tlsgatectl`: the operator's client of the control socket. Human tables by
+//! default, the raw response with `--json`.
+//!
+//! Exit status: 0 done, 1 refused by the control plane (the message says why;
+//! nothing changed), 2 usage or connection error.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tlsgate_api::{Body, CaptureSpec, CertInfo, Frame, Request, Response, TrustAs};
+
+use crate::state::to_b64;
+
+/// tlsgatectl: manage a tlsgate appliance through its control socket.
+#[derive(Parser, Debug)]
+#[command(name = "tlsgatectl", version, about)]
+pub struct Cli {
+    /// The control socket.
+    #[arg(long, global = true, default_value = "/run/tlsgate/control.sock")]
+    pub socket: PathBuf,
+    /// Print the control plane's answer as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Dataplane connected, configuration version, license, CA expiry, uptime.
+    Status,
+    /// The dataplane's counters per worker and port.
+    Stats,
+    /// Licenses (strong-crypto unlocks the strong cipher profile).
+    #[command(subcommand)]
+    License(LicenseCmd),
+    /// The trust store: CA certificates and pinned server certificates.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// The decryption CA.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// The decryption policy: candidate, commit, history.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Events (TLS aborts, decrypted, passed, blocked, ...).
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Packet captures of a host's flows (both legs, pcapng).
+    #[command(subcommand)]
+    Capture(CaptureCmd),
+}
+
+/// `license ...`
+#[derive(Subcommand, Debug)]
+pub enum LicenseCmd {
+    /// Load a license file.
+    Load {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The licenses held.
+    Show,
+    /// Remove a license.
+    Remove {
+        /// Its serial.
+        serial: String,
+    },
+    /// Vendor tool: issue a license signed with a private key (works offline).
+    Issue {
+        /// The vendor's private key (PKCS#8 PEM, DER or base64).
+        #[arg(long)]
+        key: PathBuf,
+        /// The appliance's device id (`tlsgatectl status` shows it).
+        #[arg(long)]
+        device: String,
+        /// Serial number.
+        #[arg(long)]
+        serial: String,
+        /// A feature (repeatable), e.g. strong-crypto.
+        #[arg(long = "feature")]
+        features: Vec<String>,
+        /// Valid from (RFC 3339; default: now).
+        #[arg(long)]
+        not_before: Option<String>,
+        /// Valid until (RFC 3339); or give --days.
+        #[arg(long)]
+        not_after: Option<String>,
+        /// Valid for this many days from not-before.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Write the license here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Vendor tool: make a vendor key pair (private key file; prints the public key
+    /// for `control.vendor_key`).
+    Keygen {
+        /// The private key file to write (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `trust ...`
+#[derive(Subcommand, Debug)]
+pub enum TrustCmd {
+    /// Add CA or server certificates from a file (PEM or DER, bundles), or pin the
+    /// server certificate an abort event kept (`--from-event ID`).
+    Add {
+        /// The certificate file.
+        file: Option<PathBuf>,
+        /// Pin the server certificate of this abort event instead.
+        #[arg(long, conflicts_with = "file")]
+        from_event: Option<u64>,
+        /// The entry's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// auto (CA certificates as CAs, others pinned), ca, pinned.
+        #[arg(long = "as", default_value = "auto")]
+        kind: String,
+    },
+    /// The entries.
+    List,
+    /// One entry, with its certificate.
+    Show {
+        /// Name or SHA-256 fingerprint.
+        name: String,
+    },
+    /// Remove an entry.
+    Remove {
+        /// Name or SHA-256 fingerprint.
+        name: String,
+    },
+    /// Include Debian's CA bundle (on) or not (off).
+    System {
+        /// on or off.
+        state: String,
+    },
+}
+
+/// `ca ...`
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Generate a new decryption CA (ECDSA P-256), replacing the current one.
+    Generate {
+        /// Its common name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Import a decryption CA (certificate and key files).
+    Import {
+        /// Certificate (PEM or DER).
+        cert: PathBuf,
+        /// Key (PEM or DER; PKCS#8, PKCS#1, SEC1).
+        key: PathBuf,
+    },
+    /// The CA certificate, for clients to install.
+    Export {
+        /// DER instead of PEM.
+        #[arg(long)]
+        der: bool,
+        /// Write it here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `policy ...`
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// The running policy (or the candidate).
+    Show {
+        /// Show the candidate.
+        #[arg(long)]
+        candidate: bool,
+    },
+    /// Load a policy file as the candidate.
+    Load {
+        /// The policy (JSON).
+        file: PathBuf,
+    },
+    /// Check a policy file without loading it.
+    Check {
+        /// The policy (JSON).
+        file: PathBuf,
+    },
+    /// What a commit would change (of the candidate, or of a file).
+    Diff {
+        /// A policy file to compare with the running policy.
+        file: Option<PathBuf>,
+    },
+    /// Rules of the candidate.
+    #[command(subcommand)]
+    Rule(RuleCmd),
+    /// The candidate becomes the running policy (next configuration version).
+    Commit,
+    /// Run the policy of an earlier version again (as a new version).
+    Rollback {
+        /// The version.
+        version: u64,
+    },
+    /// Configuration versions: who, when, what.
+    History,
+}
+
+/// `policy rule ...`
+#[derive(Subcommand, Debug)]
+pub enum RuleCmd {
+    /// Insert a rule (at the top unless --above/--below).
+    Add {
+        /// Its name.
+        name: String,
+        /// decrypt, do-not-decrypt or block.
+        #[arg(long)]
+        action: String,
+        /// Insert above this rule.
+        #[arg(long)]
+        above: Option<String>,
+        /// Insert below this rule.
+        #[arg(long, conflicts_with = "above")]
+        below: Option<String>,
+        /// Client addresses or objects (repeatable).
+        #[arg(long)]
+        source: Vec<String>,
+        /// Server addresses or objects (repeatable).
+        #[arg(long)]
+        destination: Vec<String>,
+        /// Server ports, e.g. 443 or 8000-8100 (repeatable).
+        #[arg(long)]
+        port: Vec<String>,
+        /// SNI patterns: exact or *.suffix (repeatable).
+        #[arg(long)]
+        sni: Vec<String>,
+    },
+    /// Remove a rule.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `events ...`
+#[derive(Subcommand, Debug)]
+pub enum EventsCmd {
+    /// Recent events.
+    List {
+        /// Since: a duration (30s, 10m, 2h, 1d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this kind: abort, decrypted, passed, not_decrypted, blocked, reset, timeout.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events with this address (client or server) or SNI.
+        #[arg(long)]
+        host: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Follow new events.
+    Tail {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this address or SNI.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// One event, grouped like the seed's event panel.
+    Show {
+        /// The event id.
+        id: u64,
+    },
+}
+
+/// `capture ...`
+#[derive(Subcommand, Debug)]
+pub enum CaptureCmd {
+    /// Capture a host's flows, both legs, handshake included, to a pcapng file.
+    Start {
+        /// The host (client or server address).
+        #[arg(long)]
+        host: std::net::IpAddr,
+        /// Only flows with this port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The pcapng file (written by the dataplane).
+        file: PathBuf,
+    },
+    /// Stop a capture (all when no id).
+    Stop {
+        /// The capture.
+        id: Option<u32>,
+    },
+    /// Captures.
+    List,
+}
+
+/// Why a command failed: refused (1) or could not ask (2).
+#[derive(Debug)]
+pub enum Failure {
+    /// The control plane refused; the message says why.
+    Refused(String),
+    /// Usage, file or connection error.
+    Error(String),
+}
+
+/// One request and its answer.
+pub fn ask(socket: &Path, req: Request) -> Result<Response, Failure> {
+    let mut conn = UnixStream::connect(socket).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => " (root or the control socket's group only)",
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is tlsgate-control running?)"
+            }
+            _ => "",
+        };
+        Failure::Error(format!("connecting to {}: {e}{hint}", socket.display()))
+    })?;
+    conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    conn.write_all(Frame::request(1, req).encode().as_bytes())
+        .map_err(|e| Failure::Error(format!("{}: {e}", socket.display())))?;
+    let mut line = String::new();
+    BufReader::new(conn)
+        .read_line(&mut line)
+        .map_err(|e| Failure::Error(format!("{}: {e}", socket.display())))?;
+    if line.is_empty() {
+        return Err(Failure::Error(format!("{}: the control plane closed the connection", socket.display())));
+    }
+    match Frame::decode(&line).map_err(|e| Failure::Error(e.to_string()))?.body {
+        Body::Response(r) => Ok(r),
+        Body::Request(_) => {
+            Err(Failure::Error("the control plane sent a request instead of an answer".into()))
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
+}
+
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), Failure> {
+    match out {
+        Some(p) => std::fs::write(p, bytes).map_err(|e| Failure::Error(format!("{}: {e}", p.display()))),
+        None => std::io::stdout().write_all(bytes).map_err(|e| Failure::Error(e.to_string())),
+    }
+}
+
+/// A duration (`30s`, `10m`, `2h`, `1d`) before now, or an RFC 3339 time, in ns.
+pub fn since_ns(text: &str) -> Result<u64, Failure> {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let unit = |c: char| match c {
+        's' => Some(1u64),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        _ => None,
+    };
+    if let Some(last) = text.chars().last() {
+        if let (Some(mult), Ok(n)) = (unit(last), text[..text.len() - 1].parse::<u64>()) {
+            return Ok(now.saturating_sub(n * mult * 1_000_000_000));
+        }
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp_nanos().max(0) as u64)
+        .map_err(|_| {
+            Failure::Error(format!("--since {text:?}: give a duration like 10m or an RFC 3339 time"))
+        })
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Runs a command; returns the text to print.
+pub fn run(cli: &Cli) -> Result<String, Failure> {
+    let socket = cli.socket.as_path();
+    // Commands that need no control plane.
+    match &cli.command {
+        Command::License(LicenseCmd::Issue {
+            key,
+            device,
+            serial,
+            features,
+            not_before,
+            not_after,
+            days,
+            out,
+        }) => {
+            return issue(
+                key,
+                device,
+                serial,
+                features,
+                not_before.as_deref(),
+                not_after.as_deref(),
+                *days,
+                out.as_deref(),
+            );
+        }
+        Command::License(LicenseCmd::Keygen { out }) => return keygen(out),
+        _ => {}
+    }
+    let req = request(&cli.command)?;
+    if let Command::Events(EventsCmd::Tail { kind, host }) = &cli.command {
+        return tail(socket, kind.clone(), host.clone(), cli.json);
+    }
+    let resp = ask(socket, req)?;
+    if let Response::Error { code, message } = &resp {
+        return Err(Failure::Refused(if cli.json {
+            serde_json::to_string(&resp).unwrap_or_default()
+        } else {
+            format!(
+                "refused ({}): {message}",
+                serde_json::to_value(code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )
+        }));
+    }
+    if cli.json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&resp).unwrap_or_default()));
+    }
+    if let (Command::Ca(CaCmd::Export { der, out }), Response::Ca { cert: Some(c), .. }) =
+        (&cli.command, &resp)
+    {
+        let bytes = if *der { crate::state::b64(c).map_err(Failure::Error)? } else { c.clone().into_bytes() };
+        write_out(out.as_deref(), &bytes)?;
+        return Ok(out.as_ref().map_or(String::new(), |p| format!("written to {}\n", p.display())));
+    }
+    Ok(human(&cli.command, &resp))
+}
+
+fn request(cmd: &Command) -> Result<Request, Failure> {
+    Ok(match cmd {
+        Command::Status => Request::Status,
+        Command::Stats => Request::Stats,
+        Command::License(l) => match l {
+            LicenseCmd::Load { file } => Request::LicenseLoad { text: read_text(file)? },
+            LicenseCmd::Show => Request::LicenseShow,
+            LicenseCmd::Remove { serial } => Request::LicenseRemove { serial: serial.clone() },
+            LicenseCmd::Issue { .. } | LicenseCmd::Keygen { .. } => unreachable!("handled offline"),
+        },
+        Command::Trust(t) => match t {
+            TrustCmd::Add { file: Some(f), from_event: None, name, kind } => Request::TrustAdd {
+                data: to_b64(&read(f)?),
+                name: name.clone(),
+                kind: match kind.as_str() {
+                    "auto" => TrustAs::Auto,
+                    "ca" => TrustAs::Ca,
+                    "pinned" => TrustAs::Pinned,
+                    other => return Err(Failure::Error(format!("--as {other:?}: auto, ca or pinned"))),
+                },
+            },
+            TrustCmd::Add { file: None, from_event: Some(id), name, .. } => {
+                Request::TrustAddFromEvent { event_id: *id, name: name.clone() }
+            }
+            TrustCmd::Add { .. } => {
+                return Err(Failure::Error("trust add: give a FILE or --from-event ID".into()))
+            }
+            TrustCmd::List => Request::TrustList,
+            TrustCmd::Show { name } => Request::TrustShow { name: name.clone() },
+            TrustCmd::Remove { name } => Request::TrustRemove { name: name.clone() },
+            TrustCmd::System { state } => Request::TrustSystem {
+                enabled: match state.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(Failure::Error(format!("trust system {other:?}: on or off"))),
+                },
+            },
+        },
+        Command::Ca(c) => match c {
+            CaCmd::Generate { name } => Request::CaGenerate { common_name: name.clone() },
+            CaCmd::Import { cert, key } => {
+                Request::CaImport { cert: to_b64(&read(cert)?), key: to_b64(&read(key)?) }
+            }
+            CaCmd::Export { der, .. } => Request::CaExport { der: *der },
+        },
+        Command::Policy(p) => match p {
+            PolicyCmd::Show { candidate } => Request::PolicyShow { candidate: *candidate },
+            PolicyCmd::Load { file } => Request::PolicyLoad { text: read_text(file)? },
+            PolicyCmd::Check { file } => Request::PolicyCheck { text: read_text(file)? },
+            PolicyCmd::Diff { file } => {
+                Request::PolicyDiff { text: file.as_deref().map(read_text).transpose()? }
+            }
+            PolicyCmd::Rule(RuleCmd::Add { name, action, above, below, source, destination, port, sni }) => {
+                let mut rule = serde_json::json!({ "name": name, "action": action });
+                for (key, list) in [("source", source), ("destination", destination), ("sni", sni)] {
+                    if !list.is_empty() {
+                        rule[key] = serde_json::json!(list);
+                    }
+                }
+                if !port.is_empty() {
+                    let ports: Vec<Value> = port
+                        .iter()
+                        .map(|p| p.parse::<u64>().map_or_else(|_| Value::from(p.clone()), Value::from))
+                        .collect();
+                    rule["ports"] = Value::from(ports);
+                }
+                Request::PolicyRuleAdd { rule, above: above.clone(), below: below.clone() }
+            }
+            PolicyCmd::Rule(RuleCmd::Remove { name }) => Request::PolicyRuleRemove { name: name.clone() },
+            PolicyCmd::Commit => Request::PolicyCommit,
+            PolicyCmd::Rollback { version } => Request::PolicyRollback { version: *version },
+            PolicyCmd::History => Request::PolicyHistory,
+        },
+        Command::Events(e) => match e {
+            EventsCmd::List { since, kind, host, limit } => Request::EventsList {
+                since_ns: since.as_deref().map(since_ns).transpose()?,
+                after_id: None,
+                kind: kind.clone(),
+                host: host.clone(),
+                limit: Some(*limit),
+            },
+            EventsCmd::Tail { kind, host } => Request::EventsList {
+                since_ns: None,
+                after_id: None,
+                kind: kind.clone(),
+                host: host.clone(),
+                limit: Some(10),
+            },
+            EventsCmd::Show { id } => Request::EventsShow { id: *id },
+        },
+        Command::Capture(c) => match c {
+            CaptureCmd::Start { host, port, count, file } => {
+                let file = std::path::absolute(file)
+                    .map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?;
+                Request::CaptureStart(CaptureSpec {
+                    host: *host,
+                    port: *port,
+                    count: *count,
+                    file: file.display().to_string(),
+                })
+            }
+            CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
+            CaptureCmd::List => Request::CaptureList,
+        },
+    })
+}
+
+fn tail(socket: &Path, kind: Option<String>, host: Option<String>, json: bool) -> Result<String, Failure> {
+    let mut last: Option<u64> = None;
+    loop {
+        let req = Request::EventsList {
+            since_ns: None,
+            after_id: last,
+            kind: kind.clone(),
+            host: host.clone(),
+            limit: Some(if last.is_none() { 10 } else { 1000 }),
+        };
+        match ask(socket, req)? {
+            Response::Events { events } => {
+                let mut out = std::io::stdout();
+                for e in &events {
+                    let line = if json { format!("{e}\n") } else { event_line(e) };
+                    let _ = out.write_all(line.as_bytes());
+                    last = e["event_id"].as_u64().or(last);
+                }
+                let _ = out.flush();
+                if last.is_none() {
+                    last = Some(0);
+                }
+            }
+            Response::Error { message, .. } => return Err(Failure::Refused(message)),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn time_of(e: &Value) -> String {
+    let ns = e["time_ns"].as_u64().unwrap_or(0);
+    tlsgate_api::log::stamp(ns)
+}
+
+fn event_line(e: &Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+    let detail = s("error_detail");
+    format!(
+        "{:<20} {} {:<13} {}:{} -> {}:{} {:<24} {}{}\n",
+        e["event_id"],
+        time_of(e),
+        s("kind"),
+        s("src_ip"),
+        e["src_port"],
+        s("dst_ip"),
+        e["dst_port"],
+        if s("sni").is_empty() { "-".to_string() } else { s("sni") },
+        if e["verify_code"].as_u64().unwrap_or(0) != 0 {
+            format!("{} (code {}, depth {}) ", s("verify_text"), e["verify_code"], e["verify_depth"])
+        } else {
+            String::new()
+        },
+        detail
+    )
+}
+
+fn cert_rows(entries: &[CertInfo]) -> String {
+    let mut out = format!("{:<28} {:<7} {:<44} {:<20} {}\n", "name", "kind", "subject", "expires", "sha256");
+    for c in entries {
+        out.push_str(&format!(
+            "{:<28} {:<7} {:<44} {:<20} {}\n",
+            c.name,
+            c.kind,
+            c.subject,
+            rfc3339(c.not_after),
+            &c.fingerprint[..c.fingerprint.len().min(16)]
+        ));
+    }
+    out
+}
+
+/// The seed's event panel, in groups.
+pub fn event_panel(e: &Value) -> String {
+    let s = |k: &str| match &e[k] {
+        Value::String(v) if !v.is_empty() => v.clone(),
+        Value::Null => "-".into(),
+        Value::String(_) => "-".into(),
+        v => v.to_string(),
+    };
+    let alert = |k: &str| match &e[k] {
+        Value::Object(o) => format!(
+            "0x{:x} {}",
+            0x200 | o.get("code").and_then(Value::as_u64).unwrap_or(0),
+            o.get("name").and_then(Value::as_str).unwrap_or("")
+        ),
+        _ => "-".into(),
+    };
+    let up = e["bytes_up"].as_u64().unwrap_or(0);
+    let down = e["bytes_down"].as_u64().unwrap_or(0);
+    let kind = s("kind");
+    let title = match kind.as_str() {
+        "abort" => {
+            "TLS Abort: a TLS flow was aborted due to a handshake failure or certificate validation error"
+        }
+        "decrypted" => "TLS flow decrypted",
+        "passed" => "TLS flow passed undecrypted",
+        "not_decrypted" => "TLS flow not decrypted (policy)",
+        "blocked" => "Flow blocked by the decryption policy",
+        "reset" => "Intercepted flow reset",
+        "timeout" => "Intercepted flow timed out",
+        _ => "Event",
+    };
+    let iface = |k: &str| if e[k].as_u64() == Some(0) { "inside" } else { "outside" };
+    let mut out = format!("Event {} ({}) at {}\n{title}\n", s("event_id"), kind, time_of(e));
+    let mut group = |name: &str, rows: Vec<(&str, String)>| {
+        out.push_str(&format!("\n{name}\n"));
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<26} {v}\n"));
+        }
+    };
+    group(
+        "Source",
+        vec![
+            ("IP address", s("src_ip")),
+            ("Port", s("src_port")),
+            ("Interface", iface("inside_port").into()),
+        ],
+    );
+    group(
+        "Destination",
+        vec![
+            ("IP address", s("dst_ip")),
+            ("Port", s("dst_port")),
+            ("Interface", iface("outside_port").into()),
+            ("Service", format!("tcp/{}", s("dst_port"))),
+            ("Host", s("sni")),
+        ],
+    );
+    group(
+        "Transaction",
+        vec![
+            ("Connection ID", s("connection_id")),
+            ("Session", s("session_id")),
+            ("Component name", "TLS Proxy".into()),
+            ("Bytes sent", up.to_string()),
+            ("Bytes received", down.to_string()),
+            ("Total bytes", (up + down).to_string()),
+            ("Configuration version", s("config_version")),
+            ("Rule", s("rule")),
+        ],
+    );
+    group(
+        "TLS",
+        vec![
+            ("Encrypted flow", "Yes".into()),
+            ("Decrypted flow", if kind == "decrypted" { "Yes" } else { "No" }.into()),
+            ("Requested domain", s("sni")),
+            ("Server certificate name", s("server_cert_subject")),
+            ("Server certificate issuer", s("server_cert_issuer")),
+            ("TLS version", s("tls_version")),
+            ("Server cipher suite", s("cipher_suite")),
+        ],
+    );
+    group(
+        "Application",
+        vec![("Name", "Transport Layer Security Protocol".into()), ("Type", "IP Protocol".into())],
+    );
+    group(
+        "Device",
+        vec![("Name", "tlsgate".into()), ("Type", format!("tlsgate-dataplane, worker {}", s("worker")))],
+    );
+    let verify = if e["verify_code"].as_u64().unwrap_or(0) != 0 {
+        format!("{} (code {}, depth {})", s("verify_text"), s("verify_code"), s("verify_depth"))
+    } else {
+        "-".into()
+    };
+    group(
+        "Error details",
+        vec![
+            ("Leg", s("leg")),
+            ("Phase", s("phase")),
+            ("Alert sent", alert("alert_sent")),
+            ("Alert received", alert("alert_received")),
+            ("Certificate verification", verify),
+            ("Error", s("error_detail")),
+            ("Server chain kept", s("chain_sha256")),
+        ],
+    );
+    if kind == "abort" && e["chain_sha256"].is_string() {
+        out.push_str(&format!(
+            "\nTo trust this server's certificate: tlsgatectl trust add --from-event {}\n",
+            s("event_id")
+        ));
+    }
+    out
+}
+
+fn human(cmd: &Command, resp: &Response) -> String {
+    match resp {
+        Response::Done { message, version } => match version {
+            Some(v) => format!("{message}\nconfiguration version {v}\n"),
+            None => format!("{message}\n"),
+        },
+        Response::Pong { process, version } => format!("{process} {version}\n"),
+        Response::Status(s) => {
+            let mut out = format!(
+                "control plane   up {:.0} s, configuration version {}, device {}\n",
+                s.uptime_s, s.config_version, s.device_id
+            );
+            out.push_str(&match s.dataplane_pid {
+                Some(pid) => format!("dataplane       connected (pid {pid}), running version {}\n", s.dataplane_version),
+                None => "dataplane       not connected\n".into(),
+            });
+            out.push_str(&format!("cipher profile  {}\n", s.profile));
+            if s.licenses.is_empty() {
+                out.push_str("licenses        none (base cipher profile only)\n");
+            }
+            for l in &s.licenses {
+                out.push_str(&format!("license         {} [{}] {} until {}\n", l.serial, l.features.join(","), l.state, l.not_after));
+            }
+            out.push_str(&match &s.ca {
+                Some(ca) => format!("decryption CA   {} (expires {})\n", ca.subject, rfc3339(ca.not_after)),
+                None => "decryption CA   none (tlsgatectl ca generate)\n".into(),
+            });
+            out.push_str(&format!("events          {} logged, {} lost\n", s.events_logged, s.events_lost));
+            out
+        }
+        Response::Licenses { device_id, profile, licenses } => {
+            let mut out = format!("device {device_id}, cipher profile {profile}\n");
+            out.push_str(&format!("{:<16} {:<20} {:<22} {:<22} {}\n", "serial", "features", "not before", "not after", "state"));
+            for l in licenses {
+                out.push_str(&format!("{:<16} {:<20} {:<22} {:<22} {}\n", l.serial, l.features.join(","), l.not_before, l.not_after, l.state));
+            }
+            out
+        }
+        Response::Trust { system_bundle, system_cas, entries } => match cmd {
+            Command::Trust(TrustCmd::Show { .. }) => entries
+                .iter()
+                .map(|c| {
+                    format!(
+                        "name        {}\nkind        {}\nsubject     {}\nissuer      {}\nnot before  {}\nnot after   {}\nsha256      {}\n{}",
+                        c.name, c.kind, c.subject, c.issuer, rfc3339(c.not_before), rfc3339(c.not_after), c.fingerprint,
+                        c.pem.clone().unwrap_or_default()
+                    )
+                })
+                .collect(),
+            _ => format!(
+                "system CA bundle: {}\n{}",
+                if *system_bundle { format!("on ({system_cas} CAs)") } else { "off".into() },
+                cert_rows(entries)
+            ),
+        },
+        Response::Ca { info, .. } => format!(
+            "decryption CA {}\nsha256 {}\nvalid {} .. {}\n",
+            info.subject,
+            info.fingerprint,
+            rfc3339(info.not_before),
+            rfc3339(info.not_after)
+        ),
+        Response::Policy { version, text, candidate_differs } => format!(
+            "{text}\n# running since configuration version {version}{}\n",
+            if *candidate_differs { "; the candidate has uncommitted edits (policy diff)" } else { "" }
+        ),
+        Response::Diff { lines, warnings } => {
+            let mut out = String::new();
+            for w in warnings {
+                out.push_str(&format!("warning: {w}\n"));
+            }
+            if lines.is_empty() {
+                out.push_str(if matches!(cmd, Command::Policy(PolicyCmd::Check { .. })) {
+                    "valid; no change from the running policy\n"
+                } else {
+                    "no changes\n"
+                });
+            } else {
+                if matches!(cmd, Command::Policy(PolicyCmd::Check { .. })) {
+                    out.push_str("valid; changes from the running policy:\n");
+                }
+                for l in lines {
+                    out.push_str(&format!("{l}\n"));
+                }
+            }
+            out
+        }
+        Response::History { entries } => {
+            let mut out = format!("{:>7}  {:<20}  {:>5}  {}\n", "version", "time", "uid", "what");
+            for h in entries {
+                out.push_str(&format!("{:>7}  {:<20}  {:>5}  {}\n", h.version, rfc3339(h.time as i64), h.uid, h.what));
+            }
+            out
+        }
+        Response::Events { events } => match cmd {
+            Command::Events(EventsCmd::Show { .. }) => events.iter().map(event_panel).collect(),
+            _ => {
+                if events.is_empty() {
+                    return "no events\n".into();
+                }
+                events.iter().map(event_line).collect()
+            }
+        },
+        Response::Captures { captures } => {
+            let mut out = format!("{:>3}  {:<16} {:<6} {:>8} {:>8} {:<8} {}\n", "id", "host", "port", "packets", "dropped", "state", "file");
+            for c in captures {
+                out.push_str(&format!(
+                    "{:>3}  {:<16} {:<6} {:>8} {:>8} {:<8} {}\n",
+                    c.id,
+                    c.spec.host,
+                    c.spec.port.map_or("any".into(), |p| p.to_string()),
+                    c.packets,
+                    c.dropped,
+                    if c.active { "running" } else { "done" },
+                    c.spec.file
+                ));
+            }
+            out
+        }
+        Response::Stats(s) => stats_table(s),
+        other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
+    }
+}
+
+/// The dataplane's counters as tables.
+pub fn stats_table(s: &tlsgate_api::DataplaneStats) -> String {
+    let mut out = format!("driver {}  uptime {:.0} s  workers {}\n", s.driver, s.uptime_s, s.workers.len());
+    out.push_str(&format!(
+        "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10}\n",
+        "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf"
+    ));
+    for p in &s.ports {
+        out.push_str(&format!(
+            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10}\n",
+            p.role,
+            p.device.chars().take(16).collect::<String>(),
+            if p.link_up { "up" } else { "down" },
+            p.ipackets,
+            p.opackets,
+            p.imissed,
+            p.rx_nombuf
+        ));
+    }
+    out.push_str(&format!(
+        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}\n",
+        "worker",
+        "rx inside",
+        "rx outside",
+        "tx inside",
+        "tx outside",
+        "flows",
+        "intercept",
+        "decrypted",
+        "aborted"
+    ));
+    for w in &s.workers {
+        let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}\n",
+            w.worker,
+            w.rx_packets[0],
+            w.rx_packets[1],
+            w.tx_packets[0],
+            w.tx_packets[1],
+            w.flows_active,
+            g("active"),
+            g("tls_decrypted"),
+            g("tls_aborted")
+        ));
+    }
+    let drops = s.total_drops();
+    if drops.is_empty() {
+        out.push_str("drops: none\n");
+    } else {
+        out.push_str("drops:\n");
+        for (reason, n) in drops {
+            out.push_str(&format!("  {reason:<28} {n}\n"));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    key: &Path,
+    device: &str,
+    serial: &str,
+    features: &[String],
+    not_before: Option<&str>,
+    not_after: Option<&str>,
+    days: i64,
+    out: Option<&Path>,
+) -> Result<String, Failure> {
+    let signer = tlsgate_certstore::VendorSigner::from_key_file(&read(key)?)
+        .map_err(|e| Failure::Error(format!("{}: {e}", key.display())))?;
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let start = match not_before {
+        Some(t) => {
+            time::OffsetDateTime::parse(t, fmt).map_err(|e| Failure::Error(format!("--not-before: {e}")))?
+        }
+        None => {
+            time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc())
+        }
+    };
+    let end = match not_after {
+        Some(t) => {
+            time::OffsetDateTime::parse(t, fmt).map_err(|e| Failure::Error(format!("--not-after: {e}")))?
+        }
+        None => start + time::Duration::days(days),
+    };
+    let payload = tlsgate_certstore::LicensePayload {
+        serial: serial.to_string(),
+        device_id: device.to_string(),
+        features: features.to_vec(),
+        not_before: start.format(fmt).map_err(|e| Failure::Error(e.to_string()))?,
+        not_after: end.format(fmt).map_err(|e| Failure::Error(e.to_string()))?,
+    };
+    let text = signer.issue(&payload).map_err(|e| Failure::Error(e.to_string()))?;
+    write_out(out, text.as_bytes())?;
+    Ok(out.map_or(String::new(), |p| {
+        format!("license {serial} for device {device} written to {}\n", p.display())
+    }))
+}
+
+fn keygen(out: &Path) -> Result<String, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (signer, der) =
+        tlsgate_certstore::VendorSigner::generate().map_err(|e| Failure::Error(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| Failure::Error(format!("{}: {e}", out.display())))?;
+    f.write_all(tlsgate_certstore::pkcs8_pem(&der).as_bytes()).map_err(|e| Failure::Error(e.to_string()))?;
+    Ok(format!(
+        "vendor private key written to {}\nvendor public key (control.vendor_key): {}\n",
+        out.display(),
+        signer.public_key().to_base64()
+    ))
+}
+
+/// The whole program: exit status 0, 1 (refused) or 2 (error).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(Failure::Refused(m)) => {
+            eprintln!("tlsgatectl: {m}");
+            1
+        }
+        Err(Failure::Error(m)) => {
+            eprintln!("tlsgatectl: {m}");
+            2
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The control plane's configuration file (TOML, default `/etc/tlsgate/control.toml`).
+//!
+//! ```toml
+//! [control]
+//! state_dir = "/var/lib/tlsgate"          # trust store, CA, licenses, policy history (0700)
+//! socket = "/run/tlsgate/control.sock"    # tlsgatectl and the dataplane connect here
+//! socket_group = "tlsgate"                # besides root, members may use the socket
+//! socket_mode = "0660"
+//! events_dir = "/run/tlsgate/events"      # the dataplane's event rings (ring-<worker>.ev)
+//! log_dir = "/var/log/tlsgate"            # tls_proxy.log, events.jsonl (rotated)
+//! max_log_bytes = 10485760
+//! log_files_kept = 5
+//! events_indexed = 10000                  # recent events kept for queries
+//! chains_kept = 256                       # abort chains kept for `trust add --from-event`
+//! metrics_listen = "127.0.0.1:9469"       # Prometheus /metrics; "" disables
+//! vendor_key = "<base64 Ed25519 public key>"   # licenses are signed with its private half
+//! device_id = "..."                       # default: /etc/machine-id
+//! ```
+//!
+//! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[control]`.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// A group whose members may use the socket besides root.
+    pub socket_group: Option<String>,
+    /// The socket's mode, octal.
+    pub socket_mode: String,
+    /// Where the dataplane's event rings are.
+    pub events_dir: PathBuf,
+    /// Where `tls_proxy.log` and `events.jsonl` go.
+    pub log_dir: PathBuf,
+    /// A log file is rotated past this size.
+    pub max_log_bytes: u64,
+    /// Rotated files kept per log.
+    pub log_files_kept: usize,
+    /// Recent events kept for queries.
+    pub events_indexed: usize,
+    /// Abort chains kept.
+    pub chains_kept: usize,
+    /// Prometheus listen address ("" disables).
+    pub metrics_listen: String,
+    /// The vendor's Ed25519 public key (base64) that signs licenses.
+    pub vendor_key: Option<String>,
+    /// This appliance's device id (licenses name it); default `/etc/machine-id`.
+    pub device_id: Option<String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            state_dir: "/var/lib/tlsgate".into(),
+            socket: "/run/tlsgate/control.sock".into(),
+            socket_group: None,
+            socket_mode: "0660".into(),
+            events_dir: "/run/tlsgate/events".into(),
+            log_dir: "/var/log/tlsgate".into(),
+            max_log_bytes: 10 << 20,
+            log_files_kept: 5,
+            events_indexed: 10_000,
+            chains_kept: 256,
+            metrics_listen: "127.0.0.1:9469".into(),
+            vendor_key: None,
+            device_id: None,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Reads and validates a file; the error names the file and the field.
+    pub fn load(path: &Path) -> Result<ControlConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<ControlConfig, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        file.control.validate()?;
+        Ok(file.control)
+    }
+
+    /// Cross-field checks; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.mode()?;
+        if self.max_log_bytes < 4096 {
+            return Err("control.max_log_bytes: at least 4096".into());
+        }
+        if self.log_files_kept == 0 || self.log_files_kept > 100 {
+            return Err(format!("control.log_files_kept: {} is outside 1..=100", self.log_files_kept));
+        }
+        if self.events_indexed == 0 || self.events_indexed > 1_000_000 {
+            return Err(format!("control.events_indexed: {} is outside 1..=1000000", self.events_indexed));
+        }
+        if self.chains_kept == 0 || self.chains_kept > 100_000 {
+            return Err(format!("control.chains_kept: {} is outside 1..=100000", self.chains_kept));
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "control.metrics_listen: {:?} is not an address:port (\"\" disables)",
+                self.metrics_listen
+            ));
+        }
+        if let Some(k) = &self.vendor_key {
+            tlsgate_certstore::VendorKey::from_base64(k).map_err(|e| format!("control.vendor_key: {e}"))?;
+        }
+        if let Some(d) = &self.device_id {
+            if d.trim().is_empty() {
+                return Err("control.device_id: empty".into());
+            }
+        }
+        for (field, p) in [
+            ("state_dir", &self.state_dir),
+            ("socket", &self.socket),
+            ("events_dir", &self.events_dir),
+            ("log_dir", &self.log_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!("control.{field}: {} is not an absolute path", p.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket mode.
+    pub fn mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!("control.socket_mode: {:?} is not an octal mode like \"0660\"", self.socket_mode)
+            })
+    }
+
+    /// The device id: the configured one, else `/etc/machine-id`.
+    pub fn device_id(&self) -> Result<String, String> {
+        if let Some(d) = &self.device_id {
+            return Ok(d.trim().to_string());
+        }
+        let text = std::fs::read_to_string("/etc/machine-id")
+            .map_err(|e| format!("control.device_id is not set and /etc/machine-id: {e}"))?;
+        let id = text.trim().to_string();
+        if id.is_empty() {
+            return Err("control.device_id is not set and /etc/machine-id is empty".into());
+        }
+        Ok(id)
+    }
+
+    /// The vendor key, if configured.
+    pub fn vendor_key(&self) -> Option<tlsgate_certstore::VendorKey> {
+        self.vendor_key.as_deref().and_then(|k| tlsgate_certstore::VendorKey::from_base64(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors_naming_the_field() {
+        let c = ControlConfig::from_toml("").unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/tlsgate/control.sock"));
+        assert_eq!(c.mode().unwrap(), 0o660);
+        for (text, needle) in [
+            ("[control]\nsocket_mode = \"rw\"\n", "control.socket_mode"),
+            ("[control]\nmax_log_bytes = 1\n", "control.max_log_bytes"),
+            ("[control]\nmetrics_listen = \"nowhere\"\n", "control.metrics_listen"),
+            ("[control]\nvendor_key = \"AAAA\"\n", "control.vendor_key"),
+            ("[control]\nstate_dir = \"relative\"\n", "control.state_dir"),
+            ("[control]\nsockett = \"/x\"\n", "sockett"),
+        ] {
+            let err = ControlConfig::from_toml(text).unwrap_err();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+}

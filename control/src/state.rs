@@ -1,0 +1,368 @@
+//! The state directory: everything the control plane holds, in one file written
+//! atomically.
+//!
+//! ```text
+//!   <state_dir>/            0700
+//!     state.json            0600  version, policy history + candidate, trust entries,
+//!                                 decryption CA (certificate and key), licenses, audit
+//!     state.json.tmp              only while a write is under way (removed at start)
+//!     chains/<sha256>.pem         abort chains kept for `trust add --from-event`
+//! ```
+//!
+//! One file, so a change that touches several parts (a policy commit and its
+//! audit record, a CA with its key) is all or nothing. A write is: the new content
+//! into `state.json.tmp` (mode 0600), `fsync`, `rename` over `state.json`, `fsync`
+//! of the directory. A crash before the rename leaves the previous state, after it
+//! the new one: never a torn file. [`crate::failpoint`] stops the daemon between
+//! each step in tests. The key of the decryption CA is in this 0600 file, in a
+//! 0700 directory, owned by root.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tlsgate_api::HistoryEntry;
+use tlsgate_certstore::{DecryptionCa, ImportAs, TrustStore};
+use tlsgate_policy::{Policy, PolicyStore};
+
+use crate::failpoint;
+
+/// The state file's format.
+pub const FORMAT: u32 = 1;
+/// Committed policies kept for rollback.
+pub const POLICIES_KEPT: usize = 50;
+/// Audit records kept.
+pub const AUDIT_KEPT: usize = 1000;
+
+/// Everything the control plane holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The configuration version: every change that reaches the dataplane makes
+    /// the next one.
+    pub version: u64,
+    /// Committed policies, oldest first (the last is running).
+    pub policies: Vec<PolicyVersion>,
+    /// The candidate being edited, when it differs from the running policy.
+    pub candidate: Option<String>,
+    /// Imported CAs and pinned server certificates.
+    pub trust: Vec<TrustRecord>,
+    /// Debian's CA bundle included.
+    pub system_bundle: bool,
+    /// The decryption CA.
+    pub ca: Option<CaRecord>,
+    /// License files, as loaded.
+    pub licenses: Vec<String>,
+    /// One record per change, oldest first.
+    pub audit: Vec<HistoryEntry>,
+}
+
+/// A committed policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyVersion {
+    /// The configuration version it was committed under.
+    pub version: u64,
+    /// The policy, JSON.
+    pub policy: String,
+    /// The version whose policy it restored.
+    pub rollback_of: Option<u64>,
+}
+
+/// A trust store entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRecord {
+    /// The operator's name for it.
+    pub name: String,
+    /// `ca` or `pinned`.
+    pub kind: String,
+    /// The certificate, base64 DER.
+    pub der: String,
+}
+
+/// The decryption CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaRecord {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Key, PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+impl StateFile {
+    /// A fresh appliance: version 1, a policy without rules that decrypts nothing
+    /// (`do-not-decrypt`), the system CA bundle trusted, no decryption CA, no
+    /// license.
+    pub fn initial(now_s: u64) -> StateFile {
+        StateFile {
+            format: FORMAT,
+            version: 1,
+            policies: vec![PolicyVersion {
+                version: 1,
+                policy: Policy::default().to_json(),
+                rollback_of: None,
+            }],
+            candidate: None,
+            trust: Vec::new(),
+            system_bundle: true,
+            ca: None,
+            licenses: Vec::new(),
+            audit: vec![HistoryEntry {
+                version: 1,
+                time: now_s,
+                uid: 0,
+                what: "initial state: no rules (do-not-decrypt), system CA bundle, no decryption CA".into(),
+                policy_kept: true,
+            }],
+        }
+    }
+
+    /// Checks what a hand-edited or damaged file could get wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format {} (this build reads {FORMAT})", self.format));
+        }
+        if self.policies.is_empty() {
+            return Err("no committed policy".into());
+        }
+        for p in &self.policies {
+            Policy::from_json(&p.policy).map_err(|e| format!("policy of version {}: {e}", p.version))?;
+        }
+        if let Some(c) = &self.candidate {
+            Policy::from_json(c).map_err(|e| format!("candidate policy: {e}"))?;
+        }
+        self.trust_store_without_system().map_err(|e| format!("trust: {e}"))?;
+        if let Some(ca) = &self.ca {
+            DecryptionCa::import(
+                ca.cert_pem.as_bytes(),
+                ca.key_pem.as_bytes(),
+                tlsgate_certstore::pki_types::UnixTime::now(),
+            )
+            .map_err(|e| format!("decryption CA: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The running policy's text.
+    pub fn running_policy(&self) -> &str {
+        self.policies.last().map_or("{}", |p| p.policy.as_str())
+    }
+
+    /// The candidate's text (the running policy when it has no edits).
+    pub fn candidate_policy(&self) -> &str {
+        self.candidate.as_deref().unwrap_or_else(|| self.running_policy())
+    }
+
+    /// The policy store these records describe.
+    pub fn policy_store(&self) -> Result<PolicyStore, String> {
+        let history = self
+            .policies
+            .iter()
+            .map(|p| Policy::from_json(&p.policy).map(|pol| (p.version, pol)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let mut store = PolicyStore::restore(history, POLICIES_KEPT).map_err(|e| e.to_string())?;
+        if let Some(c) = &self.candidate {
+            store.load_candidate_json(c).map_err(|e| format!("candidate: {e}"))?;
+        }
+        Ok(store)
+    }
+
+    /// Takes the store's candidate and history back (after an edit or a commit).
+    pub fn set_policies(&mut self, store: &PolicyStore) {
+        self.policies = store
+            .history()
+            .map(|c| PolicyVersion {
+                version: c.version,
+                policy: c.policy.to_json(),
+                rollback_of: c.rollback_of,
+            })
+            .collect();
+        let candidate = store.candidate().to_json();
+        self.candidate = (candidate != self.running_policy()).then_some(candidate);
+    }
+
+    /// The trust store without the system bundle (for checks and listing).
+    pub fn trust_store_without_system(&self) -> Result<TrustStore, String> {
+        let mut store = TrustStore::without_system_bundle();
+        self.import_records(&mut store)?;
+        Ok(store)
+    }
+
+    /// The trust store, with the system bundle when it is on.
+    pub fn trust_store(&self) -> Result<TrustStore, String> {
+        let mut store = if self.system_bundle {
+            TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
+        } else {
+            TrustStore::without_system_bundle()
+        };
+        self.import_records(&mut store)?;
+        Ok(store)
+    }
+
+    fn import_records(&self, store: &mut TrustStore) -> Result<(), String> {
+        for r in &self.trust {
+            let der = b64(&r.der).map_err(|e| format!("entry {}: {e}", r.name))?;
+            let how = if r.kind == "ca" { ImportAs::Ca } else { ImportAs::Pinned };
+            store.import(&r.name, &der, how).map_err(|e| format!("entry {}: {e}", r.name))?;
+        }
+        Ok(())
+    }
+
+    /// The decryption CA, if any.
+    pub fn decryption_ca(&self) -> Option<DecryptionCa> {
+        let ca = self.ca.as_ref()?;
+        DecryptionCa::import(
+            ca.cert_pem.as_bytes(),
+            ca.key_pem.as_bytes(),
+            tlsgate_certstore::pki_types::UnixTime::now(),
+        )
+        .ok()
+    }
+
+    /// Appends an audit record for version `version` (bounded).
+    pub fn audit(&mut self, version: u64, now_s: u64, uid: u32, what: impl Into<String>) {
+        let kept = self.policies.iter().any(|p| p.version == version);
+        self.audit.push(HistoryEntry { version, time: now_s, uid, what: what.into(), policy_kept: kept });
+        if self.audit.len() > AUDIT_KEPT {
+            let extra = self.audit.len() - AUDIT_KEPT;
+            self.audit.drain(..extra);
+        }
+    }
+}
+
+/// Decodes standard base64.
+pub fn b64(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("not base64: {e}"))
+}
+
+/// Encodes standard base64.
+pub fn to_b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The state directory on disk.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating, mode 0700) the directory.
+    pub fn open(dir: &Path) -> Result<StateDir, String> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        Ok(StateDir { dir: dir.to_path_buf() })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir.join("state.json.tmp")
+    }
+
+    /// Where abort chains are kept.
+    pub fn chains(&self) -> PathBuf {
+        self.dir.join("chains")
+    }
+
+    /// Reads the state; a missing file is a fresh appliance (written at once). A
+    /// leftover `state.json.tmp` (a write that did not reach its rename) is removed:
+    /// the state is the previous one. A file that cannot be read is an error: the
+    /// daemon refuses to start rather than start empty.
+    pub fn load(&self, now_s: u64) -> Result<StateFile, String> {
+        let _ = fs::remove_file(self.tmp());
+        let path = self.file();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let state: StateFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a tlsgate state file: {e}", path.display()))?;
+                state.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(state)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let state = StateFile::initial(now_s);
+                self.save(&state).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(state)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the state atomically (see the module documentation).
+    pub fn save(&self, state: &StateFile) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        failpoint::hit("state-before-write");
+        let tmp = self.tmp();
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&text)?;
+        failpoint::hit("state-after-write");
+        f.sync_all()?;
+        drop(f);
+        failpoint::hit("state-after-fsync");
+        fs::rename(&tmp, self.file())?;
+        failpoint::hit("state-after-rename");
+        File::open(&self.dir)?.sync_all()?;
+        failpoint::hit("state-after-dir-fsync");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_directory_gets_the_initial_state_and_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&dir.path().join("state")).unwrap();
+        let s = sd.load(1000).unwrap();
+        assert_eq!(s.version, 1);
+        assert!(s.system_bundle && s.ca.is_none() && s.licenses.is_empty());
+        let meta = fs::metadata(dir.path().join("state/state.json")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let meta = fs::metadata(dir.path().join("state")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert_eq!(sd.load(2000).unwrap(), s, "read back as written");
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        sd.load(0).unwrap();
+        fs::write(dir.path().join("state.json"), b"{\"format\": 1, \"vers").unwrap();
+        let err = sd.load(0).unwrap_err();
+        assert!(err.contains("not a tlsgate state file"), "{err}");
+        assert_eq!(fs::read(dir.path().join("state.json")).unwrap(), b"{\"format\": 1, \"vers");
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let s = sd.load(0).unwrap();
+        fs::write(dir.path().join("state.json.tmp"), b"half a write").unwrap();
+        assert_eq!(sd.load(0).unwrap(), s);
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+}

@@ -1,0 +1,202 @@
+//! The dataplane's connection to the control plane (`[control] socket`).
+//!
+//! ```text
+//!  connect ──DataplaneHello{workers, pid, running version}──► tlsgate-control
+//!          ◄──Snapshot{version, policy, tls}── apply: compile, build TLS state, LiveCell::set ──Applied──►
+//!          ◄──Stats / Capture* ──────────────── answered from the published counters / the capturer
+//!          ──Chain{sha256, pem}──► (the chain of every abort, for `trust add --from-event`)
+//!  lost ──► keep forwarding on the last snapshot; reconnect every second
+//! ```
+//!
+//! A snapshot that cannot be applied is answered with an error and changes
+//! nothing: the dataplane keeps the configuration it runs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, Snapshot, TlsSnapshot};
+
+use crate::capture::Capturer;
+use crate::events::ChainStore;
+use crate::live::{Live, LiveCell};
+use crate::run::{compile_policy, warn_validation_off};
+use crate::status::StatsSource;
+use crate::tls::{TlsConfig, TlsShared};
+
+/// What the link needs.
+pub struct LinkSetup {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Where the workers take their configuration.
+    pub live: Arc<LiveCell>,
+    /// TLS tunables (forge cache, handshake timeout, ports).
+    pub tls: TlsConfig,
+    /// Counters.
+    pub stats: StatsSource,
+    /// Abort chains to send up.
+    pub chains: Option<Arc<ChainStore>>,
+    /// Packet captures.
+    pub capturer: Arc<Capturer>,
+    /// Workers.
+    pub workers: usize,
+}
+
+/// Applies snapshots, keeping the TLS state when its material did not change.
+pub struct Applier {
+    live: Arc<LiveCell>,
+    tunables: TlsConfig,
+    last_tls: Option<(TlsSnapshot, bool, Arc<TlsShared>)>,
+}
+
+impl Applier {
+    /// An applier writing into `live`.
+    pub fn new(live: Arc<LiveCell>, tunables: TlsConfig) -> Applier {
+        Applier { live, tunables, last_tls: None }
+    }
+
+    /// Compiles and installs a snapshot; on error nothing changes.
+    pub fn apply(&mut self, snap: &Snapshot) -> Result<(), String> {
+        let policy = compile_policy(&snap.policy, snap.version).map_err(|e| format!("policy: {e}"))?;
+        let validate = policy.certificate_validation();
+        let tls = match &snap.tls {
+            None => None,
+            Some(t) => match &self.last_tls {
+                Some((prev, v, shared)) if prev == t && *v == validate => Some(shared.clone()),
+                _ => {
+                    let shared = TlsShared::from_snapshot(&self.tunables, t, validate)?;
+                    warn_validation_off(validate);
+                    Some(shared)
+                }
+            },
+        };
+        self.last_tls = snap.tls.clone().zip(tls.clone()).map(|(t, s)| (t, validate, s));
+        tracing::info!(
+            version = snap.version,
+            rules = policy.rule_count(),
+            tls = tls.as_ref().map_or("off (no decryption CA)", |t| t.profile.as_str()),
+            "configuration applied"
+        );
+        self.live.set(Live { version: snap.version, policy: Some(Arc::new(policy)), tls });
+        Ok(())
+    }
+}
+
+/// Runs the link until `stop`.
+pub fn spawn(setup: LinkSetup, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("tg-control".into()).spawn(move || {
+        let mut applier = Applier::new(setup.live.clone(), setup.tls.clone());
+        let mut outage_logged = false;
+        while !stop.load(Ordering::Relaxed) {
+            match UnixStream::connect(&setup.socket) {
+                Ok(stream) => {
+                    outage_logged = false;
+                    tracing::info!(socket = %setup.socket.display(), "connected to the control plane");
+                    if let Err(e) = session(&setup, &mut applier, stream, &stop) {
+                        tracing::warn!(
+                            error = %e,
+                            version = setup.live.current().version,
+                            "control plane connection lost: forwarding on the last configuration"
+                        );
+                    }
+                }
+                Err(e) => {
+                    if !outage_logged {
+                        tracing::warn!(socket = %setup.socket.display(), error = %e,
+                            "control plane not reachable: forwarding on the last configuration; retrying");
+                        outage_logged = true;
+                    }
+                }
+            }
+            for _ in 0..10 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+}
+
+fn session(
+    setup: &LinkSetup,
+    applier: &mut Applier,
+    stream: UnixStream,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut next_id = 1u64;
+    let mut send = |out: &mut UnixStream, req: Request| -> std::io::Result<()> {
+        next_id += 1;
+        out.write_all(Frame::request(next_id, req).encode().as_bytes())
+    };
+    send(
+        &mut out,
+        Request::DataplaneHello {
+            workers: setup.workers as u32,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            running_version: setup.live.current().version,
+        },
+    )?;
+    let mut line = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(chains) = &setup.chains {
+            while let Some((sha256, pem)) = chains.take() {
+                send(&mut out, Request::Chain { sha256, pem })?;
+            }
+        }
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed by the control plane",
+                ))
+            }
+            Ok(_) if line.ends_with(b"\n") => {}
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        line.clear();
+        let frame = match Frame::decode(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                let resp = Response::error(e.code(), e.to_string());
+                out.write_all(Frame::response(Frame::id_of(&text), resp).encode().as_bytes())?;
+                continue;
+            }
+        };
+        let Body::Request(req) = frame.body else { continue }; // answers to our hello and chains
+        let resp = match req {
+            Request::Snapshot(snap) => match applier.apply(&snap) {
+                Ok(()) => Response::Applied { version: snap.version },
+                Err(e) => {
+                    tracing::error!(version = snap.version, error = %e, "snapshot refused: keeping the running configuration");
+                    Response::error(ErrorCode::Invalid, format!("snapshot {} refused: {e}", snap.version))
+                }
+            },
+            Request::Stats => Response::Stats(setup.stats.snapshot()),
+            Request::Ping => Response::Pong {
+                process: "tlsgate-dataplane".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            Request::CaptureStart(spec) => setup.capturer.start(spec),
+            Request::CaptureStop { id } => setup.capturer.stop(id),
+            Request::CaptureList => setup.capturer.list(),
+            other => {
+                Response::error(ErrorCode::Unsupported, format!("not served by the dataplane: {other:?}"))
+            }
+        };
+        out.write_all(Frame::response(frame.id, resp).encode().as_bytes())?;
+    }
+    Ok(())
+}
