@@ -481,6 +481,12 @@ impl Daemon {
             }),
             Request::PolicyRollback { version: to } => {
                 self.change(uid, |st, version| {
+                    if to >= st.version {
+                        return Err(not_found(format!(
+                            "version {to} is not an earlier version (the current one is {})",
+                            st.version
+                        )));
+                    }
                     let mut store = st.policy_store().map_err(invalid)?;
                     // The policy that ran at `to`: the newest commit at or before it.
                     let base =

@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod netsim;
 
 use std::collections::BTreeMap;

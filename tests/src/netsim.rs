@@ -560,3 +560,41 @@ fn exchange(
     }
     (ok.then_some(got_resp), error, peer, alpn)
 }
+
+/// An origin server's TLS configuration: `chain` and `key`, ALPN http/1.1; with
+/// `tls12_aes256_only` TLS 1.2 and the AES-256-GCM suites only (the seed's first
+/// problem: none of the base profile's suites).
+pub fn origin_server(
+    chain: Vec<CertificateDer<'static>>,
+    key: tlsgate_certstore::pki_types::PrivateKeyDer<'static>,
+    tls12_aes256_only: bool,
+) -> Arc<ServerConfig> {
+    use tlsgate_certstore::rustls;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let builder = if tls12_aes256_only {
+        provider.cipher_suites = vec![
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ];
+        ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        ServerConfig::builder_with_provider(Arc::new(provider)).with_safe_default_protocol_versions()
+    };
+    let mut cfg =
+        builder.expect("versions").with_no_client_auth().with_single_cert(chain, key).expect("certificate");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// A client trusting exactly `roots` (e.g. the decryption CA), offering h2 and
+/// http/1.1.
+pub fn client_trusting(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut store = tlsgate_certstore::rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).expect("a root certificate");
+    }
+    let mut cfg = ClientConfig::builder().with_root_certificates(store).with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}

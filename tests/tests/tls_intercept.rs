@@ -9,7 +9,7 @@ use tlsgate_certstore::rustls::{self, ClientConfig, RootCertStore, ServerConfig}
 use tlsgate_certstore::{summarize, CaOptions, DecryptionCa};
 use tlsgate_dataplane::config::Config;
 use tlsgate_dataplane::run::Summary;
-use tlsgate_tests::netsim::{pattern, tls_exchange, Net, Seen};
+use tlsgate_tests::netsim::{client_trusting, origin_server, pattern, tls_exchange, Net, Seen};
 
 #[allow(dead_code)]
 #[path = "../../certstore/tests/support/pki.rs"]
@@ -82,31 +82,13 @@ fn server_config(
     tls12_aes256_only: bool,
 ) -> Arc<ServerConfig> {
     let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let mut provider = rustls::crypto::ring::default_provider();
-    let builder = if tls12_aes256_only {
-        provider.cipher_suites = vec![
-            rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        ];
-        ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-    } else {
-        ServerConfig::builder_with_provider(Arc::new(provider)).with_safe_default_protocol_versions()
-    };
-    let mut cfg = builder.unwrap().with_no_client_auth().with_single_cert(chain, key).unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    origin_server(chain, key, tls12_aes256_only)
 }
 
 fn client_config(ca: &DecryptionCa, extra_root: Option<&CertificateDer<'static>>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    if let Some(r) = extra_root {
-        roots.add(r.clone()).unwrap();
-    }
-    let mut cfg = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    let mut roots = vec![ca.cert_der().clone()];
+    roots.extend(extra_root.cloned());
+    client_trusting(&roots)
 }
 
 /// What a client saw of one connection.
