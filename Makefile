@@ -4,7 +4,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
-        bench bench-fastpath bench-intercept fuzz clean
+        bench bench-fastpath bench-intercept fuzz clean install
 
 all: build
 
@@ -15,9 +15,29 @@ build: deps
 	$(CARGO) build --workspace --bins
 
 build-release: deps
-	$(CARGO) build --release -p tlsgate-dataplane
+	$(CARGO) build --release -p tlsgate-dataplane -p tlsgate-control --bins
 
-## The appliance on the lab, in the foreground (Ctrl-C stops it; `make lab-down` removes the lab).
+## Install binaries, systemd units, default configurations (kept if present) and docs.
+## BUILD=debug installs the debug binaries (the packaging test does); DESTDIR stages.
+PREFIX ?= /usr/local
+BUILD ?= release
+DESTDIR ?=
+install: $(if $(filter release,$(BUILD)),build-release,build)
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/systemd/system \
+		$(DESTDIR)$(PREFIX)/share/doc/tlsgate
+	install -d -m 0750 $(DESTDIR)/etc/tlsgate
+	for b in tlsgate-dataplane tlsgate-control tlsgatectl; do \
+		install -m 0755 target/$(BUILD)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; done
+	install -m 0755 scripts/setup-interfaces.sh $(DESTDIR)$(PREFIX)/sbin/tlsgate-setup-interfaces
+	for u in packaging/systemd/*.service; do \
+		sed 's|/usr/local|$(PREFIX)|g' $$u > $(DESTDIR)/etc/systemd/system/$$(basename $$u) || exit 1; done
+	[ -e $(DESTDIR)/etc/tlsgate/control.toml ] || install -m 0640 config/control.example.toml $(DESTDIR)/etc/tlsgate/control.toml
+	[ -e $(DESTDIR)/etc/tlsgate/dataplane.toml ] || install -m 0640 config/appliance.example.toml $(DESTDIR)/etc/tlsgate/dataplane.toml
+	install -m 0644 docs/*.md README.md $(DESTDIR)$(PREFIX)/share/doc/tlsgate/
+	@echo "installed; then: edit /etc/tlsgate/*.toml, systemctl daemon-reload, systemctl enable --now tlsgate-control tlsgate-dataplane"
+
+## The appliance on the lab: tlsgate-control in the background, tlsgate-dataplane in the
+## foreground (Ctrl-C stops both; `make lab-down` removes the lab).
 LAB_STATE := /var/lib/tlsgate-lab
 
 run: build-release lab-up
@@ -25,21 +45,13 @@ run: build-release lab-up
 	@mkdir -p $(LAB_STATE)
 	@[ -f $(LAB_STATE)/decryption-ca.pem ] || target/release/tlsgate-dataplane gen-ca \
 		--cert $(LAB_STATE)/decryption-ca.pem --key $(LAB_STATE)/decryption-ca.key
-	@echo
-	@echo "tlsgate-dataplane is starting on the lab (inside tg-cli, outside tg-srv). Try, in another shell:"
-	@echo "  ip netns exec tg-client ping -c 3 198.18.0.2"
-	@echo "  ip netns exec tg-client curl http://198.18.0.2/"
-	@echo "  ip netns exec tg-client curl -o /dev/null http://198.18.0.2/10M.bin"
-	@echo "  ip netns exec tg-client curl -v --cacert $(LAB_STATE)/decryption-ca.pem \\"
-	@echo "      --resolve server.tg.test:443:198.18.0.2 https://server.tg.test/    # decrypted: issuer is the decryption CA"
-	@echo "  target/release/tlsgate-dataplane status     # counters of the running dataplane (--json: raw)"
-	@echo
-	target/release/tlsgate-dataplane --config config/lab.toml
+	scripts/lab-appliance.sh run
 
 lab-up: deps
 	@scripts/lab.sh up
 
 lab-down:
+	-@scripts/lab-appliance.sh stop
 	-@scripts/lab-web.sh stop
 	@scripts/lab.sh down
 
@@ -54,8 +66,9 @@ lint:
 unit-tests: build
 	$(CARGO) test --workspace
 
-script-tests:
+script-tests: build
 	scripts/tests/test-setup-interfaces.sh
+	scripts/tests/test-packaging.sh
 
 bench: bench-fastpath bench-intercept
 
@@ -72,10 +85,11 @@ bench-intercept: deps
 	$(CARGO) bench -p tlsgate-tests --bench intercept
 
 ## Fuzz targets (fuzz/, cargo-fuzz): frame parser, ClientHello reader, policy loader,
+## control-request decoder, license parser,
 ## FUZZ_SECONDS each. cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the
 ## machine's stable toolchain accept them.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := frame_parser client_hello policy_loader
+FUZZ_TARGETS := frame_parser client_hello policy_loader control_request license_parser
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	set -o pipefail; cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -26,7 +26,7 @@ readonly PROG="${0##*/}"
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
-    tcpdump tshark prometheus python3 pciutils kmod procps
+    tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
 )
 
 usage() {

@@ -20,7 +20,7 @@ use crate::state::to_b64;
 #[command(name = "tlsgatectl", version, about)]
 pub struct Cli {
     /// The control socket.
-    #[arg(long, global = true, default_value = "/run/tlsgate/control.sock")]
+    #[arg(long, global = true, default_value = "/run/tlsgate/control.sock", env = "TLSGATE_SOCKET")]
     pub socket: PathBuf,
     /// Print the control plane's answer as JSON.
     #[arg(long, global = true)]

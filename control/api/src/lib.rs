@@ -11,16 +11,23 @@
 //! # The channel
 //!
 //! A connection carries [`Frame`]s, one JSON object per line. A frame is either a
-//! [`Request`] or the [`Response`] to one, matched by `id`. The protocol is
-//! symmetric on purpose: today the dataplane *listens* on its status socket and
-//! answers requests (stats, ping); the control-plane issue turns the same
-//! connection around — the dataplane *connects* to the control socket and then both
-//! sides send requests on it (snapshots and commands go down, acknowledgements and
-//! stats come up). Nothing in the framing assumes who connected.
+//! [`Request`] or the [`Response`] to one, matched by `id`. One request enum
+//! serves the whole protocol (`docs/control-socket.md`):
+//!
+//! ```text
+//!   tlsgatectl ──request──► tlsgate-control ──response──►          (status, license, trust, ca, policy, events, capture)
+//!   tlsgate-dataplane ──DataplaneHello──► tlsgate-control          (the dataplane connects)
+//!        ◄── Snapshot{version, policy, tls} ── Applied{version} ──►
+//!        ◄── Stats, Capture* ── answers ──►
+//!        ── Chain{sha256, pem} ──►                                  (abort chains)
+//! ```
+//!
+//! The framing is symmetric: either side of a connection may send requests. The
+//! dataplane's own status socket answers the same frames (`Stats`, `Ping`).
 //!
 //! Every frame carries the protocol version [`PROTOCOL_VERSION`]; a peer answers a
 //! frame of another version, or one it cannot decode, with [`Response::Error`] and
-//! keeps the connection.
+//! keeps the connection. Every refusal has an [`ErrorCode`] and a message.
 //!
 //! # Events
 //!
@@ -46,7 +53,8 @@
 //!   code; the crate root denies it everywhere else.
 //!
 //! Variable-size data (an abort's certificate chain) does not go through the
-//! ring: it travels on the channel, keyed by the SHA-256 the record carries.
+//! ring: it travels on the channel ([`Request::Chain`]), keyed by the SHA-256 the
+//! record carries. [`log`] has the `tls_proxy.log` line shapes both processes write.
 
 #![deny(unsafe_code)]
 
