@@ -361,14 +361,20 @@ pub fn client_config_noting_requests(
     verifier: Arc<ServerVerifier>,
     requests: Arc<CertRequests>,
 ) -> Result<Arc<ClientConfig>> {
-    let mut config = ClientConfig::builder_with_provider(crypto_provider(profile))
+    let mut config = client_builder(profile, verifier)?.with_client_cert_resolver(requests);
+    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
+    Ok(Arc::new(config))
+}
+
+fn client_builder(
+    profile: CipherProfile,
+    verifier: Arc<ServerVerifier>,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>> {
+    Ok(ClientConfig::builder_with_provider(crypto_provider(profile))
         .with_protocol_versions(versions(profile))
         .map_err(|e| Error::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(requests);
-    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
-    Ok(Arc::new(config))
+        .with_custom_certificate_verifier(verifier))
 }
 
 /// The client config of the server leg: `profile`'s suites and versions, `verifier`,
@@ -378,12 +384,7 @@ pub fn client_config(
     verifier: Arc<ServerVerifier>,
     alpn: &[Vec<u8>],
 ) -> Result<Arc<ClientConfig>> {
-    let mut config = ClientConfig::builder_with_provider(crypto_provider(profile))
-        .with_protocol_versions(versions(profile))
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut config = client_builder(profile, verifier)?.with_no_client_auth();
     config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
 }

@@ -864,67 +864,9 @@ fn human(cmd: &Command, resp: &Response) -> String {
             }
             out
         }
-        Response::Stats(s) => stats_table(s),
+        Response::Stats(s) => s.table(),
         other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
     }
-}
-
-/// The dataplane's counters as tables.
-pub fn stats_table(s: &tlsgate_api::DataplaneStats) -> String {
-    let mut out = format!("driver {}  uptime {:.0} s  workers {}\n", s.driver, s.uptime_s, s.workers.len());
-    out.push_str(&format!(
-        "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10}\n",
-        "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf"
-    ));
-    for p in &s.ports {
-        out.push_str(&format!(
-            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10}\n",
-            p.role,
-            p.device.chars().take(16).collect::<String>(),
-            if p.link_up { "up" } else { "down" },
-            p.ipackets,
-            p.opackets,
-            p.imissed,
-            p.rx_nombuf
-        ));
-    }
-    out.push_str(&format!(
-        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}\n",
-        "worker",
-        "rx inside",
-        "rx outside",
-        "tx inside",
-        "tx outside",
-        "flows",
-        "intercept",
-        "decrypted",
-        "aborted"
-    ));
-    for w in &s.workers {
-        let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
-        out.push_str(&format!(
-            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}\n",
-            w.worker,
-            w.rx_packets[0],
-            w.rx_packets[1],
-            w.tx_packets[0],
-            w.tx_packets[1],
-            w.flows_active,
-            g("active"),
-            g("tls_decrypted"),
-            g("tls_aborted")
-        ));
-    }
-    let drops = s.total_drops();
-    if drops.is_empty() {
-        out.push_str("drops: none\n");
-    } else {
-        out.push_str("drops:\n");
-        for (reason, n) in drops {
-            out.push_str(&format!("  {reason:<28} {n}\n"));
-        }
-    }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -46,6 +46,8 @@ pub struct Daemon {
     pub events: Arc<EventLog>,
     /// Set when the daemon should stop.
     pub stop: Arc<AtomicBool>,
+    /// The cipher profile of the last snapshot made.
+    snapshot_profile: Mutex<Option<&'static str>>,
 }
 
 /// A refusal.
@@ -121,6 +123,7 @@ impl Daemon {
             link: Mutex::new(None),
             events: Arc::new(events),
             stop: Arc::new(AtomicBool::new(false)),
+            snapshot_profile: Mutex::new(None),
         })
     }
 
@@ -184,6 +187,7 @@ impl Daemon {
 
     /// The snapshot of a state.
     pub fn snapshot(&self, st: &StateFile) -> Snapshot {
+        *self.snapshot_profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.profile(st));
         let tls = st.ca.as_ref().map(|ca| TlsSnapshot {
             ca_cert_pem: ca.cert_pem.clone(),
             ca_key_pem: ca.key_pem.clone(),
@@ -247,24 +251,29 @@ impl Daemon {
         }
     }
 
-    /// A license that expired (or became valid) changes the profile: a new version.
-    pub fn check_licenses(&self, last_profile: &mut Option<&'static str>) {
+    /// A license that expired (or became valid) changes the profile the last
+    /// snapshot carried: a new version (called once a second).
+    pub fn check_licenses(&self) {
         let profile = self.profile(&self.state());
-        if let Some(before) = *last_profile {
-            if before != profile {
-                let message = format!(
-                    "license state changed: cipher profile {before} → {profile} on both legs{}",
-                    if profile == "base" {
-                        " (the strong-crypto license expired or is not yet valid)"
-                    } else {
-                        ""
-                    }
-                );
-                tracing::warn!("{message}");
-                self.change(0, |_, _| Ok(Change { message, versioned: true }));
-            }
+        let sent = *self.snapshot_profile.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(before) = sent else {
+            // No snapshot made yet (no dataplane so far): it will carry the profile.
+            return;
+        };
+        if before != profile {
+            let message = format!(
+                "license state changed: cipher profile {before} → {profile} on both legs{}",
+                if profile == "base" {
+                    " (the strong-crypto license expired or is not yet valid)"
+                } else {
+                    ""
+                }
+            );
+            tracing::warn!("{message}");
+            self.change(0, |_, _| Ok(Change { message, versioned: true }));
+            // Without a dataplane no snapshot was sent: note the profile anyway.
+            *self.snapshot_profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(profile);
         }
-        *last_profile = Some(profile);
     }
 
     /// Serves one request from a peer with uid `uid`.

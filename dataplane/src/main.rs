@@ -149,59 +149,7 @@ fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
         Body::Response(Response::Stats(s)) => s,
         other => anyhow::bail!("unexpected answer: {other:?}"),
     };
-    println!("driver {}  uptime {:.0} s  workers {}", s.driver, s.uptime_s, s.workers.len());
-    println!(
-        "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
-        "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf", "errors"
-    );
-    for p in &s.ports {
-        println!(
-            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}",
-            p.role,
-            p.device.chars().take(16).collect::<String>(),
-            if p.link_up { "up" } else { "down" },
-            p.ipackets,
-            p.opackets,
-            p.imissed,
-            p.rx_nombuf,
-            p.ierrors + p.oerrors
-        );
-    }
-    println!(
-        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}",
-        "worker",
-        "rx inside",
-        "rx outside",
-        "tx inside",
-        "tx outside",
-        "flows",
-        "created",
-        "untracked",
-        "handover"
-    );
-    for w in &s.workers {
-        println!(
-            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10}",
-            w.worker,
-            w.rx_packets[0],
-            w.rx_packets[1],
-            w.tx_packets[0],
-            w.tx_packets[1],
-            w.flows_active,
-            w.flows_created,
-            w.untracked_midstream + w.untracked_table_full + w.untracked_fragments,
-            w.handover_out
-        );
-    }
-    let drops = s.total_drops();
-    if drops.is_empty() {
-        println!("drops: none");
-    } else {
-        println!("drops:");
-        for (reason, n) in drops {
-            println!("  {reason:<28} {n}");
-        }
-    }
+    print!("{}", s.table());
     Ok(())
 }
 

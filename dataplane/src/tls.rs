@@ -744,15 +744,7 @@ fn step(
                 // Flush our alert to the server, then report.
                 let _ = conn.write_tls(&mut SockWriter(server));
                 let verify = w.shared.verifier.take_failure();
-                let alert_received = match &e {
-                    rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
-                    _ => None,
-                };
-                let error = if info.cert_requested {
-                    format!("the server requires a client certificate (the appliance has none to send): {e}")
-                } else {
-                    e.to_string()
-                };
+                let (error, alert_received) = server_error(&e, info);
                 let action = server_failed(w, policy, addrs, &requested, error, alert_received, verify);
                 return (TlsState::Failed, Some(action));
             }
@@ -842,17 +834,9 @@ fn step(
             }
             if let Err(e) = pump_conn(server, &mut *to_server) {
                 let _ = to_server.write_tls(&mut SockWriter(server));
-                let alert_received = match &e {
-                    rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
-                    _ => None,
-                };
                 // TLS 1.3: our (empty) client certificate goes with our Finished, so
                 // a server insisting on one refuses only after our handshake ended.
-                let error = if info.cert_requested {
-                    format!("the server requires a client certificate (the appliance has none to send): {e}")
-                } else {
-                    e.to_string()
-                };
+                let (error, alert_received) = server_error(&e, info);
                 return (
                     TlsState::Failed,
                     Some(TlsAction::Abort {
@@ -895,6 +879,21 @@ fn step(
         }
         other => (other, Some(TlsAction::Continue)),
     }
+}
+
+/// The text of a server-leg error (naming a client-certificate request the
+/// appliance could not answer) and the alert the server sent, if any.
+fn server_error(e: &rustls::Error, info: &TlsInfo) -> (String, Option<u8>) {
+    let alert = match e {
+        rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
+        _ => None,
+    };
+    let text = if info.cert_requested {
+        format!("the server requires a client certificate (the appliance has none to send): {e}")
+    } else {
+        e.to_string()
+    };
+    (text, alert)
 }
 
 /// A server-leg failure: a fatal alert for the client, and with the undecryptable

@@ -490,3 +490,30 @@ fn a_peer_without_permission_is_refused() {
     assert_eq!(c.status().config_version, before, "nothing changed");
     assert!(c.status().ca.is_none());
 }
+
+/// A strong-crypto license that expires switches both legs back to the base
+/// profile on its own: a new configuration version, logged in the history.
+#[test]
+fn an_expiring_license_switches_back_to_base() {
+    let c = configured("expiry");
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    let lic = c.license("TG-SHORT", &["strong-crypto"], now() - 60, now() + 3, DEVICE);
+    c.ok(&["license", "load", lic.to_str().unwrap()]);
+    assert_eq!(c.status().profile, "strong");
+    let strong_version = c.wait_applied(Duration::from_secs(10)).config_version;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    // The control plane checks the licenses once a second.
+    while c.status().config_version == strong_version {
+        assert!(std::time::Instant::now() < deadline, "the profile did not go back: {:?}", c.status());
+        net.step();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = c.wait_applied(Duration::from_secs(10));
+    assert_eq!(s.config_version, strong_version + 1, "the expiry made a version");
+    assert_eq!(s.profile, "base");
+    assert!(s.licenses[0].state == "expired", "{:?}", s.licenses);
+    let history = c.ok(&["policy", "history"]);
+    assert!(history.contains("cipher profile strong → base"), "{history}");
+    drop(net.stop());
+}

@@ -51,6 +51,22 @@ fn curl(lab: &Lab, ca: &str, name: &str) -> Finished {
     )
 }
 
+/// nginx serving `www` over HTTPS with a certificate for `server.tg.test` from a
+/// fresh origin PKI (`extra`: more ssl directives); the origin root's file.
+fn origin_nginx(
+    lab: &Lab,
+    files: &TempDir,
+    www: &std::path::Path,
+    extra: &str,
+) -> (Nginx, std::path::PathBuf) {
+    let origin = pki::Pki::generate();
+    let chain =
+        write(files.path(), "chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
+    let key = write(files.path(), "leaf.key", &origin.leaf.key_pem());
+    let root = write(files.path(), "root.pem", &origin.root.pem());
+    (Nginx::start_with(lab, www, Some(&NginxTls { cert: chain, key, extra: extra.into() })), root)
+}
+
 fn site(files: &TempDir) -> std::path::PathBuf {
     let www = files.join("www");
     std::fs::create_dir_all(&www).expect("mkdir www");
@@ -72,19 +88,12 @@ fn seed_problem_1_in_the_lab() {
     let lab = Lab::up("tgt8", "198.18.18");
     let files = TempDir::new("seed1");
     let www = site(&files);
-    let origin = pki::Pki::generate();
-    let chain =
-        write(files.path(), "chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
-    let key = write(files.path(), "leaf.key", &origin.leaf.key_pem());
-    let root = write(files.path(), "root.pem", &origin.root.pem());
-    let tls = NginxTls {
-        cert: chain,
-        key,
-        extra:
-            "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;"
-                .into(),
-    };
-    let nginx = Nginx::start_with(&lab, &www, Some(&tls));
+    let (nginx, root) = origin_nginx(
+        &lab,
+        &files,
+        &www,
+        "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
+    );
     let (c, dp, ca) = appliance(&lab, "lab-seed1");
     c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
     c.wait_applied(Duration::from_secs(10));
@@ -206,12 +215,7 @@ fn control_plane_restart_during_lab_traffic_loses_no_event() {
     let lab = Lab::up("tgt10", "198.18.20");
     let files = TempDir::new("restart");
     let www = site(&files);
-    let origin = pki::Pki::generate();
-    let chain =
-        write(files.path(), "chain.pem", &format!("{}{}", origin.leaf.pem(), origin.intermediate.pem()));
-    let key = write(files.path(), "leaf.key", &origin.leaf.key_pem());
-    let root = write(files.path(), "root.pem", &origin.root.pem());
-    let nginx = Nginx::start_with(&lab, &www, Some(&NginxTls { cert: chain, key, extra: String::new() }));
+    let (nginx, root) = origin_nginx(&lab, &files, &www, "");
     let (mut c, dp, ca) = appliance(&lab, "lab-restart");
     c.ok(&["trust", "add", root.to_str().unwrap()]);
     c.wait_applied(Duration::from_secs(10));

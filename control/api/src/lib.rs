@@ -563,6 +563,77 @@ pub struct DataplaneStats {
 }
 
 impl DataplaneStats {
+    /// The counters as tables for a person: ports, workers, drops by reason
+    /// (`tlsgate-dataplane status`, `tlsgatectl stats`).
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "driver {}  uptime {:.0} s  workers {}\n",
+            self.driver,
+            self.uptime_s,
+            self.workers.len()
+        );
+        out.push_str(&format!(
+            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}\n",
+            "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf", "errors"
+        ));
+        for p in &self.ports {
+            out.push_str(&format!(
+                "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}\n",
+                p.role,
+                p.device.chars().take(16).collect::<String>(),
+                if p.link_up { "up" } else { "down" },
+                p.ipackets,
+                p.opackets,
+                p.imissed,
+                p.rx_nombuf,
+                p.ierrors + p.oerrors
+            ));
+        }
+        out.push_str(&format!(
+            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
+            "worker",
+            "rx inside",
+            "rx outside",
+            "tx inside",
+            "tx outside",
+            "flows",
+            "created",
+            "untracked",
+            "spliced",
+            "decrypted",
+            "aborted",
+            "handover"
+        ));
+        for w in &self.workers {
+            let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
+            out.push_str(&format!(
+                "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
+                w.worker,
+                w.rx_packets[0],
+                w.rx_packets[1],
+                w.tx_packets[0],
+                w.tx_packets[1],
+                w.flows_active,
+                w.flows_created,
+                w.untracked_midstream + w.untracked_table_full + w.untracked_fragments,
+                g("active"),
+                g("tls_decrypted"),
+                g("tls_aborted"),
+                w.handover_out
+            ));
+        }
+        let drops = self.total_drops();
+        if drops.is_empty() {
+            out.push_str("drops: none\n");
+        } else {
+            out.push_str("drops:\n");
+            for (reason, n) in drops {
+                out.push_str(&format!("  {reason:<28} {n}\n"));
+            }
+        }
+        out
+    }
+
     /// Sum of a per-worker drop reason over all workers.
     pub fn total_drops(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();

@@ -69,9 +69,8 @@ fn main() -> anyhow::Result<()> {
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("tg-licenses".into()).spawn(move || {
-            let mut profile = None;
             while !d.stop.load(Ordering::Relaxed) {
-                d.check_licenses(&mut profile);
+                d.check_licenses();
                 std::thread::sleep(Duration::from_secs(1));
             }
         })?;
