@@ -80,8 +80,8 @@ fn default_control_socket() -> PathBuf {
     "/run/tlsgate/control.sock".into()
 }
 
-/// `[policy]`: where the decryption policy comes from until the control plane
-/// sends it.
+/// `[policy]`: the decryption policy of a dataplane without a control plane (or
+/// until its first snapshot).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {

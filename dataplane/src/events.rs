@@ -8,8 +8,9 @@
 //!  abort chains ──(bounded, by SHA-256)──► chains/<sha256>.pem
 //! ```
 //!
-//! Until the control plane exists, the dataplane drains its own rings; the rings
-//! are files so the control plane can take over as their consumer.
+//! With a control plane (`[control]`) it is the rings' consumer and the abort
+//! chains go up the control link; without one the dataplane drains its own rings
+//! with the thread here.
 
 use std::collections::VecDeque;
 use std::io::Write;

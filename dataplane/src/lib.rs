@@ -17,9 +17,12 @@
 //! * [`counters`], [`status`]: counters and the status channel.
 //! * [`config`], [`run`]: configuration file and process orchestration.
 //! * [`craft`]: builds valid frames for tests, benchmarks and generators.
-//!
-//! The intercept path (smoltcp + rustls) arrives with the interception issue; today
-//! every flow is forwarded on the fast path.
+//! * [`splice`]: the intercept path's TCP splice (smoltcp, one interface per flow);
+//!   [`tls`]: TLS interception on it (rustls, forged certificates).
+//! * [`live`]: the configuration the workers run (policy, TLS material, version),
+//!   switched between bursts; [`control`]: the link to `tlsgate-control` that
+//!   sets it.
+//! * [`events`]: event records into the rings; [`capture`]: pcapng captures.
 
 #![forbid(unsafe_code)]
 
