@@ -269,10 +269,11 @@ fn seed_problem_2_self_signed_then_pinned() {
 const POLICY: &str = r#"{
   "rules": [
     { "name": "Block-8443", "destination": ["198.18.0.2"], "ports": [8443], "action": "block" },
+    { "name": "Bypass-9443", "destination": ["198.18.0.0/24"], "ports": [9443], "action": "do-not-decrypt" },
     { "name": "Bypass-Bank", "sni": ["bank.tg.test"], "action": "do-not-decrypt" },
     { "name": "Decrypt-All", "action": "decrypt" }
   ],
-  "settings": { "tls_ports": [443, 8443] }
+  "settings": { "tls_ports": [443, 8443, 9443] }
 }"#;
 
 /// The decryption policy decides: by SNI a flow is relayed untouched (the client
@@ -312,7 +313,19 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     assert_eq!(counter(&out.summary, "policy_blocked"), 1);
     assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
 
-    // One event per flow end, in order, with the rule that decided.
+    // Port 9443: do-not-decrypt by address at SYN: the fast path, never terminated;
+    // the client meets the origin's own certificate.
+    let bank_cfg = server_config(vec![bank.der(), pki.intermediate.der()], &bank.key, false);
+    let out = exchange_on(&setup, bank_cfg, "bank.tg.test", 9443, Some(&root), b"GET /", 5000);
+    assert!(out.error.is_none(), "bypass by address: {:?}", out.error);
+    let peer = summarize(out.peer.as_ref().unwrap()).unwrap();
+    assert_eq!(peer.issuer, summarize(&pki.intermediate.der()).unwrap().subject, "the origin's own chain");
+    assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
+    assert!(out.summary.stats.workers[0].flows_created >= 1, "a fast-path flow");
+    assert_eq!(out.summary.stats.workers[0].rule_hits.get("Bypass-9443"), Some(&1), "counted per rule");
+
+    // One event per flow end, in order, with the rule that decided (the bypass at
+    // SYN gives none: the fast path is counted, not logged).
     let (_, events) = logs(&setup);
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["not_decrypted", "decrypted", "blocked"], "{events:?}");
