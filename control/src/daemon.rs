@@ -19,7 +19,7 @@ use tlsgate_api::{
 use tlsgate_certstore::pki_types::{CertificateDer, UnixTime};
 use tlsgate_certstore::{
     parse_certificates, parse_license, summarize, CaOptions, CertSummary, DecryptionCa, ImportAs, License,
-    LicenseState, TrustEntry, VendorKey, FEATURE_STRONG_CRYPTO,
+    TrustEntry, VendorKey, FEATURE_STRONG_CRYPTO,
 };
 use tlsgate_policy::{Policy, PolicyDiff, Position, Rule};
 
@@ -70,13 +70,6 @@ struct Change {
 
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// A certificate summary as shown.
@@ -595,7 +588,6 @@ impl Daemon {
                 .retain(|t| parse_license(t.as_bytes()).map_or(true, |l| l.payload().serial != serial));
             st.licenses.push(license.text.clone());
             let strong = license.has_feature(FEATURE_STRONG_CRYPTO);
-            let _ = LicenseState::Valid;
             Ok(Change {
                 message: format!(
                     "license {serial} loaded (features: {}; valid until {}){}",
@@ -753,10 +745,5 @@ impl Daemon {
             .map(|l| (l.payload.serial.clone(), l.not_after, l.is_valid_at(now)))
             .collect();
         (ca, lic)
-    }
-
-    /// Unused helper kept for rfc3339 formatting of CA dates in messages.
-    pub fn when(unix: i64) -> String {
-        rfc3339(unix)
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tlsgate_certstore::pki_types::{CertificateDer, PrivateKeyDer};
 use tlsgate_certstore::rustls::{ClientConfig, ServerConfig};
-use tlsgate_certstore::summarize;
 use tlsgate_dataplane::config::Config;
 use tlsgate_tests::control::{write, Control, DECRYPT_ALL, DEVICE};
 use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange, Net};
@@ -460,7 +459,6 @@ fn metrics_are_served_and_pass_promtool() {
         );
     }
     drop(net.stop());
-    let _ = summarize; // (kept for symmetry with the other test files)
 }
 
 /// A peer that is neither root nor in the socket's group is refused (when the
