@@ -573,7 +573,7 @@ impl Splice {
         let before = (client.recv_queue(), server.recv_queue());
         let flow = self.tls.as_mut().expect("checked by the caller");
         let action = if timed_out {
-            flow.give_up(self.addrs, w, self.policy.as_deref(), self.handshake_timeout_ms / 1000)
+            flow.give_up(self.addrs, self.policy.as_deref(), self.handshake_timeout_ms / 1000)
         } else {
             flow.pump(client, server, self.addrs, w, self.policy.as_deref())
         };

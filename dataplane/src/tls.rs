@@ -382,6 +382,9 @@ pub enum TlsState {
         conn: Box<ClientConnection>,
         /// What the client asked for (SNI or the server's IP).
         requested: ServerName<'static>,
+        /// The TLS state `conn` was made with (its verifier holds this
+        /// handshake's failure even if a new snapshot switched the worker's).
+        shared: Arc<TlsShared>,
     },
     /// Both sessions up (or handshaking with the client): plaintext relay.
     Both {
@@ -572,15 +575,14 @@ impl TlsFlow {
     pub fn give_up(
         &mut self,
         addrs: FlowAddrs,
-        w: &mut TlsWorker,
         policy: Option<&CompiledPolicy>,
         timeout_s: u64,
     ) -> TlsAction {
         let state = std::mem::replace(&mut self.state, TlsState::Failed);
         match state {
             TlsState::Hello { .. } => TlsAction::Reset(TlsEnd::HelloTimeout),
-            TlsState::Server { requested, .. } => server_failed(
-                w,
+            TlsState::Server { requested, shared, .. } => server_failed(
+                &shared,
                 policy,
                 addrs,
                 &requested,
@@ -692,6 +694,7 @@ fn step(
                     match ClientConnection::new_with_alpn(w.shared.client.clone(), requested.clone(), alpn) {
                         Ok(conn) => (
                             TlsState::Server {
+                                shared: w.shared.clone(),
                                 accepted: Box::new(accepted),
                                 conn: Box::new(conn),
                                 requested,
@@ -729,23 +732,23 @@ fn step(
                 }
             }
         }
-        TlsState::Server { accepted, mut conn, requested } => {
+        TlsState::Server { accepted, mut conn, requested, shared } => {
             let pumped = pump_conn(server, &mut *conn);
             // Per-thread notes of this pump's handshake messages (nothing else ran
             // on this thread in between).
-            info.cert_requested |= w.shared.requests.take();
-            info.chain_cached |= w.shared.verifier.take_cache_hit();
-            if !w.shared.verifier.enforces() {
-                if let Some(f) = w.shared.verifier.take_failure() {
+            info.cert_requested |= shared.requests.take();
+            info.chain_cached |= shared.verifier.take_cache_hit();
+            if !shared.verifier.enforces() {
+                if let Some(f) = shared.verifier.take_failure() {
                     info.unverified = Some(f);
                 }
             }
             if let Err(e) = pumped {
                 // Flush our alert to the server, then report.
                 let _ = conn.write_tls(&mut SockWriter(server));
-                let verify = w.shared.verifier.take_failure();
+                let verify = shared.verifier.take_failure();
                 let (error, alert_received) = server_error(&e, info);
-                let action = server_failed(w, policy, addrs, &requested, error, alert_received, verify);
+                let action = server_failed(&shared, policy, addrs, &requested, error, alert_received, verify);
                 return (TlsState::Failed, Some(action));
             }
             if !server.may_recv() && conn.is_handshaking() {
@@ -762,7 +765,7 @@ fn step(
                 );
             }
             if conn.is_handshaking() {
-                return (TlsState::Server { accepted, conn, requested }, Some(TlsAction::Continue));
+                return (TlsState::Server { accepted, conn, requested, shared }, Some(TlsAction::Continue));
             }
             // Server verified (the verifier ran inside the handshake): forge and
             // answer the client with the server's ALPN.
@@ -900,7 +903,7 @@ fn server_error(e: &rustls::Error, info: &TlsInfo) -> (String, Option<u8>) {
 /// action `pass` (the default) the server remembered so that later connections to
 /// it are passed through undecrypted for a while.
 fn server_failed(
-    w: &TlsWorker,
+    shared: &TlsShared,
     policy: Option<&CompiledPolicy>,
     addrs: FlowAddrs,
     requested: &ServerName<'static>,
@@ -917,7 +920,7 @@ fn server_failed(
             ServerName::DnsName(d) => Some(d.as_ref().to_string()),
             _ => None,
         };
-        w.shared.remembered.insert((addrs.server, addrs.port, name), ttl, error.clone());
+        shared.remembered.insert((addrs.server, addrs.port, name), ttl, error.clone());
     }
     TlsAction::Abort {
         to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
