@@ -466,18 +466,25 @@ fn a_server_requiring_a_client_certificate_is_named() {
     assert!(log.contains("requires a client certificate"), "{log}");
 }
 
-/// A server that accepts TCP but never answers the TLS handshake: after
-/// `tls.handshake_timeout_s` the server leg fails like any other server-leg
-/// failure (fatal alert to the client, event, remembered).
-#[test]
-fn a_silent_server_times_out_the_handshake() {
+/// A dataplane with a 1 s handshake timeout, a server that accepts TCP on 443 and
+/// then says nothing, and a client socket connecting from `client_port`.
+fn silent_pair(client_port: u16) -> (Setup, Net, smoltcp::iface::SocketHandle) {
     let mut setup = setup("strong", &[], &[]);
     setup.config.tls.as_mut().unwrap().handshake_timeout_s = 1;
     let mut net = Net::new(setup.config.clone(), 1);
     let ss = net.server.tcp(16 * 1024);
     net.server.sock(ss).listen(443).unwrap();
     let cs = net.client.tcp(16 * 1024);
-    net.client.connect(cs, 42001, 443);
+    net.client.connect(cs, client_port, 443);
+    (setup, net, cs)
+}
+
+/// A server that accepts TCP but never answers the TLS handshake: after
+/// `tls.handshake_timeout_s` the server leg fails like any other server-leg
+/// failure (fatal alert to the client, event, remembered).
+#[test]
+fn a_silent_server_times_out_the_handshake() {
+    let (setup, mut net, cs) = silent_pair(42001);
     let client = client_config(&setup.ca, None);
     let mut cconn = rustls::ClientConnection::new(client, "silent.tg.test".try_into().unwrap()).unwrap();
     let started = std::time::Instant::now();
@@ -504,13 +511,7 @@ fn a_silent_server_times_out_the_handshake() {
 /// handshake timeout, with a timeout event in the ClientHello phase.
 #[test]
 fn a_client_without_a_client_hello_is_reset_after_the_timeout() {
-    let mut setup = setup("strong", &[], &[]);
-    setup.config.tls.as_mut().unwrap().handshake_timeout_s = 1;
-    let mut net = Net::new(setup.config.clone(), 1);
-    let ss = net.server.tcp(16 * 1024);
-    net.server.sock(ss).listen(443).unwrap();
-    let cs = net.client.tcp(16 * 1024);
-    net.client.connect(cs, 42002, 443);
+    let (setup, mut net, cs) = silent_pair(42002);
     net.run_until(std::time::Duration::from_secs(20), |n| {
         n.client.sock(cs).state() == smoltcp::socket::tcp::State::Closed
     });
