@@ -103,8 +103,11 @@ pub mod idx {
     pub const FORGE_HITS: usize = 46;
     /// Forged certificates made (cache misses).
     pub const FORGE_MISSES: usize = 47;
+    /// Flows started by a SYN on the 4-tuple of an intercepted flow that had ended
+    /// (port reuse: the tombstone gave way).
+    pub const FLOWS_REUSED: usize = 48;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 48;
+    pub const MALFORMED_BASE: usize = 49;
 }
 
 /// Number of counters.
@@ -188,6 +191,7 @@ impl Published {
             malformed_forwarded: g(idx::MALFORMED_FORWARDED),
             intercept: [
                 ("created", idx::INTERCEPT_CREATED),
+                ("reused_4tuple", idx::FLOWS_REUSED),
                 ("active", idx::INTERCEPT_ACTIVE),
                 ("closed", idx::INTERCEPT_CLOSED),
                 ("server_refused", idx::INTERCEPT_REFUSED),

@@ -289,6 +289,9 @@ pub struct FlowTable {
     pub expired: u64,
     /// Flows created since start.
     pub created: u64,
+    /// Of those, flows created by a SYN on the 4-tuple of an ended intercepted flow
+    /// (its tombstone gave way).
+    pub reused: u64,
 }
 
 impl FlowTable {
@@ -309,6 +312,7 @@ impl FlowTable {
             wheel_tick: now_ms / 1000,
             expired: 0,
             created: 0,
+            reused: 0,
         }
     }
 
@@ -345,6 +349,35 @@ impl FlowTable {
     pub fn track(&mut self, key: &FlowKey, side: Side, hash: u64, flags: u8, now_ms: u64) -> Track {
         let is_tcp = key.proto() == proto::TCP;
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+            if f.intercepted && !f.held {
+                // A tombstone: its splice has ended. It is there to catch the old
+                // connection's late segments, which are dropped and never extend it.
+                // A fresh SYN is a new connection on a reused 4-tuple: it starts a
+                // new flow at once, decided again (never dropped, never stalled).
+                if !is_tcp || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
+                    return Track::Intercepted;
+                }
+                *f = Flow {
+                    key: *key,
+                    state: FlowState::Tcp(TcpState::SynSent),
+                    initiator: side,
+                    fin: [false; 2],
+                    last_seen_ms: now_ms,
+                    packets: 1,
+                    wheel_due: f.wheel_due,
+                    intercepted: false,
+                    held: false,
+                };
+                let due = (now_ms / 1000) + self.timeouts.tcp_syn as u64 + 1;
+                if due < f.wheel_due {
+                    let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+                    f.wheel_due = tick;
+                    self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
+                }
+                self.created += 1;
+                self.reused += 1;
+                return Track::Created;
+            }
             f.last_seen_ms = now_ms;
             f.packets += 1;
             let verdict = if f.intercepted { Track::Intercepted } else { Track::Tracked };
@@ -401,6 +434,16 @@ impl FlowTable {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
             f.held = true;
+        }
+    }
+
+    /// Makes a flow a tombstone at once, without a splice (a SYN the policy
+    /// blocked): its later segments are dropped, and it expires with its state's
+    /// timeout.
+    pub fn set_tombstone(&mut self, key: &FlowKey, hash: u64) {
+        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+            f.intercepted = true;
+            f.held = false;
         }
     }
 
@@ -561,6 +604,55 @@ mod tests {
         assert_eq!(t.expire(90_020_000, usize::MAX), 0, "tombstone still within 30 s");
         assert_eq!(t.expire(90_000_000 + 32_000 + 3_700_000, usize::MAX), 1);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_syn_on_a_tombstone_starts_a_new_flow_and_late_segments_do_not_extend_it() {
+        let mut t = table(10, AtCapacity::FailOpen);
+        let syn = pkt(A, 1000, B, 443, SYN);
+        track(&mut t, &syn, 0);
+        let (k, _) = FlowKey::of(&syn);
+        t.set_intercepted(&k, k.hash());
+        track(&mut t, &pkt(A, 1000, B, 443, FIN | ACK), 1_000);
+        t.splice_ended(&k, 2_000);
+        // Late segments of the old connection: dropped by the caller, and they do not
+        // keep the tombstone alive.
+        for (at, flags) in [(5_000, ACK), (60_000, FIN | ACK), (100_000, RST)] {
+            assert_eq!(track(&mut t, &pkt(B, 443, A, 1000, flags), at), Track::Intercepted);
+        }
+        assert_eq!(t.get(&k, k.hash()).unwrap().last_seen_ms, 2_000);
+        // The client reuses its port: a new flow, decided again.
+        assert_eq!(track(&mut t, &syn, 101_000), Track::Created);
+        let f = t.get(&k, k.hash()).unwrap();
+        assert!(!f.intercepted && !f.held);
+        assert_eq!(
+            (f.state, f.initiator, f.last_seen_ms),
+            (FlowState::Tcp(TcpState::SynSent), Side::Lo, 101_000)
+        );
+        assert_eq!((t.created, t.reused, t.len()), (2, 1, 1));
+        // It expires with the SYN timeout from now, not with the tombstone's.
+        assert_eq!(t.expire(101_000 + 32_000, usize::MAX), 1);
+        // A blocked SYN's tombstone is not held: it expires, and a retried SYN is
+        // decided again.
+        t.expire(1_000_000, usize::MAX);
+        track(&mut t, &syn, 1_000_000);
+        t.set_tombstone(&k, k.hash());
+        assert_eq!(track(&mut t, &syn, 1_001_000), Track::Created);
+        t.set_tombstone(&k, k.hash());
+        assert_eq!(t.expire(1_001_000 + 32_000, usize::MAX), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_syn_on_a_live_intercepted_flow_stays_with_its_splice() {
+        let mut t = table(10, AtCapacity::FailOpen);
+        let syn = pkt(A, 1000, B, 443, SYN);
+        track(&mut t, &syn, 0);
+        let (k, _) = FlowKey::of(&syn);
+        t.set_intercepted(&k, k.hash());
+        // A retransmitted SYN while the splice lives goes to the splice.
+        assert_eq!(track(&mut t, &syn, 1_000), Track::Intercepted);
+        assert_eq!(t.created, 1);
     }
 
     #[test]

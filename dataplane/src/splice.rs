@@ -28,6 +28,7 @@ use smoltcp::socket::AnySocket;
 use smoltcp::time::{Duration as SDuration, Instant as SInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint, IpListenEndpoint};
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tlsgate_policy::CompiledPolicy;
@@ -248,6 +249,8 @@ pub struct Splice {
     client_sock: SocketHandle,
     server_sock: SocketHandle,
     client: IpAddress,
+    /// Added to the worker clock's milliseconds for the flow's TCP timestamps.
+    ts_offset: u32,
     /// Ethernet + VLAN header towards the client.
     pub l2_client: Vec<u8>,
     /// Ethernet + VLAN header towards the server.
@@ -319,6 +322,28 @@ fn sock_ip(a: u128, v6: bool) -> IpAddress {
     }
 }
 
+thread_local! {
+    /// The TCP timestamp value (RFC 7323) of the splice being stepped on this
+    /// thread: smoltcp asks a plain `fn` for it.
+    static TSVAL: Cell<u32> = const { Cell::new(0) };
+}
+
+/// smoltcp's timestamp generator: the value [`Splice::step`] set for its flow.
+fn tsval() -> u32 {
+    TSVAL.with(Cell::get)
+}
+
+/// A flow's timestamp offset: a keyed hash of its address pair (RFC 7323 §7.1:
+/// not predictable from outside, and the same for every connection between two
+/// hosts, so that the values a server sees on a reused 4-tuple keep increasing:
+/// Linux accepts a SYN on a 4-tuple it holds in TIME_WAIT when its timestamp is
+/// newer than the old connection's).
+fn ts_offset(client: IpAddress, server: IpAddress) -> u32 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(Default::default).hash_one((client, server)) as u32
+}
+
 fn now_s(ms: u64) -> SInstant {
     SInstant::from_millis(ms as i64)
 }
@@ -340,6 +365,8 @@ impl Splice {
         l2_client[..6].copy_from_slice(&frame[6..12]);
         l2_client[6..12].copy_from_slice(&frame[..6]);
 
+        let ts_offset = ts_offset(client, server);
+        TSVAL.with(|t| t.set(ts_offset.wrapping_add(now_ms as u32)));
         let mut dev = SpliceDevice { rx: None, out, client };
         let mut icfg = IfaceConfig::new(HardwareAddress::Ip);
         icfg.random_seed = seed;
@@ -352,6 +379,9 @@ impl Splice {
             s.set_nagle_enabled(false);
             s.set_congestion_control(CongestionControl::Cubic);
             s.set_ack_delay(None);
+            // Timestamps on both legs (each is kept only when its peer offers them
+            // too): a SYN on a reused 4-tuple then gets past the origin's TIME_WAIT.
+            s.set_tsval_generator(Some(tsval));
             s
         };
         let mut sockets = SocketSet::new(Vec::with_capacity(2));
@@ -376,6 +406,7 @@ impl Splice {
             client_sock,
             server_sock,
             client,
+            ts_offset,
             l2_client,
             l2_server,
             phase: Phase::Connecting,
@@ -441,6 +472,7 @@ impl Splice {
     /// legs; packets to send are appended to `out`.
     pub fn step(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf, tls: Option<&mut TlsWorker>) {
         let has_packet = ip.is_some();
+        TSVAL.with(|t| t.set(self.ts_offset.wrapping_add(now_ms as u32)));
         let mut dev = SpliceDevice { rx: ip, out, client: self.client };
         let t = now_s(now_ms);
         // The packet in (it may free send-buffer space or bring data), then the
@@ -641,6 +673,20 @@ impl Splice {
                 false
             }
         }
+    }
+
+    /// The client leg has closed (the server leg may still be finishing): a new
+    /// SYN from the client on this 4-tuple is a new connection.
+    pub fn client_leg_closed(&self) -> bool {
+        matches!(self.sockets.get::<tcp::Socket>(self.client_sock).state(), State::Closed | State::TimeWait)
+    }
+
+    /// Ends the splice now (its client reuses the 4-tuple): the server leg, if it
+    /// is still finishing, is reset; packets to send are appended to `out`.
+    pub fn retire(&mut self, now_ms: u64, out: &mut EmitBuf) {
+        self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
+        self.finish(End::Closed);
+        self.step(None, now_ms, out, None);
     }
 
     fn fin_seen(&self, leg: Leg) -> bool {

@@ -421,6 +421,7 @@ impl<Q: Queues> Worker<Q> {
         self.c[idx::FLOWS_ACTIVE] = self.flows.len() as u64;
         self.c[idx::FLOWS_CREATED] = self.flows.created;
         self.c[idx::FLOWS_EXPIRED] = self.flows.expired;
+        self.c[idx::FLOWS_REUSED] = self.flows.reused;
         if let Some(t) = &self.tls {
             let f = t.forge.stats();
             self.c[idx::FORGE_HITS] = f.hits;
@@ -489,7 +490,16 @@ impl<Q: Queues> Worker<Q> {
     fn track_and_forward(&mut self, items: &mut HandoverBurst<Q::Frame>, now_ms: u64) {
         for item in items.iter_mut() {
             if let Class::Track { key, hash, side, flags } = item.class {
-                item.class = match self.flows.track(&key, side, hash, flags, now_ms) {
+                let mut track = self.flows.track(&key, side, hash, flags, now_ms);
+                if track == Track::Intercepted
+                    && flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN
+                    && self.retire_for_reuse(&key, side)
+                {
+                    // The old splice ended and left a tombstone: the SYN starts a
+                    // new flow.
+                    track = self.flows.track(&key, side, hash, flags, now_ms);
+                }
+                item.class = match track {
                     Track::Tracked => Class::Forward,
                     Track::Intercepted => Class::Intercept { key, new: false },
                     Track::Created if key.proto() == proto::TCP => match self.at_syn(&key, side) {
@@ -499,8 +509,9 @@ impl<Q: Queues> Worker<Q> {
                             Class::Intercept { key, new: true }
                         }
                         AtSyn::Block => {
-                            // Later segments of the flow meet a tombstone.
-                            self.flows.set_intercepted(&key, hash);
+                            // Later segments of the flow meet a tombstone (a retried
+                            // SYN is decided again).
+                            self.flows.set_tombstone(&key, hash);
                             Class::Block
                         }
                     },
@@ -532,6 +543,23 @@ impl<Q: Queues> Worker<Q> {
                 Class::Drop | Class::Track { .. } => drop(item.frame),
             }
         }
+    }
+
+    /// A fresh SYN from the client of a live splice whose client leg has closed
+    /// (the server leg still finishing): the client reuses its port. The old splice
+    /// ends now, its flow a tombstone; returns whether it did.
+    fn retire_for_reuse(&mut self, key: &FlowKey, side: Side) -> bool {
+        let Some(s) = self.splices.get_mut(key) else { return false };
+        let (src, sport, _, _) = key.endpoints(side);
+        let a = s.addrs();
+        if (src, sport) != (a.client, a.client_port) || !s.client_leg_closed() {
+            return false;
+        }
+        self.emit.clear();
+        s.retire(self.now_ms, &mut self.emit);
+        self.send_emitted(key);
+        self.reap(key);
+        true
     }
 
     /// The decision for a new TCP flow whose SYN `side` sent: the policy's decision

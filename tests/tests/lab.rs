@@ -328,6 +328,129 @@ fn decryption_ca(files: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
     )
 }
 
+/// An origin for `server.tg.test` (root → intermediate → leaf naming the name and
+/// the lab server's address) and a decryption CA, as files in `files`.
+struct Origin {
+    tls: tlsgate_tests::NginxTls,
+    root: std::path::PathBuf,
+    ca_cert: std::path::PathBuf,
+    ca_key: std::path::PathBuf,
+}
+
+impl Origin {
+    fn new(lab: &Lab, files: &TempDir) -> Origin {
+        let origin = pki::Pki::generate();
+        let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(lab.server_addr().parse().expect("address")));
+        let leaf = pki::issue(params, &origin.intermediate);
+        let write = |name: &str, text: &str| write_file(files, name, text);
+        let cert = write("server-chain.pem", &format!("{}{}", leaf.pem(), origin.intermediate.pem()));
+        let key = write("server.key", &leaf.key_pem());
+        let root = write("origin-root.pem", &origin.root.pem());
+        let (ca_cert, ca_key) = decryption_ca(files);
+        Origin { tls: tlsgate_tests::NginxTls { cert, key, extra: String::new() }, root, ca_cert, ca_key }
+    }
+
+    /// The dataplane's `[intercept]` and `[tls]`: port 443 decrypted, trusting the
+    /// origin's root only.
+    fn dataplane_toml(&self) -> String {
+        format!(
+            "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
+             system_bundle = false\nprofile = \"strong\"\n",
+            self.ca_cert.display().to_string(),
+            self.ca_key.display().to_string(),
+            self.root.display().to_string()
+        )
+    }
+}
+
+/// Port reuse never stalls a connection (issue 8, item 10). A client binds its
+/// source ports from a range of four in turn, so every connection reuses a 4-tuple
+/// that an intercepted flow used a moment before; nginx closes first (`Connection:
+/// close`) and holds that 4-tuple in TIME_WAIT. Each new SYN must start a new
+/// splice at once (not meet the old one's tombstone), and the server leg's SYN
+/// must get past nginx's TIME_WAIT (it carries a newer TCP timestamp): no
+/// connection waits for a SYN retransmission (1 s).
+#[test]
+fn port_reuse_never_stalls_a_connection() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    const CONNECTIONS: usize = 300;
+    let lab = Lab::up("tgt11", "198.18.21");
+    let files = TempDir::new("reuse");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    std::fs::write(www.join("index.html"), "reuse\n").expect("index");
+    let origin = Origin::new(&lab, &files);
+    let dp = Dataplane::start(&lab, &origin.dataplane_toml());
+    let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
+
+    let client = tlsgate_tests::repo_root().join("scripts/tests/reuse-client.py");
+    let t0 = Instant::now();
+    let out = netns_run(
+        &lab.client_ns(),
+        &[
+            client.display().to_string(),
+            lab.server_addr(),
+            pki::SERVER.to_string(),
+            origin.ca_cert.display().to_string(),
+            format!("--count={CONNECTIONS}"),
+            "--ports=40000-40003".to_string(),
+        ],
+        Duration::from_secs(240),
+    );
+    let elapsed = t0.elapsed();
+    let time_wait =
+        netns_run(&lab.server_ns(), &["ss", "-Htan", "state", "time-wait"], Duration::from_secs(5));
+    let mut connect: Vec<f64> = Vec::new();
+    let mut ports = std::collections::BTreeSet::new();
+    for line in out.stdout.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            f.len() == 3 && f[2] == "200",
+            "a connection failed: {line:?}\n{}\n{}",
+            out.stderr,
+            nginx.error_log()
+        );
+        ports.insert(f[0].to_string());
+        connect.push(f[1].parse().expect("time_connect"));
+    }
+    assert_eq!(connect.len(), CONNECTIONS, "{}{}", out.stdout, out.stderr);
+    connect.sort_by(f64::total_cmp);
+    let pct = |p: f64| connect[((connect.len() as f64 * p) as usize).min(connect.len() - 1)] * 1000.0;
+    eprintln!(
+        "{CONNECTIONS} connections from ports {ports:?} in {:.1} s: connect p50 {:.2} ms, p99 {:.2} ms, \
+         max {:.2} ms; the origin holds {} 4-tuples in TIME_WAIT",
+        elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        time_wait.stdout.lines().count()
+    );
+    assert!(
+        time_wait.stdout.lines().any(|l| l.contains(":4000")),
+        "the origin should hold the reused 4-tuples in TIME_WAIT: {}",
+        time_wait.stdout
+    );
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    assert_eq!(intercept(&s, "tls_decrypted"), CONNECTIONS as u64, "{}", brief(&s));
+    assert!(
+        intercept(&s, "reused_4tuple") >= CONNECTIONS as u64 / 2,
+        "most connections reuse a 4-tuple: {:?}",
+        s.workers[0].intercept
+    );
+    assert!(
+        pct(1.0) < 1000.0,
+        "a connection waited for a SYN retransmission: max connect {:.0} ms",
+        pct(1.0)
+    );
+    drop(nginx);
+    assert_clean_stop(dp);
+    lab.teardown();
+}
+
 /// TLS interception with real programs: nginx serves HTTPS for `server.tg.test`
 /// with a certificate from a test CA the appliance trusts; curl in the client
 /// namespace trusts only the appliance's decryption CA and still gets the file;
@@ -345,28 +468,10 @@ fn https_through_tls_interception() {
     let data = tlsgate_dataplane::craft::XorShift::new(0x7151).bytes(3_000_000);
     std::fs::write(www.join("file"), &data).expect("writing the file to serve");
 
-    // The origin's PKI (root -> intermediate -> server.tg.test) and the appliance's CA.
-    let origin = pki::Pki::generate();
-    // The server's certificate names it and its address (for the client without SNI).
-    let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(lab.server_addr().parse().expect("address")));
-    let leaf = pki::issue(params, &origin.intermediate);
-    let write = |name: &str, text: &str| write_file(&files, name, text);
-    let chain = write("server-chain.pem", &format!("{}{}", leaf.pem(), origin.intermediate.pem()));
-    let key = write("server.key", &leaf.key_pem());
-    let root = write("origin-root.pem", &origin.root.pem());
-    let (ca_cert, ca_key) = decryption_ca(&files);
-
-    let extra = format!(
-        "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
-         system_bundle = false\nprofile = \"strong\"\n",
-        ca_cert.display().to_string(),
-        ca_key.display().to_string(),
-        root.display().to_string()
-    );
-    let dp = Dataplane::start(&lab, &extra);
-    let tls = tlsgate_tests::NginxTls { cert: chain, key, extra: String::new() };
-    let nginx = Nginx::start_with(&lab, &www, Some(&tls));
+    let origin = Origin::new(&lab, &files);
+    let ca_cert = origin.ca_cert.clone();
+    let dp = Dataplane::start(&lab, &origin.dataplane_toml());
+    let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
 
     let out = files.join("download");
     let resolve = format!("{}:443:{}", pki::SERVER, lab.server_addr());
