@@ -596,7 +596,7 @@ fn event_line(e: &Value) -> String {
     let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
     let detail = s("error_detail");
     format!(
-        "{:<20} {} {:<13} {}:{} -> {}:{} {:<24} {}{}\n",
+        "{:<20} {} {:<13} {}:{} -> {}:{} {:<24} {}\n",
         e["event_id"],
         time_of(e),
         s("kind"),
@@ -605,11 +605,6 @@ fn event_line(e: &Value) -> String {
         s("dst_ip"),
         e["dst_port"],
         if s("sni").is_empty() { "-".to_string() } else { s("sni") },
-        if e["verify_code"].as_u64().unwrap_or(0) != 0 {
-            format!("{} (code {}, depth {}) ", s("verify_text"), e["verify_code"], e["verify_depth"])
-        } else {
-            String::new()
-        },
         detail
     )
 }
@@ -729,6 +724,7 @@ pub fn event_panel(e: &Value) -> String {
         vec![
             ("Leg", s("leg")),
             ("Phase", s("phase")),
+            ("Cause", s("cause")),
             ("Alert sent", alert("alert_sent")),
             ("Alert received", alert("alert_received")),
             ("Certificate verification", verify),

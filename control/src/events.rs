@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
-use tlsgate_api::event::text;
 use tlsgate_api::log::{format_lines, stamp};
 use tlsgate_api::{Consumer, EventKind, EventRecord};
 
@@ -380,27 +379,10 @@ fn push_indexed(index: &mut Index, v: Value, cap: usize) {
     }
 }
 
-/// A short, stable reason label of an abort (Prometheus `reason`).
+/// The Prometheus `reason` label of an abort: derived from its [`tlsgate_api::Cause`]
+/// (`unknown` for a record whose cause this build cannot read).
 pub fn abort_reason(r: &EventRecord) -> String {
-    if r.verify_code != 0 {
-        return text(&r.verify_text).to_string();
-    }
-    if r.alert_received != tlsgate_api::event::ALERT_NONE {
-        let name = tlsgate_api::event::alert_name(r.alert_received).unwrap_or("unknown");
-        return format!("alert {name}");
-    }
-    let detail = text(&r.error_detail);
-    for (needle, label) in [
-        ("client certificate", "client certificate required"),
-        ("did not complete the TLS handshake", "handshake timeout"),
-        ("no common", "no shared cipher suite"),
-        ("closed during the handshake", "server closed"),
-    ] {
-        if detail.contains(needle) {
-            return label.into();
-        }
-    }
-    "other".into()
+    r.outcome().map_or_else(|_| "unknown".to_string(), |o| o.cause.reason().into_owned())
 }
 
 fn now_ns() -> u64 {
@@ -417,7 +399,7 @@ mod tests {
         EventSettings {
             events_dir: dir.join("rings"),
             log_dir: dir.join("log"),
-            max_log_bytes: 4096,
+            max_log_bytes: 8192,
             log_files_kept: 2,
             indexed: 100,
             chains_dir: dir.join("chains"),
@@ -428,8 +410,12 @@ mod tests {
     fn abort(id: u64) -> EventRecord {
         let mut r = EventRecord::new(EventKind::Abort);
         r.event_id = id;
-        r.leg = 2;
-        r.alert_received = 40;
+        r.set_outcome(&tlsgate_api::Outcome::new(
+            EventKind::Abort,
+            tlsgate_api::Leg::Server,
+            tlsgate_api::Phase::ServerHandshake,
+            tlsgate_api::Cause::AlertReceived(40),
+        ));
         r.session_id = id as u32;
         set_text(&mut r.error_detail, "received fatal alert: HandshakeFailure");
         r
@@ -479,13 +465,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path());
         let log = EventLog::open(s.clone()).unwrap();
-        for id in 1..=60 {
+        for id in 1..=120 {
             log.record(&abort(id)).unwrap();
         }
         assert!(s.log_dir.join("events.jsonl.1").exists());
         assert!(s.log_dir.join("events.jsonl.2").exists());
         assert!(!s.log_dir.join("events.jsonl.3").exists(), "kept 2");
-        assert!(fs::metadata(s.log_dir.join("events.jsonl")).unwrap().len() <= 4096);
+        assert!(fs::metadata(s.log_dir.join("events.jsonl")).unwrap().len() <= 8192);
         for (i, sha) in ["a", "b", "c"].iter().enumerate() {
             log.store_chain(&sha.repeat(64), &format!("chain {i}")).unwrap();
             std::thread::sleep(Duration::from_millis(20));

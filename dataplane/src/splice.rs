@@ -34,7 +34,8 @@ use std::sync::Arc;
 use tlsgate_policy::CompiledPolicy;
 
 use crate::parse::Parsed;
-use crate::tls::{TlsAction, TlsEnd, TlsFlow, TlsWorker};
+use crate::tls::{Ended, TlsAction, TlsFlow, TlsWorker};
+use tlsgate_api::{Cause, EventKind, Leg, Phase as EventPhase};
 
 /// Largest IP packet the stacks send (the lab's and most links' MTU).
 pub const IP_MTU: usize = 1500;
@@ -90,15 +91,6 @@ impl InterceptConfig {
     }
 }
 
-/// Which side a packet came from or goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leg {
-    /// The client (inside port).
-    Client,
-    /// The server (outside port).
-    Server,
-}
-
 /// Where a splice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -108,24 +100,6 @@ pub enum Phase {
     Relaying,
     /// Both legs finished: buffers can go.
     Done,
-}
-
-/// How a splice ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Both legs closed with FINs.
-    Closed,
-    /// The server refused or never answered: the client got a RST.
-    ServerRefused,
-    /// A leg was reset; the other leg was reset too.
-    Reset(Leg),
-    /// Idle or connect timeout.
-    Timeout,
-    /// TLS interception failed on one leg (see [`Splice::tls_end`]); the client got
-    /// a fatal alert and a close.
-    TlsAbort,
-    /// Reset after the ClientHello by the policy (see [`Splice::tls_end`]).
-    Blocked,
 }
 
 /// A frame the stack produced, as an IP packet with the leg it goes to.
@@ -266,8 +240,8 @@ pub struct Splice {
     idle_timeout_ms: u64,
     /// Bytes relayed client → server and server → client.
     pub relayed: [u64; 2],
-    /// How it ended, once it has.
-    pub end: Option<End>,
+    /// How it ended (or why it was passed or blocked), set once.
+    ended: Option<Ended>,
     /// When the splice next wants a poll (ms of the worker clock): the stack's
     /// timers or the deadline of its phase, whichever comes first.
     pub poll_at_ms: u64,
@@ -286,8 +260,6 @@ pub struct Splice {
     passed_info: crate::tls::TlsInfo,
     /// Whether the TLS sessions of both legs came up (the flow was decrypted).
     pub decrypted: bool,
-    /// Why TLS interception did not run to its end, if it did not.
-    pub tls_end: Option<TlsEnd>,
     /// Bytes read from the client before passing the flow through raw; they go to
     /// the server first.
     replay: Vec<u8>,
@@ -342,6 +314,11 @@ fn ts_offset(client: IpAddress, server: IpAddress) -> u32 {
     use std::hash::BuildHasher;
     static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
     KEY.get_or_init(Default::default).hash_one((client, server)) as u32
+}
+
+/// Index of a leg in the per-leg arrays: the client's 0, the server's 1.
+fn ix(leg: Leg) -> usize {
+    usize::from(leg == Leg::Server)
 }
 
 fn now_s(ms: u64) -> SInstant {
@@ -417,7 +394,7 @@ impl Splice {
             connect_timeout_ms: cfg.connect_timeout_s * 1000,
             idle_timeout_ms: cfg.idle_timeout_s * 1000,
             relayed: [0; 2],
-            end: None,
+            ended: None,
             poll_at_ms: now_ms,
             scheduled_ms: u64::MAX,
             tls: tls.map(|_| TlsFlow::new()),
@@ -426,7 +403,6 @@ impl Splice {
             tcp_up: false,
             passed_info: Default::default(),
             decrypted: false,
-            tls_end: None,
             replay: Vec::new(),
             addrs: crate::tls::FlowAddrs {
                 client: p.src_ip(),
@@ -436,7 +412,7 @@ impl Splice {
             },
         };
         if connected.is_err() {
-            s.finish(End::ServerRefused);
+            s.finish(Ended::new(EventKind::Reset, Leg::Server, EventPhase::TcpConnect, Cause::ServerRefused));
         }
         let ip = &frame[l3..usize::from(p.l3_end)];
         s.step(Some(ip), now_ms, dev.out, None);
@@ -512,11 +488,29 @@ impl Splice {
         }
     }
 
-    fn finish(&mut self, end: End) {
-        if self.end.is_none() {
-            self.end = Some(end);
+    /// How the flow ended; `None` until it has.
+    pub fn ended(&self) -> Option<&Ended> {
+        self.ended.as_ref()
+    }
+
+    /// Records how the flow ended, unless that is known already (the first end
+    /// stands: a passed flow's outcome is its verdict, however its legs close).
+    fn set_end(&mut self, end: Ended) {
+        if self.ended.is_none() {
+            self.ended = Some(end);
         }
+    }
+
+    /// The flow ended; both legs are finished.
+    fn finish(&mut self, end: Ended) {
+        self.set_end(end);
         self.phase = Phase::Done;
+    }
+
+    /// An end at the TCP level, in the flow's current phase: a decrypted or spliced
+    /// flow that closed, timed out or was reset.
+    fn tcp_end(&self, kind: EventKind, leg: Leg, cause: Cause) -> Ended {
+        Ended::new(kind, leg, self.progress(), cause)
     }
 
     fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>) {
@@ -534,13 +528,13 @@ impl Splice {
                 }
                 State::Closed | State::TimeWait => {
                     self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
-                    self.finish(End::ServerRefused);
+                    self.finish(self.tcp_end(EventKind::Reset, Leg::Server, Cause::ServerRefused));
                     return;
                 }
                 _ if now_ms.saturating_sub(self.started_ms) > self.connect_timeout_ms => {
                     self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
                     self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
-                    self.finish(End::Timeout);
+                    self.finish(self.tcp_end(EventKind::Timeout, Leg::Server, Cause::ConnectTimeout));
                     return;
                 }
                 _ => return,
@@ -579,21 +573,21 @@ impl Splice {
         // A leg that ends without our having closed it toward its peer... was reset.
         for (leg, state, other) in [(Leg::Client, cs, self.server_sock), (Leg::Server, ss, self.client_sock)]
         {
-            let i = leg as usize;
+            let i = ix(leg);
             if state == State::Closed && !self.closed[i] && !self.fin_seen(leg) {
                 self.sockets.get_mut::<tcp::Socket>(other).abort();
-                self.finish(End::Reset(leg));
+                self.finish(self.tcp_end(EventKind::Reset, leg, Cause::Reset));
                 return;
             }
         }
         if done(cs) && done(ss) {
-            self.finish(End::Closed);
+            self.finish(self.tcp_end(EventKind::Decrypted, Leg::None, Cause::Closed));
             return;
         }
         if now_ms.saturating_sub(self.last_data_ms) > self.idle_timeout_ms {
             self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
             self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
-            self.finish(End::Timeout);
+            self.finish(self.tcp_end(EventKind::Timeout, Leg::None, Cause::IdleTimeout));
         }
     }
 
@@ -623,14 +617,14 @@ impl Splice {
                     matches!(s.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
                         && s.recv_queue() == 0
                 };
-                if fin(client) && !self.fin_from[Leg::Client as usize] {
-                    self.fin_from[Leg::Client as usize] = true;
-                    self.closed[Leg::Server as usize] = true;
+                if fin(client) && !self.fin_from[ix(Leg::Client)] {
+                    self.fin_from[ix(Leg::Client)] = true;
+                    self.closed[ix(Leg::Server)] = true;
                     server.close();
                 }
-                if fin(server) && !self.fin_from[Leg::Server as usize] {
-                    self.fin_from[Leg::Server as usize] = true;
-                    self.closed[Leg::Client as usize] = true;
+                if fin(server) && !self.fin_from[ix(Leg::Server)] {
+                    self.fin_from[ix(Leg::Server)] = true;
+                    self.closed[ix(Leg::Client)] = true;
                     client.close();
                 }
                 false
@@ -640,7 +634,7 @@ impl Splice {
                     self.passed_info = flow.info;
                 }
                 self.replay = bytes;
-                self.tls_end = Some(why);
+                self.set_end(why);
                 false
             }
             TlsAction::Abort { to_client, end } => {
@@ -649,17 +643,14 @@ impl Splice {
                 server.abort();
                 self.closed = [true, true];
                 self.fin_from = [true, true];
-                self.tls_end = Some(end);
-                self.end = Some(End::TlsAbort);
+                self.set_end(end);
                 // Let the alert and FIN go out; the legs finish as they close.
                 false
             }
             TlsAction::Reset(end) => {
                 client.abort();
                 server.abort();
-                let how = if matches!(end, TlsEnd::HelloTimeout) { End::Timeout } else { End::Blocked };
-                self.tls_end = Some(end);
-                self.finish(how);
+                self.finish(end);
                 true
             }
             TlsAction::Closed => {
@@ -685,12 +676,12 @@ impl Splice {
     /// is still finishing, is reset; packets to send are appended to `out`.
     pub fn retire(&mut self, now_ms: u64, out: &mut EmitBuf) {
         self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
-        self.finish(End::Closed);
+        self.finish(self.tcp_end(EventKind::Decrypted, Leg::None, Cause::Closed));
         self.step(None, now_ms, out, None);
     }
 
     fn fin_seen(&self, leg: Leg) -> bool {
-        self.fin_from[leg as usize]
+        self.fin_from[ix(leg)]
     }
 
     /// Moves what `to` can take from `from` (straight from one socket buffer into
@@ -720,10 +711,10 @@ impl Splice {
             matches!(f.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait);
         let peer_finished = fin_received && f.recv_queue() == 0;
         let from_leg = if dir == 0 { Leg::Client } else { Leg::Server };
-        if peer_finished && !self.fin_from[from_leg as usize] {
-            self.fin_from[from_leg as usize] = true;
+        if peer_finished && !self.fin_from[ix(from_leg)] {
+            self.fin_from[ix(from_leg)] = true;
             let to_leg = if dir == 0 { Leg::Server } else { Leg::Client };
-            self.closed[to_leg as usize] = true;
+            self.closed[ix(to_leg)] = true;
             self.sockets.get_mut::<tcp::Socket>(to).close();
         }
         moved

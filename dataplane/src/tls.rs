@@ -18,6 +18,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use smoltcp::socket::tcp;
+use tlsgate_api::{Cause, EventKind, Leg, Outcome, Phase};
 use tlsgate_certstore::pki_types::{IpAddr as PkiIp, ServerName, UnixTime};
 use tlsgate_certstore::rustls::server::{Accepted, Acceptor};
 use tlsgate_certstore::rustls::{self, ClientConfig, ClientConnection, ServerConnection};
@@ -134,11 +135,12 @@ pub struct TlsShared {
     pub remembered: Remembered,
 }
 
-/// Servers whose leg failed: (address, port, SNI) → (until, reason). Later
-/// connections to them are passed through undecrypted until the entry expires.
+/// Servers whose leg failed: (address, port, SNI) → (until, how it failed).
+/// Later connections to them are passed through undecrypted until the entry
+/// expires.
 #[derive(Default)]
 pub struct Remembered {
-    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (std::time::Instant, String)>>,
+    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (std::time::Instant, Outcome)>>,
 }
 
 /// A server as remembered: address, port, SNI.
@@ -152,7 +154,7 @@ impl Remembered {
         &self,
         key: (std::net::IpAddr, u16, Option<String>),
         ttl: std::time::Duration,
-        reason: String,
+        reason: Outcome,
     ) {
         if let Ok(mut m) = self.map.lock() {
             let now = std::time::Instant::now();
@@ -165,10 +167,10 @@ impl Remembered {
         }
     }
 
-    /// The reason, when this server is remembered and the entry has not expired.
-    pub fn get(&self, key: &ServerKey) -> Option<String> {
+    /// How it failed, when this server is remembered and the entry has not expired.
+    pub fn get(&self, key: &ServerKey) -> Option<Outcome> {
         let m = self.map.lock().ok()?;
-        m.get(key).filter(|(until, _)| *until > std::time::Instant::now()).map(|(_, r)| r.clone())
+        m.get(key).filter(|(until, _)| *until > std::time::Instant::now()).map(|(_, r)| *r)
     }
 }
 
@@ -328,41 +330,30 @@ pub struct FlowAddrs {
     pub port: u16,
 }
 
-/// Why an intercepted TLS flow was not decrypted to the end.
+/// How a flow ended (or why it was passed or blocked), with what its event
+/// carries beside the [`Outcome`].
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TlsEnd {
-    /// Not TLS or not a ClientHello we can read: passed through raw.
-    Undecryptable(String),
-    /// The server leg failed: what happened, and for certificate failures the
-    /// verifier's record.
-    ServerFailed {
-        /// rustls' error (alert received, no common suite, …).
-        error: String,
-        /// The alert the server sent, if it sent one.
-        alert_received: Option<u8>,
-        /// The certificate verification failure, when that was the cause.
-        verify: Option<Box<VerifyFailure>>,
-    },
-    /// The client refused our (forged) side: its alert or error.
-    ClientFailed(String),
-    /// A policy rule said do-not-decrypt once the SNI was known: relayed untouched.
-    NotDecrypted {
-        /// The rule (None: the default action).
-        rule: Option<String>,
-    },
-    /// The server's leg failed before (within `undecryptable_memory_s`): passed
-    /// through undecrypted, with the remembered reason.
-    Remembered(String),
-    /// Reset after the ClientHello: a block rule, or undecryptable traffic with the
-    /// `block` action.
-    Blocked {
-        /// Why.
-        reason: String,
-    },
-    /// The client sent no complete ClientHello within the handshake timeout: both
-    /// legs reset.
-    HelloTimeout,
+pub struct Ended {
+    /// Kind, leg, phase and cause.
+    pub outcome: Outcome,
+    /// The TLS library's own message, when it adds to the outcome's text (shown
+    /// after it, never parsed).
+    pub detail: String,
+    /// A certificate failure's subject, issuer and chain.
+    pub verify: Option<Box<VerifyFailure>>,
+}
+
+impl Ended {
+    /// An end without detail.
+    pub fn new(kind: EventKind, leg: Leg, phase: Phase, cause: Cause) -> Self {
+        Ended { outcome: Outcome::new(kind, leg, phase, cause), detail: String::new(), verify: None }
+    }
+
+    /// With the TLS library's message.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
 }
 
 /// Where the TLS layer of a splice stands.
@@ -410,19 +401,19 @@ pub enum TlsState {
 pub enum TlsAction {
     /// Keep going.
     Continue,
-    /// Switch to raw relay (the replay bytes go first), for this reason.
-    PassRaw(Vec<u8>, TlsEnd),
+    /// Switch to raw relay (the replay bytes go first); the flow's outcome.
+    PassRaw(Vec<u8>, Ended),
     /// Send these bytes to the client, then close both legs.
     Abort {
         /// A TLS alert record for the client (may be empty).
         to_client: Vec<u8>,
         /// Why.
-        end: TlsEnd,
+        end: Ended,
     },
     /// Both sides sent close_notify or closed: close the legs.
     Closed,
     /// Reset both legs.
-    Reset(TlsEnd),
+    Reset(Ended),
 }
 
 /// A fatal TLS alert record (plaintext record layer, as sent before keys exist).
@@ -580,21 +571,22 @@ impl TlsFlow {
     ) -> TlsAction {
         let state = std::mem::replace(&mut self.state, TlsState::Failed);
         match state {
-            TlsState::Hello { .. } => TlsAction::Reset(TlsEnd::HelloTimeout),
+            TlsState::Hello { .. } => TlsAction::Reset(
+                Ended::new(EventKind::Timeout, Leg::Client, Phase::ClientHello, Cause::ClientTimeout)
+                    .detail(format!("timeout {timeout_s} s")),
+            ),
             TlsState::Server { requested, shared, .. } => server_failed(
                 &shared,
                 policy,
                 addrs,
                 &requested,
-                format!("the server did not complete the TLS handshake within {timeout_s} s"),
-                None,
-                None,
+                server_abort(Phase::ServerHandshake, Cause::ServerTimeout)
+                    .detail(format!("timeout {timeout_s} s")),
             ),
             TlsState::Both { .. } => TlsAction::Abort {
                 to_client: Vec::new(),
-                end: TlsEnd::ClientFailed(format!(
-                    "the client did not complete the TLS handshake within {timeout_s} s"
-                )),
+                end: Ended::new(EventKind::Abort, Leg::Client, Phase::ClientHandshake, Cause::ClientTimeout)
+                    .detail(format!("timeout {timeout_s} s")),
             },
             other => {
                 self.state = other;
@@ -651,7 +643,9 @@ fn step(
             match acceptor.accept() {
                 Ok(None) => {
                     if raw.len() > 64 * 1024 || !client.may_recv() && !raw.is_empty() {
-                        let why = TlsEnd::Undecryptable("no complete ClientHello".into());
+                        let why =
+                            Ended::new(EventKind::Passed, Leg::Client, Phase::ClientHello, Cause::NotTls)
+                                .detail("no complete ClientHello");
                         return (TlsState::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
                     }
                     (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue))
@@ -661,29 +655,30 @@ fn step(
                     let sni = ch.server_name().map(str::to_string);
                     info.sni = sni.clone();
                     let key = (addrs.server, addrs.port, sni.clone());
-                    if let Some(reason) = w.shared.remembered.get(&key) {
-                        let why = TlsEnd::Remembered(reason);
+                    if let Some(before) = w.shared.remembered.get(&key) {
+                        let why =
+                            Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Remembered)
+                                .detail(before.text());
                         return (TlsState::Raw { replay: Vec::new() }, Some(TlsAction::PassRaw(raw, why)));
                     }
                     if let Some(policy) = policy {
                         let v =
                             policy.decide_with_sni(addrs.client, addrs.server, addrs.port, sni.as_deref());
-                        let rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
-                        info.rule = rule.clone();
+                        info.rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
+                        let cause = Cause::Policy { rule: v.rule.map(|r| r.index() as u32) };
                         match v.action {
                             Action::DoNotDecrypt => {
-                                let why = TlsEnd::NotDecrypted { rule };
+                                let why =
+                                    Ended::new(EventKind::NotDecrypted, Leg::None, Phase::ClientHello, cause);
                                 return (
                                     TlsState::Raw { replay: Vec::new() },
                                     Some(TlsAction::PassRaw(raw, why)),
                                 );
                             }
                             Action::Block => {
-                                let reason = format!("rule {}", rule.unwrap_or_else(|| "(default)".into()));
-                                return (
-                                    TlsState::Failed,
-                                    Some(TlsAction::Reset(TlsEnd::Blocked { reason })),
-                                );
+                                let why =
+                                    Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, cause);
+                                return (TlsState::Failed, Some(TlsAction::Reset(why)));
                             }
                             _ => {}
                         }
@@ -705,11 +700,8 @@ fn step(
                             TlsState::Failed,
                             Some(TlsAction::Abort {
                                 to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                                end: TlsEnd::ServerFailed {
-                                    error: e.to_string(),
-                                    alert_received: None,
-                                    verify: None,
-                                },
+                                end: server_abort(Phase::ServerHandshake, Cause::Internal)
+                                    .detail(e.to_string()),
                             }),
                         ),
                     }
@@ -719,15 +711,16 @@ fn step(
                 Err((e, _alert)) => {
                     let block = policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
                     if block {
-                        let reason = format!("undecryptable: {e}");
-                        return (TlsState::Failed, Some(TlsAction::Reset(TlsEnd::Blocked { reason })));
+                        let why =
+                            Ended::new(EventKind::Blocked, Leg::Client, Phase::ClientHello, Cause::NotTls)
+                                .detail(e.to_string());
+                        return (TlsState::Failed, Some(TlsAction::Reset(why)));
                     }
+                    let why = Ended::new(EventKind::Passed, Leg::Client, Phase::ClientHello, Cause::NotTls)
+                        .detail(e.to_string());
                     (
                         TlsState::Raw { replay: Vec::new() },
-                        Some(TlsAction::PassRaw(
-                            std::mem::take(&mut raw),
-                            TlsEnd::Undecryptable(e.to_string()),
-                        )),
+                        Some(TlsAction::PassRaw(std::mem::take(&mut raw), why)),
                     )
                 }
             }
@@ -746,9 +739,8 @@ fn step(
             if let Err(e) = pumped {
                 // Flush our alert to the server, then report.
                 let _ = conn.write_tls(&mut SockWriter(server));
-                let verify = shared.verifier.take_failure();
-                let (error, alert_received) = server_error(&e, info);
-                let action = server_failed(&shared, policy, addrs, &requested, error, alert_received, verify);
+                let end = server_error(&e, info, shared.verifier.take_failure(), Phase::ServerHandshake);
+                let action = server_failed(&shared, policy, addrs, &requested, end);
                 return (TlsState::Failed, Some(action));
             }
             if !server.may_recv() && conn.is_handshaking() {
@@ -756,11 +748,7 @@ fn step(
                     TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                        end: TlsEnd::ServerFailed {
-                            error: "server closed during the handshake".into(),
-                            alert_received: None,
-                            verify: None,
-                        },
+                        end: server_abort(Phase::ServerHandshake, Cause::HandshakeClosed),
                     }),
                 );
             }
@@ -783,11 +771,8 @@ fn step(
                         TlsState::Failed,
                         Some(TlsAction::Abort {
                             to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                            end: TlsEnd::ServerFailed {
-                                error: format!("forging: {e}"),
-                                alert_received: None,
-                                verify: None,
-                            },
+                            end: server_abort(Phase::ServerHandshake, Cause::Internal)
+                                .detail(format!("forging: {e}")),
                         }),
                     )
                 }
@@ -799,7 +784,13 @@ fn step(
                         TlsState::Failed,
                         Some(TlsAction::Abort {
                             to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-                            end: TlsEnd::ClientFailed(e.to_string()),
+                            end: Ended::new(
+                                EventKind::Abort,
+                                Leg::Client,
+                                Phase::ClientHandshake,
+                                Cause::Internal,
+                            )
+                            .detail(e.to_string()),
                         }),
                     )
                 }
@@ -819,32 +810,33 @@ fn step(
                     let _ = alert.write_all(&mut out);
                     (
                         TlsState::Failed,
-                        Some(TlsAction::Abort { to_client: out, end: TlsEnd::ClientFailed(e.to_string()) }),
+                        Some(TlsAction::Abort {
+                            to_client: out,
+                            end: client_error(&e, Phase::ClientHandshake),
+                        }),
                     )
                 }
             }
         }
         TlsState::Both { mut to_client, mut to_server, mut closed, mut moved } => {
+            let phase = if to_client.is_handshaking() { Phase::ClientHandshake } else { Phase::Relay };
             if let Err(e) = pump_conn(client, &mut *to_client) {
                 let _ = to_client.write_tls(&mut SockWriter(client));
                 return (
                     TlsState::Failed,
-                    Some(TlsAction::Abort {
-                        to_client: Vec::new(),
-                        end: TlsEnd::ClientFailed(e.to_string()),
-                    }),
+                    Some(TlsAction::Abort { to_client: Vec::new(), end: client_error(&e, phase) }),
                 );
             }
             if let Err(e) = pump_conn(server, &mut *to_server) {
                 let _ = to_server.write_tls(&mut SockWriter(server));
                 // TLS 1.3: our (empty) client certificate goes with our Finished, so
                 // a server insisting on one refuses only after our handshake ended.
-                let (error, alert_received) = server_error(&e, info);
+                let phase = if info.cert_requested { Phase::ServerHandshake } else { phase };
                 return (
                     TlsState::Failed,
                     Some(TlsAction::Abort {
                         to_client: Vec::new(),
-                        end: TlsEnd::ServerFailed { error, alert_received, verify: None },
+                        end: server_error(&e, info, None, phase),
                     }),
                 );
             }
@@ -884,19 +876,54 @@ fn step(
     }
 }
 
-/// The text of a server-leg error (naming a client-certificate request the
-/// appliance could not answer) and the alert the server sent, if any.
-fn server_error(e: &rustls::Error, info: &TlsInfo) -> (String, Option<u8>) {
-    let alert = match e {
-        rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
-        _ => None,
+/// An abort of the server leg in `phase` for `cause`.
+fn server_abort(phase: Phase, cause: Cause) -> Ended {
+    Ended::new(EventKind::Abort, Leg::Server, phase, cause)
+}
+
+/// The end of a server leg that failed with rustls' error `e`: its certificate
+/// (`verify`: the verifier's record), a client certificate it asked for, its
+/// alert, parameters in common, or its protocol; rustls' message as the detail.
+fn server_error(
+    e: &rustls::Error,
+    info: &TlsInfo,
+    verify: Option<Box<VerifyFailure>>,
+    phase: Phase,
+) -> Ended {
+    use rustls::Error as E;
+    let cause = match (e, &verify) {
+        (_, Some(v)) => Cause::Certificate { reason: v.reason, depth: v.depth.min(255) as u8 },
+        _ if info.cert_requested => Cause::ClientCertRequired,
+        (E::AlertReceived(a), _) => Cause::AlertReceived(u8::from(*a)),
+        (E::PeerIncompatible(_), _) => Cause::NoSharedVersionOrSuite,
+        (E::InvalidCertificate(_), _) => {
+            Cause::Certificate { reason: tlsgate_certstore::VerifyReason::Unspecified, depth: 0 }
+        }
+        (E::PeerMisbehaved(_) | E::InvalidMessage(_) | E::InappropriateMessage { .. }, _)
+        | (E::InappropriateHandshakeMessage { .. } | E::DecryptError | E::NoCertificatesPresented, _) => {
+            Cause::PeerMisbehaved
+        }
+        _ => Cause::Internal,
     };
-    let text = if info.cert_requested {
-        format!("the server requires a client certificate (the appliance has none to send): {e}")
-    } else {
-        e.to_string()
+    let mut end = server_abort(phase, cause).detail(e.to_string());
+    end.verify = verify;
+    end
+}
+
+/// The end of a client leg that failed with rustls' error `e`.
+fn client_error(e: &rustls::Error, phase: Phase) -> Ended {
+    use rustls::Error as E;
+    let cause = match e {
+        E::AlertReceived(a) => Cause::AlertReceived(u8::from(*a)),
+        E::PeerIncompatible(_) => Cause::NoSharedVersionOrSuite,
+        E::PeerMisbehaved(_)
+        | E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. }
+        | E::DecryptError => Cause::PeerMisbehaved,
+        _ => Cause::Internal,
     };
-    (text, alert)
+    Ended::new(EventKind::Abort, Leg::Client, phase, cause).detail(e.to_string())
 }
 
 /// A server-leg failure: a fatal alert for the client, and with the undecryptable
@@ -907,9 +934,7 @@ fn server_failed(
     policy: Option<&CompiledPolicy>,
     addrs: FlowAddrs,
     requested: &ServerName<'static>,
-    error: String,
-    alert_received: Option<u8>,
-    verify: Option<Box<VerifyFailure>>,
+    end: Ended,
 ) -> TlsAction {
     let (pass, ttl) = match policy {
         Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
@@ -920,12 +945,9 @@ fn server_failed(
             ServerName::DnsName(d) => Some(d.as_ref().to_string()),
             _ => None,
         };
-        shared.remembered.insert((addrs.server, addrs.port, name), ttl, error.clone());
+        shared.remembered.insert((addrs.server, addrs.port, name), ttl, end.outcome);
     }
-    TlsAction::Abort {
-        to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
-        end: TlsEnd::ServerFailed { error, alert_received, verify },
-    }
+    TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }
 }
 
 /// Moves plaintext from `from` to `to` without an intermediate copy (rustls'

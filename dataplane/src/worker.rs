@@ -37,10 +37,10 @@ use crate::flow::{FlowKey, FlowTable, Side, Track};
 use crate::live::{Live, LiveCell};
 use crate::parse::tcp_flags;
 use crate::parse::{parse, proto};
-use crate::splice::{EmitBuf, End, InterceptConfig, Leg, Phase, Splice};
-use crate::tls::{TlsEnd, TlsShared, TlsWorker};
+use crate::splice::{EmitBuf, InterceptConfig, Phase, Splice};
+use crate::tls::{TlsShared, TlsWorker};
 use tlsgate_api::event::set_text;
-use tlsgate_api::EventKind;
+use tlsgate_api::{Cause, EventKind, Leg, Outcome};
 use tlsgate_policy::SynAction;
 
 /// What phase 1 decided for a frame.
@@ -52,8 +52,9 @@ enum Class {
     Fragment,
     /// Drop (already counted).
     Drop,
-    /// A SYN the policy blocks: answered with a RST.
-    Block,
+    /// A SYN the policy blocks (the rule's index, `None`: the default action):
+    /// answered with a RST.
+    Block(Option<u32>),
     /// A segment of an intercepted flow: to its splice.
     Intercept {
         /// Symmetric key.
@@ -86,7 +87,7 @@ pub struct Item<F> {
 enum AtSyn {
     Forward,
     Intercept,
-    Block,
+    Block(Option<u32>),
 }
 
 /// A whole burst handed to another worker.
@@ -508,11 +509,11 @@ impl<Q: Queues> Worker<Q> {
                             self.flows.set_intercepted(&key, hash);
                             Class::Intercept { key, new: true }
                         }
-                        AtSyn::Block => {
+                        AtSyn::Block(rule) => {
                             // Later segments of the flow meet a tombstone (a retried
                             // SYN is decided again).
                             self.flows.set_tombstone(&key, hash);
-                            Class::Block
+                            Class::Block(rule)
                         }
                     },
                     Track::Created => Class::Forward,
@@ -539,7 +540,7 @@ impl<Q: Queues> Worker<Q> {
                     self.forward(item.frame, usize::from(item.port));
                 }
                 Class::Intercept { key, new } => self.intercept(item.frame, key, new, now_ms),
-                Class::Block => self.reset_sender(item.frame, usize::from(item.port)),
+                Class::Block(rule) => self.reset_sender(item.frame, usize::from(item.port), rule),
                 Class::Drop | Class::Track { .. } => drop(item.frame),
             }
         }
@@ -571,7 +572,7 @@ impl<Q: Queues> Worker<Q> {
                 SynAction::Block { rule } => {
                     self.count_rule(rule);
                     self.c[idx::POLICY_BLOCKED] += 1;
-                    return AtSyn::Block;
+                    return AtSyn::Block(rule.map(|r| r.index() as u32));
                 }
                 SynAction::Bypass { rule } => {
                     self.count_rule(rule);
@@ -598,7 +599,7 @@ impl<Q: Queues> Worker<Q> {
 
     /// Answers a blocked SYN with a RST from its destination, out of the port it
     /// came in on, with its L2 header mirrored.
-    fn reset_sender(&mut self, frame: Q::Frame, port: usize) {
+    fn reset_sender(&mut self, frame: Q::Frame, port: usize, rule: Option<u32>) {
         let Ok(p) = parse(frame.data()) else { return };
         let l3 = usize::from(p.l3_offset);
         let t = usize::from(p.l4_offset);
@@ -626,9 +627,16 @@ impl<Q: Queues> Worker<Q> {
         if let Some(ev) = self.events.as_mut() {
             let mut r = ev.record(EventKind::Blocked);
             r.set_addrs((p.src_ip(), p.src_port).into(), (p.dst_ip(), p.dst_port).into());
-            r.phase = 1;
+            r.set_outcome(&Outcome::new(
+                EventKind::Blocked,
+                Leg::None,
+                tlsgate_api::Phase::TcpConnect,
+                Cause::Policy { rule },
+            ));
+            let name =
+                rule.and_then(|i| self.live.policy.as_ref()?.rule_name(tlsgate_policy::RuleId::new(i)));
+            set_text(&mut r.rule, name.unwrap_or("(default)"));
             r.config_version = self.live.version;
-            set_text(&mut r.error_detail, "blocked by the decryption policy at SYN: reset");
             ev.emit(&r);
         }
         if self.tx[port].is_full() {
@@ -694,7 +702,7 @@ impl<Q: Queues> Worker<Q> {
         for e in &self.emit.packets {
             let (l2, port) = match e.leg {
                 Leg::Client => (&splice.l2_client, tlsgate_drivers::INSIDE),
-                Leg::Server => (&splice.l2_server, tlsgate_drivers::OUTSIDE),
+                _ => (&splice.l2_server, tlsgate_drivers::OUTSIDE),
             };
             let Some(mut f) = self.queues.alloc(l2.len() + e.len) else {
                 self.c[idx::DROP_NO_BUFFER] += 1;
@@ -725,15 +733,10 @@ impl<Q: Queues> Worker<Q> {
             self.flows.splice_ended(key, self.now_ms);
             self.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
             self.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
-            let i = match s.end {
-                Some(End::Closed) => idx::INTERCEPT_CLOSED,
-                Some(End::ServerRefused) => idx::INTERCEPT_REFUSED,
-                Some(End::Reset(_)) => idx::INTERCEPT_RESET,
-                Some(End::Timeout) | None => idx::INTERCEPT_TIMEOUT,
-                Some(End::TlsAbort) => idx::TLS_ABORTED,
-                Some(End::Blocked) => idx::INTERCEPT_RESET,
-            };
-            self.c[i] += 1;
+            let end = s.ended().map(|e| e.outcome);
+            if let Some(i) = end.and_then(end_counter) {
+                self.c[i] += 1;
+            }
             if let (Some(name), Some(_)) = (&s.tls_info().rule, &s.policy) {
                 // The SNI decision of an intercepted flow.
                 *self.rule_names.entry(name.clone()).or_insert(0) += 1;
@@ -751,31 +754,15 @@ impl<Q: Queues> Worker<Q> {
                 }
             }
             self.emit_event(&s);
-            match s.tls_end {
-                Some(TlsEnd::Undecryptable(_)) => self.c[idx::TLS_PASSED] += 1,
-                Some(TlsEnd::Remembered(_)) => self.c[idx::TLS_PASSED_REMEMBERED] += 1,
-                Some(TlsEnd::NotDecrypted { .. }) => self.c[idx::TLS_NOT_DECRYPTED] += 1,
-                Some(TlsEnd::Blocked { .. }) => self.c[idx::TLS_BLOCKED] += 1,
-                _ => {}
-            }
         }
     }
 
     /// The event of a finished splice.
     fn emit_event(&mut self, s: &Splice) {
         let Some(ev) = self.events.as_mut() else { return };
-        let kind = match (&s.tls_end, s.end) {
-            (Some(TlsEnd::ServerFailed { .. } | TlsEnd::ClientFailed(_)), _) => EventKind::Abort,
-            (Some(TlsEnd::Undecryptable(_) | TlsEnd::Remembered(_)), _) => EventKind::Passed,
-            (Some(TlsEnd::NotDecrypted { .. }), _) => EventKind::NotDecrypted,
-            (Some(TlsEnd::Blocked { .. }), _) => EventKind::Blocked,
-            (_, Some(End::Timeout)) => EventKind::Timeout,
-            (_, Some(End::Reset(_) | End::ServerRefused)) => EventKind::Reset,
-            _ if s.decrypted => EventKind::Decrypted,
-            // A plain TCP splice that closed normally.
-            _ => EventKind::Decrypted,
-        };
-        let mut r = ev.record(kind);
+        let Some(end) = s.ended() else { return };
+        let o = end.outcome;
+        let mut r = ev.record(o.kind);
         let a = s.addrs();
         r.set_addrs((a.client, a.client_port).into(), (a.server, a.port).into());
         r.session_id = (r.event_id as u32) ^ ((r.event_id >> 32) as u32);
@@ -784,7 +771,6 @@ impl<Q: Queues> Worker<Q> {
         r.inside_port = tlsgate_drivers::INSIDE as u8;
         r.outside_port = tlsgate_drivers::OUTSIDE as u8;
         r.config_version = s.config_version;
-        r.phase = s.progress() as u8;
         r.tls_version = s.tls_info().version;
         r.cipher_suite = s.tls_info().suite;
         if let Some(sni) = &s.tls_info().sni {
@@ -794,70 +780,32 @@ impl<Q: Queues> Worker<Q> {
             set_text(&mut r.rule, rule);
         }
         if let (true, Some(v)) = (s.decrypted, &s.tls_info().unverified) {
-            // Certificate validation is off: decrypted although refused, and said so.
-            r.leg = 2;
+            // Certificate validation is off: decrypted although refused, and said so
+            // (the verifier's findings, beside a normal outcome).
             r.verify_code = v.reason.code() as u16;
             r.verify_depth = v.depth as u8;
             set_text(&mut r.verify_text, v.reason.text());
             set_text(&mut r.server_cert_subject, &v.subject);
             set_text(&mut r.server_cert_issuer, &v.issuer);
+        }
+        r.set_outcome(&o);
+        if o.kind == EventKind::Abort && o.leg == Leg::Server {
+            // The client got a handshake_failure alert for the server leg's failure.
+            r.alert_sent = crate::tls::ALERT_HANDSHAKE_FAILURE;
+        }
+        if end.detail.is_empty() && s.decrypted && s.tls_info().unverified.is_some() {
             set_text(
                 &mut r.error_detail,
                 "certificate validation is off: decrypted although the chain failed",
             );
+        } else {
+            set_text(&mut r.error_detail, &end.detail);
         }
-        match &s.tls_end {
-            Some(TlsEnd::ServerFailed { error, alert_received, verify }) => {
-                r.leg = 2;
-                r.phase = 3;
-                r.alert_sent = crate::tls::ALERT_HANDSHAKE_FAILURE;
-                r.alert_received = alert_received.unwrap_or(tlsgate_api::event::ALERT_NONE);
-                set_text(&mut r.error_detail, error);
-                if let Some(v) = verify {
-                    r.verify_code = v.reason.code() as u16;
-                    r.verify_depth = v.depth as u8;
-                    set_text(&mut r.verify_text, v.reason.text());
-                    set_text(&mut r.server_cert_subject, &v.subject);
-                    set_text(&mut r.server_cert_issuer, &v.issuer);
-                    r.chain_sha256 = v.chain_sha256.0;
-                    ev.chains.put(v.chain_sha256.0, v.chain.clone());
-                }
-            }
-            Some(TlsEnd::ClientFailed(e)) => {
-                r.leg = 1;
-                r.phase = 4;
-                set_text(&mut r.error_detail, e);
-            }
-            Some(TlsEnd::Undecryptable(e)) => {
-                r.phase = 2;
-                set_text(&mut r.error_detail, e);
-            }
-            Some(TlsEnd::Remembered(e)) => {
-                r.phase = 2;
-                set_text(&mut r.error_detail, &format!("server leg failed before, passed undecrypted: {e}"));
-            }
-            Some(TlsEnd::Blocked { reason }) => {
-                r.phase = 2;
-                set_text(&mut r.error_detail, reason);
-            }
-            Some(TlsEnd::HelloTimeout) => {
-                r.phase = 2;
-                set_text(&mut r.error_detail, "no complete ClientHello within the handshake timeout: reset");
-            }
-            None => {
-                let why = match s.end {
-                    Some(End::Timeout) if r.phase == tlsgate_api::Phase::TcpConnect as u8 => {
-                        "the server did not answer the TCP connection: client reset"
-                    }
-                    Some(End::Timeout) => "idle timeout: both legs reset",
-                    Some(End::ServerRefused) => "the server refused the TCP connection: client reset",
-                    Some(End::Reset(crate::splice::Leg::Client)) => "reset by the client",
-                    Some(End::Reset(crate::splice::Leg::Server)) => "reset by the server",
-                    _ => "",
-                };
-                set_text(&mut r.error_detail, why);
-            }
-            _ => {}
+        if let Some(v) = &end.verify {
+            set_text(&mut r.server_cert_subject, &v.subject);
+            set_text(&mut r.server_cert_issuer, &v.issuer);
+            r.chain_sha256 = v.chain_sha256.0;
+            ev.chains.put(v.chain_sha256.0, v.chain.clone());
         }
         ev.emit(&r);
     }
@@ -973,6 +921,22 @@ impl<Q: Queues> Worker<Q> {
         }
         n
     }
+}
+
+/// The counter of an intercepted flow's end.
+fn end_counter(o: Outcome) -> Option<usize> {
+    Some(match (o.kind, o.cause) {
+        (EventKind::Abort, _) => idx::TLS_ABORTED,
+        (EventKind::Passed, Cause::Remembered) => idx::TLS_PASSED_REMEMBERED,
+        (EventKind::Passed, _) => idx::TLS_PASSED,
+        (EventKind::NotDecrypted, _) => idx::TLS_NOT_DECRYPTED,
+        (EventKind::Blocked, _) => idx::TLS_BLOCKED,
+        (_, Cause::Closed) => idx::INTERCEPT_CLOSED,
+        (_, Cause::ServerRefused) => idx::INTERCEPT_REFUSED,
+        (_, Cause::Reset) => idx::INTERCEPT_RESET,
+        (EventKind::Timeout, _) => idx::INTERCEPT_TIMEOUT,
+        _ => return None,
+    })
 }
 
 /// Copies `data` for every capture it matches (captures running only).

@@ -216,6 +216,10 @@ fn seed_problem_1_cipher_mismatch_then_strong_profile() {
     assert_eq!(events[0]["kind"], "abort");
     assert_eq!(events[0]["sni"], pki::SERVER, "{}", events[0]);
     assert_eq!(events[0]["leg"], "server");
+    assert_eq!(
+        (&events[0]["cause"], &events[0]["reason"]),
+        (&"alert_received".into(), &"alert handshake_failure".into())
+    );
 
     let strong = setup("strong", &[pki.root.pem()], &[]);
     let out = exchange(&strong, server_config(chain, &pki.leaf.key, true), pki::SERVER, b"GET /", 1000);
@@ -243,6 +247,10 @@ fn seed_problem_2_self_signed_then_pinned() {
         assert!(log.contains(line), "missing {line:?} in tls_proxy.log:\n{log}");
     }
     assert_eq!(events[0]["verify_code"], 18);
+    assert_eq!(
+        (&events[0]["cause"], &events[0]["reason"]),
+        (&"certificate".into(), &"self signed certificate".into())
+    );
     // The chain the import would need is kept, named by its SHA-256.
     let sha = events[0]["chain_sha256"].as_str().expect("chain sha").to_string();
     let chain = plain.dir.0.join("events/chains").join(format!("{sha}.pem"));
@@ -354,6 +362,11 @@ fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["kind"], "abort");
     assert_eq!(events[0]["leg"], "client", "{}", events[0]);
+    // rustls' client refuses an unknown issuer with the unknown_ca alert.
+    assert_eq!(
+        (&events[0]["cause"], &events[0]["reason"]),
+        (&"alert_received".into(), &"alert unknown_ca".into())
+    );
     assert!(log.contains("while connecting to client"), "{log}");
 }
 
@@ -381,6 +394,7 @@ fn a_failed_server_is_remembered_and_passed_undecrypted() {
     let (_, events) = logs(&setup);
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["abort", "passed"], "{events:?}");
+    assert_eq!(events[1]["cause"], "remembered", "{}", events[1]);
     assert!(events[1]["error_detail"].as_str().unwrap().contains("failed before"), "{}", events[1]);
 }
 
@@ -437,6 +451,7 @@ fn expired_wrong_host_and_unknown_issuer_are_server_leg_aborts() {
         assert_eq!((e["kind"].as_str(), e["leg"].as_str()), (Some("abort"), Some("server")), "{e}");
         assert_eq!(e["verify_code"], code, "{e}");
         assert_eq!(e["verify_text"], text, "{e}");
+        assert_eq!((e["cause"].as_str(), e["reason"].as_str()), (Some("certificate"), Some(text)), "{e}");
         assert_eq!(e["phase"], "server_handshake", "{e}");
         let line = format!("Certificate verification failure: {text} (code {code}, depth 0)");
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
@@ -461,6 +476,7 @@ fn a_server_requiring_a_client_certificate_is_named() {
     assert!(out.error.is_some(), "the client must fail");
     let (log, events) = logs(&setup);
     assert_eq!(events[0]["kind"], "abort");
+    assert_eq!(events[0]["cause"], "client_cert_required", "{}", events[0]);
     let detail = events[0]["error_detail"].as_str().unwrap();
     assert!(detail.contains("requires a client certificate"), "{detail}");
     assert!(log.contains("requires a client certificate"), "{log}");
@@ -503,8 +519,9 @@ fn a_silent_server_times_out_the_handshake() {
     let (_, events) = logs(&setup);
     assert_eq!(events[0]["kind"], "abort");
     assert_eq!(events[0]["leg"], "server");
+    assert_eq!(events[0]["cause"], "server_timeout", "{}", events[0]);
     let detail = events[0]["error_detail"].as_str().unwrap();
-    assert!(detail.contains("did not complete the TLS handshake within 1 s"), "{detail}");
+    assert!(detail.contains("did not complete the TLS handshake in time: timeout 1 s"), "{detail}");
 }
 
 /// A client that opens TCP and never sends its ClientHello is reset after the
@@ -520,6 +537,7 @@ fn a_client_without_a_client_hello_is_reset_after_the_timeout() {
     let (_, events) = logs(&setup);
     assert_eq!(events[0]["kind"], "timeout", "{}", events[0]);
     assert_eq!(events[0]["phase"], "client_hello", "{}", events[0]);
+    assert_eq!(events[0]["cause"], "client_timeout", "{}", events[0]);
 }
 
 /// `certificate_validation: false` (labs only): a server the trust store would

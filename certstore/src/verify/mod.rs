@@ -19,7 +19,6 @@
 //! in OpenSSL's order to find the first error `openssl verify` would print.
 
 mod analysis;
-mod reason;
 
 use std::fmt;
 use std::time::Duration;
@@ -30,7 +29,8 @@ use crate::cert::{self, chain_sha256, Fingerprint};
 use crate::name;
 use crate::trust::TrustSnapshot;
 
-pub use reason::VerifyReason;
+/// The verify codes travel in event records, so their table is the api crate's.
+pub use tlsgate_api::VerifyReason;
 
 /// How a server chain was accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,8 @@
 //!   72 src_ip [16]        88 dst_ip [16]       104 chain_sha256 [32]
 //!  136 sni [256]         392 rule [64]         456 server_cert_subject [160]
 //!  616 server_cert_issuer [160]                776 error_detail [192]
-//!  968 verify_text [48] 1016 reserved [8]     1024 end
+//!  968 verify_text [48] 1016 cause u8  1017 reserved [3]  1020 rule_index u32
+//! 1024 end
 //! ```
 
 use std::borrow::Cow;
@@ -32,6 +33,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use bytemuck::{Pod, Zeroable};
 use serde_json::{json, Value};
+
+use crate::outcome::{Cause, Outcome};
 
 /// `alert_sent` / `alert_received` value meaning "no alert".
 pub const ALERT_NONE: u8 = 0xff;
@@ -208,7 +211,13 @@ pub struct EventRecord {
     pub error_detail: [u8; 192],
     /// Verification result as text, e.g. `self signed certificate`.
     pub verify_text: [u8; 48],
-    reserved: [u8; 8],
+    /// Why the flow ended: a [`Cause`] code (0: none recorded). Write it with
+    /// [`EventRecord::set_outcome`], which also fills the fields the cause names.
+    pub cause: u8,
+    reserved: [u8; 3],
+    /// The policy rule of a [`Cause::Policy`]: 0 the default action, `i + 1` rule
+    /// `i` of the policy of `config_version`.
+    pub rule_index: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<EventRecord>() == EventRecord::SIZE);
@@ -313,6 +322,54 @@ impl EventRecord {
         EventKind::try_from(self.kind)
     }
 
+    /// Records how the flow ended: kind, leg, phase, the cause's code and the
+    /// fields it names (an alert, a verify code and depth with its text, a rule).
+    pub fn set_outcome(&mut self, o: &Outcome) {
+        self.kind = o.kind as u8;
+        self.leg = o.leg as u8;
+        self.phase = o.phase as u8;
+        self.cause = o.cause.code();
+        match o.cause {
+            Cause::AlertReceived(a) => self.alert_received = a,
+            Cause::Certificate { reason, depth } => {
+                self.verify_code = reason.code() as u16;
+                self.verify_depth = depth;
+                set_text(&mut self.verify_text, reason.text());
+            }
+            Cause::Policy { rule } => self.rule_index = rule.map_or(0, |r| r.saturating_add(1)),
+            _ => {}
+        }
+    }
+
+    /// How the flow ended, if every byte of it names something (a record is never
+    /// trusted to be well formed).
+    pub fn outcome(&self) -> Result<Outcome, UnknownValue> {
+        let cause = Cause::from_wire(
+            self.cause,
+            self.alert_received,
+            (self.verify_code, self.verify_depth),
+            self.rule_index,
+        )
+        .ok_or(UnknownValue { field: "Cause", value: self.cause })?;
+        Ok(Outcome {
+            kind: EventKind::try_from(self.kind)?,
+            leg: Leg::try_from(self.leg)?,
+            phase: Phase::try_from(self.phase)?,
+            cause,
+        })
+    }
+
+    /// The "Error details": the outcome's text, then the dataplane's own detail
+    /// (`error_detail`, e.g. the TLS library's message) when there is one.
+    pub fn error_text(&self) -> String {
+        let detail = text(&self.error_detail);
+        match (self.outcome(), detail) {
+            (Ok(o), "") => o.text(),
+            (Ok(o), d) => format!("{}: {d}", o.text()),
+            (Err(_), d) => d.to_string(),
+        }
+    }
+
     /// Sets both endpoints: addresses, ports and `ip_version` (6 if either is
     /// IPv6, IPv4 addresses then read back IPv4-mapped).
     pub fn set_addrs(&mut self, src: SocketAddr, dst: SocketAddr) {
@@ -393,7 +450,13 @@ impl EventRecord {
             "rule": text(&self.rule),
             "server_cert_subject": text(&self.server_cert_subject),
             "server_cert_issuer": text(&self.server_cert_issuer),
-            "error_detail": text(&self.error_detail),
+            "cause": self.outcome().map_or(Value::Null, |o| o.cause.label().into()),
+            "reason": self.outcome().map_or(Value::Null, |o| o.cause.reason().into()),
+            "rule_index": match self.outcome() {
+                Ok(Outcome { cause: Cause::Policy { rule }, .. }) => rule.map_or(Value::Null, Value::from),
+                _ => Value::Null,
+            },
+            "error_detail": self.error_text(),
         })
     }
 }
@@ -424,6 +487,7 @@ impl fmt::Debug for EventRecord {
             .field("rule", &text(&self.rule))
             .field("server_cert_subject", &text(&self.server_cert_subject))
             .field("server_cert_issuer", &text(&self.server_cert_issuer))
+            .field("cause", &self.outcome().map(|o| o.cause))
             .field("error_detail", &text(&self.error_detail))
             .finish()
     }
@@ -488,6 +552,8 @@ mod tests {
         assert_eq!(&r.src_ip as *const _ as usize - base, 72);
         assert_eq!(&r.sni as *const _ as usize - base, 136);
         assert_eq!(&r.verify_text as *const _ as usize - base, 968);
+        assert_eq!(&r.cause as *const _ as usize - base, 1016);
+        assert_eq!(&r.rule_index as *const _ as usize - base, 1020);
     }
 
     #[test]

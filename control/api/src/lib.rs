@@ -64,11 +64,15 @@ use serde::{Deserialize, Serialize};
 
 pub mod event;
 pub mod log;
+pub mod outcome;
 pub mod ring;
 mod stats;
+pub mod verify;
 pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
+pub use outcome::{Cause, Outcome};
 pub use ring::{Consumer, Producer, RingError};
 pub use stats::{PortStats, WorkerStats};
+pub use verify::VerifyReason;
 
 /// Version of the channel protocol spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -10,7 +10,7 @@
 //! dataplane running without it write these lines.
 
 use crate::event::{alert_name, text, ALERT_NONE};
-use crate::{EventKind, EventRecord};
+use crate::{EventKind, EventRecord, Leg};
 
 /// The `tls_proxy.log` lines of an event, in the seed's shapes with our own error
 /// text inside.
@@ -42,13 +42,10 @@ pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
                     ),
                 ));
             }
-            let leg = if r.leg == 1 { "client" } else { "server" };
+            let leg = if r.leg == Leg::Client as u8 { "client" } else { "server" };
             out.push((
                 "ERROR",
-                format!(
-                    "TLS problem ({}) while connecting to {leg} for Session: {session}",
-                    text(&r.error_detail)
-                ),
+                format!("TLS problem ({}) while connecting to {leg} for Session: {session}", r.error_text()),
             ));
         }
         Ok(kind) if r.verify_code != 0 => {
@@ -65,7 +62,12 @@ pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
             out.push(("WARN", format!("Issuer: {}", text(&r.server_cert_issuer))));
             out.push(("INFO", summary_line(r, kind)));
         }
-        Ok(kind) => out.push(("INFO", summary_line(r, kind))),
+        Ok(kind @ (EventKind::Decrypted | EventKind::NotDecrypted)) => {
+            out.push(("INFO", summary_line(r, kind)))
+        }
+        Ok(kind) => {
+            out.push(("INFO", format!("{} ({})", summary_line(r, kind), r.error_text())));
+        }
         Err(_) => {}
     }
     out
@@ -117,6 +119,7 @@ pub fn format_lines(r: &EventRecord) -> String {
 mod tests {
     use super::*;
     use crate::event::set_text;
+    use crate::{Cause, Outcome, Phase, VerifyReason};
 
     #[test]
     fn stamps_like_the_seed() {
@@ -128,10 +131,13 @@ mod tests {
     #[test]
     fn seed_problem_lines() {
         let mut r = EventRecord::new(EventKind::Abort);
-        r.leg = 2;
-        r.alert_received = 40;
+        r.set_outcome(&Outcome::new(
+            EventKind::Abort,
+            Leg::Server,
+            Phase::ServerHandshake,
+            Cause::AlertReceived(40),
+        ));
         r.session_id = 0x2fd1f6;
-        set_text(&mut r.error_detail, "server sent fatal alert handshake_failure");
         let lines = log_lines(&r);
         assert_eq!(
             lines[0].1,
@@ -139,12 +145,11 @@ mod tests {
         );
         assert_eq!(lines[1].0, "ERROR");
         assert!(lines[1].1.starts_with(
-            "TLS problem (server sent fatal alert handshake_failure) while connecting to server"
+            "TLS problem (the server sent a fatal alert: handshake_failure) while connecting to server"
         ));
         let mut r = EventRecord::new(EventKind::Abort);
-        r.leg = 2;
-        r.verify_code = 18;
-        set_text(&mut r.verify_text, "self signed certificate");
+        let cause = Cause::Certificate { reason: VerifyReason::DepthZeroSelfSignedCert, depth: 0 };
+        r.set_outcome(&Outcome::new(EventKind::Abort, Leg::Server, Phase::ServerHandshake, cause));
         set_text(&mut r.server_cert_subject, "/unstructuredName=ciscoasa");
         set_text(&mut r.server_cert_issuer, "/unstructuredName=ciscoasa");
         let lines = log_lines(&r);

@@ -69,7 +69,7 @@ use crate::event::EventRecord;
 pub const RING_MAGIC: [u8; 8] = *b"TGEVRING";
 
 /// Version of the header and record layout; bump on any change to either.
-pub const RING_LAYOUT_VERSION: u32 = 1;
+pub const RING_LAYOUT_VERSION: u32 = 2;
 
 /// Largest capacity (records) a ring may have: 1 GiB of records.
 pub const MAX_CAPACITY: u32 = 1 << 20;

@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_api::event::{set_text, text, ALERT_NONE};
-use tlsgate_api::{Consumer, EventKind, EventRecord, Leg, Phase, Producer, RingError};
+use tlsgate_api::{
+    Cause, Consumer, EventKind, EventRecord, Leg, Outcome, Phase, Producer, RingError, VerifyReason,
+};
 
 fn ring_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("events.0")
@@ -395,8 +397,12 @@ fn seed_abort() -> EventRecord {
     r.tls_version = 0x0301;
     r.cipher_suite = 0xc02f;
     r.alert_received = 40;
-    r.verify_code = 18;
-    r.verify_depth = 0;
+    r.set_outcome(&Outcome::new(
+        EventKind::Abort,
+        Leg::Server,
+        Phase::ServerHandshake,
+        Cause::Certificate { reason: VerifyReason::DepthZeroSelfSignedCert, depth: 0 },
+    ));
     r.config_version = 89;
     r.connection_id = 390_891;
     r.session_id = 0x2fd1f6;
@@ -413,7 +419,6 @@ fn seed_abort() -> EventRecord {
         &mut r.error_detail,
         "error:14077410:SSL routines:SSL23_GET_SERVER_HELLO:sslv3 alert handshake failure",
     );
-    set_text(&mut r.verify_text, "self signed certificate");
     r
 }
 
@@ -421,7 +426,10 @@ fn seed_abort() -> EventRecord {
 fn to_json_names_the_seed_fields() {
     let j = seed_abort().to_json();
     let o = j.as_object().unwrap();
-    assert_eq!(o.len(), 31, "one key per field: {j:#}");
+    assert_eq!(o.len(), 34, "one key per field: {j:#}");
+    assert_eq!(j["cause"], "certificate");
+    assert_eq!(j["reason"], "self signed certificate");
+    assert!(j["rule_index"].is_null());
     assert_eq!(j["kind"], "abort");
     assert_eq!(j["leg"], "server");
     assert_eq!(j["phase"], "server_handshake");
@@ -447,7 +455,11 @@ fn to_json_names_the_seed_fields() {
     assert_eq!(j["server_cert_subject"], "/unstructuredName=ciscoasa");
     assert_eq!(j["sni"], "server.example.test");
     assert_eq!(j["rule"], "Decrypt-All");
-    assert!(j["error_detail"].as_str().unwrap().starts_with("error:14077410:"));
+    assert_eq!(
+        j["error_detail"],
+        "the server's certificate failed verification: self signed certificate (code 18, depth 0): \
+         error:14077410:SSL routines:SSL23_GET_SERVER_HELLO:sslv3 alert handshake failure"
+    );
     assert_eq!(j["chain_sha256"], "ab".repeat(32));
     assert_eq!(j["worker"], 3);
     assert_eq!(j["outside_port"], 1);

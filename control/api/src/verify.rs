@@ -1,4 +1,6 @@
-//! OpenSSL's X.509 verify codes, the ones the verifier reports.
+//! OpenSSL's X.509 verify codes, the ones the verifier reports. They travel in
+//! event records ([`crate::Cause::Certificate`]), so both processes name them from
+//! this one table.
 //!
 //! Codes are the classic numbering the seed's logs and most operator searches use
 //! (OpenSSL 1.x); [`VerifyReason::openssl3_code`] gives OpenSSL 3's, which differs
