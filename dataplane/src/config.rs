@@ -31,8 +31,8 @@ use tlsgate_drivers::dpdk::DpdkConfig;
 use tlsgate_drivers::pcap::PcapConfig;
 
 use crate::flow::{AtCapacity, Timeouts};
-use crate::splice::InterceptConfig;
-use crate::tls::TlsConfig;
+use crate::intercept::tls::TlsConfig;
+use crate::intercept::InterceptConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]

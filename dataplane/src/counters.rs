@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tlsgate_api::WorkerStats;
 
-use crate::parse::Malformed;
+use crate::wire::parse::Malformed;
 
 /// Counter indexes.
 pub mod idx {
@@ -108,6 +108,54 @@ pub mod idx {
     pub const FLOWS_REUSED: usize = 48;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
     pub const MALFORMED_BASE: usize = 49;
+}
+
+/// Decisions per rule of the running policy: counted by index on the hot path,
+/// folded by rule name on the cold path (a policy switch, a publication).
+#[derive(Default)]
+pub struct RuleHits {
+    /// Since the last fold; index 0: the default action, `i + 1`: rule `i`.
+    hits: Vec<u64>,
+    /// Decisions per rule name, folded.
+    pub names: std::collections::BTreeMap<String, u64>,
+}
+
+impl RuleHits {
+    /// One decision of `rule` (None: the default action) of `policy`.
+    #[inline]
+    pub fn count(
+        &mut self,
+        rule: Option<tlsgate_policy::RuleId>,
+        policy: Option<&tlsgate_policy::CompiledPolicy>,
+    ) {
+        let i = rule.map_or(0, |r| r.index() + 1);
+        if i >= self.hits.len() {
+            let n = policy.map_or(1, |p| p.rule_count() + 1);
+            self.hits.resize(n.max(i + 1), 0);
+        }
+        self.hits[i] += 1;
+    }
+
+    /// One decision counted by name (an intercepted flow's SNI decision).
+    pub fn count_name(&mut self, name: &str) {
+        *self.names.entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    /// Folds the counts by index into counts by name, with `policy`'s names (the
+    /// policy they were counted under).
+    pub fn fold(&mut self, policy: Option<&tlsgate_policy::CompiledPolicy>) {
+        for (i, n) in self.hits.iter_mut().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let name = match (i, policy) {
+                (0, _) | (_, None) => "(default)",
+                (i, Some(p)) => p.rule_name(tlsgate_policy::RuleId::new(i as u32 - 1)).unwrap_or("(default)"),
+            };
+            *self.names.entry(name.to_string()).or_insert(0) += *n;
+            *n = 0;
+        }
+    }
 }
 
 /// Number of counters.

@@ -1,5 +1,6 @@
 //! Events: one record per intercepted flow end (decrypted, abort, reset, timeout,
-//! blocked, passed, not decrypted).
+//! blocked, passed, not decrypted), built from the flow's typed outcome
+//! ([`EventWriter::flow_ended`]) and per SYN the policy blocked.
 //!
 //! ```text
 //!  worker ──EventRecord──► its ring file (tlsgate-api, shared memory, never blocks)
@@ -21,9 +22,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tlsgate_api::event::make_event_id;
+use tlsgate_api::event::set_text;
 use tlsgate_api::log::{format_lines, stamp};
-use tlsgate_api::{Consumer, EventKind, EventRecord, Producer};
+use tlsgate_api::{Cause, Consumer, EventKind, EventRecord, Leg, Outcome, Phase, Producer};
 use tlsgate_certstore::pki_types::CertificateDer;
+
+use crate::fastpath::Seg;
+use crate::intercept::tcp::Splice;
+use crate::intercept::tls::ALERT_HANDSHAKE_FAILURE;
+use crate::live::Live;
 
 /// `[events]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -143,6 +150,78 @@ impl EventWriter {
     /// Publishes a record; a full ring drops it (counted in the ring).
     pub fn emit(&mut self, r: &EventRecord) {
         let _ = self.producer.try_push(r);
+    }
+
+    /// The event of an intercepted flow that ended: its outcome, endpoints, bytes,
+    /// what the TLS layer learnt, and a certificate failure's chain (kept).
+    pub fn flow_ended(&mut self, s: &Splice) {
+        let Some(end) = s.ended() else { return };
+        let o = end.outcome;
+        let mut r = self.record(o.kind);
+        let a = s.addrs();
+        r.set_addrs((a.client, a.client_port).into(), (a.server, a.port).into());
+        r.session_id = (r.event_id as u32) ^ ((r.event_id >> 32) as u32);
+        r.bytes_up = s.relayed[0];
+        r.bytes_down = s.relayed[1];
+        r.inside_port = tlsgate_drivers::INSIDE as u8;
+        r.outside_port = tlsgate_drivers::OUTSIDE as u8;
+        r.config_version = s.config_version;
+        let info = s.tls_info();
+        r.tls_version = info.version;
+        r.cipher_suite = info.suite;
+        if let Some(sni) = &info.sni {
+            set_text(&mut r.sni, sni);
+        }
+        if let Some(rule) = &info.rule {
+            set_text(&mut r.rule, rule);
+        }
+        if let (true, Some(v)) = (info.decrypted, &info.unverified) {
+            // Certificate validation is off: decrypted although refused, and said so
+            // (the verifier's findings, beside a normal outcome).
+            r.verify_code = v.reason.code() as u16;
+            r.verify_depth = v.depth as u8;
+            set_text(&mut r.verify_text, v.reason.text());
+            set_text(&mut r.server_cert_subject, &v.subject);
+            set_text(&mut r.server_cert_issuer, &v.issuer);
+        }
+        r.set_outcome(&o);
+        if o.kind == EventKind::Abort && o.leg == Leg::Server {
+            // The client got a handshake_failure alert for the server leg's failure.
+            r.alert_sent = ALERT_HANDSHAKE_FAILURE;
+        }
+        if end.detail.is_empty() && info.decrypted && info.unverified.is_some() {
+            set_text(
+                &mut r.error_detail,
+                "certificate validation is off: decrypted although the chain failed",
+            );
+        } else {
+            set_text(&mut r.error_detail, &end.detail);
+        }
+        if let Some(v) = &end.verify {
+            set_text(&mut r.server_cert_subject, &v.subject);
+            set_text(&mut r.server_cert_issuer, &v.issuer);
+            r.chain_sha256 = v.chain_sha256.0;
+            self.chains.put(v.chain_sha256.0, v.chain.clone());
+        }
+        self.emit(&r);
+    }
+
+    /// The event of a SYN the policy blocked (`rule`: its index, `None`: the
+    /// default action) under `live`.
+    pub fn blocked_at_syn(&mut self, seg: &Seg, rule: Option<u32>, live: &Live) {
+        let (src, sport, dst, dport) = seg.key.endpoints(seg.side);
+        let mut r = self.record(EventKind::Blocked);
+        r.set_addrs((src, sport).into(), (dst, dport).into());
+        r.set_outcome(&Outcome::new(
+            EventKind::Blocked,
+            Leg::None,
+            Phase::TcpConnect,
+            Cause::Policy { rule },
+        ));
+        let name = rule.and_then(|i| live.policy.as_ref()?.rule_name(tlsgate_policy::RuleId::new(i)));
+        set_text(&mut r.rule, name.unwrap_or("(default)"));
+        r.config_version = live.version;
+        self.emit(&r);
     }
 }
 

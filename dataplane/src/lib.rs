@@ -10,33 +10,36 @@
 //!        counters ─► published every 5 ms ─► stats line, status socket (tlsgate-api)
 //! ```
 //!
-//! Modules, bottom up:
-//! * [`parse`]: frame parser (never panics; malformed frames get a reason).
-//! * [`flow`]: flow key, per-worker flow table with TCP state and idle timeouts.
-//! * [`worker`]: the poll loop, forwarding and software steering.
+//! Rooms, from frame to tx (`docs/architecture.md` charts the data path):
+//! * [`wire`]: the frame parser and builder.
+//! * [`fastpath`]: classify, track, forward; [`flow`]: the flow table;
+//!   [`steer`]: software steering between workers.
+//! * [`intercept`]: admission of new TCP flows, the smoltcp splices
+//!   ([`intercept::tcp`]), TLS on them ([`intercept::tls`]: hello, server leg, client
+//!   leg, relay), how each flow ended ([`intercept::outcome`]).
+//! * [`io`]: a worker's TX bursts, counters and captures; [`worker`]: the poll
+//!   loop that runs the rooms.
+//! * [`events`]: event records built from outcomes, into the rings;
+//!   [`capture`]: pcapng captures.
 //! * [`counters`], [`status`]: counters and the status channel.
-//! * [`config`], [`run`]: configuration file and process orchestration.
-//! * [`craft`]: builds valid frames for tests, benchmarks and generators.
-//! * [`splice`]: the intercept path's TCP splice (smoltcp, one interface per flow);
-//!   [`tls`]: TLS interception on it (rustls, forged certificates).
 //! * [`live`]: the configuration the workers run (policy, TLS material, version),
-//!   switched between bursts; [`control`]: the link to `tlsgate-control` that
-//!   sets it.
-//! * [`events`]: event records into the rings; [`capture`]: pcapng captures.
+//!   switched between bursts; [`link`]: the link to `tlsgate-control` that sets it.
+//! * [`config`], [`run`]: configuration file and process orchestration.
 
 #![forbid(unsafe_code)]
 
 pub mod capture;
 pub mod config;
-pub mod control;
 pub mod counters;
-pub mod craft;
 pub mod events;
+pub mod fastpath;
 pub mod flow;
+pub mod intercept;
+pub mod io;
+pub mod link;
 pub mod live;
-pub mod parse;
 pub mod run;
-pub mod splice;
 pub mod status;
-pub mod tls;
+pub mod steer;
+pub mod wire;
 pub mod worker;

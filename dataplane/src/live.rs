@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tlsgate_policy::CompiledPolicy;
 
-use crate::tls::TlsShared;
+use crate::intercept::tls::TlsShared;
 
 /// One configuration.
 #[derive(Default)]

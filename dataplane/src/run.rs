@@ -62,7 +62,8 @@ pub fn worker_settings(cfg: &Config, workers: usize, symmetric_rss: bool) -> any
     // still serves).
     if let Some(t) = cfg.tls.as_ref().filter(|t| cfg.control.is_none() || t.ca_cert.is_some()) {
         let validate = live.policy.as_ref().is_none_or(|p| p.certificate_validation());
-        let shared = crate::tls::TlsShared::load(t, validate).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let shared =
+            crate::intercept::tls::TlsShared::load(t, validate).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(
             profile = shared.profile.as_str(),
             ca = %shared.ca.summary().subject,
@@ -145,8 +146,8 @@ pub fn run<B: Backend>(
     }
     let link = match &cfg.control {
         None => None,
-        Some(c) => Some(crate::control::spawn(
-            crate::control::LinkSetup {
+        Some(c) => Some(crate::link::spawn(
+            crate::link::LinkSetup {
                 socket: c.socket.clone(),
                 live: settings.live.clone(),
                 tls: cfg.tls.clone().unwrap_or_default(),

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tlsgate_dataplane::config::{
     Config, DataplaneConfig, Driver, FlowsConfig, MalformedAction, SteeringMode,
 };
-use tlsgate_dataplane::craft::Spec;
 use tlsgate_dataplane::flow::AtCapacity;
-use tlsgate_dataplane::parse::tcp_flags::*;
 use tlsgate_dataplane::run::{run, RunOptions, Summary};
+use tlsgate_dataplane::wire::build::Spec;
+use tlsgate_dataplane::wire::parse::tcp_flags::*;
 use tlsgate_drivers::memory::{MemoryBackend, Spread, Wire};
 use tlsgate_drivers::pcapfile::{PcapReader, PcapWriter};
 use tlsgate_drivers::{INSIDE, OUTSIDE};

@@ -337,13 +337,13 @@ pub fn live_stats(socket: &std::path::Path) -> tlsgate_api::DataplaneStats {
 
 /// A deterministic byte stream for transfers.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    tlsgate_dataplane::craft::XorShift::new(seed).bytes(len)
+    tlsgate_dataplane::wire::build::XorShift::new(seed).bytes(len)
 }
 
 /// TCP sequence number and flags of a frame, when it is an IPv4 TCP segment.
 pub fn tcp_seq(frame: &[u8]) -> Option<(u32, u8)> {
-    let p = tlsgate_dataplane::parse::parse(frame).ok()?;
-    if p.proto != tlsgate_dataplane::parse::proto::TCP {
+    let p = tlsgate_dataplane::wire::parse::parse(frame).ok()?;
+    if p.proto != tlsgate_dataplane::wire::parse::proto::TCP {
         return None;
     }
     let t = usize::from(p.l4_offset);
@@ -352,7 +352,7 @@ pub fn tcp_seq(frame: &[u8]) -> Option<(u32, u8)> {
 
 /// Moves TLS records between a host's socket and a rustls connection (both ways)
 /// and processes them: the dataplane's own pump.
-pub use tlsgate_dataplane::tls::pump_conn as tls_pump;
+pub use tlsgate_dataplane::intercept::tls::pump_conn as tls_pump;
 
 /// CPU time (user + system, seconds) used so far by this process's thread named
 /// `name` (Linux `/proc`), e.g. `tg-dataplane`: the worker's own cost, apart from the

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use smoltcp::socket::tcp::State;
 use tlsgate_dataplane::config::Config;
-use tlsgate_dataplane::parse::tcp_flags::{ACK, RST, SYN};
+use tlsgate_dataplane::wire::parse::tcp_flags::{ACK, RST, SYN};
 use tlsgate_tests::netsim::{pattern, tcp_seq, Net};
 
 fn config(ports: &[u16]) -> Config {

@@ -13,9 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tlsgate_api::DataplaneStats;
-use tlsgate_dataplane::craft::Spec;
 use tlsgate_dataplane::flow::FlowKey;
-use tlsgate_dataplane::parse::{parse, tcp_flags};
+use tlsgate_dataplane::wire::build::Spec;
+use tlsgate_dataplane::wire::parse::{parse, tcp_flags};
 use tlsgate_dataplane::worker::owner;
 use tlsgate_tests::{
     drops, netns_run, require_root, run_cmd, serial, sha256_file, sum, Dataplane, DpOptions, Lab, Nginx,
@@ -121,7 +121,7 @@ fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
     let www = files.join("www");
     std::fs::create_dir(&www).expect("mkdir www");
     // 5 MB of deterministic noise (nothing compresses it).
-    let data = tlsgate_dataplane::craft::XorShift::new(0x2545_f491).bytes(5_000_000);
+    let data = tlsgate_dataplane::wire::build::XorShift::new(0x2545_f491).bytes(5_000_000);
     std::fs::write(www.join("file"), &data).expect("writing the file to serve");
     let original = sha256_file(&www.join("file"));
 
@@ -465,7 +465,7 @@ fn https_through_tls_interception() {
     let files = TempDir::new("tls");
     let www = files.join("www");
     std::fs::create_dir(&www).expect("mkdir www");
-    let data = tlsgate_dataplane::craft::XorShift::new(0x7151).bytes(3_000_000);
+    let data = tlsgate_dataplane::wire::build::XorShift::new(0x7151).bytes(3_000_000);
     std::fs::write(www.join("file"), &data).expect("writing the file to serve");
 
     let origin = Origin::new(&lab, &files);

@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use clap::Parser;
-use tlsgate_dataplane::craft::Spec;
-use tlsgate_dataplane::parse::{parse, tcp_flags};
+use tlsgate_dataplane::wire::build::Spec;
+use tlsgate_dataplane::wire::parse::{parse, tcp_flags};
 use tlsgate_drivers::pcapfile::PcapWriter;
 
 #[derive(Parser)]

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Writes COUNT malformed Ethernet frames, chosen deterministically from SEED, each
-//! made by breaking a valid frame built with `tlsgate_dataplane::craft::Spec`:
+//! made by breaking a valid frame built with `tlsgate_dataplane::wire::build::Spec`:
 //! truncated inside the IPv4 / IPv6 / TCP / UDP / ICMP header, wrong IP version, bad
 //! IHL, bad IPv4 total length, impossible fragment offset, bad IPv6 payload length,
 //! truncated or too many IPv6 extension headers, bad TCP data offset, TCP port 0, bad
@@ -31,8 +31,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::ExitCode;
 
-use tlsgate_dataplane::craft::{checksum, Spec};
-use tlsgate_dataplane::parse::{parse, proto, tcp_flags, Malformed};
+use tlsgate_dataplane::wire::build::{checksum, Spec};
+use tlsgate_dataplane::wire::parse::{parse, proto, tcp_flags, Malformed};
 use tlsgate_drivers::pcapfile::PcapWriter;
 
 /// Longest frame sent (MTU 1500 + Ethernet header).
@@ -48,7 +48,7 @@ const V4_DST: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 2);
 const V6_SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 const V6_DST: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
 
-type Rng = tlsgate_dataplane::craft::XorShift;
+type Rng = tlsgate_dataplane::wire::build::XorShift;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fam {

@@ -34,12 +34,12 @@ fn timeout() -> Duration {
 
 /// The deterministic byte stream (the project's xorshift64).
 struct Stream {
-    rng: tlsgate_dataplane::craft::XorShift,
+    rng: tlsgate_dataplane::wire::build::XorShift,
 }
 
 impl Stream {
     fn new(seed: u64) -> Self {
-        Stream { rng: tlsgate_dataplane::craft::XorShift::new(seed) }
+        Stream { rng: tlsgate_dataplane::wire::build::XorShift::new(seed) }
     }
 
     fn fill(&mut self, buf: &mut [u8]) {

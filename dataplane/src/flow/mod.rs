@@ -18,132 +18,10 @@
 use hashbrown::HashTable;
 use serde::Deserialize;
 
-use crate::parse::{proto, tcp_flags, Parsed};
+use crate::wire::parse::{proto, tcp_flags};
 
-/// A symmetric flow key: both directions of a connection give the same key.
-///
-/// Three whole words (two addresses, then ports, protocol and VLAN packed into one
-/// `u64`): built, compared and hashed without byte-wise writes being read back as
-/// wider words, which stalls store forwarding on the hot path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    /// Address of the lower (address, port) endpoint.
-    pub lo: u128,
-    /// Address of the higher endpoint.
-    pub hi: u128,
-    /// `lo_port | hi_port << 16 | proto << 32 | vlan << 40 | ipv6 << 56`.
-    pub meta: u64,
-}
-
-/// Which endpoint sent a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The `lo` endpoint.
-    Lo,
-    /// The `hi` endpoint.
-    Hi,
-}
-
-impl FlowKey {
-    /// Key and sending side of a parsed packet. Fragments use the address pair alone
-    /// (later fragments carry no ports), so all fragments of a datagram agree.
-    #[inline]
-    pub fn of(p: &Parsed) -> (FlowKey, Side) {
-        Self::with_addrs(p, p.src, p.dst)
-    }
-
-    /// As [`FlowKey::of`], reading the addresses again from the frame `p` was parsed
-    /// from: on the hot path that is faster than reading back the parser's freshly
-    /// written fields (a store-forwarding stall on the wide load).
-    #[inline]
-    pub fn of_frame(p: &Parsed, frame: &[u8]) -> (FlowKey, Side) {
-        let l3 = usize::from(p.l3_offset);
-        let (src, dst) = match p.l3 {
-            crate::parse::L3::V6 => match (frame.get(l3 + 8..l3 + 24), frame.get(l3 + 24..l3 + 40)) {
-                (Some(s), Some(d)) => (
-                    u128::from_be_bytes(s.try_into().unwrap_or_default()),
-                    u128::from_be_bytes(d.try_into().unwrap_or_default()),
-                ),
-                _ => (p.src, p.dst),
-            },
-            _ => match frame.get(l3 + 12..l3 + 20) {
-                Some(a) => (
-                    u128::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
-                    u128::from(u32::from_be_bytes([a[4], a[5], a[6], a[7]])),
-                ),
-                None => (p.src, p.dst),
-            },
-        };
-        Self::with_addrs(p, src, dst)
-    }
-
-    #[inline(always)]
-    fn with_addrs(p: &Parsed, src: u128, dst: u128) -> (FlowKey, Side) {
-        let (sp, dp) = if p.fragment { (0, 0) } else { (p.src_port, p.dst_port) };
-        let src_first = (src, sp) <= (dst, dp);
-        let (lo, hi, lo_port, hi_port, side) =
-            if src_first { (src, dst, sp, dp, Side::Lo) } else { (dst, src, dp, sp, Side::Hi) };
-        let v6 = matches!(p.l3, crate::parse::L3::V6);
-        let meta = u64::from(lo_port)
-            | u64::from(hi_port) << 16
-            | u64::from(p.proto) << 32
-            | u64::from(p.vlan()) << 40
-            | u64::from(v6) << 56;
-        (FlowKey { lo, hi, meta }, side)
-    }
-
-    /// Port of the `lo` endpoint.
-    pub fn lo_port(&self) -> u16 {
-        self.meta as u16
-    }
-
-    /// Port of the `hi` endpoint.
-    pub fn hi_port(&self) -> u16 {
-        (self.meta >> 16) as u16
-    }
-
-    /// IP protocol.
-    pub fn proto(&self) -> u8 {
-        (self.meta >> 32) as u8
-    }
-
-    /// Innermost VLAN ID.
-    pub fn vlan(&self) -> u16 {
-        (self.meta >> 40) as u16 & 0x0fff
-    }
-
-    /// The sender's and the receiver's addresses and ports of a packet sent by `side`.
-    pub fn endpoints(&self, side: Side) -> (std::net::IpAddr, u16, std::net::IpAddr, u16) {
-        let ip = |a: u128| -> std::net::IpAddr {
-            if self.meta >> 56 & 1 == 1 {
-                std::net::Ipv6Addr::from(a).into()
-            } else {
-                std::net::Ipv4Addr::from(a as u32).into()
-            }
-        };
-        match side {
-            Side::Lo => (ip(self.lo), self.lo_port(), ip(self.hi), self.hi_port()),
-            Side::Hi => (ip(self.hi), self.hi_port(), ip(self.lo), self.lo_port()),
-        }
-    }
-
-    /// A fast hash of the canonical key; symmetric because the key is.
-    #[inline]
-    pub fn hash(&self) -> u64 {
-        #[inline(always)]
-        fn mix(h: u64, w: u64) -> u64 {
-            let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            x ^ (x >> 29)
-        }
-        let mut h = 0x243f_6a88_85a3_08d3;
-        h = mix(h, self.lo as u64);
-        h = mix(h, (self.lo >> 64) as u64);
-        h = mix(h, self.hi as u64);
-        h = mix(h, (self.hi >> 64) as u64);
-        h = mix(h, self.meta);
-        h ^ (h >> 32)
-    }
-}
+mod key;
+pub use key::{FlowKey, Side};
 
 /// TCP connection state as seen from the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +68,19 @@ pub struct Flow {
     pub intercepted: bool,
     /// Intercepted and its splice alive: not expired.
     pub held: bool,
+    /// The live splice of an intercepted flow (reached from here, so a segment
+    /// costs one lookup).
+    pub splice: Option<SpliceId>,
+}
+
+/// A handle on a splice in a worker's splice slots: the slot and its generation
+/// (a slot reused by a later splice has another one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpliceId {
+    /// Slot index.
+    pub slot: u32,
+    /// Generation of the slot when the splice was put there.
+    pub generation: u32,
 }
 
 /// Idle timeouts, in seconds, per state (`[flows.timeouts]`).
@@ -261,8 +152,8 @@ pub enum Track {
     Tracked,
     /// A new flow was created.
     Created,
-    /// Part of an intercepted flow (live splice or tombstone).
-    Intercepted,
+    /// Part of an intercepted flow: its live splice, or `None` for a tombstone.
+    Intercepted(Option<SpliceId>),
     /// TCP without a SYN and no state: forward untracked.
     Midstream,
     /// Table full, fail-open: forward untracked.
@@ -355,7 +246,7 @@ impl FlowTable {
                 // A fresh SYN is a new connection on a reused 4-tuple: it starts a
                 // new flow at once, decided again (never dropped, never stalled).
                 if !is_tcp || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
-                    return Track::Intercepted;
+                    return Track::Intercepted(None);
                 }
                 *f = Flow {
                     key: *key,
@@ -367,6 +258,7 @@ impl FlowTable {
                     wheel_due: f.wheel_due,
                     intercepted: false,
                     held: false,
+                    splice: None,
                 };
                 let due = (now_ms / 1000) + self.timeouts.tcp_syn as u64 + 1;
                 if due < f.wheel_due {
@@ -380,7 +272,7 @@ impl FlowTable {
             }
             f.last_seen_ms = now_ms;
             f.packets += 1;
-            let verdict = if f.intercepted { Track::Intercepted } else { Track::Tracked };
+            let verdict = if f.intercepted { Track::Intercepted(f.splice) } else { Track::Tracked };
             if is_tcp {
                 let before = f.state;
                 tcp_advance(f, side, flags);
@@ -420,6 +312,7 @@ impl FlowTable {
             wheel_due: 0,
             intercepted: false,
             held: false,
+            splice: None,
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow));
         self.table.insert_unique(hash, flow, |f| f.key.hash());
@@ -430,10 +323,11 @@ impl FlowTable {
     /// Marks a flow as intercepted (its packets go to the splice from now on). It
     /// does not expire while its splice lives (the splice has its own timeouts);
     /// [`FlowTable::splice_ended`] starts its tombstone's timeout.
-    pub fn set_intercepted(&mut self, key: &FlowKey, hash: u64) {
+    pub fn set_intercepted(&mut self, key: &FlowKey, hash: u64, splice: SpliceId) {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
             f.held = true;
+            f.splice = Some(splice);
         }
     }
 
@@ -444,14 +338,16 @@ impl FlowTable {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
             f.held = false;
+            f.splice = None;
         }
     }
 
     /// The splice of an intercepted flow ended: the flow stays as a tombstone for
     /// its state's timeout from now.
-    pub fn splice_ended(&mut self, key: &FlowKey, now_ms: u64) {
-        if let Some(f) = self.table.find_mut(key.hash(), |f| f.key == *key) {
+    pub fn splice_ended(&mut self, key: &FlowKey, hash: u64, now_ms: u64) {
+        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.held = false;
+            f.splice = None;
             f.last_seen_ms = now_ms;
         }
     }
@@ -528,219 +424,4 @@ fn tcp_advance(f: &mut Flow, side: Side, flags: u8) {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::IpAddr;
-
-    use super::*;
-    use crate::craft::Spec;
-    use crate::parse::parse;
-    use crate::parse::tcp_flags::*;
-
-    const A: &str = "198.18.0.1";
-    const B: &str = "198.18.0.2";
-
-    fn pkt(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Parsed {
-        let f = Spec::tcp(src.parse::<IpAddr>().unwrap(), sp, dst.parse().unwrap(), dp, flags).build();
-        parse(&f).unwrap()
-    }
-
-    fn track(t: &mut FlowTable, p: &Parsed, now: u64) -> Track {
-        let (k, s) = FlowKey::of(p);
-        t.track(&k, s, k.hash(), p.tcp_flags, now)
-    }
-
-    fn table(cap: usize, at: AtCapacity) -> FlowTable {
-        FlowTable::new(cap, at, Timeouts::default(), 0)
-    }
-
-    #[test]
-    fn key_and_hash_are_symmetric() {
-        let a = pkt(A, 40000, B, 443, SYN);
-        let b = pkt(B, 443, A, 40000, SYN | ACK);
-        let (ka, sa) = FlowKey::of(&a);
-        let (kb, sb) = FlowKey::of(&b);
-        assert_eq!(ka, kb);
-        assert_eq!(ka.hash(), kb.hash());
-        assert_ne!(sa, sb);
-        let c = pkt(A, 40001, B, 443, SYN);
-        assert_ne!(FlowKey::of(&c).0.hash(), ka.hash());
-    }
-
-    #[test]
-    fn handshake_data_fin_rst() {
-        let mut t = table(10, AtCapacity::FailOpen);
-        assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, SYN), 0), Track::Created);
-        let (k, _) = FlowKey::of(&pkt(A, 1000, B, 80, SYN));
-        let st = |t: &FlowTable| t.get(&k, k.hash()).unwrap().state;
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
-        track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 1);
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynReceived));
-        track(&mut t, &pkt(A, 1000, B, 80, ACK), 2);
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::Established));
-        track(&mut t, &pkt(A, 1000, B, 80, FIN | ACK), 3);
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::Closing));
-        track(&mut t, &pkt(B, 80, A, 1000, RST), 4);
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::Closed));
-        // Port reuse: a new SYN restarts the flow.
-        track(&mut t, &pkt(A, 1000, B, 80, SYN), 5);
-        assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
-        assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn an_intercepted_flow_is_held_while_its_splice_lives() {
-        let mut t = table(10, AtCapacity::FailOpen);
-        let syn = pkt(A, 1000, B, 443, SYN);
-        track(&mut t, &syn, 0);
-        let (k, _) = FlowKey::of(&syn);
-        t.set_intercepted(&k, k.hash());
-        // Far beyond the SYN timeout (30 s) and the established one (3600 s): held.
-        for s in [60, 4000, 90_000] {
-            assert_eq!(t.expire(s * 1000, usize::MAX), 0, "at {s} s");
-        }
-        assert_eq!(t.len(), 1);
-        // The splice ends: the tombstone times out with its state from then on.
-        t.splice_ended(&k, 90_000_000);
-        assert_eq!(t.expire(90_020_000, usize::MAX), 0, "tombstone still within 30 s");
-        assert_eq!(t.expire(90_000_000 + 32_000 + 3_700_000, usize::MAX), 1);
-        assert_eq!(t.len(), 0);
-    }
-
-    #[test]
-    fn a_syn_on_a_tombstone_starts_a_new_flow_and_late_segments_do_not_extend_it() {
-        let mut t = table(10, AtCapacity::FailOpen);
-        let syn = pkt(A, 1000, B, 443, SYN);
-        track(&mut t, &syn, 0);
-        let (k, _) = FlowKey::of(&syn);
-        t.set_intercepted(&k, k.hash());
-        track(&mut t, &pkt(A, 1000, B, 443, FIN | ACK), 1_000);
-        t.splice_ended(&k, 2_000);
-        // Late segments of the old connection: dropped by the caller, and they do not
-        // keep the tombstone alive.
-        for (at, flags) in [(5_000, ACK), (60_000, FIN | ACK), (100_000, RST)] {
-            assert_eq!(track(&mut t, &pkt(B, 443, A, 1000, flags), at), Track::Intercepted);
-        }
-        assert_eq!(t.get(&k, k.hash()).unwrap().last_seen_ms, 2_000);
-        // The client reuses its port: a new flow, decided again.
-        assert_eq!(track(&mut t, &syn, 101_000), Track::Created);
-        let f = t.get(&k, k.hash()).unwrap();
-        assert!(!f.intercepted && !f.held);
-        assert_eq!(
-            (f.state, f.initiator, f.last_seen_ms),
-            (FlowState::Tcp(TcpState::SynSent), Side::Lo, 101_000)
-        );
-        assert_eq!((t.created, t.reused, t.len()), (2, 1, 1));
-        // It expires with the SYN timeout from now, not with the tombstone's.
-        assert_eq!(t.expire(101_000 + 32_000, usize::MAX), 1);
-        // A blocked SYN's tombstone is not held: it expires, and a retried SYN is
-        // decided again.
-        t.expire(1_000_000, usize::MAX);
-        track(&mut t, &syn, 1_000_000);
-        t.set_tombstone(&k, k.hash());
-        assert_eq!(track(&mut t, &syn, 1_001_000), Track::Created);
-        t.set_tombstone(&k, k.hash());
-        assert_eq!(t.expire(1_001_000 + 32_000, usize::MAX), 1);
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn a_syn_on_a_live_intercepted_flow_stays_with_its_splice() {
-        let mut t = table(10, AtCapacity::FailOpen);
-        let syn = pkt(A, 1000, B, 443, SYN);
-        track(&mut t, &syn, 0);
-        let (k, _) = FlowKey::of(&syn);
-        t.set_intercepted(&k, k.hash());
-        // A retransmitted SYN while the splice lives goes to the splice.
-        assert_eq!(track(&mut t, &syn, 1_000), Track::Intercepted);
-        assert_eq!(t.created, 1);
-    }
-
-    #[test]
-    fn midstream_is_untracked() {
-        let mut t = table(10, AtCapacity::FailOpen);
-        assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, ACK), 0), Track::Midstream);
-        assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Midstream);
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn capacity_actions() {
-        for (at, want) in
-            [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)]
-        {
-            let mut t = table(3, at);
-            for port in 0..3 {
-                assert_eq!(track(&mut t, &pkt(A, 1000 + port, B, 80, SYN), 0), Track::Created);
-            }
-            assert_eq!(track(&mut t, &pkt(A, 2000, B, 80, SYN), 0), want);
-            // Existing flows still track at capacity.
-            assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Tracked);
-            assert_eq!(t.len(), 3);
-        }
-    }
-
-    #[test]
-    fn idle_timeouts_per_state() {
-        let to = Timeouts { tcp_syn: 5, tcp_established: 100, tcp_closing: 20, tcp_closed: 2, udp: 30 };
-        let mut t = FlowTable::new(100, AtCapacity::FailOpen, to, 0);
-        // Flow 1: SYN only -> expires after 5 s.
-        track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
-        // Flow 2: established -> lives 100 s past its last packet.
-        track(&mut t, &pkt(A, 2, B, 80, SYN), 0);
-        track(&mut t, &pkt(B, 80, A, 2, SYN | ACK), 0);
-        track(&mut t, &pkt(A, 2, B, 80, ACK), 0);
-        // Flow 3: established then RST at t=10 s -> gone 2 s later.
-        track(&mut t, &pkt(A, 3, B, 80, SYN), 0);
-        track(&mut t, &pkt(A, 3, B, 80, ACK), 0);
-        // UDP flow.
-        let u = parse(&Spec::udp(A.parse().unwrap(), 5, B.parse().unwrap(), 53, b"q").build()).unwrap();
-        track(&mut t, &u, 0);
-        assert_eq!(t.len(), 4);
-
-        assert_eq!(t.expire(4_000, usize::MAX), 0);
-        assert_eq!(t.expire(7_000, usize::MAX), 1, "SYN-only flow after tcp_syn");
-        track(&mut t, &pkt(B, 80, A, 3, RST), 10_000);
-        assert_eq!(t.expire(11_000, usize::MAX), 0);
-        assert_eq!(t.expire(13_500, usize::MAX), 1, "RST flow after tcp_closed, not tcp_established");
-        assert_eq!(t.expire(31_500, usize::MAX), 1, "udp after 30 s");
-        // Keep flow 2 alive with traffic at 90 s: it survives 100 s after that.
-        track(&mut t, &pkt(A, 2, B, 80, ACK), 90_000);
-        assert_eq!(t.expire(150_000, usize::MAX), 0);
-        assert_eq!(t.expire(192_000, usize::MAX), 1);
-        assert!(t.is_empty());
-        assert_eq!((t.created, t.expired), (4, 4));
-    }
-
-    #[test]
-    fn expiry_is_bounded_per_call() {
-        let to = Timeouts { udp: 1, ..Timeouts::default() };
-        let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, 0);
-        for port in 1..=5000u16 {
-            let u =
-                parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
-            track(&mut t, &u, 0);
-        }
-        let mut removed = 0;
-        let mut calls = 0;
-        while removed < 5000 {
-            let n = t.expire(10_000, 512);
-            assert!(n <= 512);
-            removed += n;
-            calls += 1;
-            assert!(calls < 100);
-        }
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn long_timeouts_beyond_the_wheel() {
-        let to = Timeouts { tcp_established: 86_400, ..Timeouts::default() };
-        let mut t = FlowTable::new(10, AtCapacity::FailOpen, to, 0);
-        track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
-        track(&mut t, &pkt(A, 1, B, 80, ACK), 0);
-        for h in 1..24 {
-            assert_eq!(t.expire(h * 3_600_000, usize::MAX), 0, "hour {h}");
-        }
-        assert_eq!(t.expire(86_402_000, usize::MAX), 1);
-    }
-}
+mod tests;

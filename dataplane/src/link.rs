@@ -22,10 +22,10 @@ use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, Snapshot, TlsSnapsh
 
 use crate::capture::Capturer;
 use crate::events::ChainStore;
+use crate::intercept::tls::{TlsConfig, TlsShared};
 use crate::live::{Live, LiveCell};
 use crate::run::{compile_policy, warn_validation_off};
 use crate::status::StatsSource;
-use crate::tls::{TlsConfig, TlsShared};
 
 /// What the link needs.
 pub struct LinkSetup {

@@ -1,10 +1,43 @@
 //! Builds valid frames: Ethernet (optionally VLAN-tagged), IPv4/IPv6, TCP/UDP/ICMP,
-//! with correct lengths and checksums. Used by tests, the benchmark's capture
+//! with correct lengths and checksums. Used by the dataplane itself (the RST that
+//! refuses a blocked SYN: [`reset_reply`]), by tests, the benchmark's capture
 //! generator and the malformed-frame generator (which breaks frames built here).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::parse::{ethertype, proto};
+use crate::wire::parse::{ethertype, proto, tcp_flags};
+
+/// The RST+ACK that refuses a TCP SYN: from the SYN's destination to its sender,
+/// acknowledging the SYN, behind the SYN's own L2 header (VLAN tags included) with
+/// the MACs swapped. `syn` is the frame, its IP header at `l3` and its TCP header
+/// at `l4`; `None` if it is cut short there.
+pub fn reset_reply(syn: &[u8], l3: usize, l4: usize) -> Option<Vec<u8>> {
+    let ip = syn.get(l3..)?;
+    let (src, dst): (IpAddr, IpAddr) = match ip.first()? >> 4 {
+        4 => (
+            Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(12..16)?).ok()?).into(),
+            Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(16..20)?).ok()?).into(),
+        ),
+        6 => (
+            Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(8..24)?).ok()?).into(),
+            Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(24..40)?).ok()?).into(),
+        ),
+        _ => return None,
+    };
+    let tcp = syn.get(l4..l4 + 8)?;
+    let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let mut spec = Spec::tcp(dst, dport, src, sport, tcp_flags::RST | tcp_flags::ACK);
+    spec.seq = 0;
+    spec.ack = seq.wrapping_add(1);
+    let built = spec.build();
+    let mut out = Vec::with_capacity(l3 + built.len() - 14);
+    out.extend_from_slice(syn.get(..l3)?);
+    out[..6].copy_from_slice(&syn[6..12]);
+    out[6..12].copy_from_slice(&syn[..6]);
+    out.extend_from_slice(&built[14..]);
+    Some(out)
+}
 
 /// Description of a frame to build.
 #[derive(Debug, Clone)]

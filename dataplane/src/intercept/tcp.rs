@@ -4,6 +4,11 @@
 //! ```text
 //!  client ──SYN──► [listener: server's addr:port] ···relay··· [connect: from client's addr:port] ──SYN──► server
 //!         ◄─SYN-ACK (held until the server leg is up; RST if it fails)
+//!
+//!  Connecting ─► Handshaking (TLS flows) ─► Relaying ─► Done(end)
+//!       │              │                       │  ▲
+//!       │              └─ abort ─► Closing(end) ┘  └ both legs closed, a reset, a timeout
+//!       └─ refused / no answer ─────────────────────► Done(end)
 //! ```
 //!
 //! * One smoltcp `Interface` per flow (`Medium::Ip`, any-IP), holding two sockets:
@@ -20,182 +25,40 @@
 //!   freed at once (no 10 s TIME_WAIT with full buffers).
 //! * Only segments of the flow's own 4-tuple reach the stack (an any-IP interface
 //!   answers anything else with a spoofed RST).
+//! * How the flow ended is set once ([`Ended`]): the first end stands, and a flow
+//!   the TLS layer passed raw keeps that verdict however its legs close.
+
+use std::sync::Arc;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, CongestionControl, State};
 use smoltcp::socket::AnySocket;
 use smoltcp::time::{Duration as SDuration, Instant as SInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint, IpListenEndpoint};
-
-use std::cell::Cell;
-use std::sync::Arc;
-
+use tlsgate_api::{Cause, EventKind, Leg, Phase};
 use tlsgate_policy::CompiledPolicy;
 
-use crate::parse::Parsed;
-use crate::tls::{Ended, TlsAction, TlsFlow, TlsWorker};
-use tlsgate_api::{Cause, EventKind, Leg, Phase as EventPhase};
-
-/// Largest IP packet the stacks send (the lab's and most links' MTU).
-pub const IP_MTU: usize = 1500;
-
-/// Settings of intercepted flows (`[intercept]`).
-#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct InterceptConfig {
-    /// TCP destination ports whose flows are terminated and spliced (until the
-    /// decryption policy decides, this is the selection).
-    pub ports: Vec<u16>,
-    /// Receive and send buffer of each leg, KiB (4 buffers per flow).
-    pub buffer_kib: usize,
-    /// Seconds to establish the server leg before the client gets a RST.
-    pub connect_timeout_s: u64,
-    /// Seconds without data either way before both legs are reset.
-    pub idle_timeout_s: u64,
-    /// Most intercepted flows per worker; more are forwarded on the fast path.
-    pub max_per_worker: usize,
-}
-
-impl Default for InterceptConfig {
-    fn default() -> Self {
-        InterceptConfig {
-            ports: Vec::new(),
-            buffer_kib: 64,
-            connect_timeout_s: 10,
-            idle_timeout_s: 3600,
-            max_per_worker: 10_000,
-        }
-    }
-}
-
-impl InterceptConfig {
-    /// Range checks; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(4..=4096).contains(&self.buffer_kib) {
-            return Err(format!("intercept.buffer_kib: {} is outside 4..=4096", self.buffer_kib));
-        }
-        if !(1..=300).contains(&self.connect_timeout_s) {
-            return Err(format!(
-                "intercept.connect_timeout_s: {} is outside 1..=300",
-                self.connect_timeout_s
-            ));
-        }
-        if self.idle_timeout_s == 0 {
-            return Err("intercept.idle_timeout_s: must be at least 1".into());
-        }
-        if self.ports.contains(&0) {
-            return Err("intercept.ports: port 0 is not a port".into());
-        }
-        Ok(())
-    }
-}
+use super::outcome::Ended;
+use super::stack::{set_tsval, ts_offset, tsval, EmitBuf, SpliceDevice};
+use super::tls::{FlowAddrs, TlsAction, TlsFlow, TlsInfo, TlsWorker};
+use super::InterceptConfig;
+use crate::fastpath::Seg;
+use crate::flow::FlowKey;
 
 /// Where a splice stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Client's SYN held, server leg connecting.
+#[derive(Debug)]
+pub enum SpliceState {
+    /// The client's SYN held (its SYN-ACK paused), the server leg connecting.
     Connecting,
-    /// Both legs up, relaying.
+    /// Both TCP legs up, the TLS handshakes under way.
+    Handshaking,
+    /// Relaying: plaintext (decrypted), raw (passed by the TLS layer), or a plain
+    /// TCP splice.
     Relaying,
-    /// Both legs finished: buffers can go.
-    Done,
-}
-
-/// A frame the stack produced, as an IP packet with the leg it goes to.
-pub struct Emitted {
-    /// Destination leg.
-    pub leg: Leg,
-    /// Start of the packet in the worker's emit buffer.
-    pub start: usize,
-    /// Length.
-    pub len: usize,
-}
-
-/// Output of a poll: IP packets in one reused buffer.
-#[derive(Default)]
-pub struct EmitBuf {
-    /// Packet bytes, back to back.
-    pub bytes: Vec<u8>,
-    /// The packets.
-    pub packets: Vec<Emitted>,
-}
-
-impl EmitBuf {
-    /// Forgets previous packets (keeps the allocation).
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.packets.clear();
-    }
-}
-
-struct SpliceDevice<'a> {
-    rx: Option<&'a [u8]>,
-    out: &'a mut EmitBuf,
-    client: IpAddress,
-}
-
-struct Rx<'a>(&'a [u8]);
-struct Tx<'a> {
-    out: &'a mut EmitBuf,
-    client: IpAddress,
-}
-
-impl phy::RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let start = self.out.bytes.len();
-        self.out.bytes.resize(start + len, 0);
-        let r = f(&mut self.out.bytes[start..]);
-        // Route by destination: the client's address goes inside, all else outside.
-        let dst = destination(&self.out.bytes[start..]);
-        let leg = if dst == Some(self.client) { Leg::Client } else { Leg::Server };
-        self.out.packets.push(Emitted { leg, start, len });
-        r
-    }
-}
-
-fn destination(ip: &[u8]) -> Option<IpAddress> {
-    match ip.first()? >> 4 {
-        4 if ip.len() >= 20 => Some(IpAddress::v4(ip[16], ip[17], ip[18], ip[19])),
-        6 if ip.len() >= 40 => {
-            let b: [u8; 16] = ip[24..40].try_into().ok()?;
-            Some(IpAddress::Ipv6(b.into()))
-        }
-        _ => None,
-    }
-}
-
-impl Device for SpliceDevice<'_> {
-    type RxToken<'b>
-        = Rx<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = Tx<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, _t: SInstant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let pkt = self.rx.take()?;
-        Some((Rx(pkt), Tx { out: self.out, client: self.client }))
-    }
-
-    fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_>> {
-        Some(Tx { out: self.out, client: self.client })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = IP_MTU;
-        caps
-    }
+    /// The outcome is known; the legs finish (an alert and FINs going out).
+    Closing(Ended),
+    /// Both legs finished: the buffers can go.
+    Done(Ended),
 }
 
 /// What a new splice is made with.
@@ -214,6 +77,10 @@ pub struct Setup<'a> {
 
 /// One intercepted flow.
 pub struct Splice {
+    /// The flow's key in the flow table, and its hash.
+    pub key: FlowKey,
+    /// Hash of `key`.
+    pub hash: u64,
     /// The policy the flow was decided under.
     pub policy: Option<Arc<CompiledPolicy>>,
     /// The configuration version it was decided under.
@@ -229,7 +96,7 @@ pub struct Splice {
     pub l2_client: Vec<u8>,
     /// Ethernet + VLAN header towards the server.
     pub l2_server: Vec<u8>,
-    phase: Phase,
+    state: SpliceState,
     /// We closed (sent FIN on) the client / server leg.
     closed: [bool; 2],
     /// The client / server finished sending (its FIN was relayed).
@@ -240,30 +107,21 @@ pub struct Splice {
     idle_timeout_ms: u64,
     /// Bytes relayed client → server and server → client.
     pub relayed: [u64; 2],
-    /// How it ended (or why it was passed or blocked), set once.
-    ended: Option<Ended>,
     /// When the splice next wants a poll (ms of the worker clock): the stack's
     /// timers or the deadline of its phase, whichever comes first.
     pub poll_at_ms: u64,
     /// The due time of its entry on the worker's timer heap (`u64::MAX`: none).
     pub scheduled_ms: u64,
-    /// TLS interception state (None: a plain TCP splice, or passed through).
+    /// TLS interception state (None: a plain TCP splice).
     tls: Option<TlsFlow>,
     /// Time allowed for the TLS handshakes once both TCP legs are up.
     handshake_timeout_ms: u64,
     /// When both TCP legs came up.
-    relay_since_ms: u64,
-    /// Both TCP legs came up.
-    tcp_up: bool,
-    /// What the TLS layer learnt, kept when the flow is passed through raw (see
-    /// [`Splice::tls_info`]).
-    passed_info: crate::tls::TlsInfo,
-    /// Whether the TLS sessions of both legs came up (the flow was decrypted).
-    pub decrypted: bool,
+    tcp_up_ms: u64,
     /// Bytes read from the client before passing the flow through raw; they go to
     /// the server first.
     replay: Vec<u8>,
-    addrs: crate::tls::FlowAddrs,
+    addrs: FlowAddrs,
 }
 
 /// Both legs' sockets of a splice's set, client first.
@@ -286,36 +144,6 @@ fn legs<'a>(
     (client.expect("client leg"), server.expect("server leg"))
 }
 
-fn sock_ip(a: u128, v6: bool) -> IpAddress {
-    if v6 {
-        IpAddress::Ipv6(a.into())
-    } else {
-        IpAddress::Ipv4((a as u32).into())
-    }
-}
-
-thread_local! {
-    /// The TCP timestamp value (RFC 7323) of the splice being stepped on this
-    /// thread: smoltcp asks a plain `fn` for it.
-    static TSVAL: Cell<u32> = const { Cell::new(0) };
-}
-
-/// smoltcp's timestamp generator: the value [`Splice::step`] set for its flow.
-fn tsval() -> u32 {
-    TSVAL.with(Cell::get)
-}
-
-/// A flow's timestamp offset: a keyed hash of its address pair (RFC 7323 §7.1:
-/// not predictable from outside, and the same for every connection between two
-/// hosts, so that the values a server sees on a reused 4-tuple keep increasing:
-/// Linux accepts a SYN on a 4-tuple it holds in TIME_WAIT when its timestamp is
-/// newer than the old connection's).
-fn ts_offset(client: IpAddress, server: IpAddress) -> u32 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(Default::default).hash_one((client, server)) as u32
-}
-
 /// Index of a leg in the per-leg arrays: the client's 0, the server's 1.
 fn ix(leg: Leg) -> usize {
     usize::from(leg == Leg::Server)
@@ -325,25 +153,27 @@ fn now_s(ms: u64) -> SInstant {
     SInstant::from_millis(ms as i64)
 }
 
+/// No TLS information (a plain TCP splice).
+static NO_TLS: std::sync::LazyLock<TlsInfo> = std::sync::LazyLock::new(TlsInfo::default);
+
 impl Splice {
-    /// Sets a flow up from the client's SYN frame (`frame`, parsed as `p`): the
-    /// client leg receives the SYN (its SYN-ACK held), the server leg starts
-    /// connecting. Packets to send are appended to `out`.
-    /// With `tls` (its handshake timeout, ms), the flow's TLS is intercepted once
-    /// both TCP legs are up.
-    pub fn new(frame: &[u8], p: &Parsed, setup: Setup<'_>, now_ms: u64, out: &mut EmitBuf) -> Self {
+    /// Sets a flow up from the client's SYN frame (`frame`, read by the fast path
+    /// as `seg`): the client leg receives the SYN (its SYN-ACK held), the server
+    /// leg starts connecting. Packets to send are appended to `out`. With `tls`
+    /// (its handshake timeout, ms), the flow's TLS is intercepted once both TCP
+    /// legs are up.
+    pub fn new(frame: &[u8], seg: &Seg, setup: Setup<'_>, now_ms: u64, out: &mut EmitBuf) -> Self {
         let Setup { cfg, tls, seed, policy, config_version } = setup;
-        let v6 = matches!(p.l3, crate::parse::L3::V6);
-        let client = sock_ip(p.src, v6);
-        let server = sock_ip(p.dst, v6);
-        let l3 = usize::from(p.l3_offset);
+        let (src, src_port, dst, dst_port) = seg.key.endpoints(seg.side);
+        let (client, server) = (IpAddress::from(src), IpAddress::from(dst));
+        let l3 = usize::from(seg.l3);
         let l2_server = frame[..l3].to_vec();
         let mut l2_client = l2_server.clone();
         l2_client[..6].copy_from_slice(&frame[6..12]);
         l2_client[6..12].copy_from_slice(&frame[..6]);
 
         let ts_offset = ts_offset(client, server);
-        TSVAL.with(|t| t.set(ts_offset.wrapping_add(now_ms as u32)));
+        set_tsval(ts_offset, now_ms);
         let mut dev = SpliceDevice { rx: None, out, client };
         let mut icfg = IfaceConfig::new(HardwareAddress::Ip);
         icfg.random_seed = seed;
@@ -365,17 +195,16 @@ impl Splice {
         let mut cs = mk();
         cs.pause_synack(true);
         // Cannot fail: a fresh socket and a non-zero port.
-        let _ = cs.listen(IpListenEndpoint { addr: Some(server), port: p.dst_port });
+        let _ = cs.listen(IpListenEndpoint { addr: Some(server), port: dst_port });
         let mut ss = mk();
         ss.set_timeout(Some(SDuration::from_secs(cfg.connect_timeout_s)));
-        let connected = ss.connect(
-            iface.context(),
-            IpEndpoint::new(server, p.dst_port),
-            IpEndpoint::new(client, p.src_port),
-        );
+        let connected =
+            ss.connect(iface.context(), IpEndpoint::new(server, dst_port), IpEndpoint::new(client, src_port));
         let client_sock = sockets.add(cs);
         let server_sock = sockets.add(ss);
         let mut s = Splice {
+            key: seg.key,
+            hash: seg.hash,
             policy,
             config_version,
             iface,
@@ -386,7 +215,7 @@ impl Splice {
             ts_offset,
             l2_client,
             l2_server,
-            phase: Phase::Connecting,
+            state: SpliceState::Connecting,
             closed: [false; 2],
             fin_from: [false; 2],
             started_ms: now_ms,
@@ -394,61 +223,64 @@ impl Splice {
             connect_timeout_ms: cfg.connect_timeout_s * 1000,
             idle_timeout_ms: cfg.idle_timeout_s * 1000,
             relayed: [0; 2],
-            ended: None,
             poll_at_ms: now_ms,
             scheduled_ms: u64::MAX,
             tls: tls.map(|_| TlsFlow::new()),
             handshake_timeout_ms: tls.unwrap_or(u64::MAX / 4),
-            relay_since_ms: now_ms,
-            tcp_up: false,
-            passed_info: Default::default(),
-            decrypted: false,
+            tcp_up_ms: now_ms,
             replay: Vec::new(),
-            addrs: crate::tls::FlowAddrs {
-                client: p.src_ip(),
-                client_port: p.src_port,
-                server: p.dst_ip(),
-                port: p.dst_port,
-            },
+            addrs: FlowAddrs { client: src, client_port: src_port, server: dst, port: dst_port },
         };
         if connected.is_err() {
-            s.finish(Ended::new(EventKind::Reset, Leg::Server, EventPhase::TcpConnect, Cause::ServerRefused));
+            s.finish(s.tcp_end(EventKind::Reset, Leg::Server, Cause::ServerRefused));
         }
-        let ip = &frame[l3..usize::from(p.l3_end)];
+        let ip = &frame[l3..usize::from(seg.l3_end)];
         s.step(Some(ip), now_ms, dev.out, None);
         s
     }
 
     /// The flow's endpoints.
-    pub fn addrs(&self) -> crate::tls::FlowAddrs {
+    pub fn addrs(&self) -> FlowAddrs {
         self.addrs
     }
 
     /// What the TLS layer learnt (SNI, rule, version, suite, …).
-    pub fn tls_info(&self) -> &crate::tls::TlsInfo {
-        self.tls.as_ref().map_or(&self.passed_info, |t| &t.info)
+    pub fn tls_info(&self) -> &TlsInfo {
+        self.tls.as_ref().map_or(&NO_TLS, |t| &t.info)
     }
 
     /// Where the splice stands.
-    pub fn phase(&self) -> Phase {
-        self.phase
+    pub fn state(&self) -> &SpliceState {
+        &self.state
+    }
+
+    /// Both legs finished: its buffers can go.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, SpliceState::Done(_))
+    }
+
+    /// How the flow ended; `None` until its outcome is known.
+    pub fn ended(&self) -> Option<&Ended> {
+        match &self.state {
+            SpliceState::Closing(end) | SpliceState::Done(end) => Some(end),
+            _ => None,
+        }
     }
 
     /// How far the flow got, for its event: the server's TCP connect, a TLS
     /// handshake, or the relay.
-    pub fn progress(&self) -> tlsgate_api::Phase {
-        use tlsgate_api::Phase as P;
-        if !self.tcp_up {
-            return P::TcpConnect;
+    pub fn progress(&self) -> Phase {
+        match self.state {
+            SpliceState::Connecting => Phase::TcpConnect,
+            _ => self.tls.as_ref().and_then(TlsFlow::handshaking).unwrap_or(Phase::Relay),
         }
-        self.tls.as_ref().and_then(TlsFlow::handshaking).unwrap_or(P::Relay)
     }
 
     /// Feeds one IP packet of this flow (or none: a timer poll) and advances both
     /// legs; packets to send are appended to `out`.
     pub fn step(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf, tls: Option<&mut TlsWorker>) {
         let has_packet = ip.is_some();
-        TSVAL.with(|t| t.set(self.ts_offset.wrapping_add(now_ms as u32)));
+        set_tsval(self.ts_offset, now_ms);
         let mut dev = SpliceDevice { rx: ip, out, client: self.client };
         let t = now_s(now_ms);
         // The packet in (it may free send-buffer space or bring data), then the
@@ -470,41 +302,26 @@ impl Splice {
         .max(now_ms);
     }
 
-    /// When the current phase times out: the server leg's connect, or no data
-    /// either way for the idle timeout.
+    /// When the current state times out: the server leg's connect, the TLS
+    /// handshakes, or no data either way for the idle timeout.
     fn deadline_ms(&self) -> u64 {
-        match self.phase {
-            Phase::Connecting => self.started_ms + self.connect_timeout_ms + 1,
-            Phase::Relaying => {
-                let idle = self.last_data_ms + self.idle_timeout_ms + 1;
-                match &self.tls {
-                    Some(t) if t.handshaking().is_some() => {
-                        idle.min(self.relay_since_ms + self.handshake_timeout_ms + 1)
-                    }
-                    _ => idle,
-                }
-            }
-            Phase::Done => u64::MAX,
+        let idle = self.last_data_ms + self.idle_timeout_ms + 1;
+        match self.state {
+            SpliceState::Connecting => self.started_ms + self.connect_timeout_ms + 1,
+            SpliceState::Handshaking => idle.min(self.tcp_up_ms + self.handshake_timeout_ms + 1),
+            SpliceState::Relaying | SpliceState::Closing(_) => idle,
+            SpliceState::Done(_) => u64::MAX,
         }
     }
 
-    /// How the flow ended; `None` until it has.
-    pub fn ended(&self) -> Option<&Ended> {
-        self.ended.as_ref()
-    }
-
-    /// Records how the flow ended, unless that is known already (the first end
-    /// stands: a passed flow's outcome is its verdict, however its legs close).
-    fn set_end(&mut self, end: Ended) {
-        if self.ended.is_none() {
-            self.ended = Some(end);
-        }
-    }
-
-    /// The flow ended; both legs are finished.
+    /// The flow ended; both legs are finished. An outcome known before (an abort,
+    /// or the verdict of a flow passed raw) stands; otherwise `end`.
     fn finish(&mut self, end: Ended) {
-        self.set_end(end);
-        self.phase = Phase::Done;
+        let end = match std::mem::replace(&mut self.state, SpliceState::Connecting) {
+            SpliceState::Closing(known) | SpliceState::Done(known) => known,
+            _ => self.tls.as_ref().and_then(TlsFlow::passed).cloned().unwrap_or(end),
+        };
+        self.state = SpliceState::Done(end);
     }
 
     /// An end at the TCP level, in the flow's current phase: a decrypted or spliced
@@ -514,58 +331,24 @@ impl Splice {
     }
 
     fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>) {
-        if self.phase == Phase::Done {
+        if matches!(self.state, SpliceState::Done(_))
+            || matches!(self.state, SpliceState::Connecting) && !self.connect(now_ms)
+        {
             return;
         }
-        let server_state = self.sockets.get::<tcp::Socket>(self.server_sock).state();
-        if self.phase == Phase::Connecting {
-            match server_state {
-                State::Established => {
-                    self.sockets.get_mut::<tcp::Socket>(self.client_sock).pause_synack(false);
-                    self.phase = Phase::Relaying;
-                    self.relay_since_ms = now_ms;
-                    self.tcp_up = true;
-                }
-                State::Closed | State::TimeWait => {
-                    self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
-                    self.finish(self.tcp_end(EventKind::Reset, Leg::Server, Cause::ServerRefused));
-                    return;
-                }
-                _ if now_ms.saturating_sub(self.started_ms) > self.connect_timeout_ms => {
-                    self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
-                    self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
-                    self.finish(self.tcp_end(EventKind::Timeout, Leg::Server, Cause::ConnectTimeout));
-                    return;
-                }
-                _ => return,
-            }
-            self.sockets.get_mut::<tcp::Socket>(self.server_sock).set_timeout(None);
-        }
-        if self.tls.is_some() {
-            match tls {
-                Some(w) => {
-                    if self.pump_tls(w, now_ms) {
-                        return;
-                    }
-                }
-                // A timer poll without the worker's TLS state: next time.
-                None => return,
+        let tls_running = self.tls.as_ref().is_some_and(|t| t.passed().is_none());
+        if tls_running && matches!(self.state, SpliceState::Handshaking | SpliceState::Relaying) {
+            // A timer poll without the worker's TLS state: next time.
+            let Some(w) = tls else { return };
+            if self.pump_tls(w, now_ms) {
+                return;
             }
         }
-        // A plain splice, or one the TLS layer just passed through raw.
-        if self.tls.is_none() {
-            if !self.replay.is_empty() {
-                let s = self.sockets.get_mut::<tcp::Socket>(self.server_sock);
-                let n = s.send_slice(&self.replay).unwrap_or(0);
-                self.replay.drain(..n);
-                self.relayed[0] += n as u64;
-            }
-            let moved_up =
-                if self.replay.is_empty() { self.relay(self.client_sock, self.server_sock, 0) } else { 0 };
-            let moved_down = self.relay(self.server_sock, self.client_sock, 1);
-            if moved_up + moved_down > 0 {
-                self.last_data_ms = now_ms;
-            }
+        if matches!(self.state, SpliceState::Relaying)
+            && self.tls.as_ref().is_none_or(|t| t.passed().is_some())
+        {
+            // A plain splice, or a flow the TLS layer passed through raw.
+            self.relay_raw(now_ms);
         }
         let cs = self.sockets.get::<tcp::Socket>(self.client_sock).state();
         let ss = self.sockets.get::<tcp::Socket>(self.server_sock).state();
@@ -574,7 +357,7 @@ impl Splice {
         for (leg, state, other) in [(Leg::Client, cs, self.server_sock), (Leg::Server, ss, self.client_sock)]
         {
             let i = ix(leg);
-            if state == State::Closed && !self.closed[i] && !self.fin_seen(leg) {
+            if state == State::Closed && !self.closed[i] && !self.fin_from[i] {
                 self.sockets.get_mut::<tcp::Socket>(other).abort();
                 self.finish(self.tcp_end(EventKind::Reset, leg, Cause::Reset));
                 return;
@@ -591,21 +374,66 @@ impl Splice {
         }
     }
 
+    /// The server leg's connect: true once both TCP legs are up (the client's
+    /// SYN-ACK released), false while it is pending or when it failed.
+    fn connect(&mut self, now_ms: u64) -> bool {
+        match self.sockets.get::<tcp::Socket>(self.server_sock).state() {
+            State::Established => {
+                self.sockets.get_mut::<tcp::Socket>(self.client_sock).pause_synack(false);
+                self.sockets.get_mut::<tcp::Socket>(self.server_sock).set_timeout(None);
+                self.state =
+                    if self.tls.is_some() { SpliceState::Handshaking } else { SpliceState::Relaying };
+                self.tcp_up_ms = now_ms;
+                true
+            }
+            State::Closed | State::TimeWait => {
+                self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
+                self.finish(self.tcp_end(EventKind::Reset, Leg::Server, Cause::ServerRefused));
+                false
+            }
+            _ if now_ms.saturating_sub(self.started_ms) > self.connect_timeout_ms => {
+                self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
+                self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
+                self.finish(self.tcp_end(EventKind::Timeout, Leg::Server, Cause::ConnectTimeout));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Relays raw bytes both ways, the client's replayed bytes first.
+    fn relay_raw(&mut self, now_ms: u64) {
+        if !self.replay.is_empty() {
+            let s = self.sockets.get_mut::<tcp::Socket>(self.server_sock);
+            let n = s.send_slice(&self.replay).unwrap_or(0);
+            self.replay.drain(..n);
+            self.relayed[0] += n as u64;
+        }
+        let moved_up =
+            if self.replay.is_empty() { self.relay(self.client_sock, self.server_sock, 0) } else { 0 };
+        let moved_down = self.relay(self.server_sock, self.client_sock, 1);
+        if moved_up + moved_down > 0 {
+            self.last_data_ms = now_ms;
+        }
+    }
+
     /// Runs the TLS layer; true when the splice finished.
     fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64) -> bool {
-        let timed_out = self.tls.as_ref().is_some_and(|t| t.handshaking().is_some())
-            && now_ms.saturating_sub(self.relay_since_ms) > self.handshake_timeout_ms;
+        let handshaking = matches!(self.state, SpliceState::Handshaking);
+        let timed_out = handshaking && now_ms.saturating_sub(self.tcp_up_ms) > self.handshake_timeout_ms;
         let (client, server) = legs(&mut self.sockets, self.client_sock, self.server_sock);
         let before = (client.recv_queue(), server.recv_queue());
-        let flow = self.tls.as_mut().expect("checked by the caller");
+        let Some(flow) = self.tls.as_mut() else { return false };
         let action = if timed_out {
             flow.give_up(self.addrs, self.policy.as_deref(), self.handshake_timeout_ms / 1000)
         } else {
             flow.pump(client, server, self.addrs, w, self.policy.as_deref())
         };
-        if flow.is_decrypting() {
-            self.decrypted = true;
-            self.relayed = flow.plaintext_moved();
+        if let Some(moved) = flow.plaintext_moved() {
+            self.relayed = moved;
+        }
+        if handshake_over(flow) && handshaking {
+            self.state = SpliceState::Relaying;
         }
         if (client.recv_queue(), server.recv_queue()) != before {
             self.last_data_ms = now_ms;
@@ -629,12 +457,9 @@ impl Splice {
                 }
                 false
             }
-            TlsAction::PassRaw(bytes, why) => {
-                if let Some(flow) = self.tls.take() {
-                    self.passed_info = flow.info;
-                }
+            TlsAction::PassRaw(bytes) => {
                 self.replay = bytes;
-                self.set_end(why);
+                self.state = SpliceState::Relaying;
                 false
             }
             TlsAction::Abort { to_client, end } => {
@@ -643,8 +468,8 @@ impl Splice {
                 server.abort();
                 self.closed = [true, true];
                 self.fin_from = [true, true];
-                self.set_end(end);
                 // Let the alert and FIN go out; the legs finish as they close.
+                self.state = SpliceState::Closing(end);
                 false
             }
             TlsAction::Reset(end) => {
@@ -678,10 +503,6 @@ impl Splice {
         self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
         self.finish(self.tcp_end(EventKind::Decrypted, Leg::None, Cause::Closed));
         self.step(None, now_ms, out, None);
-    }
-
-    fn fin_seen(&self, leg: Leg) -> bool {
-        self.fin_from[ix(leg)]
     }
 
     /// Moves what `to` can take from `from` (straight from one socket buffer into
@@ -719,4 +540,9 @@ impl Splice {
         }
         moved
     }
+}
+
+/// The TLS handshakes are over: relaying plaintext, or passed raw.
+fn handshake_over(flow: &TlsFlow) -> bool {
+    flow.handshaking().is_none()
 }

@@ -1,0 +1,214 @@
+//! Unit tests of the flow table.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::wire::build::Spec;
+use crate::wire::parse::tcp_flags::*;
+use crate::wire::parse::{parse, Parsed};
+
+const A: &str = "198.18.0.1";
+const ID: SpliceId = SpliceId { slot: 7, generation: 1 };
+const B: &str = "198.18.0.2";
+
+fn pkt(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Parsed {
+    let f = Spec::tcp(src.parse::<IpAddr>().unwrap(), sp, dst.parse().unwrap(), dp, flags).build();
+    parse(&f).unwrap()
+}
+
+fn track(t: &mut FlowTable, p: &Parsed, now: u64) -> Track {
+    let (k, s) = FlowKey::of(p);
+    t.track(&k, s, k.hash(), p.tcp_flags, now)
+}
+
+fn table(cap: usize, at: AtCapacity) -> FlowTable {
+    FlowTable::new(cap, at, Timeouts::default(), 0)
+}
+
+#[test]
+fn key_and_hash_are_symmetric() {
+    let a = pkt(A, 40000, B, 443, SYN);
+    let b = pkt(B, 443, A, 40000, SYN | ACK);
+    let (ka, sa) = FlowKey::of(&a);
+    let (kb, sb) = FlowKey::of(&b);
+    assert_eq!(ka, kb);
+    assert_eq!(ka.hash(), kb.hash());
+    assert_ne!(sa, sb);
+    let c = pkt(A, 40001, B, 443, SYN);
+    assert_ne!(FlowKey::of(&c).0.hash(), ka.hash());
+}
+
+#[test]
+fn handshake_data_fin_rst() {
+    let mut t = table(10, AtCapacity::FailOpen);
+    assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, SYN), 0), Track::Created);
+    let (k, _) = FlowKey::of(&pkt(A, 1000, B, 80, SYN));
+    let st = |t: &FlowTable| t.get(&k, k.hash()).unwrap().state;
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
+    track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 1);
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::SynReceived));
+    track(&mut t, &pkt(A, 1000, B, 80, ACK), 2);
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::Established));
+    track(&mut t, &pkt(A, 1000, B, 80, FIN | ACK), 3);
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::Closing));
+    track(&mut t, &pkt(B, 80, A, 1000, RST), 4);
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::Closed));
+    // Port reuse: a new SYN restarts the flow.
+    track(&mut t, &pkt(A, 1000, B, 80, SYN), 5);
+    assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn an_intercepted_flow_is_held_while_its_splice_lives() {
+    let mut t = table(10, AtCapacity::FailOpen);
+    let syn = pkt(A, 1000, B, 443, SYN);
+    track(&mut t, &syn, 0);
+    let (k, _) = FlowKey::of(&syn);
+    t.set_intercepted(&k, k.hash(), ID);
+    // Far beyond the SYN timeout (30 s) and the established one (3600 s): held.
+    for s in [60, 4000, 90_000] {
+        assert_eq!(t.expire(s * 1000, usize::MAX), 0, "at {s} s");
+    }
+    assert_eq!(t.len(), 1);
+    // The splice ends: the tombstone times out with its state from then on.
+    t.splice_ended(&k, k.hash(), 90_000_000);
+    assert_eq!(t.expire(90_020_000, usize::MAX), 0, "tombstone still within 30 s");
+    assert_eq!(t.expire(90_000_000 + 32_000 + 3_700_000, usize::MAX), 1);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn a_syn_on_a_tombstone_starts_a_new_flow_and_late_segments_do_not_extend_it() {
+    let mut t = table(10, AtCapacity::FailOpen);
+    let syn = pkt(A, 1000, B, 443, SYN);
+    track(&mut t, &syn, 0);
+    let (k, _) = FlowKey::of(&syn);
+    t.set_intercepted(&k, k.hash(), ID);
+    track(&mut t, &pkt(A, 1000, B, 443, FIN | ACK), 1_000);
+    t.splice_ended(&k, k.hash(), 2_000);
+    // Late segments of the old connection: dropped by the caller, and they do not
+    // keep the tombstone alive.
+    for (at, flags) in [(5_000, ACK), (60_000, FIN | ACK), (100_000, RST)] {
+        assert_eq!(track(&mut t, &pkt(B, 443, A, 1000, flags), at), Track::Intercepted(None));
+    }
+    assert_eq!(t.get(&k, k.hash()).unwrap().last_seen_ms, 2_000);
+    // The client reuses its port: a new flow, decided again.
+    assert_eq!(track(&mut t, &syn, 101_000), Track::Created);
+    let f = t.get(&k, k.hash()).unwrap();
+    assert!(!f.intercepted && !f.held);
+    assert_eq!(
+        (f.state, f.initiator, f.last_seen_ms),
+        (FlowState::Tcp(TcpState::SynSent), Side::Lo, 101_000)
+    );
+    assert_eq!((t.created, t.reused, t.len()), (2, 1, 1));
+    // It expires with the SYN timeout from now, not with the tombstone's.
+    assert_eq!(t.expire(101_000 + 32_000, usize::MAX), 1);
+    // A blocked SYN's tombstone is not held: it expires, and a retried SYN is
+    // decided again.
+    t.expire(1_000_000, usize::MAX);
+    track(&mut t, &syn, 1_000_000);
+    t.set_tombstone(&k, k.hash());
+    assert_eq!(track(&mut t, &syn, 1_001_000), Track::Created);
+    t.set_tombstone(&k, k.hash());
+    assert_eq!(t.expire(1_001_000 + 32_000, usize::MAX), 1);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn a_syn_on_a_live_intercepted_flow_stays_with_its_splice() {
+    let mut t = table(10, AtCapacity::FailOpen);
+    let syn = pkt(A, 1000, B, 443, SYN);
+    track(&mut t, &syn, 0);
+    let (k, _) = FlowKey::of(&syn);
+    t.set_intercepted(&k, k.hash(), ID);
+    // A retransmitted SYN while the splice lives goes to the splice.
+    assert_eq!(track(&mut t, &syn, 1_000), Track::Intercepted(Some(ID)));
+    assert_eq!(t.created, 1);
+}
+
+#[test]
+fn midstream_is_untracked() {
+    let mut t = table(10, AtCapacity::FailOpen);
+    assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, ACK), 0), Track::Midstream);
+    assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Midstream);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn capacity_actions() {
+    for (at, want) in [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)] {
+        let mut t = table(3, at);
+        for port in 0..3 {
+            assert_eq!(track(&mut t, &pkt(A, 1000 + port, B, 80, SYN), 0), Track::Created);
+        }
+        assert_eq!(track(&mut t, &pkt(A, 2000, B, 80, SYN), 0), want);
+        // Existing flows still track at capacity.
+        assert_eq!(track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 0), Track::Tracked);
+        assert_eq!(t.len(), 3);
+    }
+}
+
+#[test]
+fn idle_timeouts_per_state() {
+    let to = Timeouts { tcp_syn: 5, tcp_established: 100, tcp_closing: 20, tcp_closed: 2, udp: 30 };
+    let mut t = FlowTable::new(100, AtCapacity::FailOpen, to, 0);
+    // Flow 1: SYN only -> expires after 5 s.
+    track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
+    // Flow 2: established -> lives 100 s past its last packet.
+    track(&mut t, &pkt(A, 2, B, 80, SYN), 0);
+    track(&mut t, &pkt(B, 80, A, 2, SYN | ACK), 0);
+    track(&mut t, &pkt(A, 2, B, 80, ACK), 0);
+    // Flow 3: established then RST at t=10 s -> gone 2 s later.
+    track(&mut t, &pkt(A, 3, B, 80, SYN), 0);
+    track(&mut t, &pkt(A, 3, B, 80, ACK), 0);
+    // UDP flow.
+    let u = parse(&Spec::udp(A.parse().unwrap(), 5, B.parse().unwrap(), 53, b"q").build()).unwrap();
+    track(&mut t, &u, 0);
+    assert_eq!(t.len(), 4);
+
+    assert_eq!(t.expire(4_000, usize::MAX), 0);
+    assert_eq!(t.expire(7_000, usize::MAX), 1, "SYN-only flow after tcp_syn");
+    track(&mut t, &pkt(B, 80, A, 3, RST), 10_000);
+    assert_eq!(t.expire(11_000, usize::MAX), 0);
+    assert_eq!(t.expire(13_500, usize::MAX), 1, "RST flow after tcp_closed, not tcp_established");
+    assert_eq!(t.expire(31_500, usize::MAX), 1, "udp after 30 s");
+    // Keep flow 2 alive with traffic at 90 s: it survives 100 s after that.
+    track(&mut t, &pkt(A, 2, B, 80, ACK), 90_000);
+    assert_eq!(t.expire(150_000, usize::MAX), 0);
+    assert_eq!(t.expire(192_000, usize::MAX), 1);
+    assert!(t.is_empty());
+    assert_eq!((t.created, t.expired), (4, 4));
+}
+
+#[test]
+fn expiry_is_bounded_per_call() {
+    let to = Timeouts { udp: 1, ..Timeouts::default() };
+    let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, 0);
+    for port in 1..=5000u16 {
+        let u = parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
+        track(&mut t, &u, 0);
+    }
+    let mut removed = 0;
+    let mut calls = 0;
+    while removed < 5000 {
+        let n = t.expire(10_000, 512);
+        assert!(n <= 512);
+        removed += n;
+        calls += 1;
+        assert!(calls < 100);
+    }
+    assert!(t.is_empty());
+}
+
+#[test]
+fn long_timeouts_beyond_the_wheel() {
+    let to = Timeouts { tcp_established: 86_400, ..Timeouts::default() };
+    let mut t = FlowTable::new(10, AtCapacity::FailOpen, to, 0);
+    track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
+    track(&mut t, &pkt(A, 1, B, 80, ACK), 0);
+    for h in 1..24 {
+        assert_eq!(t.expire(h * 3_600_000, usize::MAX), 0, "hour {h}");
+    }
+    assert_eq!(t.expire(86_402_000, usize::MAX), 1);
+}

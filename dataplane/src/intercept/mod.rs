@@ -1,0 +1,466 @@
+//! The intercept path: admission of new TCP flows, the splices of intercepted
+//! flows and the segments dispatched to them, their timers, and their ends.
+//!
+//! ```text
+//!  fast path: new TCP flow ─► admit ─┬─ Forward (bypass: a rule, no TLS, full)
+//!                                    ├─ Block ─► block(): RST from the server's address, event
+//!                                    └─ Intercept ─► reserve a slot ─► segment(): Splice::new
+//!  fast path: segment of an intercepted flow (the flow holds its splice's slot)
+//!             ─► segment() ─► Splice::step ─► emitted packets ─► Io::send (each side's L2 header)
+//!  timers (min-heap of (due, slot)) ─► run_timers() ─► Splice::step without a packet
+//!  a splice Done ─► reap(): counters, event (crate::events), slot freed, flow a tombstone
+//! ```
+//!
+//! * [`tcp`]: the smoltcp splice ([`tcp::Splice`], its state enum);
+//!   [`stack`]: its device and TCP timestamps.
+//! * [`tls`]: TLS on the splice (hello, server leg, client leg, relay).
+//! * [`outcome`]: how a flow ended ([`outcome::Ended`], the api crate's `Outcome`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use tlsgate_api::Leg;
+use tlsgate_drivers::{Frame, Queues};
+use tlsgate_policy::SynAction;
+
+use crate::counters::idx;
+use crate::events::EventWriter;
+use crate::fastpath::Seg;
+use crate::flow::{FlowTable, SpliceId};
+use crate::io::Io;
+use crate::live::Live;
+
+pub mod outcome;
+pub mod stack;
+pub mod tcp;
+pub mod tls;
+
+use stack::EmitBuf;
+use tcp::{Setup, Splice};
+use tls::{TlsShared, TlsWorker};
+
+/// Settings of intercepted flows (`[intercept]`).
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    /// TCP destination ports whose flows are terminated and spliced (until the
+    /// decryption policy decides, this is the selection).
+    pub ports: Vec<u16>,
+    /// Receive and send buffer of each leg, KiB (4 buffers per flow).
+    pub buffer_kib: usize,
+    /// Seconds to establish the server leg before the client gets a RST.
+    pub connect_timeout_s: u64,
+    /// Seconds without data either way before both legs are reset.
+    pub idle_timeout_s: u64,
+    /// Most intercepted flows per worker; more are forwarded on the fast path.
+    pub max_per_worker: usize,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        InterceptConfig {
+            ports: Vec::new(),
+            buffer_kib: 64,
+            connect_timeout_s: 10,
+            idle_timeout_s: 3600,
+            max_per_worker: 10_000,
+        }
+    }
+}
+
+impl InterceptConfig {
+    /// Range checks; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4..=4096).contains(&self.buffer_kib) {
+            return Err(format!("intercept.buffer_kib: {} is outside 4..=4096", self.buffer_kib));
+        }
+        if !(1..=300).contains(&self.connect_timeout_s) {
+            return Err(format!(
+                "intercept.connect_timeout_s: {} is outside 1..=300",
+                self.connect_timeout_s
+            ));
+        }
+        if self.idle_timeout_s == 0 {
+            return Err("intercept.idle_timeout_s: must be at least 1".into());
+        }
+        if self.ports.contains(&0) {
+            return Err("intercept.ports: port 0 is not a port".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a new TCP flow becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtSyn {
+    /// Forwarded on the fast path (a bypass rule, no TLS, the worker full).
+    Forward,
+    /// Terminated and spliced.
+    Intercept,
+    /// Reset: the policy blocks it (the rule's index, `None`: the default action).
+    Block(Option<u32>),
+}
+
+/// A slot of the splice table: the splice, and a generation that changes each
+/// time the slot is taken.
+struct Slot {
+    generation: u32,
+    splice: Option<Box<Splice>>,
+}
+
+/// One worker's intercept path.
+pub struct Intercept {
+    cfg: InterceptConfig,
+    /// Destination ports to intercept without a policy, as a bitmap.
+    ports: Vec<u64>,
+    slots: Vec<Slot>,
+    /// Free slots.
+    free: Vec<u32>,
+    /// Slots taken (reserved or holding a splice).
+    taken: usize,
+    /// Splice timers: (due ms, splice) in a min-heap. An entry is live while it
+    /// equals its splice's `scheduled_ms`; entries of moved or finished timers are
+    /// skipped when they surface, so rescheduling never searches the heap.
+    timers: BinaryHeap<Reverse<(u64, SpliceId)>>,
+    emit: EmitBuf,
+    /// TLS interception state of this worker (None: no TLS material).
+    pub tls: Option<TlsWorker>,
+    /// This worker's event ring.
+    pub events: Option<EventWriter>,
+    seed: u64,
+    worker: usize,
+}
+
+/// The splice in `id`'s slot, if that slot still holds the splice `id` names.
+fn splice_at(slots: &mut [Slot], id: SpliceId) -> Option<&mut Splice> {
+    let slot = slots.get_mut(id.slot as usize)?;
+    if slot.generation != id.generation {
+        return None;
+    }
+    slot.splice.as_deref_mut()
+}
+
+impl Intercept {
+    /// Worker `worker`'s intercept path with `[intercept]`, TLS material (none:
+    /// plain TCP splices only) and its event ring.
+    pub fn new(
+        worker: usize,
+        cfg: InterceptConfig,
+        tls: Option<Arc<TlsShared>>,
+        events: Option<EventWriter>,
+    ) -> Self {
+        let mut ports = vec![0u64; 1024];
+        for &port in &cfg.ports {
+            ports[usize::from(port) / 64] |= 1 << (port % 64);
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_nanos() as u64)
+            ^ ((worker as u64) << 56);
+        Intercept {
+            cfg,
+            ports,
+            slots: Vec::new(),
+            free: Vec::new(),
+            taken: 0,
+            timers: BinaryHeap::new(),
+            emit: EmitBuf::default(),
+            tls: tls.and_then(|shared| tls_worker(worker, shared)),
+            events,
+            seed,
+            worker,
+        }
+    }
+
+    /// Splices alive (and slots reserved for new ones).
+    pub fn active(&self) -> usize {
+        self.taken
+    }
+
+    /// New flows are intercepted with this TLS material from now on (running
+    /// flows keep the state they began with).
+    pub fn set_tls(&mut self, shared: Option<Arc<TlsShared>>) {
+        self.tls = shared.and_then(|shared| tls_worker(self.worker, shared));
+    }
+
+    /// Takes a slot for the splice a new flow's SYN is about to make.
+    pub fn reserve(&mut self) -> SpliceId {
+        self.taken += 1;
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, splice: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.generation = s.generation.wrapping_add(1);
+        SpliceId { slot, generation: s.generation }
+    }
+
+    /// The decision for a new TCP flow (the sender of `seg`'s SYN is the client):
+    /// the policy's decision at SYN when there is a policy, else `intercept.ports`;
+    /// a worker at `max_per_worker` splices forwards.
+    pub fn admit<Q: Queues>(&mut self, seg: &Seg, live: &Live, io: &mut Io<Q>) -> AtSyn {
+        let (src, _, dst, dport) = seg.key.endpoints(seg.side);
+        let verdict = match &live.policy {
+            Some(policy) => match policy.decide_at_syn(src, dst, dport).action {
+                SynAction::Block { rule } => {
+                    io.rules.count(rule, Some(policy));
+                    io.c[idx::POLICY_BLOCKED] += 1;
+                    return AtSyn::Block(rule.map(|r| r.index() as u32));
+                }
+                SynAction::Bypass { rule } => {
+                    io.rules.count(rule, Some(policy));
+                    AtSyn::Forward
+                }
+                // Decrypt, or read the ClientHello first (an SNI rule comes first).
+                _ if self.tls.is_some() => AtSyn::Intercept,
+                _ => {
+                    io.c[idx::POLICY_NO_TLS] += 1;
+                    AtSyn::Forward
+                }
+            },
+            None if self.ports[usize::from(dport) / 64] & (1 << (dport % 64)) != 0 => AtSyn::Intercept,
+            None => AtSyn::Forward,
+        };
+        if verdict == AtSyn::Intercept && self.taken >= self.cfg.max_per_worker {
+            io.c[idx::INTERCEPT_FULL] += 1;
+            return AtSyn::Forward;
+        }
+        verdict
+    }
+
+    /// A segment of an intercepted flow into its splice (`new`: the client's SYN,
+    /// which makes it in the slot reserved for it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment<Q: Queues>(
+        &mut self,
+        io: &mut Io<Q>,
+        flows: &mut FlowTable,
+        frame: Q::Frame,
+        seg: &Seg,
+        id: SpliceId,
+        new: bool,
+        live: &Live,
+        now_ms: u64,
+    ) {
+        self.emit.clear();
+        if new {
+            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (_, _, _, dport) = seg.key.endpoints(seg.side);
+            // With a policy, it only intercepts TLS ports; without, `[tls].ports` say.
+            let tls = self
+                .tls
+                .as_ref()
+                .filter(|t| live.policy.is_some() || t.shared.is_tls_port(dport))
+                .map(|t| t.shared.handshake_timeout_ms);
+            let setup = Setup {
+                cfg: &self.cfg,
+                tls,
+                seed: self.seed,
+                policy: live.policy.clone(),
+                config_version: live.version,
+            };
+            let splice = Splice::new(frame.data(), seg, setup, now_ms, &mut self.emit);
+            io.c[idx::INTERCEPT_CREATED] += 1;
+            match self.slots.get_mut(id.slot as usize) {
+                Some(slot) if slot.generation == id.generation => slot.splice = Some(Box::new(splice)),
+                _ => return,
+            }
+        } else if let Some(s) = splice_at(&mut self.slots, id) {
+            let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
+            s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut());
+        } else {
+            io.c[idx::DROP_TOMBSTONE] += 1;
+            return;
+        }
+        drop(frame);
+        self.after_step(io, flows, id, now_ms, 0);
+    }
+
+    /// Answers a blocked SYN with a RST from its destination, out of the port it
+    /// came in on, with its L2 header mirrored; and its event.
+    pub fn block<Q: Queues>(
+        &mut self,
+        io: &mut Io<Q>,
+        frame: Q::Frame,
+        seg: &Seg,
+        port: usize,
+        rule: Option<u32>,
+        live: &Live,
+    ) {
+        let reply = crate::wire::build::reset_reply(frame.data(), seg.l3.into(), seg.l4.into());
+        drop(frame);
+        let Some(reply) = reply else { return };
+        let Some(mut out) = io.alloc(reply.len()) else { return };
+        out.data_mut().copy_from_slice(&reply);
+        io.capture(out.data(), port, true);
+        if let Some(ev) = self.events.as_mut() {
+            ev.blocked_at_syn(seg, rule, live);
+        }
+        io.send(port, out);
+    }
+
+    /// A fresh SYN from the client of a live splice whose client leg has closed
+    /// (the server leg still finishing): the client reuses its port. The old splice
+    /// ends now, its flow a tombstone; returns whether it did.
+    pub fn retire_for_reuse<Q: Queues>(
+        &mut self,
+        io: &mut Io<Q>,
+        flows: &mut FlowTable,
+        id: SpliceId,
+        seg: &Seg,
+        now_ms: u64,
+    ) -> bool {
+        let Some(s) = splice_at(&mut self.slots, id) else { return false };
+        let (src, sport, _, _) = seg.key.endpoints(seg.side);
+        let a = s.addrs();
+        if (src, sport) != (a.client, a.client_port) || !s.client_leg_closed() {
+            return false;
+        }
+        self.emit.clear();
+        s.retire(now_ms, &mut self.emit);
+        self.after_step(io, flows, id, now_ms, 0);
+        true
+    }
+
+    /// Timer polls (retransmissions, timeouts) of the splices that are due; returns
+    /// how many were polled.
+    pub fn run_timers<Q: Queues>(&mut self, io: &mut Io<Q>, flows: &mut FlowTable, now_ms: u64) -> usize {
+        let mut polled = 0;
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now_ms {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = splice_at(&mut self.slots, id) else { continue };
+            if s.scheduled_ms != at {
+                continue; // moved earlier: a newer entry is live
+            }
+            s.scheduled_ms = u64::MAX;
+            if s.poll_at_ms > now_ms {
+                // Moved later by traffic since: wait for the new time.
+                self.schedule(id, 0);
+                continue;
+            }
+            self.emit.clear();
+            s.step(None, now_ms, &mut self.emit, self.tls.as_mut());
+            polled += 1;
+            // At most one timer poll per splice and millisecond.
+            self.after_step(io, flows, id, now_ms, now_ms + 1);
+        }
+        polled
+    }
+
+    /// After a splice was stepped: sends what it emitted, frees it if it is done,
+    /// else puts its next poll on the timer heap (not before `not_before`).
+    fn after_step<Q: Queues>(
+        &mut self,
+        io: &mut Io<Q>,
+        flows: &mut FlowTable,
+        id: SpliceId,
+        now_ms: u64,
+        not_before: u64,
+    ) {
+        let Some(s) = splice_at(&mut self.slots, id) else { return };
+        send_emitted(io, s, &self.emit);
+        if s.is_done() {
+            self.reap(io, flows, id, now_ms);
+        } else {
+            self.schedule(id, not_before);
+        }
+    }
+
+    /// Puts a splice's next poll on the timer heap, not before `not_before`, when it
+    /// is earlier than the one already there.
+    fn schedule(&mut self, id: SpliceId, not_before: u64) {
+        if let Some(s) = splice_at(&mut self.slots, id) {
+            let at = s.poll_at_ms.max(not_before);
+            if at < s.scheduled_ms {
+                s.scheduled_ms = at;
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// Frees a finished splice (its flow stays as a tombstone), counts its end and
+    /// writes its event.
+    fn reap<Q: Queues>(&mut self, io: &mut Io<Q>, flows: &mut FlowTable, id: SpliceId, now_ms: u64) {
+        let Some(s) = self.slots.get_mut(id.slot as usize).and_then(|slot| slot.splice.take()) else {
+            return;
+        };
+        self.free.push(id.slot);
+        self.taken -= 1;
+        flows.splice_ended(&s.key, s.hash, now_ms);
+        io.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
+        io.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
+        if let Some(i) = s.ended().and_then(|e| end_counter(e.outcome)) {
+            io.c[i] += 1;
+        }
+        let info = s.tls_info();
+        if let (Some(name), Some(_)) = (&info.rule, &s.policy) {
+            // The SNI decision of an intercepted flow.
+            io.rules.count_name(name);
+        }
+        if info.decrypted {
+            io.c[idx::TLS_DECRYPTED] += 1;
+            for (yes, counter) in [
+                (info.unverified.is_some(), idx::TLS_UNVERIFIED),
+                (info.server_resumed, idx::TLS_SERVER_RESUMED),
+                (info.client_resumed, idx::TLS_CLIENT_RESUMED),
+                (info.chain_cached, idx::TLS_CHAIN_CACHED),
+            ] {
+                io.c[counter] += u64::from(yes);
+            }
+        }
+        if let Some(ev) = self.events.as_mut() {
+            ev.flow_ended(&s);
+        }
+    }
+}
+
+/// Puts what a splice's stack emitted on the wire, with each side's L2 header.
+fn send_emitted<Q: Queues>(io: &mut Io<Q>, splice: &Splice, emit: &EmitBuf) {
+    for e in &emit.packets {
+        let (l2, port) = match e.leg {
+            Leg::Client => (&splice.l2_client, tlsgate_drivers::INSIDE),
+            _ => (&splice.l2_server, tlsgate_drivers::OUTSIDE),
+        };
+        let Some(mut f) = io.alloc(l2.len() + e.len) else { continue };
+        let d = f.data_mut();
+        d[..l2.len()].copy_from_slice(l2);
+        d[l2.len()..].copy_from_slice(&emit.bytes[e.start..e.start + e.len]);
+        io.capture(f.data(), port, true);
+        io.send(port, f);
+    }
+}
+
+/// The counter of an intercepted flow's end.
+fn end_counter(o: tlsgate_api::Outcome) -> Option<usize> {
+    use tlsgate_api::{Cause, EventKind};
+    Some(match (o.kind, o.cause) {
+        (EventKind::Abort, _) => idx::TLS_ABORTED,
+        (EventKind::Passed, Cause::Remembered) => idx::TLS_PASSED_REMEMBERED,
+        (EventKind::Passed, _) => idx::TLS_PASSED,
+        (EventKind::NotDecrypted, _) => idx::TLS_NOT_DECRYPTED,
+        (EventKind::Blocked, _) => idx::TLS_BLOCKED,
+        (_, Cause::Closed) => idx::INTERCEPT_CLOSED,
+        (_, Cause::ServerRefused) => idx::INTERCEPT_REFUSED,
+        (_, Cause::Reset) => idx::INTERCEPT_RESET,
+        (EventKind::Timeout, _) => idx::INTERCEPT_TIMEOUT,
+        _ => return None,
+    })
+}
+
+/// A worker's TLS state for `shared` (none when its leaf key cannot be made).
+fn tls_worker(id: usize, shared: Arc<TlsShared>) -> Option<TlsWorker> {
+    match TlsWorker::new(shared) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");
+            None
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The TLS material every worker shares ([`TlsShared`]: the decryption CA, the
+//! verifier over the trust store, the client configuration towards servers, the
+//! remembered server failures) and the `[tls]` section it is loaded from.
+
+use std::sync::Arc;
+
+use tlsgate_api::Outcome;
+use tlsgate_certstore::pki_types::UnixTime;
+use tlsgate_certstore::rustls::ClientConfig;
+use tlsgate_certstore::{
+    client_config_noting_requests, CertRequests, CipherProfile, DecryptionCa, ServerVerifier, TrustStore,
+};
+
+/// Settings of TLS interception (`[tls]`). With a control plane (`[control]`) the
+/// CA, trust and profile come from its snapshots and only the tunables here count
+/// (the section may then be left out).
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Intercepted flows to these destination ports are decrypted (others are
+    /// spliced as plain TCP).
+    #[serde(default = "default_tls_ports")]
+    pub ports: Vec<u16>,
+    /// Decryption CA certificate (PEM); required without a control plane.
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Decryption CA key (PEM); required without a control plane.
+    #[serde(default)]
+    pub ca_key: Option<std::path::PathBuf>,
+    /// Extra trusted CA certificates (PEM or DER files, bundles allowed).
+    #[serde(default)]
+    pub trust: Vec<std::path::PathBuf>,
+    /// Server certificates trusted exactly as they are.
+    #[serde(default)]
+    pub pinned: Vec<std::path::PathBuf>,
+    /// Include the system CA bundle (Debian's ca-certificates).
+    #[serde(default = "yes")]
+    pub system_bundle: bool,
+    /// Cipher-suite profile offered on both legs: `base` or `strong`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Forged certificates cached per worker.
+    #[serde(default = "default_cache")]
+    pub forge_cache: usize,
+    /// Seconds from both TCP legs being up until both TLS sessions are: the
+    /// ClientHello, the server's handshake and the client's handshake together.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_s: u64,
+}
+
+fn default_handshake_timeout() -> u64 {
+    15
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ports: default_tls_ports(),
+            ca_cert: None,
+            ca_key: None,
+            trust: Vec::new(),
+            pinned: Vec::new(),
+            system_bundle: true,
+            profile: default_profile(),
+            forge_cache: default_cache(),
+            handshake_timeout_s: default_handshake_timeout(),
+        }
+    }
+}
+
+fn default_tls_ports() -> Vec<u16> {
+    vec![443]
+}
+fn yes() -> bool {
+    true
+}
+fn default_profile() -> String {
+    "base".into()
+}
+fn default_cache() -> usize {
+    4096
+}
+
+impl TlsConfig {
+    /// Checks the profile name; files are read by [`TlsShared::load`].
+    pub fn validate(&self) -> Result<(), String> {
+        self.profile
+            .parse::<CipherProfile>()
+            .map(|_| ())
+            .map_err(|_| format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))?;
+        if self.forge_cache == 0 {
+            return Err("tls.forge_cache: must be at least 1".into());
+        }
+        if !(1..=300).contains(&self.handshake_timeout_s) {
+            return Err(format!("tls.handshake_timeout_s: {} is outside 1..=300", self.handshake_timeout_s));
+        }
+        Ok(())
+    }
+}
+
+/// What every worker shares: CA, trust, configs. Loaded once at start.
+pub struct TlsShared {
+    /// The decryption CA.
+    pub ca: Arc<DecryptionCa>,
+    /// The verifier of server chains (one failure slot per thread).
+    pub verifier: Arc<ServerVerifier>,
+    /// Offered suites on both legs.
+    pub profile: CipherProfile,
+    pub(super) client: Arc<ClientConfig>,
+    /// Notes servers that ask for a client certificate.
+    pub(super) requests: Arc<CertRequests>,
+    ports: Vec<u64>,
+    pub(super) cache: usize,
+    /// [`TlsConfig::handshake_timeout_s`] in ms.
+    pub handshake_timeout_ms: u64,
+    /// Server-leg failures remembered for the undecryptable `pass` action, shared
+    /// by the workers (consulted once per ClientHello, never on the fast path).
+    pub remembered: Remembered,
+}
+
+/// Servers whose leg failed: (address, port, SNI) → (until, how it failed).
+/// Later connections to them are passed through undecrypted until the entry
+/// expires.
+#[derive(Default)]
+pub struct Remembered {
+    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (std::time::Instant, Outcome)>>,
+}
+
+/// A server as remembered: address, port, SNI.
+pub type ServerKey = (std::net::IpAddr, u16, Option<String>);
+
+impl Remembered {
+    const MAX: usize = 65_536;
+
+    /// Remembers a failure for `ttl`.
+    pub fn insert(
+        &self,
+        key: (std::net::IpAddr, u16, Option<String>),
+        ttl: std::time::Duration,
+        reason: Outcome,
+    ) {
+        if let Ok(mut m) = self.map.lock() {
+            let now = std::time::Instant::now();
+            if m.len() >= Self::MAX {
+                m.retain(|_, (until, _)| *until > now);
+            }
+            if m.len() < Self::MAX {
+                m.insert(key, (now + ttl, reason));
+            }
+        }
+    }
+
+    /// How it failed, when this server is remembered and the entry has not expired.
+    pub fn get(&self, key: &ServerKey) -> Option<Outcome> {
+        let m = self.map.lock().ok()?;
+        m.get(key).filter(|(until, _)| *until > std::time::Instant::now()).map(|(_, r)| *r)
+    }
+}
+
+pub(super) fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+impl TlsShared {
+    /// Reads the CA and the trust files; every error names the file and the cause.
+    /// With `validate` false (the policy's `certificate_validation: false`) server
+    /// chains are checked and their failures reported, but not refused.
+    pub fn load(cfg: &TlsConfig, validate: bool) -> Result<Arc<TlsShared>, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (Some(cert), Some(key)) = (&cfg.ca_cert, &cfg.ca_key) else {
+            return Err("tls.ca_cert and tls.ca_key: required without a control plane".into());
+        };
+        let ca = DecryptionCa::import(&read(cert)?, &read(key)?, now())
+            .map_err(|e| format!("tls.ca_cert/ca_key: {e}"))?;
+        let mut trust = if cfg.system_bundle {
+            TrustStore::with_system_bundle().map_err(|e| format!("tls.system_bundle: {e}"))?
+        } else {
+            TrustStore::without_system_bundle()
+        };
+        for (list, how) in [
+            (&cfg.trust, tlsgate_certstore::ImportAs::Ca),
+            (&cfg.pinned, tlsgate_certstore::ImportAs::Pinned),
+        ] {
+            for p in list {
+                let name =
+                    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+                trust.import(&name, &read(p)?, how).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+        }
+        let profile: CipherProfile =
+            cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
+        Self::build(cfg, ca, &trust, profile, validate)
+    }
+
+    /// From a control-plane snapshot (CA, trust, profile) and the local tunables.
+    pub fn from_snapshot(
+        cfg: &TlsConfig,
+        snap: &tlsgate_api::TlsSnapshot,
+        validate: bool,
+    ) -> Result<Arc<TlsShared>, String> {
+        use base64::Engine as _;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string());
+        let ca = DecryptionCa::import(snap.ca_cert_pem.as_bytes(), snap.ca_key_pem.as_bytes(), now())
+            .map_err(|e| format!("decryption CA: {e}"))?;
+        let mut trust = if snap.system_bundle {
+            TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
+        } else {
+            TrustStore::without_system_bundle()
+        };
+        for (i, der) in snap.cas.iter().enumerate() {
+            trust
+                .import(&format!("ca-{i}"), &b64(der)?, tlsgate_certstore::ImportAs::Ca)
+                .map_err(|e| format!("trusted CA {i}: {e}"))?;
+        }
+        for (name, der) in &snap.pinned {
+            trust
+                .import(name, &b64(der)?, tlsgate_certstore::ImportAs::Pinned)
+                .map_err(|e| format!("pinned {name}: {e}"))?;
+        }
+        let profile: CipherProfile =
+            snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
+        Self::build(cfg, ca, &trust, profile, validate)
+    }
+
+    fn build(
+        cfg: &TlsConfig,
+        ca: DecryptionCa,
+        trust: &TrustStore,
+        profile: CipherProfile,
+        validate: bool,
+    ) -> Result<Arc<TlsShared>, String> {
+        let verifier = ServerVerifier::with_enforcement(trust.snapshot(), validate);
+        let requests = Arc::new(CertRequests::default());
+        let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
+            .map_err(|e| format!("tls: {e}"))?;
+        let mut ports = vec![0u64; 1024];
+        for &p in &cfg.ports {
+            ports[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        Ok(Arc::new(TlsShared {
+            ca: Arc::new(ca),
+            verifier,
+            profile,
+            client,
+            requests,
+            ports,
+            cache: cfg.forge_cache,
+            handshake_timeout_ms: cfg.handshake_timeout_s * 1000,
+            remembered: Remembered::default(),
+        }))
+    }
+
+    /// Whether flows to `port` are decrypted.
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        self.ports[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+}

@@ -1,0 +1,101 @@
+//! The Hello state: read the client's ClientHello without answering it, then
+//! decide with its SNI: pass (undecryptable, remembered, do-not-decrypt), block,
+//! or start the server leg.
+
+use tlsgate_api::{Cause, EventKind, Leg, Phase};
+use tlsgate_certstore::rustls::server::Acceptor;
+use tlsgate_certstore::rustls::ClientConnection;
+use tlsgate_policy::{Action, UndecryptableAction};
+
+use super::{fatal_alert, requested_name, server, Ctx, Step, TlsAction, TlsState, ALERT_HANDSHAKE_FAILURE};
+use crate::intercept::outcome::Ended;
+
+/// Most bytes read while waiting for a complete ClientHello.
+const MAX_HELLO: usize = 64 * 1024;
+
+/// Passes the flow raw with `end` as its outcome; `raw` goes to the server first.
+fn pass(raw: Vec<u8>, end: Ended) -> Step {
+    (TlsState::Passed(end), Some(TlsAction::PassRaw(raw)))
+}
+
+pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'_, '_, '_>) -> Step {
+    while cx.client.can_recv() {
+        let n = cx
+            .client
+            .recv(|buf| {
+                raw.extend_from_slice(buf);
+                let _ = acceptor.read_tls(&mut &buf[..]);
+                (buf.len(), buf.len())
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    let accepted = match acceptor.accept() {
+        Ok(None) => {
+            if raw.len() > MAX_HELLO || !cx.client.may_recv() && !raw.is_empty() {
+                let end = Ended::new(EventKind::Passed, Leg::Client, Phase::ClientHello, Cause::NotTls)
+                    .detail("no complete ClientHello");
+                return pass(raw, end);
+            }
+            return (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue));
+        }
+        Ok(Some(accepted)) => accepted,
+        // Not a ClientHello we can read (not TLS, SSLv2, garbage): the policy's
+        // undecryptable action (pass without a policy).
+        Err((e, _alert)) => {
+            let block = cx.policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
+            let kind = if block { EventKind::Blocked } else { EventKind::Passed };
+            let end = Ended::new(kind, Leg::Client, Phase::ClientHello, Cause::NotTls).detail(e.to_string());
+            if block {
+                return (TlsState::Failed, Some(TlsAction::Reset(end)));
+            }
+            return pass(raw, end);
+        }
+    };
+    let ch = accepted.client_hello();
+    let sni = ch.server_name().map(str::to_string);
+    cx.info.sni = sni.clone();
+    let a = cx.addrs;
+    if let Some(before) = cx.w.shared.remembered.get(&(a.server, a.port, sni.clone())) {
+        let end = Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Remembered)
+            .detail(before.text());
+        return pass(raw, end);
+    }
+    if let Some(policy) = cx.policy {
+        let v = policy.decide_with_sni(a.client, a.server, a.port, sni.as_deref());
+        cx.info.rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
+        let cause = Cause::Policy { rule: v.rule.map(|r| r.index() as u32) };
+        match v.action {
+            Action::DoNotDecrypt => {
+                return pass(raw, Ended::new(EventKind::NotDecrypted, Leg::None, Phase::ClientHello, cause));
+            }
+            Action::Block => {
+                let end = Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, cause);
+                return (TlsState::Failed, Some(TlsAction::Reset(end)));
+            }
+            _ => {}
+        }
+    }
+    let alpn: Vec<Vec<u8>> = ch.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+    let requested = requested_name(sni.as_deref(), a.server);
+    match ClientConnection::new_with_alpn(cx.w.shared.client.clone(), requested.clone(), alpn) {
+        Ok(conn) => (
+            TlsState::Server {
+                shared: cx.w.shared.clone(),
+                accepted: Box::new(accepted),
+                conn: Box::new(conn),
+                requested,
+            },
+            None,
+        ),
+        Err(e) => (
+            TlsState::Failed,
+            Some(TlsAction::Abort {
+                to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                end: server::abort(Phase::ServerHandshake, Cause::Internal).detail(e.to_string()),
+            }),
+        ),
+    }
+}
