@@ -34,7 +34,7 @@ MBUFS=$((FRAMES + 65536))
 MEM=$(((MBUFS * 512) / 1048576 + 256))
 
 command -v dpdk-testpmd >/dev/null || { echo "dpdk-testpmd missing: run scripts/install-deps.sh" >&2; exit 1; }
-[[ -x $BIN/tlsgate-dataplane && -x $BIN/tlsgate-pcapgen ]] ||
+[[ -x $BIN/tlsgate-dataplane && -x $BIN/tlsgate-pcapgen && -x $BIN/tlsgate-hashbench ]] ||
     { echo "build first: cargo build --release -p tlsgate-dataplane --bins" >&2; exit 1; }
 
 cores=$(nproc)
@@ -103,3 +103,5 @@ printf '%-44s %8s Mpps\n' "tlsgate-dataplane (1k flows)" "$dp"
 printf '%-44s %8s   (goal >= 0.90)\n' "ratio dataplane / testpmd" "$ratio"
 printf '%-44s %8s Mpps\n' "tlsgate-dataplane (1M flows)" "$dp1m"
 printf '%-44s %8s   (goal >= 0.75)\n' "ratio 1M flows / 1k flows" "$r1m"
+echo "flow hash, per frame (${cores} cores; $cpu):"
+$BIN/tlsgate-hashbench --keys 1000

@@ -27,6 +27,7 @@ use tlsgate_api::log::{format_lines, stamp};
 use tlsgate_api::{Cause, Consumer, EventKind, EventRecord, Leg, Outcome, Phase, Producer};
 use tlsgate_certstore::pki_types::CertificateDer;
 
+use crate::clock::Clock;
 use crate::fastpath::Seg;
 use crate::intercept::tcp::Splice;
 use crate::intercept::tls::ALERT_HANDSHAKE_FAILURE;
@@ -117,6 +118,7 @@ impl ChainStore {
 /// A worker's event producer.
 pub struct EventWriter {
     producer: Producer,
+    clock: Arc<dyn Clock>,
     start_s: u64,
     seq: u64,
     worker: u8,
@@ -124,16 +126,18 @@ pub struct EventWriter {
     pub chains: Arc<ChainStore>,
 }
 
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 impl EventWriter {
     /// Opens (or reopens, keeping unread events) worker `worker`'s ring.
-    pub fn open(cfg: &EventsConfig, worker: usize, chains: Arc<ChainStore>) -> Result<Self, String> {
+    pub fn open(
+        cfg: &EventsConfig,
+        worker: usize,
+        chains: Arc<ChainStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
         let producer = Producer::create(cfg.ring(worker), cfg.ring_capacity).map_err(|e| e.to_string())?;
-        Ok(EventWriter { producer, start_s: unix_ns() / 1_000_000_000, seq: 0, worker: worker as u8, chains })
+        let start_s = clock.unix_ns() / 1_000_000_000;
+        Ok(EventWriter { producer, clock, start_s, seq: 0, worker: worker as u8, chains })
     }
 
     /// A record of `kind` with its id and time set.
@@ -142,7 +146,7 @@ impl EventWriter {
         let mut r = EventRecord::new(kind);
         r.event_id = make_event_id(self.start_s, self.worker, self.seq);
         r.connection_id = r.event_id;
-        r.time_ns = unix_ns();
+        r.time_ns = self.clock.unix_ns();
         r.worker = self.worker;
         r
     }
@@ -250,7 +254,7 @@ pub fn spawn_drain(
                         "tls_proxy.log",
                         &format!(
                             "{} WARN TLS_Proxy - {gap} events lost (ring of worker {w} was full)\n",
-                            stamp(unix_ns())
+                            stamp(crate::clock::SystemClock.unix_ns())
                         ),
                     );
                 }

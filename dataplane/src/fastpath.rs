@@ -120,7 +120,7 @@ impl<Q: Queues> Worker<Q> {
         }
         self.io.capture(frame.data(), port, false);
         let (key, side) = FlowKey::of_frame(&p, frame.data());
-        let hash = key.hash();
+        let hash = self.flows.hash(&key);
         let class = if p.fragment {
             Class::Fragment
         } else if p.proto == proto::TCP || p.proto == proto::UDP {

@@ -24,11 +24,13 @@
 //! * [`counters`], [`status`]: counters and the status channel.
 //! * [`live`]: the configuration the workers run (policy, TLS material, version),
 //!   switched between bursts; [`link`]: the link to `tlsgate-control` that sets it.
+//! * [`clock`]: time and randomness, passed in (virtual time in the simulation).
 //! * [`config`], [`run`]: configuration file and process orchestration.
 
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod events;

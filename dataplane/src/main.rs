@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     let opts = RunOptions {
         duration: args.duration.map(Duration::from_secs_f64),
         warmup: Duration::from_secs_f64(args.warmup),
+        ..RunOptions::default()
     };
     let summary = match cfg.driver {
         Driver::Dpdk => {

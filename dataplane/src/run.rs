@@ -7,19 +7,24 @@ use std::time::{Duration, Instant};
 
 use tlsgate_drivers::Backend;
 
+use crate::clock::{Clock, Secrets};
 use crate::config::Config;
 use crate::counters::Published;
 use crate::live::{Live, LiveCell};
 use crate::status::{spawn_server, stats_line, StatsSource, Totals};
 use crate::worker::{Steering, Worker, WorkerSettings};
 
-/// Run options from the command line.
+/// Run options from the command line (and, for the simulation, its clock).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Start the measurement window this long after start.
     pub warmup: Duration,
+    /// The workers' clock (default: the system's).
+    pub clock: Option<Arc<dyn Clock>>,
+    /// The keys (default: drawn from the operating system at start).
+    pub secrets: Option<Secrets>,
 }
 
 /// Rates over the measurement window.
@@ -45,9 +50,19 @@ impl Summary {
 }
 
 /// The workers' settings from the configuration, with the decryption policy and
-/// the TLS interception state loaded once for all workers (events are the caller's).
-pub fn worker_settings(cfg: &Config, workers: usize, symmetric_rss: bool) -> anyhow::Result<WorkerSettings> {
-    let mut settings = WorkerSettings::new(cfg, workers, symmetric_rss);
+/// the TLS interception state loaded once for all workers (events are the
+/// caller's), keys drawn at random unless `secrets` are given.
+pub fn worker_settings(
+    cfg: &Config,
+    workers: usize,
+    symmetric_rss: bool,
+    secrets: Option<Secrets>,
+) -> anyhow::Result<WorkerSettings> {
+    let secrets = match secrets {
+        Some(s) => s,
+        None => Secrets::random().map_err(|e| anyhow::anyhow!("drawing the dataplane's keys: {e}"))?,
+    };
+    let mut settings = WorkerSettings::new(cfg, workers, symmetric_rss, secrets);
     let mut live = Live::default();
     if let Some(p) = &cfg.policy {
         let text =
@@ -105,7 +120,10 @@ pub fn run<B: Backend>(
     opts: &RunOptions,
 ) -> anyhow::Result<Summary> {
     let workers = backend.workers();
-    let mut settings = worker_settings(cfg, workers, backend.symmetric_rss())?;
+    let mut settings = worker_settings(cfg, workers, backend.symmetric_rss(), opts.secrets.clone())?;
+    if let Some(clock) = &opts.clock {
+        settings.clock = clock.clone();
+    }
     tracing::info!(
         driver = backend.name(),
         workers,
@@ -132,7 +150,7 @@ pub fn run<B: Backend>(
     let published: Vec<Arc<Published>> = (0..workers).map(|_| Arc::new(Published::default())).collect();
     let queues: Vec<Mutex<Option<B::Queues>>> =
         backend.take_queues().into_iter().map(|q| Mutex::new(Some(q))).collect();
-    let epoch = Instant::now();
+    let epoch = settings.clock.now();
     let src = StatsSource {
         driver: backend.name(),
         workers: published.clone(),

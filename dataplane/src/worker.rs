@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tlsgate_drivers::{Burst, Queues, NUM_PORTS};
 
 use crate::capture::Capturer;
+use crate::clock::{Clock, Secrets, SystemClock};
 use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Published};
 use crate::events::EventWriter;
@@ -51,11 +52,16 @@ pub struct WorkerSettings {
     pub events: Option<(crate::events::EventsConfig, Arc<crate::events::ChainStore>)>,
     /// Packet captures.
     pub capturer: Arc<Capturer>,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// The keys drawn at start-up.
+    pub secrets: Arc<Secrets>,
 }
 
 impl WorkerSettings {
-    /// From the configuration and whether the NIC hashes symmetrically.
-    pub fn new(cfg: &Config, workers: usize, symmetric_rss: bool) -> Self {
+    /// From the configuration and whether the NIC hashes symmetrically, with the
+    /// system clock and `secrets`.
+    pub fn new(cfg: &Config, workers: usize, symmetric_rss: bool, secrets: Secrets) -> Self {
         use crate::config::SteeringMode::*;
         let software = workers > 1
             && match cfg.dataplane.steering {
@@ -71,6 +77,8 @@ impl WorkerSettings {
             live: LiveCell::new(Live::default()),
             events: None,
             capturer: Arc::new(Capturer::default()),
+            clock: Arc::new(SystemClock),
+            secrets: Arc::new(secrets),
         }
     }
 }
@@ -118,7 +126,7 @@ impl<Q: Queues> Worker<Q> {
         let live = settings.live.current();
         let live_gen = settings.live.generation();
         let events = settings.events.as_ref().and_then(|(cfg, chains)| {
-            EventWriter::open(cfg, id, chains.clone())
+            EventWriter::open(cfg, id, chains.clone(), settings.clock.clone())
                 .map_err(|e| tracing::error!(worker = id, error = %e, "events disabled on this worker"))
                 .ok()
         });
@@ -129,10 +137,18 @@ impl<Q: Queues> Worker<Q> {
                 cfg.flows.max_per_worker,
                 cfg.flows.at_capacity,
                 cfg.flows.timeouts.clone(),
-                epoch.elapsed().as_millis() as u64,
+                settings.secrets.flow_hash.clone(),
+                settings.clock.now().saturating_duration_since(epoch).as_millis() as u64,
             ),
             steer: Steer::new(id, steering),
-            intercept: Intercept::new(id, settings.intercept.clone(), live.tls.clone(), events),
+            intercept: Intercept::new(
+                id,
+                settings.intercept.clone(),
+                live.tls.clone(),
+                events,
+                settings.secrets.clone(),
+                settings.clock.clone(),
+            ),
             settings,
             live,
             published,
@@ -149,9 +165,11 @@ impl<Q: Queues> Worker<Q> {
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut idle_streak = 0u32;
         loop {
-            let now = Instant::now();
+            let now = self.settings.clock.now();
             let work = self.poll(now);
-            if self.published_at == Some(now) && stop.load(Ordering::Relaxed) {
+            // The stop flag is read when counters were just published (every few ms
+            // under load) and on idle polls (a virtual clock may stand still).
+            if (work == 0 || self.published_at == Some(now)) && stop.load(Ordering::Relaxed) {
                 break;
             }
             if work == 0 {
@@ -223,7 +241,8 @@ impl<Q: Queues> Worker<Q> {
             self.flows.expire(now_ms, EXPIRE_BUDGET);
         }
         if work > 0 {
-            self.io.c[idx::BUSY_NS] += now.elapsed().as_nanos() as u64;
+            self.io.c[idx::BUSY_NS] +=
+                self.settings.clock.now().saturating_duration_since(now).as_nanos() as u64;
         } else {
             self.io.c[idx::IDLE_POLLS] += 1;
         }

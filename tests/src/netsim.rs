@@ -9,6 +9,11 @@
 //!
 //! [`Net::step`] polls both hosts and carries frames both ways; tests drive sockets
 //! between steps with [`Net::run_until`].
+//!
+//! Time is virtual ([`VirtualClock`]): the hosts and the dataplane's workers read
+//! one clock that moves [`TICK`] per step, so a timeout of seconds costs a thousand
+//! steps, not seconds of waiting. The benchmark's [`Net::inline`] runs on real time
+//! (it measures the worker's CPU).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +25,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use tlsgate_dataplane::clock::{Clock, SystemClock, VirtualClock};
 use tlsgate_dataplane::config::Config;
 use tlsgate_dataplane::counters::Published;
 use tlsgate_dataplane::run::{run, worker_settings, RunOptions, Summary};
@@ -143,8 +149,11 @@ fn at(t: Instant) -> SInstant {
     // smoltcp wants an absolute clock; any fixed origin works.
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let o = *ORIGIN.get_or_init(Instant::now);
-    SInstant::from_micros(t.duration_since(o).as_micros() as i64)
+    SInstant::from_micros(t.saturating_duration_since(o).as_micros() as i64)
 }
+
+/// Virtual time per [`Net::step`].
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// A client host and a server host joined through a running dataplane.
 pub struct Net {
@@ -156,6 +165,9 @@ pub struct Net {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Summary>>,
     inline: Option<Inline>,
+    clock: Arc<dyn Clock>,
+    /// The virtual clock (all but [`Net::inline`]).
+    virtual_clock: Option<Arc<VirtualClock>>,
 }
 
 /// A worker polled by the simulation itself, on its thread, between host steps.
@@ -172,12 +184,14 @@ impl Net {
         let (backend, wire) = MemoryBackend::new(workers, 8192, Spread::First);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let clock = VirtualClock::new();
+        let opts = RunOptions { clock: Some(clock.clone()), ..RunOptions::default() };
         // Worker 0 runs on this thread; benchmarks find it by name for its CPU time.
         let handle = std::thread::Builder::new()
             .name("tg-dataplane".into())
-            .spawn(move || run(backend, &cfg, s, &RunOptions::default()).expect("dataplane"))
+            .spawn(move || run(backend, &cfg, s, &opts).expect("dataplane"))
             .expect("spawning the dataplane thread");
-        let now = Instant::now();
+        let now = clock.now();
         Net {
             client: Host::new([2, 0, 0, 0, 0, 1], CLIENT, 0x1111, now),
             server: Host::new([2, 0, 0, 0, 0, 2], SERVER, 0x2222, now),
@@ -185,6 +199,8 @@ impl Net {
             stop,
             handle: Some(handle),
             inline: None,
+            clock: clock.clone(),
+            virtual_clock: Some(clock),
         }
     }
 
@@ -194,7 +210,7 @@ impl Net {
     /// not drained in this mode.
     pub fn inline(cfg: Config) -> Net {
         let (mut backend, wire) = MemoryBackend::new(1, 8192, Spread::First);
-        let settings = worker_settings(&cfg, 1, false).expect("worker settings");
+        let settings = worker_settings(&cfg, 1, false, None).expect("worker settings");
         let steering = Arc::new(Steering::new(1, cfg.dataplane.handover_depth));
         let queues = backend.take_queues().pop().expect("one queue");
         let started = Instant::now();
@@ -207,6 +223,8 @@ impl Net {
             stop: Arc::new(AtomicBool::new(false)),
             handle: None,
             inline: Some(Inline { worker, spent: Duration::ZERO, started }),
+            clock: Arc::new(SystemClock),
+            virtual_clock: None,
         }
     }
 
@@ -248,9 +266,18 @@ impl Net {
         self.server.record = true;
     }
 
-    /// Polls both hosts once and carries frames both ways.
+    /// Virtual time since the start ([`Net::new`]; zero with [`Net::inline`]).
+    pub fn elapsed(&self) -> Duration {
+        self.virtual_clock.as_ref().map_or(Duration::ZERO, |c| c.elapsed())
+    }
+
+    /// Polls both hosts once and carries frames both ways; virtual time moves on
+    /// by [`TICK`].
     pub fn step(&mut self) {
-        let now = Instant::now();
+        if let Some(c) = &self.virtual_clock {
+            c.advance(TICK);
+        }
+        let now = self.clock.now();
         self.client.poll(now);
         self.server.poll(now);
         for f in self.client.link.tx.drain(..) {

@@ -1,5 +1,5 @@
 //! The flow key: symmetric (both directions of a connection give the same key) and
-//! its hash, which the flow table and software steering share.
+//! its keyed hash ([`FlowHasher`]), which the flow table and software steering share.
 
 use crate::wire::parse::Parsed;
 
@@ -109,21 +109,25 @@ impl FlowKey {
             Side::Hi => (ip(self.hi), self.hi_port(), ip(self.lo), self.lo_port()),
         }
     }
+}
 
-    /// A fast hash of the canonical key; symmetric because the key is.
+/// The flow hash: keyed with a key drawn at start-up ([`crate::clock::Secrets`]),
+/// so nobody outside can build keys that pile into one bucket of the flow table or
+/// onto one worker; symmetric because the key is canonical (the two endpoints are
+/// sorted before hashing). aHash: AES-NI rounds where the build has them, a
+/// folded multiply otherwise, both keyed.
+#[derive(Clone)]
+pub struct FlowHasher(ahash::RandomState);
+
+impl FlowHasher {
+    /// The hash keyed with `seeds`.
+    pub fn new(seeds: [u64; 4]) -> Self {
+        FlowHasher(ahash::RandomState::with_seeds(seeds[0], seeds[1], seeds[2], seeds[3]))
+    }
+
+    /// The hash of a key.
     #[inline]
-    pub fn hash(&self) -> u64 {
-        #[inline(always)]
-        fn mix(h: u64, w: u64) -> u64 {
-            let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            x ^ (x >> 29)
-        }
-        let mut h = 0x243f_6a88_85a3_08d3;
-        h = mix(h, self.lo as u64);
-        h = mix(h, (self.lo >> 64) as u64);
-        h = mix(h, self.hi as u64);
-        h = mix(h, (self.hi >> 64) as u64);
-        h = mix(h, self.meta);
-        h ^ (h >> 32)
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.0.hash_one(key)
     }
 }

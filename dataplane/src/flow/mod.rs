@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::wire::parse::{proto, tcp_flags};
 
 mod key;
-pub use key::{FlowKey, Side};
+pub use key::{FlowHasher, FlowKey, Side};
 
 /// TCP connection state as seen from the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,7 @@ pub struct FlowTable {
     /// Of those, flows created by a SYN on the 4-tuple of an ended intercepted flow
     /// (its tombstone gave way).
     pub reused: u64,
+    hasher: FlowHasher,
 }
 
 impl FlowTable {
@@ -193,8 +194,15 @@ impl FlowTable {
     /// thousand spreads them over hundreds of megabytes, and every lookup then
     /// misses the cache and the TLB (measured: 3x slower forwarding). Growth
     /// rehashes once per doubling, so after warm-up nothing allocates.
-    pub fn new(cap: usize, at_capacity: AtCapacity, timeouts: Timeouts, now_ms: u64) -> Self {
+    pub fn new(
+        cap: usize,
+        at_capacity: AtCapacity,
+        timeouts: Timeouts,
+        hasher: FlowHasher,
+        now_ms: u64,
+    ) -> Self {
         FlowTable {
+            hasher,
             table: HashTable::with_capacity(cap.min(INITIAL_FLOWS)),
             cap,
             at_capacity,
@@ -205,6 +213,12 @@ impl FlowTable {
             created: 0,
             reused: 0,
         }
+    }
+
+    /// The keyed hash of a flow key (the table's and the steering's).
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash(key)
     }
 
     /// Flows in the table.
@@ -315,7 +329,8 @@ impl FlowTable {
             splice: None,
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow));
-        self.table.insert_unique(hash, flow, |f| f.key.hash());
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, flow, |f| hasher.hash(&f.key));
         self.created += 1;
         Track::Created
     }
@@ -364,7 +379,7 @@ impl FlowTable {
                 continue;
             };
             budget -= 1;
-            let hash = key.hash();
+            let hash = self.hasher.hash(&key);
             let Ok(entry) = self.table.find_entry(hash, |f| f.key == key) else { continue };
             let f = entry.get();
             if f.wheel_due != self.wheel_tick {

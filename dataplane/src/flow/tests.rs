@@ -18,11 +18,16 @@ fn pkt(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Parsed {
 
 fn track(t: &mut FlowTable, p: &Parsed, now: u64) -> Track {
     let (k, s) = FlowKey::of(p);
-    t.track(&k, s, k.hash(), p.tcp_flags, now)
+    let h = t.hash(&k);
+    t.track(&k, s, h, p.tcp_flags, now)
+}
+
+fn hasher() -> FlowHasher {
+    FlowHasher::new([1, 2, 3, 4])
 }
 
 fn table(cap: usize, at: AtCapacity) -> FlowTable {
-    FlowTable::new(cap, at, Timeouts::default(), 0)
+    FlowTable::new(cap, at, Timeouts::default(), hasher(), 0)
 }
 
 #[test]
@@ -32,10 +37,71 @@ fn key_and_hash_are_symmetric() {
     let (ka, sa) = FlowKey::of(&a);
     let (kb, sb) = FlowKey::of(&b);
     assert_eq!(ka, kb);
-    assert_eq!(ka.hash(), kb.hash());
+    let h = hasher();
+    assert_eq!(h.hash(&ka), h.hash(&kb));
     assert_ne!(sa, sb);
     let c = pkt(A, 40001, B, 443, SYN);
-    assert_ne!(FlowKey::of(&c).0.hash(), ka.hash());
+    assert_ne!(h.hash(&FlowKey::of(&c).0), h.hash(&ka));
+    // Another key, another hash of the same flow.
+    assert_ne!(FlowHasher::new([5, 6, 7, 8]).hash(&ka), h.hash(&ka));
+}
+
+/// The unkeyed hash the flow table and the steering used before: anyone could
+/// compute it, so one host could build flows that land in one bucket and on one
+/// worker.
+fn old_hash(k: &FlowKey) -> u64 {
+    fn mix(h: u64, w: u64) -> u64 {
+        let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^ (x >> 29)
+    }
+    let mut h = 0x243f_6a88_85a3_08d3;
+    for w in [k.lo as u64, (k.lo >> 64) as u64, k.hi as u64, (k.hi >> 64) as u64, k.meta] {
+        h = mix(h, w);
+    }
+    h ^ (h >> 32)
+}
+
+/// An attacker on one IPv6 /64 searches its addresses and ports for flows that the
+/// old hash puts in one bucket of a 4096-bucket table and on worker 0 of 4. Under
+/// the keyed hash (a key drawn at random, as at start-up) they spread over the
+/// buckets and the workers.
+#[test]
+fn flows_built_to_collide_under_the_old_hash_spread_out() {
+    use crate::steer::owner;
+    let server = u128::from("2001:db8:ffff::443".parse::<std::net::Ipv6Addr>().unwrap());
+    let net = u128::from("2001:db8:0:1::".parse::<std::net::Ipv6Addr>().unwrap());
+    // The key of a SYN from client:port to server:443, as FlowKey::of builds it
+    // (checked below on the first one).
+    let key = |client: u128, port: u16| {
+        let (lo, hi, lp, hp) = if (client, port) <= (server, 443) {
+            (client, server, port, 443u16)
+        } else {
+            (server, client, 443, port)
+        };
+        FlowKey { lo, hi, meta: u64::from(lp) | u64::from(hp) << 16 | 6 << 32 | 1 << 56 }
+    };
+    let p = pkt("2001:db8:0:1::1", 2000, "2001:db8:ffff::443", 443, SYN);
+    assert_eq!(FlowKey::of(&p).0, key(net | 1, 2000));
+    let mut colliding = Vec::new();
+    let mut i = 0u64;
+    while colliding.len() < 64 {
+        i += 1;
+        let k = key(net | u128::from(i >> 16), 1024 + (i & 0xffff) as u16 % 60000);
+        let h = old_hash(&k);
+        if h & 4095 == 0 && owner(h, 4) == 0 {
+            colliding.push(k);
+        }
+        assert!(i < 20_000_000, "the search must find them");
+    }
+    let keyed = crate::clock::Secrets::random().unwrap().flow_hash;
+    let buckets: std::collections::HashSet<u64> = colliding.iter().map(|k| keyed.hash(k) & 4095).collect();
+    let mut workers = [0usize; 4];
+    for k in &colliding {
+        workers[owner(keyed.hash(k), 4)] += 1;
+    }
+    // 64 keys in 4096 buckets: a few may share one by chance, not dozens.
+    assert!(buckets.len() >= 56, "{} buckets for 64 keys", buckets.len());
+    assert!(workers.iter().all(|&n| (4..=32).contains(&n)), "per worker: {workers:?}");
 }
 
 #[test]
@@ -43,7 +109,7 @@ fn handshake_data_fin_rst() {
     let mut t = table(10, AtCapacity::FailOpen);
     assert_eq!(track(&mut t, &pkt(A, 1000, B, 80, SYN), 0), Track::Created);
     let (k, _) = FlowKey::of(&pkt(A, 1000, B, 80, SYN));
-    let st = |t: &FlowTable| t.get(&k, k.hash()).unwrap().state;
+    let st = |t: &FlowTable| t.get(&k, t.hash(&k)).unwrap().state;
     assert_eq!(st(&t), FlowState::Tcp(TcpState::SynSent));
     track(&mut t, &pkt(B, 80, A, 1000, SYN | ACK), 1);
     assert_eq!(st(&t), FlowState::Tcp(TcpState::SynReceived));
@@ -65,14 +131,14 @@ fn an_intercepted_flow_is_held_while_its_splice_lives() {
     let syn = pkt(A, 1000, B, 443, SYN);
     track(&mut t, &syn, 0);
     let (k, _) = FlowKey::of(&syn);
-    t.set_intercepted(&k, k.hash(), ID);
+    t.set_intercepted(&k, t.hash(&k), ID);
     // Far beyond the SYN timeout (30 s) and the established one (3600 s): held.
     for s in [60, 4000, 90_000] {
         assert_eq!(t.expire(s * 1000, usize::MAX), 0, "at {s} s");
     }
     assert_eq!(t.len(), 1);
     // The splice ends: the tombstone times out with its state from then on.
-    t.splice_ended(&k, k.hash(), 90_000_000);
+    t.splice_ended(&k, t.hash(&k), 90_000_000);
     assert_eq!(t.expire(90_020_000, usize::MAX), 0, "tombstone still within 30 s");
     assert_eq!(t.expire(90_000_000 + 32_000 + 3_700_000, usize::MAX), 1);
     assert_eq!(t.len(), 0);
@@ -84,18 +150,18 @@ fn a_syn_on_a_tombstone_starts_a_new_flow_and_late_segments_do_not_extend_it() {
     let syn = pkt(A, 1000, B, 443, SYN);
     track(&mut t, &syn, 0);
     let (k, _) = FlowKey::of(&syn);
-    t.set_intercepted(&k, k.hash(), ID);
+    t.set_intercepted(&k, t.hash(&k), ID);
     track(&mut t, &pkt(A, 1000, B, 443, FIN | ACK), 1_000);
-    t.splice_ended(&k, k.hash(), 2_000);
+    t.splice_ended(&k, t.hash(&k), 2_000);
     // Late segments of the old connection: dropped by the caller, and they do not
     // keep the tombstone alive.
     for (at, flags) in [(5_000, ACK), (60_000, FIN | ACK), (100_000, RST)] {
         assert_eq!(track(&mut t, &pkt(B, 443, A, 1000, flags), at), Track::Intercepted(None));
     }
-    assert_eq!(t.get(&k, k.hash()).unwrap().last_seen_ms, 2_000);
+    assert_eq!(t.get(&k, t.hash(&k)).unwrap().last_seen_ms, 2_000);
     // The client reuses its port: a new flow, decided again.
     assert_eq!(track(&mut t, &syn, 101_000), Track::Created);
-    let f = t.get(&k, k.hash()).unwrap();
+    let f = t.get(&k, t.hash(&k)).unwrap();
     assert!(!f.intercepted && !f.held);
     assert_eq!(
         (f.state, f.initiator, f.last_seen_ms),
@@ -108,9 +174,9 @@ fn a_syn_on_a_tombstone_starts_a_new_flow_and_late_segments_do_not_extend_it() {
     // decided again.
     t.expire(1_000_000, usize::MAX);
     track(&mut t, &syn, 1_000_000);
-    t.set_tombstone(&k, k.hash());
+    t.set_tombstone(&k, t.hash(&k));
     assert_eq!(track(&mut t, &syn, 1_001_000), Track::Created);
-    t.set_tombstone(&k, k.hash());
+    t.set_tombstone(&k, t.hash(&k));
     assert_eq!(t.expire(1_001_000 + 32_000, usize::MAX), 1);
     assert!(t.is_empty());
 }
@@ -121,7 +187,7 @@ fn a_syn_on_a_live_intercepted_flow_stays_with_its_splice() {
     let syn = pkt(A, 1000, B, 443, SYN);
     track(&mut t, &syn, 0);
     let (k, _) = FlowKey::of(&syn);
-    t.set_intercepted(&k, k.hash(), ID);
+    t.set_intercepted(&k, t.hash(&k), ID);
     // A retransmitted SYN while the splice lives goes to the splice.
     assert_eq!(track(&mut t, &syn, 1_000), Track::Intercepted(Some(ID)));
     assert_eq!(t.created, 1);
@@ -152,7 +218,7 @@ fn capacity_actions() {
 #[test]
 fn idle_timeouts_per_state() {
     let to = Timeouts { tcp_syn: 5, tcp_established: 100, tcp_closing: 20, tcp_closed: 2, udp: 30 };
-    let mut t = FlowTable::new(100, AtCapacity::FailOpen, to, 0);
+    let mut t = FlowTable::new(100, AtCapacity::FailOpen, to, hasher(), 0);
     // Flow 1: SYN only -> expires after 5 s.
     track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
     // Flow 2: established -> lives 100 s past its last packet.
@@ -184,7 +250,7 @@ fn idle_timeouts_per_state() {
 #[test]
 fn expiry_is_bounded_per_call() {
     let to = Timeouts { udp: 1, ..Timeouts::default() };
-    let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, 0);
+    let mut t = FlowTable::new(10_000, AtCapacity::FailOpen, to, hasher(), 0);
     for port in 1..=5000u16 {
         let u = parse(&Spec::udp(A.parse().unwrap(), port, B.parse().unwrap(), 53, b"q").build()).unwrap();
         track(&mut t, &u, 0);
@@ -204,7 +270,7 @@ fn expiry_is_bounded_per_call() {
 #[test]
 fn long_timeouts_beyond_the_wheel() {
     let to = Timeouts { tcp_established: 86_400, ..Timeouts::default() };
-    let mut t = FlowTable::new(10, AtCapacity::FailOpen, to, 0);
+    let mut t = FlowTable::new(10, AtCapacity::FailOpen, to, hasher(), 0);
     track(&mut t, &pkt(A, 1, B, 80, SYN), 0);
     track(&mut t, &pkt(A, 1, B, 80, ACK), 0);
     for h in 1..24 {

@@ -24,6 +24,7 @@ use tlsgate_api::Leg;
 use tlsgate_drivers::{Frame, Queues};
 use tlsgate_policy::SynAction;
 
+use crate::clock::{Clock, Secrets};
 use crate::counters::idx;
 use crate::events::EventWriter;
 use crate::fastpath::Seg;
@@ -128,7 +129,11 @@ pub struct Intercept {
     pub tls: Option<TlsWorker>,
     /// This worker's event ring.
     pub events: Option<EventWriter>,
-    seed: u64,
+    /// Keys of the flows' stack seeds and timestamp offsets.
+    secrets: Arc<Secrets>,
+    clock: Arc<dyn Clock>,
+    /// Flows this worker made, numbering their stack seeds.
+    made: u64,
     worker: usize,
 }
 
@@ -149,15 +154,13 @@ impl Intercept {
         cfg: InterceptConfig,
         tls: Option<Arc<TlsShared>>,
         events: Option<EventWriter>,
+        secrets: Arc<Secrets>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let mut ports = vec![0u64; 1024];
         for &port in &cfg.ports {
             ports[usize::from(port) / 64] |= 1 << (port % 64);
         }
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x5eed, |d| d.as_nanos() as u64)
-            ^ ((worker as u64) << 56);
         Intercept {
             cfg,
             ports,
@@ -168,7 +171,9 @@ impl Intercept {
             emit: EmitBuf::default(),
             tls: tls.and_then(|shared| tls_worker(worker, shared)),
             events,
-            seed,
+            secrets,
+            clock,
+            made: 0,
             worker,
         }
     }
@@ -248,8 +253,8 @@ impl Intercept {
     ) {
         self.emit.clear();
         if new {
-            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let (_, _, _, dport) = seg.key.endpoints(seg.side);
+            self.made += 1;
+            let (src, _, dst, dport) = seg.key.endpoints(seg.side);
             // With a policy, it only intercepts TLS ports; without, `[tls].ports` say.
             let tls = self
                 .tls
@@ -259,7 +264,10 @@ impl Intercept {
             let setup = Setup {
                 cfg: &self.cfg,
                 tls,
-                seed: self.seed,
+                // RFC 6528: the flow's initial sequence numbers come from a keyed
+                // hash of its 4-tuple and a counter.
+                seed: self.secrets.stack_seed(&seg.key, self.made ^ (self.worker as u64) << 56),
+                ts_offset: self.secrets.ts_offset(src, dst),
                 policy: live.policy.clone(),
                 config_version: live.version,
             };
@@ -271,7 +279,7 @@ impl Intercept {
             }
         } else if let Some(s) = splice_at(&mut self.slots, id) {
             let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
-            s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut());
+            s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
         } else {
             io.c[idx::DROP_TOMBSTONE] += 1;
             return;
@@ -346,7 +354,7 @@ impl Intercept {
                 continue;
             }
             self.emit.clear();
-            s.step(None, now_ms, &mut self.emit, self.tls.as_mut());
+            s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
             polled += 1;
             // At most one timer poll per splice and millisecond.
             self.after_step(io, flows, id, now_ms, now_ms + 1);

@@ -128,14 +128,3 @@ pub(super) fn set_tsval(offset: u32, now_ms: u64) {
 pub(super) fn tsval() -> u32 {
     TSVAL.with(Cell::get)
 }
-
-/// A flow's timestamp offset: a keyed hash of its address pair (RFC 7323 §7.1:
-/// not predictable from outside, and the same for every connection between two
-/// hosts, so that the values a server sees on a reused 4-tuple keep increasing:
-/// Linux accepts a SYN on a 4-tuple it holds in TIME_WAIT when its timestamp is
-/// newer than the old connection's).
-pub(super) fn ts_offset(client: IpAddress, server: IpAddress) -> u32 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(Default::default).hash_one((client, server)) as u32
-}

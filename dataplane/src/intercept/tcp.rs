@@ -39,9 +39,10 @@ use tlsgate_api::{Cause, EventKind, Leg, Phase};
 use tlsgate_policy::CompiledPolicy;
 
 use super::outcome::Ended;
-use super::stack::{set_tsval, ts_offset, tsval, EmitBuf, SpliceDevice};
+use super::stack::{set_tsval, tsval, EmitBuf, SpliceDevice};
 use super::tls::{FlowAddrs, TlsAction, TlsFlow, TlsInfo, TlsWorker};
 use super::InterceptConfig;
+use crate::clock::Clock;
 use crate::fastpath::Seg;
 use crate::flow::FlowKey;
 
@@ -69,6 +70,8 @@ pub struct Setup<'a> {
     pub tls: Option<u64>,
     /// Seed of the flow's stack (initial sequence numbers).
     pub seed: u64,
+    /// Its TCP timestamps' offset.
+    pub ts_offset: u32,
     /// The policy the flow was decided under (consulted again with the SNI).
     pub policy: Option<Arc<CompiledPolicy>>,
     /// The configuration version it was decided under (its events carry it).
@@ -163,7 +166,7 @@ impl Splice {
     /// (its handshake timeout, ms), the flow's TLS is intercepted once both TCP
     /// legs are up.
     pub fn new(frame: &[u8], seg: &Seg, setup: Setup<'_>, now_ms: u64, out: &mut EmitBuf) -> Self {
-        let Setup { cfg, tls, seed, policy, config_version } = setup;
+        let Setup { cfg, tls, seed, ts_offset, policy, config_version } = setup;
         let (src, src_port, dst, dst_port) = seg.key.endpoints(seg.side);
         let (client, server) = (IpAddress::from(src), IpAddress::from(dst));
         let l3 = usize::from(seg.l3);
@@ -172,7 +175,6 @@ impl Splice {
         l2_client[..6].copy_from_slice(&frame[6..12]);
         l2_client[6..12].copy_from_slice(&frame[..6]);
 
-        let ts_offset = ts_offset(client, server);
         set_tsval(ts_offset, now_ms);
         let mut dev = SpliceDevice { rx: None, out, client };
         let mut icfg = IfaceConfig::new(HardwareAddress::Ip);
@@ -235,7 +237,7 @@ impl Splice {
             s.finish(s.tcp_end(EventKind::Reset, Leg::Server, Cause::ServerRefused));
         }
         let ip = &frame[l3..usize::from(seg.l3_end)];
-        s.step(Some(ip), now_ms, dev.out, None);
+        s.step(Some(ip), now_ms, dev.out, None, &crate::clock::SystemClock);
         s
     }
 
@@ -278,7 +280,14 @@ impl Splice {
 
     /// Feeds one IP packet of this flow (or none: a timer poll) and advances both
     /// legs; packets to send are appended to `out`.
-    pub fn step(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf, tls: Option<&mut TlsWorker>) {
+    pub fn step(
+        &mut self,
+        ip: Option<&[u8]>,
+        now_ms: u64,
+        out: &mut EmitBuf,
+        tls: Option<&mut TlsWorker>,
+        clock: &dyn Clock,
+    ) {
         let has_packet = ip.is_some();
         set_tsval(self.ts_offset, now_ms);
         let mut dev = SpliceDevice { rx: ip, out, client: self.client };
@@ -289,7 +298,7 @@ impl Splice {
         if has_packet {
             self.iface.poll_ingress_single(t, &mut dev, &mut self.sockets);
         }
-        self.advance(now_ms, tls);
+        self.advance(now_ms, tls, clock);
         while matches!(
             self.iface.poll_egress(t, &mut dev, &mut self.sockets),
             smoltcp::iface::PollResult::SocketStateChanged
@@ -330,7 +339,7 @@ impl Splice {
         Ended::new(kind, leg, self.progress(), cause)
     }
 
-    fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>) {
+    fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>, clock: &dyn Clock) {
         if matches!(self.state, SpliceState::Done(_))
             || matches!(self.state, SpliceState::Connecting) && !self.connect(now_ms)
         {
@@ -340,7 +349,7 @@ impl Splice {
         if tls_running && matches!(self.state, SpliceState::Handshaking | SpliceState::Relaying) {
             // A timer poll without the worker's TLS state: next time.
             let Some(w) = tls else { return };
-            if self.pump_tls(w, now_ms) {
+            if self.pump_tls(w, now_ms, clock) {
                 return;
             }
         }
@@ -418,16 +427,16 @@ impl Splice {
     }
 
     /// Runs the TLS layer; true when the splice finished.
-    fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64) -> bool {
+    fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64, clock: &dyn Clock) -> bool {
         let handshaking = matches!(self.state, SpliceState::Handshaking);
         let timed_out = handshaking && now_ms.saturating_sub(self.tcp_up_ms) > self.handshake_timeout_ms;
         let (client, server) = legs(&mut self.sockets, self.client_sock, self.server_sock);
         let before = (client.recv_queue(), server.recv_queue());
         let Some(flow) = self.tls.as_mut() else { return false };
         let action = if timed_out {
-            flow.give_up(self.addrs, self.policy.as_deref(), self.handshake_timeout_ms / 1000)
+            flow.give_up(self.addrs, self.policy.as_deref(), self.handshake_timeout_ms / 1000, now_ms)
         } else {
-            flow.pump(client, server, self.addrs, w, self.policy.as_deref())
+            flow.pump(client, server, self.addrs, w, self.policy.as_deref(), now_ms, clock)
         };
         if let Some(moved) = flow.plaintext_moved() {
             self.relayed = moved;
@@ -502,7 +511,7 @@ impl Splice {
     pub fn retire(&mut self, now_ms: u64, out: &mut EmitBuf) {
         self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
         self.finish(self.tcp_end(EventKind::Decrypted, Leg::None, Cause::Closed));
-        self.step(None, now_ms, out, None);
+        self.step(None, now_ms, out, None, &crate::clock::SystemClock);
     }
 
     /// Moves what `to` can take from `from` (straight from one socket buffer into

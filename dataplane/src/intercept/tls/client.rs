@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use tlsgate_api::{Cause, EventKind, Leg, Phase};
-use tlsgate_certstore::pki_types::{CertificateDer, ServerName};
+use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
 use tlsgate_certstore::rustls::server::Accepted;
 use tlsgate_certstore::rustls::{self, ServerConnection};
 use tlsgate_certstore::{server_config, ForgeCache, LeafKey, SingleCertResolver};
 
-use super::config::{now, TlsShared};
+use super::config::TlsShared;
 use super::{fatal_alert, server, TlsInfo, ALERT_HANDSHAKE_FAILURE};
 use crate::intercept::outcome::Ended;
 
@@ -65,9 +65,10 @@ impl TlsWorker {
         chain: &[CertificateDer<'static>],
         alpn: Option<&[u8]>,
         info: &mut TlsInfo,
+        now: UnixTime,
     ) -> Result<ServerConnection, (Vec<u8>, Ended)> {
         let hits = self.forge.stats().hits;
-        let forged = self.forge.get_or_forge(requested, chain, now());
+        let forged = self.forge.get_or_forge(requested, chain, now);
         info.forge_cached = self.forge.stats().hits > hits;
         let forged = forged.map_err(|e| {
             let end = server::abort(Phase::ServerHandshake, Cause::Internal).detail(format!("forging: {e}"));

@@ -118,12 +118,12 @@ pub struct TlsShared {
     pub remembered: Remembered,
 }
 
-/// Servers whose leg failed: (address, port, SNI) → (until, how it failed).
-/// Later connections to them are passed through undecrypted until the entry
-/// expires.
+/// Servers whose leg failed: (address, port, SNI) → (until, how it failed), in
+/// ms of the workers' clock. Later connections to them are passed through
+/// undecrypted until the entry expires.
 #[derive(Default)]
 pub struct Remembered {
-    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (std::time::Instant, Outcome)>>,
+    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (u64, Outcome)>>,
 }
 
 /// A server as remembered: address, port, SNI.
@@ -132,32 +132,28 @@ pub type ServerKey = (std::net::IpAddr, u16, Option<String>);
 impl Remembered {
     const MAX: usize = 65_536;
 
-    /// Remembers a failure for `ttl`.
-    pub fn insert(
-        &self,
-        key: (std::net::IpAddr, u16, Option<String>),
-        ttl: std::time::Duration,
-        reason: Outcome,
-    ) {
+    /// Remembers a failure at `now_ms` for `ttl`.
+    pub fn insert(&self, key: ServerKey, now_ms: u64, ttl: std::time::Duration, reason: Outcome) {
         if let Ok(mut m) = self.map.lock() {
-            let now = std::time::Instant::now();
             if m.len() >= Self::MAX {
-                m.retain(|_, (until, _)| *until > now);
+                m.retain(|_, (until, _)| *until > now_ms);
             }
             if m.len() < Self::MAX {
-                m.insert(key, (now + ttl, reason));
+                m.insert(key, (now_ms.saturating_add(ttl.as_millis() as u64), reason));
             }
         }
     }
 
-    /// How it failed, when this server is remembered and the entry has not expired.
-    pub fn get(&self, key: &ServerKey) -> Option<Outcome> {
+    /// How it failed, when this server is remembered and the entry has not expired
+    /// at `now_ms`.
+    pub fn get(&self, key: &ServerKey, now_ms: u64) -> Option<Outcome> {
         let m = self.map.lock().ok()?;
-        m.get(key).filter(|(until, _)| *until > std::time::Instant::now()).map(|(_, r)| *r)
+        m.get(key).filter(|(until, _)| *until > now_ms).map(|(_, r)| *r)
     }
 }
 
-pub(super) fn now() -> UnixTime {
+/// The wall time when TLS material is loaded (the CA's validity is checked).
+fn now() -> UnixTime {
     UnixTime::now()
 }
 

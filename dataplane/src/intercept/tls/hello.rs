@@ -58,7 +58,7 @@ pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'
     let sni = ch.server_name().map(str::to_string);
     cx.info.sni = sni.clone();
     let a = cx.addrs;
-    if let Some(before) = cx.w.shared.remembered.get(&(a.server, a.port, sni.clone())) {
+    if let Some(before) = cx.w.shared.remembered.get(&(a.server, a.port, sni.clone()), cx.now_ms) {
         let end = Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Remembered)
             .detail(before.text());
         return pass(raw, end);

@@ -27,6 +27,7 @@ use tlsgate_certstore::rustls::{ClientConnection, ServerConnection};
 use tlsgate_certstore::VerifyFailure;
 use tlsgate_policy::CompiledPolicy;
 
+use crate::clock::Clock;
 use crate::intercept::outcome::Ended;
 
 mod client;
@@ -155,6 +156,10 @@ struct Ctx<'a, 'b, 'c> {
     w: &'a mut TlsWorker,
     policy: Option<&'c CompiledPolicy>,
     info: &'a mut TlsInfo,
+    /// The worker clock (ms since the dataplane's epoch).
+    now_ms: u64,
+    /// For the wall time of forged certificates.
+    clock: &'c dyn Clock,
 }
 
 impl TlsFlow {
@@ -176,6 +181,7 @@ impl TlsFlow {
 
     /// Advances the TLS layer with the two legs' sockets. `policy` is the one the
     /// flow was decided under at SYN (consulted again with the SNI).
+    #[allow(clippy::too_many_arguments)]
     pub fn pump<'s>(
         &mut self,
         client: &mut tcp::Socket<'s>,
@@ -183,8 +189,10 @@ impl TlsFlow {
         addrs: FlowAddrs,
         w: &mut TlsWorker,
         policy: Option<&CompiledPolicy>,
+        now_ms: u64,
+        clock: &dyn Clock,
     ) -> TlsAction {
-        let mut cx = Ctx { client, server, addrs, w, policy, info: &mut self.info };
+        let mut cx = Ctx { client, server, addrs, w, policy, info: &mut self.info, now_ms, clock };
         loop {
             let state = std::mem::replace(&mut self.state, TlsState::Failed);
             let (next, action) = match state {
@@ -224,6 +232,7 @@ impl TlsFlow {
         addrs: FlowAddrs,
         policy: Option<&CompiledPolicy>,
         timeout_s: u64,
+        now_ms: u64,
     ) -> TlsAction {
         let state = std::mem::replace(&mut self.state, TlsState::Failed);
         let detail = format!("timeout {timeout_s} s");
@@ -238,6 +247,7 @@ impl TlsFlow {
                 addrs,
                 &requested,
                 server::abort(Phase::ServerHandshake, Cause::ServerTimeout).detail(detail),
+                now_ms,
             ),
             TlsState::Both { .. } => TlsAction::Abort {
                 to_client: Vec::new(),

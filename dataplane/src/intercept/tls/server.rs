@@ -39,7 +39,7 @@ pub(super) fn step(
         // Flush our alert to the server, then report.
         let _ = conn.write_tls(&mut SockWriter(cx.server));
         let end = error(&e, cx.info, shared.verifier.take_failure(), Phase::ServerHandshake);
-        return (TlsState::Failed, Some(failed(&shared, cx.policy, cx.addrs, &requested, end)));
+        return (TlsState::Failed, Some(failed(&shared, cx.policy, cx.addrs, &requested, end, cx.now_ms)));
     }
     if !cx.server.may_recv() && conn.is_handshaking() {
         let end = abort(Phase::ServerHandshake, Cause::HandshakeClosed);
@@ -57,7 +57,7 @@ pub(super) fn step(
     cx.info.version = conn.protocol_version().map_or(0, u16::from);
     cx.info.suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
     let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-    match cx.w.answer(accepted, &requested, &chain, conn.alpn_protocol(), cx.info) {
+    match cx.w.answer(accepted, &requested, &chain, conn.alpn_protocol(), cx.info, cx.clock.unix_time()) {
         Ok(to_client) => (
             TlsState::Both {
                 to_client: Box::new(to_client),
@@ -114,6 +114,7 @@ pub(super) fn failed(
     addrs: FlowAddrs,
     requested: &ServerName<'static>,
     end: Ended,
+    now_ms: u64,
 ) -> TlsAction {
     let (pass, ttl) = match policy {
         Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
@@ -124,7 +125,7 @@ pub(super) fn failed(
             ServerName::DnsName(d) => Some(d.as_ref().to_string()),
             _ => None,
         };
-        shared.remembered.insert((addrs.server, addrs.port, name), ttl, end.outcome);
+        shared.remembered.insert((addrs.server, addrs.port, name), now_ms, ttl, end.outcome);
     }
     TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }
 }
