@@ -23,10 +23,13 @@ readonly PROG="${0##*/}"
 #   ca-certificates     - the system CA bundle the trust store includes by default
 #   tcpdump tshark      - capture/inspect traffic in tests
 #   prometheus          - provides promtool, used to lint the metrics output
+#   hping3 python3-scapy
+#                       - the attack tests: SYN floods, fragmented SYNs, odd TCP
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
+    hping3 python3-scapy
 )
 
 usage() {

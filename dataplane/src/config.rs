@@ -49,6 +49,9 @@ pub struct Config {
     /// Intercepted (terminated) flows.
     #[serde(default)]
     pub intercept: InterceptConfig,
+    /// What a new intercepted flow may cost: quotas, memory budget, first byte.
+    #[serde(default)]
+    pub admission: crate::intercept::admission::AdmissionConfig,
     /// TLS interception of intercepted flows (absent: plain TCP splices).
     pub tls: Option<TlsConfig>,
     /// The decryption policy (absent: `intercept.ports` selects flows).
@@ -255,6 +258,7 @@ impl Config {
         }
         self.flows.timeouts.validate()?;
         self.intercept.validate()?;
+        self.admission.validate()?;
         if let Some(t) = &self.tls {
             t.validate()?;
             if self.control.is_none() && (t.ca_cert.is_none() || t.ca_key.is_none()) {

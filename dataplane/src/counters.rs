@@ -64,8 +64,8 @@ pub mod idx {
     pub const INTERCEPT_BYTES_UP: usize = 28;
     /// Bytes relayed server → client.
     pub const INTERCEPT_BYTES_DOWN: usize = 29;
-    /// New flows not intercepted because the worker had `max_per_worker` splices.
-    pub const INTERCEPT_FULL: usize = 30;
+    /// SYNs over admission's limit: the worker had `max_per_worker` splices.
+    pub const ADMISSION_WORKER_FULL: usize = 30;
     /// Drop: late segment of a finished intercepted flow.
     pub const DROP_TOMBSTONE: usize = 31;
     /// Drop: no buffer for a frame the stack emitted.
@@ -106,8 +106,28 @@ pub mod idx {
     /// Flows started by a SYN on the 4-tuple of an intercepted flow that had ended
     /// (port reuse: the tombstone gave way).
     pub const FLOWS_REUSED: usize = 48;
+    /// SYNs over admission's limit: their source had its quota of half-open splices.
+    pub const ADMISSION_SOURCE_QUOTA: usize = 49;
+    /// SYNs over admission's limit: the worker's memory budget was spent.
+    pub const ADMISSION_BUDGET: usize = 50;
+    /// SYNs over a limit forwarded uninspected (`over_limit = "forward"`).
+    pub const OVER_LIMIT_FORWARDED: usize = 51;
+    /// SYNs over a limit answered with a RST (`over_limit = "reset"`).
+    pub const OVER_LIMIT_RESET: usize = 52;
+    /// Half-open splices (no payload byte yet), gauge.
+    pub const HALF_OPEN: usize = 53;
+    /// Bytes charged to the worker's memory budget, gauge.
+    pub const MEMORY_CHARGED: usize = 54;
+    /// Splices that got full buffers when used.
+    pub const GROWN: usize = 55;
+    /// Used splices kept on small buffers for a while (the budget was spent).
+    pub const GROW_DEFERRED: usize = 56;
+    /// SYNs from the outside port (never intercepted; policy blocks apply).
+    pub const INBOUND_NOT_INTERCEPTED: usize = 57;
+    /// Splices closed for want of a first payload byte.
+    pub const FIRST_BYTE_TIMEOUT: usize = 58;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 49;
+    pub const MALFORMED_BASE: usize = 59;
 }
 
 /// Decisions per rule of the running policy: counted by index on the hot path,
@@ -247,7 +267,17 @@ impl Published {
                 ("timeout", idx::INTERCEPT_TIMEOUT),
                 ("bytes_up", idx::INTERCEPT_BYTES_UP),
                 ("bytes_down", idx::INTERCEPT_BYTES_DOWN),
-                ("not_intercepted_full", idx::INTERCEPT_FULL),
+                ("half_open", idx::HALF_OPEN),
+                ("memory_charged_bytes", idx::MEMORY_CHARGED),
+                ("admission_worker_full", idx::ADMISSION_WORKER_FULL),
+                ("admission_source_quota", idx::ADMISSION_SOURCE_QUOTA),
+                ("admission_memory_budget", idx::ADMISSION_BUDGET),
+                ("over_limit_forwarded", idx::OVER_LIMIT_FORWARDED),
+                ("over_limit_reset", idx::OVER_LIMIT_RESET),
+                ("buffers_grown", idx::GROWN),
+                ("buffers_grow_deferred", idx::GROW_DEFERRED),
+                ("first_byte_timeout", idx::FIRST_BYTE_TIMEOUT),
+                ("inbound_not_intercepted", idx::INBOUND_NOT_INTERCEPTED),
                 ("tls_decrypted", idx::TLS_DECRYPTED),
                 ("tls_aborted", idx::TLS_ABORTED),
                 ("tls_passed", idx::TLS_PASSED),

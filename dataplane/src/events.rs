@@ -213,17 +213,21 @@ impl EventWriter {
     /// The event of a SYN the policy blocked (`rule`: its index, `None`: the
     /// default action) under `live`.
     pub fn blocked_at_syn(&mut self, seg: &Seg, rule: Option<u32>, live: &Live) {
-        let (src, sport, dst, dport) = seg.key.endpoints(seg.side);
-        let mut r = self.record(EventKind::Blocked);
-        r.set_addrs((src, sport).into(), (dst, dport).into());
-        r.set_outcome(&Outcome::new(
-            EventKind::Blocked,
-            Leg::None,
-            Phase::TcpConnect,
-            Cause::Policy { rule },
-        ));
+        let o = Outcome::new(EventKind::Blocked, Leg::None, Phase::TcpConnect, Cause::Policy { rule });
         let name = rule.and_then(|i| live.policy.as_ref()?.rule_name(tlsgate_policy::RuleId::new(i)));
-        set_text(&mut r.rule, name.unwrap_or("(default)"));
+        self.at_syn(seg, o, name.or(Some("(default)")), live);
+    }
+
+    /// The event of a flow decided at its SYN (`seg`): its outcome, the rule's
+    /// name if a rule decided.
+    pub fn at_syn(&mut self, seg: &Seg, o: Outcome, rule: Option<&str>, live: &Live) {
+        let (src, sport, dst, dport) = seg.key.endpoints(seg.side);
+        let mut r = self.record(o.kind);
+        r.set_addrs((src, sport).into(), (dst, dport).into());
+        r.set_outcome(&o);
+        if let Some(rule) = rule {
+            set_text(&mut r.rule, rule);
+        }
         r.config_version = live.version;
         self.emit(&r);
     }

@@ -24,7 +24,7 @@ use tlsgate_drivers::{Frame, Queues};
 use crate::config::MalformedAction;
 use crate::counters::idx;
 use crate::flow::{FlowKey, Side, SpliceId, Track};
-use crate::intercept::AtSyn;
+use crate::intercept::{AtSyn, Refusal};
 use crate::steer::{owner, HandoverBurst};
 use crate::wire::parse::{parse, proto, tcp_flags};
 use crate::worker::Worker;
@@ -46,6 +46,8 @@ pub struct Seg {
     pub l4: u16,
     /// End of the IP packet in the frame (Ethernet padding excluded).
     pub l3_end: u16,
+    /// Bytes of transport payload.
+    pub payload: u16,
 }
 
 impl Seg {
@@ -79,6 +81,8 @@ pub enum Class {
     },
     /// A segment of an intercepted flow that has ended (late): dropped.
     Tombstone,
+    /// A SYN over an admission limit, answered with a RST (`over_limit = "reset"`).
+    Refuse(Seg),
     /// TCP/UDP: look the flow up.
     Track(Seg),
 }
@@ -132,6 +136,7 @@ impl<Q: Queues> Worker<Q> {
                 l3: p.l3_offset,
                 l4: p.l4_offset,
                 l3_end: p.l3_end,
+                payload: p.l3_end.saturating_sub(p.payload_offset),
             })
         } else {
             Class::Forward
@@ -154,7 +159,7 @@ impl<Q: Queues> Worker<Q> {
     pub(crate) fn track_and_forward(&mut self, items: &mut HandoverBurst<Q::Frame>, now_ms: u64) {
         for item in items.iter_mut() {
             if let Class::Track(seg) = item.class {
-                item.class = self.track(seg, now_ms);
+                item.class = self.track(seg, usize::from(item.port), now_ms);
             }
         }
         for item in items.drain(..) {
@@ -179,7 +184,18 @@ impl<Q: Queues> Worker<Q> {
                     );
                 }
                 Class::Block(seg, rule) => {
-                    self.intercept.block(&mut self.io, item.frame, &seg, port, rule, &self.live);
+                    let frame = item.frame;
+                    self.intercept.block(&mut self.io, frame, &seg, port, Refusal::Policy(rule), &self.live);
+                }
+                Class::Refuse(seg) => {
+                    self.intercept.block(
+                        &mut self.io,
+                        item.frame,
+                        &seg,
+                        port,
+                        Refusal::OverLimit,
+                        &self.live,
+                    );
                 }
                 Class::Tombstone => {
                     // Both legs are closed; a late segment must not take the fast
@@ -191,9 +207,10 @@ impl<Q: Queues> Worker<Q> {
         }
     }
 
-    /// Phase 2 for one segment: its flow, and for a new TCP flow the decision.
+    /// Phase 2 for one segment that came in on `port`: its flow, and for a new TCP
+    /// flow the decision.
     #[inline]
-    fn track(&mut self, seg: Seg, now_ms: u64) -> Class {
+    fn track(&mut self, seg: Seg, port: usize, now_ms: u64) -> Class {
         let mut track = self.flows.track(&seg.key, seg.side, seg.hash, seg.flags, now_ms);
         if let Track::Intercepted(Some(id)) = track {
             if seg.is_syn()
@@ -208,8 +225,18 @@ impl<Q: Queues> Worker<Q> {
             Track::Intercepted(Some(id)) => Class::Intercept { seg, id, new: false },
             Track::Intercepted(None) => Class::Tombstone,
             Track::Created if seg.key.proto() == proto::TCP => {
-                match self.intercept.admit(&seg, &self.live, &mut self.io) {
+                match self.intercept.admit(&seg, port, &self.live, &mut self.io) {
                     AtSyn::Forward => Class::Forward,
+                    // Over a limit: no state is kept (a flood must not fill the table);
+                    // a retried SYN is decided again.
+                    AtSyn::Drop => {
+                        self.flows.remove(&seg.key, seg.hash);
+                        Class::Drop
+                    }
+                    AtSyn::Reset => {
+                        self.flows.remove(&seg.key, seg.hash);
+                        Class::Refuse(seg)
+                    }
                     AtSyn::Intercept => {
                         // The slot is taken now, so later segments of this burst
                         // find the flow intercepted; the splice is made in phase 3.

@@ -27,6 +27,7 @@ use crate::config::{Config, MalformedAction};
 use crate::counters::{idx, Published};
 use crate::events::EventWriter;
 use crate::flow::FlowTable;
+use crate::intercept::admission::AdmissionConfig;
 use crate::intercept::{Intercept, InterceptConfig};
 use crate::io::Io;
 use crate::live::{Live, LiveCell};
@@ -45,6 +46,8 @@ pub struct WorkerSettings {
     pub software_steering: bool,
     /// Intercept settings.
     pub intercept: InterceptConfig,
+    /// Admission's limits.
+    pub admission: AdmissionConfig,
     /// The configuration in force (policy, TLS material, version), switched by
     /// the control plane's snapshots.
     pub live: Arc<LiveCell>,
@@ -74,6 +77,7 @@ impl WorkerSettings {
             malformed: cfg.dataplane.malformed,
             software_steering: software,
             intercept: cfg.intercept.clone(),
+            admission: cfg.admission.clone(),
             live: LiveCell::new(Live::default()),
             events: None,
             capturer: Arc::new(Capturer::default()),
@@ -148,6 +152,7 @@ impl<Q: Queues> Worker<Q> {
                 events,
                 settings.secrets.clone(),
                 settings.clock.clone(),
+                settings.admission.clone(),
             ),
             settings,
             live,
@@ -279,6 +284,7 @@ impl<Q: Queues> Worker<Q> {
     fn publish(&mut self) {
         let c = &mut self.io.c;
         c[idx::INTERCEPT_ACTIVE] = self.intercept.active() as u64;
+        (c[idx::HALF_OPEN], c[idx::MEMORY_CHARGED]) = self.intercept.admission_gauges();
         c[idx::FLOWS_ACTIVE] = self.flows.len() as u64;
         c[idx::FLOWS_CREATED] = self.flows.created;
         c[idx::FLOWS_EXPIRED] = self.flows.expired;

@@ -33,6 +33,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
         },
         flows: FlowsConfig { max_per_worker: max_flows, at_capacity, ..FlowsConfig::default() },
         intercept: Default::default(),
+        admission: Default::default(),
         tls: None,
         policy: None,
         events: None,

@@ -135,8 +135,13 @@ impl Host {
 
     /// Connects socket `h` from `local_port` to the server's `port`.
     pub fn connect(&mut self, h: SocketHandle, local_port: u16, port: u16) {
+        self.connect_to(h, local_port, SERVER, port);
+    }
+
+    /// Connects socket `h` from `local_port` to `addr`:`port`.
+    pub fn connect_to(&mut self, h: SocketHandle, local_port: u16, addr: [u8; 4], port: u16) {
         let cx = self.iface.context();
-        let remote = IpEndpoint::new(IpAddress::v4(SERVER[0], SERVER[1], SERVER[2], SERVER[3]), port);
+        let remote = IpEndpoint::new(IpAddress::v4(addr[0], addr[1], addr[2], addr[3]), port);
         self.sockets.get_mut::<tcp::Socket>(h).connect(cx, remote, local_port).expect("connect");
     }
 

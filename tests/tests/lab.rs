@@ -279,64 +279,8 @@ fn two_workers_software_steering() {
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-#[allow(dead_code)]
-#[path = "../../certstore/tests/support/pki.rs"]
-mod pki;
-
-fn write_file(files: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let p = files.join(name);
-    std::fs::write(&p, text).expect("writing a test file");
-    p
-}
-
-/// A fresh decryption CA in `files`: (certificate, key) paths.
-fn decryption_ca(files: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ca = tlsgate_certstore::DecryptionCa::generate(
-        &tlsgate_certstore::CaOptions::default(),
-        tlsgate_certstore::pki_types::UnixTime::now(),
-    )
-    .expect("decryption CA");
-    (
-        write_file(files, "decryption-ca.pem", &ca.cert_pem()),
-        write_file(files, "decryption-ca.key", &ca.key_pkcs8_pem()),
-    )
-}
-
-/// An origin for `server.tg.test` (root → intermediate → leaf naming the name and
-/// the lab server's address) and a decryption CA, as files in `files`.
-struct Origin {
-    tls: tlsgate_tests::NginxTls,
-    root: std::path::PathBuf,
-    ca_cert: std::path::PathBuf,
-    ca_key: std::path::PathBuf,
-}
-
-impl Origin {
-    fn new(lab: &Lab, files: &TempDir) -> Origin {
-        let origin = pki::Pki::generate();
-        let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(lab.server_addr().parse().expect("address")));
-        let leaf = pki::issue(params, &origin.intermediate);
-        let write = |name: &str, text: &str| write_file(files, name, text);
-        let cert = write("server-chain.pem", &format!("{}{}", leaf.pem(), origin.intermediate.pem()));
-        let key = write("server.key", &leaf.key_pem());
-        let root = write("origin-root.pem", &origin.root.pem());
-        let (ca_cert, ca_key) = decryption_ca(files);
-        Origin { tls: tlsgate_tests::NginxTls { cert, key, extra: String::new() }, root, ca_cert, ca_key }
-    }
-
-    /// The dataplane's `[intercept]` and `[tls]`: port 443 decrypted, trusting the
-    /// origin's root only.
-    fn dataplane_toml(&self) -> String {
-        format!(
-            "[intercept]\nports = [443]\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
-             system_bundle = false\nprofile = \"strong\"\n",
-            self.ca_cert.display().to_string(),
-            self.ca_key.display().to_string(),
-            self.root.display().to_string()
-        )
-    }
-}
+mod support;
+use support::{decryption_ca, pki, write_file, Origin};
 
 /// Port reuse never stalls a connection (issue 8, item 10). A client binds its
 /// source ports from a range of four in turn, so every connection reuses a 4-tuple

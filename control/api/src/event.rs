@@ -23,7 +23,8 @@
 //!   72 src_ip [16]        88 dst_ip [16]       104 chain_sha256 [32]
 //!  136 sni [256]         392 rule [64]         456 server_cert_subject [160]
 //!  616 server_cert_issuer [160]                776 error_detail [192]
-//!  968 verify_text [48] 1016 cause u8  1017 reserved [3]  1020 rule_index u32
+//!  968 verify_text [48] 1016 cause u8  1017 cause_detail u8  1018 reserved [2]
+//! 1020 rule_index u32
 //! 1024 end
 //! ```
 
@@ -214,7 +215,10 @@ pub struct EventRecord {
     /// Why the flow ended: a [`Cause`] code (0: none recorded). Write it with
     /// [`EventRecord::set_outcome`], which also fills the fields the cause names.
     pub cause: u8,
-    reserved: [u8; 3],
+    /// A detail of the cause: the [`crate::outcome::AdmissionReason`] of an
+    /// admission.
+    pub cause_detail: u8,
+    reserved: [u8; 2],
     /// The policy rule of a [`Cause::Policy`]: 0 the default action, `i + 1` rule
     /// `i` of the policy of `config_version`.
     pub rule_index: u32,
@@ -337,6 +341,7 @@ impl EventRecord {
                 set_text(&mut self.verify_text, reason.text());
             }
             Cause::Policy { rule } => self.rule_index = rule.map_or(0, |r| r.saturating_add(1)),
+            Cause::Admission(r) => self.cause_detail = r as u8,
             _ => {}
         }
     }
@@ -349,6 +354,7 @@ impl EventRecord {
             self.alert_received,
             (self.verify_code, self.verify_depth),
             self.rule_index,
+            self.cause_detail,
         )
         .ok_or(UnknownValue { field: "Cause", value: self.cause })?;
         Ok(Outcome {

@@ -69,7 +69,7 @@ pub mod ring;
 mod stats;
 pub mod verify;
 pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
-pub use outcome::{Cause, Outcome};
+pub use outcome::{AdmissionReason, Cause, Outcome};
 pub use ring::{Consumer, Producer, RingError};
 pub use stats::{PortStats, WorkerStats};
 pub use verify::VerifyReason;

@@ -76,6 +76,42 @@ pub enum Cause {
     /// The appliance failed on its own (forging a certificate, building a
     /// configuration).
     Internal,
+    /// A limit of admission refused the SYN (and the configured action for it was
+    /// taken: drop, reset or forward).
+    Admission(AdmissionReason),
+}
+
+/// Which admission limit a SYN met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum AdmissionReason {
+    /// The client address (an IPv6 /64) has its quota of half-open splices.
+    SourceQuota = 1,
+    /// The worker has its most splices (`intercept.max_per_worker`).
+    WorkerFull = 2,
+    /// The worker's memory budget for splices is spent.
+    MemoryBudget = 3,
+}
+
+impl AdmissionReason {
+    /// Every reason.
+    pub const ALL: &'static [AdmissionReason] =
+        &[AdmissionReason::SourceQuota, AdmissionReason::WorkerFull, AdmissionReason::MemoryBudget];
+
+    /// Stable snake_case name.
+    pub const fn label(self) -> &'static str {
+        match self {
+            AdmissionReason::SourceQuota => "source_quota",
+            AdmissionReason::WorkerFull => "worker_full",
+            AdmissionReason::MemoryBudget => "memory_budget",
+        }
+    }
+
+    /// The reason of a wire byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| *r as u8 == v)
+    }
 }
 
 impl Cause {
@@ -100,6 +136,9 @@ impl Cause {
         Cause::HandshakeClosed,
         Cause::PeerMisbehaved,
         Cause::Internal,
+        Cause::Admission(AdmissionReason::SourceQuota),
+        Cause::Admission(AdmissionReason::WorkerFull),
+        Cause::Admission(AdmissionReason::MemoryBudget),
     ];
 
     /// The wire code (`EventRecord::cause`); 0 is "no cause recorded".
@@ -122,14 +161,16 @@ impl Cause {
             Cause::HandshakeClosed => 15,
             Cause::PeerMisbehaved => 16,
             Cause::Internal => 17,
+            Cause::Admission(_) => 18,
         }
     }
 
     /// The cause of wire `code` with the values of the fields it names: `alert`
-    /// (`alert_received`), `verify` (`verify_code`, `verify_depth`) and
-    /// `rule_index` (0: the default action, `i + 1`: rule `i`). `None` for an
-    /// unknown code, or a certificate code the table does not have.
-    pub fn from_wire(code: u8, alert: u8, verify: (u16, u8), rule_index: u32) -> Option<Cause> {
+    /// (`alert_received`), `verify` (`verify_code`, `verify_depth`),
+    /// `rule_index` (0: the default action, `i + 1`: rule `i`) and `detail`
+    /// (`cause_detail`: an admission reason). `None` for an unknown code, or a
+    /// value its table does not have.
+    pub fn from_wire(code: u8, alert: u8, verify: (u16, u8), rule_index: u32, detail: u8) -> Option<Cause> {
         Some(match code {
             1 => Cause::Closed,
             2 => Cause::IdleTimeout,
@@ -150,6 +191,7 @@ impl Cause {
             15 => Cause::HandshakeClosed,
             16 => Cause::PeerMisbehaved,
             17 => Cause::Internal,
+            18 => Cause::Admission(AdmissionReason::from_u8(detail)?),
             _ => return None,
         })
     }
@@ -174,6 +216,7 @@ impl Cause {
             Cause::HandshakeClosed => "handshake_closed",
             Cause::PeerMisbehaved => "peer_misbehaved",
             Cause::Internal => "internal",
+            Cause::Admission(_) => "admission",
         }
     }
 
@@ -183,6 +226,7 @@ impl Cause {
         match self {
             Cause::Certificate { reason, .. } => reason.text().into(),
             Cause::AlertReceived(a) => format!("alert {}", alert_name(a).unwrap_or("unknown")).into(),
+            Cause::Admission(r) => format!("admission {}", r.label()).into(),
             other => other.label().into(),
         }
     }
@@ -254,6 +298,19 @@ impl Outcome {
             Cause::HandshakeClosed => format!("the {side} closed the connection during the handshake"),
             Cause::PeerMisbehaved => format!("the {side} broke the TLS protocol"),
             Cause::Internal => "internal error of the appliance".into(),
+            Cause::Admission(r) => {
+                let limit = match r {
+                    AdmissionReason::SourceQuota => "the client's quota of half-open connections",
+                    AdmissionReason::WorkerFull => "the worker's most intercepted connections",
+                    AdmissionReason::MemoryBudget => "the worker's memory budget for connections",
+                };
+                let action = match self.kind {
+                    EventKind::Passed => "forwarded uninspected (admission.over_limit = forward)",
+                    EventKind::Reset => "reset",
+                    _ => "dropped",
+                };
+                format!("over {limit}: {action}")
+            }
         }
     }
 }

@@ -45,8 +45,8 @@ pub struct WorkerStats {
     /// Malformed frames forwarded anyway (`malformed = "forward"`).
     pub malformed_forwarded: u64,
     /// Intercepted (terminated) flows: `created`, `active`, `closed`,
-    /// `server_refused`, `reset`, `timeout`, `bytes_up`, `bytes_down`,
-    /// `not_intercepted_full`.
+    /// `server_refused`, `reset`, `timeout`, `bytes_up`, `bytes_down`, admission
+    /// (`half_open`, `admission_*`, `over_limit_*`, `first_byte_timeout`, …).
     #[serde(default)]
     pub intercept: BTreeMap<String, u64>,
     /// Decisions per policy rule (by rule name; `(default)` for the default action).

@@ -346,6 +346,13 @@ impl FlowTable {
         }
     }
 
+    /// Forgets a flow (a SYN refused by admission: nothing is kept for it).
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) {
+        if let Ok(e) = self.table.find_entry(hash, |f| f.key == *key) {
+            e.remove();
+        }
+    }
+
     /// Makes a flow a tombstone at once, without a splice (a SYN the policy
     /// blocked): its later segments are dropped, and it expires with its state's
     /// timeout.

@@ -24,6 +24,9 @@ use tlsgate_api::Leg;
 use tlsgate_drivers::{Frame, Queues};
 use tlsgate_policy::SynAction;
 
+use admission::{source_key, Admission, AdmissionConfig, Costs, OverLimit};
+use tlsgate_api::{AdmissionReason, Cause, EventKind, Outcome, Phase};
+
 use crate::clock::{Clock, Secrets};
 use crate::counters::idx;
 use crate::events::EventWriter;
@@ -32,13 +35,14 @@ use crate::flow::{FlowTable, SpliceId};
 use crate::io::Io;
 use crate::live::Live;
 
+pub mod admission;
 pub mod outcome;
 pub mod stack;
 pub mod tcp;
 pub mod tls;
 
 use stack::EmitBuf;
-use tcp::{Setup, Splice};
+use tcp::{Buffers, Setup, Splice};
 use tls::{TlsShared, TlsWorker};
 
 /// Settings of intercepted flows (`[intercept]`).
@@ -95,12 +99,26 @@ impl InterceptConfig {
 /// What a new TCP flow becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtSyn {
-    /// Forwarded on the fast path (a bypass rule, no TLS, the worker full).
+    /// Forwarded on the fast path (a bypass rule, no TLS, a SYN from the outside
+    /// port, or over a limit with `over_limit = "forward"`).
     Forward,
     /// Terminated and spliced.
     Intercept,
     /// Reset: the policy blocks it (the rule's index, `None`: the default action).
     Block(Option<u32>),
+    /// Over a limit of admission: dropped, no state kept.
+    Drop,
+    /// Over a limit of admission: answered with a RST, no state kept.
+    Reset,
+}
+
+/// Why a SYN is answered with a RST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A policy rule blocks it (its index, `None`: the default action).
+    Policy(Option<u32>),
+    /// Over a limit of admission, with `over_limit = "reset"`.
+    OverLimit,
 }
 
 /// A slot of the splice table: the splice, and a generation that changes each
@@ -135,6 +153,8 @@ pub struct Intercept {
     /// Flows this worker made, numbering their stack seeds.
     made: u64,
     worker: usize,
+    /// Quotas and the memory budget.
+    admission: Admission,
 }
 
 /// The splice in `id`'s slot, if that slot still holds the splice `id` names.
@@ -156,7 +176,9 @@ impl Intercept {
         events: Option<EventWriter>,
         secrets: Arc<Secrets>,
         clock: Arc<dyn Clock>,
+        admission: AdmissionConfig,
     ) -> Self {
+        let costs = costs(&cfg);
         let mut ports = vec![0u64; 1024];
         for &port in &cfg.ports {
             ports[usize::from(port) / 64] |= 1 << (port % 64);
@@ -175,12 +197,18 @@ impl Intercept {
             clock,
             made: 0,
             worker,
+            admission: Admission::new(admission, costs),
         }
     }
 
     /// Splices alive (and slots reserved for new ones).
     pub fn active(&self) -> usize {
         self.taken
+    }
+
+    /// Half-open splices, and the bytes charged to the memory budget.
+    pub fn admission_gauges(&self) -> (u64, u64) {
+        (self.admission.half_open(), self.admission.memory)
     }
 
     /// New flows are intercepted with this TLS material from now on (running
@@ -204,10 +232,11 @@ impl Intercept {
         SpliceId { slot, generation: s.generation }
     }
 
-    /// The decision for a new TCP flow (the sender of `seg`'s SYN is the client):
-    /// the policy's decision at SYN when there is a policy, else `intercept.ports`;
-    /// a worker at `max_per_worker` splices forwards.
-    pub fn admit<Q: Queues>(&mut self, seg: &Seg, live: &Live, io: &mut Io<Q>) -> AtSyn {
+    /// The decision for a new TCP flow whose SYN came in on `port` (its sender is
+    /// the client): the policy's decision at SYN when there is a policy, else
+    /// `intercept.ports`; only SYNs from the inside port are intercepted; a flow to
+    /// intercept must pass admission's limits (over one: `over_limit`).
+    pub fn admit<Q: Queues>(&mut self, seg: &Seg, port: usize, live: &Live, io: &mut Io<Q>) -> AtSyn {
         let (src, _, dst, dport) = seg.key.endpoints(seg.side);
         let verdict = match &live.policy {
             Some(policy) => match policy.decide_at_syn(src, dst, dport).action {
@@ -230,11 +259,46 @@ impl Intercept {
             None if self.ports[usize::from(dport) / 64] & (1 << (dport % 64)) != 0 => AtSyn::Intercept,
             None => AtSyn::Forward,
         };
-        if verdict == AtSyn::Intercept && self.taken >= self.cfg.max_per_worker {
-            io.c[idx::INTERCEPT_FULL] += 1;
+        if verdict != AtSyn::Intercept {
+            return verdict;
+        }
+        if port != tlsgate_drivers::INSIDE {
+            // The legs are made for a client inside: a flow opened from outside is
+            // not intercepted (a block rule above still applies).
+            io.c[idx::INBOUND_NOT_INTERCEPTED] += 1;
             return AtSyn::Forward;
         }
-        verdict
+        let refused = if self.taken >= self.cfg.max_per_worker {
+            Err(AdmissionReason::WorkerFull)
+        } else {
+            self.admission.admit(source_key(src))
+        };
+        let Err(reason) = refused else { return AtSyn::Intercept };
+        io.c[match reason {
+            AdmissionReason::SourceQuota => idx::ADMISSION_SOURCE_QUOTA,
+            AdmissionReason::MemoryBudget => idx::ADMISSION_BUDGET,
+            _ => idx::ADMISSION_WORKER_FULL,
+        }] += 1;
+        match self.admission.over_limit() {
+            OverLimit::Drop => AtSyn::Drop,
+            OverLimit::Reset => {
+                io.c[idx::OVER_LIMIT_RESET] += 1;
+                AtSyn::Reset
+            }
+            OverLimit::Forward => {
+                io.c[idx::OVER_LIMIT_FORWARDED] += 1;
+                if let Some(ev) = self.events.as_mut() {
+                    let o = Outcome::new(
+                        EventKind::Passed,
+                        Leg::Client,
+                        Phase::TcpConnect,
+                        Cause::Admission(reason),
+                    );
+                    ev.at_syn(seg, o, None, live);
+                }
+                AtSyn::Forward
+            }
+        }
     }
 
     /// A segment of an intercepted flow into its splice (`new`: the client's SYN,
@@ -268,16 +332,33 @@ impl Intercept {
                 // hash of its 4-tuple and a counter.
                 seed: self.secrets.stack_seed(&seg.key, self.made ^ (self.worker as u64) << 56),
                 ts_offset: self.secrets.ts_offset(src, dst),
+                first_byte_timeout_ms: self.admission.first_byte_timeout_ms(),
                 policy: live.policy.clone(),
                 config_version: live.version,
             };
-            let splice = Splice::new(frame.data(), seg, setup, now_ms, &mut self.emit);
+            let mut splice = Splice::new(frame.data(), seg, setup, now_ms, &mut self.emit);
+            splice.quota_slot = Some(source_key(src));
             io.c[idx::INTERCEPT_CREATED] += 1;
             match self.slots.get_mut(id.slot as usize) {
                 Some(slot) if slot.generation == id.generation => slot.splice = Some(Box::new(splice)),
                 _ => return,
             }
         } else if let Some(s) = splice_at(&mut self.slots, id) {
+            if seg.payload > 0 && s.buffers() != Buffers::Full {
+                // Data flows: the splice has earned its full buffers.
+                if let Some(source) = s.quota_slot.take() {
+                    self.admission.release_slot(source);
+                }
+                if !s.charged_full && !self.admission.grow() {
+                    s.stay_small();
+                    io.c[idx::GROW_DEFERRED] += 1;
+                } else {
+                    s.charged_full = true;
+                    if s.grow(self.cfg.buffer_kib * 1024) {
+                        io.c[idx::GROWN] += 1;
+                    }
+                }
+            }
             let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
             s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
         } else {
@@ -288,15 +369,15 @@ impl Intercept {
         self.after_step(io, flows, id, now_ms, 0);
     }
 
-    /// Answers a blocked SYN with a RST from its destination, out of the port it
-    /// came in on, with its L2 header mirrored; and its event.
+    /// Answers a refused SYN with a RST from its destination, out of the port it
+    /// came in on, with its L2 header mirrored; a policy block has its event.
     pub fn block<Q: Queues>(
         &mut self,
         io: &mut Io<Q>,
         frame: Q::Frame,
         seg: &Seg,
         port: usize,
-        rule: Option<u32>,
+        why: Refusal,
         live: &Live,
     ) {
         let reply = crate::wire::build::reset_reply(frame.data(), seg.l3.into(), seg.l4.into());
@@ -305,7 +386,7 @@ impl Intercept {
         let Some(mut out) = io.alloc(reply.len()) else { return };
         out.data_mut().copy_from_slice(&reply);
         io.capture(out.data(), port, true);
-        if let Some(ev) = self.events.as_mut() {
+        if let (Some(ev), Refusal::Policy(rule)) = (self.events.as_mut(), why) {
             ev.blocked_at_syn(seg, rule, live);
         }
         io.send(port, out);
@@ -401,6 +482,17 @@ impl Intercept {
         };
         self.free.push(id.slot);
         self.taken -= 1;
+        if let Some(source) = s.quota_slot {
+            self.admission.release_slot(source);
+        }
+        self.admission.release_memory(s.charged_full);
+        if s.buffers() == Buffers::Small
+            && s.ended().is_some_and(|e| {
+                e.outcome.cause == Cause::ClientTimeout && e.outcome.phase != Phase::ClientHello
+            })
+        {
+            io.c[idx::FIRST_BYTE_TIMEOUT] += 1;
+        }
         flows.splice_ended(&s.key, s.hash, now_ms);
         io.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
         io.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
@@ -442,6 +534,18 @@ fn send_emitted<Q: Queues>(io: &mut Io<Q>, splice: &Splice, emit: &EmitBuf) {
         d[l2.len()..].copy_from_slice(&emit.bytes[e.start..e.start + e.len]);
         io.capture(f.data(), port, true);
         io.send(port, f);
+    }
+}
+
+/// What a splice is charged against the memory budget: its buffers, and an
+/// allowance for its stack (the interface, two sockets: ~3 KiB) and, once used,
+/// its TLS sessions (two rustls connections with their buffers).
+fn costs(cfg: &InterceptConfig) -> Costs {
+    const STACK: u64 = 4 << 10;
+    const TLS: u64 = 48 << 10;
+    Costs {
+        half_open: tcp::SMALL_BUFFERS as u64 + STACK,
+        full: 4 * (cfg.buffer_kib as u64) * 1024 + STACK + TLS,
     }
 }
 

@@ -62,6 +62,34 @@ pub enum SpliceState {
     Done(Ended),
 }
 
+/// A splice's buffers: small until the connection is used (a payload byte either
+/// way), then full (`intercept.buffer_kib` each) if the memory budget holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffers {
+    /// No payload byte yet: small buffers, a slot of its source's quota, and the
+    /// first-byte deadline.
+    Small,
+    /// Used, but the budget had no room for full buffers yet: small buffers (slow,
+    /// working); growing is tried again with the next payload.
+    UsedSmall,
+    /// Full buffers.
+    Full,
+}
+
+/// Small buffers of a half-open splice: the client leg's receive buffer holds a
+/// ClientHello of several segments (post-quantum ones are ~2 KiB); nothing is
+/// sent before the connection is used, so the send buffers only carry the
+/// handshakes.
+const SMALL_CLIENT_RX: usize = 4096;
+/// The server leg's receive buffer while half-open (a server that speaks first
+/// makes the splice used).
+const SMALL_SERVER_RX: usize = 1024;
+/// A send buffer while half-open.
+const SMALL_TX: usize = 256;
+
+/// Bytes of the four buffers of a half-open splice.
+pub const SMALL_BUFFERS: usize = SMALL_CLIENT_RX + SMALL_SERVER_RX + 2 * SMALL_TX;
+
 /// What a new splice is made with.
 pub struct Setup<'a> {
     /// `[intercept]`.
@@ -72,6 +100,8 @@ pub struct Setup<'a> {
     pub seed: u64,
     /// Its TCP timestamps' offset.
     pub ts_offset: u32,
+    /// Milliseconds it may wait for its first payload byte.
+    pub first_byte_timeout_ms: u64,
     /// The policy the flow was decided under (consulted again with the SNI).
     pub policy: Option<Arc<CompiledPolicy>>,
     /// The configuration version it was decided under (its events carry it).
@@ -115,8 +145,19 @@ pub struct Splice {
     pub poll_at_ms: u64,
     /// The due time of its entry on the worker's timer heap (`u64::MAX`: none).
     pub scheduled_ms: u64,
-    /// TLS interception state (None: a plain TCP splice).
+    /// TLS interception state, from when both TCP legs are up (None: a plain TCP
+    /// splice, or not yet).
     tls: Option<TlsFlow>,
+    /// Its TLS is intercepted (the TLS state is made when both legs are up).
+    intercept_tls: bool,
+    /// Small until used.
+    buffers: Buffers,
+    /// The admission quota slot it holds while half-open (its source's key),
+    /// managed by the intercept path.
+    pub quota_slot: Option<u128>,
+    /// Full buffers are charged to the memory budget for it.
+    pub charged_full: bool,
+    first_byte_timeout_ms: u64,
     /// Time allowed for the TLS handshakes once both TCP legs are up.
     handshake_timeout_ms: u64,
     /// When both TCP legs came up.
@@ -166,7 +207,7 @@ impl Splice {
     /// (its handshake timeout, ms), the flow's TLS is intercepted once both TCP
     /// legs are up.
     pub fn new(frame: &[u8], seg: &Seg, setup: Setup<'_>, now_ms: u64, out: &mut EmitBuf) -> Self {
-        let Setup { cfg, tls, seed, ts_offset, policy, config_version } = setup;
+        let Setup { cfg, tls, seed, ts_offset, first_byte_timeout_ms, policy, config_version } = setup;
         let (src, src_port, dst, dst_port) = seg.key.endpoints(seg.side);
         let (client, server) = (IpAddress::from(src), IpAddress::from(dst));
         let l3 = usize::from(seg.l3);
@@ -181,10 +222,11 @@ impl Splice {
         icfg.random_seed = seed;
         let mut iface = Interface::new(icfg, &mut dev, now_s(now_ms));
         iface.set_any_ip(true);
-        let buf = cfg.buffer_kib * 1024;
-        let mk = || {
-            let mut s =
-                tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buf]), tcp::SocketBuffer::new(vec![0; buf]));
+        let mk = |rx: usize| {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; rx]),
+                tcp::SocketBuffer::new(vec![0; SMALL_TX]),
+            );
             s.set_nagle_enabled(false);
             s.set_congestion_control(CongestionControl::Cubic);
             s.set_ack_delay(None);
@@ -194,14 +236,18 @@ impl Splice {
             s
         };
         let mut sockets = SocketSet::new(Vec::with_capacity(2));
-        let mut cs = mk();
+        let full = cfg.buffer_kib * 1024;
+        let mut cs = mk(SMALL_CLIENT_RX);
         cs.pause_synack(true);
         // Cannot fail: a fresh socket and a non-zero port.
         let _ = cs.listen(IpListenEndpoint { addr: Some(server), port: dst_port });
-        let mut ss = mk();
+        // Both legs offer the window scale of their full buffers (patched smoltcp).
+        cs.set_window_scale_for(full);
+        let mut ss = mk(SMALL_SERVER_RX);
         ss.set_timeout(Some(SDuration::from_secs(cfg.connect_timeout_s)));
         let connected =
             ss.connect(iface.context(), IpEndpoint::new(server, dst_port), IpEndpoint::new(client, src_port));
+        ss.set_window_scale_for(full);
         let client_sock = sockets.add(cs);
         let server_sock = sockets.add(ss);
         let mut s = Splice {
@@ -227,8 +273,13 @@ impl Splice {
             relayed: [0; 2],
             poll_at_ms: now_ms,
             scheduled_ms: u64::MAX,
-            tls: tls.map(|_| TlsFlow::new()),
+            tls: None,
+            intercept_tls: tls.is_some(),
             handshake_timeout_ms: tls.unwrap_or(u64::MAX / 4),
+            buffers: Buffers::Small,
+            quota_slot: None,
+            charged_full: false,
+            first_byte_timeout_ms,
             tcp_up_ms: now_ms,
             replay: Vec::new(),
             addrs: FlowAddrs { client: src, client_port: src_port, server: dst, port: dst_port },
@@ -314,7 +365,10 @@ impl Splice {
     /// When the current state times out: the server leg's connect, the TLS
     /// handshakes, or no data either way for the idle timeout.
     fn deadline_ms(&self) -> u64 {
-        let idle = self.last_data_ms + self.idle_timeout_ms + 1;
+        let mut idle = self.last_data_ms + self.idle_timeout_ms + 1;
+        if self.buffers == Buffers::Small && !matches!(self.state, SpliceState::Connecting) {
+            idle = idle.min(self.tcp_up_ms + self.first_byte_timeout_ms + 1);
+        }
         match self.state {
             SpliceState::Connecting => self.started_ms + self.connect_timeout_ms + 1,
             SpliceState::Handshaking => idle.min(self.tcp_up_ms + self.handshake_timeout_ms + 1),
@@ -343,6 +397,19 @@ impl Splice {
         if matches!(self.state, SpliceState::Done(_))
             || matches!(self.state, SpliceState::Connecting) && !self.connect(now_ms)
         {
+            return;
+        }
+        if self.buffers == Buffers::Small
+            && now_ms.saturating_sub(self.tcp_up_ms) > self.first_byte_timeout_ms
+        {
+            // Both legs up (the client had its SYN-ACK) and not a byte either way:
+            // the connection is closed, and its slot of the quota freed.
+            self.sockets.get_mut::<tcp::Socket>(self.client_sock).abort();
+            self.sockets.get_mut::<tcp::Socket>(self.server_sock).abort();
+            let end = self.tcp_end(EventKind::Timeout, Leg::Client, Cause::ClientTimeout);
+            self.finish(
+                end.detail(format!("no payload byte within {} s", self.first_byte_timeout_ms / 1000)),
+            );
             return;
         }
         let tls_running = self.tls.as_ref().is_some_and(|t| t.passed().is_none());
@@ -390,6 +457,9 @@ impl Splice {
             State::Established => {
                 self.sockets.get_mut::<tcp::Socket>(self.client_sock).pause_synack(false);
                 self.sockets.get_mut::<tcp::Socket>(self.server_sock).set_timeout(None);
+                if self.intercept_tls {
+                    self.tls = Some(TlsFlow::new());
+                }
                 self.state =
                     if self.tls.is_some() { SpliceState::Handshaking } else { SpliceState::Relaying };
                 self.tcp_up_ms = now_ms;
@@ -498,6 +568,38 @@ impl Splice {
                 false
             }
         }
+    }
+
+    /// Its buffers: small until used, then full.
+    pub fn buffers(&self) -> Buffers {
+        self.buffers
+    }
+
+    /// The connection is used, but its buffers stay small for now (the memory
+    /// budget is spent).
+    pub fn stay_small(&mut self) {
+        self.buffers = Buffers::UsedSmall;
+    }
+
+    /// Gives both legs full buffers of `bytes` each (patched smoltcp: what the small
+    /// ones hold moves over; the window offered grows). A socket that cannot swap
+    /// yet (out-of-order data waiting) keeps its small buffers until the next try.
+    /// Returns whether both legs have full buffers.
+    pub fn grow(&mut self, bytes: usize) -> bool {
+        for h in [self.client_sock, self.server_sock] {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if s.recv_capacity() < bytes {
+                let _ = s.replace_buffers(
+                    tcp::SocketBuffer::new(vec![0; bytes]),
+                    tcp::SocketBuffer::new(vec![0; bytes]),
+                );
+            }
+        }
+        let full = [self.client_sock, self.server_sock]
+            .iter()
+            .all(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity() >= bytes);
+        self.buffers = if full { Buffers::Full } else { Buffers::UsedSmall };
+        full
     }
 
     /// The client leg has closed (the server leg may still be finishing): a new
