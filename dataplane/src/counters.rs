@@ -126,8 +126,20 @@ pub mod idx {
     pub const INBOUND_NOT_INTERCEPTED: usize = 57;
     /// Splices closed for want of a first payload byte.
     pub const FIRST_BYTE_TIMEOUT: usize = 58;
+    /// Drop: a TCP fragment (not atomic): fragments carry no ports to decide on.
+    pub const DROP_TCP_FRAGMENT: usize = 59;
+    /// Drop: TCP to or from a TLS port without a SYN seen (`midstream = "drop"`).
+    pub const DROP_MIDSTREAM: usize = 60;
+    /// TCP to or from a TLS port without a SYN seen, answered with a RST.
+    pub const MIDSTREAM_RESET: usize = 61;
+    /// TLS flows whose client bytes were not a ClientHello the appliance reads.
+    pub const UNDECRYPTABLE_NOT_TLS: usize = 62;
+    /// TLS flows with more than 64 KiB and no complete ClientHello.
+    pub const UNDECRYPTABLE_TOO_LARGE: usize = 63;
+    /// TLS flows whose client closed before its ClientHello was complete.
+    pub const UNDECRYPTABLE_INCOMPLETE: usize = 64;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 59;
+    pub const MALFORMED_BASE: usize = 65;
 }
 
 /// Decisions per rule of the running policy: counted by index on the hot path,
@@ -232,6 +244,8 @@ impl Published {
             ("flow_table_full", idx::DROP_TABLE_FULL),
             ("handover_full", idx::DROP_HANDOVER_FULL),
             ("intercept_tombstone", idx::DROP_TOMBSTONE),
+            ("tcp_fragment", idx::DROP_TCP_FRAGMENT),
+            ("midstream_tls", idx::DROP_MIDSTREAM),
             ("no_buffer", idx::DROP_NO_BUFFER),
         ] {
             if g(i) != 0 {
@@ -278,6 +292,10 @@ impl Published {
                 ("buffers_grow_deferred", idx::GROW_DEFERRED),
                 ("first_byte_timeout", idx::FIRST_BYTE_TIMEOUT),
                 ("inbound_not_intercepted", idx::INBOUND_NOT_INTERCEPTED),
+                ("midstream_reset", idx::MIDSTREAM_RESET),
+                ("undecryptable_not_tls", idx::UNDECRYPTABLE_NOT_TLS),
+                ("undecryptable_hello_too_large", idx::UNDECRYPTABLE_TOO_LARGE),
+                ("undecryptable_hello_incomplete", idx::UNDECRYPTABLE_INCOMPLETE),
                 ("tls_decrypted", idx::TLS_DECRYPTED),
                 ("tls_aborted", idx::TLS_ABORTED),
                 ("tls_passed", idx::TLS_PASSED),

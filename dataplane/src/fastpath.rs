@@ -28,6 +28,7 @@ use crate::intercept::{AtSyn, Refusal};
 use crate::steer::{owner, HandoverBurst};
 use crate::wire::parse::{parse, proto, tcp_flags};
 use crate::worker::Worker;
+use tlsgate_policy::MidstreamAction;
 
 /// What the fast path read of a TCP or UDP segment, carried with its frame.
 #[derive(Debug, Clone, Copy)]
@@ -81,8 +82,10 @@ pub enum Class {
     },
     /// A segment of an intercepted flow that has ended (late): dropped.
     Tombstone,
-    /// A SYN over an admission limit, answered with a RST (`over_limit = "reset"`).
-    Refuse(Seg),
+    /// Answered with a RST: a SYN over an admission limit (`over_limit =
+    /// "reset"`), or a segment to a TLS port without a SYN seen (`midstream =
+    /// "reset"`).
+    Refuse(Seg, Refusal),
     /// TCP/UDP: look the flow up.
     Track(Seg),
 }
@@ -125,7 +128,12 @@ impl<Q: Queues> Worker<Q> {
         self.io.capture(frame.data(), port, false);
         let (key, side) = FlowKey::of_frame(&p, frame.data());
         let hash = self.flows.hash(&key);
-        let class = if p.fragment {
+        let class = if p.fragment && p.proto == proto::TCP {
+            // A TCP fragment (an IPv6 atomic fragment is parsed as a whole packet):
+            // later fragments carry no port, so nothing could decide on them.
+            self.io.c[idx::DROP_TCP_FRAGMENT] += 1;
+            Class::Drop
+        } else if p.fragment {
             Class::Fragment
         } else if p.proto == proto::TCP || p.proto == proto::UDP {
             Class::Track(Seg {
@@ -187,15 +195,8 @@ impl<Q: Queues> Worker<Q> {
                     let frame = item.frame;
                     self.intercept.block(&mut self.io, frame, &seg, port, Refusal::Policy(rule), &self.live);
                 }
-                Class::Refuse(seg) => {
-                    self.intercept.block(
-                        &mut self.io,
-                        item.frame,
-                        &seg,
-                        port,
-                        Refusal::OverLimit,
-                        &self.live,
-                    );
+                Class::Refuse(seg, why) => {
+                    self.intercept.block(&mut self.io, item.frame, &seg, port, why, &self.live)
                 }
                 Class::Tombstone => {
                     // Both legs are closed; a late segment must not take the fast
@@ -235,7 +236,7 @@ impl<Q: Queues> Worker<Q> {
                     }
                     AtSyn::Reset => {
                         self.flows.remove(&seg.key, seg.hash);
-                        Class::Refuse(seg)
+                        Class::Refuse(seg, Refusal::OverLimit)
                     }
                     AtSyn::Intercept => {
                         // The slot is taken now, so later segments of this burst
@@ -253,9 +254,31 @@ impl<Q: Queues> Worker<Q> {
                 }
             }
             Track::Created => Class::Forward,
+            Track::Midstream if self.intercept.tls_port(&seg, &self.live) => {
+                match self.intercept.midstream(&self.live) {
+                    MidstreamAction::Forward => {
+                        self.io.c[idx::UNTRACKED_MIDSTREAM] += 1;
+                        Class::Forward
+                    }
+                    MidstreamAction::Reset => {
+                        self.io.c[idx::MIDSTREAM_RESET] += 1;
+                        Class::Refuse(seg, Refusal::Midstream)
+                    }
+                    _ => {
+                        self.io.c[idx::DROP_MIDSTREAM] += 1;
+                        Class::Drop
+                    }
+                }
+            }
             Track::Midstream => {
                 self.io.c[idx::UNTRACKED_MIDSTREAM] += 1;
                 Class::Forward
+            }
+            Track::FullOpen if seg.key.proto() == proto::TCP && self.intercept.tls_port(&seg, &self.live) => {
+                // Fail-open never covers TLS ports: a full table must not let them
+                // through uninspected.
+                self.io.c[idx::DROP_TABLE_FULL] += 1;
+                Class::Drop
             }
             Track::FullOpen => {
                 self.io.c[idx::UNTRACKED_TABLE_FULL] += 1;

@@ -313,3 +313,58 @@ fn fragments_are_forwarded_untracked_and_steered_by_address_pair() {
     assert_eq!(owners, 1, "all fragments of a datagram reach one worker");
     assert_eq!(s.stats.workers.iter().map(|w| w.flows_created).sum::<u64>(), 0);
 }
+
+/// An IPv4 TCP SYN cut into a fragment (MF set) and an IPv6 TCP SYN in an atomic
+/// fragment (a fragment header with offset 0 and no MF): the first is dropped and
+/// counted whatever its port (later fragments carry none, so nothing could decide
+/// on them); the second is a whole packet, tracked like any SYN.
+#[test]
+fn tcp_fragments_are_dropped_and_atomic_fragments_are_whole_packets() {
+    let dp = start(1, Spread::First, config(MalformedAction::Drop, 1000, AtCapacity::FailOpen));
+    let mut v4 = Spec::tcp(ip("198.18.0.1"), 40000, ip("198.18.0.2"), 8080, SYN).build();
+    v4[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    v4[24..26].copy_from_slice(&[0, 0]);
+    let ck = tlsgate_dataplane::wire::build::checksum(&v4[14..34]);
+    v4[24..26].copy_from_slice(&ck.to_be_bytes());
+    let v6 = {
+        let f = Spec::tcp(ip("2001:db8::1"), 40001, ip("2001:db8::2"), 8080, SYN).build();
+        let (head, tcp) = f.split_at(14 + 40);
+        let mut out = head.to_vec();
+        let plen = u16::from_be_bytes([out[18], out[19]]) + 8;
+        out[18..20].copy_from_slice(&plen.to_be_bytes());
+        out[20] = 44;
+        out.extend_from_slice(&[6, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]);
+        out.extend_from_slice(tcp);
+        out
+    };
+    dp.send(INSIDE, &[v4, v6.clone()]);
+    assert_eq!(dp.collect(OUTSIDE, 1), vec![v6], "only the atomic fragment crosses");
+    dp.settle();
+    let s = dp.stop();
+    let w = &s.stats.workers[0];
+    assert_eq!(w.drops.get("tcp_fragment"), Some(&1), "{:?}", w.drops);
+    assert_eq!((w.flows_created, w.untracked_fragments), (1, 0));
+}
+
+/// TCP to a TLS port (here `intercept.ports`) whose SYN was never seen is dropped
+/// (`midstream = "drop"`, the default): it would escape inspection. Elsewhere it is
+/// forwarded untracked, as before.
+#[test]
+fn midstream_tcp_to_a_tls_port_is_dropped() {
+    let mut cfg = config(MalformedAction::Drop, 1000, AtCapacity::FailOpen);
+    cfg.intercept.ports = vec![443];
+    let dp = start(1, Spread::First, cfg);
+    let to_tls =
+        Spec::tcp(ip("198.18.0.1"), 40000, ip("198.18.0.2"), 443, ACK).with_payload(b"\x16\x03\x01").build();
+    let from_tls =
+        Spec::tcp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 40000, ACK).with_payload(b"data").build();
+    let other = Spec::tcp(ip("198.18.0.1"), 40002, ip("198.18.0.2"), 8080, ACK).with_payload(b"x").build();
+    dp.send(INSIDE, &[to_tls, other.clone()]);
+    dp.send(OUTSIDE, &[from_tls]);
+    assert_eq!(dp.collect(OUTSIDE, 1), vec![other]);
+    dp.settle();
+    assert!(dp.wire.take_tx(INSIDE).is_empty(), "nothing from the TLS server got through");
+    let s = dp.stop();
+    let w = &s.stats.workers[0];
+    assert_eq!((w.drops.get("midstream_tls"), w.untracked_midstream), (Some(&2), 1), "{:?}", w.drops);
+}

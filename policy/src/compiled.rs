@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::PolicyError;
-use crate::model::{Action, DecryptionSettings, Policy, UndecryptableAction};
+use crate::model::{Action, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction};
 use crate::parse::{address_key, Family, SniPattern};
 use crate::resolve::{self, Resolved};
 
@@ -159,6 +159,11 @@ impl CompiledPolicy {
     /// What happens to undecryptable TLS.
     pub fn undecryptable(&self) -> UndecryptableAction {
         self.policy.settings.undecryptable
+    }
+
+    /// What happens to TCP to or from a TLS port without a SYN seen.
+    pub fn midstream(&self) -> MidstreamAction {
+        self.policy.settings.midstream
     }
 
     /// How long a server-leg failure is remembered.

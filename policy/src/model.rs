@@ -38,11 +38,28 @@ impl fmt::Display for Action {
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum UndecryptableAction {
-    /// Pass it through untouched (logged).
-    #[default]
+    /// Pass it through untouched (logged): must be chosen.
     Pass,
-    /// Block it (logged).
+    /// Block it (logged): the default, as a decryption appliance fails closed.
+    #[default]
     Block,
+}
+
+/// What happens to a TCP segment to or from a TLS port whose connection's SYN the
+/// dataplane never saw (a connection older than a restart, a lost SYN, or one
+/// that avoids the SYN on purpose).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum MidstreamAction {
+    /// Dropped (counted): the default; such connections end after a restart, and
+    /// clients reconnect.
+    #[default]
+    Drop,
+    /// Answered with a RST (counted): clients learn at once.
+    Reset,
+    /// Forwarded uninspected (counted): must be chosen.
+    Forward,
 }
 
 /// A port or inclusive port range: `443`, `"443"` or `"8000-8080"`.
@@ -120,8 +137,10 @@ impl Rule {
 pub struct DecryptionSettings {
     /// Destination ports treated as TLS; everything else is bypassed. Default `[443]`.
     pub tls_ports: Vec<PortSpec>,
-    /// What happens to undecryptable TLS. Default `pass`.
+    /// What happens to undecryptable TLS. Default `block`.
     pub undecryptable: UndecryptableAction,
+    /// What happens to TCP to or from a TLS port without a SYN seen. Default `drop`.
+    pub midstream: MidstreamAction,
     /// Whether server certificates are verified. Default `true`; `false` is for labs
     /// and is reported by [`Policy::warnings`].
     pub certificate_validation: bool,
@@ -133,7 +152,8 @@ impl Default for DecryptionSettings {
     fn default() -> DecryptionSettings {
         DecryptionSettings {
             tls_ports: vec![PortSpec::Number(443)],
-            undecryptable: UndecryptableAction::Pass,
+            undecryptable: UndecryptableAction::Block,
+            midstream: MidstreamAction::Drop,
             certificate_validation: true,
             undecryptable_memory_s: 3600,
         }

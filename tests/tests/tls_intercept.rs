@@ -370,14 +370,16 @@ fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
     assert!(log.contains("while connecting to client"), "{log}");
 }
 
-/// After a server-leg failure, with the undecryptable action `pass`, later
+/// After a server-leg failure, with the undecryptable action `pass` chosen, later
 /// connections to that server (address, port, SNI) are passed through undecrypted:
 /// the client meets the server's own certificate, and the event says why.
 #[test]
 fn a_failed_server_is_remembered_and_passed_undecrypted() {
     let asa = pki::ciscoasa();
     let cfg = server_config(vec![asa.der()], &asa.key, false);
-    let setup = setup("strong", &[], &[]);
+    let policy = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ],
+                      "settings": { "undecryptable": "pass" } }"#;
+    let setup = setup_with_policy("strong", &[], &[], Some(policy));
     let mut net = Net::new(setup.config.clone(), 1);
     let (_, first, _, _) =
         connect(&mut net, &setup, cfg.clone(), "asa.tg.test", 443, 41001, None, b"GET /", 10);
@@ -396,6 +398,25 @@ fn a_failed_server_is_remembered_and_passed_undecrypted() {
     assert_eq!(kinds, ["abort", "passed"], "{events:?}");
     assert_eq!(events[1]["cause"], "remembered", "{}", events[1]);
     assert!(events[1]["error_detail"].as_str().unwrap().contains("failed before"), "{}", events[1]);
+}
+
+/// By default (`undecryptable: block`, and without a policy) a server-leg failure
+/// is not remembered: the next connection to that server is intercepted again and
+/// fails again, never passed.
+#[test]
+fn by_default_a_failed_server_is_not_passed_later() {
+    let asa = pki::ciscoasa();
+    let cfg = server_config(vec![asa.der()], &asa.key, false);
+    let setup = setup("strong", &[], &[]);
+    let mut net = Net::new(setup.config.clone(), 1);
+    for port in [41011, 41012] {
+        let (_, err, _, _) =
+            connect(&mut net, &setup, cfg.clone(), "asa.tg.test", 443, port, None, b"GET /", 10);
+        let err = err.expect("aborted");
+        assert!(err.contains("HandshakeFailure"), "intercepted and refused, not passed: {err}");
+    }
+    let summary = net.stop();
+    assert_eq!((counter(&summary, "tls_aborted"), counter(&summary, "tls_passed_remembered")), (2, 0));
 }
 
 /// A client without SNI (connecting by address): the server is verified against its
@@ -563,5 +584,127 @@ fn with_validation_off_a_refused_chain_is_decrypted_and_reported() {
     assert!(
         log.contains("WARN TLS_Proxy - Certificate verification failure ignored (validation is off): self signed certificate (code 18, depth 0)"),
         "{log}"
+    );
+}
+
+/// Bytes on a TLS port that are not a complete ClientHello the appliance can read
+/// follow the undecryptable action, `block` by default: not TLS, more than 64 KiB
+/// without a complete ClientHello, a piece of one then FIN. Each is reset, counted
+/// by its reason, and has its event; with `undecryptable: pass` chosen they are
+/// passed raw instead.
+#[test]
+fn bytes_without_a_complete_client_hello_are_blocked_by_default() {
+    let hello = {
+        let setup = setup("strong", &[], &[]);
+        let cfg = client_config(&setup.ca, None);
+        let mut c = rustls::ClientConnection::new(cfg, "server.tg.test".try_into().unwrap()).unwrap();
+        let mut out = Vec::new();
+        c.write_tls(&mut out).unwrap();
+        out
+    };
+    let mut too_large = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];
+    too_large.resize(5 + 0x4000, 0);
+    while too_large.len() <= 70_000 {
+        too_large.extend_from_slice(&[0x16, 0x03, 0x01, 0x40, 0x00]);
+        too_large.resize(too_large.len() + 0x4000, 0);
+    }
+    let cases: [(&str, Vec<u8>, bool, &str); 3] = [
+        ("not TLS", b"GET / HTTP/1.1\r\nHost: server.tg.test\r\n\r\n".to_vec(), false, "not_tls"),
+        ("a piece, then FIN", hello[..60].to_vec(), true, "hello_incomplete"),
+        ("more than 64 KiB", too_large, false, "hello_too_large"),
+    ];
+    for pass in [false, true] {
+        let settings = if pass { r#", "settings": { "undecryptable": "pass" }"# } else { "" };
+        let policy =
+            format!(r#"{{ "rules": [ {{ "name": "Decrypt-All", "action": "decrypt" }} ]{settings} }}"#);
+        let setup = setup_with_policy("strong", &[], &[], Some(&policy));
+        let mut net = Net::new(setup.config.clone(), 1);
+        let mut servers = Vec::new();
+        for (i, (name, bytes, fin, _)) in cases.iter().enumerate() {
+            let ss = net.server.tcp(128 * 1024);
+            net.server.sock(ss).listen(443).unwrap();
+            servers.push(ss);
+            let cs = net.client.tcp(128 * 1024);
+            net.client.connect(cs, 43000 + i as u16, 443);
+            let mut sent = 0;
+            net.run_until(std::time::Duration::from_secs(30), |n| {
+                let c = n.client.sock(cs);
+                if c.can_send() && sent < bytes.len() {
+                    sent += c.send_slice(&bytes[sent..]).unwrap();
+                }
+                if sent == bytes.len() && *fin && c.state() == smoltcp::socket::tcp::State::Established {
+                    c.close();
+                }
+                let s = n.server.sock(ss);
+                let passed = s.recv_queue() > 0 || s.state() == smoltcp::socket::tcp::State::CloseWait;
+                let reset = c.state() == smoltcp::socket::tcp::State::Closed;
+                if pass {
+                    passed
+                } else {
+                    reset
+                }
+            });
+            if pass {
+                // Relayed raw: both sides close, so the flow ends and has its event.
+                net.client.sock(cs).close();
+                net.server.sock(ss).close();
+                net.run_until(std::time::Duration::from_secs(30), |n| {
+                    use smoltcp::socket::tcp::State::{Closed, TimeWait};
+                    matches!(n.client.sock(cs).state(), Closed | TimeWait)
+                        && matches!(n.server.sock(ss).state(), Closed | TimeWait)
+                });
+            } else {
+                assert!(net.server.sock(servers[i]).recv_queue() == 0, "{name}: nothing reached the server");
+            }
+        }
+        let summary = net.stop();
+        let (_, events) = logs(&setup);
+        let kind = if pass { "passed" } else { "blocked" };
+        for (_, _, _, cause) in &cases {
+            assert!(
+                events.iter().any(|e| e["kind"] == kind && e["cause"] == *cause),
+                "a {kind} event with cause {cause}: {events:?}"
+            );
+            assert_eq!(counter(&summary, &format!("undecryptable_{cause}")), 1, "{cause}");
+        }
+        assert_eq!(counter(&summary, if pass { "tls_passed" } else { "tls_blocked" }), 3);
+    }
+}
+
+/// A ClientHello begun and finished after the handshake timeout is the client's
+/// timeout (phase client_hello): the server leg never saw a ClientHello, nothing is
+/// remembered, and the next connection is intercepted as usual.
+#[test]
+fn a_late_client_hello_is_a_client_timeout() {
+    let (setup, mut net, cs) = silent_pair(42003);
+    let client = client_config(&setup.ca, None);
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(client, "server.tg.test".try_into().unwrap())
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    net.run_until(std::time::Duration::from_secs(10), |n| {
+        n.client.sock(cs).state() == smoltcp::socket::tcp::State::Established
+    });
+    net.client.sock(cs).send_slice(&hello[..1]).unwrap();
+    let t0 = net.elapsed();
+    // The rest only after the timeout (1 s): the splice is gone by then.
+    net.run_until(std::time::Duration::from_secs(20), |n| {
+        if n.elapsed() - t0 > std::time::Duration::from_millis(1500) {
+            let _ = n.client.sock(cs).send_slice(&hello[1..]);
+        }
+        n.client.sock(cs).state() == smoltcp::socket::tcp::State::Closed
+    });
+    let waited = net.elapsed() - t0;
+    assert!(waited >= std::time::Duration::from_secs(1), "not before the timeout: {waited:?}");
+    let summary = net.stop();
+    assert_eq!(counter(&summary, "tls_passed_remembered"), 0);
+    let (_, events) = logs(&setup);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e["kind"].as_str(), e["leg"].as_str(), e["phase"].as_str(), e["cause"].as_str()),
+        (Some("timeout"), Some("client"), Some("client_hello"), Some("client_timeout")),
+        "{e}"
     );
 }

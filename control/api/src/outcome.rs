@@ -46,6 +46,11 @@ pub enum Cause {
     ServerTimeout,
     /// The client's bytes are not a ClientHello the appliance can read.
     NotTls,
+    /// The client sent more than the appliance reads (64 KiB) without completing
+    /// its ClientHello.
+    HelloTooLarge,
+    /// The client closed its side before its ClientHello was complete.
+    HelloIncomplete,
     /// A policy rule decided (block, or do-not-decrypt): the rule's index in the
     /// policy of the flow's configuration version, `None` for the default action.
     Policy {
@@ -126,6 +131,8 @@ impl Cause {
         Cause::ClientTimeout,
         Cause::ServerTimeout,
         Cause::NotTls,
+        Cause::HelloTooLarge,
+        Cause::HelloIncomplete,
         Cause::Policy { rule: Some(3) },
         Cause::Policy { rule: None },
         Cause::Remembered,
@@ -162,6 +169,8 @@ impl Cause {
             Cause::PeerMisbehaved => 16,
             Cause::Internal => 17,
             Cause::Admission(_) => 18,
+            Cause::HelloTooLarge => 19,
+            Cause::HelloIncomplete => 20,
         }
     }
 
@@ -192,6 +201,8 @@ impl Cause {
             16 => Cause::PeerMisbehaved,
             17 => Cause::Internal,
             18 => Cause::Admission(AdmissionReason::from_u8(detail)?),
+            19 => Cause::HelloTooLarge,
+            20 => Cause::HelloIncomplete,
             _ => return None,
         })
     }
@@ -217,6 +228,8 @@ impl Cause {
             Cause::PeerMisbehaved => "peer_misbehaved",
             Cause::Internal => "internal",
             Cause::Admission(_) => "admission",
+            Cause::HelloTooLarge => "hello_too_large",
+            Cause::HelloIncomplete => "hello_incomplete",
         }
     }
 
@@ -271,6 +284,8 @@ impl Outcome {
             Cause::ClientTimeout => "the client did not complete the TLS handshake in time".into(),
             Cause::ServerTimeout => "the server did not complete the TLS handshake in time".into(),
             Cause::NotTls => "not a TLS ClientHello the appliance can read".into(),
+            Cause::HelloTooLarge => "more than 64 KiB without a complete ClientHello".into(),
+            Cause::HelloIncomplete => "the client closed before its ClientHello was complete".into(),
             Cause::Policy { .. } => match (self.kind, self.phase) {
                 (EventKind::Blocked, Phase::TcpConnect) => {
                     "blocked by the decryption policy at SYN: reset".into()

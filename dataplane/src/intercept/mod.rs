@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tlsgate_api::Leg;
 use tlsgate_drivers::{Frame, Queues};
-use tlsgate_policy::SynAction;
+use tlsgate_policy::{MidstreamAction, SynAction};
 
 use admission::{source_key, Admission, AdmissionConfig, Costs, OverLimit};
 use tlsgate_api::{AdmissionReason, Cause, EventKind, Outcome, Phase};
@@ -119,6 +119,9 @@ pub enum Refusal {
     Policy(Option<u32>),
     /// Over a limit of admission, with `over_limit = "reset"`.
     OverLimit,
+    /// A segment of a connection to a TLS port whose SYN was not seen
+    /// (`midstream = "reset"`).
+    Midstream,
 }
 
 /// A slot of the splice table: the splice, and a generation that changes each
@@ -204,6 +207,23 @@ impl Intercept {
     /// Splices alive (and slots reserved for new ones).
     pub fn active(&self) -> usize {
         self.taken
+    }
+
+    /// Whether the segment's connection is to a TLS port (either port of the
+    /// segment: it may come from the server): the policy's `tls_ports`, else
+    /// `intercept.ports`. Such connections are never forwarded uninspected unless a
+    /// setting says so.
+    pub fn tls_port(&self, seg: &Seg, live: &Live) -> bool {
+        let (a, b) = (seg.key.lo_port(), seg.key.hi_port());
+        match &live.policy {
+            Some(p) => p.is_tls_port(a) || p.is_tls_port(b),
+            None => [a, b].iter().any(|&p| self.ports[usize::from(p) / 64] & (1 << (p % 64)) != 0),
+        }
+    }
+
+    /// What TCP to a TLS port without a SYN seen gets (without a policy: dropped).
+    pub fn midstream(&self, live: &Live) -> MidstreamAction {
+        live.policy.as_ref().map_or(MidstreamAction::Drop, |p| p.midstream())
     }
 
     /// Half-open splices, and the bytes charged to the memory budget.
@@ -380,7 +400,8 @@ impl Intercept {
         why: Refusal,
         live: &Live,
     ) {
-        let reply = crate::wire::build::reset_reply(frame.data(), seg.l3.into(), seg.l4.into());
+        let reply =
+            crate::wire::build::reset_reply(frame.data(), seg.l3.into(), seg.l4.into(), seg.payload.into());
         drop(frame);
         let Some(reply) = reply else { return };
         let Some(mut out) = io.alloc(reply.len()) else { return };
@@ -486,10 +507,7 @@ impl Intercept {
             self.admission.release_slot(source);
         }
         self.admission.release_memory(s.charged_full);
-        if s.buffers() == Buffers::Small
-            && s.ended().is_some_and(|e| {
-                e.outcome.cause == Cause::ClientTimeout && e.outcome.phase != Phase::ClientHello
-            })
+        if s.buffers() == Buffers::Small && s.ended().is_some_and(|e| e.outcome.cause == Cause::ClientTimeout)
         {
             io.c[idx::FIRST_BYTE_TIMEOUT] += 1;
         }
@@ -498,6 +516,12 @@ impl Intercept {
         io.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
         if let Some(i) = s.ended().and_then(|e| end_counter(e.outcome)) {
             io.c[i] += 1;
+        }
+        match s.ended().map(|e| e.outcome.cause) {
+            Some(Cause::NotTls) => io.c[idx::UNDECRYPTABLE_NOT_TLS] += 1,
+            Some(Cause::HelloTooLarge) => io.c[idx::UNDECRYPTABLE_TOO_LARGE] += 1,
+            Some(Cause::HelloIncomplete) => io.c[idx::UNDECRYPTABLE_INCOMPLETE] += 1,
+            _ => {}
         }
         let info = s.tls_info();
         if let (Some(name), Some(_)) = (&info.rule, &s.policy) {

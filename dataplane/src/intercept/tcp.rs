@@ -134,6 +134,9 @@ pub struct Splice {
     closed: [bool; 2],
     /// The client / server finished sending (its FIN was relayed).
     fin_from: [bool; 2],
+    /// The client / server sent its FIN (seen in its leg's state once: a leg that
+    /// closes fully later still has data to relay before the FIN is carried over).
+    fin_in: [bool; 2],
     started_ms: u64,
     last_data_ms: u64,
     connect_timeout_ms: u64,
@@ -160,6 +163,11 @@ pub struct Splice {
     first_byte_timeout_ms: u64,
     /// Time allowed for the TLS handshakes once both TCP legs are up.
     handshake_timeout_ms: u64,
+    /// The TLS handshake phase under way, and since when: each phase has its own
+    /// deadline, and the ClientHello's starts at its first byte (`u64::MAX`: not
+    /// yet), so nothing a client does late is charged to the server.
+    hs_phase: Option<Phase>,
+    hs_since_ms: u64,
     /// When both TCP legs came up.
     tcp_up_ms: u64,
     /// Bytes read from the client before passing the flow through raw; they go to
@@ -266,6 +274,7 @@ impl Splice {
             state: SpliceState::Connecting,
             closed: [false; 2],
             fin_from: [false; 2],
+            fin_in: [false; 2],
             started_ms: now_ms,
             last_data_ms: now_ms,
             connect_timeout_ms: cfg.connect_timeout_s * 1000,
@@ -281,6 +290,8 @@ impl Splice {
             charged_full: false,
             first_byte_timeout_ms,
             tcp_up_ms: now_ms,
+            hs_phase: None,
+            hs_since_ms: u64::MAX,
             replay: Vec::new(),
             addrs: FlowAddrs { client: src, client_port: src_port, server: dst, port: dst_port },
         };
@@ -371,7 +382,9 @@ impl Splice {
         }
         match self.state {
             SpliceState::Connecting => self.started_ms + self.connect_timeout_ms + 1,
-            SpliceState::Handshaking => idle.min(self.tcp_up_ms + self.handshake_timeout_ms + 1),
+            SpliceState::Handshaking => {
+                idle.min(self.hs_since_ms.saturating_add(self.handshake_timeout_ms + 1))
+            }
             SpliceState::Relaying | SpliceState::Closing(_) => idle,
             SpliceState::Done(_) => u64::MAX,
         }
@@ -394,6 +407,11 @@ impl Splice {
     }
 
     fn advance(&mut self, now_ms: u64, tls: Option<&mut TlsWorker>, clock: &dyn Clock) {
+        for (i, h) in [self.client_sock, self.server_sock].into_iter().enumerate() {
+            let st = self.sockets.get::<tcp::Socket>(h).state();
+            self.fin_in[i] |=
+                matches!(st, State::CloseWait | State::LastAck | State::Closing | State::TimeWait);
+        }
         if matches!(self.state, SpliceState::Done(_))
             || matches!(self.state, SpliceState::Connecting) && !self.connect(now_ms)
         {
@@ -499,10 +517,18 @@ impl Splice {
     /// Runs the TLS layer; true when the splice finished.
     fn pump_tls(&mut self, w: &mut TlsWorker, now_ms: u64, clock: &dyn Clock) -> bool {
         let handshaking = matches!(self.state, SpliceState::Handshaking);
-        let timed_out = handshaking && now_ms.saturating_sub(self.tcp_up_ms) > self.handshake_timeout_ms;
         let (client, server) = legs(&mut self.sockets, self.client_sock, self.server_sock);
         let before = (client.recv_queue(), server.recv_queue());
         let Some(flow) = self.tls.as_mut() else { return false };
+        if self.hs_phase == Some(Phase::ClientHello)
+            && self.hs_since_ms == u64::MAX
+            && client.recv_queue() > 0
+        {
+            // The ClientHello's first byte: its deadline starts now.
+            self.hs_since_ms = now_ms;
+        }
+        let timed_out =
+            handshaking && now_ms.saturating_sub(self.hs_since_ms.min(now_ms)) > self.handshake_timeout_ms;
         let action = if timed_out {
             flow.give_up(self.addrs, self.policy.as_deref(), self.handshake_timeout_ms / 1000, now_ms)
         } else {
@@ -514,22 +540,27 @@ impl Splice {
         if handshake_over(flow) && handshaking {
             self.state = SpliceState::Relaying;
         }
+        let phase = flow.handshaking();
+        if phase != self.hs_phase {
+            // A new phase, a new deadline (the ClientHello's from its first byte).
+            self.hs_phase = phase;
+            let waiting = phase == Some(Phase::ClientHello) && before.0 == 0 && client.recv_queue() == 0;
+            self.hs_since_ms = if waiting { u64::MAX } else { now_ms };
+        }
         if (client.recv_queue(), server.recv_queue()) != before {
             self.last_data_ms = now_ms;
         }
         match action {
             TlsAction::Continue => {
                 // A TCP FIN without close_notify: carry the close across.
-                let fin = |s: &tcp::Socket<'_>| {
-                    matches!(s.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
-                        && s.recv_queue() == 0
-                };
-                if fin(client) && !self.fin_from[ix(Leg::Client)] {
+                let fin_in = self.fin_in;
+                let fin = |s: &tcp::Socket<'_>, leg: Leg| fin_in[ix(leg)] && s.recv_queue() == 0;
+                if fin(client, Leg::Client) && !self.fin_from[ix(Leg::Client)] {
                     self.fin_from[ix(Leg::Client)] = true;
                     self.closed[ix(Leg::Server)] = true;
                     server.close();
                 }
-                if fin(server) && !self.fin_from[ix(Leg::Server)] {
+                if fin(server, Leg::Server) && !self.fin_from[ix(Leg::Server)] {
                     self.fin_from[ix(Leg::Server)] = true;
                     self.closed[ix(Leg::Client)] = true;
                     client.close();
@@ -639,10 +670,8 @@ impl Splice {
         }
         self.relayed[dir] += moved as u64;
         let f = self.sockets.get::<tcp::Socket>(from);
-        let fin_received =
-            matches!(f.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait);
-        let peer_finished = fin_received && f.recv_queue() == 0;
         let from_leg = if dir == 0 { Leg::Client } else { Leg::Server };
+        let peer_finished = self.fin_in[ix(from_leg)] && f.recv_queue() == 0;
         if peer_finished && !self.fin_from[ix(from_leg)] {
             self.fin_from[ix(from_leg)] = true;
             let to_leg = if dir == 0 { Leg::Server } else { Leg::Client };

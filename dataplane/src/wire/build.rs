@@ -7,11 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::wire::parse::{ethertype, proto, tcp_flags};
 
-/// The RST+ACK that refuses a TCP SYN: from the SYN's destination to its sender,
-/// acknowledging the SYN, behind the SYN's own L2 header (VLAN tags included) with
-/// the MACs swapped. `syn` is the frame, its IP header at `l3` and its TCP header
-/// at `l4`; `None` if it is cut short there.
-pub fn reset_reply(syn: &[u8], l3: usize, l4: usize) -> Option<Vec<u8>> {
+/// The RST that refuses a TCP segment (RFC 9293 §3.10.7.1), from its destination
+/// to its sender, behind the segment's own L2 header (VLAN tags included) with the
+/// MACs swapped: for a segment with an ACK, a RST with that acknowledgement as its
+/// sequence number; otherwise (a SYN) a RST+ACK acknowledging the segment. `syn`
+/// is the frame, its IP header at `l3`, its TCP header at `l4`, `payload` bytes of
+/// data; `None` if it is cut short there.
+pub fn reset_reply(syn: &[u8], l3: usize, l4: usize, payload: usize) -> Option<Vec<u8>> {
     let ip = syn.get(l3..)?;
     let (src, dst): (IpAddr, IpAddr) = match ip.first()? >> 4 {
         4 => (
@@ -24,12 +26,23 @@ pub fn reset_reply(syn: &[u8], l3: usize, l4: usize) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    let tcp = syn.get(l4..l4 + 8)?;
+    let tcp = syn.get(l4..l4 + 14)?;
     let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let mut spec = Spec::tcp(dst, dport, src, sport, tcp_flags::RST | tcp_flags::ACK);
-    spec.seq = 0;
-    spec.ack = seq.wrapping_add(1);
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    let flags = tcp[13];
+    let spec = if flags & tcp_flags::ACK != 0 {
+        let mut s = Spec::tcp(dst, dport, src, sport, tcp_flags::RST);
+        s.seq = ack;
+        s
+    } else {
+        let mut s = Spec::tcp(dst, dport, src, sport, tcp_flags::RST | tcp_flags::ACK);
+        let len =
+            payload as u32 + u32::from(flags & tcp_flags::SYN != 0) + u32::from(flags & tcp_flags::FIN != 0);
+        s.seq = 0;
+        s.ack = seq.wrapping_add(len);
+        s
+    };
     let built = spec.build();
     let mut out = Vec::with_capacity(l3 + built.len() - 14);
     out.extend_from_slice(syn.get(..l3)?);

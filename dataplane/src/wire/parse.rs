@@ -352,7 +352,9 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<Parsed, Malformed> {
                     return Err(Malformed::Ipv6ExtTruncated);
                 }
                 let fo = u16::from_be_bytes([f[at + 2], f[at + 3]]);
-                p.fragment = true;
+                // An atomic fragment (offset 0, no more fragments: RFC 6946) is a
+                // whole packet behind a fragment header.
+                p.fragment = fo & 0xfff9 != 0;
                 p.later_fragment = fo & 0xfff8 != 0;
                 next = f[at];
                 at += 8;

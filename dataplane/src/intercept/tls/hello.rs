@@ -18,6 +18,20 @@ fn pass(raw: Vec<u8>, end: Ended) -> Step {
     (TlsState::Passed(end), Some(TlsAction::PassRaw(raw)))
 }
 
+/// Bytes that are not a complete ClientHello the appliance can read, for `cause`:
+/// the policy's undecryptable action (`block` by default, and without a policy):
+/// reset, or passed raw when `pass` was chosen.
+fn undecryptable(raw: Vec<u8>, cause: Cause, detail: String, cx: &Ctx<'_, '_, '_>) -> Step {
+    let pass_chosen = cx.policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Pass);
+    let kind = if pass_chosen { EventKind::Passed } else { EventKind::Blocked };
+    let end = Ended::new(kind, Leg::Client, Phase::ClientHello, cause).detail(detail);
+    if pass_chosen {
+        pass(raw, end)
+    } else {
+        (TlsState::Failed, Some(TlsAction::Reset(end)))
+    }
+}
+
 pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'_, '_, '_>) -> Step {
     while cx.client.can_recv() {
         let n = cx
@@ -34,25 +48,19 @@ pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'
     }
     let accepted = match acceptor.accept() {
         Ok(None) => {
-            if raw.len() > MAX_HELLO || !cx.client.may_recv() && !raw.is_empty() {
-                let end = Ended::new(EventKind::Passed, Leg::Client, Phase::ClientHello, Cause::NotTls)
-                    .detail("no complete ClientHello");
-                return pass(raw, end);
+            if raw.len() > MAX_HELLO {
+                let detail = format!("{} bytes", raw.len());
+                return undecryptable(raw, Cause::HelloTooLarge, detail, cx);
+            }
+            if !cx.client.may_recv() && !raw.is_empty() {
+                let detail = format!("{} bytes, then FIN", raw.len());
+                return undecryptable(raw, Cause::HelloIncomplete, detail, cx);
             }
             return (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue));
         }
         Ok(Some(accepted)) => accepted,
-        // Not a ClientHello we can read (not TLS, SSLv2, garbage): the policy's
-        // undecryptable action (pass without a policy).
-        Err((e, _alert)) => {
-            let block = cx.policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Block);
-            let kind = if block { EventKind::Blocked } else { EventKind::Passed };
-            let end = Ended::new(kind, Leg::Client, Phase::ClientHello, Cause::NotTls).detail(e.to_string());
-            if block {
-                return (TlsState::Failed, Some(TlsAction::Reset(end)));
-            }
-            return pass(raw, end);
-        }
+        // Not a ClientHello we can read (not TLS, SSLv2, garbage).
+        Err((e, _alert)) => return undecryptable(raw, Cause::NotTls, e.to_string(), cx),
     };
     let ch = accepted.client_hello();
     let sni = ch.server_name().map(str::to_string);

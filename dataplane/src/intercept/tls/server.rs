@@ -118,7 +118,7 @@ pub(super) fn failed(
 ) -> TlsAction {
     let (pass, ttl) = match policy {
         Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
-        None => (true, std::time::Duration::from_secs(3600)),
+        None => (false, std::time::Duration::ZERO),
     };
     if pass {
         let name = match requested {
