@@ -95,6 +95,9 @@ pub struct ServerVerifier {
     algorithms: WebPkiSupportedAlgorithms,
     verified: Mutex<VerifiedCache>,
     enforce: bool,
+    /// Reasons accepted anyway (recorded like a refusal): the checks whose action
+    /// is to decrypt with an untrusted certificate.
+    tolerated: Vec<VerifyReason>,
 }
 
 thread_local! {
@@ -192,12 +195,25 @@ impl ServerVerifier {
     /// false`), accepts every chain but still records the failure it would have
     /// reported, for [`ServerVerifier::take_failure`] and the event.
     pub fn with_enforcement(trust: Arc<TrustSnapshot>, enforce: bool) -> Arc<Self> {
+        Self::with_tolerance(trust, enforce, Vec::new())
+    }
+
+    /// As [`ServerVerifier::with_enforcement`], also accepting chains refused for
+    /// one of the `tolerated` reasons (the failure is recorded all the same: the
+    /// caller decides what a tolerated failure means). Accepted chains with a
+    /// failure never enter the cache of verified chains.
+    pub fn with_tolerance(
+        trust: Arc<TrustSnapshot>,
+        enforce: bool,
+        tolerated: Vec<VerifyReason>,
+    ) -> Arc<Self> {
         Arc::new(ServerVerifier {
             trust,
             failures: Mutex::new(HashMap::new()),
             algorithms: ring_provider::default_provider().signature_verification_algorithms,
             verified: Mutex::new(VerifiedCache::default()),
             enforce,
+            tolerated,
         })
     }
 
@@ -289,11 +305,12 @@ impl ServerCertVerifier for ServerVerifier {
             }
             Err(failure) => {
                 let err = rustls_error(&failure);
+                let accept = !self.enforce || self.tolerated.contains(&failure.reason);
                 self.record(Some(failure));
-                if self.enforce {
-                    Err(err)
-                } else {
+                if accept {
                     Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(err)
                 }
             }
         }

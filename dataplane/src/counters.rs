@@ -138,8 +138,11 @@ pub mod idx {
     pub const UNDECRYPTABLE_TOO_LARGE: usize = 63;
     /// TLS flows whose client closed before its ClientHello was complete.
     pub const UNDECRYPTABLE_INCOMPLETE: usize = 64;
+    /// Flows whose server certificate failed a check whose action is `untrust`
+    /// (the client got a certificate from the untrust CA).
+    pub const TLS_UNTRUSTED: usize = 65;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 65;
+    pub const MALFORMED_BASE: usize = 66;
 }
 
 /// Decisions per rule of the running policy: counted by index on the hot path,
@@ -303,6 +306,7 @@ impl Published {
                 ("tls_passed_remembered", idx::TLS_PASSED_REMEMBERED),
                 ("tls_blocked", idx::TLS_BLOCKED),
                 ("tls_unverified", idx::TLS_UNVERIFIED),
+                ("tls_untrusted", idx::TLS_UNTRUSTED),
                 ("tls_server_resumed", idx::TLS_SERVER_RESUMED),
                 ("tls_client_resumed", idx::TLS_CLIENT_RESUMED),
                 ("tls_chain_cached", idx::TLS_CHAIN_CACHED),

@@ -179,9 +179,10 @@ impl EventWriter {
         if let Some(rule) = &info.rule {
             set_text(&mut r.rule, rule);
         }
-        if let (true, Some(v)) = (info.decrypted, &info.unverified) {
-            // Certificate validation is off: decrypted although refused, and said so
-            // (the verifier's findings, beside a normal outcome).
+        if let (true, Some(v)) = (info.decrypted, info.unverified.as_ref().or(info.untrusted.as_ref())) {
+            // Decrypted although the chain failed (validation off, or a check whose
+            // action is `untrust`), and said so: the verifier's findings beside a
+            // normal outcome.
             r.verify_code = v.reason.code() as u16;
             r.verify_depth = v.depth as u8;
             set_text(&mut r.verify_text, v.reason.text());
@@ -197,6 +198,15 @@ impl EventWriter {
             set_text(
                 &mut r.error_detail,
                 "certificate validation is off: decrypted although the chain failed",
+            );
+        } else if end.detail.is_empty()
+            && info.decrypted
+            && (info.untrusted.is_some() || info.untrusted_resumed)
+        {
+            set_text(
+                &mut r.error_detail,
+                "the server's certificate failed a check whose action is untrust: the client got a certificate \
+                 from the untrust CA",
             );
         } else {
             set_text(&mut r.error_detail, &end.detail);

@@ -22,7 +22,7 @@ use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, Snapshot, TlsSnapsh
 
 use crate::capture::Capturer;
 use crate::events::ChainStore;
-use crate::intercept::tls::{TlsConfig, TlsShared};
+use crate::intercept::tls::{TlsConfig, TlsShared, Verification};
 use crate::live::{Live, LiveCell};
 use crate::run::{compile_policy, warn_validation_off};
 use crate::status::StatsSource;
@@ -49,7 +49,7 @@ pub struct LinkSetup {
 pub struct Applier {
     live: Arc<LiveCell>,
     tunables: TlsConfig,
-    last_tls: Option<(TlsSnapshot, bool, Arc<TlsShared>)>,
+    last_tls: Option<(TlsSnapshot, Verification, Arc<TlsShared>)>,
 }
 
 impl Applier {
@@ -61,19 +61,19 @@ impl Applier {
     /// Compiles and installs a snapshot; on error nothing changes.
     pub fn apply(&mut self, snap: &Snapshot) -> Result<(), String> {
         let policy = compile_policy(&snap.policy, snap.version).map_err(|e| format!("policy: {e}"))?;
-        let validate = policy.certificate_validation();
+        let v = Verification::of(Some(&policy));
         let tls = match &snap.tls {
             None => None,
             Some(t) => match &self.last_tls {
-                Some((prev, v, shared)) if prev == t && *v == validate => Some(shared.clone()),
+                Some((prev, before, shared)) if prev == t && *before == v => Some(shared.clone()),
                 _ => {
-                    let shared = TlsShared::from_snapshot(&self.tunables, t, validate)?;
-                    warn_validation_off(validate);
+                    let shared = TlsShared::from_snapshot(&self.tunables, t, v)?;
+                    warn_validation_off(v.validate);
                     Some(shared)
                 }
             },
         };
-        self.last_tls = snap.tls.clone().zip(tls.clone()).map(|(t, s)| (t, validate, s));
+        self.last_tls = snap.tls.clone().zip(tls.clone()).map(|(t, s)| (t, v, s));
         tracing::info!(
             version = snap.version,
             rules = policy.rule_count(),

@@ -76,15 +76,14 @@ pub fn worker_settings(
     // one, from its snapshots (until the first arrives, a local [tls] with files
     // still serves).
     if let Some(t) = cfg.tls.as_ref().filter(|t| cfg.control.is_none() || t.ca_cert.is_some()) {
-        let validate = live.policy.as_ref().is_none_or(|p| p.certificate_validation());
-        let shared =
-            crate::intercept::tls::TlsShared::load(t, validate).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = crate::intercept::tls::Verification::of(live.policy.as_deref());
+        let shared = crate::intercept::tls::TlsShared::load(t, v).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(
             profile = shared.profile.as_str(),
             ca = %shared.ca.summary().subject,
             "TLS interception on"
         );
-        warn_validation_off(validate);
+        warn_validation_off(v.validate);
         live.tls = Some(shared);
     }
     settings.live = LiveCell::new(live);

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::PolicyError;
-use crate::model::{Action, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction};
+use crate::model::{
+    Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction,
+};
 use crate::parse::{address_key, Family, SniPattern};
 use crate::resolve::{self, Resolved};
 
@@ -159,6 +161,11 @@ impl CompiledPolicy {
     /// What happens to undecryptable TLS.
     pub fn undecryptable(&self) -> UndecryptableAction {
         self.policy.settings.undecryptable
+    }
+
+    /// What each failed server-certificate check leads to.
+    pub fn certificate_actions(&self) -> CertificateActions {
+        self.policy.settings.certificate_actions
     }
 
     /// What happens to TCP to or from a TLS port without a SYN seen.

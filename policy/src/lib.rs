@@ -66,7 +66,7 @@ pub use diff::{Change, ItemKind, PolicyDiff};
 pub use error::{Place, PolicyError, Problem, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
-    Action, AddressGroup, AddressObject, DecryptionSettings, MidstreamAction, Policy, PortSpec, Position,
-    Rule, UndecryptableAction,
+    Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, MidstreamAction,
+    Policy, PortSpec, Position, Rule, UndecryptableAction,
 };
 pub use store::{Committed, PolicyStore, DEFAULT_HISTORY};

@@ -62,6 +62,36 @@ pub enum MidstreamAction {
     Forward,
 }
 
+/// What happens when a server's certificate fails one check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum CertAction {
+    /// Abort with the seed's TLS Abort (the default).
+    #[default]
+    Block,
+    /// Decrypt anyway, giving the client a certificate from the untrust CA (which
+    /// clients do not trust): the client's own warning decides, inspection goes on.
+    Untrust,
+    /// Abort this flow, and relay later flows to that server (address, port, SNI)
+    /// raw for `undecryptable_memory_s`, each with an event. Must be chosen.
+    Pass,
+}
+
+/// The action for each server-certificate check (PAN-OS's decryption profile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertificateActions {
+    /// Expired or not yet valid.
+    pub expired: CertAction,
+    /// Untrusted issuer or incomplete chain (self-signed, unknown CA).
+    pub untrusted_issuer: CertAction,
+    /// Not valid for the requested name or address.
+    pub hostname_mismatch: CertAction,
+    /// Signed with a weak algorithm (MD5, SHA-1).
+    pub weak: CertAction,
+}
+
 /// A port or inclusive port range: `443`, `"443"` or `"8000-8080"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -144,6 +174,8 @@ pub struct DecryptionSettings {
     /// Whether server certificates are verified. Default `true`; `false` is for labs
     /// and is reported by [`Policy::warnings`].
     pub certificate_validation: bool,
+    /// What each failed certificate check leads to. Default `block` for all.
+    pub certificate_actions: CertificateActions,
     /// Seconds a server-leg failure is remembered (flows to it then pass). Default 3600.
     pub undecryptable_memory_s: u64,
 }
@@ -155,6 +187,7 @@ impl Default for DecryptionSettings {
             undecryptable: UndecryptableAction::Block,
             midstream: MidstreamAction::Drop,
             certificate_validation: true,
+            certificate_actions: CertificateActions::default(),
             undecryptable_memory_s: 3600,
         }
     }
@@ -225,6 +258,20 @@ impl Policy {
             warnings.push(
                 "certificate validation is disabled: decrypted flows trust any server certificate".into(),
             );
+        }
+        let a = &self.settings.certificate_actions;
+        for (check, action) in [
+            ("expired", a.expired),
+            ("untrusted_issuer", a.untrusted_issuer),
+            ("hostname_mismatch", a.hostname_mismatch),
+            ("weak", a.weak),
+        ] {
+            if action == CertAction::Pass {
+                warnings.push(format!(
+                    "certificate_actions.{check} is pass: after such a failure, flows to that server are \
+                     relayed uninspected for undecryptable_memory_s"
+                ));
+            }
         }
         warnings
     }

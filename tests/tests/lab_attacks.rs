@@ -276,7 +276,13 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
     );
     assert_eq!(intercept(&s, "tls_passed_remembered") + intercept(&s, "tls_passed"), 0, "nothing passed");
     assert_eq!(intercept(&s, "undecryptable_hello_incomplete"), 1, "one byte, then FIN");
-    assert_eq!(intercept(&s, "undecryptable_hello_too_large"), 1, "70 KB without a ClientHello");
+    assert_eq!(
+        intercept(&s, "undecryptable_hello_too_large"),
+        1,
+        "70 KB without a ClientHello: {:?}\n{}",
+        s.workers[0].intercept,
+        py.stdout
+    );
     drop(nginx);
     drop(dp);
     let log: Vec<serde_json::Value> = std::fs::read_to_string(events.join("events.jsonl"))

@@ -370,22 +370,24 @@ fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
     assert!(log.contains("while connecting to client"), "{log}");
 }
 
-/// After a server-leg failure, with the undecryptable action `pass` chosen, later
-/// connections to that server (address, port, SNI) are passed through undecrypted:
-/// the client meets the server's own certificate, and the event says why.
+/// After a server-leg failure that is not a certificate's (here no suite in
+/// common: SEED problem 1), with the undecryptable action `pass` chosen, later
+/// connections to that server (address, port, SNI) are passed through
+/// undecrypted: the client meets the server's own certificate, and the event says
+/// why. (A certificate failure follows its check's action instead.)
 #[test]
 fn a_failed_server_is_remembered_and_passed_undecrypted() {
-    let asa = pki::ciscoasa();
-    let cfg = server_config(vec![asa.der()], &asa.key, false);
+    let pki = origin();
+    let cfg = server_config(vec![pki.leaf.der(), pki.intermediate.der()], &pki.leaf.key, true);
     let policy = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ],
                       "settings": { "undecryptable": "pass" } }"#;
-    let setup = setup_with_policy("strong", &[], &[], Some(policy));
+    let setup = setup_with_policy("base", &[pki.root.pem()], &[], Some(policy));
     let mut net = Net::new(setup.config.clone(), 1);
     let (_, first, _, _) =
-        connect(&mut net, &setup, cfg.clone(), "asa.tg.test", 443, 41001, None, b"GET /", 10);
+        connect(&mut net, &setup, cfg.clone(), pki::SERVER, 443, 41001, None, b"GET /", 10);
     let first = first.expect("first connection aborts");
     assert!(first.contains("HandshakeFailure"), "our alert: {first}");
-    let (_, second, _, _) = connect(&mut net, &setup, cfg, "asa.tg.test", 443, 41002, None, b"GET /", 10);
+    let (_, second, _, _) = connect(&mut net, &setup, cfg, pki::SERVER, 443, 41002, None, b"GET /", 10);
     // The client trusts the decryption CA, so a forged certificate would have been
     // accepted: failing on the certificate means it met the server's own one.
     let second = second.expect("the client does not trust the self-signed server");
@@ -707,4 +709,125 @@ fn a_late_client_hello_is_a_client_timeout() {
         (Some("timeout"), Some("client"), Some("client_hello"), Some("client_timeout")),
         "{e}"
     );
+}
+
+/// A client that accepts any server certificate, as a user clicking through the
+/// browser's warning would: the test sees what it was shown.
+#[derive(Debug)]
+struct ClickThrough(
+    rustls::crypto::WebPkiSupportedAlgorithms,
+    std::sync::Mutex<Vec<CertificateDer<'static>>>,
+);
+
+impl rustls::client::danger::ServerCertVerifier for ClickThrough {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &tlsgate_certstore::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.1.lock().unwrap().push(end_entity.clone().into_owned());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+fn click_through() -> (Arc<ClientConfig>, Arc<ClickThrough>) {
+    let provider = rustls::crypto::ring::default_provider();
+    let verifier = Arc::new(ClickThrough(provider.signature_verification_algorithms, Default::default()));
+    let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    (Arc::new(cfg), verifier)
+}
+
+fn policy_with_certificate_actions(actions: &str) -> String {
+    format!(
+        r#"{{ "rules": [ {{ "name": "Decrypt-All", "action": "decrypt" }} ],
+             "settings": {{ "certificate_actions": {{ {actions} }} }} }}"#
+    )
+}
+
+/// `untrusted_issuer: untrust` (PAN-OS's forward-untrust): a self-signed server is
+/// decrypted anyway, but the client is shown a certificate from the untrust CA,
+/// which it does not trust (a browser warns; here the client trusting only the
+/// decryption CA refuses it). A user who clicks through is still inspected: the
+/// exchange is decrypted and reported with the verify fields.
+#[test]
+fn a_check_with_the_untrust_action_forges_from_the_untrust_ca() {
+    let asa = pki::ciscoasa();
+    let server = server_config(vec![asa.der()], &asa.key, false);
+    let policy = policy_with_certificate_actions(r#""untrusted_issuer": "untrust""#);
+    let setup = setup_with_policy("strong", &[], &[], Some(&policy));
+    let mut net = Net::new(setup.config.clone(), 1);
+    // A client trusting the decryption CA refuses the untrust CA's certificate.
+    let (_, err, _, _) =
+        connect(&mut net, &setup, server.clone(), "asa.tg.test", 443, 41501, None, b"GET /", 10);
+    let err = err.expect("the untrust CA is not trusted");
+    assert!(err.contains("UnknownIssuer") || err.contains("invalid peer certificate"), "{err}");
+    // One who clicks through: decrypted and relayed.
+    let (client, shown) = click_through();
+    let (response, err, _, _) =
+        tls_exchange(&mut net, server, client, "asa.tg.test", 443, 41502, b"GET /", 1000);
+    assert!(err.is_none(), "{err:?}");
+    let issuer = summarize(&shown.1.lock().unwrap()[0]).unwrap().issuer;
+    assert!(issuer.contains("tlsgate untrusted"), "forged by the untrust CA: {issuer}");
+    assert_eq!(response.map(|r| r.len()), Some(1000), "inspection goes on");
+    let summary = net.stop();
+    assert_eq!((counter(&summary, "tls_untrusted"), counter(&summary, "tls_decrypted")), (2, 1));
+    let (_, events) = logs(&setup);
+    let decrypted = events.iter().find(|e| e["kind"] == "decrypted").expect("a decrypted event");
+    assert_eq!((decrypted["verify_code"].as_u64(), decrypted["cause"].as_str()), (Some(18), Some("closed")));
+    assert!(decrypted["error_detail"].as_str().unwrap().contains("untrust CA"), "{decrypted}");
+}
+
+/// `untrusted_issuer: pass`: the failing flow is aborted (not replayed), later ones
+/// to that server are relayed raw, each with an event; an `expired` check left at
+/// `block` still blocks, and other servers are decrypted as usual.
+#[test]
+fn a_check_with_the_pass_action_passes_later_flows_with_events() {
+    let asa = pki::ciscoasa();
+    let server = server_config(vec![asa.der()], &asa.key, false);
+    let policy = policy_with_certificate_actions(r#""untrusted_issuer": "pass""#);
+    let setup = setup_with_policy("strong", &[], &[], Some(&policy));
+    let mut net = Net::new(setup.config.clone(), 1);
+    let (_, first, _, _) =
+        connect(&mut net, &setup, server.clone(), "asa.tg.test", 443, 41601, None, b"GET /", 10);
+    assert!(first.expect("aborted").contains("HandshakeFailure"), "the failing flow is aborted");
+    for port in [41602, 41603] {
+        let (_, later, _, _) =
+            connect(&mut net, &setup, server.clone(), "asa.tg.test", 443, port, None, b"GET /", 10);
+        assert!(
+            later.expect("raw").contains("invalid peer certificate"),
+            "relayed raw: the server's own certificate"
+        );
+    }
+    let summary = net.stop();
+    assert_eq!((counter(&summary, "tls_aborted"), counter(&summary, "tls_passed_remembered")), (1, 2));
+    let (_, events) = logs(&setup);
+    assert_eq!(events.iter().filter(|e| e["kind"] == "passed").count(), 2, "{events:?}");
 }

@@ -528,6 +528,9 @@ impl Intercept {
             // The SNI decision of an intercepted flow.
             io.rules.count_name(name);
         }
+        if info.untrusted.is_some() || info.untrusted_resumed {
+            io.c[idx::TLS_UNTRUSTED] += 1;
+        }
         if info.decrypted {
             io.c[idx::TLS_DECRYPTED] += 1;
             for (yes, counter) in [

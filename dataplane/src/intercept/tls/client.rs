@@ -21,6 +21,9 @@ pub struct TlsWorker {
     pub shared: Arc<TlsShared>,
     /// Forged certificates.
     pub forge: ForgeCache,
+    /// Certificates forged by the untrust CA (servers whose certificate failed a
+    /// check whose action is `untrust`).
+    untrust_forge: ForgeCache,
     /// Client-leg configurations per (forged certificate, ALPN): built once each,
     /// and their session caches let returning clients resume.
     configs: std::collections::HashMap<(usize, Vec<u8>), Arc<rustls::ServerConfig>>,
@@ -31,7 +34,9 @@ impl TlsWorker {
     pub fn new(shared: Arc<TlsShared>) -> Result<Self, String> {
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
-        Ok(TlsWorker { shared, forge, configs: Default::default() })
+        let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
+        let untrust_forge = ForgeCache::new(shared.untrust.clone(), key, shared.cache);
+        Ok(TlsWorker { shared, forge, untrust_forge, configs: Default::default() })
     }
 
     /// The client-leg configuration for `forged` with the server's ALPN choice.
@@ -56,8 +61,9 @@ impl TlsWorker {
     }
 
     /// Answers the client's hello with a certificate forged for `requested` from the
-    /// server's verified `chain`, and the server's ALPN choice. On failure: the bytes
-    /// for the client (an alert) and the flow's end.
+    /// server's verified `chain` (by the untrust CA when `untrusted`), and the
+    /// server's ALPN choice. On failure: the bytes for the client (an alert) and the
+    /// flow's end.
     pub(super) fn answer(
         &mut self,
         accepted: Box<Accepted>,
@@ -67,9 +73,11 @@ impl TlsWorker {
         info: &mut TlsInfo,
         now: UnixTime,
     ) -> Result<ServerConnection, (Vec<u8>, Ended)> {
-        let hits = self.forge.stats().hits;
-        let forged = self.forge.get_or_forge(requested, chain, now);
-        info.forge_cached = self.forge.stats().hits > hits;
+        let untrusted = info.untrusted.is_some() || info.untrusted_resumed;
+        let forge = if untrusted { &mut self.untrust_forge } else { &mut self.forge };
+        let hits = forge.stats().hits;
+        let forged = forge.get_or_forge(requested, chain, now);
+        info.forge_cached = forge.stats().hits > hits;
         let forged = forged.map_err(|e| {
             let end = server::abort(Phase::ServerHandshake, Cause::Internal).detail(format!("forging: {e}"));
             (fatal_alert(ALERT_HANDSHAKE_FAILURE), end)

@@ -8,8 +8,10 @@ use tlsgate_api::Outcome;
 use tlsgate_certstore::pki_types::UnixTime;
 use tlsgate_certstore::rustls::ClientConfig;
 use tlsgate_certstore::{
-    client_config_noting_requests, CertRequests, CipherProfile, DecryptionCa, ServerVerifier, TrustStore,
+    client_config_noting_requests, CaOptions, CertRequests, CipherProfile, DecryptionCa, ServerVerifier,
+    TrustStore, VerifyReason,
 };
+use tlsgate_policy::{CertAction, CertificateActions, CompiledPolicy};
 
 /// Settings of TLS interception (`[tls]`). With a control plane (`[control]`) the
 /// CA, trust and profile come from its snapshots and only the tunables here count
@@ -98,10 +100,71 @@ impl TlsConfig {
     }
 }
 
+/// The subject of the untrust CA.
+pub const UNTRUST_CA_NAME: &str = "tlsgate untrusted: the server's certificate failed verification";
+
+/// How server certificates are checked: the policy's validation switch and its
+/// action for each check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// Validation on (`false`: labs only, every chain accepted and reported).
+    pub validate: bool,
+    /// What each failed check leads to.
+    pub actions: CertificateActions,
+}
+
+impl Default for Verification {
+    fn default() -> Self {
+        Verification { validate: true, actions: CertificateActions::default() }
+    }
+}
+
+impl Verification {
+    /// A policy's (without one: validation on, every failure blocked).
+    pub fn of(policy: Option<&CompiledPolicy>) -> Self {
+        policy.map_or_else(Verification::default, |p| Verification {
+            validate: p.certificate_validation(),
+            actions: p.certificate_actions(),
+        })
+    }
+
+    /// The action for a failure of `reason`: its check's (reasons outside the four
+    /// checks — a bad signature, a revoked certificate, a constraint broken — are
+    /// always blocked).
+    pub fn action(&self, reason: VerifyReason) -> CertAction {
+        use VerifyReason as R;
+        let a = &self.actions;
+        match reason {
+            R::CertHasExpired | R::CertNotYetValid => a.expired,
+            R::DepthZeroSelfSignedCert
+            | R::SelfSignedCertInChain
+            | R::UnableToGetIssuerCertLocally
+            | R::UnableToGetIssuerCert
+            | R::UnableToVerifyLeafSignature => a.untrusted_issuer,
+            R::HostnameMismatch | R::IpAddressMismatch => a.hostname_mismatch,
+            R::CaMdTooWeak => a.weak,
+            _ => CertAction::Block,
+        }
+    }
+
+    fn untrusted_reasons(&self) -> Vec<VerifyReason> {
+        VerifyReason::ALL.iter().copied().filter(|r| self.action(*r) == CertAction::Untrust).collect()
+    }
+}
+
 /// What every worker shares: CA, trust, configs. Loaded once at start.
 pub struct TlsShared {
     /// The decryption CA.
     pub ca: Arc<DecryptionCa>,
+    /// The untrust CA: forges for servers whose certificate failed a check with the
+    /// action `untrust`. Clients do not trust it.
+    pub untrust: Arc<DecryptionCa>,
+    /// How server certificates are checked.
+    pub verification: Verification,
+    /// Chains (SHA-256) accepted with a failure under `untrust`: a session resumed
+    /// with such a server (no chain verified this time) is forged by the untrust CA
+    /// too.
+    pub untrusted_chains: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     /// The verifier of server chains (one failure slot per thread).
     pub verifier: Arc<ServerVerifier>,
     /// Offered suites on both legs.
@@ -159,9 +222,10 @@ fn now() -> UnixTime {
 
 impl TlsShared {
     /// Reads the CA and the trust files; every error names the file and the cause.
-    /// With `validate` false (the policy's `certificate_validation: false`) server
-    /// chains are checked and their failures reported, but not refused.
-    pub fn load(cfg: &TlsConfig, validate: bool) -> Result<Arc<TlsShared>, String> {
+    /// `v`: how server chains are checked (with validation off they are checked and
+    /// their failures reported, but not refused; a check whose action is `untrust`
+    /// accepts its failures and the flow is forged by the untrust CA).
+    pub fn load(cfg: &TlsConfig, v: Verification) -> Result<Arc<TlsShared>, String> {
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let (Some(cert), Some(key)) = (&cfg.ca_cert, &cfg.ca_key) else {
             return Err("tls.ca_cert and tls.ca_key: required without a control plane".into());
@@ -185,14 +249,14 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
-        Self::build(cfg, ca, &trust, profile, validate)
+        Self::build(cfg, ca, &trust, profile, v)
     }
 
     /// From a control-plane snapshot (CA, trust, profile) and the local tunables.
     pub fn from_snapshot(
         cfg: &TlsConfig,
         snap: &tlsgate_api::TlsSnapshot,
-        validate: bool,
+        v: Verification,
     ) -> Result<Arc<TlsShared>, String> {
         use base64::Engine as _;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string());
@@ -215,7 +279,7 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
-        Self::build(cfg, ca, &trust, profile, validate)
+        Self::build(cfg, ca, &trust, profile, v)
     }
 
     fn build(
@@ -223,9 +287,14 @@ impl TlsShared {
         ca: DecryptionCa,
         trust: &TrustStore,
         profile: CipherProfile,
-        validate: bool,
+        v: Verification,
     ) -> Result<Arc<TlsShared>, String> {
-        let verifier = ServerVerifier::with_enforcement(trust.snapshot(), validate);
+        let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
+        // The untrust CA: made here, never trusted by anyone (its key only signs the
+        // certificates of servers whose own certificate failed a check whose action
+        // is `untrust`).
+        let untrust = DecryptionCa::generate(&CaOptions::with_common_name(UNTRUST_CA_NAME), now())
+            .map_err(|e| format!("untrust CA: {e}"))?;
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
             .map_err(|e| format!("tls: {e}"))?;
@@ -235,6 +304,9 @@ impl TlsShared {
         }
         Ok(Arc::new(TlsShared {
             ca: Arc::new(ca),
+            untrust: Arc::new(untrust),
+            verification: v,
+            untrusted_chains: Default::default(),
             verifier,
             profile,
             client,

@@ -33,34 +33,37 @@ fn undecryptable(raw: Vec<u8>, cause: Cause, detail: String, cx: &Ctx<'_, '_, '_
 }
 
 pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'_, '_, '_>) -> Step {
-    while cx.client.can_recv() {
-        let n = cx
+    // rustls takes what its buffer holds; the rest stays in the socket until the
+    // records read so far are processed (every byte rustls reads is also kept, to
+    // replay if the flow is passed).
+    let accepted = loop {
+        let taken = cx
             .client
             .recv(|buf| {
-                raw.extend_from_slice(buf);
-                let _ = acceptor.read_tls(&mut &buf[..]);
-                (buf.len(), buf.len())
+                let n = acceptor.read_tls(&mut &buf[..]).unwrap_or(0);
+                raw.extend_from_slice(&buf[..n]);
+                (n, n)
             })
             .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-    }
-    let accepted = match acceptor.accept() {
-        Ok(None) => {
-            if raw.len() > MAX_HELLO {
-                let detail = format!("{} bytes", raw.len());
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            // Not a ClientHello we can read (not TLS, SSLv2, garbage).
+            Err((e, _alert)) => return undecryptable(raw, Cause::NotTls, e.to_string(), cx),
+            // More than the appliance reads, or more than rustls buffers for one
+            // incomplete message (it takes nothing more while bytes wait).
+            Ok(None) if raw.len() > MAX_HELLO || taken == 0 && cx.client.recv_queue() > 0 => {
+                let detail = format!("{} bytes read, {} more waiting", raw.len(), cx.client.recv_queue());
                 return undecryptable(raw, Cause::HelloTooLarge, detail, cx);
             }
-            if !cx.client.may_recv() && !raw.is_empty() {
-                let detail = format!("{} bytes, then FIN", raw.len());
-                return undecryptable(raw, Cause::HelloIncomplete, detail, cx);
+            Ok(None) if taken > 0 => continue,
+            Ok(None) => {
+                if !cx.client.may_recv() && !raw.is_empty() {
+                    let detail = format!("{} bytes, then FIN", raw.len());
+                    return undecryptable(raw, Cause::HelloIncomplete, detail, cx);
+                }
+                return (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue));
             }
-            return (TlsState::Hello { acceptor, raw }, Some(TlsAction::Continue));
         }
-        Ok(Some(accepted)) => accepted,
-        // Not a ClientHello we can read (not TLS, SSLv2, garbage).
-        Err((e, _alert)) => return undecryptable(raw, Cause::NotTls, e.to_string(), cx),
     };
     let ch = accepted.client_hello();
     let sni = ch.server_name().map(str::to_string);

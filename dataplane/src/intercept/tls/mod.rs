@@ -37,7 +37,7 @@ mod relay;
 mod server;
 
 pub use client::TlsWorker;
-pub use config::{Remembered, ServerKey, TlsConfig, TlsShared};
+pub use config::{Remembered, ServerKey, TlsConfig, TlsShared, Verification};
 pub use relay::{fatal_alert, pump_conn, ALERT_HANDSHAKE_FAILURE};
 
 /// The flow's endpoints, for policy decisions and naming the server.
@@ -136,6 +136,12 @@ pub struct TlsInfo {
     pub decrypted: bool,
     /// With certificate validation off: what the verifier would have refused.
     pub unverified: Option<Box<VerifyFailure>>,
+    /// The server's certificate failed a check whose action is `untrust`: the
+    /// client got a certificate from the untrust CA (`None` on a resumed session
+    /// with such a server: `untrusted_resumed`).
+    pub untrusted: Option<Box<VerifyFailure>>,
+    /// A session resumed with a server whose chain failed under `untrust` before.
+    pub untrusted_resumed: bool,
     /// The server asked for a client certificate (none was sent).
     pub cert_requested: bool,
     /// The server leg resumed a session (no certificate was sent or verified).
@@ -206,7 +212,8 @@ impl TlsFlow {
                 other => (other, Some(TlsAction::Continue)),
             };
             self.state = next;
-            cx.info.decrypted |= matches!(self.state, TlsState::Both { .. });
+            cx.info.decrypted |=
+                matches!(&self.state, TlsState::Both { to_client, .. } if !to_client.is_handshaking());
             if let Some(a) = action {
                 return a;
             }

@@ -9,7 +9,7 @@ use tlsgate_certstore::pki_types::ServerName;
 use tlsgate_certstore::rustls::server::Accepted;
 use tlsgate_certstore::rustls::{self, ClientConnection};
 use tlsgate_certstore::VerifyFailure;
-use tlsgate_policy::{CompiledPolicy, UndecryptableAction};
+use tlsgate_policy::{CertAction, CompiledPolicy, UndecryptableAction};
 
 use super::relay::SockWriter;
 use super::{
@@ -30,9 +30,21 @@ pub(super) fn step(
     // thread in between).
     cx.info.cert_requested |= shared.requests.take();
     cx.info.chain_cached |= shared.verifier.take_cache_hit();
-    if !shared.verifier.enforces() {
+    if pumped.is_ok() {
+        // A failure the verifier accepted: validation off, or a check whose action
+        // is `untrust`.
         if let Some(f) = shared.verifier.take_failure() {
-            cx.info.unverified = Some(f);
+            if !shared.verifier.enforces() {
+                cx.info.unverified = Some(f);
+            } else {
+                if let Ok(mut set) = shared.untrusted_chains.lock() {
+                    if set.len() >= 65_536 {
+                        set.clear();
+                    }
+                    set.insert(f.chain_sha256.0);
+                }
+                cx.info.untrusted = Some(f);
+            }
         }
     }
     if let Err(e) = pumped {
@@ -57,6 +69,14 @@ pub(super) fn step(
     cx.info.version = conn.protocol_version().map_or(0, u16::from);
     cx.info.suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
     let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+    if cx.info.server_resumed && cx.info.untrusted.is_none() {
+        // No chain was verified this time: one accepted under `untrust` before
+        // stays untrusted.
+        let sha = tlsgate_certstore::chain_sha256(&chain).0;
+        if shared.untrusted_chains.lock().is_ok_and(|set| set.contains(&sha)) {
+            cx.info.untrusted_resumed = true;
+        }
+    }
     match cx.w.answer(accepted, &requested, &chain, conn.alpn_protocol(), cx.info, cx.clock.unix_time()) {
         Ok(to_client) => (
             TlsState::Both {
@@ -105,9 +125,10 @@ pub(super) fn error(
     end
 }
 
-/// A server-leg failure: a fatal alert for the client, and with the undecryptable
-/// action `pass` (the default) the server remembered so that later connections to
-/// it are passed through undecrypted for a while.
+/// A server-leg failure: a fatal alert for the client. The server is remembered,
+/// so that later connections to it are passed through undecrypted for a while,
+/// only when that was chosen: for a certificate failure, its check's action
+/// `pass`; for any other failure, the undecryptable action `pass`.
 pub(super) fn failed(
     shared: &TlsShared,
     policy: Option<&CompiledPolicy>,
@@ -116,9 +137,12 @@ pub(super) fn failed(
     end: Ended,
     now_ms: u64,
 ) -> TlsAction {
-    let (pass, ttl) = match policy {
-        Some(p) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
-        None => (false, std::time::Duration::ZERO),
+    let (pass, ttl) = match (policy, end.outcome.cause) {
+        (None, _) => (false, std::time::Duration::ZERO),
+        (Some(p), Cause::Certificate { reason, .. }) => {
+            (shared.verification.action(reason) == CertAction::Pass, p.undecryptable_memory())
+        }
+        (Some(p), _) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
     };
     if pass {
         let name = match requested {
