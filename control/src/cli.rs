@@ -55,6 +55,24 @@ pub enum Command {
     /// Packet captures of a host's flows (both legs, pcapng).
     #[command(subcommand)]
     Capture(CaptureCmd),
+    /// Learned exclusions: servers passed undecrypted because the appliance's own
+    /// handshake found they support no mode it offers (`undecryptable: pass`).
+    #[command(subcommand)]
+    Exclusions(ExclusionsCmd),
+}
+
+/// `exclusions ...`
+#[derive(Subcommand, Debug)]
+pub enum ExclusionsCmd {
+    /// The learned exclusions alive: server, port, SNI, time left, the failure.
+    List,
+    /// Remove learned exclusions (the servers are probed again on their next
+    /// failure).
+    Clear {
+        /// Only this server address's.
+        #[arg(long)]
+        server: Option<std::net::IpAddr>,
+    },
 }
 
 /// `license ...`
@@ -554,6 +572,10 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
             CaptureCmd::List => Request::CaptureList,
         },
+        Command::Exclusions(c) => match c {
+            ExclusionsCmd::List => Request::ExclusionsList,
+            ExclusionsCmd::Clear { server } => Request::ExclusionsClear { server: *server },
+        },
     })
 }
 
@@ -856,6 +878,29 @@ fn human(cmd: &Command, resp: &Response) -> String {
                     c.dropped,
                     if c.active { "running" } else { "done" },
                     c.spec.file
+                ));
+            }
+            out
+        }
+        Response::Exclusions { exclusions, cleared } => {
+            let mut out = cleared.map_or(String::new(), |n| format!("{n} learned exclusion(s) cleared\n"));
+            if exclusions.is_empty() {
+                out.push_str("no learned exclusions\n");
+                return out;
+            }
+            out.push_str(&format!(
+                "{:<40} {:<6} {:<32} {:>9}  {}\n",
+                "server", "port", "sni", "expires", "failure"
+            ));
+            for e in exclusions {
+                out.push_str(&format!(
+                    "{:<40} {:<6} {:<32} {:>8}s  {} ({})\n",
+                    e.server,
+                    e.port,
+                    e.sni.as_deref().unwrap_or("-"),
+                    e.expires_in_s,
+                    e.cause,
+                    e.reason
                 ));
             }
             out

@@ -277,10 +277,22 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
             Request::Status => Response::Status(self.status()),
+            Request::ExclusionsClear { server } => match self.link() {
+                Some(link) => {
+                    let resp = link.call(req, DATAPLANE_TIMEOUT);
+                    if let Response::Exclusions { cleared: Some(n), .. } = &resp {
+                        let which = server.map_or("all servers".to_string(), |s| s.to_string());
+                        tracing::warn!(uid, cleared = n, "learned exclusions cleared ({which})");
+                    }
+                    resp
+                }
+                None => Response::error(ErrorCode::Unavailable, "the dataplane is not connected"),
+            },
             Request::Stats
             | Request::CaptureStart(_)
             | Request::CaptureStop { .. }
-            | Request::CaptureList => match self.link() {
+            | Request::CaptureList
+            | Request::ExclusionsList => match self.link() {
                 Some(link) => link.call(req, DATAPLANE_TIMEOUT),
                 None => Response::error(ErrorCode::Unavailable, "the dataplane is not connected"),
             },

@@ -152,6 +152,16 @@ fn dataplane(f: &Families, s: &DataplaneStats) {
         "Plaintext bytes relayed by ended intercepted flows (up: client to server).",
         &["worker", "direction"],
     );
+    let probes = f.counter(
+        "tlsgate_probes_total",
+        "The appliance's own handshakes with servers (SNI proofs, confirmations of exclusions), by result.",
+        &["worker", "result"],
+    );
+    let unproved = f.counter(
+        "tlsgate_sni_unproved_total",
+        "Flows whose SNI matched a do-not-decrypt rule that the server did not prove.",
+        &["worker"],
+    );
     let forge = f.counter(
         "tlsgate_forge_cache_lookups_total",
         "Forged-certificate cache lookups.",
@@ -192,12 +202,24 @@ fn dataplane(f: &Families, s: &DataplaneStats) {
             ("not_decrypted", "tls_not_decrypted"),
             ("passed", "tls_passed"),
             ("passed_remembered", "tls_passed_remembered"),
+            ("passed_excluded", "tls_passed_excluded"),
             ("blocked_at_syn", "policy_blocked"),
             ("blocked_after_hello", "tls_blocked"),
             ("aborted", "tls_aborted"),
         ] {
             verdicts.with_label_values(&[&wk, verdict]).inc_by(g(key));
         }
+        for (result, key) in [
+            ("started", "probes_started"),
+            ("refused", "probes_refused"),
+            ("proved", "probes_proved"),
+            ("not_proved", "probes_not_proved"),
+            ("not_confirmed", "probes_not_confirmed"),
+            ("exclusion_learned", "exclusions_learned"),
+        ] {
+            probes.with_label_values(&[&wk, result]).inc_by(g(key));
+        }
+        unproved.with_label_values(&[&wk]).inc_by(g("sni_unproved"));
         decrypted.with_label_values(&[&wk, "up"]).inc_by(g("bytes_up"));
         decrypted.with_label_values(&[&wk, "down"]).inc_by(g("bytes_down"));
         forge.with_label_values(&[&wk, "hit"]).inc_by(g("forge_cache_hits"));

@@ -141,8 +141,25 @@ pub mod idx {
     /// Flows whose server certificate failed a check whose action is `untrust`
     /// (the client got a certificate from the untrust CA).
     pub const TLS_UNTRUSTED: usize = 65;
+    /// Probes started (the appliance's own handshakes with servers).
+    pub const PROBES_STARTED: usize = 66;
+    /// Probes not started: a limit (per source, per destination, in flight, free
+    /// ports) or no port owned by this worker; the flow counts its name unproved.
+    pub const PROBES_REFUSED: usize = 67;
+    /// Probes whose server proved the name (its certificate valid for the SNI).
+    pub const PROBES_PROVED: usize = 68;
+    /// Probes whose server did not prove the name (or failed).
+    pub const PROBES_NOT_PROVED: usize = 69;
+    /// Probes that confirmed an unsupported mode: a learned exclusion was made.
+    pub const EXCLUSIONS_LEARNED: usize = 70;
+    /// Probes that did not confirm a server-leg failure: no exclusion.
+    pub const PROBES_NOT_CONFIRMED: usize = 71;
+    /// Flows whose SNI matched a do-not-decrypt rule the server did not prove.
+    pub const SNI_UNPROVED: usize = 72;
+    /// Flows passed undecrypted by a learned exclusion.
+    pub const TLS_PASSED_EXCLUDED: usize = 73;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 66;
+    pub const MALFORMED_BASE: usize = 74;
 }
 
 /// Decisions per rule of the running policy: counted by index on the hot path,
@@ -307,6 +324,14 @@ impl Published {
                 ("tls_blocked", idx::TLS_BLOCKED),
                 ("tls_unverified", idx::TLS_UNVERIFIED),
                 ("tls_untrusted", idx::TLS_UNTRUSTED),
+                ("tls_passed_excluded", idx::TLS_PASSED_EXCLUDED),
+                ("sni_unproved", idx::SNI_UNPROVED),
+                ("probes_started", idx::PROBES_STARTED),
+                ("probes_refused", idx::PROBES_REFUSED),
+                ("probes_proved", idx::PROBES_PROVED),
+                ("probes_not_proved", idx::PROBES_NOT_PROVED),
+                ("probes_not_confirmed", idx::PROBES_NOT_CONFIRMED),
+                ("exclusions_learned", idx::EXCLUSIONS_LEARNED),
                 ("tls_server_resumed", idx::TLS_SERVER_RESUMED),
                 ("tls_client_resumed", idx::TLS_CLIENT_RESUMED),
                 ("tls_chain_cached", idx::TLS_CHAIN_CACHED),

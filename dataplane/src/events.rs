@@ -160,7 +160,13 @@ impl EventWriter {
     /// what the TLS layer learnt, and a certificate failure's chain (kept).
     pub fn flow_ended(&mut self, s: &Splice) {
         let Some(end) = s.ended() else { return };
-        let o = end.outcome;
+        let mut o = end.outcome;
+        let info = s.tls_info();
+        if info.sni_unproved && (o.kind, o.cause) == (EventKind::Decrypted, Cause::Closed) {
+            // Decrypted because the server did not prove the SNI of a
+            // do-not-decrypt rule: a reason of its own.
+            o.cause = Cause::SniUnproved;
+        }
         let mut r = self.record(o.kind);
         let a = s.addrs();
         r.set_addrs((a.client, a.client_port).into(), (a.server, a.port).into());
@@ -170,7 +176,6 @@ impl EventWriter {
         r.inside_port = tlsgate_drivers::INSIDE as u8;
         r.outside_port = tlsgate_drivers::OUTSIDE as u8;
         r.config_version = s.config_version;
-        let info = s.tls_info();
         r.tls_version = info.version;
         r.cipher_suite = info.suite;
         if let Some(sni) = &info.sni {
@@ -217,6 +222,35 @@ impl EventWriter {
             r.chain_sha256 = v.chain_sha256.0;
             self.chains.put(v.chain_sha256.0, v.chain.clone());
         }
+        self.emit(&r);
+    }
+
+    /// The event of a learned exclusion: the probe that confirmed it (its 4-tuple,
+    /// the server's SNI), the failure it met, and how long the exclusion lasts.
+    pub fn exclusion_learned(
+        &mut self,
+        p: &crate::intercept::probe::Probe,
+        failure: Outcome,
+        ttl: std::time::Duration,
+        config_version: u64,
+    ) {
+        let o =
+            Outcome::new(EventKind::ExclusionLearned, Leg::Server, Phase::ServerHandshake, Cause::Excluded);
+        let mut r = self.record(o.kind);
+        r.set_addrs(p.from.into(), (p.target.0, p.target.1).into());
+        if let Some(sni) = &p.target.2 {
+            set_text(&mut r.sni, sni);
+        }
+        r.set_outcome(&o);
+        r.config_version = config_version;
+        set_text(
+            &mut r.error_detail,
+            &format!(
+                "the appliance's own ClientHello failed: {}; flows to this server pass undecrypted for {} s",
+                failure.text(),
+                ttl.as_secs()
+            ),
+        );
         self.emit(&r);
     }
 

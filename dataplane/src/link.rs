@@ -43,6 +43,10 @@ pub struct LinkSetup {
     pub capturer: Arc<Capturer>,
     /// Workers.
     pub workers: usize,
+    /// The workers' clock and its epoch (learned exclusions expire in its ms).
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// The workers' epoch.
+    pub epoch: std::time::Instant,
 }
 
 /// Applies snapshots, keeping the TLS state when its material did not change.
@@ -192,6 +196,8 @@ fn session(
             Request::CaptureStart(spec) => setup.capturer.start(spec),
             Request::CaptureStop { id } => setup.capturer.stop(id),
             Request::CaptureList => setup.capturer.list(),
+            Request::ExclusionsList => exclusions(setup, None),
+            Request::ExclusionsClear { server } => exclusions(setup, Some(server)),
             other => {
                 Response::error(ErrorCode::Unsupported, format!("not served by the dataplane: {other:?}"))
             }
@@ -199,4 +205,32 @@ fn session(
         out.write_all(Frame::response(frame.id, resp).encode().as_bytes())?;
     }
     Ok(())
+}
+
+/// The learned exclusions of the TLS material running now, after clearing those
+/// of `clear` (`Some(None)`: all) along with their confirmations (so that those
+/// servers are probed again on their next failure).
+fn exclusions(setup: &LinkSetup, clear: Option<Option<std::net::IpAddr>>) -> Response {
+    let Some(shared) = setup.live.current().tls.clone() else {
+        return Response::error(ErrorCode::Unavailable, "no TLS material loaded: nothing is learned");
+    };
+    let now_ms = setup.clock.now().saturating_duration_since(setup.epoch).as_millis() as u64;
+    let cleared = clear.map(|server| {
+        shared.confirmations.clear(server);
+        shared.exclusions.clear(server) as u64
+    });
+    let exclusions = shared
+        .exclusions
+        .entries(now_ms)
+        .into_iter()
+        .map(|((server, port, sni), left_ms, failure)| tlsgate_api::ExclusionInfo {
+            server,
+            port,
+            sni,
+            expires_in_s: left_ms.div_ceil(1000),
+            cause: failure.cause.label().to_string(),
+            reason: failure.text(),
+        })
+        .collect();
+    Response::Exclusions { exclusions, cleared }
 }

@@ -172,6 +172,8 @@ pub fn run<B: Backend>(
                 chains: settings.events.as_ref().map(|(_, chains)| chains.clone()),
                 capturer: settings.capturer.clone(),
                 workers,
+                clock: settings.clock.clone(),
+                epoch,
             },
             drain_stop.clone(),
         )?),

@@ -134,6 +134,18 @@ impl<Q: Queues> Worker<Q> {
                 .map_err(|e| tracing::error!(worker = id, error = %e, "events disabled on this worker"))
                 .ok()
         });
+        let mut intercept = Intercept::new(
+            id,
+            settings.intercept.clone(),
+            live.tls.clone(),
+            events,
+            settings.secrets.clone(),
+            settings.clock.clone(),
+            settings.admission.clone(),
+        );
+        if settings.software_steering {
+            intercept.steer_probes(steering.workers());
+        }
         Worker {
             id,
             io: Io::new(queues, settings.capturer.clone()),
@@ -145,15 +157,7 @@ impl<Q: Queues> Worker<Q> {
                 settings.clock.now().saturating_duration_since(epoch).as_millis() as u64,
             ),
             steer: Steer::new(id, steering),
-            intercept: Intercept::new(
-                id,
-                settings.intercept.clone(),
-                live.tls.clone(),
-                events,
-                settings.secrets.clone(),
-                settings.clock.clone(),
-                settings.admission.clone(),
-            ),
+            intercept,
             settings,
             live,
             published,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::error::PolicyError;
 use crate::model::{
     Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction,
+    UnprovedSniAction,
 };
 use crate::parse::{address_key, Family, SniPattern};
 use crate::resolve::{self, Resolved};
@@ -217,6 +218,37 @@ impl CompiledPolicy {
             Some(index) => Verdict { action: self.action(index), rule: Some(rule_id(index)), version },
             None => Verdict { action: self.policy.default_action, rule: None, version },
         }
+    }
+
+    /// Whether a verdict exempts a flow only on the strength of its SNI: a
+    /// do-not-decrypt rule with an SNI condition. The client only claims that name;
+    /// the dataplane honours the rule once the server has proved it owns the name
+    /// (its certificate, on the appliance's own handshake), and otherwise decides
+    /// with [`CompiledPolicy::decide_unproved`].
+    pub fn needs_proof(&self, v: &Verdict) -> bool {
+        v.action == Action::DoNotDecrypt
+            && v.rule.is_some_and(|r| matches!(self.sni.get(r.index()), Some(Some(_))))
+    }
+
+    /// The decision for a flow whose SNI was not proved: as if no SNI rule had
+    /// matched.
+    pub fn decide_unproved(&self, src: IpAddr, dst: IpAddr, dst_port: u16) -> Verdict {
+        self.decide_with_sni(src, dst, dst_port, None)
+    }
+
+    /// What an unproved SNI of a do-not-decrypt rule gets.
+    pub fn unproved_sni(&self) -> UnprovedSniAction {
+        self.policy.settings.unproved_sni
+    }
+
+    /// How long a learned exclusion lasts.
+    pub fn exclusion_ttl(&self) -> Duration {
+        Duration::from_secs(self.policy.settings.exclusion_ttl_s)
+    }
+
+    /// How long a proof of a server's name (or a failed one) is kept.
+    pub fn probe_ttl(&self) -> Duration {
+        Duration::from_secs(self.policy.settings.probe_ttl_s)
     }
 
     /// The rules whose address and port conditions match, in policy order.

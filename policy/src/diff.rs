@@ -128,6 +128,9 @@ impl PolicyDiff {
         setting("certificate_validation", json(&a.certificate_validation), json(&b.certificate_validation));
         setting("certificate_actions", json(&a.certificate_actions), json(&b.certificate_actions));
         setting("undecryptable_memory_s", json(&a.undecryptable_memory_s), json(&b.undecryptable_memory_s));
+        setting("exclusion_ttl_s", json(&a.exclusion_ttl_s), json(&b.exclusion_ttl_s));
+        setting("unproved_sni", json(&a.unproved_sni), json(&b.unproved_sni));
+        setting("probe_ttl_s", json(&a.probe_ttl_s), json(&b.probe_ttl_s));
         PolicyDiff { changes }
     }
 }

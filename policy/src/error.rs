@@ -85,6 +85,9 @@ pub enum Problem {
     /// An SNI pattern that is not a host name or `*.` followed by one.
     #[error("invalid SNI pattern \"{0}\"")]
     InvalidSni(String),
+    /// A number outside its range.
+    #[error("{0} is outside {1}..={2}")]
+    OutOfRange(u64, u64, u64),
 }
 
 /// A policy that cannot be used, with the place, the field and the problem:

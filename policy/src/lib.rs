@@ -67,6 +67,6 @@ pub use error::{Place, PolicyError, Problem, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
     Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, MidstreamAction,
-    Policy, PortSpec, Position, Rule, UndecryptableAction,
+    Policy, PortSpec, Position, Rule, UndecryptableAction, UnprovedSniAction,
 };
 pub use store::{Committed, PolicyStore, DEFAULT_HISTORY};

@@ -38,7 +38,10 @@ impl fmt::Display for Action {
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum UndecryptableAction {
-    /// Pass it through untouched (logged): must be chosen.
+    /// Pass it through untouched (logged): must be chosen. A server-leg failure
+    /// that the appliance's own probe confirms as an unsupported mode (no common
+    /// version or suite, a client certificate required) becomes a learned
+    /// exclusion: later flows to that server pass for `exclusion_ttl_s`.
     Pass,
     /// Block it (logged): the default, as a decryption appliance fails closed.
     #[default]
@@ -60,6 +63,20 @@ pub enum MidstreamAction {
     Reset,
     /// Forwarded uninspected (counted): must be chosen.
     Forward,
+}
+
+/// What happens to a flow whose SNI matched a do-not-decrypt rule when the server
+/// did not prove it owns that name (the appliance's own handshake to it did not get
+/// a certificate valid for the name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum UnprovedSniAction {
+    /// Decided as if no SNI rule had matched (usually: decrypted). The default.
+    #[default]
+    Decide,
+    /// Blocked (reset).
+    Block,
 }
 
 /// What happens when a server's certificate fails one check.
@@ -178,6 +195,13 @@ pub struct DecryptionSettings {
     pub certificate_actions: CertificateActions,
     /// Seconds a server-leg failure is remembered (flows to it then pass). Default 3600.
     pub undecryptable_memory_s: u64,
+    /// Seconds a learned exclusion lasts (a server that supports no mode the
+    /// appliance offers, confirmed by its own probe). Default 43200 (12 h).
+    pub exclusion_ttl_s: u64,
+    /// What an unproved SNI of a do-not-decrypt rule gets. Default `decide`.
+    pub unproved_sni: UnprovedSniAction,
+    /// Seconds a proof (or a failed one) of a server's name is kept. Default 3600.
+    pub probe_ttl_s: u64,
 }
 
 impl Default for DecryptionSettings {
@@ -189,6 +213,9 @@ impl Default for DecryptionSettings {
             certificate_validation: true,
             certificate_actions: CertificateActions::default(),
             undecryptable_memory_s: 3600,
+            exclusion_ttl_s: 43_200,
+            unproved_sni: UnprovedSniAction::Decide,
+            probe_ttl_s: 3600,
         }
     }
 }
@@ -257,6 +284,13 @@ impl Policy {
         if !self.settings.certificate_validation {
             warnings.push(
                 "certificate validation is disabled: decrypted flows trust any server certificate".into(),
+            );
+        }
+        if self.settings.undecryptable == UndecryptableAction::Pass {
+            warnings.push(
+                "undecryptable is pass: TLS the appliance cannot read is relayed uninspected, and servers its own \
+                 probe finds support no mode it offers are excluded for exclusion_ttl_s"
+                    .into(),
             );
         }
         let a = &self.settings.certificate_actions;

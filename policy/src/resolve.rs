@@ -110,6 +110,20 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(policy: &Policy) -> Result<Resolved, ValidationError> {
     let settings_err = |problem: Problem| ValidationError::new(Place::Settings, Some("tls_ports"), problem);
     let tls_ports = parse_ports(&policy.settings.tls_ports).map_err(settings_err)?;
+    let st = &policy.settings;
+    for (field, value, lo, hi) in [
+        ("undecryptable_memory_s", st.undecryptable_memory_s, 1, 7 * 86_400),
+        ("exclusion_ttl_s", st.exclusion_ttl_s, 60, 7 * 86_400),
+        ("probe_ttl_s", st.probe_ttl_s, 10, 86_400),
+    ] {
+        if !(lo..=hi).contains(&value) {
+            return Err(ValidationError::new(
+                Place::Settings,
+                Some(field),
+                Problem::OutOfRange(value, lo, hi),
+            ));
+        }
+    }
 
     let mut names = Names::default();
     for (i, object) in policy.objects.iter().enumerate() {

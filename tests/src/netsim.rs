@@ -39,6 +39,9 @@ use std::io::{Read, Write};
 use tlsgate_certstore::pki_types::{CertificateDer, ServerName};
 use tlsgate_certstore::rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
+mod prober;
+pub use prober::{Prober, PROBE_PORTS};
+
 /// Client address.
 pub const CLIENT: [u8; 4] = [198, 18, 0, 1];
 /// Server address.
@@ -173,6 +176,11 @@ pub struct Net {
     clock: Arc<dyn Clock>,
     /// The virtual clock (all but [`Net::inline`]).
     virtual_clock: Option<Arc<VirtualClock>>,
+    /// Answers the dataplane's probes (see [`Net::serve_probes`]); without one
+    /// they go unanswered.
+    pub prober: Option<Prober>,
+    /// Each exchange's server answers probes too (see [`Net::silence_probes`]).
+    answer_probes: bool,
 }
 
 /// A worker polled by the simulation itself, on its thread, between host steps.
@@ -206,6 +214,8 @@ impl Net {
             inline: None,
             clock: clock.clone(),
             virtual_clock: Some(clock),
+            prober: None,
+            answer_probes: true,
         }
     }
 
@@ -230,7 +240,26 @@ impl Net {
             inline: Some(Inline { worker, spent: Duration::ZERO, started }),
             clock: Arc::new(SystemClock),
             virtual_clock: None,
+            prober: None,
+            answer_probes: true,
         }
+    }
+
+    /// The dataplane's probes (TCP from the reserved ports, [`PROBE_PORTS`]) are
+    /// answered on `port` with `config` from now on, as the server at that address
+    /// would answer them.
+    pub fn serve_probes(&mut self, config: Arc<ServerConfig>, port: u16) {
+        match self.prober.as_mut() {
+            Some(p) => p.set(config, port),
+            None => self.prober = Some(Prober::new(config, port, self.clock.now())),
+        }
+    }
+
+    /// The dataplane's probes go unanswered from now on (a server that drops
+    /// them), exchanges included.
+    pub fn silence_probes(&mut self) {
+        self.prober = None;
+        self.answer_probes = false;
     }
 
     /// With [`Net::inline`]: the time spent in the worker's polls that found work.
@@ -293,7 +322,11 @@ impl Net {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
-        for f in self.server.link.tx.drain(..) {
+        let probes = self.prober.as_mut().map(|p| {
+            p.serve(now);
+            std::mem::take(&mut p.host.link.tx)
+        });
+        for f in self.server.link.tx.drain(..).chain(probes.into_iter().flatten()) {
             if self.server.record {
                 self.server.sent.push(f.clone());
             }
@@ -311,6 +344,18 @@ impl Net {
         for f in self.wire.take_tx(OUTSIDE) {
             if self.server.record {
                 self.server.seen.push(f.clone());
+            }
+            if Prober::takes(&f) {
+                // A probe's: the prober answers (unanswered without one).
+                if let Some(p) = self.prober.as_mut() {
+                    p.host.link.rx.push_back(f);
+                }
+                continue;
+            }
+            if let (Some(p), true) = (self.prober.as_mut(), f.get(12..14) == Some(&[0x08, 0x06])) {
+                // ARP: the prober has the server's addresses and learns its
+                // neighbours too.
+                p.host.link.rx.push_back(f.clone());
             }
             self.server.link.rx.push_back(f);
         }
@@ -489,6 +534,11 @@ fn exchange(
     after: After,
 ) -> Seen {
     let buf = if after == After::Forget { 16 * 1024 } else { 256 * 1024 };
+    // The server at that address answers the dataplane's probes as it answers
+    // its clients.
+    if net.answer_probes {
+        net.serve_probes(server.clone(), port);
+    }
     let ss = net.server.tcp(buf);
     net.server.sock(ss).listen(port).unwrap();
     let cs = net.client.tcp(buf);

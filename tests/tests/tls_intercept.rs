@@ -7,167 +7,15 @@ use std::sync::Arc;
 use tlsgate_certstore::pki_types::{CertificateDer, UnixTime};
 use tlsgate_certstore::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tlsgate_certstore::{summarize, CaOptions, DecryptionCa};
-use tlsgate_dataplane::config::Config;
-use tlsgate_dataplane::run::Summary;
-use tlsgate_tests::netsim::{client_trusting, origin_server, pattern, tls_exchange, Net, Seen};
+use tlsgate_tests::netsim::{pattern, tls_exchange, Net};
 
 #[allow(dead_code)]
 #[path = "../../certstore/tests/support/pki.rs"]
 mod pki;
 
-struct Setup {
-    dir: tempdir::Dir,
-    ca: DecryptionCa,
-    config: Config,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(tag: &str) -> Dir {
-            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("tg-tls-{tag}-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// A dataplane config intercepting port 443 with a fresh decryption CA, trusting
-/// `trust` (PEM) and pinning `pinned` (PEM), with `profile`.
-fn setup(profile: &str, trust: &[String], pinned: &[String]) -> Setup {
-    setup_with_policy(profile, trust, pinned, None)
-}
-
-/// As [`setup`], the flows chosen by `policy` (JSON) instead of `intercept.ports`.
-fn setup_with_policy(profile: &str, trust: &[String], pinned: &[String], policy: Option<&str>) -> Setup {
-    let dir = tempdir::Dir::new(profile);
-    let ca = DecryptionCa::generate(&CaOptions::default(), UnixTime::now()).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        format!("{:?}", p.display().to_string())
-    };
-    let ca_cert = write("ca.pem", &ca.cert_pem());
-    let ca_key = write("ca.key", &ca.key_pkcs8_pem());
-    let trust: Vec<String> =
-        trust.iter().enumerate().map(|(i, t)| write(&format!("trust{i}.pem"), t)).collect();
-    let pinned: Vec<String> =
-        pinned.iter().enumerate().map(|(i, t)| write(&format!("pin{i}.pem"), t)).collect();
-    let selection = match policy {
-        Some(json) => format!("[policy]\nfile = {}\n[intercept]\n", write("policy.json", json)),
-        None => "[intercept]\nports = [443]\n".to_string(),
-    };
-    let toml = format!(
-        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
-         {selection}connect_timeout_s = 5\n\
-         [tls]\nca_cert = {ca_cert}\nca_key = {ca_key}\nsystem_bundle = false\nprofile = \"{profile}\"\n\
-         trust = [{}]\npinned = [{}]\n[events]\ndir = {:?}\n",
-        trust.join(","),
-        pinned.join(","),
-        dir.0.join("events").display().to_string()
-    );
-    Setup { dir, ca, config: Config::from_toml(&toml).expect("config") }
-}
-
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: &rcgen::KeyPair,
-    tls12_aes256_only: bool,
-) -> Arc<ServerConfig> {
-    let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    origin_server(chain, key, tls12_aes256_only)
-}
-
-fn client_config(ca: &DecryptionCa, extra_root: Option<&CertificateDer<'static>>) -> Arc<ClientConfig> {
-    let mut roots = vec![ca.cert_der().clone()];
-    roots.extend(extra_root.cloned());
-    client_trusting(&roots)
-}
-
-/// What a client saw of one connection.
-struct Outcome {
-    /// The response bytes received, when the exchange completed.
-    response: Option<Vec<u8>>,
-    /// The client's error (e.g. an alert received), when it failed.
-    error: Option<String>,
-    /// The certificate the client was shown.
-    peer: Option<CertificateDer<'static>>,
-    alpn: Option<Vec<u8>>,
-    summary: Summary,
-}
-
-/// One client connection to `sni` through the dataplane; the server answers
-/// `response_len` bytes after reading `request`.
-fn exchange(
-    setup: &Setup,
-    server: Arc<ServerConfig>,
-    sni: &str,
-    request: &[u8],
-    response_len: usize,
-) -> Outcome {
-    exchange_on(setup, server, sni, 443, None, request, response_len)
-}
-
-/// [`exchange`] to `port`, the client trusting `root` besides the decryption CA.
-fn exchange_on(
-    setup: &Setup,
-    server: Arc<ServerConfig>,
-    sni: &str,
-    port: u16,
-    root: Option<&CertificateDer<'static>>,
-    request: &[u8],
-    response_len: usize,
-) -> Outcome {
-    let mut net = Net::new(setup.config.clone(), 1);
-    let (response, error, peer, alpn) =
-        connect(&mut net, setup, server, sni, port, 40443, root, request, response_len);
-    let summary = net.stop();
-    Outcome { response, error, peer, alpn, summary }
-}
-
-/// One client connection through a running `net` (the netsim's TLS exchange).
-#[allow(clippy::too_many_arguments)]
-fn connect(
-    net: &mut Net,
-    setup: &Setup,
-    server: Arc<ServerConfig>,
-    sni: &str,
-    port: u16,
-    client_port: u16,
-    root: Option<&CertificateDer<'static>>,
-    request: &[u8],
-    response_len: usize,
-) -> Seen {
-    let client = client_config(&setup.ca, root);
-    tls_exchange(net, server, client, sni, port, client_port, request, response_len)
-}
-
-/// The dataplane's `tls_proxy.log` and events so far.
-fn logs(setup: &Setup) -> (String, Vec<serde_json::Value>) {
-    let dir = setup.dir.0.join("events");
-    let log = std::fs::read_to_string(dir.join("tls_proxy.log")).unwrap_or_default();
-    let events = std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect();
-    (log, events)
-}
-
-fn counter(s: &Summary, name: &str) -> u64 {
-    s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
-}
-
-fn origin() -> pki::Pki {
-    pki::Pki::generate()
-}
+#[path = "support/tlsnet.rs"]
+mod tlsnet;
+use tlsnet::*;
 
 #[test]
 fn decrypts_and_reencrypts_with_a_forged_certificate() {
@@ -371,12 +219,14 @@ fn client_rejecting_the_forged_certificate_is_a_client_leg_abort() {
 }
 
 /// After a server-leg failure that is not a certificate's (here no suite in
-/// common: SEED problem 1), with the undecryptable action `pass` chosen, later
-/// connections to that server (address, port, SNI) are passed through
-/// undecrypted: the client meets the server's own certificate, and the event says
-/// why. (A certificate failure follows its check's action instead.)
+/// common: SEED problem 1), with the undecryptable action `pass` chosen, the
+/// appliance's own handshake (a probe) meets the same failure: a learned exclusion
+/// is made, with its event, and later connections to that server (address, port,
+/// SNI) are passed through undecrypted: the client meets the server's own
+/// certificate, and the event says why. (A certificate failure follows its
+/// check's action instead.)
 #[test]
-fn a_failed_server_is_remembered_and_passed_undecrypted() {
+fn a_failure_the_probe_confirms_makes_a_learned_exclusion() {
     let pki = origin();
     let cfg = server_config(vec![pki.leaf.der(), pki.intermediate.der()], &pki.leaf.key, true);
     let policy = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ],
@@ -392,14 +242,25 @@ fn a_failed_server_is_remembered_and_passed_undecrypted() {
     // accepted: failing on the certificate means it met the server's own one.
     let second = second.expect("the client does not trust the self-signed server");
     assert!(second.contains("invalid peer certificate"), "passed through: {second}");
+    assert_eq!(net.prober.as_ref().map(|p| p.accepted), Some(1), "one probe reached the server");
     let summary = net.stop();
     assert_eq!(counter(&summary, "tls_aborted"), 1);
-    assert_eq!(counter(&summary, "tls_passed_remembered"), 1);
-    let (_, events) = logs(&setup);
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["abort", "passed"], "{events:?}");
-    assert_eq!(events[1]["cause"], "remembered", "{}", events[1]);
-    assert!(events[1]["error_detail"].as_str().unwrap().contains("failed before"), "{}", events[1]);
+    assert_eq!(counter(&summary, "exclusions_learned"), 1);
+    assert_eq!(counter(&summary, "tls_passed_excluded"), 1);
+    assert_eq!(counter(&summary, "tls_passed_remembered"), 0);
+    let (log, events) = logs(&setup);
+    let mut kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["abort", "exclusion_learned", "passed"], "{events:?}");
+    let learned = events.iter().find(|e| e["kind"] == "exclusion_learned").unwrap();
+    assert_eq!((learned["sni"].as_str(), learned["cause"].as_str()), (Some(pki::SERVER), Some("excluded")));
+    let detail = learned["error_detail"].as_str().unwrap();
+    assert!(detail.contains("handshake_failure") && detail.contains("43200 s"), "{detail}");
+    let src_port = learned["src_port"].as_u64().unwrap();
+    assert!((61_440..65_440).contains(&src_port), "from the reserved range: {learned}");
+    let passed = events.iter().find(|e| e["kind"] == "passed").unwrap();
+    assert_eq!(passed["cause"], "excluded", "{passed}");
+    assert!(log.contains("exclusion_learned"), "{log}");
 }
 
 /// By default (`undecryptable: block`, and without a policy) a server-leg failure

@@ -108,6 +108,9 @@ u8_enum! {
         Passed = 6 => "passed",
         /// Not decrypted because a do-not-decrypt rule matched (by SNI or address).
         NotDecrypted = 7 => "not_decrypted",
+        /// A learned exclusion was made (the appliance's own probe confirmed the
+        /// server supports no mode it offers); later flows to it are passed.
+        ExclusionLearned = 8 => "exclusion_learned",
     }
 }
 

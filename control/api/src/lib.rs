@@ -254,6 +254,16 @@ pub enum Request {
     },
     /// Control plane and dataplane: captures running or finished.
     CaptureList,
+    /// Control plane and dataplane: the learned exclusions (servers the
+    /// appliance's own probe found to support no mode it offers, passed
+    /// undecrypted until they expire).
+    ExclusionsList,
+    /// Control plane and dataplane: removes learned exclusions (of one server
+    /// address, or all); the servers are probed again on their next failure.
+    ExclusionsClear {
+        /// Only this server's.
+        server: Option<std::net::IpAddr>,
+    },
     /// Dataplane to control plane, first on its connection: it is the dataplane.
     DataplaneHello {
         /// Its workers.
@@ -288,6 +298,23 @@ pub enum TrustAs {
     Ca,
     /// Every certificate pinned as a server certificate.
     Pinned,
+}
+
+/// A learned exclusion, as `tlsgatectl exclusions list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExclusionInfo {
+    /// The server's address.
+    pub server: std::net::IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// The SNI (none: the client sent none).
+    pub sni: Option<String>,
+    /// Seconds until it expires.
+    pub expires_in_s: u64,
+    /// The failure the appliance's own probe met (the `cause` label).
+    pub cause: String,
+    /// The same, in words.
+    pub reason: String,
 }
 
 /// What to capture.
@@ -512,6 +539,13 @@ pub enum Response {
     Captures {
         /// The captures.
         captures: Vec<CaptureInfo>,
+    },
+    /// Answer to [`Request::ExclusionsList`] and [`Request::ExclusionsClear`].
+    Exclusions {
+        /// The learned exclusions alive now (after a clear: those left).
+        exclusions: Vec<ExclusionInfo>,
+        /// How many a clear removed.
+        cleared: Option<u64>,
     },
     /// Answer to [`Request::Snapshot`]: the dataplane runs this version now.
     Applied {

@@ -51,6 +51,12 @@ pub enum Cause {
     HelloTooLarge,
     /// The client closed its side before its ClientHello was complete.
     HelloIncomplete,
+    /// A learned exclusion: the server supports no mode the appliance offers, as
+    /// its own probe confirmed; passed undecrypted.
+    Excluded,
+    /// The SNI of a do-not-decrypt rule, not proved by the server (its
+    /// certificate, on the appliance's own handshake, is not valid for the name).
+    SniUnproved,
     /// A policy rule decided (block, or do-not-decrypt): the rule's index in the
     /// policy of the flow's configuration version, `None` for the default action.
     Policy {
@@ -133,6 +139,8 @@ impl Cause {
         Cause::NotTls,
         Cause::HelloTooLarge,
         Cause::HelloIncomplete,
+        Cause::Excluded,
+        Cause::SniUnproved,
         Cause::Policy { rule: Some(3) },
         Cause::Policy { rule: None },
         Cause::Remembered,
@@ -171,6 +179,8 @@ impl Cause {
             Cause::Admission(_) => 18,
             Cause::HelloTooLarge => 19,
             Cause::HelloIncomplete => 20,
+            Cause::Excluded => 21,
+            Cause::SniUnproved => 22,
         }
     }
 
@@ -203,6 +213,8 @@ impl Cause {
             18 => Cause::Admission(AdmissionReason::from_u8(detail)?),
             19 => Cause::HelloTooLarge,
             20 => Cause::HelloIncomplete,
+            21 => Cause::Excluded,
+            22 => Cause::SniUnproved,
             _ => return None,
         })
     }
@@ -230,6 +242,8 @@ impl Cause {
             Cause::Admission(_) => "admission",
             Cause::HelloTooLarge => "hello_too_large",
             Cause::HelloIncomplete => "hello_incomplete",
+            Cause::Excluded => "excluded",
+            Cause::SniUnproved => "sni_unproved",
         }
     }
 
@@ -286,6 +300,19 @@ impl Outcome {
             Cause::NotTls => "not a TLS ClientHello the appliance can read".into(),
             Cause::HelloTooLarge => "more than 64 KiB without a complete ClientHello".into(),
             Cause::HelloIncomplete => "the client closed before its ClientHello was complete".into(),
+            Cause::Excluded if self.kind == EventKind::ExclusionLearned => {
+                "learned exclusion: the appliance's own handshake confirmed the server supports no mode it offers"
+                    .into()
+            }
+            Cause::Excluded => "learned exclusion: the server supports no mode the appliance offers: passed".into(),
+            Cause::SniUnproved if self.kind == EventKind::Blocked => {
+                "blocked: the server did not prove the SNI of a do-not-decrypt rule (its certificate is not valid \
+                 for it)"
+                    .into()
+            }
+            Cause::SniUnproved => "decrypted: the server did not prove the SNI of a do-not-decrypt rule (its \
+                                   certificate is not valid for it)"
+                .into(),
             Cause::Policy { .. } => match (self.kind, self.phase) {
                 (EventKind::Blocked, Phase::TcpConnect) => {
                     "blocked by the decryption policy at SYN: reset".into()

@@ -60,6 +60,24 @@ impl FlowKey {
         Self::with_addrs(p, src, dst)
     }
 
+    /// The key of a TCP connection from `from` to `to` (one address family) on
+    /// `vlan`, and the sending side of `from`: a flow the appliance opens itself
+    /// (a probe).
+    pub fn tcp(from: (std::net::IpAddr, u16), to: (std::net::IpAddr, u16), vlan: u16) -> (FlowKey, Side) {
+        let word = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => u128::from(v6),
+        };
+        let (src, dst) = ((word(from.0), from.1), (word(to.0), to.1));
+        let (lo, hi, side) = if src <= dst { (src, dst, Side::Lo) } else { (dst, src, Side::Hi) };
+        let meta = u64::from(lo.1)
+            | u64::from(hi.1) << 16
+            | u64::from(crate::wire::parse::proto::TCP) << 32
+            | u64::from(vlan & 0x0fff) << 40
+            | u64::from(from.0.is_ipv6()) << 56;
+        (FlowKey { lo: lo.0, hi: hi.0, meta }, side)
+    }
+
     #[inline(always)]
     fn with_addrs(p: &Parsed, src: u128, dst: u128) -> (FlowKey, Side) {
         let (sp, dp) = if p.fragment { (0, 0) } else { (p.src_port, p.dst_port) };

@@ -278,3 +278,24 @@ fn long_timeouts_beyond_the_wheel() {
     }
     assert_eq!(t.expire(86_402_000, usize::MAX), 1);
 }
+
+#[test]
+fn a_probe_key_is_the_key_of_its_connection_both_ways() {
+    use std::net::IpAddr;
+    for (a, b) in [
+        ((IpAddr::from([198, 18, 0, 1]), 61_440), (IpAddr::from([198, 18, 0, 2]), 443)),
+        ((IpAddr::from([198, 18, 0, 9]), 61_441), (IpAddr::from([198, 18, 0, 2]), 443)),
+        (("2001:db8::1".parse().unwrap(), 61_442), ("2001:db8::2".parse().unwrap(), 8443)),
+    ] {
+        let (k, side) = FlowKey::tcp(a, b, 7);
+        let (back, other) = FlowKey::tcp(b, a, 7);
+        assert_eq!(k, back);
+        assert_ne!(side, other);
+        assert_eq!(k.endpoints(side), (a.0, a.1, b.0, b.1));
+        assert_eq!((k.proto(), k.vlan()), (6, 7));
+    }
+    // The key the fast path makes of the server's answer.
+    let (parsed, _) = FlowKey::of(&pkt(B, 443, A, 61_440, SYN | ACK));
+    let a = (A.parse().unwrap(), 61_440);
+    assert_eq!(parsed, FlowKey::tcp(a, (B.parse().unwrap(), 443), 0).0);
+}

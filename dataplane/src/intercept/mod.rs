@@ -36,11 +36,18 @@ use crate::io::Io;
 use crate::live::Live;
 
 pub mod admission;
+mod ends;
 pub mod outcome;
+pub mod probe;
+mod probes;
+mod slots;
 pub mod stack;
 pub mod tcp;
 pub mod tls;
 
+use ends::{costs, send_emitted};
+use probes::Probes;
+use slots::{Occupant, Slots};
 use stack::EmitBuf;
 use tcp::{Buffers, Setup, Splice};
 use tls::{TlsShared, TlsWorker};
@@ -124,23 +131,13 @@ pub enum Refusal {
     Midstream,
 }
 
-/// A slot of the splice table: the splice, and a generation that changes each
-/// time the slot is taken.
-struct Slot {
-    generation: u32,
-    splice: Option<Box<Splice>>,
-}
-
 /// One worker's intercept path.
 pub struct Intercept {
     cfg: InterceptConfig,
     /// Destination ports to intercept without a policy, as a bitmap.
     ports: Vec<u64>,
-    slots: Vec<Slot>,
-    /// Free slots.
-    free: Vec<u32>,
-    /// Slots taken (reserved or holding a splice).
-    taken: usize,
+    /// Splices and probes.
+    slots: Slots,
     /// Splice timers: (due ms, splice) in a min-heap. An entry is live while it
     /// equals its splice's `scheduled_ms`; entries of moved or finished timers are
     /// skipped when they surface, so rescheduling never searches the heap.
@@ -158,15 +155,8 @@ pub struct Intercept {
     worker: usize,
     /// Quotas and the memory budget.
     admission: Admission,
-}
-
-/// The splice in `id`'s slot, if that slot still holds the splice `id` names.
-fn splice_at(slots: &mut [Slot], id: SpliceId) -> Option<&mut Splice> {
-    let slot = slots.get_mut(id.slot as usize)?;
-    if slot.generation != id.generation {
-        return None;
-    }
-    slot.splice.as_deref_mut()
+    /// Probes running, and their limits.
+    probes: Probes,
 }
 
 impl Intercept {
@@ -189,9 +179,7 @@ impl Intercept {
         Intercept {
             cfg,
             ports,
-            slots: Vec::new(),
-            free: Vec::new(),
-            taken: 0,
+            slots: Slots::default(),
             timers: BinaryHeap::new(),
             emit: EmitBuf::default(),
             tls: tls.and_then(|shared| tls_worker(worker, shared)),
@@ -201,12 +189,13 @@ impl Intercept {
             made: 0,
             worker,
             admission: Admission::new(admission, costs),
+            probes: Probes::default(),
         }
     }
 
-    /// Splices alive (and slots reserved for new ones).
+    /// Splices and probes alive (and slots reserved for new ones).
     pub fn active(&self) -> usize {
-        self.taken
+        self.slots.taken
     }
 
     /// Whether the segment's connection is to a TLS port (either port of the
@@ -239,17 +228,7 @@ impl Intercept {
 
     /// Takes a slot for the splice a new flow's SYN is about to make.
     pub fn reserve(&mut self) -> SpliceId {
-        self.taken += 1;
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot { generation: 0, splice: None });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let s = &mut self.slots[slot as usize];
-        s.generation = s.generation.wrapping_add(1);
-        SpliceId { slot, generation: s.generation }
+        self.slots.reserve()
     }
 
     /// The decision for a new TCP flow whose SYN came in on `port` (its sender is
@@ -288,7 +267,7 @@ impl Intercept {
             io.c[idx::INBOUND_NOT_INTERCEPTED] += 1;
             return AtSyn::Forward;
         }
-        let refused = if self.taken >= self.cfg.max_per_worker {
+        let refused = if self.slots.taken >= self.cfg.max_per_worker {
             Err(AdmissionReason::WorkerFull)
         } else {
             self.admission.admit(source_key(src))
@@ -359,11 +338,18 @@ impl Intercept {
             let mut splice = Splice::new(frame.data(), seg, setup, now_ms, &mut self.emit);
             splice.quota_slot = Some(source_key(src));
             io.c[idx::INTERCEPT_CREATED] += 1;
-            match self.slots.get_mut(id.slot as usize) {
-                Some(slot) if slot.generation == id.generation => slot.splice = Some(Box::new(splice)),
-                _ => return,
+            if !self.slots.put(id, Occupant::Splice(Box::new(splice))) {
+                return;
             }
-        } else if let Some(s) = splice_at(&mut self.slots, id) {
+        } else if let Some(p) = self.slots.probe(id) {
+            // The server's answer to a probe.
+            self.emit.clear();
+            let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
+            p.poll(Some(ip), now_ms, &mut self.emit, self.tls.as_ref().map(|t| &*t.shared));
+            drop(frame);
+            self.after_probe(io, flows, id, now_ms, 0);
+            return;
+        } else if let Some(s) = self.slots.splice(id) {
             if seg.payload > 0 && s.buffers() != Buffers::Full {
                 // Data flows: the splice has earned its full buffers.
                 if let Some(source) = s.quota_slot.take() {
@@ -424,7 +410,7 @@ impl Intercept {
         seg: &Seg,
         now_ms: u64,
     ) -> bool {
-        let Some(s) = splice_at(&mut self.slots, id) else { return false };
+        let Some(s) = self.slots.splice(id) else { return false };
         let (src, sport, _, _) = seg.key.endpoints(seg.side);
         let a = s.addrs();
         if (src, sport) != (a.client, a.client_port) || !s.client_leg_closed() {
@@ -445,21 +431,28 @@ impl Intercept {
                 break;
             }
             self.timers.pop();
-            let Some(s) = splice_at(&mut self.slots, id) else { continue };
-            if s.scheduled_ms != at {
+            let Some((poll_at, scheduled)) = self.slots.timer(id) else { continue };
+            if *scheduled != at {
                 continue; // moved earlier: a newer entry is live
             }
-            s.scheduled_ms = u64::MAX;
-            if s.poll_at_ms > now_ms {
+            *scheduled = u64::MAX;
+            if *poll_at > now_ms {
                 // Moved later by traffic since: wait for the new time.
                 self.schedule(id, 0);
                 continue;
             }
             self.emit.clear();
-            s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
             polled += 1;
-            // At most one timer poll per splice and millisecond.
-            self.after_step(io, flows, id, now_ms, now_ms + 1);
+            if let Some(p) = self.slots.probe(id) {
+                p.poll(None, now_ms, &mut self.emit, self.tls.as_ref().map(|t| &*t.shared));
+                self.after_probe(io, flows, id, now_ms, now_ms + 1);
+                continue;
+            }
+            if let Some(s) = self.slots.splice(id) {
+                s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
+                // At most one timer poll per splice and millisecond.
+                self.after_step(io, flows, id, now_ms, now_ms + 1);
+            }
         }
         polled
     }
@@ -474,8 +467,12 @@ impl Intercept {
         now_ms: u64,
         not_before: u64,
     ) {
-        let Some(s) = splice_at(&mut self.slots, id) else { return };
-        send_emitted(io, s, &self.emit);
+        let Some(s) = self.slots.splice(id) else { return };
+        send_emitted(io, &s.l2_client, &s.l2_server, &self.emit);
+        if let Some(request) = s.take_probe_request() {
+            self.request_probe(io, flows, id, request, now_ms);
+        }
+        let Some(s) = self.slots.splice(id) else { return };
         if s.is_done() {
             self.reap(io, flows, id, now_ms);
         } else {
@@ -483,114 +480,17 @@ impl Intercept {
         }
     }
 
-    /// Puts a splice's next poll on the timer heap, not before `not_before`, when it
-    /// is earlier than the one already there.
+    /// Puts a splice's (or a probe's) next poll on the timer heap, not before
+    /// `not_before`, when it is earlier than the one already there.
     fn schedule(&mut self, id: SpliceId, not_before: u64) {
-        if let Some(s) = splice_at(&mut self.slots, id) {
-            let at = s.poll_at_ms.max(not_before);
-            if at < s.scheduled_ms {
-                s.scheduled_ms = at;
+        if let Some((poll_at, scheduled)) = self.slots.timer(id) {
+            let at = (*poll_at).max(not_before);
+            if at < *scheduled {
+                *scheduled = at;
                 self.timers.push(Reverse((at, id)));
             }
         }
     }
-
-    /// Frees a finished splice (its flow stays as a tombstone), counts its end and
-    /// writes its event.
-    fn reap<Q: Queues>(&mut self, io: &mut Io<Q>, flows: &mut FlowTable, id: SpliceId, now_ms: u64) {
-        let Some(s) = self.slots.get_mut(id.slot as usize).and_then(|slot| slot.splice.take()) else {
-            return;
-        };
-        self.free.push(id.slot);
-        self.taken -= 1;
-        if let Some(source) = s.quota_slot {
-            self.admission.release_slot(source);
-        }
-        self.admission.release_memory(s.charged_full);
-        if s.buffers() == Buffers::Small && s.ended().is_some_and(|e| e.outcome.cause == Cause::ClientTimeout)
-        {
-            io.c[idx::FIRST_BYTE_TIMEOUT] += 1;
-        }
-        flows.splice_ended(&s.key, s.hash, now_ms);
-        io.c[idx::INTERCEPT_BYTES_UP] += s.relayed[0];
-        io.c[idx::INTERCEPT_BYTES_DOWN] += s.relayed[1];
-        if let Some(i) = s.ended().and_then(|e| end_counter(e.outcome)) {
-            io.c[i] += 1;
-        }
-        match s.ended().map(|e| e.outcome.cause) {
-            Some(Cause::NotTls) => io.c[idx::UNDECRYPTABLE_NOT_TLS] += 1,
-            Some(Cause::HelloTooLarge) => io.c[idx::UNDECRYPTABLE_TOO_LARGE] += 1,
-            Some(Cause::HelloIncomplete) => io.c[idx::UNDECRYPTABLE_INCOMPLETE] += 1,
-            _ => {}
-        }
-        let info = s.tls_info();
-        if let (Some(name), Some(_)) = (&info.rule, &s.policy) {
-            // The SNI decision of an intercepted flow.
-            io.rules.count_name(name);
-        }
-        if info.untrusted.is_some() || info.untrusted_resumed {
-            io.c[idx::TLS_UNTRUSTED] += 1;
-        }
-        if info.decrypted {
-            io.c[idx::TLS_DECRYPTED] += 1;
-            for (yes, counter) in [
-                (info.unverified.is_some(), idx::TLS_UNVERIFIED),
-                (info.server_resumed, idx::TLS_SERVER_RESUMED),
-                (info.client_resumed, idx::TLS_CLIENT_RESUMED),
-                (info.chain_cached, idx::TLS_CHAIN_CACHED),
-            ] {
-                io.c[counter] += u64::from(yes);
-            }
-        }
-        if let Some(ev) = self.events.as_mut() {
-            ev.flow_ended(&s);
-        }
-    }
-}
-
-/// Puts what a splice's stack emitted on the wire, with each side's L2 header.
-fn send_emitted<Q: Queues>(io: &mut Io<Q>, splice: &Splice, emit: &EmitBuf) {
-    for e in &emit.packets {
-        let (l2, port) = match e.leg {
-            Leg::Client => (&splice.l2_client, tlsgate_drivers::INSIDE),
-            _ => (&splice.l2_server, tlsgate_drivers::OUTSIDE),
-        };
-        let Some(mut f) = io.alloc(l2.len() + e.len) else { continue };
-        let d = f.data_mut();
-        d[..l2.len()].copy_from_slice(l2);
-        d[l2.len()..].copy_from_slice(&emit.bytes[e.start..e.start + e.len]);
-        io.capture(f.data(), port, true);
-        io.send(port, f);
-    }
-}
-
-/// What a splice is charged against the memory budget: its buffers, and an
-/// allowance for its stack (the interface, two sockets: ~3 KiB) and, once used,
-/// its TLS sessions (two rustls connections with their buffers).
-fn costs(cfg: &InterceptConfig) -> Costs {
-    const STACK: u64 = 4 << 10;
-    const TLS: u64 = 48 << 10;
-    Costs {
-        half_open: tcp::SMALL_BUFFERS as u64 + STACK,
-        full: 4 * (cfg.buffer_kib as u64) * 1024 + STACK + TLS,
-    }
-}
-
-/// The counter of an intercepted flow's end.
-fn end_counter(o: tlsgate_api::Outcome) -> Option<usize> {
-    use tlsgate_api::{Cause, EventKind};
-    Some(match (o.kind, o.cause) {
-        (EventKind::Abort, _) => idx::TLS_ABORTED,
-        (EventKind::Passed, Cause::Remembered) => idx::TLS_PASSED_REMEMBERED,
-        (EventKind::Passed, _) => idx::TLS_PASSED,
-        (EventKind::NotDecrypted, _) => idx::TLS_NOT_DECRYPTED,
-        (EventKind::Blocked, _) => idx::TLS_BLOCKED,
-        (_, Cause::Closed) => idx::INTERCEPT_CLOSED,
-        (_, Cause::ServerRefused) => idx::INTERCEPT_REFUSED,
-        (_, Cause::Reset) => idx::INTERCEPT_RESET,
-        (EventKind::Timeout, _) => idx::INTERCEPT_TIMEOUT,
-        _ => return None,
-    })
 }
 
 /// A worker's TLS state for `shared` (none when its leaf key cannot be made).

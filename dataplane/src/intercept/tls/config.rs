@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use tlsgate_api::Outcome;
+
+use super::servers::ServerMap;
 use tlsgate_certstore::pki_types::UnixTime;
 use tlsgate_certstore::rustls::ClientConfig;
 use tlsgate_certstore::{
@@ -48,6 +50,33 @@ pub struct TlsConfig {
     /// ClientHello, the server's handshake and the client's handshake together.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
+    /// Probes (the appliance's own handshakes that prove an SNI or confirm a
+    /// failure): how they run.
+    #[serde(default)]
+    pub probe: ProbeConfig,
+}
+
+/// `[tls.probe]`: the appliance's own handshakes with servers.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Seconds a probe may take (a client's ClientHello is held meanwhile).
+    pub timeout_s: u64,
+    /// First source port of the reserved range probes use (from the client's
+    /// address; a port whose 4-tuple is in the flow table is skipped).
+    pub port_base: u16,
+    /// Ports in the reserved range.
+    pub ports: u16,
+    /// Probes in flight per client source (address, IPv6 /64) and worker.
+    pub per_source: u32,
+    /// Probes in flight per server address and worker.
+    pub per_destination: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { timeout_s: 5, port_base: 61_440, ports: 4_000, per_source: 4, per_destination: 8 }
+    }
 }
 
 fn default_handshake_timeout() -> u64 {
@@ -66,6 +95,7 @@ impl Default for TlsConfig {
             profile: default_profile(),
             forge_cache: default_cache(),
             handshake_timeout_s: default_handshake_timeout(),
+            probe: ProbeConfig::default(),
         }
     }
 }
@@ -92,6 +122,19 @@ impl TlsConfig {
             .map_err(|_| format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))?;
         if self.forge_cache == 0 {
             return Err("tls.forge_cache: must be at least 1".into());
+        }
+        let p = &self.probe;
+        if !(1..=60).contains(&p.timeout_s) {
+            return Err(format!("tls.probe.timeout_s: {} is outside 1..=60", p.timeout_s));
+        }
+        if p.ports == 0 || u32::from(p.port_base) + u32::from(p.ports) > 65_536 || p.port_base < 1024 {
+            return Err(format!(
+                "tls.probe.port_base/ports: {}+{} is not a range of 1024..=65535",
+                p.port_base, p.ports
+            ));
+        }
+        if p.per_source == 0 || p.per_destination == 0 {
+            return Err("tls.probe.per_source/per_destination: at least 1".into());
         }
         if !(1..=300).contains(&self.handshake_timeout_s) {
             return Err(format!("tls.handshake_timeout_s: {} is outside 1..=300", self.handshake_timeout_s));
@@ -169,50 +212,30 @@ pub struct TlsShared {
     pub verifier: Arc<ServerVerifier>,
     /// Offered suites on both legs.
     pub profile: CipherProfile,
-    pub(super) client: Arc<ClientConfig>,
+    pub(crate) client: Arc<ClientConfig>,
     /// Notes servers that ask for a client certificate.
-    pub(super) requests: Arc<CertRequests>,
+    pub(crate) requests: Arc<CertRequests>,
     ports: Vec<u64>,
     pub(super) cache: usize,
     /// [`TlsConfig::handshake_timeout_s`] in ms.
     pub handshake_timeout_ms: u64,
-    /// Server-leg failures remembered for the undecryptable `pass` action, shared
-    /// by the workers (consulted once per ClientHello, never on the fast path).
-    pub remembered: Remembered,
-}
-
-/// Servers whose leg failed: (address, port, SNI) → (until, how it failed), in
-/// ms of the workers' clock. Later connections to them are passed through
-/// undecrypted until the entry expires.
-#[derive(Default)]
-pub struct Remembered {
-    map: std::sync::Mutex<std::collections::HashMap<ServerKey, (u64, Outcome)>>,
-}
-
-/// A server as remembered: address, port, SNI.
-pub type ServerKey = (std::net::IpAddr, u16, Option<String>);
-
-impl Remembered {
-    const MAX: usize = 65_536;
-
-    /// Remembers a failure at `now_ms` for `ttl`.
-    pub fn insert(&self, key: ServerKey, now_ms: u64, ttl: std::time::Duration, reason: Outcome) {
-        if let Ok(mut m) = self.map.lock() {
-            if m.len() >= Self::MAX {
-                m.retain(|_, (until, _)| *until > now_ms);
-            }
-            if m.len() < Self::MAX {
-                m.insert(key, (now_ms.saturating_add(ttl.as_millis() as u64), reason));
-            }
-        }
-    }
-
-    /// How it failed, when this server is remembered and the entry has not expired
-    /// at `now_ms`.
-    pub fn get(&self, key: &ServerKey, now_ms: u64) -> Option<Outcome> {
-        let m = self.map.lock().ok()?;
-        m.get(key).filter(|(until, _)| *until > now_ms).map(|(_, r)| *r)
-    }
+    /// How probes run.
+    pub probe: ProbeConfig,
+    /// Servers relayed raw after a failure whose action was `pass` (a certificate
+    /// check's `pass`, or `undecryptable: pass` where no probe confirms: see
+    /// [`TlsShared::exclusions`]).
+    pub remembered: ServerMap<Outcome>,
+    /// Learned exclusions: servers that support no mode the appliance offers,
+    /// confirmed by its own probe (PAN-OS's local decryption exclusion cache).
+    pub exclusions: ServerMap<Outcome>,
+    /// Proofs of names: whether the server's certificate is valid for the SNI,
+    /// from the appliance's own handshake (failed ones are kept too).
+    pub proofs: ServerMap<bool>,
+    /// Confirmations of server-leg failures by the appliance's own handshake:
+    /// `true` made a learned exclusion, `false` did not (the failure was the
+    /// client's doing, or the probe's own failure was not an unsupported mode).
+    /// A server with an entry is not probed again until it expires.
+    pub confirmations: ServerMap<bool>,
 }
 
 /// The wall time when TLS material is loaded (the CA's validity is checked).
@@ -314,7 +337,11 @@ impl TlsShared {
             ports,
             cache: cfg.forge_cache,
             handshake_timeout_ms: cfg.handshake_timeout_s * 1000,
-            remembered: Remembered::default(),
+            probe: cfg.probe,
+            remembered: ServerMap::default(),
+            exclusions: ServerMap::default(),
+            proofs: ServerMap::default(),
+            confirmations: ServerMap::default(),
         }))
     }
 

@@ -3,12 +3,14 @@
 //! or start the server leg.
 
 use tlsgate_api::{Cause, EventKind, Leg, Phase};
-use tlsgate_certstore::rustls::server::Acceptor;
+use tlsgate_certstore::rustls::server::{Accepted, Acceptor};
 use tlsgate_certstore::rustls::ClientConnection;
-use tlsgate_policy::{Action, UndecryptableAction};
+use tlsgate_policy::{Action, UndecryptableAction, UnprovedSniAction};
 
+use super::ServerKey;
 use super::{fatal_alert, requested_name, server, Ctx, Step, TlsAction, TlsState, ALERT_HANDSHAKE_FAILURE};
 use crate::intercept::outcome::Ended;
+use crate::intercept::probe::Purpose;
 
 /// Most bytes read while waiting for a complete ClientHello.
 const MAX_HELLO: usize = 64 * 1024;
@@ -65,17 +67,42 @@ pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'
             }
         }
     };
+    decide(Box::new(accepted), raw, cx)
+}
+
+/// The decision with the ClientHello read (again when a probe it waited for has
+/// concluded): the policy first (a block rule always wins); a do-not-decrypt rule
+/// matched by SNI only once the server has proved the name (else a probe, and the
+/// hello is held); then learned exclusions and servers passed after a certificate
+/// failure; else the server leg starts.
+pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_, '_>) -> Step {
     let ch = accepted.client_hello();
     let sni = ch.server_name().map(str::to_string);
     cx.info.sni = sni.clone();
     let a = cx.addrs;
-    if let Some(before) = cx.w.shared.remembered.get(&(a.server, a.port, sni.clone()), cx.now_ms) {
-        let end = Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Remembered)
-            .detail(before.text());
-        return pass(raw, end);
-    }
+    let key: ServerKey = (a.server, a.port, sni.clone());
     if let Some(policy) = cx.policy {
-        let v = policy.decide_with_sni(a.client, a.server, a.port, sni.as_deref());
+        let mut v = policy.decide_with_sni(a.client, a.server, a.port, sni.as_deref());
+        if policy.needs_proof(&v) {
+            match cx.w.shared.proofs.get(&key, cx.now_ms) {
+                Some(true) => {}
+                None if !cx.info.probe_over => {
+                    // Hold the ClientHello until the appliance's own handshake says
+                    // whether the server owns the name.
+                    cx.info.probe_request = Some((key, Purpose::Proof));
+                    return (TlsState::AwaitingProbe { accepted, raw }, Some(TlsAction::Continue));
+                }
+                _ => {
+                    cx.info.sni_unproved = true;
+                    if policy.unproved_sni() == UnprovedSniAction::Block {
+                        let end =
+                            Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, Cause::SniUnproved);
+                        return (TlsState::Failed, Some(TlsAction::Reset(end)));
+                    }
+                    v = policy.decide_unproved(a.client, a.server, a.port);
+                }
+            }
+        }
         cx.info.rule = v.rule.and_then(|r| policy.rule_name(r)).map(str::to_string);
         let cause = Cause::Policy { rule: v.rule.map(|r| r.index() as u32) };
         match v.action {
@@ -89,16 +116,24 @@ pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'
             _ => {}
         }
     }
+    // Learned exclusions pass only while the policy still says `undecryptable:
+    // pass` (they were made under it); a trust or profile change clears them.
+    let exclusions_apply = cx.policy.is_some_and(|p| p.undecryptable() == UndecryptableAction::Pass);
+    if let Some(learned) = cx.w.shared.exclusions.get(&key, cx.now_ms).filter(|_| exclusions_apply) {
+        let end = Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Excluded)
+            .detail(learned.text());
+        return pass(raw, end);
+    }
+    if let Some(before) = cx.w.shared.remembered.get(&key, cx.now_ms) {
+        let end = Ended::new(EventKind::Passed, Leg::Server, Phase::ClientHello, Cause::Remembered)
+            .detail(before.text());
+        return pass(raw, end);
+    }
     let alpn: Vec<Vec<u8>> = ch.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
     let requested = requested_name(sni.as_deref(), a.server);
     match ClientConnection::new_with_alpn(cx.w.shared.client.clone(), requested.clone(), alpn) {
         Ok(conn) => (
-            TlsState::Server {
-                shared: cx.w.shared.clone(),
-                accepted: Box::new(accepted),
-                conn: Box::new(conn),
-                requested,
-            },
+            TlsState::Server { shared: cx.w.shared.clone(), accepted, conn: Box::new(conn), requested },
             None,
         ),
         Err(e) => (
@@ -109,4 +144,14 @@ pub(super) fn step(mut acceptor: Box<Acceptor>, mut raw: Vec<u8>, cx: &mut Ctx<'
             }),
         ),
     }
+}
+
+/// A held ClientHello: decided again once its probe concluded (or could not run).
+pub(super) fn await_probe(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_, '_>) -> Step {
+    let a = cx.addrs;
+    let key: ServerKey = (a.server, a.port, cx.info.sni.clone());
+    if cx.info.probe_over || cx.w.shared.proofs.get(&key, cx.now_ms).is_some() {
+        return decide(accepted, raw, cx);
+    }
+    (TlsState::AwaitingProbe { accepted, raw }, Some(TlsAction::Continue))
 }

@@ -35,10 +35,13 @@ pub mod config;
 mod hello;
 mod relay;
 mod server;
+pub mod servers;
 
 pub use client::TlsWorker;
-pub use config::{Remembered, ServerKey, TlsConfig, TlsShared, Verification};
+pub use config::{TlsConfig, TlsShared, Verification};
 pub use relay::{fatal_alert, pump_conn, ALERT_HANDSHAKE_FAILURE};
+pub(crate) use server::server_cause;
+pub use servers::{ServerKey, ServerMap};
 
 /// The flow's endpoints, for policy decisions and naming the server.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +87,13 @@ pub enum TlsState {
         closed: [bool; 2],
         /// Plaintext bytes relayed (0: client → server, 1: server → client).
         moved: [u64; 2],
+    },
+    /// The ClientHello read and held while a probe proves the server's name.
+    AwaitingProbe {
+        /// The client's hello.
+        accepted: Box<Accepted>,
+        /// The bytes read, to replay if the flow is passed through.
+        raw: Vec<u8>,
     },
     /// Not decrypted: the splice relays raw bytes; the flow's outcome.
     Passed(Ended),
@@ -152,6 +162,13 @@ pub struct TlsInfo {
     pub client_resumed: bool,
     /// The forged certificate came from the worker's cache.
     pub forge_cached: bool,
+    /// A probe the intercept path is asked to run: the server, and what for.
+    pub probe_request: Option<(ServerKey, crate::intercept::probe::Purpose)>,
+    /// The probe this flow waited for concluded, or could not run (limits): it
+    /// decides with the proofs known (none: unproved).
+    pub probe_over: bool,
+    /// The SNI of a do-not-decrypt rule was not proved: decided without it.
+    pub sni_unproved: bool,
 }
 
 /// What a step works with besides its state.
@@ -203,6 +220,7 @@ impl TlsFlow {
             let state = std::mem::replace(&mut self.state, TlsState::Failed);
             let (next, action) = match state {
                 TlsState::Hello { acceptor, raw } => hello::step(acceptor, raw, &mut cx),
+                TlsState::AwaitingProbe { accepted, raw } => hello::await_probe(accepted, raw, &mut cx),
                 TlsState::Server { accepted, conn, requested, shared } => {
                     server::step(accepted, conn, requested, shared, &mut cx)
                 }
@@ -224,7 +242,7 @@ impl TlsFlow {
     /// server's handshake, or the client's (with the forged certificate).
     pub fn handshaking(&self) -> Option<Phase> {
         match &self.state {
-            TlsState::Hello { .. } => Some(Phase::ClientHello),
+            TlsState::Hello { .. } | TlsState::AwaitingProbe { .. } => Some(Phase::ClientHello),
             TlsState::Server { .. } => Some(Phase::ServerHandshake),
             TlsState::Both { to_client, .. } if to_client.is_handshaking() => Some(Phase::ClientHandshake),
             _ => None,
@@ -244,15 +262,15 @@ impl TlsFlow {
         let state = std::mem::replace(&mut self.state, TlsState::Failed);
         let detail = format!("timeout {timeout_s} s");
         match state {
-            TlsState::Hello { .. } => TlsAction::Reset(
+            TlsState::Hello { .. } | TlsState::AwaitingProbe { .. } => TlsAction::Reset(
                 Ended::new(EventKind::Timeout, Leg::Client, Phase::ClientHello, Cause::ClientTimeout)
                     .detail(detail),
             ),
-            TlsState::Server { requested, shared, .. } => server::failed(
+            TlsState::Server { shared, .. } => server::failed(
                 &shared,
                 policy,
                 addrs,
-                &requested,
+                &mut self.info,
                 server::abort(Phase::ServerHandshake, Cause::ServerTimeout).detail(detail),
                 now_ms,
             ),
@@ -285,7 +303,7 @@ impl Default for TlsFlow {
 }
 
 /// The name the client asked for: its SNI, or the server's address without one.
-fn requested_name(sni: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static> {
+pub(crate) fn requested_name(sni: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static> {
     sni.and_then(|s| ServerName::try_from(s.to_string()).ok())
         .unwrap_or(ServerName::IpAddress(PkiIp::from(ip)))
 }

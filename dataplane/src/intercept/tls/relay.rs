@@ -90,6 +90,11 @@ pub(super) fn step(
         // server insisting on one refuses only after our handshake ended.
         let phase = if cx.info.cert_requested { Phase::ServerHandshake } else { phase };
         let end = server::error(&e, cx.info, None, phase);
+        if cx.info.cert_requested {
+            // A server-leg handshake failure like any other.
+            let shared = cx.w.shared.clone();
+            server::learn(&shared, cx.policy, cx.addrs, cx.info, &end, cx.now_ms);
+        }
         return (TlsState::Failed, Some(TlsAction::Abort { to_client: Vec::new(), end }));
     }
     // Plaintext client → server, then server → client, bounded by what the other

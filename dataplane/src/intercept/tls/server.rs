@@ -13,10 +13,11 @@ use tlsgate_policy::{CertAction, CompiledPolicy, UndecryptableAction};
 
 use super::relay::SockWriter;
 use super::{
-    fatal_alert, pump_conn, Ctx, FlowAddrs, Step, TlsAction, TlsInfo, TlsShared, TlsState,
+    fatal_alert, pump_conn, Ctx, FlowAddrs, ServerKey, Step, TlsAction, TlsInfo, TlsShared, TlsState,
     ALERT_HANDSHAKE_FAILURE,
 };
 use crate::intercept::outcome::Ended;
+use crate::intercept::probe::Purpose;
 
 pub(super) fn step(
     accepted: Box<Accepted>,
@@ -51,7 +52,7 @@ pub(super) fn step(
         // Flush our alert to the server, then report.
         let _ = conn.write_tls(&mut SockWriter(cx.server));
         let end = error(&e, cx.info, shared.verifier.take_failure(), Phase::ServerHandshake);
-        return (TlsState::Failed, Some(failed(&shared, cx.policy, cx.addrs, &requested, end, cx.now_ms)));
+        return (TlsState::Failed, Some(failed(&shared, cx.policy, cx.addrs, cx.info, end, cx.now_ms)));
     }
     if !cx.server.may_recv() && conn.is_handshaking() {
         let end = abort(Phase::ServerHandshake, Cause::HandshakeClosed);
@@ -105,10 +106,20 @@ pub(super) fn error(
     verify: Option<Box<VerifyFailure>>,
     phase: Phase,
 ) -> Ended {
+    let cause = server_cause(e, info.cert_requested, verify.as_deref());
+    let mut end = abort(phase, cause).detail(e.to_string());
+    end.verify = verify;
+    end
+}
+
+/// The cause of a server handshake's failure with rustls' error `e`: its
+/// certificate (`verify`: the verifier's record), a client certificate it asked for
+/// (`cert_requested`), its alert, parameters in common, or its protocol.
+pub(crate) fn server_cause(e: &rustls::Error, cert_requested: bool, verify: Option<&VerifyFailure>) -> Cause {
     use rustls::Error as E;
-    let cause = match (e, &verify) {
+    match (e, verify) {
         (_, Some(v)) => Cause::Certificate { reason: v.reason, depth: v.depth.min(255) as u8 },
-        _ if info.cert_requested => Cause::ClientCertRequired,
+        _ if cert_requested => Cause::ClientCertRequired,
         (E::AlertReceived(a), _) => Cause::AlertReceived(u8::from(*a)),
         (E::PeerIncompatible(_), _) => Cause::NoSharedVersionOrSuite,
         (E::InvalidCertificate(_), _) => {
@@ -119,37 +130,56 @@ pub(super) fn error(
             Cause::PeerMisbehaved
         }
         _ => Cause::Internal,
-    };
-    let mut end = abort(phase, cause).detail(e.to_string());
-    end.verify = verify;
-    end
+    }
 }
 
-/// A server-leg failure: a fatal alert for the client. The server is remembered,
-/// so that later connections to it are passed through undecrypted for a while,
-/// only when that was chosen: for a certificate failure, its check's action
-/// `pass`; for any other failure, the undecryptable action `pass`.
+/// A server-leg failure: a fatal alert for the client (the flow is never replayed).
+/// What later flows to that server (address, port, SNI) get is chosen, never
+/// provoked:
+/// * a certificate failure whose check's action is `pass`: they are relayed raw
+///   for `undecryptable_memory_s` (remembered);
+/// * any other failure but a timeout, with `undecryptable: pass`: the appliance's
+///   own handshake (a probe, its own ClientHello) confirms it first; only an
+///   unsupported mode it meets itself makes a learned exclusion
+///   ([`crate::intercept::probe`]). A server confirmed (or not) lately is not
+///   probed again;
+/// * otherwise nothing: they are intercepted again.
 pub(super) fn failed(
     shared: &TlsShared,
     policy: Option<&CompiledPolicy>,
     addrs: FlowAddrs,
-    requested: &ServerName<'static>,
+    info: &mut TlsInfo,
     end: Ended,
     now_ms: u64,
 ) -> TlsAction {
-    let (pass, ttl) = match (policy, end.outcome.cause) {
-        (None, _) => (false, std::time::Duration::ZERO),
-        (Some(p), Cause::Certificate { reason, .. }) => {
-            (shared.verification.action(reason) == CertAction::Pass, p.undecryptable_memory())
-        }
-        (Some(p), _) => (p.undecryptable() == UndecryptableAction::Pass, p.undecryptable_memory()),
-    };
-    if pass {
-        let name = match requested {
-            ServerName::DnsName(d) => Some(d.as_ref().to_string()),
-            _ => None,
-        };
-        shared.remembered.insert((addrs.server, addrs.port, name), now_ms, ttl, end.outcome);
-    }
+    learn(shared, policy, addrs, info, &end, now_ms);
     TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }
+}
+
+/// What a server-leg failure `end` means for later flows to that server (see
+/// [`failed`]).
+pub(super) fn learn(
+    shared: &TlsShared,
+    policy: Option<&CompiledPolicy>,
+    addrs: FlowAddrs,
+    info: &mut TlsInfo,
+    end: &Ended,
+    now_ms: u64,
+) {
+    let key: ServerKey = (addrs.server, addrs.port, info.sni.clone());
+    match (policy, end.outcome.cause) {
+        (None, _) | (_, Cause::ServerTimeout | Cause::ClientTimeout | Cause::Internal) => {}
+        (Some(p), Cause::Certificate { reason, .. }) => {
+            if shared.verification.action(reason) == CertAction::Pass {
+                shared.remembered.insert(key, now_ms, p.undecryptable_memory(), end.outcome);
+            }
+        }
+        (Some(p), _) => {
+            if p.undecryptable() == UndecryptableAction::Pass
+                && shared.confirmations.get(&key, now_ms).is_none()
+            {
+                info.probe_request = Some((key, Purpose::Confirm));
+            }
+        }
+    }
 }
