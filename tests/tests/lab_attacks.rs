@@ -295,3 +295,157 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
     assert!(log.iter().filter(|e| e["kind"] == "blocked").all(|e| e["bytes_up"] == 0), "{log:?}");
     lab.teardown();
 }
+
+/// The SNI of a do-not-decrypt rule sent to a server that does not own the name
+/// (`openssl s_client -servername x.bank.tg.test` to the lab server, whose
+/// certificate names `server.tg.test` and `bank.tg.test` only): the appliance's
+/// own probe does not get a certificate valid for the name, so the rule does not
+/// apply; the flow is decrypted, its server leg fails on the name, and the
+/// attacker gets our alert, never a raw tunnel. `bank.tg.test` itself is proved
+/// and relayed raw (the client meets the origin's chain); the probe's cost to
+/// that first connection is printed. With `undecryptable: pass`, a bogus ALPN
+/// (nginx refuses it) makes no exclusion: the probe, with the appliance's own
+/// ALPN, succeeds. A second client address is decrypted after each.
+#[test]
+fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt15", "198.18.25");
+    let second = second_client(&lab);
+    let files = TempDir::new("sni-proof");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    std::fs::write(www.join("index.html"), "inspected\n").expect("index");
+    let origin = Origin::with_names(&lab, &files, &["bank.tg.test"]);
+    let policy = support::write_file(
+        &files,
+        "policy.json",
+        r#"{ "rules": [
+              { "name": "Bypass-Bank", "sni": ["bank.tg.test", "*.bank.tg.test"], "action": "do-not-decrypt" },
+              { "name": "Decrypt-All", "action": "decrypt" } ],
+            "settings": { "undecryptable": "pass" } }"#,
+    );
+    let events = files.join("events");
+    let config = format!(
+        "{}[events]\ndir = {:?}\n",
+        origin.dataplane_toml_with_policy(&policy),
+        events.display().to_string()
+    );
+    let dp = Dataplane::start(&lab, &config);
+    let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
+    let server = lab.server_addr();
+    let decrypted = |dp: &Dataplane| intercept(&dp.stats(), "tls_decrypted");
+    let check_second = |what: &str| {
+        let before = decrypted(&dp);
+        let ok = curl_https(&lab, &origin, Some(&second), 20);
+        assert_eq!(ok.stdout.split(' ').next(), Some("200"), "after {what}: {ok:?}");
+        assert_eq!(decrypted(&dp), before + 1, "after {what}: decrypted");
+    };
+    check_second("nothing");
+
+    // The bank itself: proved once, then the proof is cached. curl trusts the
+    // origin's root only: a forged certificate would fail.
+    let bank = |n: u32| {
+        let resolve = format!("bank.tg.test:443:{server}");
+        let root = origin.root.display().to_string();
+        let out = netns_run(
+            &lab.client_ns(),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "15",
+                "--cacert",
+                &root,
+                "--resolve",
+                &resolve,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{time_connect} %{time_appconnect}",
+                "https://bank.tg.test/",
+            ],
+            Duration::from_secs(20),
+        );
+        let f: Vec<&str> = out.stdout.split(' ').collect();
+        assert_eq!(f[0], "200", "bank #{n}, relayed raw: {out:?}");
+        let ms = |s: &str| s.parse::<f64>().expect("a time") * 1000.0;
+        ms(f[2]) - ms(f[1])
+    };
+    let first_tls_ms = bank(1);
+    let later_tls_ms: Vec<f64> = (2..=4).map(bank).collect();
+    eprintln!(
+        "probe cost: TLS handshake of the first connection {first_tls_ms:.2} ms (held for the probe), \
+         later ones {later_tls_ms:.2?} ms (proof cached)"
+    );
+    let s = dp.stats();
+    assert_eq!((intercept(&s, "probes_proved"), intercept(&s, "tls_not_decrypted")), (1, 4));
+
+    // The attack.
+    let root = origin.root.display().to_string();
+    let s_client = netns_run(
+        &lab.client_ns(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "openssl s_client -servername x.bank.tg.test -connect {server}:443 -CAfile {root} </dev/null"
+            ),
+        ],
+        Duration::from_secs(15),
+    );
+    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    assert!(text.contains("alert handshake failure"), "the attacker got our alert: {text}");
+    assert!(text.contains("no peer certificate available"), "no raw tunnel to the origin: {text}");
+    check_second("an unproved SNI");
+
+    // A bogus ALPN under undecryptable: pass.
+    let s_client = netns_run(
+        &lab.client_ns(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "openssl s_client -alpn bogus-proto -servername server.tg.test -connect {server}:443 </dev/null"
+            ),
+        ],
+        Duration::from_secs(15),
+    );
+    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    assert!(text.contains("alert handshake failure"), "the attacker got our alert: {text}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while intercept(&dp.stats(), "probes_not_confirmed") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the probe did not conclude: {:?}",
+            dp.stats().workers[0].intercept
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check_second("a bogus ALPN");
+    let again = curl_https(&lab, &origin, None, 20);
+    assert_eq!(again.stdout, "200", "the attacker's next connection is decrypted: {again:?}");
+
+    let s = dp.stats();
+    assert_eq!(intercept(&s, "sni_unproved"), 1, "{:?}", s.workers[0].intercept);
+    assert_eq!(intercept(&s, "probes_not_proved"), 1);
+    assert_eq!(intercept(&s, "exclusions_learned"), 0);
+    assert_eq!(intercept(&s, "tls_passed_excluded") + intercept(&s, "tls_passed"), 0, "nothing passed");
+    assert_eq!(intercept(&s, "tls_not_decrypted"), 4, "the bank's four only");
+    drop(nginx);
+    drop(dp);
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(events.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an event"))
+        .collect();
+    let attack = log.iter().find(|e| e["sni"] == "x.bank.tg.test").expect("the attack's event");
+    assert_eq!(
+        (attack["kind"].as_str(), attack["rule"].as_str()),
+        (Some("abort"), Some("Decrypt-All")),
+        "{attack}"
+    );
+    lab.teardown();
+}

@@ -128,6 +128,86 @@ fn seed_problem_1_in_the_lab() {
     lab.teardown();
 }
 
+/// A learned exclusion, as an operator meets it: the seed's first server (TLS 1.2,
+/// AES-256 only) under the base profile, with `undecryptable: pass` chosen. The
+/// first curl fails; the appliance's own probe meets the same failure and the
+/// exclusion is made (`exclusion_learned` event, `tlsgatectl exclusions list`);
+/// the next curl is relayed raw (it meets the origin's own certificate). A block
+/// rule committed later wins over the exclusion; `exclusions clear` removes it.
+#[test]
+fn learned_exclusion_in_the_lab() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt14", "198.18.24");
+    let files = TempDir::new("exclusion");
+    let www = site(&files);
+    let (nginx, root) = origin_nginx(
+        &lab,
+        &files,
+        &www,
+        "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
+    );
+    let (c, dp, ca) = appliance(&lab, "lab-exclusion");
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    let policy = write(
+        c.dir.path(),
+        "pass.json",
+        r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ], "settings": { "undecryptable": "pass" } }"#,
+    );
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    c.wait_applied(Duration::from_secs(10));
+    assert_eq!(c.ok(&["exclusions", "list"]), "no learned exclusions\n");
+
+    let first = curl(&lab, &ca, pki::SERVER);
+    assert!(!first.status.success(), "the first connection is aborted: {first:?}");
+    let events =
+        c.wait_events(Duration::from_secs(10), |e| e.iter().any(|e| e["kind"] == "exclusion_learned"));
+    let learned = events.iter().find(|e| e["kind"] == "exclusion_learned").unwrap();
+    assert_eq!(learned["sni"], pki::SERVER, "{learned}");
+    let listed = c.ok(&["exclusions", "list"]);
+    assert!(listed.contains(&lab.server_addr()) && listed.contains("alert_received"), "{listed}");
+
+    // Relayed raw: curl meets the origin's chain (it trusts the origin root only).
+    let second = curl(&lab, &root.display().to_string(), pki::SERVER);
+    assert!(second.status.success(), "passed by the exclusion: {second:?}\nnginx:\n{}", nginx.error_log());
+    let events = c.wait_events(Duration::from_secs(10), |e| {
+        e.iter().any(|e| e["cause"] == "excluded" && e["kind"] == "passed")
+    });
+    assert!(events.iter().any(|e| e["kind"] == "passed"), "{events:?}");
+
+    // The policy comes first: a block rule for the name wins over the exclusion.
+    c.ok(&[
+        "policy",
+        "rule",
+        "add",
+        "Block-Server",
+        "--action",
+        "block",
+        "--sni",
+        pki::SERVER,
+        "--above",
+        "Decrypt-All",
+    ]);
+    c.ok(&["policy", "commit"]);
+    c.wait_applied(Duration::from_secs(10));
+    let third = curl(&lab, &root.display().to_string(), pki::SERVER);
+    assert!(!third.status.success(), "blocked: {third:?}");
+    c.wait_events(Duration::from_secs(10), |e| {
+        e.iter().any(|e| e["kind"] == "blocked" && e["rule"] == "Block-Server")
+    });
+
+    let cleared = c.ok(&["exclusions", "clear", "--server", &lab.server_addr()]);
+    assert!(cleared.starts_with("1 learned exclusion(s) cleared"), "{cleared}");
+    assert_eq!(c.ok(&["exclusions", "list"]), "no learned exclusions\n");
+    drop(nginx);
+    drop(dp);
+    drop(c);
+    lab.teardown();
+}
+
 /// SEED problem 2: nginx with a self-signed certificate like the seed's (no SAN,
 /// `/unstructuredName=ciscoasa`). curl fails; the event shows `self signed
 /// certificate (code 18, depth 0)` with subject and issuer; `tlsgatectl trust add

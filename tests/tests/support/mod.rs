@@ -47,9 +47,17 @@ pub struct Origin {
 impl Origin {
     /// Generated into `files`.
     pub fn new(lab: &Lab, files: &TempDir) -> Origin {
+        Origin::with_names(lab, files, &[])
+    }
+
+    /// As [`Origin::new`], the server's certificate naming `names` too.
+    pub fn with_names(lab: &Lab, files: &TempDir, names: &[&str]) -> Origin {
         let origin = pki::Pki::generate();
         let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
         params.subject_alt_names.push(rcgen::SanType::IpAddress(lab.server_addr().parse().expect("address")));
+        for name in names {
+            params.subject_alt_names.push(rcgen::SanType::DnsName((*name).try_into().expect("a DNS name")));
+        }
         let leaf = pki::issue(params, &origin.intermediate);
         let write = |name: &str, text: &str| write_file(files, name, text);
         let cert = write("server-chain.pem", &format!("{}{}", leaf.pem(), origin.intermediate.pem()));
@@ -63,6 +71,18 @@ impl Origin {
     /// origin's root only.
     pub fn dataplane_toml(&self) -> String {
         self.dataplane_toml_with("")
+    }
+
+    /// As [`Origin::dataplane_toml`], the flows chosen by the policy in `policy`.
+    pub fn dataplane_toml_with_policy(&self, policy: &std::path::Path) -> String {
+        format!(
+            "[policy]\nfile = {:?}\n[tls]\nca_cert = {:?}\nca_key = {:?}\ntrust = [{:?}]\n\
+             system_bundle = false\nprofile = \"strong\"\n",
+            policy.display().to_string(),
+            self.ca_cert.display().to_string(),
+            self.ca_key.display().to_string(),
+            self.root.display().to_string()
+        )
     }
 
     /// As [`Origin::dataplane_toml`], with more lines in `[intercept]`.
