@@ -128,6 +128,7 @@ fn setup() -> (Bench, pki::Pki) {
     let toml = format!(
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nstats_interval_s = 0\n\
          [intercept]\nports = [443]\nmax_per_worker = 20000\nbuffer_kib = 16\n\
+         [admission]\nmemory_budget_mib = 8192\nhalf_open_per_source = 100000\nhalf_open_per_nat_source = 100000\n\
          [tls]\nca_cert = {}\nca_key = {}\nsystem_bundle = false\nprofile = \"strong\"\ntrust = [{}]\n",
         w("ca.pem", &ca.cert_pem()),
         w("ca.key", &ca.key_pkcs8_pem()),
@@ -331,6 +332,37 @@ fn memory_per_flow(b: &Bench, srv: &Arc<ServerConfig>, n: u16) -> (f64, u64) {
     (rss1.saturating_sub(rss0) as f64 / f64::from(n), open)
 }
 
+/// Memory of `n` half-open intercepted flows (TCP up on both legs, not a payload
+/// byte yet: small buffers, [`tlsgate_dataplane::intercept::admission`]): RSS
+/// growth per flow.
+fn memory_per_half_open(b: &Bench, n: u16) -> (f64, u64) {
+    let mut net = Net::inline(b.config.clone());
+    let ss = net.server.tcp(1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let open = |net: &mut Net, from: u16, to: u16| {
+        let mut socks = Vec::new();
+        for i in from..to {
+            let cs = net.client.tcp(1024);
+            net.client.connect(cs, 40000 + i, 443);
+            socks.push(cs);
+            // The server side: a listener per connection, then the next one.
+            net.run_until(Duration::from_secs(30), |n| {
+                n.client.sock(cs).is_active() && n.client.sock(cs).may_send()
+            });
+            let done = net.server.tcp(1024);
+            net.server.sock(done).listen(443).unwrap();
+        }
+        socks
+    };
+    let _warm = open(&mut net, 0, 200);
+    let rss0 = rss_bytes().unwrap_or(0);
+    let _socks = open(&mut net, 200, 200 + n);
+    let rss1 = rss_bytes().unwrap_or(0);
+    let half_open = intercept(&net.inline_stats(), "half_open");
+    drop(net.stop());
+    (rss1.saturating_sub(rss0) as f64 / f64::from(n), half_open)
+}
+
 /// `TG_BENCH=handshakes,goodput,packets,memory` (default: all) picks the parts.
 fn part(name: &str) -> bool {
     std::env::var("TG_BENCH").map_or(true, |v| v.split(',').any(|p| p == name))
@@ -428,18 +460,31 @@ fn main() {
         );
     }
 
-    if part("memory") && std::env::var("TG_BENCH").as_deref() != Ok("memory") {
-        // In a fresh process: memory the other parts freed would be reused and hide
-        // the growth.
-        let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-            .arg("--bench")
-            .env("TG_BENCH", "memory")
-            .output()
-            .expect("memory measurement");
-        let text = String::from_utf8_lossy(&out.stdout);
-        print!(
-            "{}",
-            text.lines().filter(|l| l.starts_with("memory")).map(|l| format!("{l}\n")).collect::<String>()
+    let alone = |name: &str| std::env::var("TG_BENCH").as_deref() == Ok(name);
+    if part("memory") && !alone("memory") {
+        // Each in a fresh process: memory the other parts freed would be reused
+        // and hide the growth.
+        for which in ["memory", "halfopen"] {
+            let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+                .arg("--bench")
+                .env("TG_BENCH", which)
+                .output()
+                .expect("memory measurement");
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!(
+                "{}",
+                text.lines()
+                    .filter(|l| l.starts_with("memory"))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+            );
+        }
+    } else if alone("halfopen") {
+        let (bytes, half_open) = memory_per_half_open(&b, 2000);
+        println!(
+            "memory per half-open intercepted flow: {:.1} KiB (RSS growth over 2000 more TCP connections \
+             without a payload byte, {half_open} half-open; small buffers until the first byte)",
+            bytes / 1024.0
         );
     } else if part("memory") {
         let idle = 2000;

@@ -61,16 +61,15 @@ pub struct Flow {
     /// Last packet, in ms of the worker clock.
     pub last_seen_ms: u64,
     /// Packets seen.
-    pub packets: u64,
+    pub packets: u32,
     /// Wheel tick (second) the flow is scheduled at.
-    wheel_due: u64,
+    wheel_due: u32,
     /// Terminated by the intercept path: its segments never take the fast path.
     pub intercepted: bool,
     /// Intercepted and its splice alive: not expired.
     pub held: bool,
-    /// The live splice of an intercepted flow (reached from here, so a segment
-    /// costs one lookup).
-    pub splice: Option<SpliceId>,
+    /// The live splice of an intercepted flow ([`Flow::splice`]).
+    splice: PackedSplice,
 }
 
 /// A handle on a splice in a worker's splice slots: the slot and its generation
@@ -81,6 +80,32 @@ pub struct SpliceId {
     pub slot: u32,
     /// Generation of the slot when the splice was put there.
     pub generation: u32,
+}
+
+/// A flow entry's [`SpliceId`] in one word (0: none): the entry stays 80 bytes,
+/// which a table of a million flows feels in its cache misses. Generations start
+/// at 1 and skip 0 when they wrap ([`SpliceId`]'s slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedSplice(u64);
+
+impl PackedSplice {
+    const NONE: PackedSplice = PackedSplice(0);
+
+    fn of(id: SpliceId) -> PackedSplice {
+        PackedSplice(u64::from(id.generation) << 32 | u64::from(id.slot))
+    }
+
+    fn get(self) -> Option<SpliceId> {
+        (self.0 != 0).then_some(SpliceId { slot: self.0 as u32, generation: (self.0 >> 32) as u32 })
+    }
+}
+
+impl Flow {
+    /// The live splice of an intercepted flow (reached from here, so a segment
+    /// costs one lookup).
+    pub fn splice(&self) -> Option<SpliceId> {
+        self.splice.get()
+    }
 }
 
 /// Idle timeouts, in seconds, per state (`[flows.timeouts]`).
@@ -272,12 +297,12 @@ impl FlowTable {
                     wheel_due: f.wheel_due,
                     intercepted: false,
                     held: false,
-                    splice: None,
+                    splice: PackedSplice::NONE,
                 };
                 let due = (now_ms / 1000) + self.timeouts.tcp_syn as u64 + 1;
-                if due < f.wheel_due {
+                if due < u64::from(f.wheel_due) {
                     let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                    f.wheel_due = tick;
+                    f.wheel_due = tick as u32;
                     self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
                 }
                 self.created += 1;
@@ -285,17 +310,17 @@ impl FlowTable {
                 return Track::Created;
             }
             f.last_seen_ms = now_ms;
-            f.packets += 1;
-            let verdict = if f.intercepted { Track::Intercepted(f.splice) } else { Track::Tracked };
+            f.packets = f.packets.saturating_add(1);
+            let verdict = if f.intercepted { Track::Intercepted(f.splice.get()) } else { Track::Tracked };
             if is_tcp {
                 let before = f.state;
                 tcp_advance(f, side, flags);
                 if f.state != before {
                     // A shorter timeout must not wait for a slot scheduled far away.
                     let due = (now_ms / 1000) + self.timeouts.of(f.state) + 1;
-                    if due < f.wheel_due {
+                    if due < u64::from(f.wheel_due) {
                         let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                        f.wheel_due = tick;
+                        f.wheel_due = tick as u32;
                         self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
                     }
                 }
@@ -326,9 +351,9 @@ impl FlowTable {
             wheel_due: 0,
             intercepted: false,
             held: false,
-            splice: None,
+            splice: PackedSplice::NONE,
         };
-        flow.wheel_due = self.schedule(*key, self.due_of(&flow));
+        flow.wheel_due = self.schedule(*key, self.due_of(&flow)) as u32;
         let hasher = &self.hasher;
         self.table.insert_unique(hash, flow, |f| hasher.hash(&f.key));
         self.created += 1;
@@ -342,7 +367,7 @@ impl FlowTable {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
             f.held = true;
-            f.splice = Some(splice);
+            f.splice = PackedSplice::of(splice);
         }
     }
 
@@ -360,7 +385,7 @@ impl FlowTable {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.intercepted = true;
             f.held = false;
-            f.splice = None;
+            f.splice = PackedSplice::NONE;
         }
     }
 
@@ -369,7 +394,7 @@ impl FlowTable {
     pub fn splice_ended(&mut self, key: &FlowKey, hash: u64, now_ms: u64) {
         if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
             f.held = false;
-            f.splice = None;
+            f.splice = PackedSplice::NONE;
             f.last_seen_ms = now_ms;
         }
     }
@@ -389,7 +414,7 @@ impl FlowTable {
             let hash = self.hasher.hash(&key);
             let Ok(entry) = self.table.find_entry(hash, |f| f.key == key) else { continue };
             let f = entry.get();
-            if f.wheel_due != self.wheel_tick {
+            if u64::from(f.wheel_due) != self.wheel_tick {
                 // Stale: the flow was rescheduled to another slot since.
                 continue;
             }
@@ -405,7 +430,7 @@ impl FlowTable {
                 // Touched since it was scheduled: wait again. The entry's slot is the
                 // current one, so borrow ends before scheduling.
                 let tick = due.clamp(self.wheel_tick + 1, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                entry.into_mut().wheel_due = tick;
+                entry.into_mut().wheel_due = tick as u32;
                 self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(key);
             }
         }

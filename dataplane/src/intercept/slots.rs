@@ -42,7 +42,8 @@ impl Slots {
             }
         };
         let s = &mut self.slots[slot as usize];
-        s.generation = s.generation.wrapping_add(1);
+        // Never 0: a flow entry packs "no splice" as 0 (flow::PackedSplice).
+        s.generation = s.generation.wrapping_add(1).max(1);
         SpliceId { slot, generation: s.generation }
     }
 
