@@ -158,8 +158,11 @@ pub mod idx {
     pub const SNI_UNPROVED: usize = 72;
     /// Flows passed undecrypted by a learned exclusion.
     pub const TLS_PASSED_EXCLUDED: usize = 73;
+    /// Drop: a segment from the client side of a probe's 4-tuple (a client using
+    /// a port of the probes' reserved range to that server while a probe runs).
+    pub const DROP_PROBE_COLLISION: usize = 74;
     /// First malformed-reason counter; one per [`super::Malformed`] reason.
-    pub const MALFORMED_BASE: usize = 74;
+    pub const MALFORMED_BASE: usize = 75;
 }
 
 /// Decisions per rule of the running policy: counted by index on the hot path,
@@ -266,6 +269,7 @@ impl Published {
             ("intercept_tombstone", idx::DROP_TOMBSTONE),
             ("tcp_fragment", idx::DROP_TCP_FRAGMENT),
             ("midstream_tls", idx::DROP_MIDSTREAM),
+            ("probe_port_collision", idx::DROP_PROBE_COLLISION),
             ("no_buffer", idx::DROP_NO_BUFFER),
         ] {
             if g(i) != 0 {

@@ -262,6 +262,14 @@ impl Net {
         self.answer_probes = false;
     }
 
+    /// The next probe on `port` is accepted and never answered (it runs until its
+    /// timeout); frames from the reserved ports after it go to the server host
+    /// like any client's. Exchanges no longer set a prober.
+    pub fn stall_next_probe(&mut self, port: u16, config: Arc<ServerConfig>) {
+        self.prober = Some(Prober::silent_once(config, port, self.clock.now()));
+        self.answer_probes = false;
+    }
+
     /// With [`Net::inline`]: the time spent in the worker's polls that found work.
     pub fn worker_time(&self) -> Duration {
         self.inline.as_ref().map_or(Duration::ZERO, |i| i.spent)
@@ -345,12 +353,14 @@ impl Net {
             if self.server.record {
                 self.server.seen.push(f.clone());
             }
-            if Prober::takes(&f) {
-                // A probe's: the prober answers (unanswered without one).
-                if let Some(p) = self.prober.as_mut() {
+            match self.prober.as_mut() {
+                Some(p) if p.takes(&f) => {
+                    // A probe's: the prober answers.
                     p.host.link.rx.push_back(f);
+                    continue;
                 }
-                continue;
+                None if !self.answer_probes && Prober::from_probe_port(&f) => continue, // silenced
+                _ => {}
             }
             if let (Some(p), true) = (self.prober.as_mut(), f.get(12..14) == Some(&[0x08, 0x06])) {
                 // ARP: the prober has the server's addresses and learns its

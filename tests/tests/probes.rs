@@ -305,3 +305,53 @@ fn probes_over_the_per_source_limit_are_refused_and_the_flow_is_inspected() {
     );
     assert_eq!(counter(&summary, "sni_unproved"), 1);
 }
+
+/// A client of the inside that uses a port of the probes' reserved range to the
+/// server a probe is talking to (Windows' ephemeral ports reach 65535): its
+/// segments are not the server's answers. They are dropped and counted while the
+/// probe runs (never fed to the probe, never answered); its SYN, retried, starts
+/// a flow of its own once the probe ended, and it is decrypted.
+#[test]
+fn a_client_on_a_probe_port_waits_for_the_probe_and_is_decrypted() {
+    let pki = origin();
+    let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(&bank_policy("")));
+    let mut net = Net::new(setup.config.clone(), 1);
+    // A flow whose SNI needs a proof: its probe (the first: port 61440 from the
+    // client's address) gets no answer and runs for its 5 s timeout.
+    let bank = server_for(&pki, "bank.tg.test");
+    net.stall_next_probe(443, bank.clone());
+    let ss = net.server.tcp(64 * 1024);
+    net.server.sock(ss).listen(443).unwrap();
+    let cs = net.client.tcp(64 * 1024);
+    net.client.connect(cs, 41701, 443);
+    let client = client_trusting(&[setup.ca.cert_der().clone(), pki.root.der()]);
+    let mut cconn = ClientConnection::new(client, "bank.tg.test".try_into().unwrap()).unwrap();
+    let mut sconn = ServerConnection::new(bank.clone()).unwrap();
+    net.run_until(Duration::from_secs(10), |n| {
+        let _ = tls_pump(n.client.sock(cs), &mut cconn);
+        let _ = tls_pump(n.server.sock(ss), &mut sconn);
+        n.client.sock(cs).may_send() && n.client.sock(cs).send_queue() == 0 && !cconn.wants_write()
+    });
+    let started = net.elapsed();
+    // Another connection from the same client, from port 61440, to the same server.
+    let (resp, err, peer, _) = connect(
+        &mut net,
+        &setup,
+        server_for(&pki, pki::SERVER),
+        pki::SERVER,
+        443,
+        61_440,
+        None,
+        b"GET /",
+        10,
+    );
+    let waited = net.elapsed() - started;
+    net.client.sock(cs).abort();
+    let summary = net.stop();
+    assert!(err.is_none() && resp.is_some(), "{err:?}");
+    assert_eq!(issuer(&peer), setup.ca.summary().subject, "decrypted");
+    let drops = &summary.stats.workers[0].drops;
+    assert!(drops.get("probe_port_collision").copied().unwrap_or(0) >= 1, "{drops:?}");
+    assert!(waited >= Duration::from_secs(3), "it waited for the probe: {waited:?}");
+    assert_eq!(counter(&summary, "probes_not_proved"), 1);
+}

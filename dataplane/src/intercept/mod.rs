@@ -342,6 +342,14 @@ impl Intercept {
                 return;
             }
         } else if let Some(p) = self.slots.probe(id) {
+            let (src, sport, _, _) = seg.key.endpoints(seg.side);
+            if (src, sport) == p.from {
+                // Not the server: a client of the inside using this port of the
+                // reserved range to the same server while the probe runs. Dropped
+                // (its SYN is retried; the probe's flow ends within its timeout).
+                io.c[idx::DROP_PROBE_COLLISION] += 1;
+                return;
+            }
             // The server's answer to a probe.
             self.emit.clear();
             let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];

@@ -229,6 +229,9 @@ impl Intercept {
         not_before: u64,
     ) {
         let Some(p) = self.slots.probe(id) else { return };
+        // A probe only ever talks to its server (nothing goes towards the client's
+        // side, which has no header here).
+        self.emit.packets.retain(|e| e.leg != tlsgate_api::Leg::Client);
         send_emitted(io, &[], &p.l2, &self.emit);
         match p.result() {
             Some(result) => self.conclude(io, flows, id, result, now_ms),

@@ -29,13 +29,34 @@ pub struct Prober {
     pub accepted: usize,
     /// TLS handshakes completed.
     pub handshakes: usize,
+    /// Accepts TCP but never answers TLS (a server that lets a probe time out).
+    silent: bool,
+    /// Takes at most this many connections; then frames from the reserved ports
+    /// go to the server host like any other (a client that uses such a port).
+    limit: Option<usize>,
 }
 
 impl Prober {
     pub(super) fn new(config: Arc<ServerConfig>, port: u16, now: Instant) -> Prober {
         let mut host = Host::new([2, 0, 0, 0, 0, 2], SERVER, 0x3333, now);
         let listener = listen(&mut host, port);
-        Prober { host, port, config, listener, conns: Vec::new(), accepted: 0, handshakes: 0 }
+        Prober {
+            host,
+            port,
+            config,
+            listener,
+            conns: Vec::new(),
+            accepted: 0,
+            handshakes: 0,
+            silent: false,
+            limit: None,
+        }
+    }
+
+    /// Takes one probe on `port`, accepts its TCP and never answers its TLS; then
+    /// takes no more frames.
+    pub(super) fn silent_once(config: Arc<ServerConfig>, port: u16, now: Instant) -> Prober {
+        Prober { silent: true, limit: Some(1), ..Prober::new(config, port, now) }
     }
 
     /// Answers with `config` on `port` from now on (connections running go on).
@@ -49,8 +70,13 @@ impl Prober {
     }
 
     /// Whether an Ethernet frame from the dataplane is a probe's (IPv4 TCP from a
-    /// port of the reserved range).
-    pub(super) fn takes(frame: &[u8]) -> bool {
+    /// port of the reserved range) this prober takes.
+    pub(super) fn takes(&self, frame: &[u8]) -> bool {
+        let over = self.limit.is_some_and(|n| self.accepted >= n && self.conns.is_empty());
+        !over && Self::from_probe_port(frame)
+    }
+
+    pub(super) fn from_probe_port(frame: &[u8]) -> bool {
         if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[23] != 6 {
             return false;
         }
@@ -62,7 +88,9 @@ impl Prober {
     /// every connection's TLS is pumped (finished ones are dropped).
     pub(super) fn serve(&mut self, now: Instant) {
         self.host.poll(now);
-        if self.host.sock(self.listener).state() != State::Listen {
+        if self.host.sock(self.listener).state() != State::Listen
+            && self.limit.is_none_or(|n| self.accepted < n)
+        {
             let taken = std::mem::replace(&mut self.listener, listen(&mut self.host, self.port));
             let conn = ServerConnection::new(self.config.clone()).expect("a server connection");
             self.conns.push((taken, conn, false));
@@ -71,7 +99,7 @@ impl Prober {
         let mut done = Vec::new();
         for (i, (h, conn, failed)) in self.conns.iter_mut().enumerate() {
             let sock = self.host.sockets.get_mut::<tcp::Socket>(*h);
-            if !*failed {
+            if !*failed && !self.silent {
                 let was = conn.is_handshaking();
                 if tls_pump(sock, conn).is_err() {
                     // Its alert goes out, then its FIN, as a real server's would.
