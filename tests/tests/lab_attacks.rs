@@ -39,6 +39,33 @@ fn lab_addr(lab: &Lab, host: u8) -> String {
     format!("{net}.{host}")
 }
 
+/// nginx's document root with an index page.
+fn site(files: &TempDir) -> std::path::PathBuf {
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    std::fs::write(www.join("index.html"), "inspected\n").expect("index");
+    www
+}
+
+/// A client on the second address gets its page, and it was decrypted.
+fn second_is_decrypted(lab: &Lab, origin: &Origin, dp: &Dataplane, second: &str, after: &str) {
+    let decrypted = || intercept(&dp.stats(), "tls_decrypted");
+    let before = decrypted();
+    let ok = curl_https(lab, origin, Some(second), 20);
+    assert_eq!(ok.stdout, "200", "after {after}: {ok:?}");
+    assert_eq!(decrypted(), before + 1, "after {after}: decrypted");
+}
+
+/// `openssl s_client ARGS </dev/null` from the client namespace: what it printed.
+fn s_client(lab: &Lab, args: &str) -> String {
+    let out = netns_run(
+        &lab.client_ns(),
+        &["sh", "-c", &format!("openssl s_client {args} </dev/null")],
+        Duration::from_secs(15),
+    );
+    format!("{}{}", out.stdout, out.stderr)
+}
+
 /// A second client address in the lab's client namespace: NET.3.
 fn second_client(lab: &Lab) -> String {
     let addr = lab_addr(lab, 3);
@@ -77,9 +104,7 @@ fn syn_floods_leave_a_second_client_decrypted_and_memory_bounded() {
     let lab = Lab::up("tgt12", "198.18.22");
     let second = second_client(&lab);
     let files = TempDir::new("floods");
-    let www = files.join("www");
-    std::fs::create_dir(&www).expect("mkdir www");
-    std::fs::write(www.join("index.html"), "inspected\n").expect("index");
+    let www = site(&files);
     let origin = Origin::new(&lab, &files);
     let config = format!(
         "{}[admission]\nhalf_open_per_source = 64\nmemory_budget_mib = {BUDGET_MIB}\nfirst_byte_timeout_s = 3\n",
@@ -173,39 +198,23 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
     let lab = Lab::up("tgt13", "198.18.23");
     let second = second_client(&lab);
     let files = TempDir::new("hellos");
-    let www = files.join("www");
-    std::fs::create_dir(&www).expect("mkdir www");
-    std::fs::write(www.join("index.html"), "inspected\n").expect("index");
+    let www = site(&files);
     let origin = Origin::new(&lab, &files);
     let events = files.join("events");
     let config = format!("{}[events]\ndir = {:?}\n", origin.dataplane_toml(), events.display().to_string());
     let dp = Dataplane::start(&lab, &config);
     let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
     let server = lab.server_addr();
-    let decrypted = |dp: &Dataplane| intercept(&dp.stats(), "tls_decrypted");
-    let check_second = |what: &str| {
-        let before = decrypted(&dp);
-        let ok = curl_https(&lab, &origin, Some(&second), 20);
-        assert_eq!(ok.stdout, "200", "after {what}: {ok:?}");
-        assert_eq!(decrypted(&dp), before + 1, "after {what}: decrypted");
-    };
+    let check_second = |what: &str| second_is_decrypted(&lab, &origin, &dp, &second, what);
     check_second("nothing");
 
     // Bogus ALPN.
     let connect = format!("{server}:443");
     let ca = origin.ca_cert.display().to_string();
-    let s_client = netns_run(
-        &lab.client_ns(),
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "openssl s_client -alpn bogus-proto -servername server.tg.test -connect {connect} -CAfile {ca} </dev/null"
-            ),
-        ],
-        Duration::from_secs(15),
+    let text = s_client(
+        &lab,
+        &format!("-alpn bogus-proto -servername server.tg.test -connect {connect} -CAfile {ca}"),
     );
-    let text = format!("{}{}", s_client.stdout, s_client.stderr);
     assert!(text.contains("alert handshake failure"), "the attacker got our alert: {text}");
     check_second("a bogus ALPN");
     // The attacker's own next connection is intercepted too (nothing remembered).
@@ -315,9 +324,7 @@ fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
     let lab = Lab::up("tgt15", "198.18.25");
     let second = second_client(&lab);
     let files = TempDir::new("sni-proof");
-    let www = files.join("www");
-    std::fs::create_dir(&www).expect("mkdir www");
-    std::fs::write(www.join("index.html"), "inspected\n").expect("index");
+    let www = site(&files);
     let origin = Origin::with_names(&lab, &files, &["bank.tg.test"]);
     let policy = support::write_file(
         &files,
@@ -336,13 +343,7 @@ fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
     let dp = Dataplane::start(&lab, &config);
     let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
     let server = lab.server_addr();
-    let decrypted = |dp: &Dataplane| intercept(&dp.stats(), "tls_decrypted");
-    let check_second = |what: &str| {
-        let before = decrypted(&dp);
-        let ok = curl_https(&lab, &origin, Some(&second), 20);
-        assert_eq!(ok.stdout.split(' ').next(), Some("200"), "after {what}: {ok:?}");
-        assert_eq!(decrypted(&dp), before + 1, "after {what}: decrypted");
-    };
+    let check_second = |what: &str| second_is_decrypted(&lab, &origin, &dp, &second, what);
     check_second("nothing");
 
     // The bank itself: proved once, then the proof is cached. curl trusts the
@@ -385,35 +386,13 @@ fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
 
     // The attack.
     let root = origin.root.display().to_string();
-    let s_client = netns_run(
-        &lab.client_ns(),
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "openssl s_client -servername x.bank.tg.test -connect {server}:443 -CAfile {root} </dev/null"
-            ),
-        ],
-        Duration::from_secs(15),
-    );
-    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    let text = s_client(&lab, &format!("-servername x.bank.tg.test -connect {server}:443 -CAfile {root}"));
     assert!(text.contains("alert handshake failure"), "the attacker got our alert: {text}");
     assert!(text.contains("no peer certificate available"), "no raw tunnel to the origin: {text}");
     check_second("an unproved SNI");
 
     // A bogus ALPN under undecryptable: pass.
-    let s_client = netns_run(
-        &lab.client_ns(),
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "openssl s_client -alpn bogus-proto -servername server.tg.test -connect {server}:443 </dev/null"
-            ),
-        ],
-        Duration::from_secs(15),
-    );
-    let text = format!("{}{}", s_client.stdout, s_client.stderr);
+    let text = s_client(&lab, &format!("-alpn bogus-proto -servername server.tg.test -connect {server}:443"));
     assert!(text.contains("alert handshake failure"), "the attacker got our alert: {text}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while intercept(&dp.stats(), "probes_not_confirmed") == 0 {

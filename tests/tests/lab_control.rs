@@ -74,6 +74,26 @@ fn site(files: &TempDir) -> std::path::PathBuf {
     www
 }
 
+/// The seed's first server (nginx, TLS 1.2, AES-256-GCM suites only) and an
+/// appliance trusting its origin root: (nginx, origin root, control, dataplane,
+/// decryption CA file).
+fn seed1_appliance(
+    lab: &Lab,
+    files: &TempDir,
+    tag: &str,
+) -> (Nginx, std::path::PathBuf, Control, Dataplane, String) {
+    let www = site(files);
+    let (nginx, root) = origin_nginx(
+        lab,
+        files,
+        &www,
+        "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
+    );
+    let (c, dp, ca) = appliance(lab, tag);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    (nginx, root, c, dp, ca)
+}
+
 /// SEED problem 1: nginx speaks TLS 1.2 with only
 /// ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384. Without a license
 /// curl fails; `events list --kind abort` shows the handshake failure and
@@ -87,15 +107,7 @@ fn seed_problem_1_in_the_lab() {
     }
     let lab = Lab::up("tgt8", "198.18.18");
     let files = TempDir::new("seed1");
-    let www = site(&files);
-    let (nginx, root) = origin_nginx(
-        &lab,
-        &files,
-        &www,
-        "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
-    );
-    let (c, dp, ca) = appliance(&lab, "lab-seed1");
-    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    let (nginx, _root, c, dp, ca) = seed1_appliance(&lab, &files, "lab-seed1");
     c.wait_applied(Duration::from_secs(10));
 
     let first = curl(&lab, &ca, pki::SERVER);
@@ -142,15 +154,7 @@ fn learned_exclusion_in_the_lab() {
     }
     let lab = Lab::up("tgt14", "198.18.24");
     let files = TempDir::new("exclusion");
-    let www = site(&files);
-    let (nginx, root) = origin_nginx(
-        &lab,
-        &files,
-        &www,
-        "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
-    );
-    let (c, dp, ca) = appliance(&lab, "lab-exclusion");
-    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    let (nginx, root, c, dp, ca) = seed1_appliance(&lab, &files, "lab-exclusion");
     let policy = write(
         c.dir.path(),
         "pass.json",
