@@ -182,6 +182,8 @@ fn syn_floods_leave_a_second_client_decrypted_and_memory_bounded() {
 /// against one appliance (no policy: its defaults, as `make run`'s lab): after
 /// each, a client on a second address is still decrypted.
 ///
+/// * A connection that sends its ClientHello only after the first-byte timeout:
+///   closed as the client's timeout; nothing remembered.
 /// * `openssl s_client -alpn bogus-proto`: nginx refuses the ALPN; the abort is
 ///   not remembered, so nothing is passed later.
 /// * One byte of a ClientHello, then FIN; 70 KB of records of one ClientHello that
@@ -201,12 +203,30 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
     let www = site(&files);
     let origin = Origin::new(&lab, &files);
     let events = files.join("events");
-    let config = format!("{}[events]\ndir = {:?}\n", origin.dataplane_toml(), events.display().to_string());
+    let config = format!(
+        "{}[events]\ndir = {:?}\n[admission]\nfirst_byte_timeout_s = 2\n",
+        origin.dataplane_toml(),
+        events.display().to_string()
+    );
     let dp = Dataplane::start(&lab, &config);
     let nginx = Nginx::start_with(&lab, &www, Some(&origin.tls));
     let server = lab.server_addr();
     let check_second = |what: &str| second_is_decrypted(&lab, &origin, &dp, &second, what);
     check_second("nothing");
+
+    // A ClientHello sent late (after the first-byte timeout, here 2 s): the
+    // client's own timeout, never a server failure, nothing remembered.
+    let late = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('{server}', 443), timeout=10)\n\
+         time.sleep(3)\n\
+         try:\n    s.sendall(bytes.fromhex('16030100050100000100'))\n    print(repr(s.recv(100)))\n\
+         except OSError as e:\n    print('closed', e)\n"
+    );
+    let py = netns_run(&lab.client_ns(), &["python3", "-c", &late], Duration::from_secs(20));
+    assert!(py.status.success(), "{py:?}");
+    assert_eq!(intercept(&dp.stats(), "first_byte_timeout"), 1, "{py:?}");
+    check_second("a late ClientHello");
 
     // Bogus ALPN.
     let connect = format!("{server}:443");

@@ -246,6 +246,13 @@ fn seed_problem_2_in_the_lab() {
     ] {
         assert!(panel.contains(needle), "{needle:?} not in\n{panel}");
     }
+    // The issue-8 attack: a self-signed server used to get a raw tunnel from its
+    // second connection on. It is aborted again, never passed.
+    let again = curl(&lab, "/dev/null", "asa.tg.test");
+    assert!(!again.status.success(), "{again:?}");
+    let events =
+        c.wait_events(Duration::from_secs(10), |e| e.iter().filter(|e| e["kind"] == "abort").count() == 2);
+    assert!(!events.iter().any(|e| e["kind"] == "passed"), "{events:?}");
     let log = c.proxy_log();
     for line in [
         "Certificate verification failure: self signed certificate (code 18, depth 0)",
