@@ -355,3 +355,62 @@ fn a_client_on_a_probe_port_waits_for_the_probe_and_is_decrypted() {
     assert!(waited >= Duration::from_secs(3), "it waited for the probe: {waited:?}");
     assert_eq!(counter(&summary, "probes_not_proved"), 1);
 }
+
+/// A chain the trust store does not know proves nothing, even where `untrust`
+/// lets such a server be decrypted: its handshake completes (the verifier
+/// tolerates the check), and the proof is checked again, whole. TLS 1.2 (`base`)
+/// and 1.3 (`strong`), where the verifier's note may come a pump before the
+/// handshake completes. (Found by the attack review.)
+#[test]
+fn an_untrusted_chain_proves_nothing_under_untrust() {
+    for profile in ["base", "strong"] {
+        let pki = origin();
+        let policy = bank_policy(r#", "certificate_actions": { "untrusted_issuer": "untrust" }"#);
+        // The origin root is not in the trust store.
+        let setup = setup_with_policy(profile, &[], &[], Some(&policy));
+        let fake = server_for(&pki, "bank.tg.test");
+        let out = exchange_on(&setup, fake, "bank.tg.test", 443, Some(&pki.root.der()), b"GET /", 100);
+        assert_eq!(counter(&out.summary, "probes_not_proved"), 1, "{profile}");
+        assert_eq!(counter(&out.summary, "tls_not_decrypted"), 0, "{profile}: never exempted");
+        assert_eq!(counter(&out.summary, "tls_untrusted"), 1, "{profile}: decrypted with the untrust CA");
+        assert!(out.error.is_some(), "{profile}: the client does not trust the untrust CA");
+    }
+}
+
+/// A pinned certificate is trusted as it is for the server that shows it, but it
+/// proves no name it does not carry. (Found by the attack review.)
+#[test]
+fn a_pinned_certificate_proves_no_other_name() {
+    let other = pki::Pki::generate();
+    let printer =
+        pki::issue(pki::leaf_params("printer.tg.test", pki::VALID_FROM, pki::VALID_TO), &other.intermediate);
+    let setup = setup_with_policy("strong", &[], &[printer.pem()], Some(&bank_policy("")));
+    let cfg = server_config(vec![printer.der(), other.intermediate.der()], &printer.key, false);
+    let out = exchange_on(&setup, cfg, "bank.tg.test", 443, None, b"GET /", 100);
+    assert_eq!(counter(&out.summary, "probes_not_proved"), 1);
+    assert_eq!(counter(&out.summary, "tls_not_decrypted"), 0, "never exempted");
+}
+
+/// A probe neither resumes nor leaves a session behind: a server whose chain
+/// `untrust` tolerates, probed after a bogus-ALPN flow failed (`undecryptable:
+/// pass`), is still met with the untrust CA by the next client, not resumed past
+/// the verifier and forged by the trusted CA. (Found by the attack review.)
+#[test]
+fn a_probe_leaves_no_session_behind() {
+    let pki = origin();
+    let policy = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ],
+         "settings": { "undecryptable": "pass", "certificate_actions": { "untrusted_issuer": "untrust" } } }"#;
+    let setup = setup_with_policy("base", &[], &[], Some(policy));
+    let server = server_for(&pki, pki::SERVER);
+    let mut net = Net::new(setup.config.clone(), 1);
+    let mut bogus = (*client_config(&setup.ca, None)).clone();
+    bogus.alpn_protocols = vec![b"bogus-proto".to_vec()];
+    let (_, err, _, _) =
+        tls_exchange(&mut net, server.clone(), Arc::new(bogus), pki::SERVER, 443, 41801, b"GET /", 10);
+    assert!(err.is_some(), "the bogus ALPN's flow fails: a confirmation probe runs");
+    let (_, err, _, _) = connect(&mut net, &setup, server, pki::SERVER, 443, 41802, None, b"GET /", 10);
+    let summary = net.stop();
+    assert!(err.is_some(), "the untrust CA, refused by the client");
+    assert_eq!(counter(&summary, "probes_not_confirmed"), 1);
+    assert_eq!((counter(&summary, "tls_untrusted"), counter(&summary, "tls_server_resumed")), (1, 0));
+}

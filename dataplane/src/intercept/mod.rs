@@ -353,7 +353,13 @@ impl Intercept {
             // The server's answer to a probe.
             self.emit.clear();
             let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
-            p.poll(Some(ip), now_ms, &mut self.emit, self.tls.as_ref().map(|t| &*t.shared));
+            p.poll(
+                Some(ip),
+                now_ms,
+                self.clock.unix_time(),
+                &mut self.emit,
+                self.tls.as_ref().map(|t| &*t.shared),
+            );
             drop(frame);
             self.after_probe(io, flows, id, now_ms, 0);
             return;
@@ -452,7 +458,13 @@ impl Intercept {
             self.emit.clear();
             polled += 1;
             if let Some(p) = self.slots.probe(id) {
-                p.poll(None, now_ms, &mut self.emit, self.tls.as_ref().map(|t| &*t.shared));
+                p.poll(
+                    None,
+                    now_ms,
+                    self.clock.unix_time(),
+                    &mut self.emit,
+                    self.tls.as_ref().map(|t| &*t.shared),
+                );
                 self.after_probe(io, flows, id, now_ms, now_ms + 1);
                 continue;
             }

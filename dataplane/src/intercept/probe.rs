@@ -24,7 +24,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint};
 use tlsgate_api::Cause;
-use tlsgate_certstore::pki_types::ServerName;
+use tlsgate_certstore::pki_types::{ServerName, UnixTime};
 use tlsgate_certstore::rustls::{self, ClientConnection};
 
 use super::stack::{set_tsval, tsval, EmitBuf, SpliceDevice};
@@ -166,7 +166,7 @@ impl Probe {
         if connected.is_err() {
             p.result = Some(ProbeResult::Failed(Cause::Internal));
         }
-        p.poll(None, now_ms, dev.out, None);
+        p.poll(None, now_ms, UnixTime::since_unix_epoch(std::time::Duration::ZERO), dev.out, None);
         p
     }
 
@@ -176,8 +176,16 @@ impl Probe {
     }
 
     /// Feeds one IP packet (or none: a timer) and advances the probe with the TLS
-    /// material of the worker (`None`: none loaded, the probe fails).
-    pub fn poll(&mut self, ip: Option<&[u8]>, now_ms: u64, out: &mut EmitBuf, shared: Option<&TlsShared>) {
+    /// material of the worker (`None`: none loaded: only its deadline ends it);
+    /// `unix`: the wall time certificates are checked at.
+    pub fn poll(
+        &mut self,
+        ip: Option<&[u8]>,
+        now_ms: u64,
+        unix: UnixTime,
+        out: &mut EmitBuf,
+        shared: Option<&TlsShared>,
+    ) {
         set_tsval(self.ts_offset, now_ms);
         let mut dev = SpliceDevice { rx: ip, out, client: self.source };
         let t = now_s(now_ms);
@@ -186,7 +194,7 @@ impl Probe {
         }
         match shared {
             _ if self.result.is_some() => {}
-            Some(shared) => self.advance(now_ms, shared),
+            Some(shared) => self.advance(now_ms, unix, shared),
             // No TLS material now (its first poll, or removed since): only its
             // deadline can end it.
             None if now_ms >= self.deadline_ms => {
@@ -211,7 +219,7 @@ impl Probe {
         .max(now_ms);
     }
 
-    fn advance(&mut self, now_ms: u64, shared: &TlsShared) {
+    fn advance(&mut self, now_ms: u64, unix: UnixTime, shared: &TlsShared) {
         if now_ms >= self.deadline_ms {
             self.result = Some(ProbeResult::Failed(Cause::ServerTimeout));
             return;
@@ -228,7 +236,7 @@ impl Probe {
         }
         if self.conn.is_none() {
             let alpn = ALPN.iter().map(|a| a.to_vec()).collect();
-            match ClientConnection::new_with_alpn(shared.client.clone(), self.name.clone(), alpn) {
+            match ClientConnection::new_with_alpn(shared.probe_client.clone(), self.name.clone(), alpn) {
                 Ok(c) => self.conn = Some(Box::new(c)),
                 Err(_) => {
                     self.result = Some(ProbeResult::Failed(Cause::Internal));
@@ -239,6 +247,7 @@ impl Probe {
         let Some(conn) = self.conn.as_mut() else { return };
         let pumped = pump_conn(sock, &mut **conn);
         self.cert_requested |= shared.requests.take();
+        // Taken every pump, so that no note of this handshake is left for another.
         let failure = shared.verifier.take_failure();
         if let Err(e) = pumped {
             let cause = super::tls::server_cause(&e, self.cert_requested, failure.as_deref());
@@ -254,13 +263,22 @@ impl Probe {
         let (done_ms, verdict) = match self.completed {
             Some(c) => c,
             None => {
+                // The proof is checked again here, whole: the verifier tolerates
+                // what `untrust` tolerates, its notes may have been taken by an
+                // earlier pump, and a pinned certificate is trusted for any name.
+                // Proved: a chain to a trusted CA, valid for the name, now.
                 let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-                let untrusted_before = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-                    && shared
-                        .untrusted_chains
-                        .lock()
-                        .is_ok_and(|set| set.contains(&tlsgate_certstore::chain_sha256(&chain).0));
-                let proved = failure.is_none() && shared.verifier.enforces() && !untrusted_before;
+                let proved = shared.verifier.enforces()
+                    && conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed)
+                    && chain.split_first().is_some_and(|(leaf, rest)| {
+                        tlsgate_certstore::verify_server_chain(
+                            shared.verifier.trust(),
+                            leaf,
+                            rest,
+                            &self.name,
+                            unix,
+                        ) == Ok(tlsgate_certstore::Verified::Chain)
+                    });
                 let verdict = if proved { ProbeResult::Proved } else { ProbeResult::NotProved };
                 *self.completed.insert((now_ms, verdict))
             }

@@ -213,6 +213,8 @@ pub struct TlsShared {
     /// Offered suites on both legs.
     pub profile: CipherProfile,
     pub(crate) client: Arc<ClientConfig>,
+    /// The probes' client configuration: `client` without session resumption.
+    pub(crate) probe_client: Arc<ClientConfig>,
     /// Notes servers that ask for a client certificate.
     pub(crate) requests: Arc<CertRequests>,
     ports: Vec<u64>,
@@ -321,11 +323,17 @@ impl TlsShared {
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
             .map_err(|e| format!("tls: {e}"))?;
+        // Probes neither resume nor leave sessions behind: a proof is a full
+        // handshake, and a session a probe kept would let a server leg resume past
+        // the verifier (and its untrust marking).
+        let mut probe_client = (*client).clone();
+        probe_client.resumption = tlsgate_certstore::rustls::client::Resumption::disabled();
         let mut ports = vec![0u64; 1024];
         for &p in &cfg.ports {
             ports[usize::from(p) / 64] |= 1 << (p % 64);
         }
         Ok(Arc::new(TlsShared {
+            probe_client: Arc::new(probe_client),
             ca: Arc::new(ca),
             untrust: Arc::new(untrust),
             verification: v,
