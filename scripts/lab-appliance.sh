@@ -7,7 +7,7 @@
 #   stop   stop the control plane (make lab-down)
 #
 # Files: /var/lib/tlsgate-lab (state, decryption CA, vendor key for lab licenses),
-# /run/tlsgate-lab (control socket, event rings), /var/log/tlsgate-lab (logs).
+# /run/tlsgate-lab (operator and dataplane sockets, event rings), /var/log/tlsgate-lab (logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,7 @@ start_control() {
 [control]
 state_dir = "$LIB/control"
 socket = "$SOCK"
+dataplane_socket = "$RUN/dataplane.sock"
 events_dir = "$RUN/events"
 log_dir = "$LOG"
 metrics_listen = "127.0.0.1:9469"

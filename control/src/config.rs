@@ -3,9 +3,10 @@
 //! ```toml
 //! [control]
 //! state_dir = "/var/lib/tlsgate"          # trust store, CA, licenses, policy history (0700)
-//! socket = "/run/tlsgate/control.sock"    # tlsgatectl and the dataplane connect here
-//! socket_group = "tlsgate"                # besides root, members may use the socket
+//! socket = "/run/tlsgate/control.sock"    # the operator socket: tlsgatectl (and the console)
+//! socket_group = "tlsgate"                # besides root, members may use the operator socket
 //! socket_mode = "0660"
+//! dataplane_socket = "/run/tlsgate/dataplane.sock"   # the dataplane's own: 0600, root peers only
 //! events_dir = "/run/tlsgate/events"      # the dataplane's event rings (ring-<worker>.ev)
 //! log_dir = "/var/log/tlsgate"            # tls_proxy.log, events.jsonl (rotated)
 //! max_log_bytes = 10485760
@@ -44,6 +45,8 @@ pub struct ControlConfig {
     pub socket_group: Option<String>,
     /// The socket's mode, octal.
     pub socket_mode: String,
+    /// The dataplane's socket (0600; only a root peer may say hello on it).
+    pub dataplane_socket: PathBuf,
     /// Where the dataplane's event rings are.
     pub events_dir: PathBuf,
     /// Where `tls_proxy.log` and `events.jsonl` go.
@@ -71,6 +74,7 @@ impl Default for ControlConfig {
             socket: "/run/tlsgate/control.sock".into(),
             socket_group: None,
             socket_mode: "0660".into(),
+            dataplane_socket: "/run/tlsgate/dataplane.sock".into(),
             events_dir: "/run/tlsgate/events".into(),
             log_dir: "/var/log/tlsgate".into(),
             max_log_bytes: 10 << 20,
@@ -130,12 +134,19 @@ impl ControlConfig {
         for (field, p) in [
             ("state_dir", &self.state_dir),
             ("socket", &self.socket),
+            ("dataplane_socket", &self.dataplane_socket),
             ("events_dir", &self.events_dir),
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
                 return Err(format!("control.{field}: {} is not an absolute path", p.display()));
             }
+        }
+        if self.dataplane_socket == self.socket {
+            return Err(format!(
+                "control.dataplane_socket: {} is also control.socket; the dataplane needs a socket of its own",
+                self.socket.display()
+            ));
         }
         Ok(())
     }
@@ -185,6 +196,7 @@ mod tests {
             ("[control]\nmetrics_listen = \"nowhere\"\n", "control.metrics_listen"),
             ("[control]\nvendor_key = \"AAAA\"\n", "control.vendor_key"),
             ("[control]\nstate_dir = \"relative\"\n", "control.state_dir"),
+            ("[control]\ndataplane_socket = \"/run/tlsgate/control.sock\"\n", "control.dataplane_socket"),
             ("[control]\nsockett = \"/x\"\n", "sockett"),
         ] {
             let err = ControlConfig::from_toml(text).unwrap_err();

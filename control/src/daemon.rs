@@ -23,6 +23,7 @@ use tlsgate_certstore::{
 };
 use tlsgate_policy::{Policy, PolicyDiff, Position, Rule};
 
+use crate::audit::AuditLog;
 use crate::config::ControlConfig;
 use crate::events::{EventLog, EventSettings, Filter};
 use crate::link::Link;
@@ -44,6 +45,8 @@ pub struct Daemon {
     link: Mutex<Option<Arc<Link>>>,
     /// Events.
     pub events: Arc<EventLog>,
+    /// The security audit log.
+    pub audit: AuditLog,
     /// Set when the daemon should stop.
     pub stop: Arc<AtomicBool>,
     /// The cipher profile of the last snapshot made.
@@ -95,6 +98,7 @@ impl Daemon {
     /// Opens the state directory and the event log.
     pub fn open(cfg: ControlConfig) -> Result<Daemon, String> {
         let device_id = cfg.device_id()?;
+        let (cfg_log_dir, cfg_max, cfg_kept) = (cfg.log_dir.clone(), cfg.max_log_bytes, cfg.log_files_kept);
         let dir = StateDir::open(&cfg.state_dir)?;
         let state = dir.load(now_s())?;
         let events = EventLog::open(EventSettings {
@@ -115,6 +119,7 @@ impl Daemon {
             started: Instant::now(),
             link: Mutex::new(None),
             events: Arc::new(events),
+            audit: AuditLog::open(cfg_log_dir, cfg_max, cfg_kept),
             stop: Arc::new(AtomicBool::new(false)),
             snapshot_profile: Mutex::new(None),
         })
@@ -134,11 +139,20 @@ impl Daemon {
         self.link.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A dataplane connected: it gets the current snapshot at once.
-    pub fn attach(&self, link: Arc<Link>) {
+    /// A dataplane said hello: it becomes the link and gets the current snapshot
+    /// at once. Refused while another dataplane's connection is open (one
+    /// dataplane at a time); the message names the one connected.
+    pub fn attach(&self, link: Arc<Link>) -> Result<(), String> {
+        {
+            let mut cur = self.link.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(l) = cur.as_ref() {
+                return Err(format!("a dataplane (pid {}) is already connected", l.pid));
+            }
+            *cur = Some(link.clone());
+        }
         tracing::info!(pid = link.pid, workers = link.workers, "dataplane connected");
-        *self.link.lock().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
         self.push_snapshot_to(&link);
+        Ok(())
     }
 
     /// The dataplane's connection closed.
@@ -739,8 +753,23 @@ impl Daemon {
 
     /// A chain the dataplane kept for an abort.
     pub fn chain_from_dataplane(&self, sha256: &str, pem: &str) -> Response {
-        match self.events.store_chain(sha256, pem) {
-            Ok(()) => Response::Done { message: format!("chain {sha256} kept"), version: None },
+        // Hashed again here: `trust add --from-event` pins what is kept under the
+        // event's hash, so a chain kept under a hash that is not its own would
+        // let whoever sent it choose what gets pinned.
+        let chain = match parse_certificates(pem.as_bytes()) {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => return Response::error(ErrorCode::Invalid, format!("chain {sha256}: no certificate")),
+            Err(e) => return Response::error(ErrorCode::Invalid, format!("chain {sha256}: {e}")),
+        };
+        let actual = tlsgate_certstore::chain_sha256(&chain).to_hex();
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Response::error(
+                ErrorCode::Invalid,
+                format!("chain sent as {sha256} hashes to {actual}: refused, not kept"),
+            );
+        }
+        match self.events.store_chain(&actual, pem) {
+            Ok(()) => Response::Done { message: format!("chain {actual} kept"), version: None },
             Err(e) => Response::error(ErrorCode::Invalid, e),
         }
     }

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,7 +48,7 @@ pub struct EventSettings {
 }
 
 /// A log file rotated by size: `name`, `name.1` … `name.<kept>`.
-struct LogFile {
+pub(crate) struct LogFile {
     path: PathBuf,
     file: Option<File>,
     size: u64,
@@ -56,12 +57,12 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn new(path: PathBuf, max: u64, kept: usize) -> LogFile {
+    pub(crate) fn new(path: PathBuf, max: u64, kept: usize) -> LogFile {
         let size = fs::metadata(&path).map_or(0, |m| m.len());
         LogFile { path, file: None, size, max, kept }
     }
 
-    fn write(&mut self, text: &str) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, text: &str) -> std::io::Result<()> {
         if self.size > 0 && self.size + text.len() as u64 > self.max {
             self.file = None;
             for k in (1..self.kept).rev() {
@@ -74,7 +75,7 @@ impl LogFile {
             self.size = 0;
         }
         if self.file.is_none() {
-            self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            self.file = Some(OpenOptions::new().create(true).append(true).mode(0o640).open(&self.path)?);
         }
         if let Some(f) = self.file.as_mut() {
             f.write_all(text.as_bytes())?;

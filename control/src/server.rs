@@ -1,11 +1,14 @@
-//! The control socket: a Unix socket (mode 0660 by default, group
-//! `control.socket_group`), newline-delimited [`Frame`]s, peer credentials checked
-//! on every connection (root, or a member of the configured group).
+//! The two sockets of the control plane, both Unix sockets carrying
+//! newline-delimited [`Frame`]s, with the peer's credentials checked on every
+//! connection:
 //!
 //! ```text
-//!  tlsgatectl ──request──► handle() ──response──►            (one thread per connection)
-//!  dataplane ──DataplaneHello──► Link: snapshots, stats, captures go down;
-//!                                      chains come up; answers matched by id
+//!  operator socket (0660, root or control.socket_group)
+//!    tlsgatectl ──request──► Daemon::handle ──response──►      (one thread per connection)
+//!    dataplane_hello here ──► refused, audited
+//!  dataplane socket (0600, peer uid 0 — or the control plane's own uid)
+//!    tlsgate-dataplane ──DataplaneHello──► Link (one at a time): snapshots, stats,
+//!                        captures go down; chains (hashed again) come up
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, MAX_LINE};
 
+use crate::audit::Outcome;
 use crate::daemon::Daemon;
 use crate::link::Link;
 
@@ -56,10 +60,34 @@ pub fn allowed(peer: &Peer, group: Option<u32>) -> bool {
     })
 }
 
-/// Binds the socket: removes a stale one, sets mode and group. Refuses to take
-/// over a socket another daemon still answers on.
-pub fn bind(daemon: &Daemon) -> Result<(UnixListener, Option<u32>), String> {
-    let path = &daemon.cfg.socket;
+/// Both sockets, bound.
+pub struct Listeners {
+    /// The operator socket.
+    pub operator: UnixListener,
+    /// The dataplane's socket.
+    pub dataplane: UnixListener,
+    /// The operator socket's group.
+    pub group: Option<u32>,
+}
+
+/// Binds both sockets: removes stale ones, sets modes and the operator socket's
+/// group. Refuses to take over a socket another daemon still answers on.
+pub fn bind(daemon: &Daemon) -> Result<Listeners, String> {
+    let gid = match &daemon.cfg.socket_group {
+        None => None,
+        Some(name) => {
+            let g = nix::unistd::Group::from_name(name)
+                .map_err(|e| format!("control.socket_group {name:?}: {e}"))?
+                .ok_or_else(|| format!("control.socket_group: no group named {name:?}"))?;
+            Some(g.gid.as_raw())
+        }
+    };
+    let operator = bind_one(&daemon.cfg.socket, daemon.cfg.mode()?, gid)?;
+    let dataplane = bind_one(&daemon.cfg.dataplane_socket, 0o600, None)?;
+    Ok(Listeners { operator, dataplane, group: gid })
+}
+
+fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, String> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     }
@@ -68,33 +96,41 @@ pub fn bind(daemon: &Daemon) -> Result<(UnixListener, Option<u32>), String> {
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = daemon.cfg.mode()?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let gid = match &daemon.cfg.socket_group {
-        None => None,
-        Some(name) => {
-            let g = nix::unistd::Group::from_name(name)
-                .map_err(|e| format!("control.socket_group {name:?}: {e}"))?
-                .ok_or_else(|| format!("control.socket_group: no group named {name:?}"))?;
-            std::os::unix::fs::chown(path, None, Some(g.gid.as_raw()))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(g.gid.as_raw())
-        }
-    };
-    Ok((listener, gid))
+    if let Some(g) = gid {
+        std::os::unix::fs::chown(path, None, Some(g)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(listener)
 }
 
-/// Accepts connections until the daemon stops.
-pub fn serve(daemon: Arc<Daemon>, listener: UnixListener, group: Option<u32>) {
+/// Accepts connections on both sockets until the daemon stops.
+pub fn serve(daemon: Arc<Daemon>, listeners: Listeners) {
+    let Listeners { operator, dataplane, group } = listeners;
+    let d = daemon.clone();
+    let dp = std::thread::Builder::new()
+        .name("tg-dp-accept".into())
+        .spawn(move || accept_loop(&d, dataplane, dataplane_connection));
+    accept_loop(&daemon, operator, move |d, s| operator_connection(d, s, group));
+    if let Ok(t) = dp {
+        let _ = t.join();
+    }
+}
+
+fn accept_loop(
+    daemon: &Arc<Daemon>,
+    listener: UnixListener,
+    serve: impl Fn(&Arc<Daemon>, UnixStream) + Clone + Send + 'static,
+) {
     listener.set_nonblocking(true).ok();
     while !daemon.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
                 let d = daemon.clone();
+                let serve = serve.clone();
                 let _ = std::thread::Builder::new().name("tg-conn".into()).spawn(move || {
                     stream.set_nonblocking(false).ok();
-                    connection(&d, stream, group);
+                    serve(&d, stream);
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -132,7 +168,41 @@ fn read_line(
     Ok(Some(Ok(String::from_utf8_lossy(buf).into_owned())))
 }
 
-fn connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) {
+/// The next frame, or why there is none: `Ok(None)` at EOF; a line that is not
+/// a frame is answered with its error here and skipped.
+fn next_frame(
+    reader: &mut BufReader<UnixStream>,
+    out: &mut UnixStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Frame>> {
+    loop {
+        let Some(line) = read_line(reader, buf)? else { return Ok(None) };
+        let line = match line {
+            Ok(l) => l,
+            Err(len) => {
+                let resp = Response::error(
+                    ErrorCode::TooLarge,
+                    format!("line of {len} bytes exceeds the limit of {MAX_LINE}"),
+                );
+                write_frame(out, &Frame::response(0, resp))?;
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Frame::decode(&line) {
+            Ok(f) => return Ok(Some(f)),
+            Err(e) => {
+                let resp = Response::error(e.code(), e.to_string());
+                write_frame(out, &Frame::response(Frame::id_of(&line), resp))?;
+            }
+        }
+    }
+}
+
+/// An operator's connection (`tlsgatectl`, scripts).
+fn operator_connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) {
     let peer = match peer_of(&stream) {
         Ok(p) => p,
         Err(e) => {
@@ -144,30 +214,7 @@ fn connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     let permitted = allowed(&peer, group);
-    let mut link: Option<Arc<Link>> = None;
-    while let Ok(Some(line)) = read_line(&mut reader, &mut buf) {
-        let line = match line {
-            Ok(l) => l,
-            Err(len) => {
-                let resp = Response::error(
-                    ErrorCode::TooLarge,
-                    format!("line of {len} bytes exceeds the limit of {MAX_LINE}"),
-                );
-                let _ = write_frame(&mut out, &Frame::response(0, resp));
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let frame = match Frame::decode(&line) {
-            Ok(f) => f,
-            Err(e) => {
-                let resp = Response::error(e.code(), e.to_string());
-                let _ = write_frame(&mut out, &Frame::response(Frame::id_of(&line), resp));
-                continue;
-            }
-        };
+    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out, &mut buf) {
         if !permitted {
             let resp = Response::error(
                 ErrorCode::PermissionDenied,
@@ -181,26 +228,96 @@ fn connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) {
             let _ = write_frame(&mut out, &Frame::response(frame.id, resp));
             break;
         }
-        match (frame.body, &link) {
-            // The dataplane's answers to our requests.
-            (Body::Response(resp), Some(l)) => l.answered(frame.id, resp),
-            (Body::Response(_), None) => {}
-            (Body::Request(Request::DataplaneHello { workers, pid, version, running_version }), _) => {
-                let Ok(w) = out.try_clone() else { break };
-                let l = Arc::new(Link::new(w, pid, workers, running_version));
-                tracing::info!(version = %version, running_version, "dataplane hello");
-                let _ = l.respond(
-                    frame.id,
-                    Response::Done { message: "hello".into(), version: Some(d.version()) },
+        match frame.body {
+            Body::Response(_) => {}
+            Body::Request(Request::DataplaneHello { .. }) => {
+                // Whoever says hello here would get the snapshots (and take the
+                // link from the real dataplane): only the dataplane socket serves it.
+                d.audit.record(
+                    peer.uid,
+                    peer.pid,
+                    "dataplane_hello",
+                    Outcome::Refused,
+                    "on the operator socket",
                 );
-                d.attach(l.clone());
-                link = Some(l);
+                let resp = Response::error(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "dataplane_hello is not served on the operator socket; the dataplane connects to {}",
+                        d.cfg.dataplane_socket.display()
+                    ),
+                );
+                let _ = write_frame(&mut out, &Frame::response(frame.id, resp));
+                break;
             }
-            (Body::Request(Request::Chain { sha256, pem }), Some(l)) => {
-                let _ = l.respond(frame.id, d.chain_from_dataplane(&sha256, &pem));
+            Body::Request(req) => {
+                let resp = d.handle(req, peer.uid);
+                if write_frame(&mut out, &Frame::response(frame.id, resp)).is_err() {
+                    break;
+                }
             }
-            (Body::Request(Request::Ping), Some(l)) => {
-                let _ = l.respond(
+        }
+    }
+}
+
+/// A connection on the dataplane socket: a root peer's hello, then the link.
+fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
+    let peer = match peer_of(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "peer credentials");
+            return;
+        }
+    };
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    let refuse = |out: &mut UnixStream, id: u64, detail: String| {
+        d.audit.record(peer.uid, peer.pid, "dataplane_hello", Outcome::Refused, &detail);
+        let _ = write_frame(out, &Frame::response(id, Response::error(ErrorCode::PermissionDenied, detail)));
+    };
+    let Ok(Some(first)) = next_frame(&mut reader, &mut out, &mut buf) else { return };
+    let own = nix::unistd::geteuid().as_raw();
+    if peer.uid != 0 && peer.uid != own {
+        refuse(&mut out, first.id, format!("uid {} may not use the dataplane socket (root only)", peer.uid));
+        return;
+    }
+    let Body::Request(Request::DataplaneHello { workers, version, running_version, .. }) = first.body else {
+        refuse(
+            &mut out,
+            first.id,
+            "the dataplane socket serves a dataplane_hello first, and nothing else".into(),
+        );
+        return;
+    };
+    let Ok(w) = out.try_clone() else { return };
+    // The pid is the kernel's (SO_PEERCRED), not the one the hello claims.
+    let link = Arc::new(Link::new(w, peer.pid.max(0) as u32, workers, running_version));
+    if let Err(e) = d.attach(link.clone()) {
+        refuse(&mut out, first.id, format!("{e}: one dataplane at a time"));
+        return;
+    }
+    let _ = link.respond(first.id, Response::Done { message: "hello".into(), version: Some(d.version()) });
+    d.audit.record(
+        peer.uid,
+        peer.pid,
+        "dataplane_hello",
+        Outcome::Allowed,
+        &format!("dataplane {version}, {workers} workers, running version {running_version}"),
+    );
+    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out, &mut buf) {
+        match frame.body {
+            // The dataplane's answers to our requests.
+            Body::Response(resp) => link.answered(frame.id, resp),
+            Body::Request(Request::Chain { sha256, pem }) => {
+                let resp = d.chain_from_dataplane(&sha256, &pem);
+                if let Response::Error { message, .. } = &resp {
+                    d.audit.record(peer.uid, peer.pid, "chain", Outcome::Refused, message);
+                }
+                let _ = link.respond(frame.id, resp);
+            }
+            Body::Request(Request::Ping) => {
+                let _ = link.respond(
                     frame.id,
                     Response::Pong {
                         process: "tlsgate-control".into(),
@@ -208,26 +325,19 @@ fn connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) {
                     },
                 );
             }
-            (Body::Request(req), None) => {
-                let resp = d.handle(req, peer.uid);
-                if write_frame(&mut out, &Frame::response(frame.id, resp)).is_err() {
-                    break;
-                }
-            }
-            (Body::Request(_), Some(l)) => {
-                let _ = l.respond(
+            Body::Request(_) => {
+                let _ = link.respond(
                     frame.id,
                     Response::error(ErrorCode::Unsupported, "not on the dataplane's connection"),
                 );
             }
         }
     }
-    if let Some(l) = link {
-        d.detach(&l);
-    }
+    d.detach(&link);
 }
 
-/// Removes the socket file (at exit).
-pub fn unbind(path: &Path) {
-    let _ = std::fs::remove_file(path);
+/// Removes both socket files (at exit).
+pub fn unbind(daemon: &Daemon) {
+    let _ = std::fs::remove_file(&daemon.cfg.socket);
+    let _ = std::fs::remove_file(&daemon.cfg.dataplane_socket);
 }

@@ -74,13 +74,14 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlLinkConfig {
-    /// The control socket.
+    /// The control plane's dataplane socket (`control.dataplane_socket`, not the
+    /// operator socket: a hello there is refused).
     #[serde(default = "default_control_socket")]
     pub socket: PathBuf,
 }
 
 fn default_control_socket() -> PathBuf {
-    "/run/tlsgate/control.sock".into()
+    "/run/tlsgate/dataplane.sock".into()
 }
 
 /// `[policy]`: the decryption policy of a dataplane without a control plane (or

@@ -1,7 +1,7 @@
 //! The dataplane's connection to the control plane (`[control] socket`).
 //!
 //! ```text
-//!  connect ──DataplaneHello{workers, pid, running version}──► tlsgate-control
+//!  connect to the dataplane socket ──DataplaneHello{workers, pid, running version}──► tlsgate-control
 //!          ◄──Snapshot{version, policy, tls}── apply: compile, build TLS state, LiveCell::set ──Applied──►
 //!          ◄──Stats / Capture* ──────────────── answered from the published counters / the capturer
 //!          ──Chain{sha256, pem}──► (the chain of every abort, for `trust add --from-event`)
@@ -134,20 +134,19 @@ fn session(
     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
-    let mut next_id = 1u64;
+    let hello_id = 1u64;
+    let hello = Request::DataplaneHello {
+        workers: setup.workers as u32,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        running_version: setup.live.current().version,
+    };
+    out.write_all(Frame::request(hello_id, hello).encode().as_bytes())?;
+    let mut next_id = hello_id;
     let mut send = |out: &mut UnixStream, req: Request| -> std::io::Result<()> {
         next_id += 1;
         out.write_all(Frame::request(next_id, req).encode().as_bytes())
     };
-    send(
-        &mut out,
-        Request::DataplaneHello {
-            workers: setup.workers as u32,
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            running_version: setup.live.current().version,
-        },
-    )?;
     let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if let Some(chains) = &setup.chains {
@@ -179,7 +178,18 @@ fn session(
                 continue;
             }
         };
-        let Body::Request(req) = frame.body else { continue }; // answers to our hello and chains
+        let req = match frame.body {
+            Body::Request(req) => req,
+            Body::Response(Response::Error { code, message }) if frame.id == hello_id => {
+                tracing::error!(?code, error = %message, socket = %setup.socket.display(), "the control plane refused this dataplane");
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, message));
+            }
+            Body::Response(Response::Error { message, .. }) => {
+                tracing::warn!(error = %message, "the control plane refused a request (an abort chain)");
+                continue;
+            }
+            Body::Response(_) => continue, // answers to our hello and chains
+        };
         let resp = match req {
             Request::Snapshot(snap) => match applier.apply(&snap) {
                 Ok(()) => Response::Applied { version: snap.version },

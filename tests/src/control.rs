@@ -60,10 +60,11 @@ impl Control {
             .expect("public key printed")
             .to_string();
         let toml = format!(
-            "[control]\nstate_dir = {:?}\nsocket = {:?}\nevents_dir = {:?}\nlog_dir = {:?}\n\
-             vendor_key = {public:?}\ndevice_id = {DEVICE:?}\n",
+            "[control]\nstate_dir = {:?}\nsocket = {:?}\ndataplane_socket = {:?}\nevents_dir = {:?}\n\
+             log_dir = {:?}\nvendor_key = {public:?}\ndevice_id = {DEVICE:?}\n",
             dir.join("state").display().to_string(),
             dir.join("control.sock").display().to_string(),
+            dir.join("dataplane.sock").display().to_string(),
             dir.join("events").display().to_string(),
             dir.join("log").display().to_string(),
         );
@@ -115,6 +116,11 @@ impl Control {
         self.dir.join("control.sock")
     }
 
+    /// The dataplane's socket.
+    pub fn dataplane_socket(&self) -> PathBuf {
+        self.dir.join("dataplane.sock")
+    }
+
     /// Where the dataplane writes its rings.
     pub fn events_dir(&self) -> PathBuf {
         self.dir.join("events")
@@ -134,7 +140,7 @@ impl Control {
     pub fn dataplane_toml(&self) -> String {
         format!(
             "[control]\nsocket = {:?}\n[events]\ndir = {:?}\n",
-            self.socket().display().to_string(),
+            self.dataplane_socket().display().to_string(),
             self.events_dir().display().to_string()
         )
     }

@@ -57,9 +57,10 @@ fn main() -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, daemon.stop.clone()).context("installing signal handlers")?;
     }
-    let (listener, group) = server::bind(&daemon).map_err(anyhow::Error::msg)?;
+    let listeners = server::bind(&daemon).map_err(anyhow::Error::msg)?;
     tracing::info!(
         socket = %daemon.cfg.socket.display(),
+        dataplane_socket = %daemon.cfg.dataplane_socket.display(),
         state = %daemon.cfg.state_dir.display(),
         version = daemon.version(),
         device = %daemon.device_id,
@@ -82,9 +83,9 @@ fn main() -> anyhow::Result<()> {
         let d = daemon.clone();
         std::thread::Builder::new().name("tg-metrics".into()).spawn(move || metrics::serve(d, l))?;
     }
-    server::serve(daemon.clone(), listener, group);
+    server::serve(daemon.clone(), listeners);
     tracing::info!("stopping: last events drained");
     let _ = drain.join();
-    server::unbind(&daemon.cfg.socket);
+    server::unbind(&daemon);
     Ok(())
 }

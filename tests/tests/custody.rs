@@ -1,0 +1,195 @@
+//! Key custody and who may do what on the control plane's sockets, tried as a
+//! member of the operator socket's group and as a second process on the
+//! dataplane socket would try it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use tlsgate_api::{Body, Frame, Request, Response};
+use tlsgate_dataplane::config::Config;
+use tlsgate_tests::control::Control;
+use tlsgate_tests::netsim::Net;
+
+/// A dataplane (one worker, memory ports) connected to `c`.
+fn dataplane(c: &Control) -> Net {
+    let toml = format!(
+        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n{}",
+        c.dataplane_toml()
+    );
+    Net::new(Config::from_toml(&toml).expect("dataplane config"), 1)
+}
+
+fn hello_line() -> String {
+    Frame::request(
+        1,
+        Request::DataplaneHello { workers: 1, pid: 1, version: "impostor".into(), running_version: 0 },
+    )
+    .encode()
+}
+
+/// Everything the peer is sent within `wait`, until it is closed.
+fn read_all(s: &UnixStream, wait: Duration) -> String {
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut all = String::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => all.push_str(&line),
+            Err(_) => {
+                all.push_str(&line);
+            }
+        }
+    }
+    all
+}
+
+/// One frame from `r` (answers and requests alike).
+fn frame(r: &mut BufReader<UnixStream>) -> Frame {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a frame");
+    Frame::decode(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn audit(c: &Control) -> String {
+    std::fs::read_to_string(c.log_dir().join("audit.log")).unwrap_or_default()
+}
+
+/// A member of the operator socket's group sends `dataplane_hello` there: it is
+/// refused, gets no snapshot (no CA key), the refusal is audited with its uid,
+/// and the real dataplane still gets its configuration.
+#[test]
+fn a_group_member_posing_as_the_dataplane_is_refused_and_gets_no_key() {
+    if tlsgate_tests::effective_uid() != Some(0) {
+        eprintln!("skipped: needs root to act as a group member");
+        return;
+    }
+    let c = Control::start("impostor", "socket_group = \"nogroup\"\n");
+    c.ok(&["ca", "generate"]);
+    let _ = std::process::Command::new("chmod").args(["755", c.dir.path().to_str().unwrap()]).status();
+    let script = "import socket,sys,time\n\
+        s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode())\n\
+        s.settimeout(2); data=b''\n\
+        try:\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    data+=d\n\
+        except socket.timeout: pass\n\
+        sys.stdout.write(data.decode())\n";
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(c.socket())
+        .arg(hello_line())
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(got.contains("permission_denied") && got.contains("dataplane.sock"), "{got}");
+    assert!(!got.contains("snapshot") && !got.contains("PRIVATE KEY"), "the impostor got a snapshot: {got}");
+    let a = audit(&c);
+    assert!(
+        a.lines().any(|l| l.contains("\"uid\":65534")
+            && l.contains("\"action\":\"dataplane_hello\"")
+            && l.contains("\"result\":\"refused\"")),
+        "{a}"
+    );
+    // The dataplane socket itself is 0600 root: nobody cannot even connect.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(c.dataplane_socket()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(c.dataplane_socket())
+        .arg(hello_line())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("PermissionError"));
+    // Even with the socket opened to everyone, the daemon's own check refuses a
+    // peer that is not root.
+    let _ = std::process::Command::new("chmod").arg("666").arg(c.dataplane_socket()).status();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(c.dataplane_socket())
+        .arg(hello_line())
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(got.contains("permission_denied") && got.contains("uid 65534"), "{got}");
+    assert!(!got.contains("snapshot"), "{got}");
+
+    // The real dataplane is not disturbed.
+    let net = dataplane(&c);
+    let s = c.wait_applied(Duration::from_secs(10));
+    assert!(s.dataplane_connected);
+    drop(net.stop());
+}
+
+/// One dataplane at a time; its pid is the kernel's; a chain whose hash is not the
+/// one it is sent under is refused and not kept.
+#[test]
+fn one_dataplane_at_a_time_and_chains_are_hashed_again() {
+    let c = Control::start("one-dp", "");
+    c.ok(&["ca", "generate"]);
+    let first = UnixStream::connect(c.dataplane_socket()).unwrap();
+    let mut w = first.try_clone().unwrap();
+    let mut r = BufReader::new(first.try_clone().unwrap());
+    w.write_all(hello_line().as_bytes()).unwrap();
+    // The snapshot, then the answer to the hello.
+    let mut saw_snapshot = false;
+    loop {
+        let f = frame(&mut r);
+        match f.body {
+            Body::Request(Request::Snapshot(s)) => {
+                saw_snapshot = true;
+                let ans = Frame::response(f.id, Response::Applied { version: s.version }).encode();
+                w.write_all(ans.as_bytes()).unwrap();
+            }
+            Body::Response(Response::Done { .. }) if f.id == 1 => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_snapshot);
+    let st = c.status();
+    assert!(st.dataplane_connected);
+    assert_eq!(st.dataplane_pid, Some(std::process::id()), "the kernel's pid, not the hello's (1)");
+
+    // A second hello while the first connection is open.
+    let second = UnixStream::connect(c.dataplane_socket()).unwrap();
+    (&second).write_all(hello_line().as_bytes()).unwrap();
+    let got = read_all(&second, Duration::from_secs(2));
+    assert!(got.contains("permission_denied") && got.contains("already connected"), "{got}");
+    assert!(!got.contains("snapshot"), "{got}");
+    assert!(audit(&c).contains("already connected"));
+
+    // A chain under another chain's hash.
+    let pki = rcgen::generate_simple_self_signed(vec!["a.tg.test".into()]).unwrap();
+    let pem = pki.cert.pem();
+    let der = tlsgate_certstore::parse_certificates(pem.as_bytes()).unwrap();
+    let real = tlsgate_certstore::chain_sha256(&der).to_hex();
+    let fake = "ab".repeat(32);
+    for (id, sha) in [(7u64, fake.clone()), (8, real.clone())] {
+        let line = Frame::request(id, Request::Chain { sha256: sha, pem: pem.clone() }).encode();
+        w.write_all(line.as_bytes()).unwrap();
+    }
+    let a = frame(&mut r);
+    assert_eq!(a.id, 7);
+    match a.body {
+        Body::Response(Response::Error { message, .. }) => assert!(message.contains(&real), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let b = frame(&mut r);
+    assert!(matches!(b.body, Body::Response(Response::Done { .. })), "{b:?}");
+    let chains = c.state_dir().join("chains");
+    assert!(!chains.join(format!("{fake}.pem")).exists());
+    assert!(chains.join(format!("{real}.pem")).exists());
+
+    // The first goes away: a dataplane may connect again.
+    drop((w, r, first));
+    let net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    drop(net.stop());
+}
