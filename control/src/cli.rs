@@ -312,8 +312,9 @@ pub enum CaptureCmd {
         /// Stop after this many packets.
         #[arg(long)]
         count: Option<u64>,
-        /// The pcapng file (written by the dataplane).
-        file: PathBuf,
+        /// The pcapng file's name: created (never overwritten) by the dataplane in
+        /// its capture directory (`[capture] dir`, default /var/log/tlsgate/captures).
+        name: String,
     },
     /// Stop a capture (all when no id).
     Stop {
@@ -559,16 +560,12 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             EventsCmd::Show { id } => Request::EventsShow { id: *id },
         },
         Command::Capture(c) => match c {
-            CaptureCmd::Start { host, port, count, file } => {
-                let file = std::path::absolute(file)
-                    .map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?;
-                Request::CaptureStart(CaptureSpec {
-                    host: *host,
-                    port: *port,
-                    count: *count,
-                    file: file.display().to_string(),
-                })
-            }
+            CaptureCmd::Start { host, port, count, name } => Request::CaptureStart(CaptureSpec {
+                host: *host,
+                port: *port,
+                count: *count,
+                file: name.clone(),
+            }),
             CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
             CaptureCmd::List => Request::CaptureList,
         },
@@ -866,18 +863,32 @@ fn human(cmd: &Command, resp: &Response) -> String {
                 events.iter().map(event_line).collect()
             }
         },
-        Response::Captures { captures } => {
-            let mut out = format!("{:>3}  {:<16} {:<6} {:>8} {:>8} {:<8} {}\n", "id", "host", "port", "packets", "dropped", "state", "file");
+        Response::Captures { captures, used_bytes, max_total_bytes } => {
+            let mut out = format!(
+                "{:>3}  {:<16} {:<6} {:>8} {:>8} {:>10} {:<18} {}\n",
+                "id", "host", "port", "packets", "dropped", "bytes", "state", "file"
+            );
             for c in captures {
+                let state = match (&c.ended, c.active) {
+                    (_, true) => "running".to_string(),
+                    (Some(why), false) => format!("done ({why})"),
+                    (None, false) => "done".to_string(),
+                };
                 out.push_str(&format!(
-                    "{:>3}  {:<16} {:<6} {:>8} {:>8} {:<8} {}\n",
+                    "{:>3}  {:<16} {:<6} {:>8} {:>8} {:>10} {:<18} {}\n",
                     c.id,
                     c.spec.host,
                     c.spec.port.map_or("any".into(), |p| p.to_string()),
                     c.packets,
                     c.dropped,
-                    if c.active { "running" } else { "done" },
+                    c.bytes,
+                    state,
                     c.spec.file
+                ));
+            }
+            if *max_total_bytes > 0 {
+                out.push_str(&format!(
+                    "capture directory: {used_bytes} of {max_total_bytes} bytes used\n"
                 ));
             }
             out

@@ -1,5 +1,12 @@
 //! Packet captures of a host's flows: `tlsgatectl capture start --host IP [--port
-//! P] [--count N] FILE`, the seed's "capture the handshake" as one command.
+//! P] [--count N] NAME`, the seed's "capture the handshake" as one command.
+//!
+//! The dataplane runs as root and the request comes from an operator, so the
+//! request names a file, never a path: `NAME` is created in `capture.dir` (0700,
+//! owned by the dataplane's user, not a symlink) with `O_CREAT|O_EXCL|O_NOFOLLOW`
+//! and mode 0600. Each capture stops at `capture.max_bytes`; all files in the
+//! directory together stop at `capture.max_total_bytes` (a new capture is refused
+//! when the directory is full).
 //!
 //! ```text
 //!  worker: frame in (RX, either port) or out (what a splice emits, either leg)
@@ -18,12 +25,121 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use serde::Deserialize;
 use tlsgate_api::{CaptureInfo, CaptureSpec, ErrorCode, Response};
+
+/// `[capture]`.
+///
+/// ```toml
+/// [capture]
+/// dir = "/var/log/tlsgate/captures"   # created 0700; captures are 0600 files in it
+/// max_bytes = 67108864                # one capture stops here (64 MiB)
+/// max_total_bytes = 536870912         # all files in dir together (512 MiB)
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// The capture directory.
+    pub dir: PathBuf,
+    /// One capture's cap.
+    pub max_bytes: u64,
+    /// The directory's cap.
+    pub max_total_bytes: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            dir: "/var/log/tlsgate/captures".into(),
+            max_bytes: 64 << 20,
+            max_total_bytes: 512 << 20,
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// Range checks; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.dir.is_absolute() {
+            return Err(format!("capture.dir: {} is not an absolute path", self.dir.display()));
+        }
+        if self.max_bytes < 4096 {
+            return Err("capture.max_bytes: at least 4096".into());
+        }
+        if self.max_total_bytes < self.max_bytes {
+            return Err(format!(
+                "capture.max_total_bytes: {} is below capture.max_bytes ({})",
+                self.max_total_bytes, self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest capture file name.
+const MAX_NAME: usize = 128;
+
+/// Whether `name` may name a capture file: one path component of letters,
+/// digits, `.`, `_` and `-`, not starting with `.`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("capture file name {name:?}: 1 to {MAX_NAME} characters"));
+    }
+    if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!(
+            "capture file name {name:?}: a name in the capture directory, not a path (letters, digits, \
+             '.', '_', '-'; not starting with '.')"
+        ));
+    }
+    Ok(())
+}
+
+/// The capture directory, created 0700 if missing, refused unless it is a real
+/// directory (not a symlink) owned by this process's user and closed to others.
+fn capture_dir(dir: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+    if !m.file_type().is_dir() {
+        return Err(format!("capture.dir {}: not a directory (a symlink is refused)", dir.display()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me {
+        return Err(format!(
+            "capture.dir {}: owned by uid {}, not by this process (uid {me})",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Bytes in the regular files of `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum()
+    })
+}
 
 /// Packets waiting for the capture thread.
 const QUEUE: usize = 16_384;
@@ -63,11 +179,27 @@ struct Capture {
     packets: u64,
     dropped: u64,
     active: bool,
+    bytes: u64,
+    ended: Option<&'static str>,
     out: Option<BufWriter<File>>,
+}
+
+impl Capture {
+    fn end(&mut self, why: &'static str) {
+        self.active = false;
+        self.ended.get_or_insert(why);
+        if let Some(mut out) = self.out.take() {
+            let _ = out.flush();
+        }
+    }
 }
 
 /// The captures of a dataplane.
 pub struct Capturer {
+    cfg: CaptureConfig,
+    /// Bytes in the directory: what was there when the last capture started, plus
+    /// what was written since.
+    used: AtomicU64,
     generation: AtomicU64,
     filters: Mutex<Arc<Vec<CaptureFilter>>>,
     queue: ArrayQueue<Packet>,
@@ -78,7 +210,16 @@ pub struct Capturer {
 
 impl Default for Capturer {
     fn default() -> Self {
+        Capturer::new(CaptureConfig::default())
+    }
+}
+
+impl Capturer {
+    /// Captures written into `cfg.dir`.
+    pub fn new(cfg: CaptureConfig) -> Self {
         Capturer {
+            cfg,
+            used: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             filters: Mutex::new(Arc::new(Vec::new())),
             queue: ArrayQueue::new(QUEUE),
@@ -126,7 +267,8 @@ impl Capturer {
         }
     }
 
-    /// Starts a capture (the file is created now: an unwritable path is refused).
+    /// Starts a capture: its file is created now, so a bad name, an existing
+    /// file, a full directory or an unusable `capture.dir` is refused at once.
     pub fn start(&self, spec: CaptureSpec) -> Response {
         let mut caps = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
         if caps.values().filter(|c| c.active).count() >= MAX_ACTIVE {
@@ -138,24 +280,64 @@ impl Capturer {
         if spec.count == Some(0) {
             return Response::error(ErrorCode::Invalid, "--count 0 captures nothing");
         }
-        let path = std::path::Path::new(&spec.file);
-        if !path.is_absolute() {
-            return Response::error(ErrorCode::Invalid, format!("{}: give an absolute path", spec.file));
+        if let Err(e) = check_name(&spec.file).and_then(|()| capture_dir(&self.cfg.dir)) {
+            return Response::error(ErrorCode::Invalid, e);
         }
-        let file = match std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path) {
+        let used = dir_bytes(&self.cfg.dir);
+        self.used.store(used, Ordering::Relaxed);
+        if used + 4096 > self.cfg.max_total_bytes {
+            return Response::error(
+                ErrorCode::Invalid,
+                format!(
+                    "the capture directory {} holds {used} bytes of its {} (capture.max_total_bytes): remove old captures first",
+                    self.cfg.dir.display(),
+                    self.cfg.max_total_bytes
+                ),
+            );
+        }
+        let path = self.cfg.dir.join(&spec.file);
+        // O_EXCL: never an existing file (nor a symlink or hard link planted
+        // under that name); O_NOFOLLOW for good measure.
+        let file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
             Ok(f) => f,
-            Err(e) => return Response::error(ErrorCode::Invalid, format!("{}: {e}", spec.file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Response::error(
+                    ErrorCode::Invalid,
+                    format!("{} exists: captures never overwrite; choose another name", path.display()),
+                )
+            }
+            Err(e) => return Response::error(ErrorCode::Invalid, format!("{}: {e}", path.display())),
         };
         let mut out = BufWriter::new(file);
-        if let Err(e) = write_header(&mut out).and_then(|()| out.flush()) {
-            return Response::error(ErrorCode::Invalid, format!("{}: {e}", spec.file));
+        let mut header = Vec::new();
+        let _ = write_header(&mut header);
+        if let Err(e) = out.write_all(&header).and_then(|()| out.flush()) {
+            return Response::error(ErrorCode::Invalid, format!("{}: {e}", path.display()));
         }
+        self.used.fetch_add(header.len() as u64, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u32;
-        tracing::info!(id, host = %spec.host, port = ?spec.port, count = ?spec.count, file = %spec.file, "capture started");
-        caps.insert(id, Capture { spec, packets: 0, dropped: 0, active: true, out: Some(out) });
+        tracing::info!(id, host = %spec.host, port = ?spec.port, count = ?spec.count, file = %path.display(), "capture started");
+        let bytes = header.len() as u64;
+        caps.insert(
+            id,
+            Capture { spec, packets: 0, dropped: 0, active: true, bytes, ended: None, out: Some(out) },
+        );
         self.refresh(&caps);
-        let list = infos(&caps);
-        Response::Captures { captures: list.into_iter().filter(|c| c.id == id).collect() }
+        self.answer(&caps, |c| c.id == id)
+    }
+
+    fn answer(&self, caps: &BTreeMap<u32, Capture>, which: impl Fn(&CaptureInfo) -> bool) -> Response {
+        Response::Captures {
+            captures: infos(caps).into_iter().filter(which).collect(),
+            used_bytes: self.used.load(Ordering::Relaxed),
+            max_total_bytes: self.cfg.max_total_bytes,
+        }
     }
 
     /// Stops one capture, or all.
@@ -163,33 +345,30 @@ impl Capturer {
         // Let what the workers queued reach the files first.
         self.drain();
         let mut caps = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut stopped = Vec::new();
-        for (cid, c) in caps.iter_mut() {
-            if c.active && id.is_none_or(|i| i == *cid) {
-                c.active = false;
-                if let Some(mut out) = c.out.take() {
-                    let _ = out.flush();
-                }
-                stopped.push(*cid);
-            }
-        }
         if let Some(i) = id {
             if !caps.contains_key(&i) {
                 return Response::error(ErrorCode::NotFound, format!("no capture {i}"));
             }
         }
+        let mut stopped = Vec::new();
+        for (cid, c) in caps.iter_mut() {
+            if c.active && id.is_none_or(|i| i == *cid) {
+                c.end("stopped");
+                stopped.push(*cid);
+            }
+        }
         self.refresh(&caps);
-        let list = infos(&caps);
-        Response::Captures { captures: list.into_iter().filter(|c| stopped.contains(&c.id)).collect() }
+        self.answer(&caps, |c| stopped.contains(&c.id))
     }
 
     /// Every capture.
     pub fn list(&self) -> Response {
         self.drain();
-        Response::Captures { captures: infos(&self.captures.lock().unwrap_or_else(PoisonError::into_inner)) }
+        self.used.store(dir_bytes(&self.cfg.dir), Ordering::Relaxed);
+        self.answer(&self.captures.lock().unwrap_or_else(PoisonError::into_inner), |_| true)
     }
 
-    /// Writes what is queued; ends captures that reached their count.
+    /// Writes what is queued; ends captures that reached their count or a cap.
     pub fn drain(&self) {
         let mut caps = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ended = false;
@@ -199,20 +378,37 @@ impl Capturer {
             if !c.active {
                 continue;
             }
+            let mut block = Vec::with_capacity(48 + p.data.len());
+            let _ = write_packet(&mut block, &p);
+            let len = block.len() as u64;
+            let why = if c.bytes + len > self.cfg.max_bytes {
+                Some("size cap")
+            } else if self.used.load(Ordering::Relaxed) + len > self.cfg.max_total_bytes {
+                Some("total cap")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::warn!(id = p.id, packets = c.packets, bytes = c.bytes, file = %c.spec.file, "capture ended: {why} reached");
+                c.end(why);
+                ended = true;
+                continue;
+            }
             if let Some(out) = c.out.as_mut() {
-                if write_packet(out, &p).is_err() {
+                if out.write_all(&block).is_err() {
                     c.dropped += 1;
+                    c.end("write error");
+                    ended = true;
                     continue;
                 }
                 wrote = true;
             }
+            c.bytes += len;
+            self.used.fetch_add(len, Ordering::Relaxed);
             c.packets += 1;
             if c.spec.count.is_some_and(|n| c.packets >= n) {
-                c.active = false;
-                if let Some(mut out) = c.out.take() {
-                    let _ = out.flush();
-                }
                 tracing::info!(id = p.id, packets = c.packets, file = %c.spec.file, "capture complete");
+                c.end("count");
                 ended = true;
             }
         }
@@ -253,6 +449,8 @@ fn infos(caps: &BTreeMap<u32, Capture>) -> Vec<CaptureInfo> {
             packets: c.packets,
             dropped: c.dropped,
             active: c.active,
+            bytes: c.bytes,
+            ended: c.ended.map(str::to_string),
         })
         .collect()
 }
@@ -315,18 +513,33 @@ fn write_packet(out: &mut impl Write, p: &Packet) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn capturer(dir: &Path, max_bytes: u64, max_total_bytes: u64) -> Capturer {
+        Capturer::new(CaptureConfig { dir: dir.to_path_buf(), max_bytes, max_total_bytes })
+    }
+
+    fn spec(file: &str, count: Option<u64>) -> CaptureSpec {
+        CaptureSpec { host: "198.18.0.2".parse().unwrap(), port: Some(443), count, file: file.into() }
+    }
+
+    fn refused(r: Response, needle: &str) {
+        match r {
+            Response::Error { code: ErrorCode::Invalid, message } => {
+                assert!(message.contains(needle), "{needle:?} not in {message:?}")
+            }
+            other => panic!("not refused ({needle}): {other:?}"),
+        }
+    }
+
     #[test]
     fn captures_matching_packets_to_pcapng_and_stops_at_the_count() {
         let dir = tempfile_dir();
-        let file = dir.join("c.pcapng");
-        let c = Arc::new(Capturer::default());
-        let spec = CaptureSpec {
-            host: "198.18.0.2".parse().unwrap(),
-            port: Some(443),
-            count: Some(3),
-            file: file.display().to_string(),
-        };
-        assert!(matches!(c.start(spec), Response::Captures { .. }));
+        let caps = dir.join("caps");
+        let c = Arc::new(capturer(&caps, 1 << 20, 4 << 20));
+        assert!(matches!(c.start(spec("c.pcapng", Some(3))), Response::Captures { .. }));
+        let m = std::fs::metadata(&caps).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o700, "the directory is made 0700");
+        let file = caps.join("c.pcapng");
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
         let f = c.filters();
         assert_eq!(f.len(), 1);
         let a: IpAddr = "198.18.0.1".parse().unwrap();
@@ -352,26 +565,65 @@ mod tests {
             at += len;
         }
         assert_eq!(kinds, vec![0x0A0D_0D0A, 1, 1, 6, 6, 6]);
-        let Response::Captures { captures } = c.list() else { panic!() };
+        let Response::Captures { captures, used_bytes, .. } = c.list() else { panic!() };
         assert_eq!((captures[0].packets, captures[0].active), (3, false));
+        assert_eq!(captures[0].bytes, bytes.len() as u64);
+        assert_eq!(captures[0].ended.as_deref(), Some("count"));
+        assert_eq!(used_bytes, bytes.len() as u64);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// What an operator could aim a root-owned writer at: paths, `..`, an
+    /// existing file, a symlink planted under the name, a directory that is a
+    /// symlink. Each is refused and nothing outside the directory is touched.
+    #[test]
+    fn paths_existing_files_and_symlinks_are_refused() {
+        let dir = tempfile_dir();
+        let caps = dir.join("caps");
+        let victim = dir.join("authorized_keys");
+        std::fs::write(&victim, "ssh-ed25519 AAAA… admin\n").unwrap();
+        let c = capturer(&caps, 1 << 20, 4 << 20);
+        for name in ["/etc/passwd", "../authorized_keys", "a/b", "..", ".", ".hidden", "x\0y", "név.pcapng"]
+        {
+            refused(c.start(spec(name, None)), "not a path");
+        }
+        refused(c.start(spec(&"a".repeat(200), None)), "1 to 128");
+        refused(c.start(spec("", None)), "1 to 128");
+        assert!(matches!(c.start(spec("first.pcapng", None)), Response::Captures { .. }));
+        refused(c.start(spec("first.pcapng", None)), "exists");
+        std::os::unix::fs::symlink(&victim, caps.join("planted.pcapng")).unwrap();
+        refused(c.start(spec("planted.pcapng", None)), "exists");
+        std::fs::hard_link(&victim, caps.join("linked.pcapng")).unwrap();
+        refused(c.start(spec("linked.pcapng", None)), "exists");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ssh-ed25519 AAAA… admin\n");
+        // The directory itself a symlink (to where the victim lives).
+        let c = capturer(&dir.join("link"), 1 << 20, 4 << 20);
+        std::os::unix::fs::symlink(&dir, dir.join("link")).unwrap();
+        refused(c.start(spec("authorized_keys2", None)), "symlink");
+        assert!(!dir.join("authorized_keys2").exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
-    fn unwritable_files_and_relative_paths_are_refused() {
-        let c = Capturer::default();
-        let spec = |f: &str| CaptureSpec {
-            host: "198.18.0.2".parse().unwrap(),
-            port: None,
-            count: None,
-            file: f.into(),
-        };
-        assert!(matches!(c.start(spec("relative.pcapng")), Response::Error { code: ErrorCode::Invalid, .. }));
-        assert!(matches!(
-            c.start(spec("/nonexistent/dir/x.pcapng")),
-            Response::Error { code: ErrorCode::Invalid, .. }
-        ));
-        assert!(c.filters().is_empty());
+    fn a_capture_stops_at_its_size_cap_and_a_full_directory_refuses_more() {
+        let dir = tempfile_dir();
+        let caps = dir.join("caps");
+        let c = capturer(&caps, 8192, 16384);
+        assert!(matches!(c.start(spec("big.pcapng", None)), Response::Captures { .. }));
+        let id = c.filters()[0].id;
+        for _ in 0..20 {
+            c.offer(id, 0, false, &[7; 1000]);
+        }
+        c.drain();
+        assert!(c.filters().is_empty(), "the size cap ends it");
+        let Response::Captures { captures, .. } = c.list() else { panic!() };
+        assert_eq!(captures[0].ended.as_deref(), Some("size cap"));
+        let len = std::fs::metadata(caps.join("big.pcapng")).unwrap().len();
+        assert!(len <= 8192 && captures[0].bytes == len, "{len} {:?}", captures[0]);
+        // Fill the directory: the next capture is refused, naming the cap.
+        std::fs::write(caps.join("old.pcapng"), vec![0u8; 12000]).unwrap();
+        refused(c.start(spec("more.pcapng", None)), "capture.max_total_bytes");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

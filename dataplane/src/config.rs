@@ -65,6 +65,9 @@ pub struct Config {
     pub dpdk: Option<DpdkConfig>,
     /// Capture-file backend (when `driver = "pcap"`).
     pub pcap: Option<PcapConfig>,
+    /// Where `capture start` writes, and how much.
+    #[serde(default)]
+    pub capture: crate::capture::CaptureConfig,
 }
 
 /// `[control]`: the control plane this dataplane connects to. It sends the
@@ -276,6 +279,7 @@ impl Config {
         if let Some(e) = &self.events {
             e.validate()?;
         }
+        self.capture.validate()?;
         if self.policy.is_some() && !self.intercept.ports.is_empty() {
             return Err("intercept.ports: with a [policy] the policy selects the flows to intercept; \
                         remove intercept.ports"

@@ -80,7 +80,7 @@ impl WorkerSettings {
             admission: cfg.admission.clone(),
             live: LiveCell::new(Live::default()),
             events: None,
-            capturer: Arc::new(Capturer::default()),
+            capturer: Arc::new(Capturer::new(cfg.capture.clone())),
             clock: Arc::new(SystemClock),
             secrets: Arc::new(secrets),
         }

@@ -40,6 +40,7 @@ fn config(malformed: MalformedAction, max_flows: usize, at_capacity: AtCapacity)
         control: None,
         dpdk: None,
         pcap: None,
+        capture: Default::default(),
     }
 }
 

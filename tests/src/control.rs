@@ -131,6 +131,11 @@ impl Control {
         self.dir.join("log")
     }
 
+    /// Where the dataplane writes captures.
+    pub fn capture_dir(&self) -> PathBuf {
+        self.dir.join("captures")
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
@@ -139,9 +144,10 @@ impl Control {
     /// The TOML a dataplane needs to use this control plane.
     pub fn dataplane_toml(&self) -> String {
         format!(
-            "[control]\nsocket = {:?}\n[events]\ndir = {:?}\n",
+            "[control]\nsocket = {:?}\n[events]\ndir = {:?}\n[capture]\ndir = {:?}\n",
             self.dataplane_socket().display().to_string(),
-            self.events_dir().display().to_string()
+            self.events_dir().display().to_string(),
+            self.capture_dir().display().to_string()
         )
     }
 

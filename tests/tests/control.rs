@@ -351,9 +351,17 @@ fn capture_writes_both_legs_to_pcapng() {
     c.ok(&["trust", "add", root.to_str().unwrap()]);
     let mut net = dataplane(&c);
     c.wait_applied(Duration::from_secs(10));
-    let file = c.dir.join("handshake.pcapng");
-    let out = c.ok(&["capture", "start", "--host", "198.18.0.2", "--port", "443", file.to_str().unwrap()]);
+    let out = c.ok(&["capture", "start", "--host", "198.18.0.2", "--port", "443", "handshake.pcapng"]);
     assert!(out.contains("running"), "{out}");
+    let file = c.capture_dir().join("handshake.pcapng");
+    // A path is refused: the dataplane (root) writes only into its capture
+    // directory, and never over a file.
+    for bad in ["/etc/passwd", "../state/state.json"] {
+        let r = c.ctl(&["capture", "start", "--host", "198.18.0.2", bad]);
+        assert!(!r.status.success() && r.stderr.contains("not a path"), "{bad}: {}", r.stderr);
+    }
+    let r = c.ctl(&["capture", "start", "--host", "198.18.0.2", "handshake.pcapng"]);
+    assert!(!r.status.success() && r.stderr.contains("exists"), "{}", r.stderr);
     let client = client_trusting(&[exported_ca(&c)]);
     let srv = origin_server(vec![pki.leaf.der(), pki.intermediate.der()], key(&pki.leaf.key), false);
     assert_eq!(connect(&mut net, srv, client, pki::SERVER, 44001), None);
@@ -361,6 +369,8 @@ fn capture_writes_both_legs_to_pcapng() {
     let listed = c.json(&["capture", "list"]);
     let packets = listed["captures"][0]["packets"].as_u64().unwrap();
     assert!(packets >= 16, "handshake and data on both legs: {listed}");
+    let table = c.ok(&["capture", "list"]);
+    assert!(table.contains("bytes") && table.contains("capture directory:"), "{table}");
     c.ok(&["capture", "stop"]);
     drop(net.stop());
     let bytes = std::fs::read(&file).unwrap();

@@ -327,7 +327,8 @@ pub struct CaptureSpec {
     pub port: Option<u16>,
     /// Stop after this many packets.
     pub count: Option<u64>,
-    /// The pcapng file the dataplane writes.
+    /// The pcapng file's name in the dataplane's capture directory
+    /// (`capture.dir`): a name, never a path.
     pub file: String,
 }
 
@@ -344,6 +345,12 @@ pub struct CaptureInfo {
     pub dropped: u64,
     /// Still capturing.
     pub active: bool,
+    /// Bytes written to its file.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Why it ended (`count`, `size cap`, `total cap`, `stopped`, `write error`).
+    #[serde(default)]
+    pub ended: Option<String>,
 }
 
 /// The configuration a dataplane runs: what the control plane commits.
@@ -539,6 +546,12 @@ pub enum Response {
     Captures {
         /// The captures.
         captures: Vec<CaptureInfo>,
+        /// Bytes in the capture directory now (every file in it).
+        #[serde(default)]
+        used_bytes: u64,
+        /// The capture directory's cap (`capture.max_total_bytes`).
+        #[serde(default)]
+        max_total_bytes: u64,
     },
     /// Answer to [`Request::ExclusionsList`] and [`Request::ExclusionsClear`].
     Exclusions {
