@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -136,8 +136,12 @@ impl EventLog {
     /// Opens the log directory and reloads the index from the tail of
     /// `events.jsonl`.
     pub fn open(s: EventSettings) -> Result<EventLog, String> {
-        for d in [&s.log_dir, &s.chains_dir] {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        for (d, mode) in [(&s.log_dir, 0o750), (&s.chains_dir, 0o700)] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(d)
+                .map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let jsonl = s.log_dir.join("events.jsonl");
         let mut index = Index::default();
@@ -274,7 +278,14 @@ impl EventLog {
             return Err(format!("chain sha256 {sha256:?} is not 64 hex digits"));
         }
         let path = self.s.chains_dir.join(format!("{}.pem", sha256.to_ascii_lowercase()));
-        fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut kept: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&self.s.chains_dir)
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -337,7 +338,9 @@ fn write_chain(cfg: &EventsConfig, sha: &[u8; 32], chain: &[CertificateDer<'stat
     let path = dir.join(format!("{hex}.pem"));
     let pem: String =
         chain.iter().map(|c| tlsgate_certstore::pem_encode("CERTIFICATE", c.as_ref())).collect();
-    std::fs::write(&path, pem).ok()?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&path).ok()?;
+    f.write_all(pem.as_bytes()).ok()?;
     Some(path)
 }
 
@@ -346,7 +349,7 @@ fn append(cfg: &EventsConfig, name: &str, text: &str) {
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > cfg.max_log_bytes) {
         let _ = std::fs::rename(&path, cfg.dir.join(format!("{name}.1")));
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(&path) {
         let _ = f.write_all(text.as_bytes());
     }
 }

@@ -39,6 +39,11 @@ check "a reinstall keeps an edited configuration" grep -q '^# edited' "$stage/et
 units="$stage/etc/systemd/system"
 check "dataplane Wants= the control plane" grep -q '^Wants=tlsgate-control.service' "$units/tlsgate-dataplane.service"
 check "dataplane starts After= the control plane" grep -q '^After=tlsgate-control.service' "$units/tlsgate-dataplane.service"
+for u in tlsgate-control tlsgate-dataplane; do
+    check "$u.service sets UMask=0027" grep -qx 'UMask=0027' "$units/$u.service"
+done
+check "state directory 0700 after --check-config" test "$(stat -c %a "$stage/var/lib/tlsgate")" = 700
+check "state.json 0600" test "$(stat -c %a "$stage/var/lib/tlsgate/state.json")" = 600
 check "dataplane not bound to the control plane" bash -c "! grep -qE '^(BindsTo|Requires|PartOf)=' '$units/tlsgate-dataplane.service'"
 if command -v systemd-analyze >/dev/null; then
     # The staged units with their paths pointing into the stage (the checker wants

@@ -165,6 +165,30 @@ fn seed_problem_2_fixed_with_trust_add_from_event() {
     // The audit says who and what.
     let history = c.ok(&["policy", "history"]);
     assert!(history.contains("trust entry asa.tg.test (event"), "{history}");
+    files_closed_to_others(&c);
+}
+
+/// Every file the two processes wrote (state, kept chains, rings, logs) is
+/// closed to other users: state and chains 0600, rings and logs 0640.
+fn files_closed_to_others(c: &Control) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&c.state_dir()), 0o700);
+    assert_eq!(mode(&c.state_dir().join("state.json")), 0o600);
+    let mut seen = 0;
+    for (dir, want) in [(c.state_dir().join("chains"), 0o600), (c.events_dir(), 0o640), (c.log_dir(), 0o640)]
+    {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                assert_eq!(mode(&e.path()), want, "{}", e.path().display());
+                seen += 1;
+            }
+        }
+    }
+    for name in ["tls_proxy.log", "events.jsonl", "audit.log"] {
+        assert!(c.log_dir().join(name).exists(), "{name}");
+    }
+    assert!(seen >= 5, "chains, rings and logs were checked");
 }
 
 /// SEED problem 1 with our commands: the server accepts only TLS 1.2 AES-256-GCM;

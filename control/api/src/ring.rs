@@ -57,6 +57,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::mem::size_of;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -314,11 +315,13 @@ impl Producer {
         tmp.push(format!(".new-{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let len = (HEADER_SIZE + capacity as usize * RECORD_SIZE) as u64;
+        // 0640: records hold client addresses and SNIs.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o640)
             .open(&tmp)
             .map_err(io_err(&tmp, "create"))?;
         let made = (|| {
