@@ -47,7 +47,7 @@ TOML
     # origin CA, the lab policy. Later runs keep what the operator changed.
     if ctl --json status | grep -q '"ca": null'; then
         ctl ca import "$LIB/decryption-ca.pem" "$LIB/decryption-ca.key" >/dev/null
-        ctl trust add "$RUN/web/origin-ca.pem" --name "lab origin CA" >/dev/null
+        ctl trust add "$RUN/web/origin-ca.pem" --as ca --name "lab origin CA" >/dev/null
         ctl policy load config/lab-policy.json >/dev/null
         ctl policy commit >/dev/null
     fi

@@ -4,7 +4,8 @@
 //! addresses of the (verified) server certificate; when none of them covers the
 //! requested name (a pinned certificate without SAN, as in the seed) the SNI, or
 //! the destination IP without SNI, is added. It is valid from max(server notBefore,
-//! now - 1 h) to min(server notAfter, now + 7 days), carries basicConstraints
+//! now - 1 h, CA notBefore) to min(server notAfter, now + 7 days, CA notAfter):
+//! a forged leaf never outlives the CA. It carries basicConstraints
 //! CA:FALSE, keyUsage digitalSignature, extendedKeyUsage serverAuth, a random
 //! serial, and is signed by the decryption CA over one P-256 key per worker
 //! ([`LeafKey`]).
@@ -93,8 +94,21 @@ pub fn forge_leaf(
     let cn = name::common_name(server.subject()).unwrap_or_else(|| server_name_text(requested));
 
     let now_s = secs(now);
-    let not_before = server.validity().not_before.timestamp().max(now_s - FORGED_BACKDATE_SECS);
-    let not_after = server.validity().not_after.timestamp().min(now_s + FORGED_MAX_LIFETIME_SECS);
+    // Within the origin's validity, the CA's own (a leaf never outlives its
+    // issuer), and a week from now.
+    let ca_validity = ca.summary();
+    let not_before = server
+        .validity()
+        .not_before
+        .timestamp()
+        .max(now_s - FORGED_BACKDATE_SECS)
+        .max(ca_validity.not_before);
+    let not_after = server
+        .validity()
+        .not_after
+        .timestamp()
+        .min(now_s + FORGED_MAX_LIFETIME_SECS)
+        .min(ca_validity.not_after);
     if not_after <= not_before || not_after <= now_s {
         return Err(Error::Forge(format!(
             "the server certificate is not valid now (notBefore {}, notAfter {}, now {now_s})",

@@ -305,7 +305,10 @@ impl ServerCertVerifier for ServerVerifier {
             }
             Err(failure) => {
                 let err = rustls_error(&failure);
-                let accept = !self.enforce || self.tolerated.contains(&failure.reason);
+                // A chain to our own decryption CA is refused even with validation
+                // off: it is a loop through the appliance, or a forged leaf replayed.
+                let accept = failure.reason != tlsgate_api::VerifyReason::OwnDecryptionCa
+                    && (!self.enforce || self.tolerated.contains(&failure.reason));
                 self.record(Some(failure));
                 if accept {
                     Ok(ServerCertVerified::assertion())

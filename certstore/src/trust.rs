@@ -27,7 +27,8 @@ pub enum TrustKind {
     /// An imported CA: anchors chains.
     Ca,
     /// A pinned server certificate: trusted as the server certificate it is (same
-    /// SHA-256), for any name, without a chain.
+    /// SHA-256), without a chain, for the names of its entry ([`TrustEntry::names`];
+    /// none: any name).
     Pinned,
 }
 
@@ -46,7 +47,10 @@ impl TrustKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ImportAs {
-    /// CA certificates (basicConstraints CA:TRUE) as CAs, others pinned.
+    /// CA certificates (basicConstraints CA:TRUE) that are not self-signed as CAs;
+    /// self-signed certificates and leaves pinned. (A self-signed CA:TRUE
+    /// certificate is what appliances present as their own server certificate:
+    /// anchoring chains with it takes [`ImportAs::Ca`], an explicit choice.)
     Auto,
     /// Every certificate as a CA; a certificate that is not a CA is refused.
     Ca,
@@ -66,6 +70,9 @@ pub struct TrustEntry {
     pub summary: CertSummary,
     /// The certificate.
     pub der: CertificateDer<'static>,
+    /// For a pinned certificate: the server names (DNS names, or IP addresses
+    /// as text) it is trusted for; empty: any name.
+    pub names: Vec<String>,
 }
 
 /// What an import did.
@@ -84,6 +91,8 @@ pub struct TrustStore {
     system_enabled: bool,
     system: Vec<TrustEntry>,
     entries: Vec<TrustEntry>,
+    /// Certificates whose chains are refused ([`TrustStore::refuse_chains_to`]).
+    refused: Vec<CertificateDer<'static>>,
 }
 
 impl TrustStore {
@@ -119,6 +128,7 @@ impl TrustStore {
                     kind: TrustKind::SystemCa,
                     summary,
                     der,
+                    names: Vec::new(),
                 });
             }
         }
@@ -153,9 +163,23 @@ impl TrustStore {
     }
 
     /// Imports every certificate of `input` (PEM or DER, one or a bundle) under
-    /// `name`. Garbage, an unparsable certificate, or (with [`ImportAs::Ca`]) a
-    /// certificate that is not a CA refuses the whole input, and nothing changes.
+    /// `name`; pinned ones for any name. Garbage, an unparsable certificate, or
+    /// (with [`ImportAs::Ca`]) a certificate that is not a CA refuses the whole
+    /// input, and nothing changes.
     pub fn import(&mut self, name: &str, input: &[u8], how: ImportAs) -> Result<ImportReport> {
+        self.import_for(name, input, how, &[])
+    }
+
+    /// [`TrustStore::import`], with the certificates it pins trusted only for
+    /// `names` (DNS names or IP addresses as text, compared without case; empty:
+    /// any name).
+    pub fn import_for(
+        &mut self,
+        name: &str,
+        input: &[u8],
+        how: ImportAs,
+        names: &[String],
+    ) -> Result<ImportReport> {
         check_name(name)?;
         let certs = cert::parse_certificates(input)?;
         let mut planned = Vec::with_capacity(certs.len());
@@ -165,7 +189,7 @@ impl TrustStore {
                 ImportAs::Pinned => TrustKind::Pinned,
                 ImportAs::Ca if !summary.is_ca => return Err(Error::NotCa { subject: summary.subject }),
                 ImportAs::Ca => TrustKind::Ca,
-                ImportAs::Auto if summary.is_ca => TrustKind::Ca,
+                ImportAs::Auto if summary.is_ca && !summary.self_issued => TrustKind::Ca,
                 ImportAs::Auto => TrustKind::Pinned,
             };
             if kind == TrustKind::Ca {
@@ -174,7 +198,8 @@ impl TrustStore {
                     reason: format!("cannot serve as a trust anchor: {e}"),
                 })?;
             }
-            planned.push(TrustEntry { name: name.to_owned(), kind, summary, der });
+            let names = if kind == TrustKind::Pinned { names.to_vec() } else { Vec::new() };
+            planned.push(TrustEntry { name: name.to_owned(), kind, summary, der, names });
         }
         let mut report = ImportReport::default();
         for entry in planned {
@@ -198,6 +223,13 @@ impl TrustStore {
     /// the seed's fix.
     pub fn pin(&mut self, name: &str, der: &CertificateDer<'_>) -> Result<ImportReport> {
         self.import(name, der.as_ref(), ImportAs::Pinned)
+    }
+
+    /// Chains that contain `ca` or name it as an issuer are refused
+    /// ([`crate::VerifyReason::OwnDecryptionCa`]), whatever else is trusted: the
+    /// appliance's own decryption CA (a loop, or a forged leaf replayed).
+    pub fn refuse_chains_to(&mut self, ca: &CertificateDer<'_>) {
+        self.refused.push(ca.clone().into_owned());
     }
 
     /// Removes the entries named `selector`, or the entry whose SHA-256 fingerprint
@@ -228,7 +260,8 @@ impl TrustStore {
         for entry in system.iter().chain(&self.entries) {
             match entry.kind {
                 TrustKind::Pinned => {
-                    snap.pinned.insert(entry.summary.fingerprint, entry.name.clone());
+                    let pin = Pin { name: entry.name.clone(), names: entry.names.clone() };
+                    snap.pinned.insert(entry.summary.fingerprint, pin);
                 }
                 TrustKind::Ca | TrustKind::SystemCa => {
                     if !snap.ca_fingerprints.insert(entry.summary.fingerprint) {
@@ -243,7 +276,26 @@ impl TrustStore {
                 }
             }
         }
+        for der in &self.refused {
+            if let Ok(parsed) = cert::parse_der(der.as_ref()) {
+                snap.refused.push((Fingerprint::of(der.as_ref()), name::canonical(parsed.subject())));
+            }
+        }
         Arc::new(snap)
+    }
+}
+
+/// A pinned certificate in a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Pin {
+    pub name: String,
+    pub names: Vec<String>,
+}
+
+impl Pin {
+    /// Whether it holds for `server_name` (text form).
+    pub fn covers(&self, server_name: &str) -> bool {
+        self.names.is_empty() || self.names.iter().any(|n| n.eq_ignore_ascii_case(server_name))
     }
 }
 
@@ -261,7 +313,9 @@ pub struct TrustSnapshot {
     pub(crate) ca_certs: Vec<CertificateDer<'static>>,
     pub(crate) ca_fingerprints: HashSet<Fingerprint>,
     pub(crate) by_subject: HashMap<Vec<u8>, Vec<usize>>,
-    pub(crate) pinned: HashMap<Fingerprint, String>,
+    pub(crate) pinned: HashMap<Fingerprint, Pin>,
+    /// Fingerprint and canonical subject of each CA whose chains are refused.
+    pub(crate) refused: Vec<(Fingerprint, Vec<u8>)>,
 }
 
 impl TrustSnapshot {
@@ -277,7 +331,7 @@ impl TrustSnapshot {
 
     /// The name of the pinned certificate with this fingerprint.
     pub fn pinned_name(&self, fingerprint: &Fingerprint) -> Option<&str> {
-        self.pinned.get(fingerprint).map(String::as_str)
+        self.pinned.get(fingerprint).map(|p| p.name.as_str())
     }
 
     /// Whether a CA with this fingerprint anchors chains.

@@ -276,6 +276,13 @@ fn forged_certificate_contents() {
         Verdict::Error { code: 62, depth: 0, .. } => {}
         other => panic!("other.tg.test must fail with 62: {other:?}"),
     }
+    // A leaf never outlives the CA: a CA valid for one more day clips it.
+    let short =
+        DecryptionCa::generate(&CaOptions { validity_days: 1, ..CaOptions::default() }, now()).unwrap();
+    let clipped = forge_leaf(&short, &leaf_key, &p.leaf.der(), &host(SERVER), now()).unwrap();
+    let c = summarize(clipped.as_ref()).unwrap();
+    assert!(c.not_after <= short.summary().not_after && c.not_before >= short.summary().not_before, "{c:?}");
+    assert!(short.summary().not_after < t + FORGED_MAX_LIFETIME_SECS);
     // Serials differ although the key is shared.
     let again = forge_leaf(&ca, &leaf_key, &p.leaf.der(), &host(SERVER), now()).unwrap();
     assert_ne!(summarize(again.as_ref()).unwrap().serial, s.serial);

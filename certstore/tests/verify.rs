@@ -565,12 +565,18 @@ fn pinned_self_signed_passes_for_any_name_and_only_itself() {
 fn import_list_remove() {
     let p = Pki::generate();
     let mut store = TrustStore::without_system_bundle();
-    // A PEM bundle with a CA and a server certificate, filed automatically.
-    let bundle = format!("junk before\n{}{}", p.root.pem(), p.ciscoasa.pem());
+    // A PEM bundle with an intermediate CA and a server certificate, filed
+    // automatically.
+    let bundle = format!("junk before\n{}{}", p.intermediate.pem(), p.ciscoasa.pem());
     let r = store.import("mixed", bundle.as_bytes(), ImportAs::Auto).unwrap();
     assert_eq!(r.added.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![TrustKind::Ca, TrustKind::Pinned]);
+    // A self-signed CA:TRUE certificate is pinned by `auto`: anchoring chains with
+    // it is an explicit choice (`ImportAs::Ca`).
+    let r = store.import("root-auto", p.root.pem().as_bytes(), ImportAs::Auto).unwrap();
+    assert_eq!(r.added.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![TrustKind::Pinned]);
+    store.remove("root-auto").unwrap();
     // DER, single and concatenated; re-importing is a no-op.
-    let r = store.import("int", p.intermediate.der().as_ref(), ImportAs::Ca).unwrap();
+    let r = store.import("root", p.root.der().as_ref(), ImportAs::Ca).unwrap();
     assert_eq!(r.added.len(), 1);
     let mut der_bundle = p.intermediate.der().to_vec();
     der_bundle.extend_from_slice(p.unknown_root.der().as_ref());
@@ -637,4 +643,86 @@ fn system_bundle_is_on_by_default_and_switchable() {
     }
     store.set_system_bundle(true).unwrap();
     assert_eq!(store.snapshot().ca_count(), system + 1);
+}
+
+/// A pin scoped to names holds for them only; for any other name the certificate
+/// is verified as if it were not pinned, and the failure says where it is pinned.
+#[test]
+fn a_pin_for_names_holds_for_those_names_only() {
+    let p = Pki::generate();
+    let mut store = TrustStore::without_system_bundle();
+    let names = vec!["asa.tg.test".to_string(), "198.18.0.2".to_string()];
+    store.import_for("asa", p.ciscoasa.pem().as_bytes(), ImportAs::Pinned, &names).unwrap();
+    assert_eq!(store.entries()[0].names, names);
+    let trust = store.snapshot();
+    let at = unix_time(CHECK_TIME as u64);
+    let asa = p.ciscoasa.der();
+    for name in [Name::Host("asa.tg.test"), Name::Host("ASA.tg.test"), Name::Ip("198.18.0.2")] {
+        assert_eq!(
+            verify_server_chain(&trust, &asa, &[], &server_name(&name), at),
+            Ok(Verified::Pinned { name: "asa".into() })
+        );
+    }
+    for name in [Name::Host("bank.tg.test"), Name::Ip("198.18.0.3")] {
+        let f =
+            verify_server_chain(&trust, &asa, &[], &server_name(&name), at).expect_err("not for this name");
+        assert_eq!((f.code(), f.depth), (18, 0));
+        let detail = f.detail.clone().unwrap_or_default();
+        assert!(detail.contains("pinned as \"asa\" for asa.tg.test, 198.18.0.2 only"), "{detail}");
+    }
+}
+
+/// A chain issued by the appliance's own decryption CA is refused with its own
+/// reason, even when that CA is (wrongly) trusted and the leaf is pinned.
+#[test]
+fn a_chain_to_our_own_decryption_ca_is_refused() {
+    use tlsgate_certstore::{forge_leaf, CaOptions, DecryptionCa, LeafKey};
+    let p = Pki::generate();
+    let now =
+        unix_time(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+    let ca = DecryptionCa::generate(&CaOptions::default(), now).unwrap();
+    let forged =
+        forge_leaf(&ca, &LeafKey::generate().unwrap(), &p.leaf.der(), &server_name(&Name::Host(SERVER)), now)
+            .unwrap();
+    let mut store = TrustStore::without_system_bundle();
+    store.import("our-ca", ca.cert_der().as_ref(), ImportAs::Ca).unwrap();
+    store.pin("forged", &forged).unwrap();
+    // Without the refusal both would pass.
+    assert!(
+        verify_server_chain(&store.snapshot(), &forged, &[], &server_name(&Name::Host(SERVER)), now).is_ok()
+    );
+    store.refuse_chains_to(ca.cert_der());
+    let trust = store.snapshot();
+    let f =
+        verify_server_chain(&trust, &forged, &[], &server_name(&Name::Host(SERVER)), now).expect_err("loop");
+    assert_eq!(f.reason, VerifyReason::OwnDecryptionCa);
+    assert_eq!((f.code(), f.depth), (1001, 0));
+    // The CA itself presented as an intermediate.
+    let f = verify_server_chain(
+        &trust,
+        &forged,
+        &[ca.cert_der().clone()],
+        &server_name(&Name::Host(SERVER)),
+        now,
+    )
+    .expect_err("loop");
+    assert_eq!(f.reason, VerifyReason::OwnDecryptionCa);
+    // Other servers are not affected.
+    let mut ok = TrustStore::without_system_bundle();
+    ok.import("root", p.root.pem().as_bytes(), ImportAs::Ca).unwrap();
+    ok.refuse_chains_to(ca.cert_der());
+    assert_eq!(
+        verify_server_chain(
+            &ok.snapshot(),
+            &p.leaf.der(),
+            &[p.intermediate.der()],
+            &server_name(&Name::Host(SERVER)),
+            at_check()
+        ),
+        Ok(Verified::Chain)
+    );
+}
+
+fn at_check() -> tlsgate_certstore::pki_types::UnixTime {
+    unix_time(CHECK_TIME as u64)
 }

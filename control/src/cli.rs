@@ -140,9 +140,19 @@ pub enum TrustCmd {
         /// The entry's name.
         #[arg(long)]
         name: Option<String>,
-        /// auto (CA certificates as CAs, others pinned), ca, pinned.
+        /// auto (CA certificates that are not self-signed as CAs, others pinned),
+        /// ca, pinned.
         #[arg(long = "as", default_value = "auto")]
         kind: String,
+        /// A pinned certificate holds for this server name or address only
+        /// (repeatable). Default: the names in the certificate; with
+        /// --from-event: the event's SNI, or its destination address.
+        #[arg(long = "for", value_name = "NAME", conflicts_with = "from_event")]
+        names: Vec<String>,
+        /// Pin for any name: whoever holds the certificate's key can then pose as
+        /// any server to the appliance. An explicit choice.
+        #[arg(long, conflicts_with = "names")]
+        any_name: bool,
     },
     /// The entries.
     List,
@@ -480,18 +490,22 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             LicenseCmd::Issue { .. } | LicenseCmd::Keygen { .. } => unreachable!("handled offline"),
         },
         Command::Trust(t) => match t {
-            TrustCmd::Add { file: Some(f), from_event: None, name, kind } => Request::TrustAdd {
-                data: to_b64(&read(f)?),
-                name: name.clone(),
-                kind: match kind.as_str() {
-                    "auto" => TrustAs::Auto,
-                    "ca" => TrustAs::Ca,
-                    "pinned" => TrustAs::Pinned,
-                    other => return Err(Failure::Error(format!("--as {other:?}: auto, ca or pinned"))),
-                },
-            },
-            TrustCmd::Add { file: None, from_event: Some(id), name, .. } => {
-                Request::TrustAddFromEvent { event_id: *id, name: name.clone() }
+            TrustCmd::Add { file: Some(f), from_event: None, name, kind, names, any_name } => {
+                Request::TrustAdd {
+                    names: names.clone(),
+                    any_name: *any_name,
+                    data: to_b64(&read(f)?),
+                    name: name.clone(),
+                    kind: match kind.as_str() {
+                        "auto" => TrustAs::Auto,
+                        "ca" => TrustAs::Ca,
+                        "pinned" => TrustAs::Pinned,
+                        other => return Err(Failure::Error(format!("--as {other:?}: auto, ca or pinned"))),
+                    },
+                }
+            }
+            TrustCmd::Add { file: None, from_event: Some(id), name, any_name, .. } => {
+                Request::TrustAddFromEvent { event_id: *id, name: name.clone(), any_name: *any_name }
             }
             TrustCmd::Add { .. } => {
                 return Err(Failure::Error("trust add: give a FILE or --from-event ID".into()))
@@ -629,18 +643,31 @@ fn event_line(e: &Value) -> String {
 }
 
 fn cert_rows(entries: &[CertInfo]) -> String {
-    let mut out = format!("{:<28} {:<7} {:<44} {:<20} {}\n", "name", "kind", "subject", "expires", "sha256");
+    let mut out = format!(
+        "{:<28} {:<7} {:<44} {:<20} {:<16} {}\n",
+        "name", "kind", "subject", "expires", "sha256", "for"
+    );
     for c in entries {
         out.push_str(&format!(
-            "{:<28} {:<7} {:<44} {:<20} {}\n",
+            "{:<28} {:<7} {:<44} {:<20} {:<16} {}\n",
             c.name,
             c.kind,
             c.subject,
             rfc3339(c.not_after),
-            &c.fingerprint[..c.fingerprint.len().min(16)]
+            &c.fingerprint[..c.fingerprint.len().min(16)],
+            pin_scope(c)
         ));
     }
     out
+}
+
+/// Which names a trust entry holds for.
+fn pin_scope(c: &CertInfo) -> String {
+    match (c.kind.as_str(), c.names.is_empty()) {
+        ("pinned", true) => "any name".into(),
+        ("pinned", false) => c.names.join(", "),
+        _ => "chains".into(),
+    }
 }
 
 /// The seed's event panel, in groups.
@@ -803,8 +830,8 @@ fn human(cmd: &Command, resp: &Response) -> String {
                 .iter()
                 .map(|c| {
                     format!(
-                        "name        {}\nkind        {}\nsubject     {}\nissuer      {}\nnot before  {}\nnot after   {}\nsha256      {}\n{}",
-                        c.name, c.kind, c.subject, c.issuer, rfc3339(c.not_before), rfc3339(c.not_after), c.fingerprint,
+                        "name        {}\nkind        {}\nfor         {}\nsubject     {}\nissuer      {}\nnot before  {}\nnot after   {}\nsha256      {}\n{}",
+                        c.name, c.kind, pin_scope(c), c.subject, c.issuer, rfc3339(c.not_before), rfc3339(c.not_after), c.fingerprint,
                         c.pem.clone().unwrap_or_default()
                     )
                 })

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tlsgate_api::{
-    CertInfo, ControlStatus, ErrorCode, LicenseInfo, Request, Response, Snapshot, TlsSnapshot, TrustAs,
+    CertInfo, ControlStatus, ErrorCode, LicenseInfo, PinnedCert, Request, Response, Snapshot, TlsSnapshot,
+    TrustAs,
 };
 use tlsgate_certstore::pki_types::{CertificateDer, UnixTime};
 use tlsgate_certstore::{
@@ -86,12 +87,39 @@ pub fn cert_info(name: &str, kind: &str, s: &CertSummary, pem: Option<String>) -
         not_before: s.not_before,
         not_after: s.not_after,
         pem,
+        names: Vec::new(),
     }
 }
 
 fn entry_info(e: &TrustEntry, with_pem: bool) -> CertInfo {
     let pem = with_pem.then(|| tlsgate_certstore::pem_encode("CERTIFICATE", e.der.as_ref()));
-    cert_info(&e.name, e.kind.as_str(), &e.summary, pem)
+    CertInfo { names: e.names.clone(), ..cert_info(&e.name, e.kind.as_str(), &e.summary, pem) }
+}
+
+/// Which names a pinned certificate is trusted for.
+#[derive(Debug, Clone)]
+enum PinScope {
+    /// These names.
+    Names(Vec<String>),
+    /// Those the certificate itself holds (its subjectAltName DNS names and
+    /// addresses); refused when it holds none.
+    OwnNames,
+    /// Any name (`--any-name`).
+    AnyName,
+}
+
+/// A name a pin may hold for: a DNS name or an IP address, as text.
+fn check_pin_name(n: &str) -> Result<String, No> {
+    let t = n.trim().trim_end_matches('.').to_ascii_lowercase();
+    if t.parse::<std::net::IpAddr>().is_ok()
+        || (!t.is_empty()
+            && t.len() <= 253
+            && tlsgate_certstore::pki_types::ServerName::try_from(t.as_str()).is_ok())
+    {
+        Ok(t)
+    } else {
+        Err(invalid(format!("--for {n:?}: not a DNS name or an IP address")))
+    }
 }
 
 impl Daemon {
@@ -203,7 +231,7 @@ impl Daemon {
                 .trust
                 .iter()
                 .filter(|r| r.kind == "pinned")
-                .map(|r| (r.name.clone(), r.der.clone()))
+                .map(|r| PinnedCert { name: r.name.clone(), der: r.der.clone(), names: r.names.clone() })
                 .collect(),
             system_bundle: st.system_bundle,
             profile: self.profile(st).to_string(),
@@ -328,8 +356,12 @@ impl Daemon {
                 }
                 Ok(Change { message: format!("license {serial} removed"), versioned: true })
             }),
-            Request::TrustAdd { data, name, kind } => self.trust_add(uid, data, name, kind),
-            Request::TrustAddFromEvent { event_id, name } => self.trust_from_event(uid, event_id, name),
+            Request::TrustAdd { data, name, kind, names, any_name } => {
+                self.trust_add(uid, data, name, kind, names, any_name)
+            }
+            Request::TrustAddFromEvent { event_id, name, any_name } => {
+                self.trust_from_event(uid, event_id, name, any_name)
+            }
             Request::TrustList => self.trust_list(None),
             Request::TrustShow { name } => self.trust_list(Some(name)),
             Request::TrustRemove { name } => self.change(uid, |st, _| {
@@ -626,7 +658,15 @@ impl Daemon {
         })
     }
 
-    fn trust_add(&self, uid: u32, data: String, name: Option<String>, kind: TrustAs) -> Response {
+    fn trust_add(
+        &self,
+        uid: u32,
+        data: String,
+        name: Option<String>,
+        kind: TrustAs,
+        names: Vec<String>,
+        any_name: bool,
+    ) -> Response {
         let bytes = match b64(&data) {
             Ok(b) => b,
             Err(e) => return Response::error(ErrorCode::BadRequest, format!("data: {e}")),
@@ -636,13 +676,46 @@ impl Daemon {
             TrustAs::Pinned => ImportAs::Pinned,
             _ => ImportAs::Auto,
         };
-        self.import(uid, &bytes, name, how)
+        let scope = match (any_name, names.is_empty()) {
+            (true, true) => PinScope::AnyName,
+            (true, false) => {
+                return Response::error(ErrorCode::Invalid, "--for and --any-name: give one or the other")
+            }
+            (false, true) => PinScope::OwnNames,
+            (false, false) => match names.iter().map(|n| check_pin_name(n)).collect::<Result<Vec<_>, _>>() {
+                Ok(n) => PinScope::Names(n),
+                Err(No(code, m)) => return Response::error(code, m),
+            },
+        };
+        self.import(uid, &bytes, name, how, &scope)
     }
 
-    fn import(&self, uid: u32, bytes: &[u8], name: Option<String>, how: ImportAs) -> Response {
+    fn import(
+        &self,
+        uid: u32,
+        bytes: &[u8],
+        name: Option<String>,
+        how: ImportAs,
+        scope: &PinScope,
+    ) -> Response {
         self.change(uid, |st, _| {
             let certs =
                 parse_certificates(bytes).map_err(|e| invalid(format!("certificate refused: {e}")))?;
+            if let Some(ca) = st.decryption_ca() {
+                let own = ca.summary();
+                for c in &certs {
+                    let s =
+                        summarize(c.as_ref()).map_err(|e| invalid(format!("certificate refused: {e}")))?;
+                    if s.fingerprint == own.fingerprint || s.issuer == own.subject {
+                        return Err(invalid(format!(
+                            "certificate refused: {} is {} this appliance's decryption CA; trusting it would \
+                             let the appliance's own forged certificates pass as servers",
+                            s.subject,
+                            if s.fingerprint == own.fingerprint { "" } else { "issued by" }
+                        )));
+                    }
+                }
+            }
             let first =
                 summarize(certs[0].as_ref()).map_err(|e| invalid(format!("certificate refused: {e}")))?;
             let name = name.unwrap_or_else(|| {
@@ -672,13 +745,43 @@ impl Daemon {
             }
             let mut what = Vec::new();
             for e in &report.added {
+                let pinned = e.kind != tlsgate_certstore::TrustKind::Ca;
+                let names = match scope {
+                    _ if !pinned => Vec::new(),
+                    PinScope::Names(n) => n.clone(),
+                    PinScope::AnyName => Vec::new(),
+                    PinScope::OwnNames => {
+                        let own: Vec<String> = e
+                            .summary
+                            .dns_names
+                            .iter()
+                            .map(|d| d.to_ascii_lowercase())
+                            .chain(e.summary.ip_addresses.iter().map(ToString::to_string))
+                            .collect();
+                        if own.is_empty() {
+                            return Err(invalid(format!(
+                                "{} would be pinned, and it names no server (no subjectAltName): give \
+                                 --for NAME (the name clients use; repeatable), --any-name, or --as ca to \
+                                 trust it as a CA that anchors chains",
+                                e.summary.subject
+                            )));
+                        }
+                        own
+                    }
+                };
+                let scope_text = match (pinned, names.is_empty()) {
+                    (false, _) => String::new(),
+                    (true, true) => ", for any name".to_string(),
+                    (true, false) => format!(", for {}", names.join(", ")),
+                };
                 st.trust.push(TrustRecord {
                     name: name.clone(),
-                    kind: if e.kind == tlsgate_certstore::TrustKind::Ca { "ca" } else { "pinned" }.into(),
+                    kind: if pinned { "pinned" } else { "ca" }.into(),
                     der: to_b64(e.der.as_ref()),
+                    names,
                 });
                 what.push(format!(
-                    "{} {} ({})",
+                    "{} {} ({}){scope_text}",
                     e.kind.as_str(),
                     e.summary.subject,
                     &e.summary.fingerprint.to_hex()[..16]
@@ -688,7 +791,7 @@ impl Daemon {
         })
     }
 
-    fn trust_from_event(&self, uid: u32, event_id: u64, name: Option<String>) -> Response {
+    fn trust_from_event(&self, uid: u32, event_id: u64, name: Option<String>, any_name: bool) -> Response {
         let Some(event) = self.events.get(event_id) else {
             return Response::error(
                 ErrorCode::NotFound,
@@ -724,7 +827,18 @@ impl Daemon {
             .filter(|s| !s.is_empty())
             .map_or_else(|| event["dst_ip"].as_str().unwrap_or("server").to_string(), str::to_string);
         let name = name.unwrap_or_else(|| format!("{server} (event {event_id})"));
-        self.import(uid, leaf.as_ref(), Some(name), ImportAs::Pinned)
+        // For the name the client asked for (or the address it went to), which is
+        // what the event saw fail: the forged leaf takes the client's SNI, so a pin
+        // for any name would let whoever holds this certificate's key be any server.
+        let scope = if any_name {
+            PinScope::AnyName
+        } else {
+            match check_pin_name(&server) {
+                Ok(n) => PinScope::Names(vec![n]),
+                Err(No(code, m)) => return Response::error(code, format!("event {event_id}: {m}")),
+            }
+        };
+        self.import(uid, leaf.as_ref(), Some(name), ImportAs::Pinned, &scope)
     }
 
     fn trust_list(&self, one: Option<String>) -> Response {

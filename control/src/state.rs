@@ -84,6 +84,10 @@ pub struct TrustRecord {
     pub kind: String,
     /// The certificate, base64 DER.
     pub der: String,
+    /// For `pinned`: the server names (or IP addresses) it holds for; empty: any
+    /// name (`--any-name`, and entries pinned before pins had names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// The decryption CA.
@@ -211,7 +215,7 @@ impl StateFile {
         for r in &self.trust {
             let der = b64(&r.der).map_err(|e| format!("entry {}: {e}", r.name))?;
             let how = if r.kind == "ca" { ImportAs::Ca } else { ImportAs::Pinned };
-            store.import(&r.name, &der, how).map_err(|e| format!("entry {}: {e}", r.name))?;
+            store.import_for(&r.name, &der, how, &r.names).map_err(|e| format!("entry {}: {e}", r.name))?;
         }
         Ok(())
     }

@@ -168,6 +168,76 @@ fn seed_problem_2_fixed_with_trust_add_from_event() {
     files_closed_to_others(&c);
 }
 
+/// A pin made from an event holds for that event's SNI only: the same server
+/// certificate under another SNI is refused (so its key cannot buy forged
+/// certificates for any host). A self-signed file naming no server is not pinned
+/// for any name by default. The decryption CA cannot be trusted, and a server chain
+/// ending at it is refused with its own reason.
+#[test]
+fn pins_hold_for_their_names_and_chains_to_our_own_ca_are_refused() {
+    let c = configured("pins");
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    let client = client_trusting(&[exported_ca(&c)]);
+    let asa = pki::ciscoasa();
+    let srv = origin_server(vec![asa.der()], key(&asa.key), false);
+    assert!(connect(&mut net, srv.clone(), client.clone(), "asa.tg.test", 47001).is_some());
+    settle(&c, &mut net, |e: &[serde_json::Value]| e.iter().any(|e| e["kind"] == "abort"));
+    let id = aborts(&c)[0]["event_id"].as_u64().unwrap().to_string();
+    let mut out = c.ctl(&["trust", "add", "--from-event", &id]);
+    for _ in 0..100 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        out = c.ctl(&["trust", "add", "--from-event", &id]);
+    }
+    assert!(out.stdout.contains("for asa.tg.test"), "{out:?}");
+    c.wait_applied(Duration::from_secs(10));
+    assert!(c.ok(&["trust", "list"]).contains("asa.tg.test"));
+    assert_eq!(connect(&mut net, srv.clone(), client.clone(), "asa.tg.test", 47002), None, "decrypted");
+    // Another SNI to the same certificate: refused, as if it were not pinned.
+    let err = connect(&mut net, srv.clone(), client.clone(), "bank.tg.test", 47003);
+    assert!(err.is_some_and(|e| e.contains("HandshakeFailure")));
+    let events = settle(&c, &mut net, |e: &[serde_json::Value]| {
+        e.iter().any(|e| e["src_port"] == 47003 && e["kind"] == "abort")
+    });
+    let bank = events.iter().find(|e| e["src_port"] == 47003).unwrap();
+    assert_eq!(bank["verify_code"], 18, "{bank}");
+
+    // A self-signed certificate from a file: it names no server, so it is not
+    // pinned for every name by default.
+    let other = pki::ciscoasa();
+    let file = write(c.dir.path(), "other-asa.pem", &other.pem());
+    let r = c.ctl(&["trust", "add", file.to_str().unwrap()]);
+    assert!(!r.status.success() && r.stderr.contains("--for NAME"), "{}", r.stderr);
+    let out = c.ok(&["trust", "add", file.to_str().unwrap(), "--for", "asa2.tg.test", "--name", "asa2"]);
+    assert!(out.contains("pinned /unstructuredName=ciscoasa") && out.contains("for asa2.tg.test"), "{out}");
+    let out =
+        c.ok(&["trust", "add", file.to_str().unwrap(), "--as", "pinned", "--any-name", "--name", "asa3"]);
+    assert!(out.contains("already trusted") || out.contains("for any name"), "{out}");
+
+    // Our own CA: not importable into the trust store, and a server chain that
+    // ends at it is refused (code 1001), even with its root in the trust store.
+    let pki = pki::Pki::generate();
+    let cert = write(c.dir.path(), "own-ca.pem", &pki.root.pem());
+    let key_file = write(c.dir.path(), "own-ca.key", &pki.root.key_pem());
+    c.ok(&["ca", "import", cert.to_str().unwrap(), key_file.to_str().unwrap()]);
+    let r = c.ctl(&["trust", "add", cert.to_str().unwrap(), "--as", "ca"]);
+    assert!(!r.status.success() && r.stderr.contains("decryption CA"), "{}", r.stderr);
+    c.wait_applied(Duration::from_secs(10));
+    let client = client_trusting(&[exported_ca(&c)]);
+    let srv = origin_server(vec![pki.leaf.der(), pki.intermediate.der()], key(&pki.leaf.key), false);
+    assert!(connect(&mut net, srv, client, pki::SERVER, 47004).is_some());
+    let events = settle(&c, &mut net, |e: &[serde_json::Value]| {
+        e.iter().any(|e| e["src_port"] == 47004 && e["kind"] == "abort")
+    });
+    let own = events.iter().find(|e| e["src_port"] == 47004).unwrap();
+    assert_eq!(own["verify_code"], 1001, "{own}");
+    assert!(c.proxy_log().contains("issued by this appliance's own decryption CA (code 1001, depth 1)"));
+    drop(net.stop());
+}
+
 /// Every file the two processes wrote (state, kept chains, rings, logs) is
 /// closed to other users: state and chains 0600, rings and logs 0640.
 fn files_closed_to_others(c: &Control) {
@@ -199,7 +269,7 @@ fn seed_problem_1_fixed_with_a_strong_crypto_license() {
     let c = configured("seed1");
     let pki = pki::Pki::generate();
     let root = write(c.dir.path(), "origin-root.pem", &pki.root.pem());
-    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca", "--name", "origin root"]);
     let mut net = dataplane(&c);
     c.wait_applied(Duration::from_secs(10));
     let client = client_trusting(&[exported_ca(&c)]);
@@ -312,7 +382,7 @@ fn a_crash_at_any_write_step_leaves_the_old_or_the_new_state() {
         let mut c = Control::start(&format!("fp{i}"), "");
         let before = c.status().config_version;
         c.restart(Some(fp));
-        let out = c.ctl(&["trust", "add", ca.to_str().unwrap(), "--name", "crash test"]);
+        let out = c.ctl(&["trust", "add", ca.to_str().unwrap(), "--as", "ca", "--name", "crash test"]);
         assert!(!out.status.success(), "{fp}: the daemon must have stopped: {out:?}");
         let stopped = c.proc.as_mut().unwrap().wait_timeout(Duration::from_secs(5));
         assert!(stopped.is_some_and(|f| !f.status.success()), "{fp}: the daemon aborted");
@@ -337,7 +407,7 @@ fn events_survive_a_control_plane_restart() {
     let mut c = configured("restart");
     let pki = pki::Pki::generate();
     let root = write(c.dir.path(), "origin-root.pem", &pki.root.pem());
-    c.ok(&["trust", "add", root.to_str().unwrap()]);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
     let mut net = dataplane(&c);
     c.wait_applied(Duration::from_secs(10));
     let client = client_trusting(&[exported_ca(&c)]);
@@ -372,7 +442,7 @@ fn capture_writes_both_legs_to_pcapng() {
     let c = configured("capture");
     let pki = pki::Pki::generate();
     let root = write(c.dir.path(), "origin-root.pem", &pki.root.pem());
-    c.ok(&["trust", "add", root.to_str().unwrap()]);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
     let mut net = dataplane(&c);
     c.wait_applied(Duration::from_secs(10));
     let out = c.ok(&["capture", "start", "--host", "198.18.0.2", "--port", "443", "handshake.pcapng"]);

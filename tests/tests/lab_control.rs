@@ -90,7 +90,7 @@ fn seed1_appliance(
         "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;",
     );
     let (c, dp, ca) = appliance(lab, tag);
-    c.ok(&["trust", "add", root.to_str().unwrap(), "--name", "origin root"]);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca", "--name", "origin root"]);
     (nginx, root, c, dp, ca)
 }
 
@@ -308,7 +308,7 @@ fn control_plane_restart_during_lab_traffic_loses_no_event() {
     let www = site(&files);
     let (nginx, root) = origin_nginx(&lab, &files, &www, "");
     let (mut c, dp, ca) = appliance(&lab, "lab-restart");
-    c.ok(&["trust", "add", root.to_str().unwrap()]);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
     c.wait_applied(Duration::from_secs(10));
     let mut ok = 0;
     for round in 0..3 {

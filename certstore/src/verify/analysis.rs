@@ -69,6 +69,27 @@ pub(crate) fn pinned_dates(der: &[u8], now: i64) -> Option<Finding> {
     }
 }
 
+/// The certificate of the presented chain that is, or is issued by, a CA whose
+/// chains are refused (the appliance's own decryption CA), if any.
+pub(crate) fn issued_by_refused(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<Finding> {
+    if trust.refused.is_empty() {
+        return None;
+    }
+    for (depth, der) in std::iter::once(end_entity).chain(intermediates).enumerate() {
+        let fp = Fingerprint::of(der.as_ref());
+        let Ok(cert) = parse_der(der.as_ref()) else { continue };
+        let issuer = name::canonical(cert.issuer());
+        if trust.refused.iter().any(|(f, subject)| *f == fp || *subject == issuer) {
+            return Some(Finding::at(VerifyReason::OwnDecryptionCa, depth, &cert));
+        }
+    }
+    None
+}
+
 /// The first error OpenSSL would report, or `None` when this analysis finds none.
 pub(crate) fn first_error(
     trust: &TrustSnapshot,

@@ -127,16 +127,48 @@ pub fn verify_server_chain(
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let leaf_fp = Fingerprint::of(end_entity.as_ref());
 
-    if let Some(pin_name) = trust.pinned.get(&leaf_fp) {
-        // Trusted as it is; only its dates still count, as for a certificate in
-        // OpenSSL's -CAfile.
-        return match analysis::pinned_dates(end_entity.as_ref(), now_secs) {
-            None => Ok(Verified::Pinned { name: pin_name.clone() }),
-            Some(finding) => Err(failure(finding, end_entity, intermediates, server_name, None)),
-        };
+    if let Some(finding) = analysis::issued_by_refused(trust, end_entity, intermediates) {
+        return Err(failure(finding, end_entity, intermediates, server_name, None));
     }
 
-    if trust.is_trusted_ca(&leaf_fp) {
+    let mut pin_elsewhere = None;
+    if let Some(pin) = trust.pinned.get(&leaf_fp) {
+        if pin.covers(&server_name_text(server_name)) {
+            // Trusted as it is; only its dates still count, as for a certificate
+            // in OpenSSL's -CAfile.
+            return match analysis::pinned_dates(end_entity.as_ref(), now_secs) {
+                None => Ok(Verified::Pinned { name: pin.name.clone() }),
+                Some(finding) => Err(failure(finding, end_entity, intermediates, server_name, None)),
+            };
+        }
+        // Pinned for other names: verified as if it were not pinned.
+        pin_elsewhere = Some(format!(
+            "pinned as {:?} for {} only, not for {}",
+            pin.name,
+            pin.names.join(", "),
+            server_name_text(server_name)
+        ));
+    }
+    verify_unpinned(trust, end_entity, intermediates, server_name, now, now_secs, &leaf_fp).map_err(
+        |mut f| {
+            if let Some(note) = pin_elsewhere {
+                f.detail = Some(f.detail.map_or(note.clone(), |d| format!("{note}; {d}")));
+            }
+            f
+        },
+    )
+}
+
+fn verify_unpinned(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    now_secs: i64,
+    leaf_fp: &Fingerprint,
+) -> Result<Verified, Box<VerifyFailure>> {
+    if trust.is_trusted_ca(leaf_fp) {
         // The server presents a certificate that is itself a trusted CA (a
         // self-signed appliance certificate imported as a CA). webpki refuses a CA as
         // end entity; OpenSSL trusts it directly and still checks purpose, name and

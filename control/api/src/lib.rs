@@ -96,6 +96,9 @@ pub struct Frame {
 /// A request or a response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// A frame lives only while it is encoded or handled, one at a time per
+// connection: the size of the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     /// Asks the peer to do something.
     Request(Request),
@@ -140,13 +143,25 @@ pub enum Request {
         /// How to file the certificates.
         #[serde(default)]
         kind: TrustAs,
+        /// The server names (or IP addresses) a pinned certificate is trusted
+        /// for (none given: the names in the certificate itself).
+        #[serde(default)]
+        names: Vec<String>,
+        /// Pin for any name (an explicit choice: whoever holds the pinned
+        /// certificate's key can then be any server).
+        #[serde(default)]
+        any_name: bool,
     },
-    /// Control plane: pin the server certificate of the chain an abort event kept.
+    /// Control plane: pin the server certificate of the chain an abort event kept,
+    /// for the event's SNI (its destination address when it had none).
     TrustAddFromEvent {
         /// The event id.
         event_id: u64,
         /// Name of the entry.
         name: Option<String>,
+        /// Pin for any name instead.
+        #[serde(default)]
+        any_name: bool,
     },
     /// Control plane: the trust store.
     TrustList,
@@ -291,7 +306,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TrustAs {
-    /// CA certificates as CAs, others pinned.
+    /// CA certificates that are not self-signed as CAs; others pinned.
     #[default]
     Auto,
     /// Every certificate as a CA.
@@ -375,12 +390,24 @@ pub struct TlsSnapshot {
     pub ca_key_pem: String,
     /// Trusted CA certificates (base64 DER), besides the system bundle.
     pub cas: Vec<String>,
-    /// Pinned server certificates: (name, base64 DER).
-    pub pinned: Vec<(String, String)>,
+    /// Pinned server certificates.
+    pub pinned: Vec<PinnedCert>,
     /// Include Debian's CA bundle.
     pub system_bundle: bool,
     /// `base` or `strong` (the strong-crypto license).
     pub profile: String,
+}
+
+/// A pinned server certificate in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedCert {
+    /// The trust entry's name.
+    pub name: String,
+    /// The certificate, base64 DER.
+    pub der: String,
+    /// The server names (or IP addresses as text) it holds for; empty: any name.
+    pub names: Vec<String>,
 }
 
 /// The control plane's state at a glance.
@@ -444,6 +471,9 @@ pub struct CertInfo {
     pub not_after: i64,
     /// The certificate, PEM (when asked for one entry).
     pub pem: Option<String>,
+    /// For a pinned certificate: the names it holds for (empty: any name).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// A committed configuration version, as listed by [`Request::PolicyHistory`].

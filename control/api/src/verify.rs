@@ -57,6 +57,10 @@ pub enum VerifyReason {
     IpAddressMismatch,
     /// 68: a certificate is signed with MD5 or SHA-1 (OpenSSL's security level 1).
     CaMdTooWeak,
+    /// 1001 (tlsgate's own; OpenSSL has none): the chain is issued by this
+    /// appliance's own decryption CA — a loop through the appliance, or a forged
+    /// leaf replayed as a server certificate. Always refused.
+    OwnDecryptionCa,
 }
 
 impl VerifyReason {
@@ -81,6 +85,7 @@ impl VerifyReason {
         Self::HostnameMismatch,
         Self::IpAddressMismatch,
         Self::CaMdTooWeak,
+        Self::OwnDecryptionCa,
     ];
 
     /// OpenSSL's `X509_V_ERR_*` number (OpenSSL 1.x numbering, as in the seed's logs).
@@ -105,6 +110,7 @@ impl VerifyReason {
             Self::HostnameMismatch => 62,
             Self::IpAddressMismatch => 64,
             Self::CaMdTooWeak => 68,
+            Self::OwnDecryptionCa => 1001,
         }
     }
 
@@ -155,6 +161,7 @@ impl VerifyReason {
             Self::HostnameMismatch => "hostname mismatch",
             Self::IpAddressMismatch => "IP address mismatch",
             Self::CaMdTooWeak => "CA signature digest algorithm too weak",
+            Self::OwnDecryptionCa => "certificate chain issued by this appliance's own decryption CA",
         }
     }
 

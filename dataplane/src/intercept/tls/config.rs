@@ -297,10 +297,10 @@ impl TlsShared {
                 .import(&format!("ca-{i}"), &b64(der)?, tlsgate_certstore::ImportAs::Ca)
                 .map_err(|e| format!("trusted CA {i}: {e}"))?;
         }
-        for (name, der) in &snap.pinned {
+        for p in &snap.pinned {
             trust
-                .import(name, &b64(der)?, tlsgate_certstore::ImportAs::Pinned)
-                .map_err(|e| format!("pinned {name}: {e}"))?;
+                .import_for(&p.name, &b64(&p.der)?, tlsgate_certstore::ImportAs::Pinned, &p.names)
+                .map_err(|e| format!("pinned {}: {e}", p.name))?;
         }
         let profile: CipherProfile =
             snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
@@ -314,12 +314,17 @@ impl TlsShared {
         profile: CipherProfile,
         v: Verification,
     ) -> Result<Arc<TlsShared>, String> {
-        let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
         // The untrust CA: made here, never trusted by anyone (its key only signs the
         // certificates of servers whose own certificate failed a check whose action
         // is `untrust`).
         let untrust = DecryptionCa::generate(&CaOptions::with_common_name(UNTRUST_CA_NAME), now())
             .map_err(|e| format!("untrust CA: {e}"))?;
+        // A server chain issued by either of our CAs is a loop or a replayed forged
+        // leaf: refused, whatever the trust store says.
+        let mut trust = trust.clone();
+        trust.refuse_chains_to(ca.cert_der());
+        trust.refuse_chains_to(untrust.cert_der());
+        let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
             .map_err(|e| format!("tls: {e}"))?;
