@@ -4,7 +4,7 @@
 //! Exit status: 0 done, 1 refused by the control plane (the message says why;
 //! nothing changed), 2 usage or connection error.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -357,16 +357,22 @@ pub fn ask(socket: &Path, req: Request) -> Result<Response, Failure> {
         Failure::Error(format!("connecting to {}: {e}{hint}", socket.display()))
     })?;
     conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    conn.write_all(Frame::request(1, req).encode().as_bytes())
+    tlsgate_api::write_frame(&mut conn, &Frame::request(1, req))
         .map_err(|e| Failure::Error(format!("{}: {e}", socket.display())))?;
-    let mut line = String::new();
-    BufReader::new(conn)
-        .read_line(&mut line)
-        .map_err(|e| Failure::Error(format!("{}: {e}", socket.display())))?;
-    if line.is_empty() {
-        return Err(Failure::Error(format!("{}: the control plane closed the connection", socket.display())));
-    }
-    match Frame::decode(&line).map_err(|e| Failure::Error(e.to_string()))?.body {
+    let frame = match tlsgate_api::FrameReader::new(conn).read_frame() {
+        Ok(tlsgate_api::framing::Read::Frame(f)) => *f,
+        Ok(tlsgate_api::framing::Read::Invalid { error, .. }) => {
+            return Err(Failure::Error(error.to_string()))
+        }
+        Ok(tlsgate_api::framing::Read::Eof) => {
+            return Err(Failure::Error(format!(
+                "{}: the control plane closed the connection",
+                socket.display()
+            )))
+        }
+        Err(e) => return Err(Failure::Error(format!("{}: {e}", socket.display()))),
+    };
+    match frame.body {
         Body::Response(r) => Ok(r),
         Body::Request(_) => {
             Err(Failure::Error("the control plane sent a request instead of an answer".into()))

@@ -173,7 +173,7 @@ impl Daemon {
     pub fn attach(&self, link: Arc<Link>) -> Result<(), String> {
         {
             let mut cur = self.link.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(l) = cur.as_ref() {
+            if let Some(l) = cur.as_ref().filter(|l| !l.is_closed()) {
                 return Err(format!("a dataplane (pid {}) is already connected", l.pid));
             }
             *cur = Some(link.clone());

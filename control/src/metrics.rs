@@ -6,8 +6,7 @@
 //! says 0) and adds the control plane's own: configuration version, license state
 //! and expiry, decryption CA expiry, events and their results.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,43 +247,73 @@ fn dataplane(f: &Families, s: &DataplaneStats) {
     }
 }
 
-/// Serves `/metrics` until the daemon stops.
+/// Connections served at once; more wait (in the listen backlog) for a slot.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A request's head may not exceed this.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A request's headers must arrive within this (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection lives at most this long (a keep-alive scraper reconnects).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves `/metrics` on `listener` until the daemon stops: axum's router over
+/// hyper's HTTP/1 server, each connection a task (a slow client holds only its
+/// own), a request head of at most [`MAX_HEAD_BYTES`] due within
+/// [`HEADER_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once.
 pub fn serve(daemon: Arc<Daemon>, listener: TcpListener) {
-    listener.set_nonblocking(true).ok();
-    while !daemon.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).ok();
-                let _ = answer(&daemon, stream);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tg-metrics")
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "/metrics: no runtime");
+            return;
         }
+    };
+    rt.block_on(accept_loop(daemon, listener));
+}
+
+async fn accept_loop(daemon: Arc<Daemon>, listener: TcpListener) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "tlsgate-control serves /metrics\n") })
+        .with_state(daemon.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while !daemon.stop.load(Ordering::Relaxed) {
+        let Ok(accepted) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await else {
+            continue;
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        // Full: this connection waits for a slot (slow ones free theirs within
+        // HEADER_TIMEOUT), and so do the ones behind it, in the backlog.
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
     }
 }
 
-fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Headers until the blank line.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) =
-        if request.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(daemon))
-        } else {
-            ("404 Not Found", "text/plain", "tlsgate-control serves /metrics\n".to_string())
-        };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+async fn scrape(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> impl axum::response::IntoResponse {
+    // render() may wait up to 2 s on the dataplane: off the runtime's threads.
+    let body = tokio::task::spawn_blocking(move || render(&daemon)).await.unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

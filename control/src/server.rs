@@ -11,15 +11,16 @@
 //!                        captures go down; chains (hashed again) come up
 //! ```
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, MAX_LINE};
+use tlsgate_api::framing::Read;
+use tlsgate_api::{write_frame, Body, ErrorCode, Frame, FrameReader, Request, Response};
 
 use crate::audit::Outcome;
 use crate::daemon::Daemon;
@@ -104,32 +105,101 @@ fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, St
     Ok(listener)
 }
 
+/// Connections served at once on the operator socket; one more is answered
+/// `unavailable` and closed.
+pub const MAX_OPERATOR_CONNECTIONS: usize = 128;
+/// Of those, one user's (so that one user holding connections open cannot keep
+/// the others out).
+pub const MAX_CONNECTIONS_PER_USER: usize = 32;
+/// Connections waiting on the dataplane socket (one dataplane, and a few
+/// refusals in flight).
+pub const MAX_DATAPLANE_CONNECTIONS: usize = 4;
+/// An operator connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A write to a peer that cannot complete in this long closes its connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection on the dataplane socket must say hello within this.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts connections on both sockets until the daemon stops.
 pub fn serve(daemon: Arc<Daemon>, listeners: Listeners) {
     let Listeners { operator, dataplane, group } = listeners;
     let d = daemon.clone();
     let dp = std::thread::Builder::new()
         .name("tg-dp-accept".into())
-        .spawn(move || accept_loop(&d, dataplane, dataplane_connection));
-    accept_loop(&daemon, operator, move |d, s| operator_connection(d, s, group));
+        .spawn(move || accept_loop(&d, dataplane, MAX_DATAPLANE_CONNECTIONS, dataplane_connection));
+    accept_loop(&daemon, operator, MAX_OPERATOR_CONNECTIONS, move |d, s| operator_connection(d, s, group));
     if let Ok(t) = dp {
         let _ = t.join();
     }
 }
 
+/// Connections being served: in all, and per peer uid.
+#[derive(Default)]
+struct Counts {
+    all: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// Counts a connection while it is served.
+struct Slot(Arc<Mutex<Counts>>, u32);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        c.all -= 1;
+        if let Some(n) = c.by_uid.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_uid.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// A slot for a connection of `uid`, or why there is none.
+fn take_slot(counts: &Arc<Mutex<Counts>>, uid: u32, limit: usize) -> Result<Slot, String> {
+    let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    if c.all >= limit {
+        return Err(format!("{limit} connections are open: try again later"));
+    }
+    let mine = c.by_uid.entry(uid).or_default();
+    if *mine >= MAX_CONNECTIONS_PER_USER.min(limit) {
+        return Err(format!("uid {uid} has {} connections open: close some first", *mine));
+    }
+    *mine += 1;
+    c.all += 1;
+    Ok(Slot(counts.clone(), uid))
+}
+
 fn accept_loop(
     daemon: &Arc<Daemon>,
     listener: UnixListener,
+    limit: usize,
     serve: impl Fn(&Arc<Daemon>, UnixStream) + Clone + Send + 'static,
 ) {
     listener.set_nonblocking(true).ok();
+    let counts = Arc::new(Mutex::new(Counts::default()));
     while !daemon.stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
+                stream.set_nonblocking(false).ok();
+                stream.set_write_timeout(Some(WRITE_TIMEOUT)).ok();
+                let uid = peer_of(&stream).map_or(u32::MAX, |p| p.uid);
+                let slot = match take_slot(&counts, uid, limit) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        tracing::warn!(uid, "connection refused: {why}");
+                        stream.set_write_timeout(Some(Duration::from_millis(200))).ok();
+                        let resp = Response::error(ErrorCode::Unavailable, why);
+                        let _ = write_frame(&mut stream, &Frame::response(0, resp));
+                        continue;
+                    }
+                };
                 let d = daemon.clone();
                 let serve = serve.clone();
                 let _ = std::thread::Builder::new().name("tg-conn".into()).spawn(move || {
-                    stream.set_nonblocking(false).ok();
+                    let _slot = slot;
                     serve(&d, stream);
                 });
             }
@@ -144,59 +214,21 @@ fn accept_loop(
     }
 }
 
-fn write_frame(stream: &mut UnixStream, f: &Frame) -> std::io::Result<()> {
-    stream.write_all(f.encode().as_bytes())
-}
-
-/// Reads one line of at most [`MAX_LINE`] bytes; `None` at EOF. An over-long
-/// line is consumed and reported as too large.
-fn read_line(
-    r: &mut BufReader<UnixStream>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<Result<String, usize>>> {
-    buf.clear();
-    let n = std::io::Read::take(&mut *r, MAX_LINE as u64 + 2).read_until(b'\n', buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if !buf.ends_with(b"\n") && buf.len() > MAX_LINE {
-        // Skip the rest of the line.
-        let mut rest = Vec::new();
-        r.read_until(b'\n', &mut rest)?;
-        return Ok(Some(Err(buf.len() + rest.len())));
-    }
-    Ok(Some(Ok(String::from_utf8_lossy(buf).into_owned())))
-}
-
-/// The next frame, or why there is none: `Ok(None)` at EOF; a line that is not
-/// a frame is answered with its error here and skipped.
-fn next_frame(
-    reader: &mut BufReader<UnixStream>,
-    out: &mut UnixStream,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<Frame>> {
+/// The next frame; a line that is not a frame is answered with its error here
+/// and skipped. `Ok(None)`: the peer closed, or sent nothing within the socket's
+/// read timeout (the connection is then closed).
+fn next_frame(reader: &mut FrameReader<UnixStream>, out: &mut UnixStream) -> std::io::Result<Option<Frame>> {
     loop {
-        let Some(line) = read_line(reader, buf)? else { return Ok(None) };
-        let line = match line {
-            Ok(l) => l,
-            Err(len) => {
-                let resp = Response::error(
-                    ErrorCode::TooLarge,
-                    format!("line of {len} bytes exceeds the limit of {MAX_LINE}"),
-                );
-                write_frame(out, &Frame::response(0, resp))?;
-                continue;
+        match reader.read_frame() {
+            Ok(Read::Frame(f)) => return Ok(Some(*f)),
+            Ok(Read::Eof) => return Ok(None),
+            Ok(Read::Invalid { id, error }) => {
+                write_frame(out, &Frame::response(id, Response::error(error.code(), error.to_string())))?;
             }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match Frame::decode(&line) {
-            Ok(f) => return Ok(Some(f)),
-            Err(e) => {
-                let resp = Response::error(e.code(), e.to_string());
-                write_frame(out, &Frame::response(Frame::id_of(&line), resp))?;
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Ok(None)
             }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -210,11 +242,11 @@ fn operator_connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) 
             return;
         }
     };
+    stream.set_read_timeout(Some(IDLE_TIMEOUT)).ok();
     let Ok(mut out) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    let mut reader = FrameReader::new(stream);
     let permitted = allowed(&peer, group);
-    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out, &mut buf) {
+    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out) {
         if !permitted {
             let resp = Response::error(
                 ErrorCode::PermissionDenied,
@@ -269,14 +301,15 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
             return;
         }
     };
+    stream.set_read_timeout(Some(HELLO_TIMEOUT)).ok();
     let Ok(mut out) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    let Ok(link_stream) = stream.try_clone() else { return };
+    let mut reader = FrameReader::new(stream);
     let refuse = |out: &mut UnixStream, id: u64, detail: String| {
         d.audit.record(peer.uid, peer.pid, "dataplane_hello", Outcome::Refused, &detail);
         let _ = write_frame(out, &Frame::response(id, Response::error(ErrorCode::PermissionDenied, detail)));
     };
-    let Ok(Some(first)) = next_frame(&mut reader, &mut out, &mut buf) else { return };
+    let Ok(Some(first)) = next_frame(&mut reader, &mut out) else { return };
     let own = nix::unistd::geteuid().as_raw();
     if peer.uid != 0 && peer.uid != own {
         refuse(&mut out, first.id, format!("uid {} may not use the dataplane socket (root only)", peer.uid));
@@ -290,9 +323,8 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
         );
         return;
     };
-    let Ok(w) = out.try_clone() else { return };
     // The pid is the kernel's (SO_PEERCRED), not the one the hello claims.
-    let link = Arc::new(Link::new(w, peer.pid.max(0) as u32, workers, running_version));
+    let link = Link::new(link_stream, peer.pid.max(0) as u32, workers, running_version);
     if let Err(e) = d.attach(link.clone()) {
         refuse(&mut out, first.id, format!("{e}: one dataplane at a time"));
         return;
@@ -305,7 +337,10 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
         Outcome::Allowed,
         &format!("dataplane {version}, {workers} workers, running version {running_version}"),
     );
-    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out, &mut buf) {
+    // The link pings every KEEPALIVE; a dataplane that answers nothing for
+    // LINK_IDLE is gone (or stuck) and its link is closed.
+    reader.get_ref().set_read_timeout(Some(crate::link::LINK_IDLE)).ok();
+    while let Ok(Some(frame)) = next_frame(&mut reader, &mut out) {
         match frame.body {
             // The dataplane's answers to our requests.
             Body::Response(resp) => link.answered(frame.id, resp),
@@ -333,6 +368,7 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
             }
         }
     }
+    link.close();
     d.detach(&link);
 }
 

@@ -11,14 +11,16 @@
 //! A snapshot that cannot be applied is answered with an error and changes
 //! nothing: the dataplane keeps the configuration it runs.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tlsgate_api::{Body, ErrorCode, Frame, Request, Response, Snapshot, TlsSnapshot};
+use tlsgate_api::framing::Read;
+use tlsgate_api::{
+    write_frame, Body, ErrorCode, Frame, FrameReader, Request, Response, Snapshot, TlsSnapshot,
+};
 
 use crate::capture::Capturer;
 use crate::events::ChainStore;
@@ -132,8 +134,11 @@ fn session(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // A control plane that stops reading cannot hold this thread: the write
+    // fails, the session ends and the link reconnects.
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = FrameReader::new(stream);
     let hello_id = 1u64;
     let hello = Request::DataplaneHello {
         workers: setup.workers as u32,
@@ -141,42 +146,37 @@ fn session(
         version: env!("CARGO_PKG_VERSION").into(),
         running_version: setup.live.current().version,
     };
-    out.write_all(Frame::request(hello_id, hello).encode().as_bytes())?;
+    write_frame(&mut out, &Frame::request(hello_id, hello))?;
     let mut next_id = hello_id;
     let mut send = |out: &mut UnixStream, req: Request| -> std::io::Result<()> {
         next_id += 1;
-        out.write_all(Frame::request(next_id, req).encode().as_bytes())
+        write_frame(out, &Frame::request(next_id, req))
     };
-    let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if let Some(chains) = &setup.chains {
             while let Some((sha256, pem)) = chains.take() {
                 send(&mut out, Request::Chain { sha256, pem })?;
             }
         }
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => {
+        let frame = match reader.read_frame() {
+            Ok(Read::Frame(f)) => *f,
+            Ok(Read::Eof) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "closed by the control plane",
                 ))
             }
-            Ok(_) if line.ends_with(b"\n") => {}
-            Ok(_) => continue,
+            Ok(Read::Invalid { id, error }) => {
+                write_frame(
+                    &mut out,
+                    &Frame::response(id, Response::error(error.code(), error.to_string())),
+                )?;
+                continue;
+            }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 continue
             }
             Err(e) => return Err(e),
-        }
-        let text = String::from_utf8_lossy(&line).into_owned();
-        line.clear();
-        let frame = match Frame::decode(&text) {
-            Ok(f) => f,
-            Err(e) => {
-                let resp = Response::error(e.code(), e.to_string());
-                out.write_all(Frame::response(Frame::id_of(&text), resp).encode().as_bytes())?;
-                continue;
-            }
         };
         let req = match frame.body {
             Body::Request(req) => req,
@@ -212,7 +212,7 @@ fn session(
                 Response::error(ErrorCode::Unsupported, format!("not served by the dataplane: {other:?}"))
             }
         };
-        out.write_all(Frame::response(frame.id, resp).encode().as_bytes())?;
+        write_frame(&mut out, &Frame::response(frame.id, resp))?;
     }
     Ok(())
 }

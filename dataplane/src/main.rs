@@ -134,19 +134,23 @@ fn report(s: &Summary, json: bool) {
 }
 
 fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
     use tlsgate_api::{Body, Frame, Request, Response};
     let mut conn = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connecting to {} (is the dataplane running?)", socket.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.write_all(Frame::request(1, Request::Stats).encode().as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line)?;
+    tlsgate_api::write_frame(&mut conn, &Frame::request(1, Request::Stats))?;
+    let frame = match tlsgate_api::FrameReader::new(conn).read_frame()? {
+        tlsgate_api::framing::Read::Frame(f) => *f,
+        tlsgate_api::framing::Read::Invalid { error, .. } => return Err(error.into()),
+        tlsgate_api::framing::Read::Eof => {
+            anyhow::bail!("{}: the dataplane closed the connection", socket.display())
+        }
+    };
     if json {
-        print!("{line}");
+        print!("{}", frame.encode());
         return Ok(());
     }
-    let s = match Frame::decode(&line)?.body {
+    let s = match frame.body {
         Body::Response(Response::Stats(s)) => s,
         other => anyhow::bail!("unexpected answer: {other:?}"),
     };

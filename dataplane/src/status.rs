@@ -5,14 +5,14 @@
 //! [`Frame`] per line and answers it. Undecodable lines get an error response with a
 //! code, and the connection stays open.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tlsgate_api::{Body, DataplaneStats, ErrorCode, Frame, Request, Response};
+use tlsgate_api::framing::Read;
+use tlsgate_api::{write_frame, Body, DataplaneStats, ErrorCode, Frame, FrameReader, Request, Response};
 use tlsgate_drivers::PortMonitor;
 
 use crate::counters::Published;
@@ -74,19 +74,20 @@ pub fn answer(src: &StatsSource, line: &str) -> Frame {
 }
 
 fn serve_conn(src: StatsSource, stream: UnixStream) {
+    // A peer that sends nothing for a minute, or stops reading, is dropped.
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).ok();
     let Ok(mut w) = stream.try_clone() else { return };
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
+    let mut r = FrameReader::new(stream);
     loop {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        if w.write_all(answer(&src, &line).encode().as_bytes()).is_err() {
+        let reply = match r.read_frame() {
+            Ok(Read::Frame(f)) => answer(&src, &f.encode()),
+            Ok(Read::Invalid { id, error }) => {
+                Frame::response(id, Response::Error { code: error.code(), message: error.to_string() })
+            }
+            Ok(Read::Eof) | Err(_) => return,
+        };
+        if write_frame(&mut w, &reply).is_err() {
             return;
         }
     }
@@ -181,6 +182,7 @@ pub fn stats_line(prev: &Totals, cur: &Totals, secs: f64, s: &DataplaneStats) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
     use tlsgate_drivers::memory::{MemoryBackend, Spread};
     use tlsgate_drivers::Backend;
 

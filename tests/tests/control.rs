@@ -360,6 +360,17 @@ fn bad_inputs_are_refused_and_change_nothing() {
         r.read_line(&mut answer).unwrap();
         assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{line} → {answer}");
     }
+    // A line of 3 MiB: refused as too large, never held whole, and the
+    // connection still serves.
+    let long = vec![b'x'; 3 << 20];
+    s.write_all(&long).unwrap();
+    s.write_all(b"\n").unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("\"code\":\"too_large\"") && answer.contains(&(3usize << 20).to_string()),
+        "{answer}"
+    );
     s.write_all(b"{\"v\":1,\"id\":8,\"request\":{\"op\":\"ping\"}}\n").unwrap();
     let mut answer = String::new();
     r.read_line(&mut answer).unwrap();

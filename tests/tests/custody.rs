@@ -193,3 +193,111 @@ fn one_dataplane_at_a_time_and_chains_are_hashed_again() {
     c.wait_applied(Duration::from_secs(10));
     drop(net.stop());
 }
+
+/// Slowloris, as a member of the socket's group would try it: many connections
+/// to the operator socket that send half a line and hold it, and many to
+/// `/metrics` that send half a request. Root's `tlsgatectl status` and a scrape
+/// are still answered; the attacker's own connections are capped.
+#[test]
+fn slow_peers_do_not_stop_the_sockets_from_serving_others() {
+    if tlsgate_tests::effective_uid() != Some(0) {
+        eprintln!("skipped: needs root to act as a group member");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = Control::start(
+        "slowloris",
+        &format!("socket_group = \"nogroup\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    let _ = std::process::Command::new("chmod").args(["755", c.dir.path().to_str().unwrap()]).status();
+    // The attacker: 40 operator-socket connections (a partial line each) and 100
+    // /metrics connections (partial headers), held for 8 s; it prints how many
+    // of its socket connections were refused at once.
+    let script = "import socket,sys,time\n\
+        held=[]; refused=0\n\
+        for i in range(40):\n\
+        \x20 s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'{\"v\":1,\"id\":1')\n\
+        \x20 held.append(s)\n\
+        time.sleep(0.5)\n\
+        for s in held:\n\
+        \x20 s.setblocking(False)\n\
+        \x20 try:\n\
+        \x20   if b'unavailable' in s.recv(4096): refused+=1\n\
+        \x20 except BlockingIOError: pass\n\
+        for i in range(100):\n\
+        \x20 t=socket.create_connection(('127.0.0.1',int(sys.argv[2]))); t.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n')\n\
+        \x20 held.append(t)\n\
+        print(refused, flush=True)\n\
+        time.sleep(8)\n";
+    let mut attacker = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(c.socket())
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut refused = String::new();
+    BufReader::new(attacker.stdout.take().unwrap()).read_line(&mut refused).unwrap();
+    let refused: usize = refused.trim().parse().unwrap();
+    assert_eq!(refused, 40 - tlsgate_control::server::MAX_CONNECTIONS_PER_USER, "the attacker's own cap");
+    // While it holds them: root is served at once on both.
+    let t = Instant::now();
+    assert!(c.status().config_version >= 1);
+    assert!(t.elapsed() < Duration::from_secs(2), "status took {:?}", t.elapsed());
+    let t = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tlsgate_config_version"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("scrape under slowloris: {:?}", t.elapsed());
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+}
+
+/// A dataplane that says hello and then stops reading: configuration changes
+/// keep committing, `status` keeps answering at once, and the link is closed
+/// when its writes time out.
+#[test]
+fn a_dataplane_that_stops_reading_does_not_stall_the_control_plane() {
+    let c = Control::start("deaf-dp", "");
+    c.ok(&["ca", "generate"]);
+    let deaf = UnixStream::connect(c.dataplane_socket()).unwrap();
+    (&deaf).write_all(hello_line().as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.status().dataplane_connected {
+        assert!(Instant::now() < deadline, "not attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each change pushes a snapshot (the CA and the trust store); the deaf
+    // dataplane's socket buffer and the link's queue fill up.
+    let pki = rcgen::generate_simple_self_signed(vec!["deaf.tg.test".into()]).unwrap();
+    let pem = tlsgate_tests::control::write(c.dir.path(), "p.pem", &pki.cert.pem());
+    let mut slowest = Duration::ZERO;
+    for i in 0..150 {
+        let t = Instant::now();
+        let on = if i % 2 == 0 { "on" } else { "off" };
+        let r = c.ctl(&["trust", "system", on]);
+        assert!(r.status.success(), "{}", r.stderr);
+        if i == 0 {
+            c.ok(&["trust", "add", pem.to_str().unwrap(), "--name", "deaf"]);
+        }
+        let s = c.status();
+        slowest = slowest.max(t.elapsed());
+        assert!(s.config_version > 1);
+    }
+    assert!(slowest < Duration::from_secs(2), "a change and a status took {slowest:?}");
+    // The writer gives up (write timeout) and the link goes; the next dataplane
+    // may attach.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.status().dataplane_connected {
+        assert!(Instant::now() < deadline, "the deaf link was never closed:\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(deaf);
+    let net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    drop(net.stop());
+}

@@ -63,12 +63,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod event;
+pub mod framing;
 pub mod log;
 pub mod outcome;
 pub mod ring;
 mod stats;
 pub mod verify;
 pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
+pub use framing::{write_frame, FrameReader};
 pub use outcome::{AdmissionReason, Cause, Outcome};
 pub use ring::{Consumer, Producer, RingError};
 pub use stats::{PortStats, WorkerStats};
