@@ -74,6 +74,33 @@ pub fn forge_leaf(
     requested: &ServerName<'_>,
     now: UnixTime,
 ) -> Result<CertificateDer<'static>> {
+    build_leaf(ca, &leaf_key.key, server_cert, requested, now)
+}
+
+/// Issues the certificate for `server_cert` as requested under `requested`, over
+/// a leaf public key given as SubjectPublicKeyInfo DER: what a signer outside
+/// the packet path does. The signer builds the certificate itself (names from the
+/// server certificate and the request, validity within the server's, the CA's
+/// and a week, CA:FALSE, serverAuth); it never signs a blob it is handed.
+pub fn issue_leaf(
+    ca: &DecryptionCa,
+    leaf_public_key: &[u8],
+    server_cert: &CertificateDer<'_>,
+    requested: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<CertificateDer<'static>> {
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(leaf_public_key)
+        .map_err(|e| Error::Forge(format!("leaf public key: {e}")))?;
+    build_leaf(ca, &spki, server_cert, requested, now)
+}
+
+fn build_leaf(
+    ca: &DecryptionCa,
+    leaf_key: &impl rcgen::PublicKeyData,
+    server_cert: &CertificateDer<'_>,
+    requested: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<CertificateDer<'static>> {
     let server = cert::parse_der(server_cert.as_ref())
         .map_err(|e| Error::Forge(format!("server certificate: {e}")))?;
     let (dns, ips) = cert::san_names(&server);
@@ -128,7 +155,14 @@ pub(crate) fn forge_for_trial(
 ) -> Result<CertificateDer<'static>> {
     let now_s = secs(now);
     let not_after = (now_s + 86_400).min(ca.summary().not_after);
-    sign_leaf(ca, leaf_key, server_name_text(requested), vec![san_for(requested)?], now_s - 60, not_after)
+    sign_leaf(
+        ca,
+        &leaf_key.key,
+        server_name_text(requested),
+        vec![san_for(requested)?],
+        now_s - 60,
+        not_after,
+    )
 }
 
 fn san_for(requested: &ServerName<'_>) -> Result<SanType> {
@@ -142,7 +176,7 @@ fn san_for(requested: &ServerName<'_>) -> Result<SanType> {
 
 fn sign_leaf(
     ca: &DecryptionCa,
-    leaf_key: &LeafKey,
+    leaf_key: &impl rcgen::PublicKeyData,
     common_name: String,
     sans: Vec<SanType>,
     not_before: i64,
@@ -161,8 +195,7 @@ fn sign_leaf(
     params.not_before = offset_time(not_before)?;
     params.not_after = offset_time(not_after)?;
     let (issuer, issuer_key) = ca.signer();
-    let cert =
-        params.signed_by(&leaf_key.key, issuer, issuer_key).map_err(|e| Error::Forge(e.to_string()))?;
+    let cert = params.signed_by(leaf_key, issuer, issuer_key).map_err(|e| Error::Forge(e.to_string()))?;
     Ok(cert.der().clone())
 }
 
@@ -199,7 +232,11 @@ struct Slot {
 
 /// A worker's cache of forged certificates, ready for a rustls server config.
 pub struct ForgeCache {
-    ca: Arc<DecryptionCa>,
+    /// The CA that signs here; `None`: leaves are signed elsewhere and
+    /// [`ForgeCache::insert_signed`] brings them.
+    ca: Option<Arc<DecryptionCa>>,
+    /// What follows a leaf to the client: the CA's certificate (and its chain).
+    sent_chain: Vec<CertificateDer<'static>>,
     leaf_key: LeafKey,
     capacity: usize,
     slots: Vec<Slot>,
@@ -210,7 +247,7 @@ pub struct ForgeCache {
 
 impl std::fmt::Debug for ForgeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForgeCache").field("ca", &self.ca).field("stats", &self.stats()).finish()
+        f.debug_struct("ForgeCache").field("local", &self.ca.is_some()).field("stats", &self.stats()).finish()
     }
 }
 
@@ -218,9 +255,27 @@ impl ForgeCache {
     /// A cache holding at most `capacity` (at least 1) certificates signed by `ca`
     /// over `leaf_key`.
     pub fn new(ca: Arc<DecryptionCa>, leaf_key: LeafKey, capacity: usize) -> Self {
+        let sent_chain = ca.sent_chain().to_vec();
+        Self::build(Some(ca), sent_chain, leaf_key, capacity)
+    }
+
+    /// A cache of leaves signed elsewhere over `leaf_key` (a signer outside the
+    /// packet path), sent to clients followed by `sent_chain` (the CA's
+    /// certificate and its chain).
+    pub fn remote(sent_chain: Vec<CertificateDer<'static>>, leaf_key: LeafKey, capacity: usize) -> Self {
+        Self::build(None, sent_chain, leaf_key, capacity)
+    }
+
+    fn build(
+        ca: Option<Arc<DecryptionCa>>,
+        sent_chain: Vec<CertificateDer<'static>>,
+        leaf_key: LeafKey,
+        capacity: usize,
+    ) -> Self {
         let capacity = capacity.max(1);
         ForgeCache {
             ca,
+            sent_chain,
             leaf_key,
             capacity,
             slots: Vec::with_capacity(capacity.min(4096)),
@@ -230,42 +285,98 @@ impl ForgeCache {
         }
     }
 
+    /// The leaf public key (SubjectPublicKeyInfo DER) a remote signer signs over.
+    pub fn leaf_public_key(&self) -> Vec<u8> {
+        self.leaf_key.public_key_der()
+    }
+
+    /// Whether this cache signs itself (holds a CA key).
+    pub fn signs_locally(&self) -> bool {
+        self.ca.is_some()
+    }
+
+    /// The cached certificate for `server_chain` requested under `requested`, if
+    /// one is cached and not close to its notAfter (counted as a hit).
+    pub fn lookup(
+        &mut self,
+        requested: &ServerName<'_>,
+        server_chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Option<Arc<CertifiedKey>> {
+        let key = CacheKey { name: server_name_text(requested), chain: chain_sha256(server_chain) };
+        let i = *self.index.get(&key)?;
+        let slot = &mut self.slots[i];
+        if slot.not_after - CACHE_REFRESH_MARGIN_SECS > secs(now) {
+            slot.referenced = true;
+            self.stats.hits += 1;
+            return Some(Arc::clone(&slot.value));
+        }
+        None
+    }
+
     /// The forged certificate (with the CA's chain, if any, and the leaf key) for a
     /// verified server chain requested under `requested`: from the cache, or forged
-    /// now.
+    /// now (a cache without a CA answers only from the cache).
     pub fn get_or_forge(
         &mut self,
         requested: &ServerName<'_>,
         server_chain: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<Arc<CertifiedKey>> {
+        if let Some(hit) = self.lookup(requested, server_chain, now) {
+            return Ok(hit);
+        }
         let Some(server_cert) = server_chain.first() else {
             self.stats.errors += 1;
             return Err(Error::Forge("the server sent no certificate".into()));
         };
-        let key = CacheKey { name: server_name_text(requested), chain: chain_sha256(server_chain) };
-        let now_s = secs(now);
-        if let Some(&i) = self.index.get(&key) {
-            let slot = &mut self.slots[i];
-            if slot.not_after - CACHE_REFRESH_MARGIN_SECS > now_s {
-                slot.referenced = true;
-                self.stats.hits += 1;
-                return Ok(Arc::clone(&slot.value));
-            }
-        }
         self.stats.misses += 1;
-        let forged = match forge_leaf(&self.ca, &self.leaf_key, server_cert, requested, now) {
+        let Some(ca) = self.ca.clone() else {
+            self.stats.errors += 1;
+            return Err(Error::Forge("leaves are signed outside this process".into()));
+        };
+        let forged = match forge_leaf(&ca, &self.leaf_key, server_cert, requested, now) {
             Ok(f) => f,
             Err(e) => {
                 self.stats.errors += 1;
                 return Err(e);
             }
         };
+        Ok(self.store(requested, server_chain, forged, now))
+    }
+
+    /// Takes in a leaf a remote signer issued for `server_chain` under
+    /// `requested`; refused unless it is over this cache's leaf key (counted as a
+    /// miss).
+    pub fn insert_signed(
+        &mut self,
+        requested: &ServerName<'_>,
+        server_chain: &[CertificateDer<'_>],
+        leaf: CertificateDer<'static>,
+        now: UnixTime,
+    ) -> Result<Arc<CertifiedKey>> {
+        self.stats.misses += 1;
+        let parsed = cert::parse_der(leaf.as_ref()).map_err(|e| Error::Forge(format!("signed leaf: {e}")))?;
+        if parsed.public_key().raw != self.leaf_key.public_key_der().as_slice() {
+            self.stats.errors += 1;
+            return Err(Error::Forge("the signed leaf is not over this worker's key".into()));
+        }
+        Ok(self.store(requested, server_chain, leaf, now))
+    }
+
+    fn store(
+        &mut self,
+        requested: &ServerName<'_>,
+        server_chain: &[CertificateDer<'_>],
+        forged: CertificateDer<'static>,
+        now: UnixTime,
+    ) -> Arc<CertifiedKey> {
+        let key = CacheKey { name: server_name_text(requested), chain: chain_sha256(server_chain) };
         let not_after =
-            cert::parse_der(forged.as_ref()).map(|c| c.validity().not_after.timestamp()).unwrap_or(now_s);
-        let mut chain = Vec::with_capacity(1 + self.ca.sent_chain().len());
+            cert::parse_der(forged.as_ref()).map(|c| c.validity().not_after.timestamp()).unwrap_or(secs(now));
+        let mut chain = Vec::with_capacity(1 + self.sent_chain.len());
         chain.push(forged);
-        chain.extend(self.ca.sent_chain().iter().cloned());
+        chain.extend(self.sent_chain.iter().cloned());
         let value = tls::certified_key(chain, Arc::clone(&self.leaf_key.signing));
         let slot = Slot { key: key.clone(), value: Arc::clone(&value), not_after, referenced: false };
         if let Some(&i) = self.index.get(&key) {
@@ -280,7 +391,7 @@ impl ForgeCache {
             self.slots[victim] = slot;
             self.stats.evictions += 1;
         }
-        Ok(value)
+        value
     }
 
     /// CLOCK: advance the hand, clearing reference bits, to the first slot not
@@ -309,8 +420,8 @@ impl ForgeCache {
         self.hand = 0;
     }
 
-    /// The CA signing this cache's certificates.
-    pub fn ca(&self) -> &Arc<DecryptionCa> {
-        &self.ca
+    /// The CA signing this cache's certificates, when it signs locally.
+    pub fn ca(&self) -> Option<&Arc<DecryptionCa>> {
+        self.ca.as_ref()
     }
 }

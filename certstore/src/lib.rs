@@ -66,8 +66,8 @@ pub use ca::{CaOptions, DecryptionCa};
 pub use cert::{chain_sha256, parse_certificates, pem_encode, summarize, CertSummary, Fingerprint};
 pub use error::{Error, Result, PKCS8_HINT};
 pub use forge::{
-    forge_leaf, ForgeCache, ForgeCacheStats, LeafKey, CACHE_REFRESH_MARGIN_SECS, FORGED_BACKDATE_SECS,
-    FORGED_MAX_LIFETIME_SECS,
+    forge_leaf, issue_leaf, ForgeCache, ForgeCacheStats, LeafKey, CACHE_REFRESH_MARGIN_SECS,
+    FORGED_BACKDATE_SECS, FORGED_MAX_LIFETIME_SECS,
 };
 pub use license::{
     parse_license, pkcs8_pem, License, LicenseError, LicensePayload, LicenseState, SignedLicense, VendorKey,
@@ -82,7 +82,7 @@ pub use tls::{
 pub use trust::{
     ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,
 };
-pub use verify::{unix_time, verify_server_chain, Verified, VerifyFailure, VerifyReason};
+pub use verify::{server_name_text, unix_time, verify_server_chain, Verified, VerifyFailure, VerifyReason};
 
 /// The rustls and pki-types crates this crate is built on, for callers that need
 /// their types (connections, `ServerName`, `CertificateDer`, `UnixTime`).

@@ -28,6 +28,7 @@ use crate::audit::AuditLog;
 use crate::config::ControlConfig;
 use crate::events::{EventLog, EventSettings, Filter};
 use crate::link::Link;
+use crate::signer::Signer;
 use crate::state::{b64, to_b64, CaRecord, StateDir, StateFile, TrustRecord};
 
 /// How long a request forwarded to the dataplane may take.
@@ -48,6 +49,8 @@ pub struct Daemon {
     pub events: Arc<EventLog>,
     /// The security audit log.
     pub audit: AuditLog,
+    /// The signer of forged leaves (the CA's key stays here).
+    pub signer: Signer,
     /// Set when the daemon should stop.
     pub stop: Arc<AtomicBool>,
     /// The cipher profile of the last snapshot made.
@@ -147,6 +150,7 @@ impl Daemon {
             started: Instant::now(),
             link: Mutex::new(None),
             events: Arc::new(events),
+            signer: Signer::new(&cfg_log_dir, cfg_max, cfg_kept),
             audit: AuditLog::open(cfg_log_dir, cfg_max, cfg_kept),
             stop: Arc::new(AtomicBool::new(false)),
             snapshot_profile: Mutex::new(None),
@@ -223,9 +227,9 @@ impl Daemon {
     /// The snapshot of a state.
     pub fn snapshot(&self, st: &StateFile) -> Snapshot {
         *self.snapshot_profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.profile(st));
+        self.signer.reload(st);
         let tls = st.ca.as_ref().map(|ca| TlsSnapshot {
             ca_cert_pem: ca.cert_pem.clone(),
-            ca_key_pem: ca.key_pem.clone(),
             cas: st.trust.iter().filter(|r| r.kind == "ca").map(|r| r.der.clone()).collect(),
             pinned: st
                 .trust

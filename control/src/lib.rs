@@ -33,4 +33,5 @@ pub mod failpoint;
 pub mod link;
 pub mod metrics;
 pub mod server;
+pub mod signer;
 pub mod state;

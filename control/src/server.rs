@@ -360,6 +360,9 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
                     },
                 );
             }
+            Body::Request(Request::SignLeaves { leaves }) => {
+                let _ = link.respond(frame.id, Response::SignedLeaves { leaves: d.signer.sign(leaves) });
+            }
             Body::Request(_) => {
                 let _ = link.respond(
                     frame.id,

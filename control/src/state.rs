@@ -91,13 +91,26 @@ pub struct TrustRecord {
 }
 
 /// The decryption CA.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaRecord {
     /// Certificate, PEM.
     pub cert_pem: String,
-    /// Key, PKCS#8 PEM.
+    /// Key, PKCS#8 PEM. Wiped from memory when the record goes (every copy of
+    /// the state is a copy of it); never printed.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for CaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaRecord").field("cert_pem", &self.cert_pem).field("key_pem", &"(hidden)").finish()
+    }
+}
+
+impl Drop for CaRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_pem);
+    }
 }
 
 impl StateFile {

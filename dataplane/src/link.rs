@@ -24,7 +24,7 @@ use tlsgate_api::{
 
 use crate::capture::Capturer;
 use crate::events::ChainStore;
-use crate::intercept::tls::{TlsConfig, TlsShared, Verification};
+use crate::intercept::tls::{SignerLink, TlsConfig, TlsShared, Verification};
 use crate::live::{Live, LiveCell};
 use crate::run::{compile_policy, warn_validation_off};
 use crate::status::StatsSource;
@@ -49,19 +49,22 @@ pub struct LinkSetup {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// The workers' epoch.
     pub epoch: std::time::Instant,
+    /// The queues to the signer (the control plane signs forged leaves).
+    pub signer: Arc<SignerLink>,
 }
 
 /// Applies snapshots, keeping the TLS state when its material did not change.
 pub struct Applier {
     live: Arc<LiveCell>,
     tunables: TlsConfig,
+    signer: Arc<SignerLink>,
     last_tls: Option<(TlsSnapshot, Verification, Arc<TlsShared>)>,
 }
 
 impl Applier {
     /// An applier writing into `live`.
-    pub fn new(live: Arc<LiveCell>, tunables: TlsConfig) -> Applier {
-        Applier { live, tunables, last_tls: None }
+    pub fn new(live: Arc<LiveCell>, tunables: TlsConfig, signer: Arc<SignerLink>) -> Applier {
+        Applier { live, tunables, signer, last_tls: None }
     }
 
     /// Compiles and installs a snapshot; on error nothing changes.
@@ -73,7 +76,7 @@ impl Applier {
             Some(t) => match &self.last_tls {
                 Some((prev, before, shared)) if prev == t && *before == v => Some(shared.clone()),
                 _ => {
-                    let shared = TlsShared::from_snapshot(&self.tunables, t, v)?;
+                    let shared = TlsShared::from_snapshot(&self.tunables, t, v, self.signer.clone())?;
                     warn_validation_off(v.validate);
                     Some(shared)
                 }
@@ -94,14 +97,16 @@ impl Applier {
 /// Runs the link until `stop`.
 pub fn spawn(setup: LinkSetup, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("tg-control".into()).spawn(move || {
-        let mut applier = Applier::new(setup.live.clone(), setup.tls.clone());
+        let mut applier = Applier::new(setup.live.clone(), setup.tls.clone(), setup.signer.clone());
         let mut outage_logged = false;
         while !stop.load(Ordering::Relaxed) {
             match UnixStream::connect(&setup.socket) {
                 Ok(stream) => {
                     outage_logged = false;
                     tracing::info!(socket = %setup.socket.display(), "connected to the control plane");
-                    if let Err(e) = session(&setup, &mut applier, stream, &stop) {
+                    let ended = session(&setup, &mut applier, stream, &stop);
+                    setup.signer.set_connected(false);
+                    if let Err(e) = ended {
                         tracing::warn!(
                             error = %e,
                             version = setup.live.current().version,
@@ -133,7 +138,8 @@ fn session(
     stream: UnixStream,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // Short: requests for the signer wait for this loop (a cold forge's latency).
+    stream.set_read_timeout(Some(Duration::from_millis(2)))?;
     // A control plane that stops reading cannot hold this thread: the write
     // fails, the session ends and the link reconnects.
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -148,14 +154,28 @@ fn session(
     };
     write_frame(&mut out, &Frame::request(hello_id, hello))?;
     let mut next_id = hello_id;
-    let mut send = |out: &mut UnixStream, req: Request| -> std::io::Result<()> {
+    let mut send = |out: &mut UnixStream, req: Request| -> std::io::Result<u64> {
         next_id += 1;
-        write_frame(out, &Frame::request(next_id, req))
+        write_frame(out, &Frame::request(next_id, req)).map(|()| next_id)
     };
+    // Sign batches sent and not answered: request id → leaf ids.
+    let mut batches: std::collections::HashMap<u64, Vec<u64>> = std::collections::HashMap::new();
+    let mut hello_done = false;
     while !stop.load(Ordering::Relaxed) {
         if let Some(chains) = &setup.chains {
             while let Some((sha256, pem)) = chains.take() {
                 send(&mut out, Request::Chain { sha256, pem })?;
+            }
+        }
+        if hello_done {
+            loop {
+                let leaves = setup.signer.batch();
+                if leaves.is_empty() {
+                    break;
+                }
+                let ids = leaves.iter().map(|l| l.id).collect();
+                let id = send(&mut out, Request::SignLeaves { leaves })?;
+                batches.insert(id, ids);
             }
         }
         let frame = match reader.read_frame() {
@@ -184,11 +204,26 @@ fn session(
                 tracing::error!(?code, error = %message, socket = %setup.socket.display(), "the control plane refused this dataplane");
                 return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, message));
             }
-            Body::Response(Response::Error { message, .. }) => {
-                tracing::warn!(error = %message, "the control plane refused a request (an abort chain)");
+            Body::Response(_) if frame.id == hello_id => {
+                hello_done = true;
+                setup.signer.set_connected(true);
                 continue;
             }
-            Body::Response(_) => continue, // answers to our hello and chains
+            Body::Response(Response::SignedLeaves { leaves }) => {
+                batches.remove(&frame.id);
+                setup.signer.deliver(leaves);
+                continue;
+            }
+            Body::Response(Response::Error { message, .. }) => {
+                if let Some(ids) = batches.remove(&frame.id) {
+                    tracing::warn!(error = %message, leaves = ids.len(), "the signer refused a batch");
+                    setup.signer.refuse(&ids, &message);
+                } else {
+                    tracing::warn!(error = %message, "the control plane refused a request (an abort chain)");
+                }
+                continue;
+            }
+            Body::Response(_) => continue, // answers to chains
         };
         let resp = match req {
             Request::Snapshot(snap) => match applier.apply(&snap) {

@@ -80,7 +80,7 @@ pub fn worker_settings(
         let shared = crate::intercept::tls::TlsShared::load(t, v).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(
             profile = shared.profile.as_str(),
-            ca = %shared.ca.summary().subject,
+            ca = %shared.ca_subject,
             "TLS interception on"
         );
         warn_validation_off(v.validate);
@@ -174,6 +174,7 @@ pub fn run<B: Backend>(
                 workers,
                 clock: settings.clock.clone(),
                 epoch,
+                signer: Arc::new(crate::intercept::tls::SignerLink::new(workers)),
             },
             drain_stop.clone(),
         )?),

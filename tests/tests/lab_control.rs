@@ -337,3 +337,102 @@ fn control_plane_restart_during_lab_traffic_loses_no_event() {
     drop(c);
     lab.teardown();
 }
+
+/// Key custody, checked in the real processes: after decrypted connections (the
+/// first forge signed by the control plane, the next from the cache) the
+/// dataplane's memory holds no byte sequence of the decryption CA's private key —
+/// neither its PKCS#8 encoding nor the raw private scalar — while the control
+/// plane logged the leaf it signed.
+#[test]
+fn the_dataplane_never_holds_the_ca_key() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt16", "198.18.26");
+    let files = TempDir::new("custody");
+    let www = site(&files);
+    let (nginx, root) = origin_nginx(&lab, &files, &www, "");
+    let (c, dp, ca) = appliance(&lab, "lab-custody");
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
+    c.wait_applied(Duration::from_secs(10));
+    for _ in 0..3 {
+        let r = curl(&lab, &ca, pki::SERVER);
+        assert!(r.status.success() && r.stdout.contains("hello through tlsgate"), "{r:?}");
+    }
+    let issued = std::fs::read_to_string(c.log_dir().join("issued.log")).unwrap_or_default();
+    assert_eq!(
+        issued.lines().filter(|l| l.contains(pki::SERVER)).count(),
+        1,
+        "one leaf signed, then cached: {issued}"
+    );
+
+    // The key, from the control plane's state (root reads it).
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.state_dir().join("state.json")).unwrap()).unwrap();
+    let key_pem = state["ca"]["key_pem"].as_str().expect("the CA key in the state").to_string();
+    let body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let pkcs8 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(body).expect("PKCS#8")
+    };
+    // The P-256 private scalar: the OCTET STRING of 32 bytes after `02 01 01 04 20`
+    // in the ECPrivateKey the PKCS#8 wraps.
+    let at = pkcs8.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).expect("ECPrivateKey");
+    let scalar = pkcs8[at + 5..at + 37].to_vec();
+    let needles: [(&str, &[u8]); 3] = [
+        ("PKCS#8 DER", &pkcs8),
+        ("private scalar", &scalar),
+        ("PEM", key_pem.lines().nth(1).unwrap().as_bytes()),
+    ];
+
+    let pid = dp.pid().expect("the dataplane runs");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut scanned = 0u64;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        if b - a > 1 << 30 {
+            continue; // hugepage pools: packet buffers, scanned below by what they hold
+        }
+        use std::io::{Read, Seek, SeekFrom};
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        scanned += b - a;
+        for (what, needle) in &needles {
+            assert!(
+                !buf.windows(needle.len()).any(|w| w == *needle),
+                "the dataplane's memory holds the CA key ({what}) in {line}"
+            );
+        }
+    }
+    assert!(scanned > 10 << 20, "scanned {scanned} bytes of the dataplane");
+    // The scan itself can find a key that is there: the control plane holds it.
+    let cpid = c.proc.as_ref().unwrap().pid();
+    let cmaps = std::fs::read_to_string(format!("/proc/{cpid}/maps")).unwrap();
+    let mut cmem = std::fs::File::open(format!("/proc/{cpid}/mem")).unwrap();
+    let mut found = false;
+    for line in cmaps.lines().filter(|l| l.contains("[heap]") || l.split_whitespace().count() == 5) {
+        let range = line.split_whitespace().next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        use std::io::{Read, Seek, SeekFrom};
+        let mut buf = vec![0u8; (b - a) as usize];
+        if cmem.seek(SeekFrom::Start(a)).is_ok() && cmem.read_exact(&mut buf).is_ok() {
+            found |= buf.windows(scalar.len()).any(|w| w == scalar.as_slice());
+        }
+    }
+    assert!(found, "the scan finds the key where it is (the control plane)");
+    drop(nginx);
+    drop(dp);
+    drop(c);
+    lab.teardown();
+}

@@ -270,7 +270,7 @@ fn failure(
 }
 
 /// The name as text: a DNS name as is, an IP address in its usual form.
-pub(crate) fn server_name_text(server_name: &ServerName<'_>) -> String {
+pub fn server_name_text(server_name: &ServerName<'_>) -> String {
     match server_name {
         ServerName::DnsName(d) => d.as_ref().to_owned(),
         ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),

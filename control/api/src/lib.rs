@@ -301,6 +301,44 @@ pub enum Request {
         /// The certificates, PEM, leaf first.
         pem: String,
     },
+    /// Dataplane to control plane: certificates to issue for verified servers
+    /// (the decryption CA's key never enters the dataplane). Answered with
+    /// [`Response::SignedLeaves`].
+    SignLeaves {
+        /// At most [`MAX_SIGN_BATCH`].
+        leaves: Vec<LeafRequest>,
+    },
+}
+
+/// Most leaves in one [`Request::SignLeaves`].
+pub const MAX_SIGN_BATCH: usize = 64;
+
+/// One certificate the dataplane asks the signer for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafRequest {
+    /// The dataplane's id for it (answered with it).
+    pub id: u64,
+    /// The name the client asked for: its SNI, or the server's IP address.
+    pub name: String,
+    /// The server's chain as it was verified, base64 DER, leaf first: the
+    /// signer verifies it again and copies the leaf's names and validity.
+    pub chain: Vec<String>,
+    /// The leaf public key (SubjectPublicKeyInfo DER, base64): the worker keeps
+    /// the private half.
+    pub public_key: String,
+}
+
+/// One answer of [`Response::SignedLeaves`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedLeaf {
+    /// The request's id.
+    pub id: u64,
+    /// The certificate, base64 DER; `None` when refused.
+    pub cert: Option<String>,
+    /// Why it was refused.
+    pub error: Option<String>,
 }
 
 /// How [`Request::TrustAdd`] files certificates.
@@ -386,10 +424,9 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSnapshot {
-    /// The decryption CA certificate, PEM.
+    /// The decryption CA certificate (and the chain sent after it), PEM. Its key
+    /// stays with the control plane's signer: snapshots carry no key.
     pub ca_cert_pem: String,
-    /// Its key, PEM (PKCS#8).
-    pub ca_key_pem: String,
     /// Trusted CA certificates (base64 DER), besides the system bundle.
     pub cas: Vec<String>,
     /// Pinned server certificates.
@@ -596,6 +633,11 @@ pub enum Response {
     Applied {
         /// The version.
         version: u64,
+    },
+    /// Answer to [`Request::SignLeaves`], one per request, in any order.
+    SignedLeaves {
+        /// The answers.
+        leaves: Vec<SignedLeaf>,
     },
 }
 

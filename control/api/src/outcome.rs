@@ -57,6 +57,9 @@ pub enum Cause {
     /// The SNI of a do-not-decrypt rule, not proved by the server (its
     /// certificate, on the appliance's own handshake, is not valid for the name).
     SniUnproved,
+    /// The certificate signer (outside the packet path) did not issue the forged
+    /// certificate: unreachable, overloaded, or it refused (the detail says).
+    SignerUnavailable,
     /// A policy rule decided (block, or do-not-decrypt): the rule's index in the
     /// policy of the flow's configuration version, `None` for the default action.
     Policy {
@@ -141,6 +144,7 @@ impl Cause {
         Cause::HelloIncomplete,
         Cause::Excluded,
         Cause::SniUnproved,
+        Cause::SignerUnavailable,
         Cause::Policy { rule: Some(3) },
         Cause::Policy { rule: None },
         Cause::Remembered,
@@ -181,6 +185,7 @@ impl Cause {
             Cause::HelloIncomplete => 20,
             Cause::Excluded => 21,
             Cause::SniUnproved => 22,
+            Cause::SignerUnavailable => 23,
         }
     }
 
@@ -215,6 +220,7 @@ impl Cause {
             20 => Cause::HelloIncomplete,
             21 => Cause::Excluded,
             22 => Cause::SniUnproved,
+            23 => Cause::SignerUnavailable,
             _ => return None,
         })
     }
@@ -244,6 +250,7 @@ impl Cause {
             Cause::HelloIncomplete => "hello_incomplete",
             Cause::Excluded => "excluded",
             Cause::SniUnproved => "sni_unproved",
+            Cause::SignerUnavailable => "signer_unavailable",
         }
     }
 
@@ -313,6 +320,10 @@ impl Outcome {
             Cause::SniUnproved => "decrypted: the server did not prove the SNI of a do-not-decrypt rule (its \
                                    certificate is not valid for it)"
                 .into(),
+            Cause::SignerUnavailable => {
+                "the certificate signer did not issue the forged certificate (unreachable, overloaded or refused)"
+                    .into()
+            }
             Cause::Policy { .. } => match (self.kind, self.phase) {
                 (EventKind::Blocked, Phase::TcpConnect) => {
                     "blocked by the decryption policy at SYN: reset".into()

@@ -157,6 +157,8 @@ pub struct Intercept {
     admission: Admission,
     /// Probes running, and their limits.
     probes: Probes,
+    /// Flows waiting for a leaf from the signer, by ticket.
+    leaf_waiters: std::collections::HashMap<u64, SpliceId>,
 }
 
 impl Intercept {
@@ -190,6 +192,7 @@ impl Intercept {
             worker,
             admission: Admission::new(admission, costs),
             probes: Probes::default(),
+            leaf_waiters: std::collections::HashMap::new(),
         }
     }
 
@@ -439,6 +442,7 @@ impl Intercept {
     /// Timer polls (retransmissions, timeouts) of the splices that are due; returns
     /// how many were polled.
     pub fn run_timers<Q: Queues>(&mut self, io: &mut Io<Q>, flows: &mut FlowTable, now_ms: u64) -> usize {
+        self.wake_signed(now_ms);
         let mut polled = 0;
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now_ms {
@@ -489,6 +493,9 @@ impl Intercept {
     ) {
         let Some(s) = self.slots.splice(id) else { return };
         send_emitted(io, &s.l2_client, &s.l2_server, &self.emit);
+        if let Some(ticket) = s.take_sign_ticket() {
+            self.leaf_waiters.insert(ticket, id);
+        }
         if let Some(request) = s.take_probe_request() {
             self.request_probe(io, flows, id, request, now_ms);
         }
@@ -497,6 +504,22 @@ impl Intercept {
             self.reap(io, flows, id, now_ms);
         } else {
             self.schedule(id, not_before);
+        }
+    }
+
+    /// The signer's answers that came: their flows are polled now.
+    fn wake_signed(&mut self, now_ms: u64) {
+        let Some(t) = self.tls.as_mut() else { return };
+        for ticket in t.collect_signed() {
+            let Some(id) = self.leaf_waiters.remove(&ticket) else { continue };
+            if let Some(s) = self.slots.splice(id) {
+                s.wake(now_ms);
+                self.schedule(id, now_ms);
+            }
+        }
+        if self.leaf_waiters.len() > 65_536 {
+            // Tickets of flows that ended meanwhile (their answers never came).
+            self.leaf_waiters.clear();
         }
     }
 
@@ -515,7 +538,7 @@ impl Intercept {
 
 /// A worker's TLS state for `shared` (none when its leaf key cannot be made).
 fn tls_worker(id: usize, shared: Arc<TlsShared>) -> Option<TlsWorker> {
-    match TlsWorker::new(shared) {
+    match TlsWorker::new(shared, id) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::error!(worker = id, error = %e, "TLS interception disabled on this worker");

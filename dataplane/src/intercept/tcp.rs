@@ -491,6 +491,16 @@ impl Splice {
         self.step(None, now_ms, out, None, &crate::clock::SystemClock);
     }
 
+    /// The signer ticket its TLS layer waits for, taken once.
+    pub fn take_sign_ticket(&mut self) -> Option<u64> {
+        self.tls.as_mut().and_then(|t| t.info.sign_ticket.take())
+    }
+
+    /// Polled at `now_ms` (something it waits for came).
+    pub fn wake(&mut self, now_ms: u64) {
+        self.poll_at_ms = self.poll_at_ms.min(now_ms);
+    }
+
     /// A probe its TLS layer asks for (the server, what for), taken once.
     pub fn take_probe_request(&mut self) -> Option<(ServerKey, Purpose)> {
         self.tls.as_mut().and_then(|t| t.info.probe_request.take())

@@ -2,15 +2,16 @@
 //! answering the client's ClientHello once the server is verified, and what a
 //! client-leg failure means.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tlsgate_api::{Cause, EventKind, Leg, Phase};
 use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
 use tlsgate_certstore::rustls::server::Accepted;
 use tlsgate_certstore::rustls::{self, ServerConnection};
-use tlsgate_certstore::{server_config, ForgeCache, LeafKey, SingleCertResolver};
+use tlsgate_certstore::{server_config, CertifiedKey, ForgeCache, LeafKey, SingleCertResolver};
 
-use super::config::TlsShared;
+use super::config::{Signing, TlsShared};
 use super::{fatal_alert, server, TlsInfo, ALERT_HANDSHAKE_FAILURE};
 use crate::intercept::outcome::Ended;
 
@@ -27,22 +28,136 @@ pub struct TlsWorker {
     /// Client-leg configurations per (forged certificate, ALPN): built once each,
     /// and their session caches let returning clients resume.
     configs: std::collections::HashMap<(usize, Vec<u8>), Arc<rustls::ServerConfig>>,
+    /// This worker (its signer inbox).
+    worker: usize,
+    /// The signer's answers, by ticket, until their flow takes them.
+    signed: HashMap<u64, Result<CertificateDer<'static>, String>>,
+}
+
+/// A forged certificate for the client leg, or where it stands.
+pub(super) enum Leaf {
+    /// Ready to answer the client.
+    Ready(Arc<CertifiedKey>),
+    /// Asked of the signer: the flow waits for this ticket.
+    Pending(u64),
+    /// None will come: the flow ends so.
+    Failed(Ended),
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn signer_failed(why: impl Into<String>) -> Ended {
+    Ended::new(EventKind::Abort, Leg::None, Phase::ClientHandshake, Cause::SignerUnavailable)
+        .detail(why.into())
 }
 
 impl TlsWorker {
-    /// A worker's state; generates its leaf key.
-    pub fn new(shared: Arc<TlsShared>) -> Result<Self, String> {
+    /// Worker `worker`'s state; generates its leaf keys.
+    pub fn new(shared: Arc<TlsShared>, worker: usize) -> Result<Self, String> {
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
-        let forge = ForgeCache::new(shared.ca.clone(), key, shared.cache);
+        let forge = match &shared.signing {
+            Signing::Local(ca) => ForgeCache::new(ca.clone(), key, shared.cache),
+            Signing::Remote { sent_chain, .. } => ForgeCache::remote(sent_chain.clone(), key, shared.cache),
+        };
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let untrust_forge = ForgeCache::new(shared.untrust.clone(), key, shared.cache);
-        Ok(TlsWorker { shared, forge, untrust_forge, configs: Default::default() })
+        Ok(TlsWorker {
+            shared,
+            forge,
+            untrust_forge,
+            configs: Default::default(),
+            worker,
+            signed: HashMap::new(),
+        })
+    }
+
+    /// Moves the signer's answers for this worker in; the tickets that got one
+    /// (their flows are woken).
+    pub fn collect_signed(&mut self) -> Vec<u64> {
+        let Signing::Remote { link, .. } = &self.shared.signing else { return Vec::new() };
+        let mut tickets = Vec::new();
+        while let Some(leaf) = link.take(self.worker) {
+            let result = match (leaf.cert, leaf.error) {
+                (Some(c), _) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(c)
+                        .map(CertificateDer::from)
+                        .map_err(|e| format!("the signer's certificate: {e}"))
+                }
+                (None, e) => Err(e.unwrap_or_else(|| "refused".into())),
+            };
+            // Bounded: answers nobody waits for any more are dropped with the oldest.
+            if self.signed.len() >= 4096 {
+                self.signed.clear();
+            }
+            self.signed.insert(leaf.id, result);
+            tickets.push(leaf.id);
+        }
+        tickets
+    }
+
+    /// The certificate for the client: from the cache, forged here (untrust CA,
+    /// or a local decryption CA), or asked of the signer.
+    pub(super) fn leaf(
+        &mut self,
+        requested: &ServerName<'static>,
+        chain: &[CertificateDer<'static>],
+        info: &mut TlsInfo,
+        now: UnixTime,
+    ) -> Leaf {
+        let untrusted = info.untrusted.is_some() || info.untrusted_resumed;
+        if untrusted || matches!(self.shared.signing, Signing::Local(_)) {
+            let forge = if untrusted { &mut self.untrust_forge } else { &mut self.forge };
+            let hits = forge.stats().hits;
+            let forged = forge.get_or_forge(requested, chain, now);
+            info.forge_cached = forge.stats().hits > hits;
+            return match forged {
+                Ok(f) => Leaf::Ready(f),
+                Err(e) => Leaf::Failed(
+                    server::abort(Phase::ServerHandshake, Cause::Internal).detail(format!("forging: {e}")),
+                ),
+            };
+        }
+        if let Some(hit) = self.forge.lookup(requested, chain, now) {
+            info.forge_cached = true;
+            return Leaf::Ready(hit);
+        }
+        let Signing::Remote { link, .. } = &self.shared.signing else { unreachable!("local handled above") };
+        let name = tlsgate_certstore::server_name_text(requested);
+        let chain_b64 = chain.iter().map(|c| b64(c.as_ref())).collect();
+        match link.submit(self.worker, name, chain_b64, b64(&self.forge.leaf_public_key())) {
+            Ok(ticket) => Leaf::Pending(ticket),
+            Err(why) => Leaf::Failed(signer_failed(why)),
+        }
+    }
+
+    /// The signer's answer for `ticket`, once it came: the certificate (now
+    /// cached) or the flow's end.
+    pub(super) fn signed(
+        &mut self,
+        ticket: u64,
+        requested: &ServerName<'static>,
+        chain: &[CertificateDer<'static>],
+        now: UnixTime,
+    ) -> Option<Result<Arc<CertifiedKey>, Ended>> {
+        let answer = self.signed.remove(&ticket)?;
+        Some(match answer {
+            Ok(der) => self
+                .forge
+                .insert_signed(requested, chain, der, now)
+                .map_err(|e| signer_failed(format!("the signer's certificate: {e}"))),
+            Err(why) => Err(signer_failed(why)),
+        })
     }
 
     /// The client-leg configuration for `forged` with the server's ALPN choice.
     fn server_config(
         &mut self,
-        forged: Arc<tlsgate_certstore::CertifiedKey>,
+        forged: Arc<CertifiedKey>,
         alpn: Option<&[u8]>,
     ) -> Result<Arc<rustls::ServerConfig>, tlsgate_certstore::Error> {
         // The map holds the certificate (through the config), so its address is not
@@ -60,28 +175,14 @@ impl TlsWorker {
         Ok(cfg)
     }
 
-    /// Answers the client's hello with a certificate forged for `requested` from the
-    /// server's verified `chain` (by the untrust CA when `untrusted`), and the
-    /// server's ALPN choice. On failure: the bytes for the client (an alert) and the
-    /// flow's end.
+    /// Answers the client's hello with `forged` and the server's ALPN choice. On
+    /// failure: the bytes for the client (an alert) and the flow's end.
     pub(super) fn answer(
         &mut self,
         accepted: Box<Accepted>,
-        requested: &ServerName<'static>,
-        chain: &[CertificateDer<'static>],
+        forged: Arc<CertifiedKey>,
         alpn: Option<&[u8]>,
-        info: &mut TlsInfo,
-        now: UnixTime,
     ) -> Result<ServerConnection, (Vec<u8>, Ended)> {
-        let untrusted = info.untrusted.is_some() || info.untrusted_resumed;
-        let forge = if untrusted { &mut self.untrust_forge } else { &mut self.forge };
-        let hits = forge.stats().hits;
-        let forged = forge.get_or_forge(requested, chain, now);
-        info.forge_cached = forge.stats().hits > hits;
-        let forged = forged.map_err(|e| {
-            let end = server::abort(Phase::ServerHandshake, Cause::Internal).detail(format!("forging: {e}"));
-            (fatal_alert(ALERT_HANDSHAKE_FAILURE), end)
-        })?;
         let cfg = self.server_config(forged, alpn).map_err(|e| {
             let end = Ended::new(EventKind::Abort, Leg::Client, Phase::ClientHandshake, Cause::Internal)
                 .detail(e.to_string());

@@ -195,10 +195,28 @@ impl Verification {
     }
 }
 
+/// Who signs forged leaves.
+pub enum Signing {
+    /// The dataplane holds the decryption CA's key: a dataplane without a control
+    /// plane, configured with `[tls] ca_cert`/`ca_key` files.
+    Local(Arc<DecryptionCa>),
+    /// The control plane signs (the key never enters the dataplane); the CA's
+    /// certificate follows each leaf to the client (`sent_chain`: empty for a
+    /// self-signed CA).
+    Remote {
+        /// What follows a leaf to the client.
+        sent_chain: Vec<tlsgate_certstore::pki_types::CertificateDer<'static>>,
+        /// The queues to the signer.
+        link: Arc<super::signer::SignerLink>,
+    },
+}
+
 /// What every worker shares: CA, trust, configs. Loaded once at start.
 pub struct TlsShared {
-    /// The decryption CA.
-    pub ca: Arc<DecryptionCa>,
+    /// Who signs forged leaves.
+    pub signing: Signing,
+    /// The decryption CA's subject (for logs).
+    pub ca_subject: String,
     /// The untrust CA: forges for servers whose certificate failed a check with the
     /// action `untrust`. Clients do not trust it.
     pub untrust: Arc<DecryptionCa>,
@@ -274,19 +292,28 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
-        Self::build(cfg, ca, &trust, profile, v)
+        let ca_cert = ca.cert_der().clone();
+        let ca_subject = ca.summary().subject.clone();
+        Self::build(cfg, Signing::Local(Arc::new(ca)), ca_cert, ca_subject, &trust, profile, v)
     }
 
     /// From a control-plane snapshot (CA, trust, profile) and the local tunables.
+    /// The snapshot carries the CA's certificate only: leaves are signed by the
+    /// control plane through `signer`.
     pub fn from_snapshot(
         cfg: &TlsConfig,
         snap: &tlsgate_api::TlsSnapshot,
         v: Verification,
+        signer: Arc<super::signer::SignerLink>,
     ) -> Result<Arc<TlsShared>, String> {
         use base64::Engine as _;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string());
-        let ca = DecryptionCa::import(snap.ca_cert_pem.as_bytes(), snap.ca_key_pem.as_bytes(), now())
+        let certs = tlsgate_certstore::parse_certificates(snap.ca_cert_pem.as_bytes())
             .map_err(|e| format!("decryption CA: {e}"))?;
+        let ca_cert = certs[0].clone();
+        let summary =
+            tlsgate_certstore::summarize(ca_cert.as_ref()).map_err(|e| format!("decryption CA: {e}"))?;
+        let sent_chain = if summary.self_issued { Vec::new() } else { certs };
         let mut trust = if snap.system_bundle {
             TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
         } else {
@@ -304,12 +331,15 @@ impl TlsShared {
         }
         let profile: CipherProfile =
             snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
-        Self::build(cfg, ca, &trust, profile, v)
+        let signing = Signing::Remote { sent_chain, link: signer };
+        Self::build(cfg, signing, ca_cert, summary.subject, &trust, profile, v)
     }
 
     fn build(
         cfg: &TlsConfig,
-        ca: DecryptionCa,
+        signing: Signing,
+        ca_cert: tlsgate_certstore::pki_types::CertificateDer<'static>,
+        ca_subject: String,
         trust: &TrustStore,
         profile: CipherProfile,
         v: Verification,
@@ -322,7 +352,7 @@ impl TlsShared {
         // A server chain issued by either of our CAs is a loop or a replayed forged
         // leaf: refused, whatever the trust store says.
         let mut trust = trust.clone();
-        trust.refuse_chains_to(ca.cert_der());
+        trust.refuse_chains_to(&ca_cert);
         trust.refuse_chains_to(untrust.cert_der());
         let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
         let requests = Arc::new(CertRequests::default());
@@ -339,7 +369,8 @@ impl TlsShared {
         }
         Ok(Arc::new(TlsShared {
             probe_client: Arc::new(probe_client),
-            ca: Arc::new(ca),
+            signing,
+            ca_subject,
             untrust: Arc::new(untrust),
             verification: v,
             untrusted_chains: Default::default(),

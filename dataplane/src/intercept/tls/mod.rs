@@ -36,12 +36,14 @@ mod hello;
 mod relay;
 mod server;
 pub mod servers;
+pub mod signer;
 
 pub use client::TlsWorker;
-pub use config::{TlsConfig, TlsShared, Verification};
+pub use config::{Signing, TlsConfig, TlsShared, Verification};
 pub use relay::{fatal_alert, pump_conn, ALERT_HANDSHAKE_FAILURE};
 pub(crate) use server::server_cause;
 pub use servers::{ServerKey, ServerMap};
+pub use signer::SignerLink;
 
 /// The flow's endpoints, for policy decisions and naming the server.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +78,18 @@ pub enum TlsState {
         /// The TLS state `conn` was made with (its verifier holds this
         /// handshake's failure even if a new snapshot switched the worker's).
         shared: Arc<TlsShared>,
+    },
+    /// The server is verified; the forged certificate is being signed outside
+    /// the packet path (the client still waits for our ServerHello).
+    AwaitingLeaf {
+        /// The client's hello.
+        accepted: Box<Accepted>,
+        /// Our client towards the server, handshake done.
+        conn: Box<ClientConnection>,
+        /// What the client asked for.
+        requested: ServerName<'static>,
+        /// The signer's ticket.
+        ticket: u64,
     },
     /// Both sessions up (or handshaking with the client): plaintext relay.
     Both {
@@ -169,6 +183,9 @@ pub struct TlsInfo {
     pub probe_over: bool,
     /// The SNI of a do-not-decrypt rule was not proved: decided without it.
     pub sni_unproved: bool,
+    /// A leaf asked of the signer: the intercept path wakes the flow when its
+    /// answer comes.
+    pub sign_ticket: Option<u64>,
 }
 
 /// What a step works with besides its state.
@@ -224,6 +241,9 @@ impl TlsFlow {
                 TlsState::Server { accepted, conn, requested, shared } => {
                     server::step(accepted, conn, requested, shared, &mut cx)
                 }
+                TlsState::AwaitingLeaf { accepted, conn, requested, ticket } => {
+                    server::await_leaf(accepted, conn, requested, ticket, &mut cx)
+                }
                 TlsState::Both { to_client, to_server, closed, moved } => {
                     relay::step(to_client, to_server, closed, moved, &mut cx)
                 }
@@ -244,6 +264,7 @@ impl TlsFlow {
         match &self.state {
             TlsState::Hello { .. } | TlsState::AwaitingProbe { .. } => Some(Phase::ClientHello),
             TlsState::Server { .. } => Some(Phase::ServerHandshake),
+            TlsState::AwaitingLeaf { .. } => Some(Phase::ClientHandshake),
             TlsState::Both { to_client, .. } if to_client.is_handshaking() => Some(Phase::ClientHandshake),
             _ => None,
         }
@@ -274,6 +295,16 @@ impl TlsFlow {
                 server::abort(Phase::ServerHandshake, Cause::ServerTimeout).detail(detail),
                 now_ms,
             ),
+            TlsState::AwaitingLeaf { .. } => TlsAction::Abort {
+                to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE),
+                end: Ended::new(
+                    EventKind::Abort,
+                    Leg::None,
+                    Phase::ClientHandshake,
+                    Cause::SignerUnavailable,
+                )
+                .detail(format!("no certificate from the signer within {timeout_s} s")),
+            },
             TlsState::Both { .. } => TlsAction::Abort {
                 to_client: Vec::new(),
                 end: Ended::new(EventKind::Abort, Leg::Client, Phase::ClientHandshake, Cause::ClientTimeout)

@@ -11,6 +11,7 @@ use tlsgate_certstore::rustls::{self, ClientConnection};
 use tlsgate_certstore::VerifyFailure;
 use tlsgate_policy::{CertAction, CompiledPolicy, UndecryptableAction};
 
+use super::client::Leaf;
 use super::relay::SockWriter;
 use super::{
     fatal_alert, pump_conn, Ctx, FlowAddrs, ServerKey, Step, TlsAction, TlsInfo, TlsShared, TlsState,
@@ -78,7 +79,47 @@ pub(super) fn step(
             cx.info.untrusted_resumed = true;
         }
     }
-    match cx.w.answer(accepted, &requested, &chain, conn.alpn_protocol(), cx.info, cx.clock.unix_time()) {
+    match cx.w.leaf(&requested, &chain, cx.info, cx.clock.unix_time()) {
+        Leaf::Ready(forged) => answer(accepted, conn, forged, cx),
+        Leaf::Pending(ticket) => {
+            cx.info.sign_ticket = Some(ticket);
+            (TlsState::AwaitingLeaf { accepted, conn, requested, ticket }, Some(TlsAction::Continue))
+        }
+        Leaf::Failed(end) => (
+            TlsState::Failed,
+            Some(TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }),
+        ),
+    }
+}
+
+/// Waiting for the signer: its answer, once it came, answers the client (or ends
+/// the flow); until then nothing moves (the phase's deadline still runs).
+pub(super) fn await_leaf(
+    accepted: Box<Accepted>,
+    conn: Box<ClientConnection>,
+    requested: ServerName<'static>,
+    ticket: u64,
+    cx: &mut Ctx<'_, '_, '_>,
+) -> Step {
+    let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+    match cx.w.signed(ticket, &requested, &chain, cx.clock.unix_time()) {
+        None => (TlsState::AwaitingLeaf { accepted, conn, requested, ticket }, Some(TlsAction::Continue)),
+        Some(Ok(forged)) => answer(accepted, conn, forged, cx),
+        Some(Err(end)) => (
+            TlsState::Failed,
+            Some(TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }),
+        ),
+    }
+}
+
+/// Answers the client with `forged` and the server's ALPN: both sessions up.
+fn answer(
+    accepted: Box<Accepted>,
+    conn: Box<ClientConnection>,
+    forged: Arc<tlsgate_certstore::CertifiedKey>,
+    cx: &mut Ctx<'_, '_, '_>,
+) -> Step {
+    match cx.w.answer(accepted, forged, conn.alpn_protocol()) {
         Ok(to_client) => (
             TlsState::Both {
                 to_client: Box::new(to_client),

@@ -1,0 +1,171 @@
+//! The signer of forged leaves: the decryption CA's key stays in this process
+//! (the dataplane, which parses packets, never holds it).
+//!
+//! ```text
+//!  SignLeaves{id, name, server chain, leaf public key} ──► rate limit ──► verify the
+//!  server chain again (trust store of the running version, our own CA refused)
+//!  ──► build the leaf here (names and validity from the verified server
+//!  certificate, CA:FALSE, serverAuth, within the CA's validity) ──► sign ──►
+//!  issued.log ──► SignedLeaves{id, cert | error}
+//! ```
+//!
+//! The signer never signs a blob it is handed: it gets a name, a chain and a
+//! public key, and makes the certificate itself. It runs the trust store and the
+//! policy's `certificate_validation` of the configuration version it was last
+//! loaded with (each versioned change reloads it).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde::Serialize;
+use tlsgate_api::{LeafRequest, SignedLeaf, MAX_SIGN_BATCH};
+use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
+use tlsgate_certstore::{issue_leaf, summarize, verify_server_chain, DecryptionCa, TrustSnapshot};
+
+use crate::events::LogFile;
+use crate::state::StateFile;
+
+/// Leaves signed per second at most, and the burst allowed above it.
+pub const RATE_PER_S: f64 = 500.0;
+/// The burst.
+pub const BURST: f64 = 2000.0;
+
+/// What the signer signs with, for one configuration version.
+struct Material {
+    version: u64,
+    ca: DecryptionCa,
+    trust: Arc<TrustSnapshot>,
+    validate: bool,
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The signer.
+pub struct Signer {
+    material: Mutex<Option<Arc<Material>>>,
+    bucket: Mutex<Bucket>,
+    issued: Mutex<LogFile>,
+}
+
+/// One line of `issued.log`.
+#[derive(Serialize)]
+struct Issued<'a> {
+    time: u64,
+    name: &'a str,
+    serial: &'a str,
+    sha256: String,
+    not_after: i64,
+    server_sha256: String,
+    version: u64,
+    unverified: bool,
+}
+
+fn b64(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| e.to_string())
+}
+
+impl Signer {
+    /// A signer logging to `log_dir/issued.log`, with nothing loaded yet.
+    pub fn new(log_dir: &std::path::Path, max_bytes: u64, kept: usize) -> Signer {
+        Signer {
+            material: Mutex::new(None),
+            bucket: Mutex::new(Bucket { tokens: BURST, at: Instant::now() }),
+            issued: Mutex::new(LogFile::new(log_dir.join("issued.log"), max_bytes, kept)),
+        }
+    }
+
+    /// Loads the CA, the trust store and the validation setting of `st` (called
+    /// for every configuration version). Without a CA nothing is signed.
+    pub fn reload(&self, st: &StateFile) {
+        let material = (|| {
+            let ca = st.decryption_ca()?;
+            let mut trust = st.trust_store().ok()?;
+            trust.refuse_chains_to(ca.cert_der());
+            let validate = tlsgate_policy::Policy::from_json(st.running_policy())
+                .map_or(true, |p| p.settings.certificate_validation);
+            Some(Arc::new(Material { version: st.version, ca, trust: trust.snapshot(), validate }))
+        })();
+        *self.material.lock().unwrap_or_else(PoisonError::into_inner) = material;
+    }
+
+    fn take_token(&self) -> bool {
+        let mut b = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * RATE_PER_S).min(BURST);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Signs a batch; every request gets an answer.
+    pub fn sign(&self, leaves: Vec<LeafRequest>) -> Vec<SignedLeaf> {
+        let material = self.material.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let refuse_all = |why: &str| {
+            leaves.iter().map(|l| SignedLeaf { id: l.id, cert: None, error: Some(why.to_string()) }).collect()
+        };
+        if leaves.len() > MAX_SIGN_BATCH {
+            return refuse_all(&format!("a batch of {} leaves exceeds {MAX_SIGN_BATCH}", leaves.len()));
+        }
+        let Some(m) = material else { return refuse_all("no decryption CA is configured") };
+        leaves
+            .iter()
+            .map(|l| match self.sign_one(&m, l) {
+                Ok(cert) => SignedLeaf { id: l.id, cert: Some(cert), error: None },
+                Err(e) => {
+                    tracing::warn!(name = %l.name, error = %e, "signer refused a leaf");
+                    SignedLeaf { id: l.id, cert: None, error: Some(e) }
+                }
+            })
+            .collect()
+    }
+
+    fn sign_one(&self, m: &Material, l: &LeafRequest) -> Result<String, String> {
+        if !self.take_token() {
+            return Err(format!("rate limited ({RATE_PER_S} leaves/s)"));
+        }
+        let name = ServerName::try_from(l.name.clone()).map_err(|e| format!("name {:?}: {e}", l.name))?;
+        let chain: Vec<CertificateDer<'static>> = l
+            .chain
+            .iter()
+            .map(|c| b64(c).map(CertificateDer::from))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("server chain: {e}"))?;
+        let Some((server, intermediates)) = chain.split_first() else {
+            return Err("no server certificate".into());
+        };
+        let public_key = b64(&l.public_key).map_err(|e| format!("public key: {e}"))?;
+        let now = UnixTime::now();
+        let unverified = match verify_server_chain(&m.trust, server, intermediates, &name, now) {
+            Ok(_) => false,
+            Err(f) if !m.validate && f.reason != tlsgate_certstore::VerifyReason::OwnDecryptionCa => true,
+            Err(f) => return Err(format!("the server chain does not verify for {}: {}", l.name, f.reason)),
+        };
+        let leaf = issue_leaf(&m.ca, &public_key, server, &name, now).map_err(|e| e.to_string())?;
+        let s = summarize(leaf.as_ref()).map_err(|e| e.to_string())?;
+        let line = Issued {
+            time: now.as_secs(),
+            name: &l.name,
+            serial: &s.serial,
+            sha256: s.fingerprint.to_hex(),
+            not_after: s.not_after,
+            server_sha256: tlsgate_certstore::chain_sha256(&chain).to_hex(),
+            version: m.version,
+            unverified,
+        };
+        if let Ok(mut text) = serde_json::to_string(&line) {
+            text.push('\n');
+            let _ = self.issued.lock().unwrap_or_else(PoisonError::into_inner).write(&text);
+        }
+        use base64::Engine as _;
+        Ok(base64::engine::general_purpose::STANDARD.encode(leaf.as_ref()))
+    }
+}

@@ -1,0 +1,162 @@
+//! Forged leaves signed outside the packet path: the decryption CA's key stays
+//! with the control plane, the dataplane holds only the CA's certificate and each
+//! worker's leaf key.
+//!
+//! ```text
+//!  worker: forge cache miss ──submit(name, server chain, leaf public key)──► outbox (bounded)
+//!        flow waits (AwaitingLeaf)                                              │
+//!  link thread: outbox ──SignLeaves{≤64}──► tlsgate-control: verifies the chain again,
+//!               builds and signs the leaf, logs it ──SignedLeaves──► inbox of the worker
+//!  worker: inbox ──► forge cache ──► the waiting flow answers its client
+//! ```
+//!
+//! A full outbox (the signer is slow or gone) refuses at once; when the link is
+//! lost every request in flight is answered with an error; a flow whose leaf does
+//! not come is aborted (`signer_unavailable`). Names already cached keep working.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crossbeam_queue::ArrayQueue;
+use tlsgate_api::{LeafRequest, SignedLeaf, MAX_SIGN_BATCH};
+
+/// Requests waiting for the link thread.
+const OUTBOX: usize = 1024;
+/// Answers waiting for a worker.
+const INBOX: usize = 1024;
+
+/// The queues between the workers and the link thread.
+pub struct SignerLink {
+    outbox: ArrayQueue<(usize, LeafRequest)>,
+    inboxes: Vec<ArrayQueue<SignedLeaf>>,
+    /// Requests sent and not answered: id → worker.
+    in_flight: Mutex<HashMap<u64, usize>>,
+    next_id: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl SignerLink {
+    /// For `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        SignerLink {
+            outbox: ArrayQueue::new(OUTBOX),
+            inboxes: (0..workers.max(1)).map(|_| ArrayQueue::new(INBOX)).collect(),
+            in_flight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks for a leaf (worker side); its ticket, or why not at once.
+    pub fn submit(
+        &self,
+        worker: usize,
+        name: String,
+        chain: Vec<String>,
+        public_key: String,
+    ) -> Result<u64, &'static str> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return Err("the control plane (the signer) is not connected");
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.outbox
+            .push((worker, LeafRequest { id, name, chain, public_key }))
+            .map_err(|_| "the signer is overloaded (its queue is full)")?;
+        Ok(id)
+    }
+
+    /// An answer for `worker`, if one came.
+    pub fn take(&self, worker: usize) -> Option<SignedLeaf> {
+        self.inboxes.get(worker)?.pop()
+    }
+
+    /// The link is up (or went down: every request waiting is answered with an
+    /// error, and new ones are refused until it is up again).
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        if !up {
+            let lost: Vec<(u64, usize)> =
+                self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+            let queued = std::iter::from_fn(|| self.outbox.pop()).map(|(w, r)| (r.id, w));
+            for (id, worker) in lost.into_iter().chain(queued) {
+                self.answer(
+                    worker,
+                    SignedLeaf { id, cert: None, error: Some("the link to the signer was lost".into()) },
+                );
+            }
+        }
+    }
+
+    /// The next batch to send (link side), at most [`MAX_SIGN_BATCH`].
+    pub fn batch(&self) -> Vec<LeafRequest> {
+        let mut out = Vec::new();
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        while out.len() < MAX_SIGN_BATCH {
+            let Some((worker, req)) = self.outbox.pop() else { break };
+            in_flight.insert(req.id, worker);
+            out.push(req);
+        }
+        out
+    }
+
+    /// The signer's answers (link side), each to its worker.
+    pub fn deliver(&self, leaves: Vec<SignedLeaf>) {
+        for leaf in leaves {
+            let worker = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&leaf.id);
+            if let Some(w) = worker {
+                self.answer(w, leaf);
+            }
+        }
+    }
+
+    /// A batch the signer refused as a whole (link side).
+    pub fn refuse(&self, ids: &[u64], why: &str) {
+        let leaves =
+            ids.iter().map(|&id| SignedLeaf { id, cert: None, error: Some(why.to_string()) }).collect();
+        self.deliver(leaves);
+    }
+
+    fn answer(&self, worker: usize, leaf: SignedLeaf) {
+        if let Some(inbox) = self.inboxes.get(worker) {
+            // A worker that does not drain its inbox loses answers: its flows
+            // time out (fail closed).
+            let _ = inbox.push(leaf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_out_in_batches_and_answers_reach_their_worker() {
+        let s = SignerLink::new(2);
+        assert!(s.submit(0, "a".into(), vec![], "k".into()).is_err(), "not connected");
+        s.set_connected(true);
+        let a = s.submit(0, "a".into(), vec![], "k".into()).unwrap();
+        let b = s.submit(1, "b".into(), vec![], "k".into()).unwrap();
+        let batch = s.batch();
+        assert_eq!(batch.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a, b]);
+        s.deliver(vec![SignedLeaf { id: b, cert: Some("x".into()), error: None }]);
+        assert!(s.take(0).is_none());
+        assert_eq!(s.take(1).unwrap().id, b);
+        // The link goes: what is in flight is answered with an error.
+        s.set_connected(false);
+        let lost = s.take(0).unwrap();
+        assert_eq!((lost.id, lost.cert.is_none()), (a, true));
+        assert!(s.submit(0, "c".into(), vec![], "k".into()).is_err());
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_at_once() {
+        let s = SignerLink::new(1);
+        s.set_connected(true);
+        for _ in 0..OUTBOX {
+            s.submit(0, "a".into(), vec![], "k".into()).unwrap();
+        }
+        assert!(s.submit(0, "a".into(), vec![], "k".into()).unwrap_err().contains("overloaded"));
+        assert_eq!(s.batch().len(), MAX_SIGN_BATCH);
+    }
+}
