@@ -290,6 +290,12 @@ impl ForgeCache {
         self.leaf_key.public_key_der()
     }
 
+    /// Whether a certificate for `requested` is cached (for any server chain).
+    pub fn has_name(&self, requested: &ServerName<'_>) -> bool {
+        let name = server_name_text(requested);
+        self.slots.iter().any(|s| s.key.name == name)
+    }
+
     /// Whether this cache signs itself (holds a CA key).
     pub fn signs_locally(&self) -> bool {
         self.ca.is_some()

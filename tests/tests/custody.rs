@@ -301,3 +301,97 @@ fn a_dataplane_that_stops_reading_does_not_stall_the_control_plane() {
     c.wait_applied(Duration::from_secs(10));
     drop(net.stop());
 }
+
+/// The control plane (the signer) goes away: a name already forged keeps being
+/// decrypted from the worker's cache; a new name is reset (`block`, the default)
+/// with a `blocked` event naming the signer, or relayed raw with a `passed`
+/// event under `tls.signer_unavailable = "pass"`.
+#[test]
+fn without_the_signer_cached_names_work_and_new_names_fail_closed() {
+    use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange};
+    let mut c = Control::start("no-signer", "");
+    c.ok(&["ca", "generate"]);
+    let pki = rcgen_pki();
+    let root = tlsgate_tests::control::write(c.dir.path(), "root.pem", &pki.0);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
+    let policy = tlsgate_tests::control::write(c.dir.path(), "p.json", tlsgate_tests::control::DECRYPT_ALL);
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    let ca_pem = c.ok(&["ca", "export"]);
+    let ca = tlsgate_certstore::parse_certificates(ca_pem.as_bytes()).unwrap().remove(0);
+    let client = client_trusting(&[ca]);
+    let srv = origin_server(pki.1.clone(), pki.2.clone_key(), false);
+    for (pass, port) in [(false, 46000u16), (true, 46100)] {
+        if pass {
+            c.restart(None);
+            // Event ids carry the dataplane's start second: a second dataplane
+            // started within the same second would repeat the first one's ids.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let toml = format!(
+            "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
+             [intercept]\nconnect_timeout_s = 5\n[tls]\nhandshake_timeout_s = 5\nsigner_unavailable = {:?}\n{}",
+            if pass { "pass" } else { "block" },
+            c.dataplane_toml()
+        );
+        let mut net = Net::new(Config::from_toml(&toml).unwrap(), 1);
+        c.wait_applied(Duration::from_secs(10));
+        let (resp, err, _, _) =
+            tls_exchange(&mut net, srv.clone(), client.clone(), "a.tg.test", 443, port, b"GET /", 2000);
+        assert!(err.is_none() && resp.is_some(), "signed by the control plane: {err:?}");
+        c.kill();
+        std::thread::sleep(Duration::from_millis(300)); // the dataplane sees its link go
+        let (resp, err, _, _) =
+            tls_exchange(&mut net, srv.clone(), client.clone(), "a.tg.test", 443, port + 1, b"GET /", 2000);
+        assert!(err.is_none() && resp.is_some(), "a cached name still works: {err:?}");
+        let (resp, err, _, _) =
+            tls_exchange(&mut net, srv.clone(), client.clone(), "b.tg.test", 443, port + 2, b"GET /", 2000);
+        if pass {
+            // Relayed raw: the client meets the origin's own certificate, which it
+            // does not trust.
+            assert!(resp.is_none() && err.as_deref().is_some_and(|e| e.contains("UnknownIssuer")), "{err:?}");
+        } else {
+            assert!(resp.is_none() && err.is_some(), "a new name is refused");
+        }
+        c.restart(None);
+        // Carry the hosts' last frames (a relayed flow ends when both sides closed).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let events = loop {
+            let e = c.logged_events();
+            if e.iter().any(|e| e["src_port"] == u64::from(port + 2) && e["cause"] == "signer_unavailable") {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "no signer_unavailable event: {e:#?}");
+            for _ in 0..10 {
+                net.step();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let b = events.iter().find(|e| e["src_port"] == u64::from(port + 2)).unwrap();
+        assert_eq!(b["kind"], if pass { "passed" } else { "blocked" }, "{b}");
+        drop(net.stop());
+    }
+}
+
+/// An origin PKI: (root PEM, server chain for *.tg.test, its key).
+fn rcgen_pki() -> (
+    String,
+    Vec<tlsgate_certstore::pki_types::CertificateDer<'static>>,
+    tlsgate_certstore::pki_types::PrivateKeyDer<'static>,
+) {
+    let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "custody test root");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["*.tg.test".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.pem(),
+        vec![leaf.der().clone()],
+        tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+}

@@ -320,6 +320,14 @@ impl Outcome {
             Cause::SniUnproved => "decrypted: the server did not prove the SNI of a do-not-decrypt rule (its \
                                    certificate is not valid for it)"
                 .into(),
+            Cause::SignerUnavailable if self.kind == EventKind::Passed => {
+                "passed undecrypted: the certificate signer is unavailable and the name is not cached \
+                 (tls.signer_unavailable = pass)"
+                    .into()
+            }
+            Cause::SignerUnavailable if self.kind == EventKind::Blocked => {
+                "blocked: the certificate signer is unavailable and the name is not cached".into()
+            }
             Cause::SignerUnavailable => {
                 "the certificate signer did not issue the forged certificate (unreachable, overloaded or refused)"
                     .into()

@@ -135,6 +135,15 @@ impl TlsWorker {
         }
     }
 
+    /// Why a flow for `requested` cannot get its certificate now, if so: leaves
+    /// are signed by the control plane, the name is not cached, and the signer is
+    /// unreachable or overloaded.
+    pub(super) fn signer_unavailable(&self, requested: &ServerName<'static>) -> Option<&'static str> {
+        let Signing::Remote { link, .. } = &self.shared.signing else { return None };
+        let why = link.unavailable()?;
+        (!self.forge.has_name(requested)).then_some(why)
+    }
+
     /// The signer's answer for `ticket`, once it came: the certificate (now
     /// cached) or the flow's end.
     pub(super) fn signed(

@@ -54,6 +54,21 @@ pub struct TlsConfig {
     /// failure): how they run.
     #[serde(default)]
     pub probe: ProbeConfig,
+    /// A new name while the control plane's signer is unreachable or overloaded:
+    /// `block` (reset, the default) or `pass` (relayed raw, with an event).
+    #[serde(default)]
+    pub signer_unavailable: SignerUnavailable,
+}
+
+/// What a flow gets when its certificate cannot be signed now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignerUnavailable {
+    /// Reset the client (fail closed).
+    #[default]
+    Block,
+    /// Relay the flow raw, undecrypted, with a `passed` event.
+    Pass,
 }
 
 /// `[tls.probe]`: the appliance's own handshakes with servers.
@@ -96,6 +111,7 @@ impl Default for TlsConfig {
             forge_cache: default_cache(),
             handshake_timeout_s: default_handshake_timeout(),
             probe: ProbeConfig::default(),
+            signer_unavailable: SignerUnavailable::Block,
         }
     }
 }
@@ -241,6 +257,8 @@ pub struct TlsShared {
     pub handshake_timeout_ms: u64,
     /// How probes run.
     pub probe: ProbeConfig,
+    /// A new name while the signer is unavailable.
+    pub signer_unavailable: SignerUnavailable,
     /// Servers relayed raw after a failure whose action was `pass` (a certificate
     /// check's `pass`, or `undecryptable: pass` where no probe confirms: see
     /// [`TlsShared::exclusions`]).
@@ -382,6 +400,7 @@ impl TlsShared {
             cache: cfg.forge_cache,
             handshake_timeout_ms: cfg.handshake_timeout_s * 1000,
             probe: cfg.probe,
+            signer_unavailable: cfg.signer_unavailable,
             remembered: ServerMap::default(),
             exclusions: ServerMap::default(),
             proofs: ServerMap::default(),

@@ -7,6 +7,7 @@ use tlsgate_certstore::rustls::server::{Accepted, Acceptor};
 use tlsgate_certstore::rustls::ClientConnection;
 use tlsgate_policy::{Action, UndecryptableAction, UnprovedSniAction};
 
+use super::config::SignerUnavailable;
 use super::ServerKey;
 use super::{fatal_alert, requested_name, server, Ctx, Step, TlsAction, TlsState, ALERT_HANDSHAKE_FAILURE};
 use crate::intercept::outcome::Ended;
@@ -131,6 +132,22 @@ pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_,
     }
     let alpn: Vec<Vec<u8>> = ch.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
     let requested = requested_name(sni.as_deref(), a.server);
+    if let Some(why) = cx.w.signer_unavailable(&requested) {
+        // Known before the server leg starts: `tls.signer_unavailable` decides.
+        return match cx.w.shared.signer_unavailable {
+            SignerUnavailable::Pass => pass(
+                raw,
+                Ended::new(EventKind::Passed, Leg::None, Phase::ClientHello, Cause::SignerUnavailable)
+                    .detail(why),
+            ),
+            SignerUnavailable::Block => {
+                let end =
+                    Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, Cause::SignerUnavailable)
+                        .detail(why);
+                (TlsState::Failed, Some(TlsAction::Reset(end)))
+            }
+        };
+    }
     match ClientConnection::new_with_alpn(cx.w.shared.client.clone(), requested.clone(), alpn) {
         Ok(conn) => (
             TlsState::Server { shared: cx.w.shared.clone(), accepted, conn: Box::new(conn), requested },

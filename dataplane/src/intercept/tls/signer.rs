@@ -66,6 +66,18 @@ impl SignerLink {
         Ok(id)
     }
 
+    /// Why a request would not be answered now, if so: the link is down, or the
+    /// queue is three quarters full.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        if !self.connected.load(Ordering::Relaxed) {
+            Some("the control plane (the signer) is not connected")
+        } else if self.outbox.len() >= OUTBOX * 3 / 4 {
+            Some("the signer is overloaded (its queue is filling up)")
+        } else {
+            None
+        }
+    }
+
     /// An answer for `worker`, if one came.
     pub fn take(&self, worker: usize) -> Option<SignedLeaf> {
         self.inboxes.get(worker)?.pop()
