@@ -74,7 +74,19 @@ pub fn forge_leaf(
     requested: &ServerName<'_>,
     now: UnixTime,
 ) -> Result<CertificateDer<'static>> {
-    build_leaf(ca, &leaf_key.key, server_cert, requested, now)
+    build_leaf(ca, &leaf_key.key, server_cert, requested, LeafNames::FromServer, now)
+}
+
+/// Which names a forged leaf carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeafNames {
+    /// The server certificate's (subjectAltName and CN), plus the requested name
+    /// when they do not cover it: for a chain verified to a trusted CA.
+    FromServer,
+    /// Only the requested name: for a certificate trusted as it is (pinned) or
+    /// not verified at all (validation off). Its other names were never checked,
+    /// so they are not vouched for.
+    RequestedOnly,
 }
 
 /// Issues the certificate for `server_cert` as requested under `requested`, over
@@ -87,11 +99,12 @@ pub fn issue_leaf(
     leaf_public_key: &[u8],
     server_cert: &CertificateDer<'_>,
     requested: &ServerName<'_>,
+    names: LeafNames,
     now: UnixTime,
 ) -> Result<CertificateDer<'static>> {
     let spki = rcgen::SubjectPublicKeyInfo::from_der(leaf_public_key)
         .map_err(|e| Error::Forge(format!("leaf public key: {e}")))?;
-    build_leaf(ca, &spki, server_cert, requested, now)
+    build_leaf(ca, &spki, server_cert, requested, names, now)
 }
 
 fn build_leaf(
@@ -99,14 +112,19 @@ fn build_leaf(
     leaf_key: &impl rcgen::PublicKeyData,
     server_cert: &CertificateDer<'_>,
     requested: &ServerName<'_>,
+    names: LeafNames,
     now: UnixTime,
 ) -> Result<CertificateDer<'static>> {
     let server = cert::parse_der(server_cert.as_ref())
         .map_err(|e| Error::Forge(format!("server certificate: {e}")))?;
-    let (dns, ips) = cert::san_names(&server);
-    let covered = webpki::EndEntityCert::try_from(server_cert)
-        .map(|ee| ee.verify_is_valid_for_subject_name(requested).is_ok())
-        .unwrap_or(false);
+    let (dns, ips) = match names {
+        LeafNames::FromServer => cert::san_names(&server),
+        LeafNames::RequestedOnly => (Vec::new(), Vec::new()),
+    };
+    let covered = names == LeafNames::FromServer
+        && webpki::EndEntityCert::try_from(server_cert)
+            .map(|ee| ee.verify_is_valid_for_subject_name(requested).is_ok())
+            .unwrap_or(false);
 
     let mut sans = Vec::with_capacity(dns.len() + ips.len() + 1);
     for d in dns {
@@ -118,7 +136,12 @@ fn build_leaf(
     if !covered {
         sans.push(san_for(requested)?);
     }
-    let cn = name::common_name(server.subject()).unwrap_or_else(|| server_name_text(requested));
+    let cn = match names {
+        LeafNames::FromServer => {
+            name::common_name(server.subject()).unwrap_or_else(|| server_name_text(requested))
+        }
+        LeafNames::RequestedOnly => server_name_text(requested),
+    };
 
     let now_s = secs(now);
     // Within the origin's validity, the CA's own (a leaf never outlives its

@@ -66,7 +66,7 @@ pub use ca::{CaOptions, DecryptionCa};
 pub use cert::{chain_sha256, parse_certificates, pem_encode, summarize, CertSummary, Fingerprint};
 pub use error::{Error, Result, PKCS8_HINT};
 pub use forge::{
-    forge_leaf, issue_leaf, ForgeCache, ForgeCacheStats, LeafKey, CACHE_REFRESH_MARGIN_SECS,
+    forge_leaf, issue_leaf, ForgeCache, ForgeCacheStats, LeafKey, LeafNames, CACHE_REFRESH_MARGIN_SECS,
     FORGED_BACKDATE_SECS, FORGED_MAX_LIFETIME_SECS,
 };
 pub use license::{

@@ -424,6 +424,22 @@ impl Daemon {
                 let key = b64(&key).map_err(|e| invalid(format!("key: {e}")))?;
                 let ca = DecryptionCa::import(&cert, &key, UnixTime::now())
                     .map_err(|e| invalid(format!("decryption CA refused: {e}")))?;
+                // The decryption CA must not be trusted for servers: a trust entry that
+                // is this CA, or that it issued, is removed first.
+                let own = ca.summary();
+                for r in &st.trust {
+                    let Some(s) = b64(&r.der).ok().and_then(|d| summarize(&d).ok()) else { continue };
+                    if s.fingerprint == own.fingerprint || s.issuer == own.subject {
+                        return Err(invalid(format!(
+                            "decryption CA refused: trust entry {:?} ({}) is {} it; remove it first \
+                             (tlsgatectl trust remove {:?}): the appliance's own CA must not vouch for servers",
+                            r.name,
+                            s.subject,
+                            if s.fingerprint == own.fingerprint { "" } else { "issued by" },
+                            r.name
+                        )));
+                    }
+                }
                 let message = format!(
                     "decryption CA imported: {} (SHA-256 {})",
                     ca.summary().subject,

@@ -105,8 +105,8 @@ fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, St
     Ok(listener)
 }
 
-/// Connections served at once on the operator socket; one more is answered
-/// `unavailable` and closed.
+/// Connections served at once on the operator socket (root's are not held to
+/// it); one more is answered `unavailable` and closed.
 pub const MAX_OPERATOR_CONNECTIONS: usize = 128;
 /// Of those, one user's (so that one user holding connections open cannot keep
 /// the others out).
@@ -160,6 +160,12 @@ impl Drop for Slot {
 /// A slot for a connection of `uid`, or why there is none.
 fn take_slot(counts: &Arc<Mutex<Counts>>, uid: u32, limit: usize) -> Result<Slot, String> {
     let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    // Root is never locked out by others' connections (nor by its own).
+    if uid == 0 {
+        *c.by_uid.entry(uid).or_default() += 1;
+        c.all += 1;
+        return Ok(Slot(counts.clone(), uid));
+    }
     if c.all >= limit {
         return Err(format!("{limit} connections are open: try again later"));
     }

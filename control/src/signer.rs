@@ -20,7 +20,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tlsgate_api::{LeafRequest, SignedLeaf, MAX_SIGN_BATCH};
 use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
-use tlsgate_certstore::{issue_leaf, summarize, verify_server_chain, DecryptionCa, TrustSnapshot};
+use tlsgate_certstore::{
+    issue_leaf, summarize, verify_server_chain, DecryptionCa, LeafNames, TrustSnapshot, Verified,
+};
 
 use crate::events::LogFile;
 use crate::state::StateFile;
@@ -144,12 +146,18 @@ impl Signer {
         };
         let public_key = b64(&l.public_key).map_err(|e| format!("public key: {e}"))?;
         let now = UnixTime::now();
-        let unverified = match verify_server_chain(&m.trust, server, intermediates, &name, now) {
-            Ok(_) => false,
-            Err(f) if !m.validate && f.reason != tlsgate_certstore::VerifyReason::OwnDecryptionCa => true,
+        // A chain to a trusted CA vouches for all of the server certificate's
+        // names; a pinned certificate (trusted for the requested name only) or an
+        // unverified one (validation off) for none but the requested one.
+        let (unverified, names) = match verify_server_chain(&m.trust, server, intermediates, &name, now) {
+            Ok(Verified::Chain) => (false, LeafNames::FromServer),
+            Ok(_) => (false, LeafNames::RequestedOnly),
+            Err(f) if !m.validate && f.reason != tlsgate_certstore::VerifyReason::OwnDecryptionCa => {
+                (true, LeafNames::RequestedOnly)
+            }
             Err(f) => return Err(format!("the server chain does not verify for {}: {}", l.name, f.reason)),
         };
-        let leaf = issue_leaf(&m.ca, &public_key, server, &name, now).map_err(|e| e.to_string())?;
+        let leaf = issue_leaf(&m.ca, &public_key, server, &name, names, now).map_err(|e| e.to_string())?;
         let s = summarize(leaf.as_ref()).map_err(|e| e.to_string())?;
         let line = Issued {
             time: now.as_secs(),

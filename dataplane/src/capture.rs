@@ -130,21 +130,28 @@ fn capture_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes in the regular files of `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |rd| {
+/// Bytes and entries in `dir`.
+fn dir_usage(dir: &Path) -> (u64, usize) {
+    std::fs::read_dir(dir).map_or((0, 0), |rd| {
         rd.filter_map(Result::ok)
             .filter_map(|e| e.metadata().ok())
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len())
-            .sum()
+            .fold((0, 0), |(b, n), m| (b + if m.is_file() { m.len() } else { 0 }, n + 1))
     })
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    dir_usage(dir).0
 }
 
 /// Packets waiting for the capture thread.
 const QUEUE: usize = 16_384;
 /// Captures at once.
 const MAX_ACTIVE: usize = 8;
+/// Finished captures remembered for `capture list` (older ones are forgotten;
+/// their files stay).
+const MAX_KEPT: usize = 64;
+/// Files in the capture directory at most (whatever their size).
+const MAX_FILES: usize = 256;
 
 /// What a worker matches.
 #[derive(Debug, Clone)]
@@ -283,8 +290,17 @@ impl Capturer {
         if let Err(e) = check_name(&spec.file).and_then(|()| capture_dir(&self.cfg.dir)) {
             return Response::error(ErrorCode::Invalid, e);
         }
-        let used = dir_bytes(&self.cfg.dir);
+        let (used, files) = dir_usage(&self.cfg.dir);
         self.used.store(used, Ordering::Relaxed);
+        if files >= MAX_FILES {
+            return Response::error(
+                ErrorCode::Invalid,
+                format!(
+                    "the capture directory {} holds {files} files (at most {MAX_FILES}): remove old captures first",
+                    self.cfg.dir.display()
+                ),
+            );
+        }
         if used + 4096 > self.cfg.max_total_bytes {
             return Response::error(
                 ErrorCode::Invalid,
@@ -328,6 +344,11 @@ impl Capturer {
             id,
             Capture { spec, packets: 0, dropped: 0, active: true, bytes, ended: None, out: Some(out) },
         );
+        // Forget the oldest finished captures beyond MAX_KEPT (ids grow with age).
+        let finished: Vec<u32> = caps.iter().filter(|(_, c)| !c.active).map(|(id, _)| *id).collect();
+        for old in finished.iter().take(finished.len().saturating_sub(MAX_KEPT)) {
+            caps.remove(old);
+        }
         self.refresh(&caps);
         self.answer(&caps, |c| c.id == id)
     }
@@ -623,6 +644,37 @@ mod tests {
         // Fill the directory: the next capture is refused, naming the cap.
         std::fs::write(caps.join("old.pcapng"), vec![0u8; 12000]).unwrap();
         refused(c.start(spec("more.pcapng", None)), "capture.max_total_bytes");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An operator starting captures without end: `capture list` stays small
+    /// (finished ones beyond 64 are forgotten) and the directory stops at 256
+    /// files.
+    #[test]
+    fn records_and_files_are_bounded() {
+        let dir = tempfile_dir();
+        let caps = dir.join("caps");
+        let c = capturer(&caps, 1 << 20, 1 << 30);
+        let mut refused = None;
+        for i in 0..300 {
+            match c.start(spec(&format!("c{i:03}-{}.pcapng", "x".repeat(100)), Some(1))) {
+                Response::Captures { .. } => {
+                    let _ = c.stop(None);
+                }
+                Response::Error { message, .. } => {
+                    refused = Some((i, message));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let (i, message) = refused.expect("the file cap");
+        assert_eq!(i, MAX_FILES, "{message}");
+        assert!(message.contains("files"), "{message}");
+        let Response::Captures { captures, .. } = c.list() else { panic!() };
+        assert!(captures.len() <= MAX_KEPT + MAX_ACTIVE, "{}", captures.len());
+        let line = tlsgate_api::Frame::response(1, c.list()).encode();
+        assert!(line.len() < 100_000, "capture list stays small: {} bytes", line.len());
         let _ = std::fs::remove_dir_all(dir);
     }
 

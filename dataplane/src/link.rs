@@ -164,7 +164,10 @@ fn session(
     while !stop.load(Ordering::Relaxed) {
         if let Some(chains) = &setup.chains {
             while let Some((sha256, pem)) = chains.take() {
-                send(&mut out, Request::Chain { sha256, pem })?;
+                // A chain too large for a frame is not kept (the session goes on).
+                if too_large(send(&mut out, Request::Chain { sha256: sha256.clone(), pem }))?.is_none() {
+                    tracing::warn!(sha256 = %sha256, "an abort chain too large to send up: not kept");
+                }
             }
         }
         if hello_done {
@@ -173,9 +176,13 @@ fn session(
                 if leaves.is_empty() {
                     break;
                 }
-                let ids = leaves.iter().map(|l| l.id).collect();
-                let id = send(&mut out, Request::SignLeaves { leaves })?;
-                batches.insert(id, ids);
+                let ids: Vec<u64> = leaves.iter().map(|l| l.id).collect();
+                match too_large(send(&mut out, Request::SignLeaves { leaves }))? {
+                    Some(id) => {
+                        batches.insert(id, ids);
+                    }
+                    None => setup.signer.refuse(&ids, "the request is too large to send to the signer"),
+                }
             }
         }
         let frame = match reader.read_frame() {
@@ -247,9 +254,23 @@ fn session(
                 Response::error(ErrorCode::Unsupported, format!("not served by the dataplane: {other:?}"))
             }
         };
-        write_frame(&mut out, &Frame::response(frame.id, resp))?;
+        if too_large(write_frame(&mut out, &Frame::response(frame.id, resp)))?.is_none() {
+            // An answer over the frame limit (a long list) is refused, not fatal.
+            let resp = Response::error(ErrorCode::TooLarge, "the answer exceeds the frame limit (1 MiB)");
+            write_frame(&mut out, &Frame::response(frame.id, resp))?;
+        }
     }
     Ok(())
+}
+
+/// A write that was refused for its size (`InvalidInput` from [`write_frame`]:
+/// nothing was written) is `None`; other errors end the session.
+fn too_large<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The learned exclusions of the TLS material running now, after clearing those

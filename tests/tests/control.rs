@@ -217,11 +217,32 @@ fn pins_hold_for_their_names_and_chains_to_our_own_ca_are_refused() {
         c.ok(&["trust", "add", file.to_str().unwrap(), "--as", "pinned", "--any-name", "--name", "asa3"]);
     assert!(out.contains("already trusted") || out.contains("for any name"), "{out}");
 
+    // A pinned certificate that names more servers than its pin: the forged
+    // leaf carries only the requested name (its other names were never vouched
+    // for by anyone).
+    let multi =
+        rcgen::generate_simple_self_signed(vec!["multi.tg.test".into(), "bank.tg.test".into()]).unwrap();
+    let file = write(c.dir.path(), "multi.pem", &multi.cert.pem());
+    c.ok(&["trust", "add", file.to_str().unwrap(), "--for", "multi.tg.test", "--name", "multi"]);
+    c.wait_applied(Duration::from_secs(10));
+    let srv_multi = origin_server(vec![multi.cert.der().clone()], key(&multi.key_pair), false);
+    let (resp, err, leaf, _) =
+        tls_exchange(&mut net, srv_multi, client.clone(), "multi.tg.test", 443, 47010, b"GET /", 2000);
+    assert!(resp.is_some() && err.is_none(), "{err:?}");
+    let seen = tlsgate_certstore::summarize(leaf.expect("the forged leaf").as_ref()).unwrap();
+    assert_eq!(seen.dns_names, vec!["multi.tg.test".to_string()], "{seen:?}");
+
     // Our own CA: not importable into the trust store, and a server chain that
     // ends at it is refused (code 1001), even with its root in the trust store.
     let pki = pki::Pki::generate();
     let cert = write(c.dir.path(), "own-ca.pem", &pki.root.pem());
     let key_file = write(c.dir.path(), "own-ca.key", &pki.root.key_pem());
+    // Trusted first, then imported as the decryption CA: refused the other way
+    // round too.
+    c.ok(&["trust", "add", cert.to_str().unwrap(), "--as", "ca", "--name", "soon-ours"]);
+    let r = c.ctl(&["ca", "import", cert.to_str().unwrap(), key_file.to_str().unwrap()]);
+    assert!(!r.status.success() && r.stderr.contains("soon-ours"), "{}", r.stderr);
+    c.ok(&["trust", "remove", "soon-ours"]);
     c.ok(&["ca", "import", cert.to_str().unwrap(), key_file.to_str().unwrap()]);
     let r = c.ctl(&["trust", "add", cert.to_str().unwrap(), "--as", "ca"]);
     assert!(!r.status.success() && r.stderr.contains("decryption CA"), "{}", r.stderr);

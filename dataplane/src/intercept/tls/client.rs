@@ -32,6 +32,38 @@ pub struct TlsWorker {
     worker: usize,
     /// The signer's answers, by ticket, until their flow takes them.
     signed: HashMap<u64, Result<CertificateDer<'static>, String>>,
+    /// New names asked of the signer per client address, so that one client
+    /// cannot spend the signer's rate limit for everyone.
+    cold: SourceBuckets,
+}
+
+/// A token bucket per client address (bounded: all are forgotten past 65,536).
+pub(crate) struct SourceBuckets {
+    map: HashMap<std::net::IpAddr, (f64, u64)>,
+    per_s: f64,
+    burst: f64,
+}
+
+impl SourceBuckets {
+    pub(crate) fn new(per_s: u32, burst: u32) -> Self {
+        SourceBuckets { map: HashMap::new(), per_s: f64::from(per_s), burst: f64::from(burst) }
+    }
+
+    /// A token of `source`'s bucket at `now_ms`, if it has one.
+    pub(crate) fn take(&mut self, source: std::net::IpAddr, now_ms: u64) -> bool {
+        if self.map.len() >= 65_536 {
+            self.map.clear();
+        }
+        let (tokens, at) = self.map.entry(source).or_insert((self.burst, now_ms));
+        *tokens = (*tokens + now_ms.saturating_sub(*at) as f64 / 1000.0 * self.per_s).min(self.burst);
+        *at = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A forged certificate for the client leg, or where it stands.
@@ -64,6 +96,7 @@ impl TlsWorker {
         };
         let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
         let untrust_forge = ForgeCache::new(shared.untrust.clone(), key, shared.cache);
+        let cold = SourceBuckets::new(shared.signer_per_source.0, shared.signer_per_source.1);
         Ok(TlsWorker {
             shared,
             forge,
@@ -71,6 +104,7 @@ impl TlsWorker {
             configs: Default::default(),
             worker,
             signed: HashMap::new(),
+            cold,
         })
     }
 
@@ -102,12 +136,15 @@ impl TlsWorker {
 
     /// The certificate for the client: from the cache, forged here (untrust CA,
     /// or a local decryption CA), or asked of the signer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn leaf(
         &mut self,
         requested: &ServerName<'static>,
         chain: &[CertificateDer<'static>],
+        client: std::net::IpAddr,
         info: &mut TlsInfo,
         now: UnixTime,
+        now_ms: u64,
     ) -> Leaf {
         let untrusted = info.untrusted.is_some() || info.untrusted_resumed;
         if untrusted || matches!(self.shared.signing, Signing::Local(_)) {
@@ -125,6 +162,12 @@ impl TlsWorker {
         if let Some(hit) = self.forge.lookup(requested, chain, now) {
             info.forge_cached = true;
             return Leaf::Ready(hit);
+        }
+        if !self.cold.take(client, now_ms) {
+            return Leaf::Failed(signer_failed(format!(
+                "too many new names from {client} (tls.signer_new_names_per_s {})",
+                self.shared.signer_per_source.0
+            )));
         }
         let Signing::Remote { link, .. } = &self.shared.signing else { unreachable!("local handled above") };
         let name = tlsgate_certstore::server_name_text(requested);
@@ -219,4 +262,24 @@ pub(super) fn error(e: &rustls::Error, phase: Phase) -> Ended {
         _ => Cause::Internal,
     };
     Ended::new(EventKind::Abort, Leg::Client, phase, cause).detail(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One client asking for new names as fast as it can gets its burst, then its
+    /// rate; another client is not held back by it.
+    #[test]
+    fn new_names_are_limited_per_client() {
+        let mut b = SourceBuckets::new(50, 200);
+        let (greedy, other): (std::net::IpAddr, std::net::IpAddr) =
+            ("198.18.0.66".parse().unwrap(), "198.18.0.67".parse().unwrap());
+        let granted = (0..1000).filter(|_| b.take(greedy, 1000)).count();
+        assert_eq!(granted, 200, "the burst");
+        assert!(b.take(other, 1000), "another client");
+        // One second later: its rate.
+        let granted = (0..1000).filter(|_| b.take(greedy, 2000)).count();
+        assert_eq!(granted, 50);
+    }
 }

@@ -58,6 +58,21 @@ pub struct TlsConfig {
     /// `block` (reset, the default) or `pass` (relayed raw, with an event).
     #[serde(default)]
     pub signer_unavailable: SignerUnavailable,
+    /// New names (forge-cache misses) one client address may have the control
+    /// plane sign per second, per worker; above it its new names fail with
+    /// `signer_unavailable` (the signer's own limit is for everyone).
+    #[serde(default = "default_new_names_per_s")]
+    pub signer_new_names_per_s: u32,
+    /// The burst above that rate.
+    #[serde(default = "default_new_names_burst")]
+    pub signer_new_names_burst: u32,
+}
+
+fn default_new_names_per_s() -> u32 {
+    50
+}
+fn default_new_names_burst() -> u32 {
+    200
 }
 
 /// What a flow gets when its certificate cannot be signed now.
@@ -112,6 +127,8 @@ impl Default for TlsConfig {
             handshake_timeout_s: default_handshake_timeout(),
             probe: ProbeConfig::default(),
             signer_unavailable: SignerUnavailable::Block,
+            signer_new_names_per_s: default_new_names_per_s(),
+            signer_new_names_burst: default_new_names_burst(),
         }
     }
 }
@@ -136,6 +153,9 @@ impl TlsConfig {
             .parse::<CipherProfile>()
             .map(|_| ())
             .map_err(|_| format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))?;
+        if self.signer_new_names_per_s == 0 || self.signer_new_names_burst == 0 {
+            return Err("tls.signer_new_names_per_s and tls.signer_new_names_burst: at least 1".into());
+        }
         if self.forge_cache == 0 {
             return Err("tls.forge_cache: must be at least 1".into());
         }
@@ -259,6 +279,8 @@ pub struct TlsShared {
     pub probe: ProbeConfig,
     /// A new name while the signer is unavailable.
     pub signer_unavailable: SignerUnavailable,
+    /// New names per client address: (per second, burst).
+    pub signer_per_source: (u32, u32),
     /// Servers relayed raw after a failure whose action was `pass` (a certificate
     /// check's `pass`, or `undecryptable: pass` where no probe confirms: see
     /// [`TlsShared::exclusions`]).
@@ -401,6 +423,7 @@ impl TlsShared {
             handshake_timeout_ms: cfg.handshake_timeout_s * 1000,
             probe: cfg.probe,
             signer_unavailable: cfg.signer_unavailable,
+            signer_per_source: (cfg.signer_new_names_per_s, cfg.signer_new_names_burst),
             remembered: ServerMap::default(),
             exclusions: ServerMap::default(),
             proofs: ServerMap::default(),

@@ -79,7 +79,7 @@ pub(super) fn step(
             cx.info.untrusted_resumed = true;
         }
     }
-    match cx.w.leaf(&requested, &chain, cx.info, cx.clock.unix_time()) {
+    match cx.w.leaf(&requested, &chain, cx.addrs.client, cx.info, cx.clock.unix_time(), cx.now_ms) {
         Leaf::Ready(forged) => answer(accepted, conn, forged, cx),
         Leaf::Pending(ticket) => {
             cx.info.sign_ticket = Some(ticket);

@@ -25,6 +25,10 @@ use tlsgate_api::{LeafRequest, SignedLeaf, MAX_SIGN_BATCH};
 const OUTBOX: usize = 1024;
 /// Answers waiting for a worker.
 const INBOX: usize = 1024;
+/// Bytes of requests in one batch (a frame is at most 1 MiB).
+const BATCH_BYTES: usize = 512 * 1024;
+/// One request's bytes at most (name, chain, key); a larger one is refused here.
+const REQUEST_BYTES: usize = 128 * 1024;
 
 /// The queues between the workers and the link thread.
 pub struct SignerLink {
@@ -58,6 +62,9 @@ impl SignerLink {
     ) -> Result<u64, &'static str> {
         if !self.connected.load(Ordering::Relaxed) {
             return Err("the control plane (the signer) is not connected");
+        }
+        if name.len() + public_key.len() + chain.iter().map(String::len).sum::<usize>() > REQUEST_BYTES {
+            return Err("the server's chain is too large to send to the signer");
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.outbox
@@ -100,12 +107,16 @@ impl SignerLink {
         }
     }
 
-    /// The next batch to send (link side), at most [`MAX_SIGN_BATCH`].
+    /// The next batch to send (link side): at most [`MAX_SIGN_BATCH`] requests
+    /// and about [`BATCH_BYTES`] (each request is at most [`REQUEST_BYTES`], so
+    /// a batch always fits a frame).
     pub fn batch(&self) -> Vec<LeafRequest> {
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        while out.len() < MAX_SIGN_BATCH {
+        while out.len() < MAX_SIGN_BATCH && bytes < BATCH_BYTES {
             let Some((worker, req)) = self.outbox.pop() else { break };
+            bytes += req.name.len() + req.public_key.len() + req.chain.iter().map(String::len).sum::<usize>();
             in_flight.insert(req.id, worker);
             out.push(req);
         }
@@ -159,6 +170,32 @@ mod tests {
         let lost = s.take(0).unwrap();
         assert_eq!((lost.id, lost.cert.is_none()), (a, true));
         assert!(s.submit(0, "c".into(), vec![], "k".into()).is_err());
+    }
+
+    /// A server presenting a chain padded to rustls' 64 KiB limit, from many
+    /// flows at once: each batch stays within a frame (the link never carries an
+    /// oversized one), and a single oversized request is refused at once.
+    #[test]
+    fn batches_fit_a_frame_whatever_the_chains() {
+        let s = SignerLink::new(1);
+        s.set_connected(true);
+        let padded = vec!["A".repeat(87 * 1024)]; // 64 KiB of DER, in base64
+        for _ in 0..40 {
+            s.submit(0, "padded.tg.test".into(), padded.clone(), "k".into()).unwrap();
+        }
+        let mut sent = 0;
+        loop {
+            let batch = s.batch();
+            if batch.is_empty() {
+                break;
+            }
+            sent += batch.len();
+            let frame = tlsgate_api::Frame::request(1, tlsgate_api::Request::SignLeaves { leaves: batch });
+            assert!(frame.encode().len() <= tlsgate_api::MAX_LINE, "a batch fits a frame");
+        }
+        assert_eq!(sent, 40);
+        let huge = vec!["A".repeat(200 * 1024)];
+        assert!(s.submit(0, "huge.tg.test".into(), huge, "k".into()).unwrap_err().contains("too large"));
     }
 
     #[test]
