@@ -25,11 +25,13 @@ readonly PROG="${0##*/}"
 #   prometheus          - provides promtool, used to lint the metrics output
 #   hping3 python3-scapy
 #                       - the attack tests: SYN floods, fragmented SYNs, odd TCP
+#   softhsm2            - a PKCS#11 token for the decryption CA's key (tests; an
+#                         appliance may use its HSM's own module instead)
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
-    hping3 python3-scapy
+    hping3 python3-scapy softhsm2
 )
 
 usage() {

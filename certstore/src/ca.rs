@@ -61,6 +61,21 @@ impl DecryptionCa {
     /// `opts.validity_days` days, random serial.
     pub fn generate(opts: &CaOptions, now: UnixTime) -> Result<Self> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+        Self::generate_with(opts, key, now)
+    }
+
+    /// [`DecryptionCa::generate`] over a key held elsewhere (a PKCS#11 token):
+    /// the certificate is self-signed by that key; the key never leaves it.
+    pub fn generate_with_remote_key(
+        opts: &CaOptions,
+        remote: Box<dyn rcgen::RemoteKeyPair + Send + Sync>,
+        now: UnixTime,
+    ) -> Result<Self> {
+        let key = KeyPair::from_remote(remote).map_err(gen_err)?;
+        Self::generate_with(opts, key, now)
+    }
+
+    fn generate_with(opts: &CaOptions, key: KeyPair, now: UnixTime) -> Result<Self> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         if let Some(o) = &opts.organization {
@@ -91,7 +106,29 @@ impl DecryptionCa {
     /// that is encrypted or unusable, a key that is not the certificate's.
     pub fn import(cert_input: &[u8], key_input: &[u8], now: UnixTime) -> Result<Self> {
         let certs = cert::parse_certificates(cert_input)?;
-        let cert_der = certs[0].clone();
+        Self::check_ca_cert(&certs[0])?;
+        let pkcs8 = key::parse_private_key(key_input)?;
+        let key = KeyPair::try_from(&pkcs8).map_err(|e| Error::UnsupportedKey {
+            detail: format!(
+                "the signer accepts RSA (2048 to 4096 bits), ECDSA P-256/P-384 and Ed25519 keys: {e}"
+            ),
+        })?;
+        Self::import_with(certs, key, now)
+    }
+
+    /// [`DecryptionCa::import`] with the key held elsewhere (a PKCS#11 token).
+    pub fn import_with_remote_key(
+        cert_input: &[u8],
+        remote: Box<dyn rcgen::RemoteKeyPair + Send + Sync>,
+        now: UnixTime,
+    ) -> Result<Self> {
+        let certs = cert::parse_certificates(cert_input)?;
+        let key = KeyPair::from_remote(remote).map_err(gen_err)?;
+        Self::import_with(certs, key, now)
+    }
+
+    /// A certificate that may be a decryption CA: CA:TRUE and keyCertSign.
+    fn check_ca_cert(cert_der: &CertificateDer<'_>) -> Result<()> {
         let parsed = cert::parse_der(cert_der.as_ref())
             .map_err(|reason| Error::BadCertificate { index: 1, reason })?;
         let summary = cert::summary_of(&parsed, cert_der.as_ref());
@@ -103,12 +140,15 @@ impl DecryptionCa {
                 return Err(Error::CaCannotSign { subject: summary.subject });
             }
         }
-        let pkcs8 = key::parse_private_key(key_input)?;
-        let key = KeyPair::try_from(&pkcs8).map_err(|e| Error::UnsupportedKey {
-            detail: format!(
-                "the signer accepts RSA (2048 to 4096 bits), ECDSA P-256/P-384 and Ed25519 keys: {e}"
-            ),
-        })?;
+        Ok(())
+    }
+
+    fn import_with(certs: Vec<CertificateDer<'static>>, key: KeyPair, now: UnixTime) -> Result<Self> {
+        Self::check_ca_cert(&certs[0])?;
+        let cert_der = certs[0].clone();
+        let parsed = cert::parse_der(cert_der.as_ref())
+            .map_err(|reason| Error::BadCertificate { index: 1, reason })?;
+        let summary = cert::summary_of(&parsed, cert_der.as_ref());
         if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
             return Err(Error::KeyMismatch { subject: summary.subject });
         }

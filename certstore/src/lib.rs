@@ -74,6 +74,8 @@ pub use license::{
     VendorSigner, FEATURE_STRONG_CRYPTO,
 };
 pub use profile::CipherProfile;
+/// A CA key held elsewhere (a PKCS#11 token), as rcgen signs with it.
+pub use rcgen::{Error as RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256};
 pub use tls::{
     client_config, client_config_noting_requests, crypto_provider, server_config, CertRequests, CertifiedKey,
     ClientConfig, ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver, VerifiedCacheStats,

@@ -184,10 +184,18 @@ pub enum CaCmd {
     },
     /// Import a decryption CA (certificate and key files).
     Import {
-        /// Certificate (PEM or DER).
-        cert: PathBuf,
+        /// Certificate (PEM or DER). With --pkcs11 and no certificate, a new
+        /// self-signed CA certificate is made with the token's key.
+        cert: Option<PathBuf>,
         /// Key (PEM or DER; PKCS#8, PKCS#1, SEC1).
-        key: PathBuf,
+        key: Option<PathBuf>,
+        /// The key is on a PKCS#11 token instead (it never leaves it):
+        /// pkcs11:token=LABEL;object=KEY?module-path=LIB&pin-value=PIN (or pin-source=FILE).
+        #[arg(long, conflicts_with = "key")]
+        pkcs11: Option<String>,
+        /// The new certificate's common name (with --pkcs11 and no certificate).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// The CA certificate, for clients to install.
     Export {
@@ -529,8 +537,19 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
         },
         Command::Ca(c) => match c {
             CaCmd::Generate { name } => Request::CaGenerate { common_name: name.clone() },
-            CaCmd::Import { cert, key } => {
+            CaCmd::Import { cert, key, pkcs11: Some(uri), name } => {
+                let _ = key;
+                Request::CaImportPkcs11 {
+                    uri: uri.clone(),
+                    cert: cert.as_deref().map(read).transpose()?.map(|c| to_b64(&c)),
+                    common_name: name.clone(),
+                }
+            }
+            CaCmd::Import { cert: Some(cert), key: Some(key), pkcs11: None, .. } => {
                 Request::CaImport { cert: to_b64(&read(cert)?), key: to_b64(&read(key)?) }
+            }
+            CaCmd::Import { .. } => {
+                return Err(Failure::Error("ca import: give CERT KEY, or --pkcs11 URI [CERT]".into()))
             }
             CaCmd::Export { der, .. } => Request::CaExport { der: *der },
         },

@@ -16,6 +16,7 @@
 //! metrics_listen = "127.0.0.1:9469"       # Prometheus /metrics; "" disables
 //! vendor_key = "<base64 Ed25519 public key>"   # licenses are signed with its private half
 //! device_id = "..."                       # default: /etc/machine-id
+//! pkcs11_modules = ["/usr/lib/softhsm/libsofthsm2.so"]   # PKCS#11 libraries `ca import --pkcs11` may load
 //! ```
 //!
 //! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
@@ -65,6 +66,10 @@ pub struct ControlConfig {
     pub vendor_key: Option<String>,
     /// This appliance's device id (licenses name it); default `/etc/machine-id`.
     pub device_id: Option<String>,
+    /// The PKCS#11 libraries `ca import --pkcs11` may load (none by default: an
+    /// operator request must not make this process load a library of its
+    /// choosing).
+    pub pkcs11_modules: Vec<PathBuf>,
 }
 
 impl Default for ControlConfig {
@@ -84,6 +89,7 @@ impl Default for ControlConfig {
             metrics_listen: "127.0.0.1:9469".into(),
             vendor_key: None,
             device_id: None,
+            pkcs11_modules: Vec::new(),
         }
     }
 }

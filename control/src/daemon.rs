@@ -416,7 +416,7 @@ impl Daemon {
                     ca.summary().subject,
                     ca.fingerprint().to_hex()
                 );
-                st.ca = Some(CaRecord { cert_pem: ca.cert_pem(), key_pem: ca.key_pkcs8_pem() });
+                st.ca = Some(CaRecord::with_key(ca.cert_pem(), ca.key_pkcs8_pem()));
                 Ok(Change { message, versioned: true })
             }),
             Request::CaImport { cert, key } => self.change(uid, |st, _| {
@@ -445,7 +445,43 @@ impl Daemon {
                     ca.summary().subject,
                     ca.fingerprint().to_hex()
                 );
-                st.ca = Some(CaRecord { cert_pem: ca.cert_pem(), key_pem: ca.key_pkcs8_pem() });
+                st.ca = Some(CaRecord::with_key(ca.cert_pem(), ca.key_pkcs8_pem()));
+                Ok(Change { message, versioned: true })
+            }),
+            Request::CaImportPkcs11 { uri, cert, common_name } => self.change(uid, |st, _| {
+                let parsed = crate::pkcs11::Pkcs11Uri::parse(&uri).map_err(|e| invalid(format!("--pkcs11: {e}")))?;
+                if !self.cfg.pkcs11_modules.iter().any(|m| m.as_os_str() == parsed.module.as_str()) {
+                    return Err(No(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "--pkcs11: module-path {} is not in control.pkcs11_modules (the root-owned \
+                             configuration lists the PKCS#11 libraries this process may load)",
+                            parsed.module
+                        ),
+                    ));
+                }
+                let key = crate::pkcs11::key_for(&uri).map_err(|e| invalid(format!("--pkcs11: {e}")))?;
+                let now = UnixTime::now();
+                let ca = match cert {
+                    Some(c) => {
+                        let c = b64(&c).map_err(|e| invalid(format!("certificate: {e}")))?;
+                        DecryptionCa::import_with_remote_key(&c, Box::new(key), now)
+                    }
+                    None => DecryptionCa::generate_with_remote_key(
+                        &CaOptions::with_common_name(common_name.unwrap_or_else(|| "tlsgate decryption CA".into())),
+                        Box::new(key),
+                        now,
+                    ),
+                }
+                .map_err(|e| invalid(format!("decryption CA refused: {e}")))?;
+                let message = format!(
+                    "decryption CA with its key on PKCS#11 token {:?} (object {:?}): {} (SHA-256 {})",
+                    parsed.token,
+                    parsed.object,
+                    ca.summary().subject,
+                    ca.fingerprint().to_hex()
+                );
+                st.ca = Some(CaRecord { cert_pem: ca.cert_pem(), key_pem: String::new(), pkcs11: Some(uri) });
                 Ok(Change { message, versioned: true })
             }),
             Request::CaExport { der } => match self.state().decryption_ca() {

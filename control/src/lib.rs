@@ -32,6 +32,7 @@ pub mod events;
 pub mod failpoint;
 pub mod link;
 pub mod metrics;
+pub mod pkcs11;
 pub mod server;
 pub mod signer;
 pub mod state;

@@ -97,13 +97,42 @@ pub struct CaRecord {
     /// Certificate, PEM.
     pub cert_pem: String,
     /// Key, PKCS#8 PEM. Wiped from memory when the record goes (every copy of
-    /// the state is a copy of it); never printed.
+    /// the state is a copy of it); never printed. Empty when the key is on a
+    /// PKCS#11 token.
     pub key_pem: String,
+    /// The `pkcs11:` URI of the key on a token (the key never leaves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<String>,
+}
+
+impl CaRecord {
+    /// A CA whose key is in the state (PKCS#8 PEM).
+    pub fn with_key(cert_pem: String, key_pem: String) -> CaRecord {
+        CaRecord { cert_pem, key_pem, pkcs11: None }
+    }
+
+    /// The CA, ready to sign (its key from the state, or through its token).
+    pub fn open(&self) -> Result<DecryptionCa, String> {
+        let now = tlsgate_certstore::pki_types::UnixTime::now();
+        match &self.pkcs11 {
+            Some(uri) => {
+                let key = crate::pkcs11::key_for(uri)?;
+                DecryptionCa::import_with_remote_key(self.cert_pem.as_bytes(), Box::new(key), now)
+                    .map_err(|e| e.to_string())
+            }
+            None => DecryptionCa::import(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), now)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for CaRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaRecord").field("cert_pem", &self.cert_pem).field("key_pem", &"(hidden)").finish()
+        f.debug_struct("CaRecord")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"(hidden)")
+            .field("pkcs11", &self.pkcs11.as_ref().map(|_| "(hidden)"))
+            .finish()
     }
 }
 
@@ -157,12 +186,7 @@ impl StateFile {
         }
         self.trust_store_without_system().map_err(|e| format!("trust: {e}"))?;
         if let Some(ca) = &self.ca {
-            DecryptionCa::import(
-                ca.cert_pem.as_bytes(),
-                ca.key_pem.as_bytes(),
-                tlsgate_certstore::pki_types::UnixTime::now(),
-            )
-            .map_err(|e| format!("decryption CA: {e}"))?;
+            ca.open().map_err(|e| format!("decryption CA: {e}"))?;
         }
         Ok(())
     }
@@ -235,13 +259,7 @@ impl StateFile {
 
     /// The decryption CA, if any.
     pub fn decryption_ca(&self) -> Option<DecryptionCa> {
-        let ca = self.ca.as_ref()?;
-        DecryptionCa::import(
-            ca.cert_pem.as_bytes(),
-            ca.key_pem.as_bytes(),
-            tlsgate_certstore::pki_types::UnixTime::now(),
-        )
-        .ok()
+        self.ca.as_ref()?.open().ok()
     }
 
     /// Appends an audit record for version `version` (bounded).

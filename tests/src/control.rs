@@ -41,6 +41,8 @@ pub struct Control {
     pub vendor_key: PathBuf,
     /// Extra TOML of its `[control]` section.
     extra: String,
+    /// Environment variables the daemon gets (e.g. `SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Control {
@@ -74,7 +76,7 @@ impl Control {
             format!("metrics_listen = \"\"\n{extra}")
         };
         std::fs::write(dir.join("control.toml"), format!("{toml}{extra}")).expect("writing control.toml");
-        let mut c = Control { dir, proc: None, vendor_key, extra: String::new() };
+        let mut c = Control { dir, proc: None, vendor_key, extra: String::new(), env: Vec::new() };
         c.extra = extra;
         c.restart(None);
         c
@@ -88,6 +90,7 @@ impl Control {
         }
         let mut cmd = Command::new(control_binary());
         cmd.arg("--config").arg(self.dir.join("control.toml")).env("TLSGATE_LOG", "info");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(f) = failpoint {
             cmd.env("TLSGATE_FAILPOINT", f);
         }

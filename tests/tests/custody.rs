@@ -395,3 +395,98 @@ fn rcgen_pki() -> (
         tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
     )
 }
+
+/// The decryption CA's key on a PKCS#11 token (SoftHSM2): `ca import --pkcs11`
+/// makes a CA certificate with the token's key (the key never leaves it), the
+/// signer forges leaves through the token, `openssl verify` accepts a forged leaf
+/// against the exported CA, and the state holds no key. A module not listed in
+/// `control.pkcs11_modules` is refused (an operator must not make the control
+/// plane load a library of its choosing).
+#[test]
+fn a_pkcs11_token_signs_the_forged_leaves() {
+    use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange};
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    assert!(std::path::Path::new(MODULE).exists(), "softhsm2 is installed by scripts/install-deps.sh");
+    let mut c = Control::start("pkcs11", &format!("pkcs11_modules = [{MODULE:?}]\n"));
+    // A token with a P-256 key, in a SoftHSM2 store of this test's own.
+    let d = c.dir.path().to_path_buf();
+    std::fs::create_dir_all(d.join("tokens")).unwrap();
+    let conf = d.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            d.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let hsm = |args: &[&str]| {
+        let out = std::process::Command::new("softhsm2-util")
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "softhsm2-util {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    hsm(&["--init-token", "--free", "--label", "tlsgate", "--pin", "1234", "--so-pin", "5678"]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_file = tlsgate_tests::control::write(&d, "token-key.pem", &key.serialize_pem());
+    hsm(&[
+        "--import",
+        key_file.to_str().unwrap(),
+        "--token",
+        "tlsgate",
+        "--label",
+        "ca",
+        "--id",
+        "01",
+        "--pin",
+        "1234",
+    ]);
+    std::fs::remove_file(&key_file).unwrap();
+    c.env.push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    c.restart(None);
+
+    let uri = format!("pkcs11:token=tlsgate;object=ca?module-path={MODULE}&pin-value=1234");
+    let evil = "pkcs11:token=tlsgate;object=ca?module-path=/tmp/evil.so&pin-value=1234";
+    let r = c.ctl(&["ca", "import", "--pkcs11", evil]);
+    assert!(!r.status.success() && r.stderr.contains("control.pkcs11_modules"), "{}", r.stderr);
+    let r = c.ctl(&["ca", "import", "--pkcs11", &uri.replace("1234", "9999")]);
+    assert!(!r.status.success() && r.stderr.contains("login"), "a wrong PIN is named: {}", r.stderr);
+    let out = c.ok(&["ca", "import", "--pkcs11", &uri, "--name", "tlsgate HSM CA"]);
+    assert!(out.contains("PKCS#11 token \"tlsgate\"") && !out.contains("1234"), "{out}");
+    let state = std::fs::read_to_string(c.state_dir().join("state.json")).unwrap();
+    assert!(state.contains("\"key_pem\": \"\"") || state.contains("\"key_pem\":\"\""), "no key in the state");
+    assert!(!state.contains("PRIVATE KEY"));
+
+    let pki = rcgen_pki();
+    let root = tlsgate_tests::control::write(&d, "root.pem", &pki.0);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
+    let policy = tlsgate_tests::control::write(&d, "p.json", tlsgate_tests::control::DECRYPT_ALL);
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    let ca_pem = c.ok(&["ca", "export"]);
+    let ca = tlsgate_certstore::parse_certificates(ca_pem.as_bytes()).unwrap().remove(0);
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    let srv = origin_server(pki.1.clone(), pki.2.clone_key(), false);
+    let (resp, err, leaf, _) =
+        tls_exchange(&mut net, srv, client_trusting(&[ca]), "hsm.tg.test", 443, 45001, b"GET /", 2000);
+    assert!(err.is_none() && resp.is_some(), "decrypted with a leaf the token signed: {err:?}");
+    let leaf_pem = tlsgate_certstore::pem_encode("CERTIFICATE", leaf.unwrap().as_ref());
+    let leaf_file = tlsgate_tests::control::write(&d, "leaf.pem", &leaf_pem);
+    let ca_file = tlsgate_tests::control::write(&d, "ca.pem", &ca_pem);
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", "-verify_hostname", "hsm.tg.test", "-CAfile"])
+        .arg(&ca_file)
+        .arg(&leaf_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(net.stop());
+}

@@ -194,6 +194,18 @@ pub enum Request {
         /// Key file bytes, base64 (PEM or DER).
         key: String,
     },
+    /// Control plane: a decryption CA whose key is on a PKCS#11 token (the key
+    /// never leaves it): with the CA's certificate, or a new self-signed one
+    /// made with that key.
+    CaImportPkcs11 {
+        /// The key's `pkcs11:` URI (token, object, module-path, pin-value or
+        /// pin-source).
+        uri: String,
+        /// The CA certificate, base64 (PEM or DER); none: a new one.
+        cert: Option<String>,
+        /// The new certificate's common name.
+        common_name: Option<String>,
+    },
     /// Control plane: the decryption CA certificate, for clients.
     CaExport {
         /// DER instead of PEM.

@@ -1,0 +1,278 @@
+//! The decryption CA's key on a PKCS#11 token (an HSM; SoftHSM2 in the tests):
+//! `tlsgatectl ca import --pkcs11 URI`. The key never leaves the token; the
+//! signer hands it SHA-256 digests to sign (`CKM_ECDSA`, P-256) and turns the
+//! token's raw `r‖s` into the DER signature X.509 wants.
+//!
+//! The URI (RFC 7512, the parts used here):
+//!
+//! ```text
+//! pkcs11:token=tlsgate;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234
+//!        └ token label  └ key label (private and public key objects)
+//!                          pin-source=/etc/tlsgate/hsm.pin reads the PIN from a file instead
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use tlsgate_certstore::{RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256};
+
+/// A parsed `pkcs11:` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Uri {
+    /// `module-path`.
+    pub module: String,
+    /// `token`: the token's label.
+    pub token: String,
+    /// `object`: the key's label.
+    pub object: String,
+    /// `pin-value`, or the contents of `pin-source`.
+    pub pin: String,
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s:?}"))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
+}
+
+impl Pkcs11Uri {
+    /// Parses a URI; the error names what is missing or wrong.
+    pub fn parse(uri: &str) -> Result<Pkcs11Uri, String> {
+        let rest = uri.strip_prefix("pkcs11:").ok_or("a PKCS#11 URI starts with \"pkcs11:\"")?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (mut module, mut token, mut object, mut pin) = (None, None, None, None);
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (k, v) = attr.split_once('=').ok_or_else(|| format!("{attr:?}: expected name=value"))?;
+            let v = percent_decode(v)?;
+            match k {
+                "token" => token = Some(v),
+                "object" => object = Some(v),
+                _ => {} // other path attributes (manufacturer, serial, type, id) narrow nothing here
+            }
+        }
+        for attr in query.split('&').filter(|a| !a.is_empty()) {
+            let (k, v) = attr.split_once('=').ok_or_else(|| format!("{attr:?}: expected name=value"))?;
+            let v = percent_decode(v)?;
+            match k {
+                "module-path" => module = Some(v),
+                "pin-value" => pin = Some(v),
+                "pin-source" => {
+                    let path = v.strip_prefix("file:").unwrap_or(&v);
+                    let text =
+                        std::fs::read_to_string(path).map_err(|e| format!("pin-source {path}: {e}"))?;
+                    pin = Some(text.trim_end_matches(['\n', '\r']).to_string());
+                }
+                other => return Err(format!("unknown query attribute {other:?}")),
+            }
+        }
+        Ok(Pkcs11Uri {
+            module: module.ok_or("the URI names no module-path (the PKCS#11 library)")?,
+            token: token.ok_or("the URI names no token (its label)")?,
+            object: object.ok_or("the URI names no object (the key's label)")?,
+            pin: pin.ok_or("the URI gives no pin-value or pin-source")?,
+        })
+    }
+}
+
+/// A P-256 key on a token, signing through one logged-in session.
+pub struct Pkcs11Key {
+    // Field order: the session closes before the library is finalized.
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    public: Vec<u8>,
+    _ctx: Pkcs11,
+}
+
+/// One library context per module (a module is initialized once per process),
+/// and one open key per URI.
+static CONTEXTS: OnceLock<Mutex<HashMap<String, Pkcs11>>> = OnceLock::new();
+static KEYS: OnceLock<Mutex<HashMap<String, Arc<Pkcs11Key>>>> = OnceLock::new();
+
+fn context(module: &str) -> Result<Pkcs11, String> {
+    let mut all = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(c) = all.get(module) {
+        return Ok(c.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| format!("PKCS#11 module {module}: {e}"))?;
+    ctx.initialize(CInitializeArgs::OsThreads).map_err(|e| format!("PKCS#11 initialize {module}: {e}"))?;
+    all.insert(module.to_string(), ctx.clone());
+    Ok(ctx)
+}
+
+/// The key a URI names, opened once and then shared.
+pub fn key_for(uri_text: &str) -> Result<SharedKey, String> {
+    let mut keys = KEYS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(k) = keys.get(uri_text) {
+        return Ok(SharedKey(k.clone()));
+    }
+    let key = Arc::new(Pkcs11Key::open(&Pkcs11Uri::parse(uri_text)?)?);
+    keys.insert(uri_text.to_string(), key.clone());
+    Ok(SharedKey(key))
+}
+
+/// A shared handle on a token key, as rcgen signs with it.
+pub struct SharedKey(Arc<Pkcs11Key>);
+
+impl RemoteKeyPair for SharedKey {
+    fn public_key(&self) -> &[u8] {
+        self.0.public_key()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, RemoteKeyError> {
+        self.0.sign(msg)
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl Pkcs11Key {
+    /// Opens the token and finds the key; the error names what failed.
+    pub fn open(uri: &Pkcs11Uri) -> Result<Pkcs11Key, String> {
+        let ctx = context(&uri.module)?;
+        let slot = ctx
+            .get_slots_with_token()
+            .map_err(|e| format!("PKCS#11 slots: {e}"))?
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label().trim_end() == uri.token))
+            .ok_or_else(|| format!("no token labelled {:?}", uri.token))?;
+        let session = ctx.open_ro_session(slot).map_err(|e| format!("PKCS#11 session: {e}"))?;
+        session
+            .login(UserType::User, Some(&AuthPin::new(uri.pin.clone())))
+            .map_err(|e| format!("PKCS#11 login to token {:?}: {e}", uri.token))?;
+        let label = Attribute::Label(uri.object.as_bytes().to_vec());
+        let find = |class| {
+            session
+                .find_objects(&[Attribute::Class(class), label.clone()])
+                .map_err(|e| format!("PKCS#11 find {:?}: {e}", uri.object))
+        };
+        let key = *find(ObjectClass::PRIVATE_KEY)?
+            .first()
+            .ok_or_else(|| format!("no private key labelled {:?} on token {:?}", uri.object, uri.token))?;
+        let public_obj = *find(ObjectClass::PUBLIC_KEY)?
+            .first()
+            .ok_or_else(|| format!("no public key labelled {:?} on token {:?}", uri.object, uri.token))?;
+        let point = session
+            .get_attributes(public_obj, &[AttributeType::EcPoint])
+            .map_err(|e| format!("PKCS#11 public key: {e}"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .ok_or("the public key has no EC point (only P-256 keys are supported)")?;
+        // CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
+        let public = match point.as_slice() {
+            [0x04, 0x41, rest @ ..] if rest.len() == 65 && rest[0] == 0x04 => rest.to_vec(),
+            [0x04, ..] if point.len() == 65 => point.clone(),
+            _ => {
+                return Err(
+                    "the key is not an uncompressed P-256 point (only P-256 keys are supported)".into()
+                )
+            }
+        };
+        Ok(Pkcs11Key { session: Mutex::new(session), key, public, _ctx: ctx })
+    }
+}
+
+/// `r‖s` (each 32 bytes) as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() != 64 {
+        return None;
+    }
+    let int = |x: &[u8]| {
+        let mut v: Vec<u8> = x.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    };
+    let (r, s) = (int(&raw[..32]), int(&raw[32..]));
+    let mut out = vec![0x30, (r.len() + s.len()) as u8];
+    out.extend(r);
+    out.extend(s);
+    Some(out)
+}
+
+impl RemoteKeyPair for Pkcs11Key {
+    fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, RemoteKeyError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, msg);
+        let session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let raw = session.sign(&Mechanism::Ecdsa, self.key, digest.as_ref()).map_err(|e| {
+            tracing::error!(error = %e, "PKCS#11 sign");
+            RemoteKeyError::RemoteKeyError
+        })?;
+        ecdsa_raw_to_der(&raw).ok_or(RemoteKeyError::RemoteKeyError)
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_parsed_and_refusals_name_the_part() {
+        let u = Pkcs11Uri::parse(
+            "pkcs11:token=tls%20gate;object=ca;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            Pkcs11Uri {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token: "tls gate".into(),
+                object: "ca".into(),
+                pin: "1234".into()
+            }
+        );
+        for (bad, needle) in [
+            ("token=a", "pkcs11:"),
+            ("pkcs11:object=ca?module-path=/m&pin-value=1", "no token"),
+            ("pkcs11:token=t?module-path=/m&pin-value=1", "no object"),
+            ("pkcs11:token=t;object=o?pin-value=1", "module-path"),
+            ("pkcs11:token=t;object=o?module-path=/m", "pin"),
+            ("pkcs11:token=t;object=o?module-path=/m&pin-value=1&evil=1", "unknown"),
+        ] {
+            let e = Pkcs11Uri::parse(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn raw_signatures_become_der() {
+        let mut raw = [0u8; 64];
+        raw[0] = 0x80; // r needs a leading zero
+        raw[63] = 1; // s is small
+        let der = ecdsa_raw_to_der(&raw).unwrap();
+        assert_eq!(&der[..4], &[0x30, 0x26, 0x02, 0x21]);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x01]);
+        assert!(ecdsa_raw_to_der(&raw[..63]).is_none());
+    }
+}
