@@ -19,8 +19,8 @@ ctl() { "$BIN/tlsgatectl" --socket "$SOCK" "$@"; }
 start_control() {
     mkdir -p "$LIB" "$RUN/events" "$LOG"
     if [[ ! -f $LIB/vendor.key ]]; then
-        # A lab vendor key: lab licenses are issued with it (tlsgatectl license issue).
-        "$BIN/tlsgatectl" license keygen --out "$LIB/vendor.key" >"$LIB/vendor.pub.txt"
+        # A lab vendor key: lab licenses are issued with it (tlsgate-vendor license issue).
+        "$BIN/tlsgate-vendor" license keygen --out "$LIB/vendor.key" >"$LIB/vendor.pub.txt"
     fi
     local public
     public=$(sed -n 's/^vendor public key (control.vendor_key): //p' "$LIB/vendor.pub.txt")

@@ -90,40 +90,6 @@ pub enum LicenseCmd {
         /// Its serial.
         serial: String,
     },
-    /// Vendor tool: issue a license signed with a private key (works offline).
-    Issue {
-        /// The vendor's private key (PKCS#8 PEM, DER or base64).
-        #[arg(long)]
-        key: PathBuf,
-        /// The appliance's device id (`tlsgatectl status` shows it).
-        #[arg(long)]
-        device: String,
-        /// Serial number.
-        #[arg(long)]
-        serial: String,
-        /// A feature (repeatable), e.g. strong-crypto.
-        #[arg(long = "feature")]
-        features: Vec<String>,
-        /// Valid from (RFC 3339; default: now).
-        #[arg(long)]
-        not_before: Option<String>,
-        /// Valid until (RFC 3339); or give --days.
-        #[arg(long)]
-        not_after: Option<String>,
-        /// Valid for this many days from not-before.
-        #[arg(long, default_value_t = 365)]
-        days: i64,
-        /// Write the license here (default: standard output).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Vendor tool: make a vendor key pair (private key file; prints the public key
-    /// for `control.vendor_key`).
-    Keygen {
-        /// The private key file to write (mode 0600).
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 /// `trust ...`
@@ -436,32 +402,6 @@ fn rfc3339(unix: i64) -> String {
 /// Runs a command; returns the text to print.
 pub fn run(cli: &Cli) -> Result<String, Failure> {
     let socket = cli.socket.as_path();
-    // Commands that need no control plane.
-    match &cli.command {
-        Command::License(LicenseCmd::Issue {
-            key,
-            device,
-            serial,
-            features,
-            not_before,
-            not_after,
-            days,
-            out,
-        }) => {
-            return issue(
-                key,
-                device,
-                serial,
-                features,
-                not_before.as_deref(),
-                not_after.as_deref(),
-                *days,
-                out.as_deref(),
-            );
-        }
-        Command::License(LicenseCmd::Keygen { out }) => return keygen(out),
-        _ => {}
-    }
     let req = request(&cli.command)?;
     if let Command::Events(EventsCmd::Tail { kind, host }) = &cli.command {
         return tail(socket, kind.clone(), host.clone(), cli.json);
@@ -501,7 +441,6 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             LicenseCmd::Load { file } => Request::LicenseLoad { text: read_text(file)? },
             LicenseCmd::Show => Request::LicenseShow,
             LicenseCmd::Remove { serial } => Request::LicenseRemove { serial: serial.clone() },
-            LicenseCmd::Issue { .. } | LicenseCmd::Keygen { .. } => unreachable!("handled offline"),
         },
         Command::Trust(t) => match t {
             TrustCmd::Add { file: Some(f), from_event: None, name, kind, names, any_name } => {
@@ -971,66 +910,6 @@ fn human(cmd: &Command, resp: &Response) -> String {
         Response::Stats(s) => s.table(),
         other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn issue(
-    key: &Path,
-    device: &str,
-    serial: &str,
-    features: &[String],
-    not_before: Option<&str>,
-    not_after: Option<&str>,
-    days: i64,
-    out: Option<&Path>,
-) -> Result<String, Failure> {
-    let signer = tlsgate_certstore::VendorSigner::from_key_file(&read(key)?)
-        .map_err(|e| Failure::Error(format!("{}: {e}", key.display())))?;
-    let fmt = &time::format_description::well_known::Rfc3339;
-    let start = match not_before {
-        Some(t) => {
-            time::OffsetDateTime::parse(t, fmt).map_err(|e| Failure::Error(format!("--not-before: {e}")))?
-        }
-        None => {
-            time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc())
-        }
-    };
-    let end = match not_after {
-        Some(t) => {
-            time::OffsetDateTime::parse(t, fmt).map_err(|e| Failure::Error(format!("--not-after: {e}")))?
-        }
-        None => start + time::Duration::days(days),
-    };
-    let payload = tlsgate_certstore::LicensePayload {
-        serial: serial.to_string(),
-        device_id: device.to_string(),
-        features: features.to_vec(),
-        not_before: start.format(fmt).map_err(|e| Failure::Error(e.to_string()))?,
-        not_after: end.format(fmt).map_err(|e| Failure::Error(e.to_string()))?,
-    };
-    let text = signer.issue(&payload).map_err(|e| Failure::Error(e.to_string()))?;
-    write_out(out, text.as_bytes())?;
-    Ok(out.map_or(String::new(), |p| {
-        format!("license {serial} for device {device} written to {}\n", p.display())
-    }))
-}
-
-fn keygen(out: &Path) -> Result<String, Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let (signer, der) =
-        tlsgate_certstore::VendorSigner::generate().map_err(|e| Failure::Error(e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(|e| Failure::Error(format!("{}: {e}", out.display())))?;
-    f.write_all(tlsgate_certstore::pkcs8_pem(&der).as_bytes()).map_err(|e| Failure::Error(e.to_string()))?;
-    Ok(format!(
-        "vendor private key written to {}\nvendor public key (control.vendor_key): {}\n",
-        out.display(),
-        signer.public_key().to_base64()
-    ))
 }
 
 /// The whole program: exit status 0, 1 (refused) or 2 (error).

@@ -18,6 +18,7 @@
 //! * [`events`]: the event-ring consumer, logs, index, kept chains.
 //! * [`metrics`] — Prometheus.
 //! * [`cli`]: `tlsgatectl`'s commands and tables.
+//! * [`vendor`]: `tlsgate-vendor`, the vendor's license tool (not installed on appliances).
 //!
 //! The protocol types are in [`tlsgate_api`]; operator documentation is in
 //! `docs/operations.md` and `docs/control-socket.md`.
@@ -36,3 +37,4 @@ pub mod pkcs11;
 pub mod server;
 pub mod signer;
 pub mod state;
+pub mod vendor;

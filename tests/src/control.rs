@@ -26,6 +26,11 @@ pub fn tlsgatectl_binary() -> PathBuf {
     target_bin("tlsgatectl")
 }
 
+/// `target/debug/tlsgate-vendor` (the vendor's license tool).
+pub fn vendor_binary() -> PathBuf {
+    target_bin("tlsgate-vendor")
+}
+
 /// `target/debug/tlsgate-control`.
 pub fn control_binary() -> PathBuf {
     target_bin("tlsgate-control")
@@ -37,7 +42,7 @@ pub struct Control {
     pub dir: TempDir,
     /// Its process.
     pub proc: Option<Proc>,
-    /// The vendor's private key file (for `license issue`).
+    /// The vendor's private key file (for `tlsgate-vendor license issue`).
     pub vendor_key: PathBuf,
     /// Extra TOML of its `[control]` section.
     extra: String,
@@ -51,10 +56,10 @@ impl Control {
         let dir = TempDir::new(&format!("control-{tag}"));
         let vendor_key = dir.join("vendor.key");
         let out = run_cmd(
-            Command::new(tlsgatectl_binary()).args(["license", "keygen", "--out"]).arg(&vendor_key),
+            Command::new(vendor_binary()).args(["license", "keygen", "--out"]).arg(&vendor_key),
             Duration::from_secs(10),
         )
-        .expect_success("tlsgatectl license keygen");
+        .expect_success("tlsgate-vendor license keygen");
         let public = out
             .stdout
             .lines()
@@ -237,7 +242,8 @@ impl Control {
             args.push("--feature".into());
             args.push((*f).into());
         }
-        self.ok(&args);
+        run_cmd(Command::new(vendor_binary()).args(&args), Duration::from_secs(10))
+            .expect_success("tlsgate-vendor license issue");
         out
     }
 

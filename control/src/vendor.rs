@@ -1,0 +1,190 @@
+//! `tlsgate-vendor`: the vendor's own tool, kept off the appliance. It holds the
+//! vendor's private key (which operators never need) and issues licenses offline.
+//!
+//! ```text
+//! tlsgate-vendor license keygen --out vendor.key        # prints the public key for control.vendor_key
+//! tlsgate-vendor license issue --key vendor.key --device ID --serial TG-0001 \
+//!     --feature strong-crypto [--not-before T] [--not-after T | --days N] [--out FILE]
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// Why a vendor command failed (exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VendorError(pub String);
+
+/// The vendor tool.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tlsgate-vendor",
+    version,
+    about = "tlsgate vendor tool: license keys and licenses (offline)"
+)]
+pub struct VendorCli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: VendorCmd,
+}
+
+/// `tlsgate-vendor ...`
+#[derive(Subcommand, Debug)]
+pub enum VendorCmd {
+    /// Licenses.
+    #[command(subcommand)]
+    License(LicenseVendorCmd),
+}
+
+/// `tlsgate-vendor license ...`
+#[derive(Subcommand, Debug)]
+pub enum LicenseVendorCmd {
+    /// Issue a license signed with the vendor's private key.
+    Issue {
+        /// The vendor's private key (PKCS#8 PEM, DER or base64).
+        #[arg(long)]
+        key: PathBuf,
+        /// The appliance's device id (`tlsgatectl status` shows it).
+        #[arg(long)]
+        device: String,
+        /// Serial number.
+        #[arg(long)]
+        serial: String,
+        /// A feature (repeatable), e.g. strong-crypto.
+        #[arg(long = "feature")]
+        features: Vec<String>,
+        /// Valid from (RFC 3339; default: now).
+        #[arg(long)]
+        not_before: Option<String>,
+        /// Valid until (RFC 3339); or give --days.
+        #[arg(long)]
+        not_after: Option<String>,
+        /// Valid for this many days from not-before.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Write the license here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make a vendor key pair (private key file; prints the public key for
+    /// `control.vendor_key`).
+    Keygen {
+        /// The private key file to write (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs a command; the text to print.
+pub fn run(cli: &VendorCli) -> Result<String, VendorError> {
+    match &cli.command {
+        VendorCmd::License(LicenseVendorCmd::Issue {
+            key,
+            device,
+            serial,
+            features,
+            not_before,
+            not_after,
+            days,
+            out,
+        }) => issue(
+            key,
+            device,
+            serial,
+            features,
+            not_before.as_deref(),
+            not_after.as_deref(),
+            *days,
+            out.as_deref(),
+        ),
+        VendorCmd::License(LicenseVendorCmd::Keygen { out }) => keygen(out),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, VendorError> {
+    std::fs::read(path).map_err(|e| VendorError(format!("{}: {e}", path.display())))
+}
+
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), VendorError> {
+    match out {
+        None => std::io::stdout().write_all(bytes).map_err(|e| VendorError(e.to_string())),
+        Some(p) => std::fs::write(p, bytes).map_err(|e| VendorError(format!("{}: {e}", p.display()))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn issue(
+    key: &Path,
+    device: &str,
+    serial: &str,
+    features: &[String],
+    not_before: Option<&str>,
+    not_after: Option<&str>,
+    days: i64,
+    out: Option<&Path>,
+) -> Result<String, VendorError> {
+    let signer = tlsgate_certstore::VendorSigner::from_key_file(&read(key)?)
+        .map_err(|e| VendorError(format!("{}: {e}", key.display())))?;
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let start = match not_before {
+        Some(t) => {
+            time::OffsetDateTime::parse(t, fmt).map_err(|e| VendorError(format!("--not-before: {e}")))?
+        }
+        None => {
+            time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc())
+        }
+    };
+    let end = match not_after {
+        Some(t) => {
+            time::OffsetDateTime::parse(t, fmt).map_err(|e| VendorError(format!("--not-after: {e}")))?
+        }
+        None => start + time::Duration::days(days),
+    };
+    let payload = tlsgate_certstore::LicensePayload {
+        serial: serial.to_string(),
+        device_id: device.to_string(),
+        features: features.to_vec(),
+        not_before: start.format(fmt).map_err(|e| VendorError(e.to_string()))?,
+        not_after: end.format(fmt).map_err(|e| VendorError(e.to_string()))?,
+    };
+    let text = signer.issue(&payload).map_err(|e| VendorError(e.to_string()))?;
+    write_out(out, text.as_bytes())?;
+    Ok(out.map_or(String::new(), |p| {
+        format!("license {serial} for device {device} written to {}\n", p.display())
+    }))
+}
+
+pub fn keygen(out: &Path) -> Result<String, VendorError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (signer, der) =
+        tlsgate_certstore::VendorSigner::generate().map_err(|e| VendorError(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| VendorError(format!("{}: {e}", out.display())))?;
+    f.write_all(tlsgate_certstore::pkcs8_pem(&der).as_bytes()).map_err(|e| VendorError(e.to_string()))?;
+    Ok(format!(
+        "vendor private key written to {}\nvendor public key (control.vendor_key): {}\n",
+        out.display(),
+        signer.public_key().to_base64()
+    ))
+}
+
+/// The whole program: exit status 0, or 1 with the error.
+pub fn main() -> i32 {
+    let cli = VendorCli::parse();
+    match run(&cli) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("tlsgate-vendor: {e}");
+            1
+        }
+    }
+}
