@@ -476,58 +476,57 @@ fn infos(caps: &BTreeMap<u32, Capture>) -> Vec<CaptureInfo> {
         .collect()
 }
 
-fn option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().div_ceil(4) * 4, 0);
-}
-
-fn block(out: &mut impl Write, kind: u32, body: &[u8]) -> std::io::Result<()> {
-    let len = (12 + body.len()) as u32;
-    out.write_all(&kind.to_le_bytes())?;
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(body)?;
-    out.write_all(&len.to_le_bytes())
+/// Writes one pcapng block (encoded by the `pcap-file` crate), little-endian.
+fn block(out: &mut impl Write, b: pcap_file::pcapng::Block<'_>) -> std::io::Result<()> {
+    b.write_to::<byteorder_slice::LittleEndian, _>(out).map(|_| ())
 }
 
 /// The section header and one interface description per port.
 pub fn write_header(out: &mut impl Write) -> std::io::Result<()> {
-    let mut shb = Vec::new();
-    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes()); // byte-order magic
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&(-1i64).to_le_bytes()); // section length unknown
-    option(&mut shb, 4, b"tlsgate-dataplane"); // shb_userappl
-    option(&mut shb, 0, &[]);
-    block(out, 0x0A0D_0D0A, &shb)?;
+    use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+    use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+    use pcap_file::pcapng::Block;
+    block(
+        out,
+        Block::SectionHeader(SectionHeaderBlock {
+            endianness: pcap_file::Endianness::Little,
+            major_version: 1,
+            minor_version: 0,
+            section_length: -1,
+            options: vec![SectionHeaderOption::UserApplication("tlsgate-dataplane".into())],
+        }),
+    )?;
     for name in ["inside", "outside"] {
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&1u16.to_le_bytes()); // LINKTYPE_ETHERNET
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes()); // no snap length
-        option(&mut idb, 2, name.as_bytes()); // if_name
-        option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
-        option(&mut idb, 0, &[]);
-        block(out, 1, &idb)?;
+        block(
+            out,
+            Block::InterfaceDescription(InterfaceDescriptionBlock {
+                linktype: pcap_file::DataLink::ETHERNET,
+                snaplen: 0,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(name.into()),
+                    // Nanoseconds (pcap-file writes packet times in them).
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            }),
+        )?;
     }
     Ok(())
 }
 
 fn write_packet(out: &mut impl Write, p: &Packet) -> std::io::Result<()> {
-    let mut epb = Vec::with_capacity(32 + p.data.len());
-    epb.extend_from_slice(&u32::from(p.port).to_le_bytes());
-    epb.extend_from_slice(&((p.time_ns >> 32) as u32).to_le_bytes());
-    epb.extend_from_slice(&(p.time_ns as u32).to_le_bytes());
-    epb.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
-    epb.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
-    epb.extend_from_slice(&p.data);
-    epb.resize(epb.len().div_ceil(4) * 4, 0);
+    use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
     // epb_flags: direction 1 inbound, 2 outbound.
     let flags: u32 = if p.outbound { 2 } else { 1 };
-    option(&mut epb, 2, &flags.to_le_bytes());
-    option(&mut epb, 0, &[]);
-    block(out, 6, &epb)
+    block(
+        out,
+        pcap_file::pcapng::Block::EnhancedPacket(EnhancedPacketBlock {
+            interface_id: u32::from(p.port),
+            timestamp: Duration::from_nanos(p.time_ns),
+            original_len: p.data.len() as u32,
+            data: std::borrow::Cow::Borrowed(&p.data),
+            options: vec![EnhancedPacketOption::Flags(flags)],
+        }),
+    )
 }
 
 #[cfg(test)]

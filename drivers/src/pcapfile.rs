@@ -126,7 +126,8 @@ impl<R: Read> PcapReader<R> {
     }
 }
 
-/// Writes frames to a pcap stream (microsecond timestamps, Ethernet).
+/// Writes frames to a pcap stream (microsecond timestamps, Ethernet); the
+/// header and records are encoded by the `pcap-file` crate.
 pub struct PcapWriter<W: Write> {
     w: W,
 }
@@ -138,30 +139,39 @@ impl PcapWriter<BufWriter<File>> {
     }
 }
 
+fn io_err(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+const SNAPLEN: u32 = 65535;
+
 impl<W: Write> PcapWriter<W> {
     /// Writes the global header.
     pub fn new(mut w: W) -> io::Result<Self> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&MAGIC_US.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&0i32.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&65535u32.to_le_bytes());
-        h.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        w.write_all(&h)?;
+        let header = pcap_file::pcap::PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: SNAPLEN,
+            datalink: pcap_file::DataLink::ETHERNET,
+            ts_resolution: pcap_file::TsResolution::MicroSecond,
+            endianness: pcap_file::Endianness::Little,
+        };
+        header.write_to(&mut w).map_err(io_err)?;
         Ok(PcapWriter { w })
     }
 
     /// Appends one frame stamped `ts_ns` nanoseconds since the epoch.
     pub fn write_frame(&mut self, ts_ns: u64, frame: &[u8]) -> io::Result<()> {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&(((ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.w.write_all(&h)?;
-        self.w.write_all(frame)
+        let ts = std::time::Duration::from_nanos(ts_ns);
+        pcap_file::pcap::PcapPacket::new(ts, frame.len() as u32, frame)
+            .write_to::<_, byteorder_slice::LittleEndian>(&mut self.w, pcap_file::TsResolution::MicroSecond, SNAPLEN)
+            .map(|_| ())
+            .map_err(io_err)
     }
 
     /// Flushes buffered records.
