@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use tlsgate_api::{Body, CaptureSpec, CertInfo, Frame, Request, Response, TrustAs};
+use tlsgate_api::{Body, CaptureSpec, CertInfo, DataplaneStats, Frame, Request, Response, TrustAs};
 
 use crate::state::to_b64;
 
@@ -907,9 +907,75 @@ fn human(cmd: &Command, resp: &Response) -> String {
             }
             out
         }
-        Response::Stats(s) => s.table(),
+        Response::Stats(s) => stats_table(s),
         other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
     }
+}
+
+/// The counters as tables for a person: ports, workers, drops by reason
+/// (`tlsgatectl stats`).
+pub fn stats_table(s: &DataplaneStats) -> String {
+    let mut out = format!("driver {}  uptime {:.0} s  workers {}\n", s.driver, s.uptime_s, s.workers.len());
+    out.push_str(&format!(
+        "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}\n",
+        "port", "device", "link", "rx pkts", "tx pkts", "imissed", "nombuf", "errors"
+    ));
+    for p in &s.ports {
+        out.push_str(&format!(
+            "{:<8} {:<16} {:>5} {:>14} {:>14} {:>10} {:>10} {:>10}\n",
+            p.role,
+            p.device.chars().take(16).collect::<String>(),
+            if p.link_up { "up" } else { "down" },
+            p.ipackets,
+            p.opackets,
+            p.imissed,
+            p.rx_nombuf,
+            p.ierrors + p.oerrors
+        ));
+    }
+    out.push_str(&format!(
+        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
+        "worker",
+        "rx inside",
+        "rx outside",
+        "tx inside",
+        "tx outside",
+        "flows",
+        "created",
+        "untracked",
+        "spliced",
+        "decrypted",
+        "aborted",
+        "handover"
+    ));
+    for w in &s.workers {
+        let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
+            w.worker,
+            w.rx_packets[0],
+            w.rx_packets[1],
+            w.tx_packets[0],
+            w.tx_packets[1],
+            w.flows_active,
+            w.flows_created,
+            w.untracked_midstream + w.untracked_table_full + w.untracked_fragments,
+            g("active"),
+            g("tls_decrypted"),
+            g("tls_aborted"),
+            w.handover_out
+        ));
+    }
+    let drops = s.total_drops();
+    if drops.is_empty() {
+        out.push_str("drops: none\n");
+    } else {
+        out.push_str("drops:\n");
+        for (reason, n) in drops {
+            out.push_str(&format!("  {reason:<28} {n}\n"));
+        }
+    }
+    out
 }
 
 /// The whole program: exit status 0, 1 (refused) or 2 (error).

@@ -483,7 +483,9 @@ fn block(out: &mut impl Write, b: pcap_file::pcapng::Block<'_>) -> std::io::Resu
 
 /// The section header and one interface description per port.
 pub fn write_header(out: &mut impl Write) -> std::io::Result<()> {
-    use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
     use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
     use pcap_file::pcapng::Block;
     block(

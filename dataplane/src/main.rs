@@ -154,7 +154,9 @@ fn status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
         Body::Response(Response::Stats(s)) => s,
         other => anyhow::bail!("unexpected answer: {other:?}"),
     };
-    print!("{}", s.table());
+    // Tables for people are `tlsgatectl stats`' (through the control plane);
+    // here, the counters as indented JSON.
+    println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }
 

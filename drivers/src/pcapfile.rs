@@ -169,7 +169,11 @@ impl<W: Write> PcapWriter<W> {
     pub fn write_frame(&mut self, ts_ns: u64, frame: &[u8]) -> io::Result<()> {
         let ts = std::time::Duration::from_nanos(ts_ns);
         pcap_file::pcap::PcapPacket::new(ts, frame.len() as u32, frame)
-            .write_to::<_, byteorder_slice::LittleEndian>(&mut self.w, pcap_file::TsResolution::MicroSecond, SNAPLEN)
+            .write_to::<_, byteorder_slice::LittleEndian>(
+                &mut self.w,
+                pcap_file::TsResolution::MicroSecond,
+                SNAPLEN,
+            )
             .map(|_| ())
             .map_err(io_err)
     }
