@@ -37,7 +37,7 @@ impl StatsSource {
             uptime_s: self.started.elapsed().as_secs_f64(),
             driver: self.driver.to_string(),
             workers: self.workers.iter().enumerate().map(|(i, p)| p.report(i as u32)).collect(),
-            ports: self.monitor.port_stats(),
+            ports: self.monitor.port_stats().into_iter().map(port_stats).collect(),
         }
     }
 }
@@ -90,6 +90,26 @@ fn serve_conn(src: StatsSource, stream: UnixStream) {
         if write_frame(&mut w, &reply).is_err() {
             return;
         }
+    }
+}
+
+/// A port's counters as the status answer carries them.
+fn port_stats(p: tlsgate_drivers::PortStats) -> tlsgate_api::PortStats {
+    tlsgate_api::PortStats {
+        port: p.port,
+        role: p.role,
+        device: p.device,
+        link_up: p.link_up,
+        speed_mbps: p.speed_mbps,
+        ipackets: p.ipackets,
+        opackets: p.opackets,
+        ibytes: p.ibytes,
+        obytes: p.obytes,
+        imissed: p.imissed,
+        rx_nombuf: p.rx_nombuf,
+        ierrors: p.ierrors,
+        oerrors: p.oerrors,
+        xstats: p.xstats,
     }
 }
 

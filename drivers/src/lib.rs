@@ -30,7 +30,40 @@ pub mod memory;
 pub mod pcap;
 pub mod pcapfile;
 
-pub use tlsgate_api::PortStats;
+/// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and
+/// xstats). The drivers own this type; the dataplane turns it into the api's
+/// `PortStats` for its status answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Port index (0 = inside, 1 = outside).
+    pub port: u32,
+    /// Role name (`inside`, `outside`).
+    pub role: String,
+    /// Device name (`net_af_packet0`, `0000:03:00.0`, a pcap file…).
+    pub device: String,
+    /// Link up.
+    pub link_up: bool,
+    /// Link speed in Mbit/s (0 when unknown).
+    pub speed_mbps: u32,
+    /// Frames received by the device.
+    pub ipackets: u64,
+    /// Frames sent by the device.
+    pub opackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Frames the device dropped because RX queues were full (DPDK `imissed`).
+    pub imissed: u64,
+    /// RX mbuf allocation failures (DPDK `rx_nombuf`).
+    pub rx_nombuf: u64,
+    /// Erroneous frames received.
+    pub ierrors: u64,
+    /// Failed transmissions.
+    pub oerrors: u64,
+    /// Driver-specific extended statistics (DPDK xstats), non-zero ones only.
+    pub xstats: std::collections::BTreeMap<String, u64>,
+}
 
 /// Frames per burst.
 pub const BURST: usize = 32;
