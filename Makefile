@@ -83,6 +83,8 @@ clean:
 ## Intercept path: worker CPU per intercepted TLS connection vs the crypto ceiling, goodput, memory.
 bench-intercept: deps
 	$(CARGO) bench -p tlsgate-tests --bench intercept
+	$(CARGO) build -p tlsgate-control --bins
+	$(CARGO) bench -p tlsgate-tests --bench signer
 
 ## Fuzz targets (fuzz/, cargo-fuzz): frame parser, ClientHello reader, policy loader,
 ## control-request decoder, license parser,

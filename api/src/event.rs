@@ -33,7 +33,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use bytemuck::{Pod, Zeroable};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::outcome::{Cause, Outcome};
 
@@ -422,52 +422,144 @@ impl EventRecord {
     /// Every field by name: enums and alerts by name, addresses as text, the
     /// chain hash as hex (`null` when none), absent values as `null`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "event_id": self.event_id,
-            "time_ns": self.time_ns,
-            "kind": EventKind::label(self.kind),
-            "worker": self.worker,
-            "leg": Leg::label(self.leg),
-            "phase": Phase::label(self.phase),
-            "ip_version": self.ip_version,
-            "tls_version": match self.tls_version {
-                0 => Value::Null,
-                v => tls_version_name(v).map_or_else(|| format!("0x{v:04x}"), str::to_owned).into(),
-            },
-            "cipher_suite": match self.cipher_suite {
-                0 => Value::Null,
-                c => format!("0x{c:04x}").into(),
-            },
-            "alert_sent": alert_json(self.alert_sent),
-            "alert_received": alert_json(self.alert_received),
-            "verify_code": self.verify_code,
-            "verify_depth": self.verify_depth,
-            "verify_text": text(&self.verify_text),
-            "config_version": self.config_version,
-            "connection_id": self.connection_id,
-            "session_id": self.session_label(),
-            "src_ip": self.src_ip().to_string(),
-            "dst_ip": self.dst_ip().to_string(),
-            "src_port": self.src_port,
-            "dst_port": self.dst_port,
-            "inside_port": self.inside_port,
-            "outside_port": self.outside_port,
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
-            "chain_sha256": if self.has_chain() { Value::from(hex(&self.chain_sha256)) } else { Value::Null },
-            "sni": text(&self.sni),
-            "rule": text(&self.rule),
-            "server_cert_subject": text(&self.server_cert_subject),
-            "server_cert_issuer": text(&self.server_cert_issuer),
-            "cause": self.outcome().map_or(Value::Null, |o| o.cause.label().into()),
-            "reason": self.outcome().map_or(Value::Null, |o| o.cause.reason().into()),
-            "rule_index": match self.outcome() {
-                Ok(Outcome { cause: Cause::Policy { rule }, .. }) => rule.map_or(Value::Null, Value::from),
-                _ => Value::Null,
-            },
-            "error_detail": self.error_text(),
-        })
+        serde_json::to_value(self.view()).unwrap_or(Value::Null)
     }
+
+    /// The typed view of the record: what `events.jsonl`, `tlsgatectl events`
+    /// and the console show.
+    pub fn view(&self) -> EventView {
+        let alert = |code: u8| {
+            (code != ALERT_NONE).then(|| AlertView { code, name: alert_name(code).map(str::to_owned) })
+        };
+        let outcome = self.outcome();
+        EventView {
+            alert_received: alert(self.alert_received),
+            alert_sent: alert(self.alert_sent),
+            bytes_down: self.bytes_down,
+            bytes_up: self.bytes_up,
+            cause: outcome.as_ref().ok().map(|o| o.cause.label().to_owned()),
+            chain_sha256: self.has_chain().then(|| hex(&self.chain_sha256)),
+            cipher_suite: (self.cipher_suite != 0).then(|| format!("0x{:04x}", self.cipher_suite)),
+            config_version: self.config_version,
+            connection_id: self.connection_id,
+            dst_ip: self.dst_ip().to_string(),
+            dst_port: self.dst_port,
+            error_detail: self.error_text(),
+            event_id: self.event_id,
+            inside_port: self.inside_port,
+            ip_version: self.ip_version,
+            kind: EventKind::label(self.kind).into_owned(),
+            leg: Leg::label(self.leg).into_owned(),
+            outside_port: self.outside_port,
+            phase: Phase::label(self.phase).into_owned(),
+            reason: outcome.as_ref().ok().map(|o| o.cause.reason().into_owned()),
+            rule: text(&self.rule).to_owned(),
+            rule_index: match outcome {
+                Ok(Outcome { cause: Cause::Policy { rule }, .. }) => rule,
+                _ => None,
+            },
+            server_cert_issuer: text(&self.server_cert_issuer).to_owned(),
+            server_cert_subject: text(&self.server_cert_subject).to_owned(),
+            session_id: self.session_label(),
+            sni: text(&self.sni).to_owned(),
+            src_ip: self.src_ip().to_string(),
+            src_port: self.src_port,
+            time_ns: self.time_ns,
+            tls_version: match self.tls_version {
+                0 => None,
+                v => Some(tls_version_name(v).map_or_else(|| format!("0x{v:04x}"), str::to_owned)),
+            },
+            verify_code: self.verify_code,
+            verify_depth: self.verify_depth,
+            verify_text: text(&self.verify_text).to_owned(),
+            worker: self.worker,
+        }
+    }
+}
+
+/// A TLS alert in an event view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertView {
+    /// The alert description's code.
+    pub code: u8,
+    /// Its name (RFC 8446), when listed.
+    pub name: Option<String>,
+}
+
+/// An event as people and tools see it: one line of `events.jsonl`, an element
+/// of `tlsgatectl events`, the seed's panel. Fields in alphabetical order (the
+/// JSON keys' order). Built from the record by [`EventRecord::view`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EventView {
+    /// The alert the appliance received (either leg).
+    pub alert_received: Option<AlertView>,
+    /// The alert it sent.
+    pub alert_sent: Option<AlertView>,
+    /// Bytes server → client.
+    pub bytes_down: u64,
+    /// Bytes client → server.
+    pub bytes_up: u64,
+    /// The cause's label (`Cause::label`).
+    pub cause: Option<String>,
+    /// SHA-256 of the server chain kept for `trust add --from-event`.
+    pub chain_sha256: Option<String>,
+    /// The server leg's cipher suite (`0x1301`).
+    pub cipher_suite: Option<String>,
+    /// The configuration version the flow was decided under.
+    pub config_version: u64,
+    /// The connection id.
+    pub connection_id: u64,
+    /// Server address.
+    pub dst_ip: String,
+    /// Server port.
+    pub dst_port: u16,
+    /// The "Error details" text.
+    pub error_detail: String,
+    /// The event id.
+    pub event_id: u64,
+    /// The inside port index.
+    pub inside_port: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// What happened (`abort`, `decrypted`, …).
+    pub kind: String,
+    /// The side the cause belongs to.
+    pub leg: String,
+    /// The outside port index.
+    pub outside_port: u8,
+    /// How far the connection got.
+    pub phase: String,
+    /// The cause, refined (the Prometheus `reason`).
+    pub reason: Option<String>,
+    /// The policy rule that decided.
+    pub rule: String,
+    /// That rule's index, when a rule decided.
+    pub rule_index: Option<u32>,
+    /// The server certificate's issuer.
+    pub server_cert_issuer: String,
+    /// The server certificate's subject.
+    pub server_cert_subject: String,
+    /// The session label.
+    pub session_id: String,
+    /// The client's SNI.
+    pub sni: String,
+    /// Client address.
+    pub src_ip: String,
+    /// Client port.
+    pub src_port: u16,
+    /// When (ns since the epoch).
+    pub time_ns: u64,
+    /// The server leg's TLS version (`TLSv1.3`).
+    pub tls_version: Option<String>,
+    /// OpenSSL's verify code of a certificate failure (0: none).
+    pub verify_code: u16,
+    /// Its depth.
+    pub verify_depth: u8,
+    /// Its text.
+    pub verify_text: String,
+    /// The worker.
+    pub worker: u8,
 }
 
 impl fmt::Debug for EventRecord {
@@ -523,15 +615,6 @@ fn ip_from(bytes: [u8; 16], version: u8) -> IpAddr {
         Some(v4) if version == 4 => v4.into(),
         _ => v6.into(),
     }
-}
-
-/// `{"code": 40, "name": "handshake_failure"}`, name `null` if unlisted;
-/// `null` for [`ALERT_NONE`].
-fn alert_json(code: u8) -> Value {
-    if code == ALERT_NONE {
-        return Value::Null;
-    }
-    json!({ "code": code, "name": alert_name(code) })
 }
 
 /// `handshake_failure(40)`, `none`.

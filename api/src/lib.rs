@@ -69,7 +69,7 @@ pub mod outcome;
 pub mod ring;
 mod stats;
 pub mod verify;
-pub use event::{EventKind, EventRecord, Leg, Phase, UnknownValue};
+pub use event::{AlertView, EventKind, EventRecord, EventView, Leg, Phase, UnknownValue};
 pub use framing::{write_frame, FrameReader};
 pub use outcome::{AdmissionReason, Cause, Outcome};
 pub use ring::{Consumer, Producer, RingError};
@@ -620,8 +620,8 @@ pub enum Response {
     },
     /// Answer to [`Request::EventsList`] and [`Request::EventsShow`].
     Events {
-        /// The events (the JSON of `EventRecord::to_json`).
-        events: Vec<serde_json::Value>,
+        /// The events.
+        events: Vec<EventView>,
     },
     /// Answer to the capture requests.
     Captures {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use tlsgate_api::{Body, CaptureSpec, CertInfo, DataplaneStats, Frame, Request, Response, TrustAs};
+use tlsgate_api::{
+    Body, CaptureSpec, CertInfo, DataplaneStats, EventView, Frame, Request, Response, TrustAs,
+};
 
 use crate::state::to_b64;
 
@@ -568,9 +570,13 @@ fn tail(socket: &Path, kind: Option<String>, host: Option<String>, json: bool) -
             Response::Events { events } => {
                 let mut out = std::io::stdout();
                 for e in &events {
-                    let line = if json { format!("{e}\n") } else { event_line(e) };
+                    let line = if json {
+                        format!("{}\n", serde_json::to_string(e).unwrap_or_default())
+                    } else {
+                        event_line(e)
+                    };
                     let _ = out.write_all(line.as_bytes());
-                    last = e["event_id"].as_u64().or(last);
+                    last = Some(e.event_id);
                 }
                 let _ = out.flush();
                 if last.is_none() {
@@ -584,25 +590,22 @@ fn tail(socket: &Path, kind: Option<String>, host: Option<String>, json: bool) -
     }
 }
 
-fn time_of(e: &Value) -> String {
-    let ns = e["time_ns"].as_u64().unwrap_or(0);
-    tlsgate_api::log::stamp(ns)
+fn time_of(e: &EventView) -> String {
+    tlsgate_api::log::stamp(e.time_ns)
 }
 
-fn event_line(e: &Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    let detail = s("error_detail");
+fn event_line(e: &EventView) -> String {
     format!(
         "{:<20} {} {:<13} {}:{} -> {}:{} {:<24} {}\n",
-        e["event_id"],
+        e.event_id,
         time_of(e),
-        s("kind"),
-        s("src_ip"),
-        e["src_port"],
-        s("dst_ip"),
-        e["dst_port"],
-        if s("sni").is_empty() { "-".to_string() } else { s("sni") },
-        detail
+        e.kind,
+        e.src_ip,
+        e.src_port,
+        e.dst_ip,
+        e.dst_port,
+        if e.sni.is_empty() { "-" } else { e.sni.as_str() },
+        e.error_detail
     )
 }
 
@@ -635,25 +638,18 @@ fn pin_scope(c: &CertInfo) -> String {
 }
 
 /// The seed's event panel, in groups.
-pub fn event_panel(e: &Value) -> String {
-    let s = |k: &str| match &e[k] {
-        Value::String(v) if !v.is_empty() => v.clone(),
-        Value::Null => "-".into(),
-        Value::String(_) => "-".into(),
-        v => v.to_string(),
+pub fn event_panel(e: &EventView) -> String {
+    let dash = |v: &str| if v.is_empty() { "-".to_string() } else { v.to_string() };
+    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_string(), str::to_string);
+    let alert = |a: &Option<tlsgate_api::AlertView>| {
+        a.as_ref().map_or_else(
+            || "-".to_string(),
+            |a| format!("0x{:x} {}", 0x200 | u32::from(a.code), a.name.as_deref().unwrap_or("")),
+        )
     };
-    let alert = |k: &str| match &e[k] {
-        Value::Object(o) => format!(
-            "0x{:x} {}",
-            0x200 | o.get("code").and_then(Value::as_u64).unwrap_or(0),
-            o.get("name").and_then(Value::as_str).unwrap_or("")
-        ),
-        _ => "-".into(),
-    };
-    let up = e["bytes_up"].as_u64().unwrap_or(0);
-    let down = e["bytes_down"].as_u64().unwrap_or(0);
-    let kind = s("kind");
-    let title = match kind.as_str() {
+    let (up, down) = (e.bytes_up, e.bytes_down);
+    let kind = e.kind.as_str();
+    let title = match kind {
         "abort" => {
             "TLS Abort: a TLS flow was aborted due to a handshake failure or certificate validation error"
         }
@@ -665,8 +661,8 @@ pub fn event_panel(e: &Value) -> String {
         "timeout" => "Intercepted flow timed out",
         _ => "Event",
     };
-    let iface = |k: &str| if e[k].as_u64() == Some(0) { "inside" } else { "outside" };
-    let mut out = format!("Event {} ({}) at {}\n{title}\n", s("event_id"), kind, time_of(e));
+    let iface = |p: u8| if p == 0 { "inside" } else { "outside" };
+    let mut out = format!("Event {} ({}) at {}\n{title}\n", e.event_id, kind, time_of(e));
     let mut group = |name: &str, rows: Vec<(&str, String)>| {
         out.push_str(&format!("\n{name}\n"));
         for (k, v) in rows {
@@ -676,32 +672,32 @@ pub fn event_panel(e: &Value) -> String {
     group(
         "Source",
         vec![
-            ("IP address", s("src_ip")),
-            ("Port", s("src_port")),
-            ("Interface", iface("inside_port").into()),
+            ("IP address", dash(&e.src_ip)),
+            ("Port", e.src_port.to_string()),
+            ("Interface", iface(e.inside_port).into()),
         ],
     );
     group(
         "Destination",
         vec![
-            ("IP address", s("dst_ip")),
-            ("Port", s("dst_port")),
-            ("Interface", iface("outside_port").into()),
-            ("Service", format!("tcp/{}", s("dst_port"))),
-            ("Host", s("sni")),
+            ("IP address", dash(&e.dst_ip)),
+            ("Port", e.dst_port.to_string()),
+            ("Interface", iface(e.outside_port).into()),
+            ("Service", format!("tcp/{}", e.dst_port)),
+            ("Host", dash(&e.sni)),
         ],
     );
     group(
         "Transaction",
         vec![
-            ("Connection ID", s("connection_id")),
-            ("Session", s("session_id")),
+            ("Connection ID", e.connection_id.to_string()),
+            ("Session", dash(&e.session_id)),
             ("Component name", "TLS Proxy".into()),
             ("Bytes sent", up.to_string()),
             ("Bytes received", down.to_string()),
             ("Total bytes", (up + down).to_string()),
-            ("Configuration version", s("config_version")),
-            ("Rule", s("rule")),
+            ("Configuration version", e.config_version.to_string()),
+            ("Rule", dash(&e.rule)),
         ],
     );
     group(
@@ -709,11 +705,11 @@ pub fn event_panel(e: &Value) -> String {
         vec![
             ("Encrypted flow", "Yes".into()),
             ("Decrypted flow", if kind == "decrypted" { "Yes" } else { "No" }.into()),
-            ("Requested domain", s("sni")),
-            ("Server certificate name", s("server_cert_subject")),
-            ("Server certificate issuer", s("server_cert_issuer")),
-            ("TLS version", s("tls_version")),
-            ("Server cipher suite", s("cipher_suite")),
+            ("Requested domain", dash(&e.sni)),
+            ("Server certificate name", dash(&e.server_cert_subject)),
+            ("Server certificate issuer", dash(&e.server_cert_issuer)),
+            ("TLS version", opt(&e.tls_version)),
+            ("Server cipher suite", opt(&e.cipher_suite)),
         ],
     );
     group(
@@ -722,30 +718,30 @@ pub fn event_panel(e: &Value) -> String {
     );
     group(
         "Device",
-        vec![("Name", "tlsgate".into()), ("Type", format!("tlsgate-dataplane, worker {}", s("worker")))],
+        vec![("Name", "tlsgate".into()), ("Type", format!("tlsgate-dataplane, worker {}", e.worker))],
     );
-    let verify = if e["verify_code"].as_u64().unwrap_or(0) != 0 {
-        format!("{} (code {}, depth {})", s("verify_text"), s("verify_code"), s("verify_depth"))
+    let verify = if e.verify_code != 0 {
+        format!("{} (code {}, depth {})", e.verify_text, e.verify_code, e.verify_depth)
     } else {
         "-".into()
     };
     group(
         "Error details",
         vec![
-            ("Leg", s("leg")),
-            ("Phase", s("phase")),
-            ("Cause", s("cause")),
-            ("Alert sent", alert("alert_sent")),
-            ("Alert received", alert("alert_received")),
+            ("Leg", dash(&e.leg)),
+            ("Phase", dash(&e.phase)),
+            ("Cause", opt(&e.cause)),
+            ("Alert sent", alert(&e.alert_sent)),
+            ("Alert received", alert(&e.alert_received)),
             ("Certificate verification", verify),
-            ("Error", s("error_detail")),
-            ("Server chain kept", s("chain_sha256")),
+            ("Error", dash(&e.error_detail)),
+            ("Server chain kept", opt(&e.chain_sha256)),
         ],
     );
-    if kind == "abort" && e["chain_sha256"].is_string() {
+    if kind == "abort" && e.chain_sha256.is_some() {
         out.push_str(&format!(
             "\nTo trust this server's certificate: tlsgatectl trust add --from-event {}\n",
-            s("event_id")
+            e.event_id
         ));
     }
     out

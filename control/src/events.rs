@@ -24,9 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::Value;
 use tlsgate_api::log::{format_lines, stamp};
-use tlsgate_api::{Consumer, EventKind, EventRecord};
+use tlsgate_api::{Consumer, EventKind, EventRecord, EventView};
 
 /// Where things go and how much is kept.
 #[derive(Debug, Clone)]
@@ -94,7 +93,7 @@ fn rotated(path: &Path, k: usize) -> PathBuf {
 /// Recent events, by id.
 #[derive(Default)]
 struct Index {
-    events: VecDeque<Value>,
+    events: VecDeque<EventView>,
     ids: HashSet<u64>,
 }
 
@@ -151,7 +150,7 @@ impl EventLog {
         for path in files {
             let Ok(f) = File::open(&path) else { continue };
             for line in BufReader::new(f).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Ok(v) = serde_json::from_str::<EventView>(&line) {
                     push_indexed(&mut index, v, s.indexed);
                 }
             }
@@ -187,7 +186,7 @@ impl EventLog {
 
     /// Writes one record (unless it was written before a restart) and indexes it.
     pub fn record(&self, r: &EventRecord) -> std::io::Result<()> {
-        let json = r.to_json();
+        let view = r.view();
         {
             let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
             if index.ids.contains(&r.event_id) {
@@ -196,13 +195,14 @@ impl EventLog {
         }
         {
             let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            let json = serde_json::to_string(&view).map_err(std::io::Error::other)?;
             files.0.write(&format!("{json}\n"))?;
             files.1.write(&format_lines(r))?;
         }
         self.count(r);
         self.logged.fetch_add(1, Ordering::Relaxed);
         let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-        push_indexed(&mut index, json, self.s.indexed);
+        push_indexed(&mut index, view, self.s.indexed);
         Ok(())
     }
 
@@ -228,25 +228,25 @@ impl EventLog {
     }
 
     /// Recent events matching `f`, oldest first.
-    pub fn list(&self, f: &Filter) -> Vec<Value> {
+    pub fn list(&self, f: &Filter) -> Vec<EventView> {
         let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
         let mut skip_until_after = f.after_id.is_some();
-        let mut out: Vec<Value> = Vec::new();
+        let mut out: Vec<EventView> = Vec::new();
         for e in &index.events {
             if skip_until_after {
-                if e["event_id"].as_u64() == f.after_id {
+                if Some(e.event_id) == f.after_id {
                     skip_until_after = false;
                 }
                 continue;
             }
-            if f.since_ns.is_some_and(|t| e["time_ns"].as_u64().unwrap_or(0) <= t) {
+            if f.since_ns.is_some_and(|t| e.time_ns <= t) {
                 continue;
             }
-            if f.kind.as_deref().is_some_and(|k| e["kind"] != k) {
+            if f.kind.as_deref().is_some_and(|k| e.kind != k) {
                 continue;
             }
             if let Some(h) = &f.host {
-                let hit = ["src_ip", "dst_ip", "sni"].iter().any(|k| e[*k].as_str() == Some(h.as_str()));
+                let hit = [&e.src_ip, &e.dst_ip, &e.sni].contains(&h);
                 if !hit {
                     continue;
                 }
@@ -266,9 +266,9 @@ impl EventLog {
     }
 
     /// One recent event.
-    pub fn get(&self, id: u64) -> Option<Value> {
+    pub fn get(&self, id: u64) -> Option<EventView> {
         let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-        index.events.iter().rev().find(|e| e["event_id"].as_u64() == Some(id)).cloned()
+        index.events.iter().rev().find(|e| e.event_id == id).cloned()
     }
 
     /// Keeps an abort chain (PEM) under its SHA-256; the oldest beyond
@@ -376,17 +376,15 @@ impl EventLog {
     }
 }
 
-fn push_indexed(index: &mut Index, v: Value, cap: usize) {
-    let Some(id) = v["event_id"].as_u64() else { return };
-    if !index.ids.insert(id) {
+fn push_indexed(index: &mut Index, v: EventView, cap: usize) {
+    let id = v.event_id;
+    if id == 0 || !index.ids.insert(id) {
         return;
     }
     index.events.push_back(v);
     while index.events.len() > cap {
         if let Some(old) = index.events.pop_front() {
-            if let Some(id) = old["event_id"].as_u64() {
-                index.ids.remove(&id);
-            }
+            index.ids.remove(&old.event_id);
         }
     }
 }
@@ -447,7 +445,7 @@ mod tests {
         log.drain_once(&mut c, &mut r);
         assert_eq!(log.logged(), 5);
         assert_eq!(log.list(&Filter { kind: Some("abort".into()), ..Default::default() }).len(), 5);
-        assert_eq!(log.get(3).unwrap()["event_id"], 3);
+        assert_eq!(log.get(3).unwrap().event_id, 3);
         let text = fs::read_to_string(s.log_dir.join("tls_proxy.log")).unwrap();
         assert!(text.contains("(0x228 = \"fatal : handshake failure\") in Session: x3"), "{text}");
         assert_eq!(log.counters().aborts[&("server".to_string(), "alert handshake_failure".to_string())], 5);
@@ -466,7 +464,7 @@ mod tests {
         assert_eq!(
             log.list(&Filter { after_id: Some(4), ..Default::default() })
                 .iter()
-                .map(|e| e["event_id"].as_u64().unwrap())
+                .map(|e| e.event_id)
                 .collect::<Vec<_>>(),
             vec![5, 6]
         );

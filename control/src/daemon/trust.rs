@@ -229,7 +229,7 @@ impl Daemon {
                 format!("event {event_id} is not among the last {} events", self.cfg.events_indexed),
             );
         };
-        let Some(sha) = event["chain_sha256"].as_str() else {
+        let Some(sha) = event.chain_sha256.as_deref() else {
             return Response::error(
                 ErrorCode::NotFound,
                 format!("event {event_id} kept no certificate chain (only aborts of the server leg do)"),
@@ -253,10 +253,7 @@ impl Daemon {
             }
         };
         let leaf: &CertificateDer<'_> = &certs[0];
-        let server = event["sni"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map_or_else(|| event["dst_ip"].as_str().unwrap_or("server").to_string(), str::to_string);
+        let server = if event.sni.is_empty() { event.dst_ip.clone() } else { event.sni.clone() };
         let name = name.unwrap_or_else(|| format!("{server} (event {event_id})"));
         // For the name the client asked for (or the address it went to), which is
         // what the event saw fail: the forged leaf takes the client's SNI, so a pin
