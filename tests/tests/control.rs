@@ -83,6 +83,20 @@ fn settle(c: &Control, net: &mut Net, pred: impl Fn(&[serde_json::Value]) -> boo
     }
 }
 
+/// `trust add --from-event ID`, retried while the abort's chain is still on its
+/// way up the link.
+fn trust_from_event(c: &Control, id: &str) -> tlsgate_tests::Finished {
+    let mut out = c.ctl(&["trust", "add", "--from-event", id]);
+    for _ in 0..100 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        out = c.ctl(&["trust", "add", "--from-event", id]);
+    }
+    out
+}
+
 fn aborts(c: &Control) -> Vec<serde_json::Value> {
     c.json(&["events", "list", "--kind", "abort"])["events"].as_array().cloned().unwrap_or_default()
 }
@@ -133,14 +147,7 @@ fn seed_problem_2_fixed_with_trust_add_from_event() {
         assert!(panel.contains(needle), "{needle:?} not in\n{panel}");
     }
     // The chain arrives over the link; the one-command fix.
-    let mut out = c.ctl(&["trust", "add", "--from-event", &id]);
-    for _ in 0..100 {
-        if out.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        out = c.ctl(&["trust", "add", "--from-event", &id]);
-    }
+    let out = trust_from_event(&c, &id);
     assert!(out.status.success(), "trust add --from-event: {out:?}");
     assert!(out.stdout.contains("pinned /unstructuredName=ciscoasa"), "{}", out.stdout);
     c.wait_applied(Duration::from_secs(10));
@@ -184,14 +191,7 @@ fn pins_hold_for_their_names_and_chains_to_our_own_ca_are_refused() {
     assert!(connect(&mut net, srv.clone(), client.clone(), "asa.tg.test", 47001).is_some());
     settle(&c, &mut net, |e: &[serde_json::Value]| e.iter().any(|e| e["kind"] == "abort"));
     let id = aborts(&c)[0]["event_id"].as_u64().unwrap().to_string();
-    let mut out = c.ctl(&["trust", "add", "--from-event", &id]);
-    for _ in 0..100 {
-        if out.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        out = c.ctl(&["trust", "add", "--from-event", &id]);
-    }
+    let out = trust_from_event(&c, &id);
     assert!(out.stdout.contains("for asa.tg.test"), "{out:?}");
     c.wait_applied(Duration::from_secs(10));
     assert!(c.ok(&["trust", "list"]).contains("asa.tg.test"));

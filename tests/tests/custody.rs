@@ -47,6 +47,17 @@ fn read_all(s: &UnixStream, wait: Duration) -> String {
     all
 }
 
+/// Runs `script` (python) as nobody:nogroup with `socket` and a hello line.
+fn say_hello_as_nobody(script: &str, socket: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(socket)
+        .arg(hello_line())
+        .output()
+        .unwrap()
+}
+
 /// One frame from `r` (answers and requests alike).
 fn frame(r: &mut BufReader<UnixStream>) -> Frame {
     let mut line = String::new();
@@ -76,13 +87,7 @@ fn a_group_member_posing_as_the_dataplane_is_refused_and_gets_no_key() {
         try:\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    data+=d\n\
         except socket.timeout: pass\n\
         sys.stdout.write(data.decode())\n";
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .arg(c.socket())
-        .arg(hello_line())
-        .output()
-        .unwrap();
+    let out = say_hello_as_nobody(script, &c.socket());
     let got = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(got.contains("permission_denied") && got.contains("dataplane.sock"), "{got}");
@@ -99,24 +104,12 @@ fn a_group_member_posing_as_the_dataplane_is_refused_and_gets_no_key() {
         &std::fs::metadata(c.dataplane_socket()).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .arg(c.dataplane_socket())
-        .arg(hello_line())
-        .output()
-        .unwrap();
+    let out = say_hello_as_nobody(script, &c.dataplane_socket());
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("PermissionError"));
     // Even with the socket opened to everyone, the daemon's own check refuses a
     // peer that is not root.
     let _ = std::process::Command::new("chmod").arg("666").arg(c.dataplane_socket()).status();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .arg(c.dataplane_socket())
-        .arg(hello_line())
-        .output()
-        .unwrap();
+    let out = say_hello_as_nobody(script, &c.dataplane_socket());
     let got = String::from_utf8_lossy(&out.stdout);
     assert!(got.contains("permission_denied") && got.contains("uid 65534"), "{got}");
     assert!(!got.contains("snapshot"), "{got}");
