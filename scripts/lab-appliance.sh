@@ -10,6 +10,8 @@
 # /run/tlsgate-lab (operator and dataplane sockets, event rings), /var/log/tlsgate-lab (logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As the systemd units (UMask=0027): logs, rings and state never world-readable.
+umask 027
 
 readonly BIN=${BIN:-target/release}
 readonly LIB=/var/lib/tlsgate-lab RUN=/run/tlsgate-lab LOG=/var/log/tlsgate-lab
