@@ -30,8 +30,41 @@ pub struct Pkcs11Uri {
     pub token: String,
     /// `object`: the key's label.
     pub object: String,
-    /// `pin-value`, or the contents of `pin-source`.
-    pub pin: String,
+    /// `pin-value`, or the file `pin-source` names (read only when the token is
+    /// opened, after the module was found allowed).
+    pub pin: PinSpec,
+}
+
+/// Where the PIN comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSpec {
+    /// `pin-value`.
+    Value(String),
+    /// `pin-source`: a regular file of at most 1 KiB.
+    Source(std::path::PathBuf),
+}
+
+impl PinSpec {
+    /// The PIN (a `pin-source` file is read now: a regular file, 1 KiB at most,
+    /// so that no request can make this process read a device or a huge file).
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            PinSpec::Value(v) => Ok(v.clone()),
+            PinSpec::Source(path) => {
+                let meta =
+                    std::fs::metadata(path).map_err(|e| format!("pin-source {}: {e}", path.display()))?;
+                if !meta.is_file() || meta.len() > 1024 {
+                    return Err(format!(
+                        "pin-source {}: not a regular file of at most 1 KiB",
+                        path.display()
+                    ));
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("pin-source {}: {e}", path.display()))?;
+                Ok(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -71,13 +104,8 @@ impl Pkcs11Uri {
             let v = percent_decode(v)?;
             match k {
                 "module-path" => module = Some(v),
-                "pin-value" => pin = Some(v),
-                "pin-source" => {
-                    let path = v.strip_prefix("file:").unwrap_or(&v);
-                    let text =
-                        std::fs::read_to_string(path).map_err(|e| format!("pin-source {path}: {e}"))?;
-                    pin = Some(text.trim_end_matches(['\n', '\r']).to_string());
-                }
+                "pin-value" => pin = Some(PinSpec::Value(v)),
+                "pin-source" => pin = Some(PinSpec::Source(v.strip_prefix("file:").unwrap_or(&v).into())),
                 other => return Err(format!("unknown query attribute {other:?}")),
             }
         }
@@ -155,7 +183,7 @@ impl Pkcs11Key {
             .ok_or_else(|| format!("no token labelled {:?}", uri.token))?;
         let session = ctx.open_ro_session(slot).map_err(|e| format!("PKCS#11 session: {e}"))?;
         session
-            .login(UserType::User, Some(&AuthPin::new(uri.pin.clone())))
+            .login(UserType::User, Some(&AuthPin::new(uri.pin.read()?)))
             .map_err(|e| format!("PKCS#11 login to token {:?}: {e}", uri.token))?;
         let label = Attribute::Label(uri.object.as_bytes().to_vec());
         let find = |class| {
@@ -249,7 +277,7 @@ mod tests {
                 module: "/usr/lib/softhsm/libsofthsm2.so".into(),
                 token: "tls gate".into(),
                 object: "ca".into(),
-                pin: "1234".into()
+                pin: PinSpec::Value("1234".into())
             }
         );
         for (bad, needle) in [
@@ -263,6 +291,23 @@ mod tests {
             let e = Pkcs11Uri::parse(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+    }
+
+    /// `pin-source` is read only when the token is opened, and never a device or
+    /// a large file.
+    #[test]
+    fn pin_sources_are_small_regular_files() {
+        let u = Pkcs11Uri::parse("pkcs11:token=t;object=o?module-path=/m&pin-source=/dev/zero").unwrap();
+        assert_eq!(u.pin, PinSpec::Source("/dev/zero".into()));
+        assert!(u.pin.read().unwrap_err().contains("regular file"));
+        let dir = std::env::temp_dir().join(format!("tg-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pin");
+        std::fs::write(&f, "4321\n").unwrap();
+        assert_eq!(PinSpec::Source(f.clone()).read().unwrap(), "4321");
+        std::fs::write(&f, vec![b'1'; 2000]).unwrap();
+        assert!(PinSpec::Source(f).read().is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
