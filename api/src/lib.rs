@@ -62,6 +62,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod counters;
 pub mod event;
 pub mod framing;
 pub mod log;

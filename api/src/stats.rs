@@ -9,49 +9,31 @@ use serde::{Deserialize, Serialize};
 pub struct WorkerStats {
     /// Worker index (= RX/TX queue index on both ports).
     pub worker: u32,
-    /// Frames received per port (index 0 = inside, 1 = outside).
-    pub rx_packets: [u64; 2],
-    /// Bytes received per port.
-    pub rx_bytes: [u64; 2],
-    /// Frames transmitted per port.
-    pub tx_packets: [u64; 2],
-    /// Bytes transmitted per port.
-    pub tx_bytes: [u64; 2],
-    /// Frames dropped, by reason (`ipv4_truncated`, `tx_full`, `flow_table_full`, …).
+    /// Every counter of [`crate::counters::COUNTERS`], by its name
+    /// (`rx_packets_inside`, `flows_created`, `tls_decrypted`, …).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// Frames dropped, by reason: the parser's malformed reasons
+    /// (`ipv4_truncated`, …) and the drop counters' labels (`tx_full`,
+    /// `flow_table_full`, …); reasons that counted nothing are left out.
+    #[serde(default)]
     pub drops: BTreeMap<String, u64>,
-    /// Flows in the table now.
-    pub flows_active: u64,
-    /// Flows created since start.
-    pub flows_created: u64,
-    /// Flows removed by idle timeout since start.
-    pub flows_expired: u64,
-    /// TCP segments of a connection without state (no SYN seen), forwarded untracked.
-    pub untracked_midstream: u64,
-    /// Frames forwarded untracked because the flow table was full (fail-open alarm).
-    pub untracked_table_full: u64,
-    /// IP fragments forwarded untracked (steered by the address pair).
-    pub untracked_fragments: u64,
-    /// Frames handed to another worker (software steering).
-    pub handover_out: u64,
-    /// Frames received from other workers.
-    pub handover_in: u64,
-    /// Bursts handed over (each hand-over moves a whole burst).
-    pub handover_bursts: u64,
-    /// Main-loop iterations that found no work.
-    pub idle_polls: u64,
-    /// Nanoseconds spent in loop iterations that found work (busy time).
-    #[serde(default)]
-    pub busy_ns: u64,
-    /// Malformed frames forwarded anyway (`malformed = "forward"`).
-    pub malformed_forwarded: u64,
-    /// Intercepted (terminated) flows: `created`, `active`, `closed`,
-    /// `server_refused`, `reset`, `timeout`, `bytes_up`, `bytes_down`, admission
-    /// (`half_open`, `admission_*`, `over_limit_*`, `first_byte_timeout`, …).
-    #[serde(default)]
-    pub intercept: BTreeMap<String, u64>,
     /// Decisions per policy rule (by rule name; `(default)` for the default action).
     #[serde(default)]
     pub rule_hits: BTreeMap<String, u64>,
+}
+
+impl WorkerStats {
+    /// The counter called `name` (0 when absent).
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// A per-port counter (`rx_packets`, `rx_bytes`, `tx_packets`, `tx_bytes`):
+    /// `[inside, outside]`.
+    pub fn per_port(&self, name: &str) -> [u64; 2] {
+        [self.get(&format!("{name}_inside")), self.get(&format!("{name}_outside"))]
+    }
 }
 
 /// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and xstats).

@@ -945,21 +945,21 @@ pub fn stats_table(s: &DataplaneStats) -> String {
         "handover"
     ));
     for w in &s.workers {
-        let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
+        let g = |k: &str| w.get(k);
         out.push_str(&format!(
             "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
             w.worker,
-            w.rx_packets[0],
-            w.rx_packets[1],
-            w.tx_packets[0],
-            w.tx_packets[1],
-            w.flows_active,
-            w.flows_created,
-            w.untracked_midstream + w.untracked_table_full + w.untracked_fragments,
+            w.get("rx_packets_inside"),
+            w.get("rx_packets_outside"),
+            w.get("tx_packets_inside"),
+            w.get("tx_packets_outside"),
+            w.get("flows_active"),
+            w.get("flows_created"),
+            w.get("untracked_midstream") + w.get("untracked_table_full") + w.get("untracked_fragments"),
             g("active"),
             g("tls_decrypted"),
             g("tls_aborted"),
-            w.handover_out
+            w.get("handover_out")
         ));
     }
     let drops = s.total_drops();

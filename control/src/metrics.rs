@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
+
+use prometheus::{CounterVec, Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tlsgate_api::{DataplaneStats, Request, Response};
 
 use crate::daemon::Daemon;
@@ -20,11 +22,39 @@ struct Families {
     registry: Registry,
 }
 
+/// A family of the dataplane's table, as registered.
+#[derive(Clone)]
+enum Series {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+}
+
+impl Series {
+    fn set(&self, labels: &[&str], v: f64) {
+        match self {
+            Series::Counter(c) => c.with_label_values(labels).inc_by(v),
+            Series::Gauge(g) => g.with_label_values(labels).set(v),
+        }
+    }
+}
+
 impl Families {
     fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
         self.registry.register(Box::new(c.clone())).expect("unique metric");
         c
+    }
+
+    fn float_counter(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        let c = CounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.registry.register(Box::new(c.clone())).expect("unique metric");
+        c
+    }
+
+    fn float_gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.registry.register(Box::new(g.clone())).expect("unique metric");
+        g
     }
 
     fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -121,112 +151,42 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The dataplane's series: every counter of the table
+/// ([`tlsgate_api::counters::COUNTERS`]) in its family, per worker; the
+/// malformed-frame drops under `tlsgate_drops_total{reason}`; rule hits; ports.
 fn dataplane(f: &Families, s: &DataplaneStats) {
-    let port_name = |i: usize| if i == 0 { "inside" } else { "outside" };
-    let rx_p =
-        f.counter("tlsgate_rx_packets_total", "Frames received by a worker, per port.", &["worker", "port"]);
-    let rx_b =
-        f.counter("tlsgate_rx_bytes_total", "Bytes received by a worker, per port.", &["worker", "port"]);
-    let tx_p =
-        f.counter("tlsgate_tx_packets_total", "Frames sent by a worker, per port.", &["worker", "port"]);
-    let tx_b = f.counter("tlsgate_tx_bytes_total", "Bytes sent by a worker, per port.", &["worker", "port"]);
-    let drops =
-        f.counter("tlsgate_drops_total", "Frames dropped by a worker, by reason.", &["worker", "reason"]);
-    let active = f.gauge("tlsgate_flows_active", "Flows in a worker's flow table.", &["worker"]);
-    let created = f.counter("tlsgate_flows_created_total", "Flows a worker created.", &["worker"]);
-    let untracked = f.counter(
-        "tlsgate_flows_untracked_total",
-        "Frames forwarded without a flow: midstream TCP, table full (fail-open), fragments.",
-        &["worker", "why"],
-    );
-    let intercepted =
-        f.gauge("tlsgate_intercepted_flows_active", "Intercepted (terminated) flows alive.", &["worker"]);
-    let verdicts = f.counter(
-        "tlsgate_flow_verdicts_total",
-        "Decisions on new TCP flows and TLS flows: intercepted, decrypted, not_decrypted, passed, blocked, aborted.",
-        &["worker", "verdict"],
-    );
-    let decrypted = f.counter(
-        "tlsgate_decrypted_bytes_total",
-        "Plaintext bytes relayed by ended intercepted flows (up: client to server).",
-        &["worker", "direction"],
-    );
-    let probes = f.counter(
-        "tlsgate_probes_total",
-        "The appliance's own handshakes with servers (SNI proofs, confirmations of exclusions), by result.",
-        &["worker", "result"],
-    );
-    let unproved = f.counter(
-        "tlsgate_sni_unproved_total",
-        "Flows whose SNI matched a do-not-decrypt rule that the server did not prove.",
-        &["worker"],
-    );
-    let forge = f.counter(
-        "tlsgate_forge_cache_lookups_total",
-        "Forged-certificate cache lookups.",
-        &["worker", "result"],
-    );
+    use tlsgate_api::counters::{families, Kind, COUNTERS};
+    let mut vecs: BTreeMap<&'static str, Series> = BTreeMap::new();
+    let mut family = |fam: &'static tlsgate_api::counters::Family| -> Series {
+        vecs.entry(fam.name)
+            .or_insert_with(|| {
+                let labels: &[&str] = if fam.label.is_empty() { &["worker"] } else { &["worker", fam.label] };
+                match fam.kind {
+                    Kind::Counter => Series::Counter(f.float_counter(fam.name, fam.help, labels)),
+                    Kind::Gauge => Series::Gauge(f.float_gauge(fam.name, fam.help, labels)),
+                }
+            })
+            .clone()
+    };
+    let drops = family(&families::DROPS);
     let rules =
         f.counter("tlsgate_policy_rule_hits_total", "Decisions per policy rule.", &["worker", "rule"]);
-    let busy = f.counter(
-        "tlsgate_worker_busy_seconds_total",
-        "Time of a worker's loop iterations that found work.",
-        &["worker"],
-    );
     for w in &s.workers {
         let wk = w.worker.to_string();
-        for i in 0..2 {
-            rx_p.with_label_values(&[&wk, port_name(i)]).inc_by(w.rx_packets[i]);
-            rx_b.with_label_values(&[&wk, port_name(i)]).inc_by(w.rx_bytes[i]);
-            tx_p.with_label_values(&[&wk, port_name(i)]).inc_by(w.tx_packets[i]);
-            tx_b.with_label_values(&[&wk, port_name(i)]).inc_by(w.tx_bytes[i]);
+        for c in COUNTERS.iter() {
+            if std::ptr::eq(c.family, &families::DROPS) {
+                continue; // below, with the parser's reasons
+            }
+            let v = w.get(c.name) as f64 / c.family.scale;
+            let labels: Vec<&str> = if c.label.is_empty() { vec![&wk] } else { vec![&wk, c.label] };
+            family(c.family).set(&labels, v);
         }
         for (reason, n) in &w.drops {
-            drops.with_label_values(&[&wk, reason]).inc_by(*n);
+            drops.set(&[&wk, reason], *n as f64);
         }
-        active.with_label_values(&[&wk]).set(w.flows_active as i64);
-        created.with_label_values(&[&wk]).inc_by(w.flows_created);
-        for (why, n) in [
-            ("midstream", w.untracked_midstream),
-            ("table_full", w.untracked_table_full),
-            ("fragment", w.untracked_fragments),
-        ] {
-            untracked.with_label_values(&[&wk, why]).inc_by(n);
-        }
-        let g = |k: &str| w.intercept.get(k).copied().unwrap_or(0);
-        intercepted.with_label_values(&[&wk]).set(g("active") as i64);
-        for (verdict, key) in [
-            ("intercepted", "created"),
-            ("decrypted", "tls_decrypted"),
-            ("not_decrypted", "tls_not_decrypted"),
-            ("passed", "tls_passed"),
-            ("passed_remembered", "tls_passed_remembered"),
-            ("passed_excluded", "tls_passed_excluded"),
-            ("blocked_at_syn", "policy_blocked"),
-            ("blocked_after_hello", "tls_blocked"),
-            ("aborted", "tls_aborted"),
-        ] {
-            verdicts.with_label_values(&[&wk, verdict]).inc_by(g(key));
-        }
-        for (result, key) in [
-            ("started", "probes_started"),
-            ("refused", "probes_refused"),
-            ("proved", "probes_proved"),
-            ("not_proved", "probes_not_proved"),
-            ("not_confirmed", "probes_not_confirmed"),
-            ("exclusion_learned", "exclusions_learned"),
-        ] {
-            probes.with_label_values(&[&wk, result]).inc_by(g(key));
-        }
-        unproved.with_label_values(&[&wk]).inc_by(g("sni_unproved"));
-        decrypted.with_label_values(&[&wk, "up"]).inc_by(g("bytes_up"));
-        decrypted.with_label_values(&[&wk, "down"]).inc_by(g("bytes_down"));
-        forge.with_label_values(&[&wk, "hit"]).inc_by(g("forge_cache_hits"));
-        forge.with_label_values(&[&wk, "miss"]).inc_by(g("forge_cache_misses"));
         for (rule, n) in &w.rule_hits {
             rules.with_label_values(&[&wk, rule]).inc_by(*n);
         }
-        busy.with_label_values(&[&wk]).inc_by(w.busy_ns / 1_000_000_000);
     }
     let pk = |n: &str, h: &str| f.counter(n, h, &["port", "device"]);
     let ipk = pk("tlsgate_port_rx_packets_total", "Frames the NIC received (DPDK ipackets).");

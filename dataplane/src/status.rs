@@ -172,11 +172,11 @@ impl Totals {
     pub fn of(s: &DataplaneStats) -> Self {
         let mut t = Totals::default();
         for w in &s.workers {
-            t.rx += w.rx_packets.iter().sum::<u64>();
-            t.tx += w.tx_packets.iter().sum::<u64>();
+            t.rx += w.per_port("rx_packets").iter().sum::<u64>();
+            t.tx += w.per_port("tx_packets").iter().sum::<u64>();
             t.drops += w.drops.values().sum::<u64>();
-            t.flows += w.flows_active;
-            t.handover += w.handover_out;
+            t.flows += w.get("flows_active");
+            t.handover += w.get("handover_out");
         }
         t
     }

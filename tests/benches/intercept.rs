@@ -160,11 +160,11 @@ fn server(
 }
 
 fn intercept(s: &DataplaneStats, name: &str) -> u64 {
-    s.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+    s.workers.iter().map(|w| w.get(name)).sum()
 }
 
 fn rx_frames(s: &DataplaneStats) -> u64 {
-    s.workers.iter().map(|w| w.rx_packets[0] + w.rx_packets[1]).sum()
+    s.workers.iter().map(|w| w.get("rx_packets_inside") + w.get("rx_packets_outside")).sum()
 }
 
 /// What `n` connections cost the worker, and what their crypto needed.
@@ -300,12 +300,12 @@ fn per_packet(
     }
     let mut active = Active::open(&mut net, b, srv);
     let at_few = median((0..batches).map(|_| active.measure(&mut net, 400, 64)).collect());
-    let open_few = intercept(&net.inline_stats(), "active");
+    let open_few = intercept(&net.inline_stats(), "intercept_active");
     for i in few..many {
         open_idle(&mut net, b, srv, i);
     }
     let at_many = median((0..batches).map(|_| active.measure(&mut net, 400, 64)).collect());
-    let open_many = intercept(&net.inline_stats(), "active");
+    let open_many = intercept(&net.inline_stats(), "intercept_active");
     drop(net.stop());
     (at_few, open_few, at_many, open_many)
 }
@@ -324,7 +324,7 @@ fn memory_per_flow(b: &Bench, srv: &Arc<ServerConfig>, n: u16) -> (f64, u64) {
         open_idle(&mut net, b, srv, i);
     }
     let rss1 = rss_bytes().unwrap_or(0);
-    let open = intercept(&net.inline_stats(), "active");
+    let open = intercept(&net.inline_stats(), "intercept_active");
     if std::env::var("TG_BENCH_DEBUG").is_ok() {
         eprintln!("rss {rss0} -> {rss1}");
     }

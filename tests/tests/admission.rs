@@ -25,7 +25,7 @@ fn config(admission: &str, events: &TempDir) -> Config {
 }
 
 fn counter(s: &Summary, name: &str) -> u64 {
-    s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+    s.stats.workers.iter().map(|w| w.get(name)).sum()
 }
 
 fn events(dir: &TempDir) -> Vec<serde_json::Value> {
@@ -77,8 +77,8 @@ fn a_source_over_its_quota_is_dropped_and_admitted_when_a_slot_frees() {
     net.client.sock(held[0]).send_slice(b"x").unwrap();
     net.run_until(Duration::from_secs(20), |n| established(n, fourth));
     let s = net.stop();
-    assert!(counter(&s, "admission_source_quota") >= 1, "{:?}", s.stats.workers[0].intercept);
-    assert_eq!(counter(&s, "created"), 4);
+    assert!(counter(&s, "admission_source_quota") >= 1, "{:?}", s.stats.workers[0].counters);
+    assert_eq!(counter(&s, "intercept_created"), 4);
     assert_eq!(counter(&s, "buffers_grown"), 1, "the used splice got full buffers");
     assert_eq!(counter(&s, "half_open"), 3, "three still without a byte");
     assert!(events(&dir).is_empty(), "a dropped SYN makes no event (a flood would flood the ring)");
@@ -95,7 +95,7 @@ fn over_limit_reset_answers_the_syn_with_a_reset() {
     let second = connect(&mut net, 41101);
     net.run_until(Duration::from_secs(5), |n| n.client.sock(second).state() == State::Closed);
     let s = net.stop();
-    assert_eq!((counter(&s, "over_limit_reset"), counter(&s, "created")), (1, 1));
+    assert_eq!((counter(&s, "over_limit_reset"), counter(&s, "intercept_created")), (1, 1));
 }
 
 /// `over_limit = "forward"` must be chosen; each flow it lets through uninspected
@@ -122,7 +122,7 @@ fn over_limit_forward_is_counted_and_reported() {
     let (client_syns, server_syns) = (syn(&net.client.sent), syn(&net.server.seen));
     assert!(server_syns.contains(client_syns.last().unwrap()), "{client_syns:?} vs {server_syns:?}");
     let s = net.stop();
-    assert_eq!((counter(&s, "over_limit_forwarded"), counter(&s, "created")), (1, 1));
+    assert_eq!((counter(&s, "over_limit_forwarded"), counter(&s, "intercept_created")), (1, 1));
     let ev = events(&dir);
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!((ev[0]["kind"].as_str(), ev[0]["cause"].as_str()), (Some("passed"), Some("admission")));
@@ -165,5 +165,5 @@ fn syns_from_the_outside_port_are_not_intercepted() {
     net.server.connect_to(c, 41400, CLIENT, 80);
     net.run_until(Duration::from_secs(20), |n| n.server.sock(c).state() == State::Established);
     let s = net.stop();
-    assert_eq!((counter(&s, "inbound_not_intercepted"), counter(&s, "created")), (1, 0));
+    assert_eq!((counter(&s, "inbound_not_intercepted"), counter(&s, "intercept_created")), (1, 0));
 }

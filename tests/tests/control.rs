@@ -168,7 +168,7 @@ fn seed_problem_2_fixed_with_trust_add_from_event() {
     by_port.sort_unstable();
     assert_eq!(by_port, [(41001, "abort"), (41002, "decrypted"), (41003, "abort")], "{events:#?}");
     let s = net.stop();
-    assert_eq!(s.stats.workers[0].intercept["tls_decrypted"], 1);
+    assert_eq!(s.stats.workers[0].get("tls_decrypted"), 1);
     // The audit says who and what.
     let history = c.ok(&["policy", "history"]);
     assert!(history.contains("trust entry asa.tg.test (event"), "{history}");
@@ -458,7 +458,7 @@ fn events_survive_a_control_plane_restart() {
     run(&mut net, 5);
     let events = settle(&c, &mut net, |e: &[serde_json::Value]| e.len() >= 30);
     let summary = net.stop();
-    let produced = summary.stats.workers[0].intercept["tls_decrypted"];
+    let produced = summary.stats.workers[0].get("tls_decrypted");
     assert_eq!(produced, 30);
     let mut ids: Vec<u64> = events.iter().map(|e| e["event_id"].as_u64().unwrap()).collect();
     ids.sort_unstable();
@@ -578,6 +578,17 @@ fn metrics_are_served_and_pass_promtool() {
         "tlsgate_port_imissed_total",
     ] {
         assert!(body.contains(needle), "{needle:?} not in\n{body}");
+    }
+    // Every counter of the table is exported, in its family, with its label and
+    // help (drops only when they counted something).
+    for k in tlsgate_api::counters::COUNTERS.iter().filter(|k| k.family.label != "reason") {
+        let f = k.family;
+        let series = match f.label {
+            "" => format!("{}{{worker=\"0\"}} ", f.name),
+            l => format!("{}{{{l}=\"{}\",worker=\"0\"}} ", f.name, k.label),
+        };
+        assert!(body.contains(&series), "{} ({series:?}) not in\n{body}", k.name);
+        assert!(body.contains(&format!("# HELP {} {}\n", f.name, f.help)), "{}", f.name);
     }
     let text = body.split_once("\r\n\r\n").unwrap().1.to_string();
     let f = write(c.dir.path(), "metrics.txt", &text);

@@ -19,7 +19,7 @@ fn config(ports: &[u16]) -> Config {
 }
 
 fn intercept_counter(s: &tlsgate_dataplane::run::Summary, name: &str) -> u64 {
-    s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+    s.stats.workers.iter().map(|w| w.get(name)).sum()
 }
 
 fn syn_seq(frames: &[Vec<u8>]) -> u32 {
@@ -86,11 +86,11 @@ fn splice_relays_both_ways_with_its_own_sequence_numbers() {
         "the SYN reaching the server must be the splice's, not the client's"
     );
     let s = net.stop();
-    assert_eq!(intercept_counter(&s, "created"), 1);
-    assert_eq!(intercept_counter(&s, "closed"), 1);
-    assert_eq!(intercept_counter(&s, "active"), 0, "buffers freed once both legs closed");
-    assert_eq!(intercept_counter(&s, "bytes_up"), up.len() as u64);
-    assert_eq!(intercept_counter(&s, "bytes_down"), down.len() as u64);
+    assert_eq!(intercept_counter(&s, "intercept_created"), 1);
+    assert_eq!(intercept_counter(&s, "intercept_closed"), 1);
+    assert_eq!(intercept_counter(&s, "intercept_active"), 0, "buffers freed once both legs closed");
+    assert_eq!(intercept_counter(&s, "intercept_bytes_up"), up.len() as u64);
+    assert_eq!(intercept_counter(&s, "intercept_bytes_down"), down.len() as u64);
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn other_ports_take_the_fast_path_untouched() {
     assert!(at_server == up && at_client == down);
     assert_eq!(syn_seq(&net.client.sent), syn_seq(&net.server.seen), "forwarded as is");
     let s = net.stop();
-    assert_eq!(intercept_counter(&s, "created"), 0);
+    assert_eq!(intercept_counter(&s, "intercept_created"), 0);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn server_refusal_reaches_the_client_as_a_reset_without_a_syn_ack() {
     assert!(flags.iter().all(|f| f & (SYN | ACK) != SYN | ACK), "the client never saw a SYN-ACK: {flags:?}");
     assert!(flags.iter().any(|f| f & RST != 0), "the client got a RST: {flags:?}");
     let s = net.stop();
-    assert_eq!(intercept_counter(&s, "server_refused"), 1);
+    assert_eq!(intercept_counter(&s, "intercept_server_refused"), 1);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn a_client_reset_mid_stream_resets_the_server_leg() {
     net.client.sock(cs).abort();
     net.run_until(Duration::from_secs(10), |n| n.server.sock(ss).state() == State::Closed);
     let s = net.stop();
-    assert_eq!(intercept_counter(&s, "reset"), 1);
+    assert_eq!(intercept_counter(&s, "intercept_reset"), 1);
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn a_thousand_concurrent_spliced_connections() {
         assert!(got == data);
     }
     let s = net.stop();
-    assert_eq!(intercept_counter(&s, "created"), N as u64);
-    assert_eq!(intercept_counter(&s, "bytes_up"), 0, "counted when a splice ends; all still open");
-    assert_eq!(intercept_counter(&s, "active"), N as u64);
+    assert_eq!(intercept_counter(&s, "intercept_created"), N as u64);
+    assert_eq!(intercept_counter(&s, "intercept_bytes_up"), 0, "counted when a splice ends; all still open");
+    assert_eq!(intercept_counter(&s, "intercept_active"), N as u64);
 }

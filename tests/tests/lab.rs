@@ -30,14 +30,14 @@ const MSS_MAX: u64 = 1460;
 
 /// Every frame received has been sent out of the other port (nothing in flight).
 fn balanced(s: &DataplaneStats) -> bool {
-    sum(s, |w| w.rx_packets[0]) == sum(s, |w| w.tx_packets[1])
-        && sum(s, |w| w.rx_packets[1]) == sum(s, |w| w.tx_packets[0])
+    sum(s, |w| w.get("rx_packets_inside")) == sum(s, |w| w.get("tx_packets_outside"))
+        && sum(s, |w| w.get("rx_packets_outside")) == sum(s, |w| w.get("tx_packets_inside"))
 }
 
 /// Every frame received was forwarded or dropped (with a reason).
 fn accounted(s: &DataplaneStats) -> bool {
-    sum(s, |w| w.rx_packets.iter().sum())
-        == sum(s, |w| w.tx_packets.iter().sum()) + drops(s).values().sum::<u64>()
+    sum(s, |w| w.per_port("rx_packets").iter().sum())
+        == sum(s, |w| w.per_port("tx_packets").iter().sum()) + drops(s).values().sum::<u64>()
 }
 
 /// Asserts a clean stop: exit status 0 on SIGTERM, within 5 s, with the summary line.
@@ -58,7 +58,13 @@ fn brief(s: &DataplaneStats) -> String {
         .map(|w| {
             format!(
                 "w{}: rx {:?} tx {:?} flows_created {} handover out/in {}/{} drops {:?}",
-                w.worker, w.rx_packets, w.tx_packets, w.flows_created, w.handover_out, w.handover_in, w.drops
+                w.worker,
+                w.per_port("rx_packets"),
+                w.per_port("tx_packets"),
+                w.get("flows_created"),
+                w.get("handover_out"),
+                w.get("handover_in"),
+                w.drops
             )
         })
         .collect::<Vec<_>>()
@@ -83,14 +89,14 @@ fn ping_and_100mb_transfer_through_dpdk() {
     assert_eq!(r.received, r.sent, "server received other bytes than the client sent");
 
     let s = dp.wait_stats(Duration::from_secs(3), balanced);
-    let fwd_out = sum(&s, |w| w.tx_packets[1]);
+    let fwd_out = sum(&s, |w| w.get("tx_packets_outside"));
     assert!(
         fwd_out >= BYTES / MSS_MAX,
         "only {fwd_out} frames forwarded inside→outside for {BYTES} bytes: {}",
         brief(&s)
     );
-    assert!(sum(&s, |w| w.tx_bytes[1]) >= BYTES, "{}", brief(&s));
-    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
+    assert!(sum(&s, |w| w.get("tx_bytes_outside")) >= BYTES, "{}", brief(&s));
+    assert!(sum(&s, |w| w.get("flows_created")) >= 1, "{}", brief(&s));
     assert!(balanced(&s), "received and forwarded frames differ: {}", brief(&s));
     assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
     eprintln!(
@@ -98,7 +104,7 @@ fn ping_and_100mb_transfer_through_dpdk() {
          nic-missed {:?}",
         r.elapsed.as_secs_f64(),
         BYTES as f64 * 8.0 / r.elapsed.as_secs_f64() / 1e6,
-        sum(&s, |w| w.tx_packets[0]),
+        sum(&s, |w| w.get("tx_packets_inside")),
         s.ports.iter().map(|p| p.imissed).collect::<Vec<_>>()
     );
 
@@ -135,9 +141,7 @@ fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
     assert_eq!(sha256_file(&out), original, "downloaded file differs from the original");
 
     drop(nginx);
-    let s = dp.wait_stats(Duration::from_secs(3), |s| {
-        sum(s, |w| w.intercept.get("active").copied().unwrap_or(0)) == 0
-    });
+    let s = dp.wait_stats(Duration::from_secs(3), |s| sum(s, |w| w.get("intercept_active")) == 0);
     assert_eq!(drops(&s), BTreeMap::new(), "drops: {}", brief(&s));
     assert_clean_stop(dp);
     lab.teardown();
@@ -146,7 +150,7 @@ fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
 }
 
 fn intercept(s: &DataplaneStats, name: &str) -> u64 {
-    sum(s, |w| w.intercept.get(name).copied().unwrap_or(0))
+    sum(s, |w| w.get(name))
 }
 
 #[test]
@@ -157,9 +161,9 @@ fn curl_through_lab() {
     }
     let s = curl_5mb("tgt2", "198.18.12", "");
     assert!(balanced(&s), "every frame forwarded: {}", brief(&s));
-    assert!(sum(&s, |w| w.flows_created) >= 1, "{}", brief(&s));
-    assert!(sum(&s, |w| w.tx_bytes[0]) >= 5_000_000, "outside→inside bytes: {}", brief(&s));
-    assert_eq!(intercept(&s, "created"), 0);
+    assert!(sum(&s, |w| w.get("flows_created")) >= 1, "{}", brief(&s));
+    assert!(sum(&s, |w| w.get("tx_bytes_inside")) >= 5_000_000, "outside→inside bytes: {}", brief(&s));
+    assert_eq!(intercept(&s, "intercept_created"), 0);
 }
 
 /// The same download with port 80 intercepted: TCP terminated on both legs by the
@@ -171,10 +175,10 @@ fn curl_through_tcp_splice() {
         return;
     }
     let s = curl_5mb("tgt5", "198.18.15", "[intercept]\nports = [80]\n");
-    assert_eq!(intercept(&s, "created"), 1, "{}", brief(&s));
-    assert_eq!(intercept(&s, "closed"), 1, "both legs closed with FINs: {}", brief(&s));
-    assert!(intercept(&s, "bytes_down") >= 5_000_000, "{}", brief(&s));
-    assert!(intercept(&s, "bytes_up") > 50, "the request: {}", brief(&s));
+    assert_eq!(intercept(&s, "intercept_created"), 1, "{}", brief(&s));
+    assert_eq!(intercept(&s, "intercept_closed"), 1, "both legs closed with FINs: {}", brief(&s));
+    assert!(intercept(&s, "intercept_bytes_down") >= 5_000_000, "{}", brief(&s));
+    assert!(intercept(&s, "intercept_bytes_up") > 50, "the request: {}", brief(&s));
 }
 
 #[test]
@@ -256,17 +260,17 @@ fn two_workers_software_steering() {
     lab.ping(2).expect_success("ping after the transfers");
 
     let s = dp.wait_stats(Duration::from_secs(3), |s| {
-        balanced(s) && sum(s, |w| w.handover_out) == sum(s, |w| w.handover_in)
+        balanced(s) && sum(s, |w| w.get("handover_out")) == sum(s, |w| w.get("handover_in"))
     });
     assert_eq!(s.workers.len(), 2, "expected two workers: {}", brief(&s));
     // ICMP is not tracked: one flow per TCP connection in all tables together, so
     // both directions of each connection reached the same worker (a direction
     // steered elsewhere would be midstream there, counted and untracked).
-    assert_eq!(sum(&s, |w| w.flows_created), 4, "{}", brief(&s));
-    assert_eq!(sum(&s, |w| w.untracked_midstream), 0, "{}", brief(&s));
+    assert_eq!(sum(&s, |w| w.get("flows_created")), 4, "{}", brief(&s));
+    assert_eq!(sum(&s, |w| w.get("untracked_midstream")), 0, "{}", brief(&s));
     assert_eq!(
-        sum(&s, |w| w.handover_out),
-        sum(&s, |w| w.handover_in),
+        sum(&s, |w| w.get("handover_out")),
+        sum(&s, |w| w.get("handover_in")),
         "frames handed over but not received: {}",
         brief(&s)
     );
@@ -352,12 +356,12 @@ fn port_reuse_never_stalls_a_connection() {
         "the origin should hold the reused 4-tuples in TIME_WAIT: {}",
         time_wait.stdout
     );
-    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "intercept_active") == 0);
     assert_eq!(intercept(&s, "tls_decrypted"), CONNECTIONS as u64, "{}", brief(&s));
     assert!(
         intercept(&s, "reused_4tuple") >= CONNECTIONS as u64 / 2,
         "most connections reuse a 4-tuple: {:?}",
-        s.workers[0].intercept
+        s.workers[0].counters
     );
     assert!(
         pct(1.0) < 1000.0,
@@ -482,7 +486,7 @@ fn https_through_tls_interception() {
     assert!(text.contains("Verify return code: 0 (ok)"), "forged for the address: {text}");
 
     drop(nginx);
-    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "intercept_active") == 0);
     assert_eq!(intercept(&s, "tls_decrypted"), 4, "curl and s_client, by name and address: {}", brief(&s));
     assert_eq!(intercept(&s, "tls_aborted"), 0, "{}", brief(&s));
     assert_clean_stop(dp);
@@ -572,7 +576,7 @@ fn self_signed_server_then_pinned_from_the_kept_chain() {
     let second = curl(&lab);
     assert!(second.status.success(), "curl after pinning: {second:?}\nnginx:\n{}", nginx.error_log());
     assert_eq!(second.stdout, "asa\n");
-    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "active") == 0);
+    let s = dp.wait_stats(Duration::from_secs(5), |s| intercept(s, "intercept_active") == 0);
     assert_eq!(intercept(&s, "tls_decrypted"), 1, "{}", brief(&s));
     drop(nginx);
     assert_clean_stop(dp);

@@ -14,7 +14,7 @@ mod support;
 use support::{curl_https, Origin};
 
 fn intercept(s: &DataplaneStats, name: &str) -> u64 {
-    sum(s, |w| w.intercept.get(name).copied().unwrap_or(0))
+    sum(s, |w| w.get(name))
 }
 
 /// (VmRSS, VmHWM) of a process, bytes.
@@ -164,7 +164,7 @@ fn syn_floods_leave_a_second_client_decrypted_and_memory_bounded() {
     assert!(intercept(&s, "admission_source_quota") > 1000, "the spoofed source met its quota");
     assert!(intercept(&s, "admission_memory_budget") > 1000, "20000 sources met the budget");
     assert_eq!(intercept(&s, "over_limit_forwarded"), 0, "nothing forwarded uninspected");
-    assert_eq!(sum(&s, |w| w.untracked_table_full), 0, "the flow table never failed open");
+    assert_eq!(sum(&s, |w| w.get("untracked_table_full")), 0, "the flow table never failed open");
     let (now, peak) = rss(pid);
     eprintln!(
         "RSS: baseline {} MiB, peak {} MiB, now {} MiB (budget {BUDGET_MIB} MiB)",
@@ -294,7 +294,7 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
 
     let s = dp.stats();
     let drops = tlsgate_tests::drops(&s);
-    let reassembled = intercept(&s, "created") > 4;
+    let reassembled = intercept(&s, "intercept_created") > 4;
     if !reassembled {
         assert_eq!(drops.get("tcp_fragment"), Some(&fragments), "{drops:?}");
         assert_eq!(drops.get("midstream_tls"), Some(&1), "{drops:?}");
@@ -309,7 +309,7 @@ fn crafted_hellos_and_odd_tcp_leave_a_second_client_decrypted() {
         intercept(&s, "undecryptable_hello_too_large"),
         1,
         "70 KB without a ClientHello: {:?}\n{}",
-        s.workers[0].intercept,
+        s.workers[0].counters,
         py.stdout
     );
     drop(nginx);
@@ -419,7 +419,7 @@ fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
         assert!(
             Instant::now() < deadline,
             "the probe did not conclude: {:?}",
-            dp.stats().workers[0].intercept
+            dp.stats().workers[0].counters
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -428,7 +428,7 @@ fn an_sni_of_a_do_not_decrypt_rule_to_any_address_is_inspected() {
     assert_eq!(again.stdout, "200", "the attacker's next connection is decrypted: {again:?}");
 
     let s = dp.stats();
-    assert_eq!(intercept(&s, "sni_unproved"), 1, "{:?}", s.workers[0].intercept);
+    assert_eq!(intercept(&s, "sni_unproved"), 1, "{:?}", s.workers[0].counters);
     assert_eq!(intercept(&s, "probes_not_proved"), 1);
     assert_eq!(intercept(&s, "exclusions_learned"), 0);
     assert_eq!(intercept(&s, "tls_passed_excluded") + intercept(&s, "tls_passed"), 0, "nothing passed");

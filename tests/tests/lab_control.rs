@@ -324,8 +324,9 @@ fn control_plane_restart_during_lab_traffic_loses_no_event() {
         }
     }
     let events = c.wait_events(Duration::from_secs(15), |e| e.len() >= ok);
-    let s = dp.wait_stats(Duration::from_secs(5), |s| s.workers.iter().all(|w| w.intercept["active"] == 0));
-    let produced: u64 = s.workers.iter().map(|w| w.intercept["tls_decrypted"]).sum();
+    let s =
+        dp.wait_stats(Duration::from_secs(5), |s| s.workers.iter().all(|w| w.get("intercept_active") == 0));
+    let produced: u64 = s.workers.iter().map(|w| w.get("tls_decrypted")).sum();
     assert_eq!(produced, ok as u64);
     let mut ids: Vec<u64> = events.iter().map(|e| e["event_id"].as_u64().unwrap()).collect();
     ids.sort_unstable();

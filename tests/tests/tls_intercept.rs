@@ -36,8 +36,8 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
     assert_eq!(out.alpn.as_deref(), Some(&b"http/1.1"[..]), "the server's ALPN choice reaches the client");
     assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
     assert_eq!(counter(&out.summary, "tls_aborted"), 0);
-    assert_eq!(counter(&out.summary, "bytes_up"), request.len() as u64, "plaintext relayed up");
-    assert_eq!(counter(&out.summary, "bytes_down"), 10_000_000, "plaintext relayed down");
+    assert_eq!(counter(&out.summary, "intercept_bytes_up"), request.len() as u64, "plaintext relayed up");
+    assert_eq!(counter(&out.summary, "intercept_bytes_down"), 10_000_000, "plaintext relayed down");
 }
 
 /// SEED problem 1: the server speaks TLS 1.2 with AES-256-GCM suites only; the base
@@ -167,7 +167,7 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     let out = exchange_on(&setup, cfg, pki::SERVER, 8443, None, b"GET /", 10);
     assert!(out.error.is_some(), "blocked flow must fail");
     assert_eq!(counter(&out.summary, "policy_blocked"), 1);
-    assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
+    assert_eq!(counter(&out.summary, "intercept_created"), 0, "never terminated");
 
     // Port 9443: do-not-decrypt by address at SYN: the fast path, never terminated;
     // the client meets the origin's own certificate.
@@ -176,8 +176,8 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     assert!(out.error.is_none(), "bypass by address: {:?}", out.error);
     let peer = summarize(out.peer.as_ref().unwrap()).unwrap();
     assert_eq!(peer.issuer, summarize(&pki.intermediate.der()).unwrap().subject, "the origin's own chain");
-    assert_eq!(counter(&out.summary, "created"), 0, "never terminated");
-    assert!(out.summary.stats.workers[0].flows_created >= 1, "a fast-path flow");
+    assert_eq!(counter(&out.summary, "intercept_created"), 0, "never terminated");
+    assert!(out.summary.stats.workers[0].get("flows_created") >= 1, "a fast-path flow");
     assert_eq!(out.summary.stats.workers[0].rule_hits.get("Bypass-9443"), Some(&1), "counted per rule");
 
     // One event per flow end, in order, with the rule that decided (the bypass at
@@ -421,7 +421,7 @@ fn a_client_without_a_client_hello_is_reset_after_the_timeout() {
         n.client.sock(cs).state() == smoltcp::socket::tcp::State::Closed
     });
     let summary = net.stop();
-    assert_eq!(counter(&summary, "timeout"), 1);
+    assert_eq!(counter(&summary, "intercept_timeout"), 1);
     let (_, events) = logs(&setup);
     assert_eq!(events[0]["kind"], "timeout", "{}", events[0]);
     assert_eq!(events[0]["phase"], "client_hello", "{}", events[0]);

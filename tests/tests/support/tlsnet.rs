@@ -160,7 +160,7 @@ pub fn logs(setup: &Setup) -> (String, Vec<serde_json::Value>) {
 }
 
 pub fn counter(s: &Summary, name: &str) -> u64 {
-    s.stats.workers.iter().map(|w| w.intercept.get(name).copied().unwrap_or(0)).sum()
+    s.stats.workers.iter().map(|w| w.get(name)).sum()
 }
 
 pub fn origin() -> crate::pki::Pki {
