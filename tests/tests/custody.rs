@@ -69,6 +69,51 @@ fn audit(c: &Control) -> String {
     std::fs::read_to_string(c.log_dir().join("audit.log")).unwrap_or_default()
 }
 
+/// An origin PKI: (root PEM, server chain for *.tg.test, its key).
+type Pki = (
+    String,
+    Vec<tlsgate_certstore::pki_types::CertificateDer<'static>>,
+    tlsgate_certstore::pki_types::PrivateKeyDer<'static>,
+);
+
+/// Makes `c` decrypt everything to a test origin (its root trusted, the
+/// "Decrypt-All" policy committed); the origin's PKI.
+fn decrypt_all(c: &Control) -> Pki {
+    let pki = rcgen_pki();
+    let root = tlsgate_tests::control::write(c.dir.path(), "origin-root.pem", &pki.0);
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
+    let policy = tlsgate_tests::control::write(c.dir.path(), "p.json", tlsgate_tests::control::DECRYPT_ALL);
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    pki
+}
+
+/// An innocent client, trusting only the decryption CA, through `net` to the
+/// origin of `pki` under a name of its own (a cold forge: the leaf is signed by
+/// the control plane): it gets its answer, and its flow ends `decrypted`.
+fn an_innocent_client_is_decrypted(c: &Control, net: &mut Net, pki: &Pki, client_port: u16) {
+    use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange};
+    let ca_pem = c.ok(&["ca", "export"]);
+    let ca = tlsgate_certstore::parse_certificates(ca_pem.as_bytes()).unwrap().remove(0);
+    let sni = format!("innocent{client_port}.tg.test");
+    let server = origin_server(pki.1.clone(), pki.2.clone_key(), false);
+    let (resp, err, _, _) =
+        tls_exchange(net, server, client_trusting(&[ca]), &sni, 443, client_port, b"GET /", 2000);
+    assert!(err.is_none() && resp.is_some_and(|r| r.len() == 2000), "the innocent client: {err:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = c.logged_events();
+        if e.iter().any(|e| e["src_port"] == u64::from(client_port) && e["kind"] == "decrypted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no decrypted event for the innocent client: {e:#?}");
+        for _ in 0..10 {
+            net.step();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// A member of the operator socket's group sends `dataplane_hello` there: it is
 /// refused, gets no snapshot (no CA key), the refusal is audited with its uid,
 /// and the real dataplane still gets its configuration.
@@ -114,10 +159,12 @@ fn a_group_member_posing_as_the_dataplane_is_refused_and_gets_no_key() {
     assert!(got.contains("permission_denied") && got.contains("uid 65534"), "{got}");
     assert!(!got.contains("snapshot"), "{got}");
 
-    // The real dataplane is not disturbed.
-    let net = dataplane(&c);
+    // The real dataplane is not disturbed: it attaches, and decrypts.
+    let pki = decrypt_all(&c);
+    let mut net = dataplane(&c);
     let s = c.wait_applied(Duration::from_secs(10));
     assert!(s.dataplane_connected);
+    an_innocent_client_is_decrypted(&c, &mut net, &pki, 47001);
     drop(net.stop());
 }
 
@@ -246,6 +293,15 @@ fn slow_peers_do_not_stop_the_sockets_from_serving_others() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("tlsgate_config_version"), "{text} {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("scrape under slowloris: {:?}", t.elapsed());
+    // And the dataplane attaches and decrypts an innocent client meanwhile (its
+    // leaf signed over the dataplane socket), root's changes committing.
+    c.ok(&["ca", "generate"]);
+    let pki = decrypt_all(&c);
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    an_innocent_client_is_decrypted(&c, &mut net, &pki, 47101);
+    assert!(attacker.try_wait().unwrap().is_none(), "the attack lasted the whole check");
+    drop(net.stop());
     let _ = attacker.kill();
     let _ = attacker.wait();
 }
@@ -290,8 +346,10 @@ fn a_dataplane_that_stops_reading_does_not_stall_the_control_plane() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(deaf);
-    let net = dataplane(&c);
+    let pki = decrypt_all(&c);
+    let mut net = dataplane(&c);
     c.wait_applied(Duration::from_secs(10));
+    an_innocent_client_is_decrypted(&c, &mut net, &pki, 47201);
     drop(net.stop());
 }
 
@@ -366,12 +424,8 @@ fn without_the_signer_cached_names_work_and_new_names_fail_closed() {
     }
 }
 
-/// An origin PKI: (root PEM, server chain for *.tg.test, its key).
-fn rcgen_pki() -> (
-    String,
-    Vec<tlsgate_certstore::pki_types::CertificateDer<'static>>,
-    tlsgate_certstore::pki_types::PrivateKeyDer<'static>,
-) {
+/// A fresh origin PKI.
+fn rcgen_pki() -> Pki {
     let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name.push(rcgen::DnType::CommonName, "custody test root");
