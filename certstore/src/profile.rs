@@ -1,9 +1,11 @@
 //! Cipher-suite profiles: what the appliance offers on both legs.
 //!
 //! Without the `strong-crypto` license (the seed's "K9") only [`CipherProfile::Base`]
-//! is offered: TLS 1.2 with ECDHE and AES-128-GCM. A server that accepts none of it
-//! answers with a `handshake_failure` alert, exactly as in the seed's first problem.
-//! [`CipherProfile::Strong`] is everything rustls (ring) implements: TLS 1.3 and 1.2.
+//! is offered: TLS 1.3 with AES-128-GCM, and TLS 1.2 with ECDHE and AES-128-GCM (a
+//! TLS 1.3 client is not downgraded). A TLS 1.2 server that accepts none of it (one
+//! that takes only AES-256-GCM suites) answers with a `handshake_failure` alert,
+//! exactly as in the seed's first problem. [`CipherProfile::Strong`] adds
+//! AES-256-GCM and ChaCha20-Poly1305, in TLS 1.3 and 1.2.
 //! Licenses are loaded by the control plane; until then the profile is a
 //! configuration switch ([`CipherProfile::for_license`]).
 
@@ -16,10 +18,12 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CipherProfile {
-    /// TLS 1.2 only: ECDHE-ECDSA-AES128-GCM-SHA256 and ECDHE-RSA-AES128-GCM-SHA256.
+    /// TLS_AES_128_GCM_SHA256 (TLS 1.3), ECDHE-ECDSA-AES128-GCM-SHA256 and
+    /// ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2).
     #[default]
     Base,
-    /// Every suite rustls (ring) offers, TLS 1.3 and TLS 1.2, AES-128-GCM preferred.
+    /// Base plus AES-256-GCM and ChaCha20-Poly1305 (TLS 1.3 and TLS 1.2),
+    /// AES-128-GCM preferred.
     Strong,
 }
 

@@ -44,7 +44,10 @@ use crate::verify::{verify_server_chain, Verified, VerifyFailure, VerifyReason};
 /// The suites of a profile, in preference order.
 pub(crate) fn suites(profile: CipherProfile) -> Vec<SupportedCipherSuite> {
     match profile {
+        // TLS 1.3 with AES-128-GCM (a TLS 1.3 client is never downgraded), and
+        // TLS 1.2 ECDHE with AES-128-GCM.
         CipherProfile::Base => vec![
+            ring_provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
             ring_provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             ring_provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         ],
@@ -67,13 +70,9 @@ pub(crate) fn suites(profile: CipherProfile) -> Vec<SupportedCipherSuite> {
     }
 }
 
-static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
-
-fn versions(profile: CipherProfile) -> &'static [&'static rustls::SupportedProtocolVersion] {
-    match profile {
-        CipherProfile::Base => TLS12_ONLY,
-        CipherProfile::Strong => rustls::ALL_VERSIONS,
-    }
+/// Both profiles speak TLS 1.3 and 1.2; they differ in suites.
+fn versions(_profile: CipherProfile) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    rustls::ALL_VERSIONS
 }
 
 /// The rustls crypto provider (ring) of a profile.

@@ -115,8 +115,14 @@ fn seed_problem_1_base_profile_meets_a_server_without_common_suites() {
 fn profiles_offer_what_they_say() {
     assert_eq!(
         CipherProfile::Base.suite_names(),
-        vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
+        vec![
+            "TLS13_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        ]
     );
+    let base = CipherProfile::Base.suite_names();
+    assert!(!base.iter().any(|s| s.contains("AES_256") || s.contains("CHACHA")), "{base:?}");
     let strong = CipherProfile::Strong.suite_names();
     assert!(strong.iter().any(|s| s == "TLS13_AES_256_GCM_SHA384"), "{strong:?}");
     assert!(strong.iter().any(|s| s == "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"), "{strong:?}");
@@ -124,16 +130,17 @@ fn profiles_offer_what_they_say() {
     assert!("k9".parse::<CipherProfile>().is_err());
     assert_eq!(CipherProfile::for_license(false), CipherProfile::Base);
 
-    // Base towards a TLS 1.3-capable server still speaks TLS 1.2 with AES-128-GCM.
+    // Base towards a TLS 1.3-capable server speaks TLS 1.3 with AES-128-GCM: it
+    // no longer downgrades.
     let p = Pki::generate();
     let verifier = ServerVerifier::new(trust_root(&p).snapshot());
     let mut client = our_client(&verifier, CipherProfile::Base, SERVER);
     let mut server = real_server(chain(&p), &p.leaf, None);
     assert!(handshake(&mut client, &mut server).ok());
-    assert_eq!(client.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(client.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     assert_eq!(
         client.negotiated_cipher_suite().unwrap().suite(),
-        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
     );
     let mut client = our_client(&verifier, CipherProfile::Strong, SERVER);
     let mut server = real_server(chain(&p), &p.leaf, None);
@@ -274,12 +281,7 @@ fn forged_certificate_towards_the_client_and_the_whole_interception() {
         assert_eq!(downstream.server_name(), Some(SERVER));
         let presented = client.peer_certificates().unwrap();
         assert_eq!(presented.len(), 1, "a self-signed decryption CA is not sent");
-        let expected_version = if profile == CipherProfile::Base {
-            rustls::ProtocolVersion::TLSv1_2
-        } else {
-            rustls::ProtocolVersion::TLSv1_3
-        };
-        assert_eq!(client.protocol_version(), Some(expected_version));
+        assert_eq!(client.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3), "{profile}");
     }
     let s = cache.stats();
     assert_eq!((s.misses, s.hits), (1, 1));
