@@ -157,8 +157,8 @@ pub enum CaCmd {
         cert: Option<PathBuf>,
         /// Key (PEM or DER; PKCS#8, PKCS#1, SEC1).
         key: Option<PathBuf>,
-        /// The key is on a PKCS#11 token instead (it never leaves it):
-        /// pkcs11:token=LABEL;object=KEY?module-path=LIB&pin-value=PIN (or pin-source=FILE).
+        /// The key is on a PKCS#11 token instead (it never leaves it), one that
+        /// control.pkcs11_keys lists: pkcs11:token=LABEL;object=KEY.
         #[arg(long, conflicts_with = "key")]
         pkcs11: Option<String>,
         /// The new certificate's common name (with --pkcs11 and no certificate).

@@ -16,7 +16,8 @@
 //! metrics_listen = "127.0.0.1:9469"       # Prometheus /metrics; "" disables
 //! vendor_key = "<base64 Ed25519 public key>"   # licenses are signed with its private half
 //! device_id = "..."                       # default: /etc/machine-id
-//! pkcs11_modules = ["/usr/lib/softhsm/libsofthsm2.so"]   # PKCS#11 libraries `ca import --pkcs11` may load
+//! pkcs11_keys = ["pkcs11:token=tlsgate;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/tlsgate/hsm.pin"]
+//!                                       # the token keys `ca import --pkcs11` may use
 //! ```
 //!
 //! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
@@ -66,10 +67,11 @@ pub struct ControlConfig {
     pub vendor_key: Option<String>,
     /// This appliance's device id (licenses name it); default `/etc/machine-id`.
     pub device_id: Option<String>,
-    /// The PKCS#11 libraries `ca import --pkcs11` may load (none by default: an
-    /// operator request must not make this process load a library of its
-    /// choosing).
-    pub pkcs11_modules: Vec<PathBuf>,
+    /// The token keys `ca import --pkcs11` may use: full `pkcs11:` URIs with an
+    /// absolute `module-path` and a `pin-source` file (none by default: an
+    /// operator's request names one of them, never a library, a token PIN or a
+    /// file of its choosing).
+    pub pkcs11_keys: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -89,7 +91,7 @@ impl Default for ControlConfig {
             metrics_listen: "127.0.0.1:9469".into(),
             vendor_key: None,
             device_id: None,
-            pkcs11_modules: Vec::new(),
+            pkcs11_keys: Vec::new(),
         }
     }
 }
@@ -146,6 +148,19 @@ impl ControlConfig {
         ] {
             if !p.is_absolute() {
                 return Err(format!("control.{field}: {} is not an absolute path", p.display()));
+            }
+        }
+        for (i, k) in self.pkcs11_keys.iter().enumerate() {
+            let u = crate::pkcs11::Pkcs11Uri::configured(k)
+                .map_err(|e| format!("control.pkcs11_keys[{i}]: {e}"))?;
+            if let Some(m) = u.module.as_deref().and_then(|m| std::fs::metadata(m).ok()) {
+                use std::os::unix::fs::MetadataExt;
+                if m.uid() != 0 && m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+                    return Err(format!(
+                        "control.pkcs11_keys[{i}]: module-path {}: must be owned by root and writable by root only",
+                        u.module.as_deref().unwrap_or_default()
+                    ));
+                }
             }
         }
         if self.dataplane_socket == self.socket {

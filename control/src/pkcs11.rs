@@ -3,13 +3,20 @@
 //! signer hands it SHA-256 digests to sign (`CKM_ECDSA`, P-256) and turns the
 //! token's raw `r‖s` into the DER signature X.509 wants.
 //!
-//! The URI (RFC 7512, the parts used here):
+//! Root names the keys the control plane may use, in its own configuration
+//! (`control.pkcs11_keys`): each one a full URI (RFC 7512, the parts used here)
+//! with the library and the file that holds the PIN:
 //!
 //! ```text
-//! pkcs11:token=tlsgate;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234
+//! pkcs11:token=tlsgate;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/tlsgate/hsm.pin
 //!        └ token label  └ key label (private and public key objects)
-//!                          pin-source=/etc/tlsgate/hsm.pin reads the PIN from a file instead
 //! ```
+//!
+//! An operator's request names one of them by token and object
+//! (`pkcs11:token=tlsgate;object=ca`); it never names a library, a PIN or a file
+//! for this process to open. The PIN file must be a regular file owned by root
+//! (or this process's user), readable by its owner only, of at most 1 KiB; it is
+//! opened without following a link and without blocking.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -24,15 +31,15 @@ use tlsgate_certstore::{RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_
 /// A parsed `pkcs11:` URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkcs11Uri {
-    /// `module-path`.
-    pub module: String,
+    /// `module-path` (required in `control.pkcs11_keys`; optional in a request,
+    /// where it must then equal the configured one).
+    pub module: Option<String>,
     /// `token`: the token's label.
     pub token: String,
     /// `object`: the key's label.
     pub object: String,
-    /// `pin-value`, or the file `pin-source` names (read only when the token is
-    /// opened, after the module was found allowed).
-    pub pin: PinSpec,
+    /// `pin-value` or `pin-source` (only `pin-source`, in the configuration).
+    pub pin: Option<PinSpec>,
 }
 
 /// Where the PIN comes from.
@@ -40,30 +47,49 @@ pub struct Pkcs11Uri {
 pub enum PinSpec {
     /// `pin-value`.
     Value(String),
-    /// `pin-source`: a regular file of at most 1 KiB.
+    /// `pin-source`: a file.
     Source(std::path::PathBuf),
 }
 
+/// The largest PIN file read.
+pub const MAX_PIN_FILE: u64 = 1024;
+
 impl PinSpec {
-    /// The PIN (a `pin-source` file is read now: a regular file, 1 KiB at most,
-    /// so that no request can make this process read a device or a huge file).
+    /// The PIN. A `pin-source` file is opened without following a link and
+    /// without blocking (a FIFO or a device never stalls this process); it must
+    /// be a regular file owned by root or this process's user, readable by its
+    /// owner only, of at most [`MAX_PIN_FILE`] bytes (read through a bound, not
+    /// its reported size).
     pub fn read(&self) -> Result<String, String> {
-        match self {
-            PinSpec::Value(v) => Ok(v.clone()),
-            PinSpec::Source(path) => {
-                let meta =
-                    std::fs::metadata(path).map_err(|e| format!("pin-source {}: {e}", path.display()))?;
-                if !meta.is_file() || meta.len() > 1024 {
-                    return Err(format!(
-                        "pin-source {}: not a regular file of at most 1 KiB",
-                        path.display()
-                    ));
-                }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("pin-source {}: {e}", path.display()))?;
-                Ok(text.trim_end_matches(['\n', '\r']).to_string())
-            }
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = match self {
+            PinSpec::Value(v) => return Ok(v.clone()),
+            PinSpec::Source(path) => path,
+        };
+        let refuse = || {
+            format!(
+                "pin-source {}: not a regular file owned by root with mode 0600 or 0400 of at most {MAX_PIN_FILE} bytes",
+                path.display()
+            )
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(path)
+            .map_err(|_| refuse())?;
+        let meta = file.metadata().map_err(|_| refuse())?;
+        let owner_ok = meta.uid() == 0 || meta.uid() == nix::unistd::geteuid().as_raw();
+        if !meta.is_file() || !owner_ok || meta.mode() & 0o077 != 0 {
+            return Err(refuse());
         }
+        let mut bytes = Vec::new();
+        file.take(MAX_PIN_FILE + 1).read_to_end(&mut bytes).map_err(|_| refuse())?;
+        if bytes.len() as u64 > MAX_PIN_FILE {
+            return Err(refuse());
+        }
+        let text = String::from_utf8(bytes).map_err(|_| refuse())?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_string())
     }
 }
 
@@ -110,11 +136,56 @@ impl Pkcs11Uri {
             }
         }
         Ok(Pkcs11Uri {
-            module: module.ok_or("the URI names no module-path (the PKCS#11 library)")?,
+            module,
             token: token.ok_or("the URI names no token (its label)")?,
             object: object.ok_or("the URI names no object (the key's label)")?,
-            pin: pin.ok_or("the URI gives no pin-value or pin-source")?,
+            pin,
         })
+    }
+
+    /// An entry of `control.pkcs11_keys`: an absolute `module-path` and a
+    /// `pin-source` with an absolute path (a `pin-value` would be readable by
+    /// whoever reads the configuration).
+    pub fn configured(uri: &str) -> Result<Pkcs11Uri, String> {
+        let u = Pkcs11Uri::parse(uri)?;
+        match &u.module {
+            Some(m) if std::path::Path::new(m).is_absolute() => {}
+            _ => return Err("the URI names no absolute module-path (the PKCS#11 library)".into()),
+        }
+        match &u.pin {
+            Some(PinSpec::Source(p)) if p.is_absolute() => {}
+            Some(PinSpec::Value(_)) => {
+                return Err("pin-value would be readable by whoever reads this file: use pin-source=FILE \
+                            (owned by root, mode 0600 or 0400)"
+                    .into())
+            }
+            _ => return Err("the URI gives no pin-source with an absolute path".into()),
+        }
+        Ok(u)
+    }
+
+    /// An operator's request: a token and an object, perhaps a `module-path`;
+    /// never a PIN.
+    pub fn requested(uri: &str) -> Result<Pkcs11Uri, String> {
+        let u = Pkcs11Uri::parse(uri)?;
+        if u.pin.is_some() {
+            return Err("a request gives no PIN: root names the key and its pin-source in \
+                        control.pkcs11_keys, and the request names the key (pkcs11:token=T;object=O)"
+                .into());
+        }
+        Ok(u)
+    }
+
+    /// Whether the configured key `self` is the one `wanted` asks for.
+    pub fn answers(&self, wanted: &Pkcs11Uri) -> bool {
+        self.token == wanted.token
+            && self.object == wanted.object
+            && wanted.module.as_ref().is_none_or(|m| Some(m) == self.module.as_ref())
+    }
+
+    /// `token`/`object` as shown to operators.
+    pub fn short(&self) -> String {
+        format!("pkcs11:token={};object={}", self.token, self.object)
     }
 }
 
@@ -143,14 +214,17 @@ fn context(module: &str) -> Result<Pkcs11, String> {
     Ok(ctx)
 }
 
-/// The key a URI names, opened once and then shared.
+/// The key a configured URI names, opened once and then shared (by library,
+/// token and object: two spellings of one key share one session).
 pub fn key_for(uri_text: &str) -> Result<SharedKey, String> {
+    let uri = Pkcs11Uri::configured(uri_text)?;
+    let id = format!("{:?}", (&uri.module, &uri.token, &uri.object));
     let mut keys = KEYS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(k) = keys.get(uri_text) {
+    if let Some(k) = keys.get(&id) {
         return Ok(SharedKey(k.clone()));
     }
-    let key = Arc::new(Pkcs11Key::open(&Pkcs11Uri::parse(uri_text)?)?);
-    keys.insert(uri_text.to_string(), key.clone());
+    let key = Arc::new(Pkcs11Key::open(&uri)?);
+    keys.insert(id, key.clone());
     Ok(SharedKey(key))
 }
 
@@ -174,7 +248,8 @@ impl RemoteKeyPair for SharedKey {
 impl Pkcs11Key {
     /// Opens the token and finds the key; the error names what failed.
     pub fn open(uri: &Pkcs11Uri) -> Result<Pkcs11Key, String> {
-        let ctx = context(&uri.module)?;
+        let module = uri.module.as_deref().ok_or("the URI names no module-path")?;
+        let ctx = context(module)?;
         let slot = ctx
             .get_slots_with_token()
             .map_err(|e| format!("PKCS#11 slots: {e}"))?
@@ -182,9 +257,14 @@ impl Pkcs11Key {
             .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label().trim_end() == uri.token))
             .ok_or_else(|| format!("no token labelled {:?}", uri.token))?;
         let session = ctx.open_ro_session(slot).map_err(|e| format!("PKCS#11 session: {e}"))?;
-        session
-            .login(UserType::User, Some(&AuthPin::new(uri.pin.read()?)))
-            .map_err(|e| format!("PKCS#11 login to token {:?}: {e}", uri.token))?;
+        let pin = uri.pin.as_ref().ok_or("the URI gives no pin-source")?.read()?;
+        match session.login(UserType::User, Some(&AuthPin::new(pin))) {
+            // Login state is per token and process: another key of this token
+            // logged it in already (with the PIN root configured).
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(format!("PKCS#11 login to token {:?}: {e}", uri.token)),
+        }
         let label = Attribute::Label(uri.object.as_bytes().to_vec());
         let find = |class| {
             session
@@ -268,45 +348,90 @@ mod tests {
     #[test]
     fn uris_are_parsed_and_refusals_name_the_part() {
         let u = Pkcs11Uri::parse(
-            "pkcs11:token=tls%20gate;object=ca;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234",
+            "pkcs11:token=tls%20gate;object=ca;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/p",
         )
         .unwrap();
         assert_eq!(
             u,
             Pkcs11Uri {
-                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
                 token: "tls gate".into(),
                 object: "ca".into(),
-                pin: PinSpec::Value("1234".into())
+                pin: Some(PinSpec::Source("/etc/p".into()))
             }
         );
         for (bad, needle) in [
             ("token=a", "pkcs11:"),
             ("pkcs11:object=ca?module-path=/m&pin-value=1", "no token"),
             ("pkcs11:token=t?module-path=/m&pin-value=1", "no object"),
-            ("pkcs11:token=t;object=o?pin-value=1", "module-path"),
-            ("pkcs11:token=t;object=o?module-path=/m", "pin"),
             ("pkcs11:token=t;object=o?module-path=/m&pin-value=1&evil=1", "unknown"),
+            ("pkcs11:token=t;object=%ZZ", "bad escape"),
         ] {
             let e = Pkcs11Uri::parse(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+        // Root's configuration: an absolute library and a PIN file, never a
+        // pin-value.
+        for (bad, needle) in [
+            ("pkcs11:token=t;object=o?pin-source=/p", "module-path"),
+            ("pkcs11:token=t;object=o?module-path=lib.so&pin-source=/p", "absolute module-path"),
+            ("pkcs11:token=t;object=o?module-path=/m", "pin-source"),
+            ("pkcs11:token=t;object=o?module-path=/m&pin-source=p", "pin-source"),
+            ("pkcs11:token=t;object=o?module-path=/m&pin-value=1", "pin-value"),
+        ] {
+            let e = Pkcs11Uri::configured(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        // An operator's request: never a PIN; it picks a configured key.
+        let e = Pkcs11Uri::requested("pkcs11:token=t;object=o?pin-source=/root/x").unwrap_err();
+        assert!(e.contains("control.pkcs11_keys"), "{e}");
+        let want = Pkcs11Uri::requested("pkcs11:token=tls%20gate;object=ca").unwrap();
+        assert!(u.answers(&want));
+        let other_module =
+            Pkcs11Uri::requested("pkcs11:token=tls%20gate;object=ca?module-path=/x.so").unwrap();
+        assert!(!u.answers(&other_module));
+        assert!(!u.answers(&Pkcs11Uri::requested("pkcs11:token=other;object=ca").unwrap()));
     }
 
-    /// `pin-source` is read only when the token is opened, and never a device or
-    /// a large file.
+    /// A PIN file is a small regular file owned by root (or this user), readable
+    /// by its owner only; never a device, a FIFO, a link or a large file.
     #[test]
-    fn pin_sources_are_small_regular_files() {
-        let u = Pkcs11Uri::parse("pkcs11:token=t;object=o?module-path=/m&pin-source=/dev/zero").unwrap();
-        assert_eq!(u.pin, PinSpec::Source("/dev/zero".into()));
-        assert!(u.pin.read().unwrap_err().contains("regular file"));
+    fn pin_sources_are_small_private_regular_files() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("tg-pin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("pin");
         std::fs::write(&f, "4321\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(PinSpec::Source(f.clone()).read().unwrap(), "4321");
-        std::fs::write(&f, vec![b'1'; 2000]).unwrap();
-        assert!(PinSpec::Source(f).read().is_err());
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let readable = dir.join("readable");
+        std::fs::write(&readable, "4321").unwrap();
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'1'; 2000]).unwrap();
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for bad in [
+            std::path::PathBuf::from("/dev/zero"),
+            "/proc/self/status".into(),
+            link,
+            fifo,
+            readable,
+            big,
+            dir.join("missing"),
+        ] {
+            let e = PinSpec::Source(bad.clone()).read().unwrap_err();
+            // One message for every refusal: no oracle on files the caller
+            // cannot see.
+            assert!(
+                e.ends_with("not a regular file owned by root with mode 0600 or 0400 of at most 1024 bytes"),
+                "{}: {e}",
+                bad.display()
+            );
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -40,6 +40,19 @@ struct Material {
     validate: bool,
 }
 
+/// What a CA whose key could not be opened waits with.
+struct Pending {
+    version: u64,
+    record: crate::state::CaRecord,
+    trust: Arc<TrustSnapshot>,
+    validate: bool,
+    error: String,
+    tried: Instant,
+}
+
+/// How often a CA key that could not be opened is tried again.
+pub const RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A token bucket.
 struct Bucket {
     tokens: f64,
@@ -49,6 +62,9 @@ struct Bucket {
 /// The signer.
 pub struct Signer {
     material: Mutex<Option<Arc<Material>>>,
+    /// A CA whose key could not be opened (a token that is down): tried again
+    /// at most every [`RETRY_OPEN`] when leaves are asked for.
+    pending: Mutex<Option<Pending>>,
     bucket: Mutex<Bucket>,
     issued: Mutex<LogFile>,
 }
@@ -76,23 +92,75 @@ impl Signer {
     pub fn new(log_dir: &std::path::Path, max_bytes: u64, kept: usize) -> Signer {
         Signer {
             material: Mutex::new(None),
+            pending: Mutex::new(None),
             bucket: Mutex::new(Bucket { tokens: BURST, at: Instant::now() }),
             issued: Mutex::new(LogFile::new(log_dir.join("issued.log"), max_bytes, kept)),
         }
     }
 
     /// Loads the CA, the trust store and the validation setting of `st` (called
-    /// for every configuration version). Without a CA nothing is signed.
+    /// for every configuration version). Without a CA nothing is signed; a CA
+    /// whose key cannot be opened (its token is down) is logged, refused with
+    /// that reason, and tried again every [`RETRY_OPEN`].
     pub fn reload(&self, st: &StateFile) {
+        let mut pending = None;
         let material = (|| {
-            let ca = st.decryption_ca()?;
+            let record = st.ca.as_ref()?;
+            let (ca_der, _) = record.certificate().ok()?;
             let mut trust = st.trust_store().ok()?;
-            trust.refuse_chains_to(ca.cert_der());
+            trust.refuse_chains_to(&CertificateDer::from(ca_der));
             let validate = tlsgate_policy::Policy::from_json(st.running_policy())
                 .map_or(true, |p| p.settings.certificate_validation);
-            Some(Arc::new(Material { version: st.version, ca, trust: trust.snapshot(), validate }))
+            let trust = trust.snapshot();
+            match record.open() {
+                Ok(ca) => Some(Arc::new(Material { version: st.version, ca, trust, validate })),
+                Err(error) => {
+                    tracing::error!(%error, "signer: the decryption CA's key cannot be opened; new names are refused until it can");
+                    pending = Some(Pending {
+                        version: st.version,
+                        record: record.clone(),
+                        trust,
+                        validate,
+                        error,
+                        tried: Instant::now(),
+                    });
+                    None
+                }
+            }
         })();
         *self.material.lock().unwrap_or_else(PoisonError::into_inner) = material;
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = pending;
+    }
+
+    /// The loaded material; a pending CA is tried again when due.
+    fn material(&self) -> Result<Arc<Material>, String> {
+        if let Some(m) = self.material.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return Ok(m);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(p) = pending.as_mut() else { return Err("no decryption CA is configured".into()) };
+        if p.tried.elapsed() < RETRY_OPEN {
+            return Err(format!("the decryption CA's key is unavailable: {}", p.error));
+        }
+        p.tried = Instant::now();
+        match p.record.open() {
+            Ok(ca) => {
+                tracing::info!("signer: the decryption CA's key is open again");
+                let m = Arc::new(Material {
+                    version: p.version,
+                    ca,
+                    trust: p.trust.clone(),
+                    validate: p.validate,
+                });
+                *self.material.lock().unwrap_or_else(PoisonError::into_inner) = Some(m.clone());
+                *pending = None;
+                Ok(m)
+            }
+            Err(e) => {
+                p.error = e;
+                Err(format!("the decryption CA's key is unavailable: {}", p.error))
+            }
+        }
     }
 
     fn take_token(&self) -> bool {
@@ -110,14 +178,16 @@ impl Signer {
 
     /// Signs a batch; every request gets an answer.
     pub fn sign(&self, leaves: Vec<LeafRequest>) -> Vec<SignedLeaf> {
-        let material = self.material.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let refuse_all = |why: &str| {
             leaves.iter().map(|l| SignedLeaf { id: l.id, cert: None, error: Some(why.to_string()) }).collect()
         };
         if leaves.len() > MAX_SIGN_BATCH {
             return refuse_all(&format!("a batch of {} leaves exceeds {MAX_SIGN_BATCH}", leaves.len()));
         }
-        let Some(m) = material else { return refuse_all("no decryption CA is configured") };
+        let m = match self.material() {
+            Ok(m) => m,
+            Err(e) => return refuse_all(&e),
+        };
         leaves
             .iter()
             .map(|l| match self.sign_one(&m, l) {

@@ -111,6 +111,18 @@ impl CaRecord {
         CaRecord { cert_pem, key_pem, pkcs11: None }
     }
 
+    /// The CA's certificate (DER) and its summary, without its key: what status,
+    /// metrics, export and the trust checks need (a token is never touched).
+    pub fn certificate(&self) -> Result<(Vec<u8>, tlsgate_certstore::CertSummary), String> {
+        let der = tlsgate_certstore::parse_certificates(self.cert_pem.as_bytes())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or("no certificate")?;
+        let summary = tlsgate_certstore::summarize(der.as_ref()).map_err(|e| e.to_string())?;
+        Ok((der.as_ref().to_vec(), summary))
+    }
+
     /// The CA, ready to sign (its key from the state, or through its token).
     pub fn open(&self) -> Result<DecryptionCa, String> {
         let now = tlsgate_certstore::pki_types::UnixTime::now();
@@ -185,8 +197,20 @@ impl StateFile {
             Policy::from_json(c).map_err(|e| format!("candidate policy: {e}"))?;
         }
         self.trust_store_without_system().map_err(|e| format!("trust: {e}"))?;
-        if let Some(ca) = &self.ca {
-            ca.open().map_err(|e| format!("decryption CA: {e}"))?;
+        match &self.ca {
+            // A key in the state must match its certificate.
+            Some(ca) if ca.pkcs11.is_none() => {
+                ca.open().map_err(|e| format!("decryption CA: {e}"))?;
+            }
+            // A token is not opened here: a token that is down (or a PIN file
+            // changed) must not stop the control plane from starting. The
+            // signer opens it, and says so when it cannot.
+            Some(ca) => {
+                ca.certificate().map_err(|e| format!("decryption CA: {e}"))?;
+                crate::pkcs11::Pkcs11Uri::configured(ca.pkcs11.as_deref().unwrap_or_default())
+                    .map_err(|e| format!("decryption CA: {e}"))?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -257,9 +281,14 @@ impl StateFile {
         Ok(())
     }
 
-    /// The decryption CA, if any.
-    pub fn decryption_ca(&self) -> Option<DecryptionCa> {
-        self.ca.as_ref()?.open().ok()
+    /// The decryption CA, ready to sign (for the signer; it opens a token).
+    pub fn decryption_ca(&self) -> Result<Option<DecryptionCa>, String> {
+        self.ca.as_ref().map(CaRecord::open).transpose()
+    }
+
+    /// The decryption CA's summary, from its certificate alone.
+    pub fn ca_summary(&self) -> Option<tlsgate_certstore::CertSummary> {
+        self.ca.as_ref()?.certificate().ok().map(|(_, s)| s)
     }
 
     /// Appends an audit record for version `version` (bounded).

@@ -446,15 +446,17 @@ fn rcgen_pki() -> Pki {
 /// The decryption CA's key on a PKCS#11 token (SoftHSM2): `ca import --pkcs11`
 /// makes a CA certificate with the token's key (the key never leaves it), the
 /// signer forges leaves through the token, `openssl verify` accepts a forged leaf
-/// against the exported CA, and the state holds no key. A module not listed in
-/// `control.pkcs11_modules` is refused (an operator must not make the control
-/// plane load a library of its choosing).
+/// against the exported CA, and the state holds no key and no PIN. The request
+/// names a key that root's `control.pkcs11_keys` lists: another library, token
+/// or a PIN in the request is refused (an operator must not make the control
+/// plane load a library, or read a file, of its choosing). A token that cannot
+/// be opened at start does not stop the control plane.
 #[test]
 fn a_pkcs11_token_signs_the_forged_leaves() {
     use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange};
     const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
     assert!(std::path::Path::new(MODULE).exists(), "softhsm2 is installed by scripts/install-deps.sh");
-    let mut c = Control::start("pkcs11", &format!("pkcs11_modules = [{MODULE:?}]\n"));
+    let mut c = Control::start("pkcs11", "");
     // A token with a P-256 key, in a SoftHSM2 store of this test's own.
     let d = c.dir.path().to_path_buf();
     std::fs::create_dir_all(d.join("tokens")).unwrap();
@@ -491,20 +493,51 @@ fn a_pkcs11_token_signs_the_forged_leaves() {
         "1234",
     ]);
     std::fs::remove_file(&key_file).unwrap();
+    // Root's configuration names the key, its library and its PIN file.
+    let pin = d.join("hsm.pin");
+    let set_pin = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&pin, p).unwrap();
+        std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    set_pin("9999\n");
+    let configured =
+        format!("pkcs11:token=tlsgate;object=ca?module-path={MODULE}&pin-source={}", pin.display());
+    let mut toml = std::fs::read_to_string(d.join("control.toml")).unwrap();
+    toml.push_str(&format!("pkcs11_keys = [{configured:?}]\n"));
+    std::fs::write(d.join("control.toml"), toml).unwrap();
     c.env.push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
     c.restart(None);
 
-    let uri = format!("pkcs11:token=tlsgate;object=ca?module-path={MODULE}&pin-value=1234");
-    let evil = "pkcs11:token=tlsgate;object=ca?module-path=/tmp/evil.so&pin-value=1234";
-    let r = c.ctl(&["ca", "import", "--pkcs11", evil]);
-    assert!(!r.status.success() && r.stderr.contains("control.pkcs11_modules"), "{}", r.stderr);
-    let r = c.ctl(&["ca", "import", "--pkcs11", &uri.replace("1234", "9999")]);
+    // A request names a configured key; never a library, a PIN or a file.
+    for (uri, needle) in [
+        ("pkcs11:token=tlsgate;object=ca?module-path=/tmp/evil.so", "control.pkcs11_keys"),
+        ("pkcs11:token=other;object=ca", "control.pkcs11_keys"),
+        ("pkcs11:token=tlsgate;object=ca?pin-source=/root/secret.pin", "gives no PIN"),
+        ("pkcs11:token=tlsgate;object=ca?pin-value=1234", "gives no PIN"),
+    ] {
+        let r = c.ctl(&["ca", "import", "--pkcs11", uri]);
+        assert!(!r.status.success() && r.stderr.contains(needle), "{uri}: {}", r.stderr);
+    }
+    let uri = "pkcs11:token=tlsgate;object=ca";
+    let r = c.ctl(&["ca", "import", "--pkcs11", uri]);
     assert!(!r.status.success() && r.stderr.contains("login"), "a wrong PIN is named: {}", r.stderr);
-    let out = c.ok(&["ca", "import", "--pkcs11", &uri, "--name", "tlsgate HSM CA"]);
-    assert!(out.contains("PKCS#11 token \"tlsgate\"") && !out.contains("1234"), "{out}");
+    set_pin("1234\n");
+    let out = c.ok(&["ca", "import", "--pkcs11", uri, "--name", "tlsgate HSM CA"]);
+    assert!(
+        out.contains("PKCS#11 token \"tlsgate\"") && out.contains(MODULE) && !out.contains("1234"),
+        "{out}"
+    );
     let state = std::fs::read_to_string(c.state_dir().join("state.json")).unwrap();
     assert!(state.contains("\"key_pem\": \"\"") || state.contains("\"key_pem\":\"\""), "no key in the state");
-    assert!(!state.contains("PRIVATE KEY"));
+    assert!(!state.contains("PRIVATE KEY") && !state.contains("1234"), "no key and no PIN in the state");
+    // A token that cannot be opened at start (here: its PIN file changed) does
+    // not stop the control plane from starting; the CA is still shown.
+    set_pin("0000\n");
+    c.restart(None);
+    assert!(c.status().ca.is_some_and(|ca| ca.subject.contains("tlsgate HSM CA")));
+    set_pin("1234\n");
+    c.restart(None);
 
     let pki = rcgen_pki();
     let root = tlsgate_tests::control::write(&d, "root.pem", &pki.0);

@@ -304,7 +304,7 @@ impl Daemon {
             dataplane_pid: link.as_ref().map(|l| l.pid),
             profile: self.profile(&st).into(),
             licenses: self.license_infos(&st),
-            ca: st.decryption_ca().map(|ca| cert_info("", "decryption-ca", ca.summary(), None)),
+            ca: st.ca_summary().map(|s| cert_info("", "decryption-ca", &s, None)),
             events_logged: self.events.logged(),
             events_lost: self.events.lost(),
             device_id: self.device_id.clone(),
@@ -315,7 +315,7 @@ impl Daemon {
     pub fn expiries(&self) -> (Option<i64>, Vec<(String, i64, bool)>) {
         let st = self.state();
         let now = now_s() as i64;
-        let ca = st.decryption_ca().map(|c| c.summary().not_after);
+        let ca = st.ca_summary().map(|s| s.not_after);
         let lic = self
             .licenses(&st)
             .into_iter()
