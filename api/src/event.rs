@@ -40,16 +40,6 @@ use crate::outcome::{Cause, Outcome};
 /// `alert_sent` / `alert_received` value meaning "no alert".
 pub const ALERT_NONE: u8 = 0xff;
 
-/// A byte that should name an enum variant did not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {field} value {value}")]
-pub struct UnknownValue {
-    /// Which enum (`EventKind`, `Leg`, `Phase`).
-    pub field: &'static str,
-    /// The byte found.
-    pub value: u8,
-}
-
 /// Defines a `#[repr(u8)]` enum with a stable `name()` and `TryFrom<u8>`.
 macro_rules! u8_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $val:literal => $text:literal,)+ }) => {
@@ -79,11 +69,11 @@ macro_rules! u8_enum {
         }
 
         impl TryFrom<u8> for $name {
-            type Error = UnknownValue;
-            fn try_from(value: u8) -> Result<Self, UnknownValue> {
+            type Error = crate::Error;
+            fn try_from(value: u8) -> Result<Self, crate::Error> {
                 match value {
                     $($val => Ok(Self::$var),)+
-                    _ => Err(UnknownValue { field: stringify!($name), value }),
+                    _ => Err(crate::Error::UnknownValue { field: stringify!($name), value }),
                 }
             }
         }
@@ -325,7 +315,7 @@ impl EventRecord {
     }
 
     /// The kind, if the byte names one.
-    pub fn kind(&self) -> Result<EventKind, UnknownValue> {
+    pub fn kind(&self) -> Result<EventKind, crate::Error> {
         EventKind::try_from(self.kind)
     }
 
@@ -351,7 +341,7 @@ impl EventRecord {
 
     /// How the flow ended, if every byte of it names something (a record is never
     /// trusted to be well formed).
-    pub fn outcome(&self) -> Result<Outcome, UnknownValue> {
+    pub fn outcome(&self) -> Result<Outcome, crate::Error> {
         let cause = Cause::from_wire(
             self.cause,
             self.alert_received,
@@ -359,7 +349,7 @@ impl EventRecord {
             self.rule_index,
             self.cause_detail,
         )
-        .ok_or(UnknownValue { field: "Cause", value: self.cause })?;
+        .ok_or(crate::Error::UnknownValue { field: "Cause", value: self.cause })?;
         Ok(Outcome {
             kind: EventKind::try_from(self.kind)?,
             leg: Leg::try_from(self.leg)?,
@@ -655,10 +645,10 @@ mod tests {
                 assert_eq!(k as u8, v);
             }
         }
-        assert_eq!(EventKind::try_from(7), Ok(EventKind::NotDecrypted));
+        assert_eq!(EventKind::try_from(7).ok(), Some(EventKind::NotDecrypted));
         let e = EventKind::try_from(0).unwrap_err();
         assert_eq!(e.to_string(), "unknown EventKind value 0");
-        assert_eq!(Phase::try_from(3).map(Phase::name), Ok("server_handshake"));
+        assert_eq!(Phase::try_from(3).map(Phase::name).ok(), Some("server_handshake"));
         assert_eq!(Leg::Server.name(), "server");
     }
 

@@ -15,7 +15,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 
-use crate::{DecodeError, Frame, MAX_LINE};
+use crate::{Error, Frame, MAX_LINE};
 
 /// What [`FrameReader::read_frame`] found.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub enum Read {
         /// The line's id, or 0.
         id: u64,
         /// Why.
-        error: DecodeError,
+        error: Error,
     },
     /// The peer closed the stream (a partial last line is dropped).
     Eof,
@@ -80,7 +80,7 @@ impl<R: io::Read> FrameReader<R> {
                 continue;
             }
             if let Some(n) = self.skipping.take() {
-                return Ok(Read::Invalid { id: 0, error: DecodeError::TooLarge(n) });
+                return Ok(Read::Invalid { id: 0, error: Error::TooLarge(n) });
             }
             let line = std::mem::take(&mut self.line);
             let text = String::from_utf8_lossy(&line);
@@ -128,9 +128,9 @@ mod tests {
         input.extend_from_slice(b"{\"v\":1,\"id\":3"); // cut short
         let mut r = FrameReader::new(&input[..]);
         assert!(matches!(r.read_frame().unwrap(), Read::Frame(f) if f.id == 1));
-        assert!(matches!(r.read_frame().unwrap(), Read::Invalid { error: DecodeError::Malformed(_), .. }));
+        assert!(matches!(r.read_frame().unwrap(), Read::Invalid { error: Error::Malformed(_), .. }));
         match r.read_frame().unwrap() {
-            Read::Invalid { error: DecodeError::TooLarge(n), .. } => assert_eq!(n, MAX_LINE * 3),
+            Read::Invalid { error: Error::TooLarge(n), .. } => assert_eq!(n, MAX_LINE * 3),
             other => panic!("{other:?}"),
         }
         assert!(r.line.capacity() <= MAX_LINE + 64 * 1024, "the long line was not kept");

@@ -63,6 +63,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod counters;
+mod error;
 pub mod event;
 pub mod framing;
 pub mod log;
@@ -70,10 +71,11 @@ pub mod outcome;
 pub mod ring;
 mod stats;
 pub mod verify;
-pub use event::{AlertView, EventKind, EventRecord, EventView, Leg, Phase, UnknownValue};
+pub use error::{Error, Result};
+pub use event::{AlertView, EventKind, EventRecord, EventView, Leg, Phase};
 pub use framing::{write_frame, FrameReader};
 pub use outcome::{AdmissionReason, Cause, Outcome};
-pub use ring::{Consumer, Producer, RingError};
+pub use ring::{Consumer, Producer};
 pub use stats::{PortStats, WorkerStats};
 pub use verify::VerifyReason;
 
@@ -713,35 +715,6 @@ impl DataplaneStats {
     }
 }
 
-/// Why a line could not be decoded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Not valid JSON for a frame.
-    #[error("malformed frame: {0}")]
-    Malformed(#[from] serde_json::Error),
-    /// Spoken version differs.
-    #[error("unsupported protocol version {got} (this peer speaks {PROTOCOL_VERSION})")]
-    Version {
-        /// Version in the frame.
-        got: u32,
-    },
-    /// Line longer than [`MAX_LINE`].
-    #[error("line of {0} bytes exceeds the limit of {MAX_LINE}")]
-    TooLarge(usize),
-}
-
-impl DecodeError {
-    /// The error code a peer answers this decode failure with.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            DecodeError::Malformed(_) => ErrorCode::BadRequest,
-            DecodeError::Version { .. } => ErrorCode::UnsupportedVersion,
-            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
-        }
-    }
-}
-
 impl Frame {
     /// A request frame of this protocol version.
     pub fn request(id: u64, req: Request) -> Self {
@@ -761,10 +734,10 @@ impl Frame {
     }
 
     /// Decodes one line (with or without its newline).
-    pub fn decode(line: &str) -> Result<Self, DecodeError> {
+    pub fn decode(line: &str) -> Result<Self, Error> {
         let line = line.trim_end_matches(['\n', '\r']);
         if line.len() > MAX_LINE {
-            return Err(DecodeError::TooLarge(line.len()));
+            return Err(Error::TooLarge(line.len()));
         }
         // Read the version first so a newer peer's unknown request is reported as a
         // version mismatch, not as garbage.
@@ -774,7 +747,7 @@ impl Frame {
         }
         if let Ok(VersionOnly { v }) = serde_json::from_str::<VersionOnly>(line) {
             if v != PROTOCOL_VERSION {
-                return Err(DecodeError::Version { got: v });
+                return Err(Error::Version { got: v });
             }
         }
         Ok(serde_json::from_str(line)?)

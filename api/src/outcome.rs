@@ -399,7 +399,7 @@ mod tests {
                 assert!(!o.text().is_empty(), "{cause:?}");
                 let mut r = EventRecord::new(EventKind::Decrypted);
                 r.set_outcome(&o);
-                assert_eq!(r.outcome(), Ok(o), "{cause:?} through the record");
+                assert_eq!(r.outcome().ok(), Some(o), "{cause:?} through the record");
             }
         }
         // One label per code, and every code from 1 up is used.
@@ -440,7 +440,7 @@ mod tests {
             Cause::Policy { rule: None },
         ));
         assert_eq!((r.rule_index, r.alert_received), (0, ALERT_NONE));
-        assert_eq!(r.outcome().map(|o| o.cause), Ok(Cause::Policy { rule: None }));
+        assert_eq!(r.outcome().map(|o| o.cause).ok(), Some(Cause::Policy { rule: None }));
     }
 
     #[test]

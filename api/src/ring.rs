@@ -38,7 +38,7 @@
 //! notices through [`Consumer::is_replaced`] and reopens. On Linux each role takes
 //! an open-file-description lock on one byte of the file (producer byte 0,
 //! consumer byte 1), so a second producer or consumer of the same ring is refused
-//! with [`RingError::Busy`] rather than corrupting it; the locks go away with the
+//! with [`Error::RingBusy`] rather than corrupting it; the locks go away with the
 //! process. The file is expected on a local filesystem (normally the tmpfs
 //! `/run`); it is preallocated so that writing to the mapping cannot fail for
 //! lack of space.
@@ -65,6 +65,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use memmap2::MmapRaw;
 
 use crate::event::EventRecord;
+use crate::Error;
 
 /// First eight bytes of every ring file.
 pub const RING_MAGIC: [u8; 8] = *b"TGEVRING";
@@ -111,48 +112,8 @@ struct Header {
 const _: () = assert!(HEADER_SIZE == 256 && std::mem::align_of::<Header>() == 64);
 const _: () = assert!(std::mem::align_of::<EventRecord>() <= 64 && RECORD_SIZE % 64 == 0);
 
-/// Why a ring could not be created or opened. Every message names the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RingError {
-    /// A system call on the file failed.
-    #[error("event ring {}: {op}: {source}", .path.display())]
-    Io {
-        /// The ring file.
-        path: PathBuf,
-        /// What was being done (`open`, `mmap`, …).
-        op: &'static str,
-        /// The failure.
-        source: io::Error,
-    },
-    /// The file is not a ring this build can use.
-    #[error("event ring {}: {what}", .path.display())]
-    BadHeader {
-        /// The ring file.
-        path: PathBuf,
-        /// What is wrong, with the found and the expected value.
-        what: String,
-    },
-    /// Another process (or handle) already is this ring's producer or consumer.
-    #[error("event ring {}: already open by another {role}", .path.display())]
-    Busy {
-        /// The ring file.
-        path: PathBuf,
-        /// `producer` or `consumer`.
-        role: &'static str,
-    },
-    /// The requested capacity is not allowed.
-    #[error("event ring {}: capacity {capacity} is not a power of two from 1 to {MAX_CAPACITY}", .path.display())]
-    Capacity {
-        /// The ring file.
-        path: PathBuf,
-        /// The capacity asked for.
-        capacity: u32,
-    },
-}
-
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> RingError + 'a {
-    move |source| RingError::Io { path: path.to_owned(), op, source }
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::RingIo { path: path.to_owned(), op, source }
 }
 
 /// A mapped ring file; what both roles share.
@@ -166,11 +127,11 @@ struct Ring {
 
 impl Ring {
     /// Maps all of `file` (opened read-write), which must hold at least a header.
-    fn map(path: &Path, file: File) -> Result<Ring, RingError> {
+    fn map(path: &Path, file: File) -> Result<Ring, Error> {
         let len = file.metadata().map_err(io_err(path, "stat"))?.len();
         if len < HEADER_SIZE as u64 {
             let what = format!("file is {len} bytes, shorter than the {HEADER_SIZE}-byte header");
-            return Err(RingError::BadHeader { path: path.to_owned(), what });
+            return Err(Error::RingBadHeader { path: path.to_owned(), what });
         }
         let map = MmapRaw::map_raw(&file).map_err(io_err(path, "mmap"))?;
         Ok(Ring { path: path.to_owned(), file, map, capacity: 0 })
@@ -231,14 +192,14 @@ impl Ring {
         unsafe { self.map.as_mut_ptr().add(offset).cast() }
     }
 
-    fn bad(&self, what: String) -> RingError {
-        RingError::BadHeader { path: self.path.clone(), what }
+    fn bad(&self, what: String) -> Error {
+        Error::RingBadHeader { path: self.path.clone(), what }
     }
 }
 
 /// Takes the role's byte lock on the file (Linux; elsewhere roles are by
 /// convention only).
-fn lock_role(file: &File, path: &Path, byte: i64, role: &'static str) -> Result<(), RingError> {
+fn lock_role(file: &File, path: &Path, byte: i64, role: &'static str) -> Result<(), Error> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -253,8 +214,8 @@ fn lock_role(file: &File, path: &Path, byte: i64, role: &'static str) -> Result<
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == -1 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EACCES) => RingError::Busy { path: path.to_owned(), role },
-                _ => RingError::Io { path: path.to_owned(), op: "lock", source: e },
+                Some(libc::EAGAIN | libc::EACCES) => Error::RingBusy { path: path.to_owned(), role },
+                _ => Error::RingIo { path: path.to_owned(), op: "lock", source: e },
             });
         }
     }
@@ -265,7 +226,7 @@ fn lock_role(file: &File, path: &Path, byte: i64, role: &'static str) -> Result<
 
 /// Allocates the file's blocks so stores into the mapping cannot hit a full
 /// filesystem (that would be SIGBUS, not an error).
-fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), RingError> {
+fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), Error> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -291,11 +252,11 @@ impl Producer {
     ///
     /// An existing file with this build's layout and `capacity` records is reused
     /// with its unread records; any other file there is replaced (its records are
-    /// lost). Fails with [`RingError::Busy`] if another producer has the ring.
-    pub fn create(path: impl AsRef<Path>, capacity: u32) -> Result<Producer, RingError> {
+    /// lost). Fails with [`Error::RingBusy`] if another producer has the ring.
+    pub fn create(path: impl AsRef<Path>, capacity: u32) -> Result<Producer, Error> {
         let path = path.as_ref();
         if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
-            return Err(RingError::Capacity { path: path.to_owned(), capacity });
+            return Err(Error::RingCapacity { path: path.to_owned(), capacity });
         }
         match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => {
@@ -393,7 +354,7 @@ impl Consumer {
     /// Opens an existing ring for reading. Refuses a file whose header does not
     /// match this build (the error names the file and the mismatch) and, on
     /// Linux, a ring that already has a consumer.
-    pub fn open(path: impl AsRef<Path>) -> Result<Consumer, RingError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Consumer, Error> {
         let path = path.as_ref();
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path, "open"))?;
         lock_role(&file, path, CONSUMER_LOCK_BYTE, "consumer")?;
@@ -552,7 +513,7 @@ mod tests {
         let p = temp_path("cap");
         for cap in [0, 3, MAX_CAPACITY * 2] {
             let e = Producer::create(&p, cap).err().unwrap();
-            assert!(matches!(e, RingError::Capacity { .. }), "{e}");
+            assert!(matches!(e, Error::RingCapacity { .. }), "{e}");
             assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}");
         }
     }

@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tlsgate_api::event::{set_text, text, ALERT_NONE};
-use tlsgate_api::{
-    Cause, Consumer, EventKind, EventRecord, Leg, Outcome, Phase, Producer, RingError, VerifyReason,
-};
+use tlsgate_api::{Cause, Consumer, EventKind, EventRecord, Leg, Outcome, Phase, Producer, VerifyReason};
 
 fn ring_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("events.0")
@@ -323,7 +321,7 @@ fn patch(path: &Path, offset: u64, bytes: &[u8]) {
 
 fn refusal(path: &Path) -> String {
     let e = Consumer::open(path).err().expect("must be refused");
-    assert!(matches!(e, RingError::BadHeader { .. }), "{e}");
+    assert!(matches!(e, tlsgate_api::Error::RingBadHeader { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&*path.to_string_lossy()), "message must name the file: {msg}");
     msg
@@ -375,10 +373,10 @@ fn second_producer_or_consumer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = Producer::create(ring_path(&dir), 4).unwrap();
     let e = Producer::create(ring_path(&dir), 4).err().unwrap();
-    assert!(matches!(e, RingError::Busy { role: "producer", .. }), "{e}");
+    assert!(matches!(e, tlsgate_api::Error::RingBusy { role: "producer", .. }), "{e}");
     let c = Consumer::open(ring_path(&dir)).unwrap();
     let e = Consumer::open(ring_path(&dir)).err().unwrap();
-    assert!(matches!(e, RingError::Busy { role: "consumer", .. }), "{e}");
+    assert!(matches!(e, tlsgate_api::Error::RingBusy { role: "consumer", .. }), "{e}");
     assert!(e.to_string().contains("already open by another consumer"), "{e}");
     drop((p, c));
     Producer::create(ring_path(&dir), 4).unwrap();

@@ -210,7 +210,7 @@ impl EventLog {
         let kind = EventKind::label(r.kind).into_owned();
         let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         *c.by_kind.entry(kind).or_insert(0) += 1;
-        if r.kind() == Ok(EventKind::Abort) {
+        if matches!(r.kind(), Ok(EventKind::Abort)) {
             let leg = tlsgate_api::Leg::label(r.leg).into_owned();
             *c.aborts.entry((leg, abort_reason(r))).or_insert(0) += 1;
         }
