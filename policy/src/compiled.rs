@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::PolicyError;
+use crate::error::Error;
 use crate::model::{
     Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction,
     UnprovedSniAction,
@@ -108,7 +108,7 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     /// Validates and compiles `policy` as configuration `version`.
-    pub fn compile(policy: impl Into<Arc<Policy>>, version: u64) -> Result<CompiledPolicy, PolicyError> {
+    pub fn compile(policy: impl Into<Arc<Policy>>, version: u64) -> Result<CompiledPolicy, Error> {
         let policy: Arc<Policy> = policy.into();
         let Resolved { rules, tls_ports } = resolve::resolve(&policy)?;
         let words = rules.len().div_ceil(64);

@@ -1,5 +1,6 @@
-//! Errors: a [`ValidationError`] names the place (rule, object, group, settings), the
-//! field and the problem; a [`PolicyError`] is anything an operation can refuse.
+//! The crate's one error type, [`Error`]: anything an operation can refuse. A policy
+//! that is not valid is [`Error::Invalid`], whose [`ValidationError`] names the place
+//! (rule, object, group, settings), the field and the [`Problem`].
 
 use std::fmt;
 
@@ -38,62 +39,66 @@ impl fmt::Display for Place {
 }
 
 /// What is wrong at a [`Place`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Problem {
     /// A name is empty.
-    #[error("empty name")]
     EmptyName,
     /// A name is used twice (objects and groups share one namespace).
-    #[error("duplicate name \"{0}\"")]
     DuplicateName(String),
     /// An object or group name that could be mistaken for an address, or is too long.
-    #[error(
-        "invalid name \"{0}\" (start with a letter or '_'; then letters, digits, '-', '_', '.'; at most 128)"
-    )]
     InvalidName(String),
     /// A rule name that is too long or holds control characters.
-    #[error("invalid rule name \"{0}\" (at most 128 characters, no control characters)")]
     InvalidRuleName(String),
     /// A reference to an object or group that does not exist.
-    #[error("unknown object \"{0}\"")]
     UnknownObject(String),
     /// Groups that contain themselves; the path is listed.
-    #[error("group cycle: {}", .0.join(" -> "))]
     GroupCycle(Vec<String>),
     /// Groups nested deeper than the limit.
-    #[error("groups nested deeper than {0} levels")]
     NestingTooDeep(usize),
     /// An empty list where at least one entry is needed.
-    #[error("empty list (omit the field to match anything)")]
     EmptyList,
     /// Not an IPv4 or IPv6 address.
-    #[error("invalid address \"{0}\"")]
     InvalidAddress(String),
     /// A malformed CIDR or a prefix length beyond the family's width.
-    #[error("invalid CIDR \"{0}\"")]
     InvalidCidr(String),
     /// A CIDR with bits set after the prefix.
-    #[error("invalid CIDR \"{0}\": host bits set (did you mean \"{1}\"?)")]
     CidrHostBits(String, String),
     /// A malformed range, mixed families, or first address above the last.
-    #[error("invalid range \"{0}\"")]
     InvalidRange(String),
     /// A port or port range outside 0..=65535, or first above last.
-    #[error("invalid port \"{0}\"")]
     InvalidPort(String),
     /// An SNI pattern that is not a host name or `*.` followed by one.
-    #[error("invalid SNI pattern \"{0}\"")]
     InvalidSni(String),
     /// A number outside its range.
-    #[error("{0} is outside {1}..={2}")]
     OutOfRange(u64, u64, u64),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::EmptyName => write!(f, "empty name"),
+            Problem::DuplicateName(a) => write!(f, "duplicate name \"{a}\""),
+            Problem::InvalidName(a) => write!(f, "invalid name \"{a}\" (start with a letter or '_'; then letters, digits, '-', '_', '.'; at most 128)"),
+            Problem::InvalidRuleName(a) => write!(f, "invalid rule name \"{a}\" (at most 128 characters, no control characters)"),
+            Problem::UnknownObject(a) => write!(f, "unknown object \"{a}\""),
+            Problem::GroupCycle(a) => write!(f, "group cycle: {}", a.join(" -> ")),
+            Problem::NestingTooDeep(a) => write!(f, "groups nested deeper than {a} levels"),
+            Problem::EmptyList => write!(f, "empty list (omit the field to match anything)"),
+            Problem::InvalidAddress(a) => write!(f, "invalid address \"{a}\""),
+            Problem::InvalidCidr(a) => write!(f, "invalid CIDR \"{a}\""),
+            Problem::CidrHostBits(a, b) => write!(f, "invalid CIDR \"{a}\": host bits set (did you mean \"{b}\"?)"),
+            Problem::InvalidRange(a) => write!(f, "invalid range \"{a}\""),
+            Problem::InvalidPort(a) => write!(f, "invalid port \"{a}\""),
+            Problem::InvalidSni(a) => write!(f, "invalid SNI pattern \"{a}\""),
+            Problem::OutOfRange(a, b, c) => write!(f, "{a} is outside {b}..={c}"),
+        }
+    }
 }
 
 /// A policy that cannot be used, with the place, the field and the problem:
 /// `rule "Decrypt-All": field "destination": unknown object "web-srv"`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{place}: {}{problem}", field_label(.field))]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationError {
     /// The rule, object, group or settings block.
     pub place: Place,
@@ -103,8 +108,14 @@ pub struct ValidationError {
     pub problem: Problem,
 }
 
-fn field_label(field: &Option<&'static str>) -> String {
-    field.map(|name| format!("field \"{name}\": ")).unwrap_or_default()
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.place)?;
+        if let Some(name) = self.field {
+            write!(f, "field \"{name}\": ")?;
+        }
+        write!(f, "{}", self.problem)
+    }
 }
 
 impl ValidationError {
@@ -116,13 +127,13 @@ impl ValidationError {
 /// Everything an operation of this crate can refuse.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PolicyError {
+pub enum Error {
     /// The text is not JSON of the policy's shape (unknown fields included).
     #[error("policy JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// The policy parsed but is not valid.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Invalid(ValidationError),
     /// An edit named a rule that does not exist.
     #[error("no rule named \"{0}\"")]
     UnknownRule(String),
@@ -150,3 +161,12 @@ pub enum PolicyError {
         running: u64,
     },
 }
+
+impl From<ValidationError> for Error {
+    fn from(e: ValidationError) -> Error {
+        Error::Invalid(e)
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -48,7 +48,8 @@
 //!   `load_candidate_json`, `commit`, `rollback`, `history`, `diff_candidate`,
 //!   `diff_versions`), [`Committed`], [`DEFAULT_HISTORY`]; [`PolicyDiff`],
 //!   [`Change`], [`ItemKind`].
-//! - Errors: [`PolicyError`], [`ValidationError`], [`Place`], [`Problem`].
+//! - Errors: one type, [`Error`]; a policy that is not valid is [`Error::Invalid`],
+//!   carrying a [`ValidationError`] ([`Place`], field, [`Problem`]).
 
 #![forbid(unsafe_code)]
 
@@ -63,7 +64,7 @@ mod store;
 
 pub use compiled::{CompiledPolicy, IndexStats, RuleId, SynAction, SynDecision, Verdict};
 pub use diff::{Change, ItemKind, PolicyDiff};
-pub use error::{Place, PolicyError, Problem, ValidationError};
+pub use error::{Error, Place, Problem, Result, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
     Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, MidstreamAction,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::compiled::{rule_id, syn_action, SynAction, SynDecision, Verdict};
-use crate::error::PolicyError;
+use crate::error::Error;
 use crate::model::{Action, Policy, PortSpec};
 use crate::parse::{self, address_key, SniPattern, Span};
 
@@ -29,7 +29,7 @@ pub struct LinearMatcher {
 
 impl LinearMatcher {
     /// Validates `policy` and flattens every condition to spans (no merging, no index).
-    pub fn new(policy: &Policy, version: u64) -> Result<LinearMatcher, PolicyError> {
+    pub fn new(policy: &Policy, version: u64) -> Result<LinearMatcher, Error> {
         policy.validate()?;
         let objects: HashMap<&str, &[String]> =
             policy.objects.iter().map(|o| (o.name.as_str(), o.addresses.as_slice())).collect();

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PolicyError, ValidationError};
+use crate::error::Error;
 
 /// What a rule (or the default) does with a TLS flow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -261,7 +261,7 @@ pub enum Position {
 impl Policy {
     /// Parses and validates JSON. Nothing else changes on error: a failed load leaves
     /// whatever policy the caller holds as it was.
-    pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
+    pub fn from_json(text: &str) -> Result<Policy, Error> {
         let policy: Policy = serde_json::from_str(text)?;
         policy.validate()?;
         Ok(policy)
@@ -274,8 +274,8 @@ impl Policy {
     }
 
     /// Checks names, references, literals and settings; the error names the place and field.
-    pub fn validate(&self) -> Result<(), ValidationError> {
-        crate::resolve::resolve(self).map(|_| ())
+    pub fn validate(&self) -> Result<(), Error> {
+        crate::resolve::resolve(self).map(|_| ()).map_err(Error::from)
     }
 
     /// Things an operator should be told loudly about a valid policy.
@@ -315,11 +315,11 @@ impl Policy {
         self.rules.iter().find(|r| r.name == name)
     }
 
-    fn rule_index(&self, name: &str) -> Result<usize, PolicyError> {
-        self.rules.iter().position(|r| r.name == name).ok_or_else(|| PolicyError::UnknownRule(name.into()))
+    fn rule_index(&self, name: &str) -> Result<usize, Error> {
+        self.rules.iter().position(|r| r.name == name).ok_or_else(|| Error::UnknownRule(name.into()))
     }
 
-    fn slot(&self, at: &Position) -> Result<usize, PolicyError> {
+    fn slot(&self, at: &Position) -> Result<usize, Error> {
         match at {
             Position::Top => Ok(0),
             Position::Bottom => Ok(self.rules.len()),
@@ -330,9 +330,9 @@ impl Policy {
 
     /// Inserts a rule; returns its 0-based index. Refuses a duplicate name or an unknown
     /// anchor. The rule's conditions are checked at validation (commit) time.
-    pub fn insert_rule(&mut self, rule: Rule, at: &Position) -> Result<usize, PolicyError> {
+    pub fn insert_rule(&mut self, rule: Rule, at: &Position) -> Result<usize, Error> {
         if self.rule(&rule.name).is_some() {
-            return Err(PolicyError::DuplicateRule(rule.name));
+            return Err(Error::DuplicateRule(rule.name));
         }
         let index = self.slot(at)?;
         self.rules.insert(index, rule);
@@ -340,21 +340,21 @@ impl Policy {
     }
 
     /// Removes the named rule and returns it.
-    pub fn remove_rule(&mut self, name: &str) -> Result<Rule, PolicyError> {
+    pub fn remove_rule(&mut self, name: &str) -> Result<Rule, Error> {
         let index = self.rule_index(name)?;
         Ok(self.rules.remove(index))
     }
 
     /// Replaces the rule of the same name in place; returns the old one.
-    pub fn replace_rule(&mut self, rule: Rule) -> Result<Rule, PolicyError> {
+    pub fn replace_rule(&mut self, rule: Rule) -> Result<Rule, Error> {
         let index = self.rule_index(&rule.name)?;
         Ok(std::mem::replace(&mut self.rules[index], rule))
     }
 
     /// Moves the named rule; returns its new 0-based index.
-    pub fn move_rule(&mut self, name: &str, to: &Position) -> Result<usize, PolicyError> {
+    pub fn move_rule(&mut self, name: &str, to: &Position) -> Result<usize, Error> {
         if matches!(to, Position::Above(a) | Position::Below(a) if a == name) {
-            return Err(PolicyError::SelfAnchor(name.into()));
+            return Err(Error::SelfAnchor(name.into()));
         }
         self.slot(to)?; // the anchor must exist before anything moves
         let rule = self.remove_rule(name)?;
@@ -375,9 +375,9 @@ impl Policy {
     }
 
     /// Removes the named object. Rules still naming it fail validation at commit.
-    pub fn remove_object(&mut self, name: &str) -> Result<AddressObject, PolicyError> {
+    pub fn remove_object(&mut self, name: &str) -> Result<AddressObject, Error> {
         let index = self.objects.iter().position(|o| o.name == name);
-        index.map(|i| self.objects.remove(i)).ok_or_else(|| PolicyError::UnknownObject(name.into()))
+        index.map(|i| self.objects.remove(i)).ok_or_else(|| Error::UnknownObject(name.into()))
     }
 
     /// Adds a group, or replaces the one of the same name; returns the replaced one.
@@ -392,9 +392,9 @@ impl Policy {
     }
 
     /// Removes the named group. Rules still naming it fail validation at commit.
-    pub fn remove_group(&mut self, name: &str) -> Result<AddressGroup, PolicyError> {
+    pub fn remove_group(&mut self, name: &str) -> Result<AddressGroup, Error> {
         let index = self.groups.iter().position(|g| g.name == name);
-        index.map(|i| self.groups.remove(i)).ok_or_else(|| PolicyError::UnknownObject(name.into()))
+        index.map(|i| self.groups.remove(i)).ok_or_else(|| Error::UnknownObject(name.into()))
     }
 }
 
@@ -435,7 +435,7 @@ mod tests {
             r#"{"rules":[{"name":"a","action":"inspect"}]}"#,
         ] {
             let err = Policy::from_json(text).unwrap_err();
-            assert!(matches!(err, PolicyError::Json(_)), "{text}: {err}");
+            assert!(matches!(err, Error::Json(_)), "{text}: {err}");
         }
     }
 
@@ -449,22 +449,22 @@ mod tests {
         assert_eq!(names(&p), ["top", "a", "b", "c"]);
         assert!(matches!(
             p.insert_rule(Rule::new("a", Action::Block), &Position::Top),
-            Err(PolicyError::DuplicateRule(_))
+            Err(Error::DuplicateRule(_))
         ));
         assert!(matches!(
             p.insert_rule(Rule::new("z", Action::Block), &Position::Above("nope".into())),
-            Err(PolicyError::UnknownRule(_))
+            Err(Error::UnknownRule(_))
         ));
         assert_eq!(p.move_rule("top", &Position::Below("c".into())).unwrap(), 3);
         assert_eq!(names(&p), ["a", "b", "c", "top"]);
         assert_eq!(p.move_rule("c", &Position::Top).unwrap(), 0);
         assert_eq!(p.move_rule("a", &Position::Above("top".into())).unwrap(), 2);
         assert_eq!(names(&p), ["c", "b", "a", "top"]);
-        assert!(matches!(p.move_rule("a", &Position::Above("a".into())), Err(PolicyError::SelfAnchor(_))));
-        assert!(matches!(p.move_rule("a", &Position::Above("zz".into())), Err(PolicyError::UnknownRule(_))));
+        assert!(matches!(p.move_rule("a", &Position::Above("a".into())), Err(Error::SelfAnchor(_))));
+        assert!(matches!(p.move_rule("a", &Position::Above("zz".into())), Err(Error::UnknownRule(_))));
         assert_eq!(names(&p), ["c", "b", "a", "top"]);
         assert_eq!(p.remove_rule("b").unwrap().name, "b");
-        assert!(matches!(p.remove_rule("b"), Err(PolicyError::UnknownRule(_))));
+        assert!(matches!(p.remove_rule("b"), Err(Error::UnknownRule(_))));
         let old = p.replace_rule(Rule::new("a", Action::Block)).unwrap();
         assert_eq!((old.action, p.rule("a").unwrap().action), (Action::Decrypt, Action::Block));
     }
@@ -479,6 +479,6 @@ mod tests {
         let group = AddressGroup { name: "g".into(), members: vec!["web".into()] };
         assert!(p.set_group(group).is_none());
         assert!(p.remove_group("g").is_ok() && p.remove_object("web").is_ok());
-        assert!(matches!(p.remove_object("web"), Err(PolicyError::UnknownObject(_))));
+        assert!(matches!(p.remove_object("web"), Err(Error::UnknownObject(_))));
     }
 }

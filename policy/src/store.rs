@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::compiled::CompiledPolicy;
 use crate::diff::PolicyDiff;
-use crate::error::PolicyError;
+use crate::error::Error;
 use crate::model::Policy;
 
 /// How many committed versions a store keeps by default.
@@ -40,16 +40,13 @@ pub struct PolicyStore {
 
 impl PolicyStore {
     /// A store whose running policy is `initial`, committed as version 1.
-    pub fn new(initial: Policy) -> Result<PolicyStore, PolicyError> {
+    pub fn new(initial: Policy) -> Result<PolicyStore, Error> {
         PolicyStore::restore(vec![(1, initial)], DEFAULT_HISTORY)
     }
 
     /// A store from persisted history (any order); the highest version is running and
     /// also the candidate. At most `history_limit` (at least 1) versions are kept.
-    pub fn restore(
-        mut history: Vec<(u64, Policy)>,
-        history_limit: usize,
-    ) -> Result<PolicyStore, PolicyError> {
+    pub fn restore(mut history: Vec<(u64, Policy)>, history_limit: usize) -> Result<PolicyStore, Error> {
         history.sort_by_key(|(version, _)| *version);
         history.dedup_by_key(|(version, _)| *version);
         let history_limit = history_limit.max(1);
@@ -59,7 +56,7 @@ impl PolicyStore {
             .skip(skip)
             .map(|(version, policy)| Committed { version, policy: Arc::new(policy), rollback_of: None })
             .collect();
-        let last = history.back().ok_or(PolicyError::EmptyHistory)?;
+        let last = history.back().ok_or(Error::EmptyHistory)?;
         let running = Arc::new(CompiledPolicy::compile(Arc::clone(&last.policy), last.version)?);
         let candidate = running.policy().clone();
         Ok(PolicyStore { running, candidate, history, history_limit })
@@ -87,7 +84,7 @@ impl PolicyStore {
 
     /// Replaces the candidate with a parsed and validated JSON policy; on error the
     /// candidate is unchanged.
-    pub fn load_candidate_json(&mut self, text: &str) -> Result<(), PolicyError> {
+    pub fn load_candidate_json(&mut self, text: &str) -> Result<(), Error> {
         self.candidate = Policy::from_json(text)?;
         Ok(())
     }
@@ -104,27 +101,27 @@ impl PolicyStore {
 
     /// Compiles the candidate and makes it the running policy with the next version.
     /// On a validation error nothing changes.
-    pub fn commit(&mut self) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    pub fn commit(&mut self) -> Result<Arc<CompiledPolicy>, Error> {
         let version = self.running.version().saturating_add(1);
         self.commit_as(version)
     }
 
     /// As [`PolicyStore::commit`], under `version` (a configuration version that
     /// also counts other changes: it must be greater than the running one).
-    pub fn commit_as(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    pub fn commit_as(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, Error> {
         if version <= self.running.version() {
-            return Err(PolicyError::StaleVersion { version, running: self.running.version() });
+            return Err(Error::StaleVersion { version, running: self.running.version() });
         }
         let policy = Arc::new(self.candidate.clone());
         self.install(policy, None, version)
     }
 
     /// As [`PolicyStore::rollback`], the restored content committed under `as_version`.
-    pub fn rollback_as(&mut self, version: u64, as_version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    pub fn rollback_as(&mut self, version: u64, as_version: u64) -> Result<Arc<CompiledPolicy>, Error> {
         if as_version <= self.running.version() {
-            return Err(PolicyError::StaleVersion { version: as_version, running: self.running.version() });
+            return Err(Error::StaleVersion { version: as_version, running: self.running.version() });
         }
-        let policy = Arc::clone(&self.committed(version).ok_or(PolicyError::UnknownVersion(version))?.policy);
+        let policy = Arc::clone(&self.committed(version).ok_or(Error::UnknownVersion(version))?.policy);
         let running = self.install(policy, Some(version), as_version)?;
         self.candidate = running.policy().clone();
         Ok(running)
@@ -132,7 +129,7 @@ impl PolicyStore {
 
     /// Commits the content of an older `version` as a new version; the candidate
     /// becomes that content too (pending edits are dropped).
-    pub fn rollback(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    pub fn rollback(&mut self, version: u64) -> Result<Arc<CompiledPolicy>, Error> {
         let next = self.running.version().saturating_add(1);
         self.rollback_as(version, next)
     }
@@ -142,7 +139,7 @@ impl PolicyStore {
         policy: Arc<Policy>,
         rollback_of: Option<u64>,
         version: u64,
-    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    ) -> Result<Arc<CompiledPolicy>, Error> {
         let running = Arc::new(CompiledPolicy::compile(Arc::clone(&policy), version)?);
         self.history.push_back(Committed { version, policy, rollback_of });
         while self.history.len() > self.history_limit {
@@ -163,8 +160,8 @@ impl PolicyStore {
     }
 
     /// The changes from version `from` to version `to` (both kept).
-    pub fn diff_versions(&self, from: u64, to: u64) -> Result<PolicyDiff, PolicyError> {
-        let get = |v: u64| self.committed(v).ok_or(PolicyError::UnknownVersion(v));
+    pub fn diff_versions(&self, from: u64, to: u64) -> Result<PolicyDiff, Error> {
+        let get = |v: u64| self.committed(v).ok_or(Error::UnknownVersion(v));
         Ok(PolicyDiff::between(&get(from)?.policy, &get(to)?.policy))
     }
 }

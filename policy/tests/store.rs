@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use tlsgate_policy::{
-    Action, AddressObject, Change, ItemKind, Policy, PolicyDiff, PolicyError, PolicyStore, Position, Rule,
+    Action, AddressObject, Change, Error, ItemKind, Policy, PolicyDiff, PolicyStore, Position, Rule,
     SynAction,
 };
 
@@ -88,7 +88,7 @@ fn rollback_commits_old_content_as_a_new_version() {
     assert_eq!(store.candidate(), &seed(), "rollback drops pending edits");
     let last = store.history().last().unwrap();
     assert_eq!((last.version, last.rollback_of), (4, Some(1)));
-    assert!(matches!(store.rollback(99), Err(PolicyError::UnknownVersion(99))));
+    assert!(matches!(store.rollback(99), Err(Error::UnknownVersion(99))));
     assert_eq!(store.version(), 4);
     assert!(store.diff_versions(1, 4).unwrap().is_empty());
     assert_eq!(
@@ -107,7 +107,7 @@ fn history_is_bounded() {
     }
     assert_eq!(store.version(), 12);
     assert_eq!(store.history().map(|c| c.version).collect::<Vec<_>>(), [10, 11, 12]);
-    assert!(matches!(store.rollback(9), Err(PolicyError::UnknownVersion(9))));
+    assert!(matches!(store.rollback(9), Err(Error::UnknownVersion(9))));
     assert_eq!(store.rollback(10).unwrap().version(), 13);
     assert_eq!(store.running().settings().undecryptable_memory_s, 3);
 
@@ -119,7 +119,7 @@ fn history_is_bounded() {
     }
     assert_eq!(default.history().count(), tlsgate_policy::DEFAULT_HISTORY);
     assert_eq!(default.version(), 61);
-    assert!(matches!(PolicyStore::restore(Vec::new(), 5), Err(PolicyError::EmptyHistory)));
+    assert!(matches!(PolicyStore::restore(Vec::new(), 5), Err(Error::EmptyHistory)));
 }
 
 #[test]

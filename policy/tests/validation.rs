@@ -1,6 +1,6 @@
 //! Every kind of mistake is refused with a message that names the place and field.
 
-use tlsgate_policy::{Place, Policy, PolicyError, PolicyStore, Problem, ValidationError};
+use tlsgate_policy::{Error, Place, Policy, PolicyStore, Problem, ValidationError};
 
 fn error(json: &str) -> String {
     match Policy::from_json(json) {
@@ -111,7 +111,7 @@ fn messages_name_rule_object_group_and_field() {
 fn structured_error_fields() {
     let err =
         Policy::from_json(r#"{"rules":[{"name":"r","destination":["x"],"action":"decrypt"}]}"#).unwrap_err();
-    let PolicyError::Invalid(ValidationError { place, field, problem }) = err else { panic!("{err}") };
+    let Error::Invalid(ValidationError { place, field, problem }) = err else { panic!("{err}") };
     assert_eq!(place, Place::Rule("r".into()));
     assert_eq!(field, Some("destination"));
     assert_eq!(problem, Problem::UnknownObject("x".into()));
