@@ -245,7 +245,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         match self.driver {
             Driver::Dpdk => {
-                self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate()?
+                self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate().map_err(|e| e.to_string())?
             }
             Driver::Pcap => {
                 let p = self.pcap.as_ref().ok_or("driver = \"pcap\" needs a [pcap] section")?;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use dpdk_sys as sys;
 use serde::Deserialize;
 
-use crate::{port_role, Backend, Burst, DriverError, Frame, PortMonitor, PortStats, Queues};
+use crate::{port_role, Backend, Burst, Error, Frame, PortMonitor, PortStats, Queues};
 
 /// The `[dpdk]` section of the dataplane configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,28 +76,36 @@ fn default_true() -> bool {
 
 impl DpdkConfig {
     /// Checks what can be checked before EAL start-up; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.eal_args.is_empty() {
-            return Err("dpdk.eal_args: empty (at least the lcore list, e.g. [\"-l\", \"0\"])".into());
+            return Err(Error::Invalid(
+                "dpdk.eal_args: empty (at least the lcore list, e.g. [\"-l\", \"0\"])".into(),
+            ));
         }
         if self.inside.is_empty() || self.outside.is_empty() {
-            return Err("dpdk.inside / dpdk.outside: a device name is required".into());
+            return Err(Error::Invalid("dpdk.inside / dpdk.outside: a device name is required".into()));
         }
         if self.inside == self.outside {
-            return Err(format!("dpdk.outside: same device as dpdk.inside ({})", self.inside));
+            return Err(Error::Invalid(format!(
+                "dpdk.outside: same device as dpdk.inside ({})",
+                self.inside
+            )));
         }
         if self.mbuf_data_room <= sys::PKTMBUF_HEADROOM + 64 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "dpdk.mbuf_data_room: {} leaves no room for a frame after the {}-byte headroom",
                 self.mbuf_data_room,
                 sys::PKTMBUF_HEADROOM
-            ));
+            )));
         }
         if !self.rx_desc.is_power_of_two() || !self.tx_desc.is_power_of_two() {
-            return Err("dpdk.rx_desc / dpdk.tx_desc: must be powers of two".into());
+            return Err(Error::Invalid("dpdk.rx_desc / dpdk.tx_desc: must be powers of two".into()));
         }
         if self.mbuf_cache > 512 || self.mbuf_cache > self.mbufs / 2 {
-            return Err(format!("dpdk.mbuf_cache: {} too large (at most 512 and mbufs/2)", self.mbuf_cache));
+            return Err(Error::Invalid(format!(
+                "dpdk.mbuf_cache: {} too large (at most 512 and mbufs/2)",
+                self.mbuf_cache
+            )));
         }
         Ok(())
     }
@@ -325,16 +333,16 @@ pub struct DpdkBackend {
 impl DpdkBackend {
     /// Starts the EAL with `cfg.eal_args` and sets up both ports with one queue per
     /// lcore. Can succeed once per process.
-    pub fn new(cfg: &DpdkConfig) -> Result<Self, DriverError> {
-        cfg.validate().map_err(DriverError::Config)?;
+    pub fn new(cfg: &DpdkConfig) -> Result<Self, Error> {
+        cfg.validate().map_err(|e| Error::Config(e.to_string()))?;
         if EAL_STARTED.swap(true, Ordering::SeqCst) {
-            return Err(DriverError::Eal("the EAL can be initialised once per process".into()));
+            return Err(Error::Eal("the EAL can be initialised once per process".into()));
         }
         let mut argv_owned = vec![CString::new("tlsgate-dataplane").expect("no NUL")];
         for a in &cfg.eal_args {
             argv_owned.push(
                 CString::new(a.as_str())
-                    .map_err(|_| DriverError::Config(format!("dpdk.eal_args: {a:?} contains NUL")))?,
+                    .map_err(|_| Error::Config(format!("dpdk.eal_args: {a:?} contains NUL")))?,
             );
         }
         let mut argv: Vec<*mut c_char> = argv_owned.iter().map(|s| s.as_ptr() as *mut c_char).collect();
@@ -348,7 +356,7 @@ impl DpdkBackend {
             } else {
                 rte_error()
             };
-            return Err(DriverError::Eal(detail));
+            return Err(Error::Eal(detail));
         }
 
         // Lcores: main first, then the others in order.
@@ -365,7 +373,7 @@ impl DpdkBackend {
         let workers = lcores.len();
         let needed = cfg.mbufs_needed(workers);
         if u64::from(cfg.mbufs) <= needed {
-            return Err(DriverError::Config(format!(
+            return Err(Error::Config(format!(
                 "dpdk.mbufs: {} mbufs cannot fill {} workers x 2 ports x ({} RX + {} TX descriptors); at least {} needed",
                 cfg.mbufs,
                 workers,
@@ -389,7 +397,7 @@ impl DpdkBackend {
             )
         };
         if pool.is_null() {
-            return Err(DriverError::Config(format!(
+            return Err(Error::Config(format!(
                 "dpdk.mbufs: cannot create a pool of {} mbufs of {} bytes: {} (with --no-huge, raise EAL -m)",
                 cfg.mbufs,
                 cfg.mbuf_data_room,
@@ -431,9 +439,8 @@ impl DpdkBackend {
     }
 }
 
-fn find_port(name: &str, role: usize) -> Result<u16, DriverError> {
-    let c =
-        CString::new(name).map_err(|_| DriverError::Config(format!("port name {name:?} contains NUL")))?;
+fn find_port(name: &str, role: usize) -> Result<u16, Error> {
+    let c = CString::new(name).map_err(|_| Error::Config(format!("port name {name:?} contains NUL")))?;
     let mut id = 0u16;
     // SAFETY: valid C string and out-pointer.
     let rc = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
@@ -449,20 +456,15 @@ fn find_port(name: &str, role: usize) -> Result<u16, DriverError> {
             available.push(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
         }
     }
-    Err(DriverError::PortNotFound {
+    Err(Error::PortNotFound {
         name: name.to_string(),
         role: port_role(role),
         available: if available.is_empty() { "no ports".into() } else { available.join(", ") },
     })
 }
 
-fn setup_port(
-    id: u16,
-    queues: u16,
-    cfg: &DpdkConfig,
-    pool: *mut sys::rte_mempool,
-) -> Result<u64, DriverError> {
-    let fail = |what: &'static str, rc: c_int| DriverError::Port { what, port: id, reason: errno_text(rc) };
+fn setup_port(id: u16, queues: u16, cfg: &DpdkConfig, pool: *mut sys::rte_mempool) -> Result<u64, Error> {
+    let fail = |what: &'static str, rc: c_int| Error::Port { what, port: id, reason: errno_text(rc) };
     // SAFETY: plain calls on a probed port id with valid out-pointers; the pool is a
     // live mempool; conf pointers may be NULL (driver defaults).
     unsafe {
@@ -473,7 +475,7 @@ fn setup_port(
         }
         if info.max_rx_queues < queues || info.max_tx_queues < queues {
             let driver = CStr::from_ptr(info.driver.as_ptr()).to_string_lossy().into_owned();
-            return Err(DriverError::Config(format!(
+            return Err(Error::Config(format!(
                 "port {id} ({driver}) has {} RX / {} TX queues, {queues} workers need one each (af_packet: add qpairs={queues} to the vdev)",
                 info.max_rx_queues, info.max_tx_queues
             )));

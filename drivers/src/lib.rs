@@ -26,9 +26,12 @@
 use arrayvec::ArrayVec;
 
 pub mod dpdk;
+mod error;
 pub mod memory;
 pub mod pcap;
 pub mod pcapfile;
+
+pub use error::{Error, Result};
 
 /// Counters of one port, read from the backend (DPDK: `rte_eth_stats` and
 /// xstats). The drivers own this type; the dataplane turns it into the api's
@@ -141,52 +144,4 @@ pub trait Backend {
     fn launch<F>(&self, f: F)
     where
         F: Fn(usize) + Sync;
-}
-
-/// Errors of backend setup.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// DPDK's EAL refused its arguments or failed to start.
-    #[error("DPDK EAL initialisation failed: {0}")]
-    Eal(String),
-    /// A configured port does not exist.
-    #[error("port {name:?} ({role}) not found; DPDK sees: {available}")]
-    PortNotFound {
-        /// Configured name.
-        name: String,
-        /// inside/outside.
-        role: &'static str,
-        /// Names of the ports DPDK found.
-        available: String,
-    },
-    /// A DPDK call failed.
-    #[error("{what} failed on port {port}: {reason}")]
-    Port {
-        /// Which call.
-        what: &'static str,
-        /// Port id.
-        port: u16,
-        /// rte_strerror text.
-        reason: String,
-    },
-    /// The configuration cannot work.
-    #[error("invalid driver configuration: {0}")]
-    Config(String),
-    /// File I/O (pcap backend).
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A capture file is not valid pcap.
-    #[error("{path}: {reason}")]
-    Pcap {
-        /// File.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
 }

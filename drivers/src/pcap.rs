@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::memory::MemFrame;
 use crate::pcapfile::{PcapReader, PcapWriter};
-use crate::{port_role, Backend, Burst, DriverError, PortMonitor, PortStats, Queues, NUM_PORTS};
+use crate::{port_role, Backend, Burst, Error, PortMonitor, PortStats, Queues, NUM_PORTS};
 
 /// The `[pcap]` section of the dataplane configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,25 +61,19 @@ pub struct PcapQueues {
     buf: Vec<u8>,
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> DriverError {
-    DriverError::Io { path: path.display().to_string(), source }
-}
-
 impl PcapBackend {
     /// Opens the configured files.
-    pub fn new(cfg: &PcapConfig) -> Result<Self, DriverError> {
-        let open = |p: &Option<PathBuf>| -> Result<_, DriverError> {
+    pub fn new(cfg: &PcapConfig) -> Result<Self, Error> {
+        let open = |p: &Option<PathBuf>| -> Result<_, Error> {
             p.as_ref()
                 .map(|p| {
-                    PcapReader::open(p).map_err(|e| DriverError::Pcap {
-                        path: p.display().to_string(),
-                        reason: e.to_string(),
-                    })
+                    PcapReader::open(p)
+                        .map_err(|e| Error::Pcap { path: p.display().to_string(), reason: e.to_string() })
                 })
                 .transpose()
         };
-        let create = |p: &Option<PathBuf>| -> Result<_, DriverError> {
-            p.as_ref().map(|p| PcapWriter::create(p).map(Mutex::new).map_err(|e| io_err(p, e))).transpose()
+        let create = |p: &Option<PathBuf>| -> Result<_, Error> {
+            p.as_ref().map(|p| PcapWriter::create(p).map(Mutex::new)).transpose()
         };
         let name = |rx: &Option<PathBuf>, tx: &Option<PathBuf>| {
             format!(

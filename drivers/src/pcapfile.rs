@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
+use crate::Error;
+
 /// Largest record accepted (bytes); a bigger length means a damaged file.
 pub const MAX_RECORD: u32 = 262_144;
 /// `LINKTYPE_ETHERNET`.
@@ -14,32 +16,6 @@ pub const LINKTYPE_ETHERNET: u32 = 1;
 
 const MAGIC_US: u32 = 0xa1b2_c3d4;
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
-
-/// Why a capture could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PcapError {
-    /// I/O error.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    /// Not a pcap file.
-    #[error("not a pcap file (magic {0:#010x}); pcapng is not read, convert with `editcap -F pcap`")]
-    BadMagic(u32),
-    /// Not Ethernet.
-    #[error("link type {0} is not Ethernet (1)")]
-    LinkType(u32),
-    /// A record header is damaged.
-    #[error("record at byte {offset}: length {len} exceeds {MAX_RECORD}")]
-    BadRecord {
-        /// File offset of the record header.
-        offset: u64,
-        /// Its length field.
-        len: u32,
-    },
-    /// The file ends inside a record.
-    #[error("file truncated inside the record at byte {0}")]
-    Truncated(u64),
-}
 
 /// Reads frames from a pcap stream.
 pub struct PcapReader<R> {
@@ -51,14 +27,14 @@ pub struct PcapReader<R> {
 
 impl PcapReader<BufReader<File>> {
     /// Opens a capture file.
-    pub fn open(path: &Path) -> Result<Self, PcapError> {
+    pub fn open(path: &Path) -> Result<Self, Error> {
         Self::new(BufReader::with_capacity(1 << 16, File::open(path)?))
     }
 }
 
 impl<R: Read> PcapReader<R> {
     /// Reads the global header.
-    pub fn new(mut r: R) -> Result<Self, PcapError> {
+    pub fn new(mut r: R) -> Result<Self, Error> {
         let mut h = [0u8; 24];
         r.read_exact(&mut h)?;
         let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -67,7 +43,7 @@ impl<R: Read> PcapReader<R> {
             MAGIC_NS => (false, true),
             m if m.swap_bytes() == MAGIC_US => (true, false),
             m if m.swap_bytes() == MAGIC_NS => (true, true),
-            m => return Err(PcapError::BadMagic(m)),
+            m => return Err(Error::PcapBadMagic(m)),
         };
         let rd = |b: &[u8]| {
             let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -79,7 +55,7 @@ impl<R: Read> PcapReader<R> {
         };
         let link = rd(&h[20..24]) & 0x0fff_ffff;
         if link != LINKTYPE_ETHERNET {
-            return Err(PcapError::LinkType(link));
+            return Err(Error::PcapLinkType(link));
         }
         Ok(PcapReader { r, swap, nanos, offset: 24 })
     }
@@ -95,13 +71,13 @@ impl<R: Read> PcapReader<R> {
 
     /// The next frame and its timestamp in nanoseconds since the epoch; `None` at a
     /// clean end of file.
-    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, PcapError> {
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Error> {
         let mut h = [0u8; 16];
         let mut got = 0;
         while got < 16 {
             let n = self.r.read(&mut h[got..])?;
             if n == 0 {
-                return if got == 0 { Ok(None) } else { Err(PcapError::Truncated(self.offset)) };
+                return if got == 0 { Ok(None) } else { Err(Error::PcapTruncated(self.offset)) };
             }
             got += n;
         }
@@ -109,15 +85,15 @@ impl<R: Read> PcapReader<R> {
         let frac = u64::from(self.u32_at(&h[4..8]));
         let incl = self.u32_at(&h[8..12]);
         if incl > MAX_RECORD {
-            return Err(PcapError::BadRecord { offset: self.offset, len: incl });
+            return Err(Error::PcapBadRecord { offset: self.offset, len: incl });
         }
         buf.clear();
         buf.resize(incl as usize, 0);
         self.r.read_exact(buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                PcapError::Truncated(self.offset)
+                Error::PcapTruncated(self.offset)
             } else {
-                PcapError::Io(e)
+                Error::PcapIo(e)
             }
         })?;
         self.offset += 16 + u64::from(incl);
@@ -134,8 +110,11 @@ pub struct PcapWriter<W: Write> {
 
 impl PcapWriter<BufWriter<File>> {
     /// Creates (truncates) a capture file.
-    pub fn create(path: &Path) -> io::Result<Self> {
-        Self::new(BufWriter::with_capacity(1 << 16, File::create(path)?))
+    /// A failure names the file.
+    pub fn create(path: &Path) -> Result<Self, Error> {
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let file = File::create(path).map_err(io)?;
+        Self::new(BufWriter::with_capacity(1 << 16, file))
     }
 }
 
@@ -150,7 +129,7 @@ const SNAPLEN: u32 = 65535;
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the global header.
-    pub fn new(mut w: W) -> io::Result<Self> {
+    pub fn new(mut w: W) -> Result<Self, Error> {
         let header = pcap_file::pcap::PcapHeader {
             version_major: 2,
             version_minor: 4,
@@ -166,7 +145,7 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Appends one frame stamped `ts_ns` nanoseconds since the epoch.
-    pub fn write_frame(&mut self, ts_ns: u64, frame: &[u8]) -> io::Result<()> {
+    pub fn write_frame(&mut self, ts_ns: u64, frame: &[u8]) -> Result<(), Error> {
         let ts = std::time::Duration::from_nanos(ts_ns);
         pcap_file::pcap::PcapPacket::new(ts, frame.len() as u32, frame)
             .write_to::<_, byteorder_slice::LittleEndian>(
@@ -175,12 +154,12 @@ impl<W: Write> PcapWriter<W> {
                 SNAPLEN,
             )
             .map(|_| ())
-            .map_err(io_err)
+            .map_err(|e| Error::PcapIo(io_err(e)))
     }
 
     /// Flushes buffered records.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
+    pub fn flush(&mut self) -> Result<(), Error> {
+        Ok(self.w.flush()?)
     }
 
     /// The underlying writer.
@@ -218,11 +197,11 @@ mod tests {
             let mut r = PcapReader::new(&bytes[..cut]).unwrap();
             assert!(r.next_frame(&mut Vec::new()).is_err(), "cut at {cut}");
         }
-        assert!(matches!(PcapReader::new(&[0u8; 24][..]), Err(PcapError::BadMagic(0))));
+        assert!(matches!(PcapReader::new(&[0u8; 24][..]), Err(Error::PcapBadMagic(0))));
         let mut big = bytes.clone();
         big[32..36].copy_from_slice(&(MAX_RECORD + 1).to_le_bytes());
         let mut r = PcapReader::new(&big[..]).unwrap();
-        assert!(matches!(r.next_frame(&mut Vec::new()), Err(PcapError::BadRecord { offset: 24, .. })));
+        assert!(matches!(r.next_frame(&mut Vec::new()), Err(Error::PcapBadRecord { offset: 24, .. })));
         let mut swapped = bytes.clone();
         swapped[0..4].copy_from_slice(&MAGIC_US.to_be_bytes());
         assert!(PcapReader::new(&swapped[..]).is_err(), "big-endian header fields now wrong: link type");

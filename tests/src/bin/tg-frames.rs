@@ -364,8 +364,11 @@ fn malformed(count: usize, seed: u64) -> (Vec<Vec<u8>>, BTreeMap<&'static str, u
     (frames, counts)
 }
 
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
-    let mut w = PcapWriter::create(path)?;
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> tlsgate_drivers::Result<()> {
+    // The caller names the file: open it here rather than with `PcapWriter::create`,
+    // whose error names it too.
+    let file = std::fs::File::create(path)?;
+    let mut w = PcapWriter::new(std::io::BufWriter::with_capacity(1 << 16, file))?;
     let t0 = 1_700_000_000_000_000_000u64;
     for (i, f) in frames.iter().enumerate() {
         w.write_frame(t0 + i as u64 * 1_000_000, f)?;
