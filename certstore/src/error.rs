@@ -1,8 +1,10 @@
-//! The crate's error type. Verification failures are not errors of this type: they
+//! The crate's one error type. Verification failures are not errors of this type: they
 //! are [`crate::VerifyFailure`] values, because a failed verification is an outcome
 //! to record, not a fault of the caller.
 
 use std::path::PathBuf;
+
+use crate::LicenseError;
 
 /// The command that turns any unencrypted or encrypted private key into the
 /// unencrypted PKCS#8 form the certificate generator (rcgen over ring) needs.
@@ -101,6 +103,26 @@ pub enum Error {
     /// rustls refused a configuration.
     #[error("TLS configuration: {0}")]
     Tls(String),
+
+    /// A license, or a key for licenses, is refused; the [`LicenseError`] says why.
+    #[error("{0}")]
+    License(LicenseError),
+}
+
+impl From<LicenseError> for Error {
+    fn from(e: LicenseError) -> Error {
+        Error::License(e)
+    }
+}
+
+impl Error {
+    /// Why a license was refused, when this is [`Error::License`].
+    pub fn license(&self) -> Option<&LicenseError> {
+        match self {
+            Error::License(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -62,21 +62,19 @@ const PUBLIC_KEY_LEN: usize = 32;
 /// Length of an Ed25519 signature.
 const SIGNATURE_LEN: usize = 64;
 
-/// Why a license (or a key for licenses) is refused.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// Why a license (or a key for licenses) is refused: the data of
+/// [`Error::License`](crate::Error::License).
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LicenseError {
     /// Not a license file: the text says exactly what is wrong (not JSON, a
     /// missing field, a value that is not base64, a payload field, the dates ...).
-    #[error("malformed license file: {0}")]
     Malformed(String),
 
     /// The signature does not verify with the vendor key (forged or altered).
-    #[error("license signature does not verify with the vendor key (forged or altered)")]
     BadSignature,
 
     /// The license is for another device.
-    #[error("license {serial} is for device {licensed}, this appliance is {this}")]
     WrongDevice {
         /// The license's serial.
         serial: String,
@@ -87,7 +85,6 @@ pub enum LicenseError {
     },
 
     /// The license has expired.
-    #[error("license {serial} expired at {not_after}")]
     Expired {
         /// The license's serial.
         serial: String,
@@ -96,7 +93,6 @@ pub enum LicenseError {
     },
 
     /// The license is not valid yet.
-    #[error("license {serial} is not valid before {not_before}")]
     NotYetValid {
         /// The license's serial.
         serial: String,
@@ -105,8 +101,28 @@ pub enum LicenseError {
     },
 
     /// The configured vendor public key, or a vendor signing key, is unusable.
-    #[error("unusable vendor key: {0}")]
     BadVendorKey(String),
+}
+
+impl fmt::Display for LicenseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LicenseError::Malformed(a) => write!(f, "malformed license file: {a}"),
+            LicenseError::BadSignature => {
+                write!(f, "license signature does not verify with the vendor key (forged or altered)")
+            }
+            LicenseError::WrongDevice { serial, licensed, this } => {
+                write!(f, "license {serial} is for device {licensed}, this appliance is {this}")
+            }
+            LicenseError::Expired { serial, not_after } => {
+                write!(f, "license {serial} expired at {not_after}")
+            }
+            LicenseError::NotYetValid { serial, not_before } => {
+                write!(f, "license {serial} is not valid before {not_before}")
+            }
+            LicenseError::BadVendorKey(a) => write!(f, "unusable vendor key: {a}"),
+        }
+    }
 }
 
 fn malformed(text: impl Into<String>) -> LicenseError {
@@ -120,7 +136,7 @@ pub struct VendorKey([u8; PUBLIC_KEY_LEN]);
 impl VendorKey {
     /// The key from its base64 form (standard alphabet, padded; surrounding
     /// whitespace ignored). Anything but 32 bytes is refused.
-    pub fn from_base64(text: &str) -> Result<VendorKey, LicenseError> {
+    pub fn from_base64(text: &str) -> Result<VendorKey, crate::Error> {
         let raw = STANDARD
             .decode(text.trim())
             .map_err(|e| LicenseError::BadVendorKey(format!("the vendor public key is not base64: {e}")))?;
@@ -150,7 +166,7 @@ impl fmt::Debug for VendorSigner {
 
 impl VendorSigner {
     /// A new random signing key, with its PKCS#8 DER to keep (see [`pkcs8_pem`]).
-    pub fn generate() -> Result<(VendorSigner, Vec<u8>), LicenseError> {
+    pub fn generate() -> Result<(VendorSigner, Vec<u8>), crate::Error> {
         let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| {
             LicenseError::BadVendorKey("cannot generate an Ed25519 key (no randomness)".into())
         })?;
@@ -160,17 +176,18 @@ impl VendorSigner {
 
     /// The signing key from an unencrypted PKCS#8 DER Ed25519 private key (v1, as
     /// `openssl genpkey -algorithm ed25519` writes, or v2 with the public key).
-    pub fn from_pkcs8(der: &[u8]) -> Result<VendorSigner, LicenseError> {
+    pub fn from_pkcs8(der: &[u8]) -> Result<VendorSigner, crate::Error> {
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map(VendorSigner).map_err(|e| {
             LicenseError::BadVendorKey(format!(
                 "the signing key is not an unencrypted PKCS#8 Ed25519 private key ({e})"
             ))
+            .into()
         })
     }
 
     /// The signing key from a key file: a PEM `PRIVATE KEY` block, PKCS#8 DER, or
     /// the base64 of the PKCS#8 DER.
-    pub fn from_key_file(bytes: &[u8]) -> Result<VendorSigner, LicenseError> {
+    pub fn from_key_file(bytes: &[u8]) -> Result<VendorSigner, crate::Error> {
         if looks_like_pem(bytes) {
             for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes) {
                 let (kind, der) = item.map_err(|e| {
@@ -188,7 +205,8 @@ impl VendorSigner {
             };
             return Err(LicenseError::BadVendorKey(format!(
                 "the signing key file has PEM blocks {labels:?} but no \"PRIVATE KEY\"{hint}"
-            )));
+            ))
+            .into());
         }
         if bytes.first() == Some(&0x30) {
             return VendorSigner::from_pkcs8(bytes);
@@ -200,7 +218,8 @@ impl VendorSigner {
                 "the signing key file is neither a PEM \"PRIVATE KEY\" block, PKCS#8 DER, \
                  nor base64 of PKCS#8 DER"
                     .into(),
-            )),
+            )
+            .into()),
         }
     }
 
@@ -213,7 +232,7 @@ impl VendorSigner {
 
     /// A license file for `payload`: the JSON text of the module format, one line
     /// and a newline. The payload is checked as [`parse_license`] checks it.
-    pub fn issue(&self, payload: &LicensePayload) -> Result<String, LicenseError> {
+    pub fn issue(&self, payload: &LicensePayload) -> Result<String, crate::Error> {
         check_payload(payload)?;
         let bytes = serde_json::to_vec(payload).map_err(|e| malformed(format!("payload: {e}")))?;
         let sig = self.0.sign(&bytes);
@@ -412,12 +431,13 @@ pub struct SignedLicense {
 
 /// Parses a license file: the structure, the base64, the payload JSON and the
 /// payload's fields. The signature is not checked here.
-pub fn parse_license(text: &[u8]) -> Result<SignedLicense, LicenseError> {
+pub fn parse_license(text: &[u8]) -> Result<SignedLicense, crate::Error> {
     if text.len() > MAX_LICENSE_BYTES {
         return Err(malformed(format!(
             "license file is {} bytes, at most {MAX_LICENSE_BYTES} are accepted",
             text.len()
-        )));
+        ))
+        .into());
     }
     let text = std::str::from_utf8(text)
         .map_err(|e| malformed(format!("license file is not JSON (not UTF-8 text: {e})")))?
@@ -448,18 +468,20 @@ impl SignedLicense {
 
     /// Signature, device and dates, in this order: everything the appliance checks
     /// before it accepts a license. `now_unix` is the time in unix seconds.
-    pub fn verify(&self, key: &VendorKey, device_id: &str, now_unix: i64) -> Result<License, LicenseError> {
+    pub fn verify(&self, key: &VendorKey, device_id: &str, now_unix: i64) -> Result<License, crate::Error> {
         let license = self.verify_signature_and_device(key, device_id)?;
         match license.state_at(now_unix) {
             LicenseState::Valid => Ok(license),
             LicenseState::NotYetValid => Err(LicenseError::NotYetValid {
                 serial: license.payload.serial,
                 not_before: license.payload.not_before,
-            }),
+            }
+            .into()),
             LicenseState::Expired => Err(LicenseError::Expired {
                 serial: license.payload.serial,
                 not_after: license.payload.not_after,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -469,7 +491,7 @@ impl SignedLicense {
         &self,
         key: &VendorKey,
         device_id: &str,
-    ) -> Result<License, LicenseError> {
+    ) -> Result<License, crate::Error> {
         UnparsedPublicKey::new(&ED25519, &key.0)
             .verify(&self.payload_bytes, &self.sig)
             .map_err(|_| LicenseError::BadSignature)?;
@@ -478,7 +500,8 @@ impl SignedLicense {
                 serial: self.payload.serial.clone(),
                 licensed: self.payload.device_id.clone(),
                 this: device_id.to_owned(),
-            });
+            }
+            .into());
         }
         Ok(License {
             payload: self.payload.clone(),

@@ -3,8 +3,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use tlsgate_certstore::{
-    parse_license, pkcs8_pem, License, LicenseError, LicensePayload, LicenseState, SignedLicense, VendorKey,
-    VendorSigner, FEATURE_STRONG_CRYPTO,
+    parse_license, pkcs8_pem, Error, License, LicenseError, LicensePayload, LicenseState, SignedLicense,
+    VendorKey, VendorSigner, FEATURE_STRONG_CRYPTO,
 };
 
 const DEVICE: &str = "4f1c9a2e";
@@ -42,7 +42,7 @@ fn parts_of(file: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn malformed(text: &[u8]) -> String {
-    match parse_license(text) {
+    match parse_license(text).map_err(lic) {
         Err(LicenseError::Malformed(m)) => m,
         Err(e) => panic!("expected Malformed for {:?}, got {e:?}", String::from_utf8_lossy(text)),
         Ok(_) => panic!("expected Malformed for {:?}, got a license", String::from_utf8_lossy(text)),
@@ -55,7 +55,15 @@ fn file_with_payload_json(json: &str) -> String {
 }
 
 fn verify(file: &str, key: &VendorKey, device: &str, now: i64) -> Result<License, LicenseError> {
-    parse_license(file.as_bytes())?.verify(key, device, now)
+    parse_license(file.as_bytes()).map_err(lic)?.verify(key, device, now).map_err(lic)
+}
+
+/// The license refusal an error carries; any other error fails the test.
+fn lic(e: Error) -> LicenseError {
+    match e.license() {
+        Some(l) => l.clone(),
+        None => panic!("expected a license error, got {e:?}"),
+    }
 }
 
 #[test]
@@ -165,14 +173,14 @@ fn wrong_device_is_refused() {
     let signer = signer();
     let p = LicensePayload { device_id: "abc".into(), ..payload() };
     let signed = parse_license(signer.issue(&p).unwrap().as_bytes()).unwrap();
-    let err = signed.verify(&signer.public_key(), "def", MID).unwrap_err();
+    let err = lic(signed.verify(&signer.public_key(), "def", MID).unwrap_err());
     assert_eq!(
         err,
         LicenseError::WrongDevice { serial: "TG-0001".into(), licensed: "abc".into(), this: "def".into() }
     );
     assert_eq!(err.to_string(), "license TG-0001 is for device abc, this appliance is def");
     assert!(matches!(
-        signed.verify_signature_and_device(&signer.public_key(), "def"),
+        signed.verify_signature_and_device(&signer.public_key(), "def").map_err(lic),
         Err(LicenseError::WrongDevice { .. })
     ));
 }
@@ -187,7 +195,7 @@ fn expired_is_refused_but_still_verifiable() {
     };
     let signed = parse_license(signer.issue(&p).unwrap().as_bytes()).unwrap();
     for now in [NOT_BEFORE, NOT_BEFORE + 1, NOT_AFTER] {
-        let err = signed.verify(&signer.public_key(), DEVICE, now).unwrap_err();
+        let err = lic(signed.verify(&signer.public_key(), DEVICE, now).unwrap_err());
         assert_eq!(
             err,
             LicenseError::Expired { serial: "TG-0001".into(), not_after: "2026-01-01T00:00:00Z".into() }
@@ -204,7 +212,7 @@ fn expired_is_refused_but_still_verifiable() {
 fn not_yet_valid_is_refused() {
     let signer = signer();
     let signed = parse_license(signer.issue(&payload()).unwrap().as_bytes()).unwrap();
-    let err = signed.verify(&signer.public_key(), DEVICE, NOT_BEFORE - 1).unwrap_err();
+    let err = lic(signed.verify(&signer.public_key(), DEVICE, NOT_BEFORE - 1).unwrap_err());
     assert_eq!(
         err,
         LicenseError::NotYetValid { serial: "TG-0001".into(), not_before: "2026-01-01T00:00:00Z".into() }
@@ -380,7 +388,7 @@ fn issue_refuses_what_parse_would_refuse() {
         ),
     ];
     for (p, expect) in bad {
-        match signer.issue(&p) {
+        match signer.issue(&p).map_err(lic) {
             Err(LicenseError::Malformed(m)) => assert!(m.contains(expect), "{m:?} should name {expect:?}"),
             other => panic!("expected Malformed for {p:?}, got {other:?}"),
         }
@@ -396,14 +404,14 @@ fn vendor_key_from_base64() {
     assert_eq!(VendorKey::from_base64(&format!("  {text}\n")).unwrap(), key);
 
     for len in [0usize, 1, 31, 33, 44, 64] {
-        match VendorKey::from_base64(&STANDARD.encode(vec![7u8; len])) {
+        match VendorKey::from_base64(&STANDARD.encode(vec![7u8; len])).map_err(lic) {
             Err(LicenseError::BadVendorKey(m)) => {
                 assert!(m.contains(&format!("is {len} bytes")) && m.contains("32"), "{len}: {m}")
             }
             other => panic!("{len} bytes: expected BadVendorKey, got {other:?}"),
         }
     }
-    match VendorKey::from_base64("not base64!") {
+    match VendorKey::from_base64("not base64!").map_err(lic) {
         Err(e @ LicenseError::BadVendorKey(_)) => {
             assert!(
                 e.to_string().starts_with("unusable vendor key: the vendor public key is not base64"),
@@ -469,14 +477,14 @@ fn signer_refuses_unusable_keys() {
         ("base64 of junk", STANDARD.encode([1u8, 2, 3]).into_bytes(), "not an unencrypted PKCS#8 Ed25519"),
     ];
     for (what, bytes, expect) in cases {
-        match VendorSigner::from_key_file(&bytes) {
+        match VendorSigner::from_key_file(&bytes).map_err(lic) {
             Err(LicenseError::BadVendorKey(m)) => {
                 assert!(m.contains(expect), "{what}: {m:?} should say {expect:?}")
             }
             other => panic!("{what}: expected BadVendorKey, got {:?}", other.map(|s| s.public_key())),
         }
     }
-    assert!(matches!(VendorSigner::from_pkcs8(b"\x30\x00"), Err(LicenseError::BadVendorKey(_))));
+    assert!(matches!(VendorSigner::from_pkcs8(b"\x30\x00").map_err(lic), Err(LicenseError::BadVendorKey(_))));
 }
 
 #[test]
@@ -590,4 +598,5 @@ fn license_types_cross_threads() {
     send_sync::<SignedLicense>();
     send_sync::<License>();
     send_sync::<LicenseError>();
+    send_sync::<Error>();
 }
