@@ -56,7 +56,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// Reading or writing a capture stream failed.
-    #[error("{0}")]
+    #[error(transparent)]
     PcapIo(#[from] io::Error),
     /// The capture is not a pcap file.
     #[error("not a pcap file (magic {0:#010x}); pcapng is not read, convert with `editcap -F pcap`")]
