@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::Error;
 use crossbeam_queue::ArrayQueue;
 use serde::Deserialize;
 use tlsgate_api::{CaptureInfo, CaptureSpec, ErrorCode, Response};
@@ -66,18 +67,21 @@ impl Default for CaptureConfig {
 
 impl CaptureConfig {
     /// Range checks; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !self.dir.is_absolute() {
-            return Err(format!("capture.dir: {} is not an absolute path", self.dir.display()));
+            return Err(Error::Invalid(format!(
+                "capture.dir: {} is not an absolute path",
+                self.dir.display()
+            )));
         }
         if self.max_bytes < 4096 {
-            return Err("capture.max_bytes: at least 4096".into());
+            return Err(Error::Invalid("capture.max_bytes: at least 4096".into()));
         }
         if self.max_total_bytes < self.max_bytes {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "capture.max_total_bytes: {} is below capture.max_bytes ({})",
                 self.max_total_bytes, self.max_bytes
-            ));
+            )));
         }
         Ok(())
     }
@@ -88,44 +92,48 @@ const MAX_NAME: usize = 128;
 
 /// Whether `name` may name a capture file: one path component of letters,
 /// digits, `.`, `_` and `-`, not starting with `.`.
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > MAX_NAME {
-        return Err(format!("capture file name {name:?}: 1 to {MAX_NAME} characters"));
+        return Err(Error::Capture(format!("capture file name {name:?}: 1 to {MAX_NAME} characters")));
     }
     if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(format!(
+        return Err(Error::Capture(format!(
             "capture file name {name:?}: a name in the capture directory, not a path (letters, digits, \
              '.', '_', '-'; not starting with '.')"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// The capture directory, created 0700 if missing, refused unless it is a real
 /// directory (not a symlink) owned by this process's user and closed to others.
-fn capture_dir(dir: &Path) -> Result<(), String> {
+fn capture_dir(dir: &Path) -> Result<(), Error> {
     if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+            .map_err(|e| Error::Capture(format!("capture.dir {}: {e}", dir.display())))?;
     }
-    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::Capture(format!("capture.dir {}: {e}", dir.display())))?;
     if !m.file_type().is_dir() {
-        return Err(format!("capture.dir {}: not a directory (a symlink is refused)", dir.display()));
+        return Err(Error::Capture(format!(
+            "capture.dir {}: not a directory (a symlink is refused)",
+            dir.display()
+        )));
     }
     let me = nix::unistd::geteuid().as_raw();
     if m.uid() != me {
-        return Err(format!(
+        return Err(Error::Capture(format!(
             "capture.dir {}: owned by uid {}, not by this process (uid {me})",
             dir.display(),
             m.uid()
-        ));
+        )));
     }
     if m.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("capture.dir {}: {e}", dir.display()))?;
+            .map_err(|e| Error::Capture(format!("capture.dir {}: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -288,7 +296,7 @@ impl Capturer {
             return Response::error(ErrorCode::Invalid, "--count 0 captures nothing");
         }
         if let Err(e) = check_name(&spec.file).and_then(|()| capture_dir(&self.cfg.dir)) {
-            return Response::error(ErrorCode::Invalid, e);
+            return Response::error(ErrorCode::Invalid, e.to_string());
         }
         let (used, files) = dir_usage(&self.cfg.dir);
         self.used.store(used, Ordering::Relaxed);

@@ -33,6 +33,7 @@ use tlsgate_drivers::pcap::PcapConfig;
 use crate::flow::{AtCapacity, Timeouts};
 use crate::intercept::tls::TlsConfig;
 use crate::intercept::InterceptConfig;
+use crate::Error;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -183,82 +184,60 @@ impl Default for FlowsConfig {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// File unreadable.
-    #[error("{path}: {source}")]
-    Read {
-        /// File.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// Not valid TOML for this schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// File.
-        path: String,
-        /// toml's message (line, column, field).
-        message: String,
-    },
-    /// A value out of range or inconsistent.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// File.
-        path: String,
-        /// Names the field.
-        message: String,
-    },
-}
-
 impl Config {
     /// Reads and validates a file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            .map_err(|source| Error::ConfigRead { path: path.display().to_string(), source })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => {
-                ConfigError::Parse { path: path.display().to_string(), message }
+            Error::ConfigParse { message, .. } => {
+                Error::ConfigParse { path: path.display().to_string(), message }
             }
-            ConfigError::Invalid { message, .. } => {
-                ConfigError::Invalid { path: path.display().to_string(), message }
+            Error::ConfigInvalid { message, .. } => {
+                Error::ConfigInvalid { path: path.display().to_string(), message }
             }
             other => other,
         })
     }
 
     /// Parses and validates TOML text.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
             path: String::new(),
             message: e.to_string().trim().to_string(),
         })?;
         if cfg.control.is_some() && cfg.events.is_none() {
             cfg.events = Some(crate::events::EventsConfig::at("/run/tlsgate/events".into()));
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
+        cfg.validate().map_err(|e| Error::ConfigInvalid { path: String::new(), message: e.to_string() })?;
         Ok(cfg)
     }
 
     /// Cross-field checks; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         match self.driver {
-            Driver::Dpdk => {
-                self.dpdk.as_ref().ok_or("driver = \"dpdk\" needs a [dpdk] section")?.validate().map_err(|e| e.to_string())?
-            }
+            Driver::Dpdk => self
+                .dpdk
+                .as_ref()
+                .ok_or_else(|| Error::Invalid("driver = \"dpdk\" needs a [dpdk] section".into()))?
+                .validate()?,
             Driver::Pcap => {
-                let p = self.pcap.as_ref().ok_or("driver = \"pcap\" needs a [pcap] section")?;
+                let p = self
+                    .pcap
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("driver = \"pcap\" needs a [pcap] section".into()))?;
                 if p.inside_rx.is_none() && p.outside_rx.is_none() {
-                    return Err("pcap: give inside_rx and/or outside_rx (capture files to replay)".into());
+                    return Err(Error::Invalid(
+                        "pcap: give inside_rx and/or outside_rx (capture files to replay)".into(),
+                    ));
                 }
             }
         }
         if self.flows.max_per_worker == 0 || self.flows.max_per_worker > 64 << 20 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "flows.max_per_worker: {} is outside 1..=67108864",
                 self.flows.max_per_worker
-            ));
+            )));
         }
         self.flows.timeouts.validate()?;
         self.intercept.validate()?;
@@ -266,30 +245,34 @@ impl Config {
         if let Some(t) = &self.tls {
             t.validate()?;
             if self.control.is_none() && (t.ca_cert.is_none() || t.ca_key.is_none()) {
-                return Err("tls.ca_cert and tls.ca_key: required without a [control] plane".into());
+                return Err(Error::Invalid(
+                    "tls.ca_cert and tls.ca_key: required without a [control] plane".into(),
+                ));
             }
         }
         if self.control.is_some() && !self.intercept.ports.is_empty() {
-            return Err(
+            return Err(Error::Invalid(
                 "intercept.ports: with a [control] plane its policy selects the flows to intercept; \
                         remove intercept.ports"
                     .into(),
-            );
+            ));
         }
         if let Some(e) = &self.events {
             e.validate()?;
         }
         self.capture.validate()?;
         if self.policy.is_some() && !self.intercept.ports.is_empty() {
-            return Err("intercept.ports: with a [policy] the policy selects the flows to intercept; \
+            return Err(Error::Invalid(
+                "intercept.ports: with a [policy] the policy selects the flows to intercept; \
                         remove intercept.ports"
-                .into());
+                    .into(),
+            ));
         }
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "dataplane.handover_depth: {} is outside 2..=65536",
                 self.dataplane.handover_depth
-            ));
+            )));
         }
         Ok(())
     }

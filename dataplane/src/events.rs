@@ -33,6 +33,7 @@ use crate::fastpath::Seg;
 use crate::intercept::tcp::Splice;
 use crate::intercept::tls::ALERT_HANDSHAKE_FAILURE;
 use crate::live::Live;
+use crate::Error;
 
 /// `[events]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -73,12 +74,15 @@ impl EventsConfig {
     }
 
     /// Range checks; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 16 {
-            return Err(format!("events.ring_capacity: {} is not a power of two ≥ 16", self.ring_capacity));
+            return Err(Error::Invalid(format!(
+                "events.ring_capacity: {} is not a power of two ≥ 16",
+                self.ring_capacity
+            )));
         }
         if self.max_log_bytes < 4096 {
-            return Err("events.max_log_bytes: at least 4096".into());
+            return Err(Error::Invalid("events.max_log_bytes: at least 4096".into()));
         }
         Ok(())
     }
@@ -134,9 +138,9 @@ impl EventWriter {
         worker: usize,
         chains: Arc<ChainStore>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, String> {
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
-        let producer = Producer::create(cfg.ring(worker), cfg.ring_capacity).map_err(|e| e.to_string())?;
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| Error::Io { path: cfg.dir.clone(), source })?;
+        let producer = Producer::create(cfg.ring(worker), cfg.ring_capacity)?;
         let start_s = clock.unix_ns() / 1_000_000_000;
         Ok(EventWriter { producer, clock, start_s, seq: 0, worker: worker as u8, chains })
     }

@@ -33,6 +33,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod counters;
+mod error;
 pub mod events;
 pub mod fastpath;
 pub mod flow;
@@ -45,3 +46,5 @@ pub mod status;
 pub mod steer;
 pub mod wire;
 pub mod worker;
+
+pub use error::{Error, Result};

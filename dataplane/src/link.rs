@@ -26,8 +26,9 @@ use crate::capture::Capturer;
 use crate::events::ChainStore;
 use crate::intercept::tls::{SignerLink, TlsConfig, TlsShared, Verification};
 use crate::live::{Live, LiveCell};
-use crate::run::{compile_policy, warn_validation_off};
+use crate::run::{compile, warn_validation_off};
 use crate::status::StatsSource;
+use crate::Error;
 
 /// What the link needs.
 pub struct LinkSetup {
@@ -68,8 +69,8 @@ impl Applier {
     }
 
     /// Compiles and installs a snapshot; on error nothing changes.
-    pub fn apply(&mut self, snap: &Snapshot) -> Result<(), String> {
-        let policy = compile_policy(&snap.policy, snap.version).map_err(|e| format!("policy: {e}"))?;
+    pub fn apply(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        let policy = compile(&snap.policy, snap.version).map_err(Error::SnapshotPolicy)?;
         let v = Verification::of(Some(&policy));
         let tls = match &snap.tls {
             None => None,

@@ -101,11 +101,12 @@ fn main() -> anyhow::Result<()> {
         Driver::Dpdk => {
             let dpdk = cfg.dpdk.as_ref().expect("validated");
             let backend = DpdkBackend::new(dpdk)?;
-            run(backend, &cfg, stop, &opts)?
+            run(backend, &cfg, stop, &opts).map_err(anyhow::Error::msg)?
         }
         Driver::Pcap => {
             let backend = PcapBackend::new(cfg.pcap.as_ref().expect("validated"))?;
-            run(backend, &cfg, stop, &opts)?
+            // The message names the cause already: no "Caused by" list under it.
+            run(backend, &cfg, stop, &opts).map_err(anyhow::Error::msg)?
         }
     };
     report(&summary, args.summary);

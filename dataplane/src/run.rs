@@ -13,6 +13,7 @@ use crate::counters::Published;
 use crate::live::{Live, LiveCell};
 use crate::status::{spawn_server, stats_line, StatsSource, Totals};
 use crate::worker::{Steering, Worker, WorkerSettings};
+use crate::Error;
 
 /// Run options from the command line (and, for the simulation, its clock).
 #[derive(Debug, Clone, Default)]
@@ -57,17 +58,18 @@ pub fn worker_settings(
     workers: usize,
     symmetric_rss: bool,
     secrets: Option<Secrets>,
-) -> anyhow::Result<WorkerSettings> {
+) -> Result<WorkerSettings, Error> {
     let secrets = match secrets {
         Some(s) => s,
-        None => Secrets::random().map_err(|e| anyhow::anyhow!("drawing the dataplane's keys: {e}"))?,
+        None => Secrets::random().map_err(Error::Keys)?,
     };
     let mut settings = WorkerSettings::new(cfg, workers, symmetric_rss, secrets);
     let mut live = Live::default();
     if let Some(p) = &cfg.policy {
         let text =
-            std::fs::read_to_string(&p.file).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
-        let compiled = compile_policy(&text, 1).map_err(|e| anyhow::anyhow!("{}: {e}", p.file.display()))?;
+            std::fs::read_to_string(&p.file).map_err(|source| Error::Io { path: p.file.clone(), source })?;
+        let compiled =
+            compile(&text, 1).map_err(|source| Error::PolicyFile { path: p.file.clone(), source })?;
         tracing::info!(rules = compiled.rule_count(), version = 1, "decryption policy loaded");
         live.version = 1;
         live.policy = Some(Arc::new(compiled));
@@ -77,7 +79,7 @@ pub fn worker_settings(
     // still serves).
     if let Some(t) = cfg.tls.as_ref().filter(|t| cfg.control.is_none() || t.ca_cert.is_some()) {
         let v = crate::intercept::tls::Verification::of(live.policy.as_deref());
-        let shared = crate::intercept::tls::TlsShared::load(t, v).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let shared = crate::intercept::tls::TlsShared::load(t, v)?;
         tracing::info!(
             profile = shared.profile.as_str(),
             ca = %shared.ca_subject,
@@ -92,12 +94,20 @@ pub fn worker_settings(
 
 /// Parses, validates and compiles a policy under `version`, warning about what an
 /// operator must know.
-pub fn compile_policy(text: &str, version: u64) -> Result<tlsgate_policy::CompiledPolicy, String> {
-    let policy = tlsgate_policy::Policy::from_json(text).map_err(|e| e.to_string())?;
+pub fn compile_policy(text: &str, version: u64) -> Result<tlsgate_policy::CompiledPolicy, Error> {
+    Ok(compile(text, version)?)
+}
+
+/// [`compile_policy`], with the policy crate's error for the caller to place.
+pub(crate) fn compile(
+    text: &str,
+    version: u64,
+) -> Result<tlsgate_policy::CompiledPolicy, tlsgate_policy::Error> {
+    let policy = tlsgate_policy::Policy::from_json(text)?;
     for w in policy.warnings() {
         tracing::warn!(version, "policy: {w}");
     }
-    tlsgate_policy::CompiledPolicy::compile(policy, version).map_err(|e| e.to_string())
+    tlsgate_policy::CompiledPolicy::compile(policy, version)
 }
 
 /// Says loudly that certificate validation is off.
@@ -117,7 +127,7 @@ pub fn run<B: Backend>(
     cfg: &Config,
     stop: Arc<AtomicBool>,
     opts: &RunOptions,
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, Error> {
     let workers = backend.workers();
     let mut settings = worker_settings(cfg, workers, backend.symmetric_rss(), opts.secrets.clone())?;
     if let Some(clock) = &opts.clock {
@@ -133,8 +143,7 @@ pub fn run<B: Backend>(
     let mut drain = None;
     let drain_stop = Arc::new(AtomicBool::new(false));
     if let Some(e) = &cfg.events {
-        std::fs::create_dir_all(&e.dir)
-            .map_err(|err| anyhow::anyhow!("events.dir {}: {err}", e.dir.display()))?;
+        std::fs::create_dir_all(&e.dir).map_err(|source| Error::EventsDir { path: e.dir.clone(), source })?;
         let chains = Arc::new(crate::events::ChainStore::default());
         if cfg.control.is_none() {
             drain = Some(crate::events::spawn_drain(e.clone(), workers, chains.clone(), drain_stop.clone())?);
@@ -158,7 +167,7 @@ pub fn run<B: Backend>(
     };
     if let Some(path) = &cfg.dataplane.status_socket {
         spawn_server(path, src.clone(), stop.clone())
-            .map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
+            .map_err(|source| Error::StatusSocket { path: path.clone(), source })?;
         tracing::info!(socket = %path.display(), "status socket listening");
     }
     let link = match &cfg.control {
@@ -224,7 +233,7 @@ pub fn run<B: Backend>(
         let _ = l.join();
     }
     let _ = capture_thread.join();
-    let window = monitor.join().map_err(|_| anyhow::anyhow!("stats thread panicked"))?;
+    let window = monitor.join().map_err(|_| Error::Panicked("stats"))?;
     stop.store(true, Ordering::Relaxed);
     let stats = src.snapshot();
     let totals = Totals::of(&stats);

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::wire::parse::{proto, tcp_flags};
 
 mod key;
+use crate::Error;
 pub use key::{FlowHasher, FlowKey, Side};
 
 /// TCP connection state as seen from the wire.
@@ -142,7 +143,7 @@ impl Timeouts {
     }
 
     /// Checks ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         for (name, v) in [
             ("tcp_syn", self.tcp_syn),
             ("tcp_established", self.tcp_established),
@@ -151,7 +152,7 @@ impl Timeouts {
             ("udp", self.udp),
         ] {
             if v == 0 || v > 86_400 {
-                return Err(format!("flows.timeouts.{name}: {v} s is outside 1..=86400"));
+                return Err(Error::Invalid(format!("flows.timeouts.{name}: {v} s is outside 1..=86400")));
             }
         }
         Ok(())

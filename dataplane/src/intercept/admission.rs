@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::Error;
 use serde::Deserialize;
 use tlsgate_api::AdmissionReason;
 
@@ -72,29 +73,31 @@ impl Default for AdmissionConfig {
 
 impl AdmissionConfig {
     /// Range checks and the NAT prefixes; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.half_open_per_source == 0 {
-            return Err("admission.half_open_per_source: must be at least 1".into());
+            return Err(Error::Invalid("admission.half_open_per_source: must be at least 1".into()));
         }
         if self.half_open_per_nat_source < self.half_open_per_source {
-            return Err("admission.half_open_per_nat_source: below half_open_per_source".into());
+            return Err(Error::Invalid(
+                "admission.half_open_per_nat_source: below half_open_per_source".into(),
+            ));
         }
         if !(16..=1 << 20).contains(&self.memory_budget_mib) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "admission.memory_budget_mib: {} is outside 16..=1048576",
                 self.memory_budget_mib
-            ));
+            )));
         }
         if !(1..=300).contains(&self.first_byte_timeout_s) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "admission.first_byte_timeout_s: {} is outside 1..=300",
                 self.first_byte_timeout_s
-            ));
+            )));
         }
         self.nat_prefixes().map(|_| ())
     }
 
-    fn nat_prefixes(&self) -> Result<Vec<(u128, u8, bool)>, String> {
+    fn nat_prefixes(&self) -> Result<Vec<(u128, u8, bool)>, Error> {
         self.nat_sources
             .iter()
             .map(|s| {
@@ -102,13 +105,16 @@ impl AdmissionConfig {
                     Some((a, l)) => (a, Some(l)),
                     None => (s.as_str(), None),
                 };
-                let ip: IpAddr =
-                    addr.parse().map_err(|_| format!("admission.nat_sources: {s:?} is not an address"))?;
+                let ip: IpAddr = addr
+                    .parse()
+                    .map_err(|_| Error::Invalid(format!("admission.nat_sources: {s:?} is not an address")))?;
                 let max = if ip.is_ipv4() { 32 } else { 128 };
                 let len = match len {
                     None => max,
                     Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| {
-                        format!("admission.nat_sources: {s:?}: prefix length outside 0..={max}")
+                        Error::Invalid(format!(
+                            "admission.nat_sources: {s:?}: prefix length outside 0..={max}"
+                        ))
                     })?,
                 };
                 Ok((addr_bits(ip), len + if ip.is_ipv4() { 96 } else { 0 }, ip.is_ipv4()))
@@ -323,7 +329,7 @@ mod tests {
             ),
         ] {
             let e = cfg.validate().unwrap_err();
-            assert!(e.contains(field), "{e}");
+            assert!(e.to_string().contains(field), "{e}");
         }
     }
 }

@@ -45,6 +45,7 @@ pub mod stack;
 pub mod tcp;
 pub mod tls;
 
+use crate::Error;
 use ends::{costs, send_emitted};
 use probes::Probes;
 use slots::{Occupant, Slots};
@@ -83,21 +84,24 @@ impl Default for InterceptConfig {
 
 impl InterceptConfig {
     /// Range checks; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(4..=4096).contains(&self.buffer_kib) {
-            return Err(format!("intercept.buffer_kib: {} is outside 4..=4096", self.buffer_kib));
+            return Err(Error::Invalid(format!(
+                "intercept.buffer_kib: {} is outside 4..=4096",
+                self.buffer_kib
+            )));
         }
         if !(1..=300).contains(&self.connect_timeout_s) {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "intercept.connect_timeout_s: {} is outside 1..=300",
                 self.connect_timeout_s
-            ));
+            )));
         }
         if self.idle_timeout_s == 0 {
-            return Err("intercept.idle_timeout_s: must be at least 1".into());
+            return Err(Error::Invalid("intercept.idle_timeout_s: must be at least 1".into()));
         }
         if self.ports.contains(&0) {
-            return Err("intercept.ports: port 0 is not a port".into());
+            return Err(Error::Invalid("intercept.ports: port 0 is not a port".into()));
         }
         Ok(())
     }

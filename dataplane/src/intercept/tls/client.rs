@@ -88,13 +88,13 @@ fn signer_failed(why: impl Into<String>) -> Ended {
 
 impl TlsWorker {
     /// Worker `worker`'s state; generates its leaf keys.
-    pub fn new(shared: Arc<TlsShared>, worker: usize) -> Result<Self, String> {
-        let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
+    pub fn new(shared: Arc<TlsShared>, worker: usize) -> Result<Self, crate::Error> {
+        let key = LeafKey::generate().map_err(crate::Error::LeafKey)?;
         let forge = match &shared.signing {
             Signing::Local(ca) => ForgeCache::new(ca.clone(), key, shared.cache),
             Signing::Remote { sent_chain, .. } => ForgeCache::remote(sent_chain.clone(), key, shared.cache),
         };
-        let key = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
+        let key = LeafKey::generate().map_err(crate::Error::LeafKey)?;
         let untrust_forge = ForgeCache::new(shared.untrust.clone(), key, shared.cache);
         let cold = SourceBuckets::new(shared.signer_per_source.0, shared.signer_per_source.1);
         Ok(TlsWorker {

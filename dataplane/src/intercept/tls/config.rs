@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tlsgate_api::Outcome;
 
 use super::servers::ServerMap;
+use crate::Error;
 use tlsgate_certstore::pki_types::UnixTime;
 use tlsgate_certstore::rustls::ClientConfig;
 use tlsgate_certstore::{
@@ -148,32 +149,36 @@ fn default_cache() -> usize {
 
 impl TlsConfig {
     /// Checks the profile name; files are read by [`TlsShared::load`].
-    pub fn validate(&self) -> Result<(), String> {
-        self.profile
-            .parse::<CipherProfile>()
-            .map(|_| ())
-            .map_err(|_| format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))?;
+    pub fn validate(&self) -> Result<(), Error> {
+        self.profile.parse::<CipherProfile>().map(|_| ()).map_err(|_| {
+            Error::Invalid(format!("tls.profile: {:?} is neither \"base\" nor \"strong\"", self.profile))
+        })?;
         if self.signer_new_names_per_s == 0 || self.signer_new_names_burst == 0 {
-            return Err("tls.signer_new_names_per_s and tls.signer_new_names_burst: at least 1".into());
+            return Err(Error::Invalid(
+                "tls.signer_new_names_per_s and tls.signer_new_names_burst: at least 1".into(),
+            ));
         }
         if self.forge_cache == 0 {
-            return Err("tls.forge_cache: must be at least 1".into());
+            return Err(Error::Invalid("tls.forge_cache: must be at least 1".into()));
         }
         let p = &self.probe;
         if !(1..=60).contains(&p.timeout_s) {
-            return Err(format!("tls.probe.timeout_s: {} is outside 1..=60", p.timeout_s));
+            return Err(Error::Invalid(format!("tls.probe.timeout_s: {} is outside 1..=60", p.timeout_s)));
         }
         if p.ports == 0 || u32::from(p.port_base) + u32::from(p.ports) > 65_536 || p.port_base < 1024 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "tls.probe.port_base/ports: {}+{} is not a range of 1024..=65535",
                 p.port_base, p.ports
-            ));
+            )));
         }
         if p.per_source == 0 || p.per_destination == 0 {
-            return Err("tls.probe.per_source/per_destination: at least 1".into());
+            return Err(Error::Invalid("tls.probe.per_source/per_destination: at least 1".into()));
         }
         if !(1..=300).contains(&self.handshake_timeout_s) {
-            return Err(format!("tls.handshake_timeout_s: {} is outside 1..=300", self.handshake_timeout_s));
+            return Err(Error::Invalid(format!(
+                "tls.handshake_timeout_s: {} is outside 1..=300",
+                self.handshake_timeout_s
+            )));
         }
         Ok(())
     }
@@ -308,15 +313,17 @@ impl TlsShared {
     /// `v`: how server chains are checked (with validation off they are checked and
     /// their failures reported, but not refused; a check whose action is `untrust`
     /// accepts its failures and the flow is forged by the untrust CA).
-    pub fn load(cfg: &TlsConfig, v: Verification) -> Result<Arc<TlsShared>, String> {
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    pub fn load(cfg: &TlsConfig, v: Verification) -> Result<Arc<TlsShared>, Error> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| Error::Io { path: p.to_path_buf(), source })
+        };
         let (Some(cert), Some(key)) = (&cfg.ca_cert, &cfg.ca_key) else {
-            return Err("tls.ca_cert and tls.ca_key: required without a control plane".into());
+            return Err(Error::Tls("tls.ca_cert and tls.ca_key: required without a control plane".into()));
         };
         let ca = DecryptionCa::import(&read(cert)?, &read(key)?, now())
-            .map_err(|e| format!("tls.ca_cert/ca_key: {e}"))?;
+            .map_err(|e| Error::Tls(format!("tls.ca_cert/ca_key: {e}")))?;
         let mut trust = if cfg.system_bundle {
-            TrustStore::with_system_bundle().map_err(|e| format!("tls.system_bundle: {e}"))?
+            TrustStore::with_system_bundle().map_err(|e| Error::Tls(format!("tls.system_bundle: {e}")))?
         } else {
             TrustStore::without_system_bundle()
         };
@@ -327,11 +334,13 @@ impl TlsShared {
             for p in list {
                 let name =
                     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
-                trust.import(&name, &read(p)?, how).map_err(|e| format!("{}: {e}", p.display()))?;
+                trust
+                    .import(&name, &read(p)?, how)
+                    .map_err(|e| Error::Tls(format!("{}: {e}", p.display())))?;
             }
         }
         let profile: CipherProfile =
-            cfg.profile.parse().map_err(|_| format!("tls.profile: {:?}", cfg.profile))?;
+            cfg.profile.parse().map_err(|_| Error::Tls(format!("tls.profile: {:?}", cfg.profile)))?;
         let ca_cert = ca.cert_der().clone();
         let ca_subject = ca.summary().subject.clone();
         Self::build(cfg, Signing::Local(Arc::new(ca)), ca_cert, ca_subject, &trust, profile, v)
@@ -345,32 +354,34 @@ impl TlsShared {
         snap: &tlsgate_api::TlsSnapshot,
         v: Verification,
         signer: Arc<super::signer::SignerLink>,
-    ) -> Result<Arc<TlsShared>, String> {
+    ) -> Result<Arc<TlsShared>, Error> {
         use base64::Engine as _;
-        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string());
+        let b64 = |t: &str| {
+            base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| Error::Tls(e.to_string()))
+        };
         let certs = tlsgate_certstore::parse_certificates(snap.ca_cert_pem.as_bytes())
-            .map_err(|e| format!("decryption CA: {e}"))?;
+            .map_err(|e| Error::Tls(format!("decryption CA: {e}")))?;
         let ca_cert = certs[0].clone();
-        let summary =
-            tlsgate_certstore::summarize(ca_cert.as_ref()).map_err(|e| format!("decryption CA: {e}"))?;
+        let summary = tlsgate_certstore::summarize(ca_cert.as_ref())
+            .map_err(|e| Error::Tls(format!("decryption CA: {e}")))?;
         let sent_chain = if summary.self_issued { Vec::new() } else { certs };
         let mut trust = if snap.system_bundle {
-            TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
+            TrustStore::with_system_bundle().map_err(|e| Error::Tls(format!("system bundle: {e}")))?
         } else {
             TrustStore::without_system_bundle()
         };
         for (i, der) in snap.cas.iter().enumerate() {
             trust
                 .import(&format!("ca-{i}"), &b64(der)?, tlsgate_certstore::ImportAs::Ca)
-                .map_err(|e| format!("trusted CA {i}: {e}"))?;
+                .map_err(|e| Error::Tls(format!("trusted CA {i}: {e}")))?;
         }
         for p in &snap.pinned {
             trust
                 .import_for(&p.name, &b64(&p.der)?, tlsgate_certstore::ImportAs::Pinned, &p.names)
-                .map_err(|e| format!("pinned {}: {e}", p.name))?;
+                .map_err(|e| Error::Tls(format!("pinned {}: {e}", p.name)))?;
         }
         let profile: CipherProfile =
-            snap.profile.parse().map_err(|_| format!("profile {:?}", snap.profile))?;
+            snap.profile.parse().map_err(|_| Error::Tls(format!("profile {:?}", snap.profile)))?;
         let signing = Signing::Remote { sent_chain, link: signer };
         Self::build(cfg, signing, ca_cert, summary.subject, &trust, profile, v)
     }
@@ -383,12 +394,12 @@ impl TlsShared {
         trust: &TrustStore,
         profile: CipherProfile,
         v: Verification,
-    ) -> Result<Arc<TlsShared>, String> {
+    ) -> Result<Arc<TlsShared>, Error> {
         // The untrust CA: made here, never trusted by anyone (its key only signs the
         // certificates of servers whose own certificate failed a check whose action
         // is `untrust`).
         let untrust = DecryptionCa::generate(&CaOptions::with_common_name(UNTRUST_CA_NAME), now())
-            .map_err(|e| format!("untrust CA: {e}"))?;
+            .map_err(|e| Error::Tls(format!("untrust CA: {e}")))?;
         // A server chain issued by either of our CAs is a loop or a replayed forged
         // leaf: refused, whatever the trust store says.
         let mut trust = trust.clone();
@@ -397,7 +408,7 @@ impl TlsShared {
         let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(|e| Error::Tls(format!("tls: {e}")))?;
         // Probes neither resume nor leave sessions behind: a proof is a full
         // handshake, and a session a probe kept would let a server leg resume past
         // the verifier (and its untrust marking).
