@@ -30,33 +30,46 @@ pub struct TlsWorker {
     configs: std::collections::HashMap<(usize, Vec<u8>), Arc<rustls::ServerConfig>>,
     /// This worker (its signer inbox).
     worker: usize,
-    /// The signer's answers, by ticket, until their flow takes them.
-    signed: HashMap<u64, Result<CertificateDer<'static>, String>>,
-    /// New names asked of the signer per client address, so that one client
-    /// cannot spend the signer's rate limit for everyone.
-    cold: SourceBuckets,
+    /// The signer's answers, by ticket, until their flow takes them (bounded:
+    /// past 4,096 the oldest tickets go first; tickets only grow).
+    signed: std::collections::BTreeMap<u64, Result<CertificateDer<'static>, String>>,
 }
 
-/// A token bucket per client address (bounded: all are forgotten past 65,536).
-pub(crate) struct SourceBuckets {
-    map: HashMap<std::net::IpAddr, (f64, u64)>,
+/// A token bucket per client (an IPv4 address, an IPv6 /64, as admission counts
+/// sources), shared by all workers: steering spreads a client's flows over every
+/// worker, and an IPv6 client picks any address of its /64. Bounded: past
+/// 65,536 sources all are forgotten.
+pub struct SourceBuckets {
+    map: std::sync::Mutex<HashMap<std::net::IpAddr, (f64, u64)>>,
     per_s: f64,
     burst: f64,
 }
 
 impl SourceBuckets {
-    pub(crate) fn new(per_s: u32, burst: u32) -> Self {
-        SourceBuckets { map: HashMap::new(), per_s: f64::from(per_s), burst: f64::from(burst) }
+    /// `per_s` new names a second per source, `burst` at once.
+    pub fn new(per_s: u32, burst: u32) -> Self {
+        SourceBuckets { map: Default::default(), per_s: f64::from(per_s), burst: f64::from(burst) }
     }
 
-    /// A token of `source`'s bucket at `now_ms`, if it has one.
-    pub(crate) fn take(&mut self, source: std::net::IpAddr, now_ms: u64) -> bool {
-        if self.map.len() >= 65_536 {
-            self.map.clear();
+    /// The source `addr` counts under: itself (IPv4), its /64 (IPv6).
+    fn source(addr: std::net::IpAddr) -> std::net::IpAddr {
+        match addr {
+            std::net::IpAddr::V4(_) => addr,
+            std::net::IpAddr::V6(a) => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & !((1u128 << 64) - 1)))
+            }
         }
-        let (tokens, at) = self.map.entry(source).or_insert((self.burst, now_ms));
+    }
+
+    /// A token of `client`'s source's bucket at `now_ms`, if it has one.
+    pub fn take(&self, client: std::net::IpAddr, now_ms: u64) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= 65_536 {
+            map.clear();
+        }
+        let (tokens, at) = map.entry(Self::source(client)).or_insert((self.burst, now_ms));
         *tokens = (*tokens + now_ms.saturating_sub(*at) as f64 / 1000.0 * self.per_s).min(self.burst);
-        *at = now_ms;
+        *at = (*at).max(now_ms);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             true
@@ -96,15 +109,13 @@ impl TlsWorker {
         };
         let key = LeafKey::generate().map_err(crate::Error::LeafKey)?;
         let untrust_forge = ForgeCache::new(shared.untrust.clone(), key, shared.cache);
-        let cold = SourceBuckets::new(shared.signer_per_source.0, shared.signer_per_source.1);
         Ok(TlsWorker {
             shared,
             forge,
             untrust_forge,
             configs: Default::default(),
             worker,
-            signed: HashMap::new(),
-            cold,
+            signed: Default::default(),
         })
     }
 
@@ -124,9 +135,10 @@ impl TlsWorker {
                 }
                 (None, e) => Err(e.unwrap_or_else(|| "refused".into())),
             };
-            // Bounded: answers nobody waits for any more are dropped with the oldest.
-            if self.signed.len() >= 4096 {
-                self.signed.clear();
+            // Bounded: answers nobody waits for any more (their flow ended) go,
+            // the oldest first; the flows waiting now hold the newest tickets.
+            while self.signed.len() >= 4096 {
+                self.signed.pop_first();
             }
             self.signed.insert(leaf.id, result);
             tickets.push(leaf.id);
@@ -163,7 +175,7 @@ impl TlsWorker {
             info.forge_cached = true;
             return Leaf::Ready(hit);
         }
-        if !self.cold.take(client, now_ms) {
+        if !self.shared.new_names.take(client, now_ms) {
             return Leaf::Failed(signer_failed(format!(
                 "too many new names from {client} (tls.signer_new_names_per_s {})",
                 self.shared.signer_per_source.0
@@ -269,10 +281,11 @@ mod tests {
     use super::*;
 
     /// One client asking for new names as fast as it can gets its burst, then its
-    /// rate; another client is not held back by it.
+    /// rate; another client is not held back by it; an IPv6 client is one
+    /// source across its /64.
     #[test]
     fn new_names_are_limited_per_client() {
-        let mut b = SourceBuckets::new(50, 200);
+        let b = SourceBuckets::new(50, 200);
         let (greedy, other): (std::net::IpAddr, std::net::IpAddr) =
             ("198.18.0.66".parse().unwrap(), "198.18.0.67".parse().unwrap());
         let granted = (0..1000).filter(|_| b.take(greedy, 1000)).count();
@@ -281,5 +294,11 @@ mod tests {
         // One second later: its rate.
         let granted = (0..1000).filter(|_| b.take(greedy, 2000)).count();
         assert_eq!(granted, 50);
+        // Addresses of one /64 share a bucket; another /64 has its own.
+        let granted = (0..1000u32)
+            .filter(|i| b.take(format!("2001:db8:0:1::{:x}", i + 1).parse().unwrap(), 1000))
+            .count();
+        assert_eq!(granted, 200, "one /64, one burst");
+        assert!(b.take("2001:db8:0:2::1".parse().unwrap(), 1000));
     }
 }

@@ -286,6 +286,8 @@ pub struct TlsShared {
     pub signer_unavailable: SignerUnavailable,
     /// New names per client address: (per second, burst).
     pub signer_per_source: (u32, u32),
+    /// Their buckets, shared by the workers.
+    pub new_names: super::client::SourceBuckets,
     /// Servers relayed raw after a failure whose action was `pass` (a certificate
     /// check's `pass`, or `undecryptable: pass` where no probe confirms: see
     /// [`TlsShared::exclusions`]).
@@ -435,6 +437,10 @@ impl TlsShared {
             probe: cfg.probe,
             signer_unavailable: cfg.signer_unavailable,
             signer_per_source: (cfg.signer_new_names_per_s, cfg.signer_new_names_burst),
+            new_names: super::client::SourceBuckets::new(
+                cfg.signer_new_names_per_s,
+                cfg.signer_new_names_burst,
+            ),
             remembered: ServerMap::default(),
             exclusions: ServerMap::default(),
             proofs: ServerMap::default(),
