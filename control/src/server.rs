@@ -367,7 +367,24 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
                 );
             }
             Body::Request(Request::SignLeaves { leaves }) => {
-                let _ = link.respond(frame.id, Response::SignedLeaves { leaves: d.signer.sign(leaves) });
+                let signed = d.signer.sign(leaves);
+                let ids: Vec<u64> = signed.iter().map(|l| l.id).collect();
+                if let Err(e) = link.respond(frame.id, Response::SignedLeaves { leaves: signed }) {
+                    // Too large for a frame, or the link's queue is full: the
+                    // flows waiting get a refusal rather than nothing.
+                    tracing::warn!(error = %e, leaves = ids.len(), "signer: answer not sent; its leaves are refused");
+                    let refused = ids
+                        .into_iter()
+                        .map(|id| tlsgate_api::SignedLeaf {
+                            id,
+                            cert: None,
+                            error: Some(format!("the signer's answer was not sent: {e}")),
+                        })
+                        .collect();
+                    if let Err(e) = link.respond(frame.id, Response::SignedLeaves { leaves: refused }) {
+                        tracing::warn!(error = %e, "signer: the refusal was not sent either");
+                    }
+                }
             }
             Body::Request(_) => {
                 let _ = link.respond(
