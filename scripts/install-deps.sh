@@ -27,12 +27,21 @@ readonly PROG="${0##*/}"
 #                       - the attack tests: SYN floods, fragmented SYNs, odd TCP
 #   softhsm2            - a PKCS#11 token for the decryption CA's key (tests; an
 #                         appliance may use its HSM's own module instead)
+#   python3-pip python3-cryptography
+#                       - install and run ja4plus (below)
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
-    hping3 python3-scapy softhsm2
+    hping3 python3-scapy softhsm2 python3-pip python3-cryptography
 )
+
+# Python tools from PyPI, pinned, into a directory of their own (never the
+# system's site-packages):
+#   ja4plus             - an independent JA4 implementation; the JA4 tests
+#                         cross-check tlsgate's fingerprints against it
+readonly PY_DIR=/opt/tlsgate-test/python
+readonly PY_TOOLS=(ja4plus==1.4.0)
 
 usage() {
     cat <<EOF
@@ -78,6 +87,19 @@ verify() {
     log "verified: libdpdk $(pkg-config --modversion libdpdk) via pkg-config, dpdk-testpmd at $testpmd"
 }
 
+# Installs PY_TOOLS into PY_DIR unless each is there at its pinned version.
+install_python_tools() {
+    local tool name version missing=()
+    for tool in "${PY_TOOLS[@]}"; do
+        name=${tool%%==*} version=${tool##*==}
+        [[ -d $PY_DIR/$name-$version.dist-info ]] || missing+=("$tool")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "pip: installing ${missing[*]} into $PY_DIR"
+    /usr/bin/python3 -m pip install -q --no-deps --no-compile --target "$PY_DIR" "${missing[@]}" ||
+        die 2 "pip could not install ${missing[*]}"
+}
+
 main() {
     local check_only=0
     while (($#)); do
@@ -98,6 +120,7 @@ main() {
 
     if ((${#missing[@]} == 0)); then
         log "all ${#PACKAGES[@]} packages already installed"
+        ((check_only || EUID != 0)) || install_python_tools
         verify
         exit 0
     fi
@@ -134,6 +157,7 @@ main() {
     log "installing: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
+    install_python_tools
     verify
 }
 

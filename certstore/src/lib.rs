@@ -54,6 +54,7 @@ mod ca;
 mod cert;
 mod error;
 mod forge;
+mod ja4;
 mod key;
 mod license;
 mod name;
@@ -69,6 +70,7 @@ pub use forge::{
     forge_leaf, issue_leaf, ForgeCache, ForgeCacheStats, LeafKey, LeafNames, CACHE_REFRESH_MARGIN_SECS,
     FORGED_BACKDATE_SECS, FORGED_MAX_LIFETIME_SECS,
 };
+pub use ja4::Ja4;
 pub use license::{
     parse_license, pkcs8_pem, License, LicenseError, LicensePayload, LicenseState, SignedLicense, VendorKey,
     VendorSigner, FEATURE_STRONG_CRYPTO,
