@@ -171,7 +171,7 @@ impl<'a> Reader<'a> {
         self.take(n).map(Reader)
     }
     fn u16s(mut self) -> Option<Vec<u16>> {
-        if self.0.len() % 2 != 0 {
+        if !self.0.len().is_multiple_of(2) {
             return None;
         }
         let mut out = Vec::with_capacity(self.0.len() / 2);
@@ -229,8 +229,6 @@ impl Hello {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn grease_values_are_the_sixteen_of_rfc_8701() {
         let grease = |v: u16| v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff;
