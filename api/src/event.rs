@@ -2,7 +2,7 @@
 //! connection, written by a dataplane worker into its event ring
 //! ([`crate::ring`]) and read by the control plane.
 //!
-//! The record is `#[repr(C)]`, 1024 bytes, with no padding, no pointers and every
+//! The record is `#[repr(C)]`, 1152 bytes, with no padding, no pointers and every
 //! field fixed-size, so it can be copied in and out of shared memory as plain bytes
 //! ([`bytemuck::Pod`]). Integers are in host byte order (the ring never leaves the
 //! host). Text fields are UTF-8, NUL-padded, and truncated on a character boundary
@@ -25,7 +25,10 @@
 //!  616 server_cert_issuer [160]                776 error_detail [192]
 //!  968 verify_text [48] 1016 cause u8  1017 cause_detail u8  1018 reserved [2]
 //! 1020 rule_index u32
-//! 1024 end
+//! 1024 ja4 [40]         1064 alpn_client [16] 1080 alpn_server [16]
+//! 1096 group_client u16 1098 group_server u16 1100 ech_offered u8
+//! 1101 reserved [51]
+//! 1152 end
 //! ```
 
 use std::borrow::Cow;
@@ -215,6 +218,21 @@ pub struct EventRecord {
     /// The policy rule of a [`Cause::Policy`]: 0 the default action, `i + 1` rule
     /// `i` of the policy of `config_version`.
     pub rule_index: u32,
+    /// The client's JA4 fingerprint (`t13d1516h2_8daaf6152771_e5627efa2ab1`); empty
+    /// when no ClientHello was read.
+    pub ja4: [u8; 40],
+    /// ALPN protocol agreed on the client leg (`h2`), empty when none.
+    pub alpn_client: [u8; 16],
+    /// ALPN protocol agreed on the server leg.
+    pub alpn_server: [u8; 16],
+    /// Key-exchange group of the client leg (IANA named group, 0x11ec =
+    /// X25519MLKEM768, 0x001d = X25519); 0 none.
+    pub group_client: u16,
+    /// Key-exchange group of the server leg.
+    pub group_server: u16,
+    /// 1 when the ClientHello offered `encrypted_client_hello` (real or GREASE).
+    pub ech_offered: u8,
+    reserved_tail: [u8; 51],
 }
 
 const _: () = assert!(std::mem::size_of::<EventRecord>() == EventRecord::SIZE);
@@ -302,7 +320,7 @@ pub fn tls_version_name(v: u16) -> Option<&'static str> {
 
 impl EventRecord {
     /// Size of a record in bytes (a multiple of a 64-byte cache line).
-    pub const SIZE: usize = 1024;
+    pub const SIZE: usize = 1152;
 
     /// An all-zero record of this kind with no alerts.
     pub fn new(kind: EventKind) -> Self {
@@ -463,8 +481,29 @@ impl EventRecord {
             verify_depth: self.verify_depth,
             verify_text: text(&self.verify_text).to_owned(),
             worker: self.worker,
+            ja4: Some(text(&self.ja4).to_owned()).filter(|s| !s.is_empty()),
+            alpn_client: Some(text(&self.alpn_client).to_owned()).filter(|s| !s.is_empty()),
+            alpn_server: Some(text(&self.alpn_server).to_owned()).filter(|s| !s.is_empty()),
+            group_client: group_label(self.group_client),
+            group_server: group_label(self.group_server),
+            ech_offered: self.ech_offered != 0,
         }
     }
+}
+
+/// A named group as shown (`X25519MLKEM768`, `x25519`, `secp256r1`, or hex).
+pub fn group_label(g: u16) -> Option<String> {
+    Some(match g {
+        0 => return None,
+        0x11ec => "X25519MLKEM768".into(),
+        0x001d => "X25519".into(),
+        0x0017 => "secp256r1".into(),
+        0x0018 => "secp384r1".into(),
+        0x0019 => "secp521r1".into(),
+        0x001e => "X448".into(),
+        0x0100 => "ffdhe2048".into(),
+        v => format!("0x{v:04x}"),
+    })
 }
 
 /// A TLS alert in an event view.
@@ -486,6 +525,12 @@ pub struct EventView {
     pub alert_received: Option<AlertView>,
     /// The alert it sent.
     pub alert_sent: Option<AlertView>,
+    /// ALPN agreed with the client (`h2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_client: Option<String>,
+    /// ALPN agreed with the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_server: Option<String>,
     /// Bytes server → client.
     pub bytes_down: u64,
     /// Bytes client → server.
@@ -504,14 +549,27 @@ pub struct EventView {
     pub dst_ip: String,
     /// Server port.
     pub dst_port: u16,
+    /// The ClientHello offered `encrypted_client_hello` (real or GREASE); the
+    /// appliance terminates with the outer SNI.
+    #[serde(default)]
+    pub ech_offered: bool,
     /// The "Error details" text.
     pub error_detail: String,
     /// The event id.
     pub event_id: u64,
+    /// Key-exchange group with the client (`X25519MLKEM768`, `X25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_client: Option<String>,
+    /// Key-exchange group with the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_server: Option<String>,
     /// The inside port index.
     pub inside_port: u8,
     /// 4 or 6.
     pub ip_version: u8,
+    /// The client's JA4 fingerprint, when its ClientHello was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
     /// What happened (`abort`, `decrypted`, …).
     pub kind: String,
     /// The side the cause belongs to.
@@ -626,7 +684,7 @@ mod tests {
 
     #[test]
     fn layout_has_no_surprises() {
-        assert_eq!(std::mem::size_of::<EventRecord>(), 1024);
+        assert_eq!(std::mem::size_of::<EventRecord>(), 1152);
         assert_eq!(std::mem::align_of::<EventRecord>(), 8);
         let r = EventRecord::new(EventKind::Abort);
         let base = &r as *const _ as usize;
@@ -636,6 +694,10 @@ mod tests {
         assert_eq!(&r.verify_text as *const _ as usize - base, 968);
         assert_eq!(&r.cause as *const _ as usize - base, 1016);
         assert_eq!(&r.rule_index as *const _ as usize - base, 1020);
+        assert_eq!(&r.ja4 as *const _ as usize - base, 1024);
+        assert_eq!(&r.alpn_client as *const _ as usize - base, 1064);
+        assert_eq!(&r.group_client as *const _ as usize - base, 1096);
+        assert_eq!(&r.ech_offered as *const _ as usize - base, 1100);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
                     ),
                 ));
             }
+            if !text(&r.ja4).is_empty() {
+                out.push(("INFO", format!("Client fingerprint JA4 {} in Session: {session}", text(&r.ja4))));
+            }
             let leg = if r.leg == Leg::Client as u8 { "client" } else { "server" };
             out.push((
                 "ERROR",
@@ -74,7 +77,7 @@ pub fn log_lines(r: &EventRecord) -> Vec<(&'static str, String)> {
 }
 
 fn summary_line(r: &EventRecord, kind: EventKind) -> String {
-    format!(
+    let mut line = format!(
         "Session: {} {} {} -> {} sni {} rule {} bytes {}/{}",
         r.session_label(),
         kind.name(),
@@ -84,7 +87,12 @@ fn summary_line(r: &EventRecord, kind: EventKind) -> String {
         text(&r.rule),
         r.bytes_up,
         r.bytes_down
-    )
+    );
+    if !text(&r.ja4).is_empty() {
+        line.push_str(" ja4 ");
+        line.push_str(text(&r.ja4));
+    }
+    line
 }
 
 /// `2014-02-05 05:21:42,189` (UTC).

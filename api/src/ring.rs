@@ -19,7 +19,7 @@
 //!   offset 128  tail     u64  next index to read         (consumer-owned)
 //!               reported u64  drops already reported     (consumer-owned)
 //!   offset 192  dropped  u64  pushes refused, ring full  (producer-owned)
-//!   offset 256  capacity × EventRecord (1024 bytes each); index i is in slot i % capacity
+//!   offset 256  capacity × EventRecord (1152 bytes each); index i is in slot i % capacity
 //! ```
 //!
 //! Indices only grow (a u64 does not wrap in practice); `head - tail` records are
@@ -71,7 +71,7 @@ use crate::Error;
 pub const RING_MAGIC: [u8; 8] = *b"TGEVRING";
 
 /// Version of the header and record layout; bump on any change to either.
-pub const RING_LAYOUT_VERSION: u32 = 2;
+pub const RING_LAYOUT_VERSION: u32 = 3;
 
 /// Largest capacity (records) a ring may have: 1 GiB of records.
 pub const MAX_CAPACITY: u32 = 1 << 20;
@@ -485,10 +485,10 @@ mod tests {
         let p = temp_path("layout");
         let prod = Producer::create(&p, 4).unwrap();
         let bytes = fs::read(&p).unwrap();
-        assert_eq!(bytes.len(), 256 + 4 * 1024);
+        assert_eq!(bytes.len(), 256 + 4 * 1152);
         assert_eq!(&bytes[..8], b"TGEVRING");
         assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), RING_LAYOUT_VERSION);
-        assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 1024);
+        assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 1152);
         assert_eq!(u32::from_ne_bytes(bytes[16..20].try_into().unwrap()), 4);
         drop(prod);
         let _ = fs::remove_file(&p);

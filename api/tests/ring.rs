@@ -346,7 +346,7 @@ fn foreign_files_are_refused_naming_the_file() {
     fresh(&path);
     patch(&path, 12, &512u32.to_ne_bytes());
     let msg = refusal(&path);
-    assert!(msg.contains("record size 512 bytes") && msg.contains("1024"), "{msg}");
+    assert!(msg.contains("record size 512 bytes") && msg.contains("1152"), "{msg}");
 
     fresh(&path);
     patch(&path, 8, &99u32.to_ne_bytes());
@@ -424,7 +424,8 @@ fn seed_abort() -> EventRecord {
 fn to_json_names_the_seed_fields() {
     let j = seed_abort().to_json();
     let o = j.as_object().unwrap();
-    assert_eq!(o.len(), 34, "one key per field: {j:#}");
+    assert_eq!(o.len(), 35, "one key per field (ja4, ALPN and groups only when known): {j:#}");
+    assert_eq!(j["ech_offered"], false);
     assert_eq!(j["cause"], "certificate");
     assert_eq!(j["reason"], "self signed certificate");
     assert!(j["rule_index"].is_null());

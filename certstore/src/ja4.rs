@@ -28,6 +28,7 @@ pub struct Ja4 {
     a: String,
     ciphers: String,
     extensions: String,
+    ech: bool,
 }
 
 impl Ja4 {
@@ -110,7 +111,14 @@ impl Ja4 {
             ext.push('_');
             ext.push_str(&hex(&sigs));
         }
-        Some(Ja4 { a, ciphers: hex(&ciphers), extensions: ext })
+        let ech = h.extensions.contains(&0xfe0d);
+        Some(Ja4 { a, ciphers: hex(&ciphers), extensions: ext, ech })
+    }
+
+    /// Whether the hello offered `encrypted_client_hello` (0xfe0d): real, or
+    /// GREASE (Chromium always sends one). Only recorded: never decided on.
+    pub fn offers_ech(&self) -> bool {
+        self.ech
     }
 
     /// JA4_r: the lists instead of their hashes.

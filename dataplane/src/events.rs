@@ -183,6 +183,18 @@ impl EventWriter {
         r.config_version = s.config_version;
         r.tls_version = info.version;
         r.cipher_suite = info.suite;
+        if let Some(j) = &info.ja4 {
+            set_text(&mut r.ja4, j);
+        }
+        for (field, alpn) in
+            [(&mut r.alpn_client, &info.alpn_client), (&mut r.alpn_server, &info.alpn_server)]
+        {
+            if let Some(a) = alpn {
+                set_text(field, &String::from_utf8_lossy(a));
+            }
+        }
+        (r.group_client, r.group_server) = (info.group_client, info.group_server);
+        r.ech_offered = u8::from(info.ech_offered);
         if let Some(sni) = &info.sni {
             set_text(&mut r.sni, sni);
         }

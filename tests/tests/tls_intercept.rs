@@ -38,6 +38,31 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
     assert_eq!(counter(&out.summary, "tls_aborted"), 0);
     assert_eq!(counter(&out.summary, "intercept_bytes_up"), request.len() as u64, "plaintext relayed up");
     assert_eq!(counter(&out.summary, "intercept_bytes_down"), 10_000_000, "plaintext relayed down");
+    // The event: the client's JA4 (the hello this client config sends), the ALPN
+    // and the key-exchange group of each leg; the log line carries the JA4.
+    let mut hello = Vec::new();
+    let name = tlsgate_certstore::pki_types::ServerName::try_from(pki::SERVER).unwrap();
+    rustls::ClientConnection::new(client_config(&setup.ca, None), name)
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let ja4 = tlsgate_certstore::Ja4::from_records(&hello).unwrap().to_string();
+    assert!(ja4.starts_with("t13d"), "{ja4}");
+    let (log, events) = logs(&setup);
+    let e = events.iter().find(|e| e["kind"] == "decrypted").expect("a decrypted event");
+    assert_eq!(e["ja4"], ja4.as_str(), "{e}");
+    assert_eq!(
+        (e["alpn_client"].as_str(), e["alpn_server"].as_str()),
+        (Some("http/1.1"), Some("http/1.1")),
+        "{e}"
+    );
+    assert_eq!(
+        (e["group_client"].as_str(), e["group_server"].as_str()),
+        (Some("X25519"), Some("X25519")),
+        "{e}"
+    );
+    assert_eq!(e["ech_offered"], false);
+    assert!(log.contains(&format!(" ja4 {ja4}")), "{log}");
 }
 
 /// SEED problem 1: the server speaks TLS 1.2 with AES-256-GCM suites only; the base

@@ -80,6 +80,12 @@ pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_,
     let ch = accepted.client_hello();
     let sni = ch.server_name().map(str::to_string);
     cx.info.sni = sni.clone();
+    if cx.info.ja4.is_none() {
+        if let Some(j) = tlsgate_certstore::Ja4::from_records(&raw) {
+            cx.info.ja4 = Some(j.to_string());
+            cx.info.ech_offered = j.offers_ech();
+        }
+    }
     let a = cx.addrs;
     let key: ServerKey = (a.server, a.port, sni.clone());
     if let Some(policy) = cx.policy {

@@ -186,6 +186,18 @@ pub struct TlsInfo {
     /// A leaf asked of the signer: the intercept path wakes the flow when its
     /// answer comes.
     pub sign_ticket: Option<u64>,
+    /// The client's JA4 fingerprint, once its ClientHello was read.
+    pub ja4: Option<String>,
+    /// The ClientHello offered `encrypted_client_hello` (real or GREASE).
+    pub ech_offered: bool,
+    /// ALPN agreed on each leg.
+    pub alpn_client: Option<Vec<u8>>,
+    /// ALPN agreed with the server.
+    pub alpn_server: Option<Vec<u8>>,
+    /// Key-exchange group of each leg (IANA named group; 0 none).
+    pub group_client: u16,
+    /// Key-exchange group with the server.
+    pub group_server: u16,
 }
 
 /// What a step works with besides its state.
@@ -250,8 +262,14 @@ impl TlsFlow {
                 other => (other, Some(TlsAction::Continue)),
             };
             self.state = next;
-            cx.info.decrypted |=
-                matches!(&self.state, TlsState::Both { to_client, .. } if !to_client.is_handshaking());
+            if let TlsState::Both { to_client, .. } = &self.state {
+                if !to_client.is_handshaking() && !cx.info.decrypted {
+                    cx.info.decrypted = true;
+                    cx.info.alpn_client = to_client.alpn_protocol().map(<[u8]>::to_vec);
+                    cx.info.group_client =
+                        to_client.negotiated_key_exchange_group().map_or(0, |g| u16::from(g.name()));
+                }
+            }
             if let Some(a) = action {
                 return a;
             }

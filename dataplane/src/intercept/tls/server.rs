@@ -70,6 +70,8 @@ pub(super) fn step(
     cx.info.server_resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     cx.info.version = conn.protocol_version().map_or(0, u16::from);
     cx.info.suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
+    cx.info.alpn_server = conn.alpn_protocol().map(<[u8]>::to_vec);
+    cx.info.group_server = conn.negotiated_key_exchange_group().map_or(0, |g| u16::from(g.name()));
     let chain: Vec<_> = conn.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
     if cx.info.server_resumed && cx.info.untrusted.is_none() {
         // No chain was verified this time: one accepted under `untrust` before
