@@ -428,7 +428,11 @@ pub fn run(cli: &Cli) -> Result<String, Failure> {
     if let (Command::Ca(CaCmd::Export { der, out }), Response::Ca { cert: Some(c), .. }) =
         (&cli.command, &resp)
     {
-        let bytes = if *der { crate::state::b64(c).map_err(Failure::Error)? } else { c.clone().into_bytes() };
+        let bytes = if *der {
+            crate::state::b64(c).map_err(|e| Failure::Error(e.to_string()))?
+        } else {
+            c.clone().into_bytes()
+        };
         write_out(out.as_deref(), &bytes)?;
         return Ok(out.as_ref().map_or(String::new(), |p| format!("written to {}\n", p.display())));
     }

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -98,45 +100,52 @@ impl Default for ControlConfig {
 
 impl ControlConfig {
     /// Reads and validates a file; the error names the file and the field.
-    pub fn load(path: &Path) -> Result<ControlConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<ControlConfig> {
+        let text = std::fs::read_to_string(path).map_err(Error::file(path))?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
     /// Parses and validates TOML text.
-    pub fn from_toml(text: &str) -> Result<ControlConfig, String> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    pub fn from_toml(text: &str) -> Result<ControlConfig> {
+        let file: ConfigFile = toml::from_str(text)?;
         file.control.validate()?;
         Ok(file.control)
     }
 
     /// Cross-field checks; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.mode()?;
         if self.max_log_bytes < 4096 {
-            return Err("control.max_log_bytes: at least 4096".into());
+            return Err(Error::config("max_log_bytes", "at least 4096"));
         }
         if self.log_files_kept == 0 || self.log_files_kept > 100 {
-            return Err(format!("control.log_files_kept: {} is outside 1..=100", self.log_files_kept));
+            return Err(Error::config(
+                "log_files_kept",
+                format!("{} is outside 1..=100", self.log_files_kept),
+            ));
         }
         if self.events_indexed == 0 || self.events_indexed > 1_000_000 {
-            return Err(format!("control.events_indexed: {} is outside 1..=1000000", self.events_indexed));
+            return Err(Error::config(
+                "events_indexed",
+                format!("{} is outside 1..=1000000", self.events_indexed),
+            ));
         }
         if self.chains_kept == 0 || self.chains_kept > 100_000 {
-            return Err(format!("control.chains_kept: {} is outside 1..=100000", self.chains_kept));
+            return Err(Error::config("chains_kept", format!("{} is outside 1..=100000", self.chains_kept)));
         }
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "control.metrics_listen: {:?} is not an address:port (\"\" disables)",
-                self.metrics_listen
+            return Err(Error::config(
+                "metrics_listen",
+                format!("{:?} is not an address:port (\"\" disables)", self.metrics_listen),
             ));
         }
         if let Some(k) = &self.vendor_key {
-            tlsgate_certstore::VendorKey::from_base64(k).map_err(|e| format!("control.vendor_key: {e}"))?;
+            tlsgate_certstore::VendorKey::from_base64(k)
+                .map_err(|e| Error::config("vendor_key", e.to_string()))?;
         }
         if let Some(d) = &self.device_id {
             if d.trim().is_empty() {
-                return Err("control.device_id: empty".into());
+                return Err(Error::config("device_id", "empty"));
             }
         }
         for (field, p) in [
@@ -147,51 +156,59 @@ impl ControlConfig {
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
-                return Err(format!("control.{field}: {} is not an absolute path", p.display()));
+                return Err(Error::config(field, format!("{} is not an absolute path", p.display())));
             }
         }
         for (i, k) in self.pkcs11_keys.iter().enumerate() {
             let u = crate::pkcs11::Pkcs11Uri::configured(k)
-                .map_err(|e| format!("control.pkcs11_keys[{i}]: {e}"))?;
+                .map_err(|e| Error::config(format!("pkcs11_keys[{i}]"), e.to_string()))?;
             if let Some(m) = u.module.as_deref().and_then(|m| std::fs::metadata(m).ok()) {
                 use std::os::unix::fs::MetadataExt;
                 if m.uid() != 0 && m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
-                    return Err(format!(
-                        "control.pkcs11_keys[{i}]: module-path {}: must be owned by root and writable by root only",
-                        u.module.as_deref().unwrap_or_default()
+                    return Err(Error::config(
+                        format!("pkcs11_keys[{i}]"),
+                        format!(
+                            "module-path {}: must be owned by root and writable by root only",
+                            u.module.as_deref().unwrap_or_default()
+                        ),
                     ));
                 }
             }
         }
         if self.dataplane_socket == self.socket {
-            return Err(format!(
-                "control.dataplane_socket: {} is also control.socket; the dataplane needs a socket of its own",
-                self.socket.display()
+            return Err(Error::config(
+                "dataplane_socket",
+                format!(
+                    "{} is also control.socket; the dataplane needs a socket of its own",
+                    self.socket.display()
+                ),
             ));
         }
         Ok(())
     }
 
     /// The socket mode.
-    pub fn mode(&self) -> Result<u32, String> {
+    pub fn mode(&self) -> Result<u32> {
         u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
             .ok_or_else(|| {
-                format!("control.socket_mode: {:?} is not an octal mode like \"0660\"", self.socket_mode)
+                Error::config(
+                    "socket_mode",
+                    format!("{:?} is not an octal mode like \"0660\"", self.socket_mode),
+                )
             })
     }
 
     /// The device id: the configured one, else `/etc/machine-id`.
-    pub fn device_id(&self) -> Result<String, String> {
+    pub fn device_id(&self) -> Result<String> {
         if let Some(d) = &self.device_id {
             return Ok(d.trim().to_string());
         }
-        let text = std::fs::read_to_string("/etc/machine-id")
-            .map_err(|e| format!("control.device_id is not set and /etc/machine-id: {e}"))?;
+        let text = std::fs::read_to_string("/etc/machine-id").map_err(Error::MachineId)?;
         let id = text.trim().to_string();
         if id.is_empty() {
-            return Err("control.device_id is not set and /etc/machine-id is empty".into());
+            return Err(Error::MachineIdEmpty);
         }
         Ok(id)
     }
@@ -221,6 +238,7 @@ mod tests {
             ("[control]\nsockett = \"/x\"\n", "sockett"),
         ] {
             let err = ControlConfig::from_toml(text).unwrap_err();
+            let err = err.to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
     }

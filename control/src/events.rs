@@ -27,6 +27,8 @@ use std::time::Duration;
 use tlsgate_api::log::{format_lines, stamp};
 use tlsgate_api::{Consumer, EventKind, EventRecord, EventView};
 
+use crate::error::{Error, Result};
+
 /// Where things go and how much is kept.
 #[derive(Debug, Clone)]
 pub struct EventSettings {
@@ -134,13 +136,9 @@ pub struct EventLog {
 impl EventLog {
     /// Opens the log directory and reloads the index from the tail of
     /// `events.jsonl`.
-    pub fn open(s: EventSettings) -> Result<EventLog, String> {
+    pub fn open(s: EventSettings) -> Result<EventLog> {
         for (d, mode) in [(&s.log_dir, 0o750), (&s.chains_dir, 0o700)] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(d)
-                .map_err(|e| format!("{}: {e}", d.display()))?;
+            fs::DirBuilder::new().recursive(true).mode(mode).create(d).map_err(Error::file(d))?;
         }
         let jsonl = s.log_dir.join("events.jsonl");
         let mut index = Index::default();
@@ -273,9 +271,9 @@ impl EventLog {
 
     /// Keeps an abort chain (PEM) under its SHA-256; the oldest beyond
     /// `chains_kept` go.
-    pub fn store_chain(&self, sha256: &str, pem: &str) -> Result<(), String> {
+    pub fn store_chain(&self, sha256: &str, pem: &str) -> Result<()> {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("chain sha256 {sha256:?} is not 64 hex digits"));
+            return Err(Error::ChainName(sha256.to_string()));
         }
         let path = self.s.chains_dir.join(format!("{}.pem", sha256.to_ascii_lowercase()));
         OpenOptions::new()
@@ -285,9 +283,8 @@ impl EventLog {
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(pem.as_bytes()))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&self.s.chains_dir)
-            .map_err(|e| e.to_string())?
+            .map_err(Error::file(&path))?;
+        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&self.s.chains_dir)?
             .filter_map(Result::ok)
             .filter(|e| e.path().extension().is_some_and(|x| x == "pem"))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))

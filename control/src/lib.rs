@@ -11,6 +11,7 @@
 //!
 //! Modules:
 //! * [`config`] — `/etc/tlsgate/control.toml`.
+//! * [`error`]: the crate's one error type, [`Error`].
 //! * [`state`]: the state directory and its atomic writer; [`failpoint`] stops the
 //!   daemon between its steps in tests.
 //! * [`daemon`]: what each request does; versions, audit, snapshots.
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod link;
@@ -38,3 +40,5 @@ pub mod server;
 pub mod signer;
 pub mod state;
 pub mod vendor;
+
+pub use error::{Error, Result};

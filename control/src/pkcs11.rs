@@ -28,6 +28,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use tlsgate_certstore::{RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256};
 
+use crate::error::{Error, Result};
+
 /// A parsed `pkcs11:` URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkcs11Uri {
@@ -60,19 +62,14 @@ impl PinSpec {
     /// be a regular file owned by root or this process's user, readable by its
     /// owner only, of at most [`MAX_PIN_FILE`] bytes (read through a bound, not
     /// its reported size).
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String> {
         use std::io::Read;
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let path = match self {
             PinSpec::Value(v) => return Ok(v.clone()),
             PinSpec::Source(path) => path,
         };
-        let refuse = || {
-            format!(
-                "pin-source {}: not a regular file owned by root with mode 0600 or 0400 of at most {MAX_PIN_FILE} bytes",
-                path.display()
-            )
-        };
+        let refuse = || Error::PinSource(path.clone());
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -93,31 +90,35 @@ impl PinSpec {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad escape in {s:?}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
+            let hex = s.get(i + 1..i + 3).ok_or_else(|| Error::Pkcs11Uri(format!("bad escape in {s:?}")))?;
+            out.push(
+                u8::from_str_radix(hex, 16).map_err(|_| Error::Pkcs11Uri(format!("bad escape in {s:?}")))?,
+            );
             i += 3;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
+    String::from_utf8(out).map_err(|_| Error::Pkcs11Uri(format!("{s:?} is not UTF-8")))
 }
 
 impl Pkcs11Uri {
     /// Parses a URI; the error names what is missing or wrong.
-    pub fn parse(uri: &str) -> Result<Pkcs11Uri, String> {
-        let rest = uri.strip_prefix("pkcs11:").ok_or("a PKCS#11 URI starts with \"pkcs11:\"")?;
+    pub fn parse(uri: &str) -> Result<Pkcs11Uri> {
+        let bad = |m: &str| Error::Pkcs11Uri(m.to_string());
+        let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| bad("a PKCS#11 URI starts with \"pkcs11:\""))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (mut module, mut token, mut object, mut pin) = (None, None, None, None);
         for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').ok_or_else(|| format!("{attr:?}: expected name=value"))?;
+            let (k, v) =
+                attr.split_once('=').ok_or_else(|| bad(&format!("{attr:?}: expected name=value")))?;
             let v = percent_decode(v)?;
             match k {
                 "token" => token = Some(v),
@@ -126,19 +127,20 @@ impl Pkcs11Uri {
             }
         }
         for attr in query.split('&').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').ok_or_else(|| format!("{attr:?}: expected name=value"))?;
+            let (k, v) =
+                attr.split_once('=').ok_or_else(|| bad(&format!("{attr:?}: expected name=value")))?;
             let v = percent_decode(v)?;
             match k {
                 "module-path" => module = Some(v),
                 "pin-value" => pin = Some(PinSpec::Value(v)),
                 "pin-source" => pin = Some(PinSpec::Source(v.strip_prefix("file:").unwrap_or(&v).into())),
-                other => return Err(format!("unknown query attribute {other:?}")),
+                other => return Err(bad(&format!("unknown query attribute {other:?}"))),
             }
         }
         Ok(Pkcs11Uri {
             module,
-            token: token.ok_or("the URI names no token (its label)")?,
-            object: object.ok_or("the URI names no object (the key's label)")?,
+            token: token.ok_or_else(|| bad("the URI names no token (its label)"))?,
+            object: object.ok_or_else(|| bad("the URI names no object (the key's label)"))?,
             pin,
         })
     }
@@ -146,32 +148,40 @@ impl Pkcs11Uri {
     /// An entry of `control.pkcs11_keys`: an absolute `module-path` and a
     /// `pin-source` with an absolute path (a `pin-value` would be readable by
     /// whoever reads the configuration).
-    pub fn configured(uri: &str) -> Result<Pkcs11Uri, String> {
+    pub fn configured(uri: &str) -> Result<Pkcs11Uri> {
         let u = Pkcs11Uri::parse(uri)?;
         match &u.module {
             Some(m) if std::path::Path::new(m).is_absolute() => {}
-            _ => return Err("the URI names no absolute module-path (the PKCS#11 library)".into()),
+            _ => {
+                return Err(Error::Pkcs11Uri(
+                    "the URI names no absolute module-path (the PKCS#11 library)".into(),
+                ))
+            }
         }
         match &u.pin {
             Some(PinSpec::Source(p)) if p.is_absolute() => {}
             Some(PinSpec::Value(_)) => {
-                return Err("pin-value would be readable by whoever reads this file: use pin-source=FILE \
-                            (owned by root, mode 0600 or 0400)"
-                    .into())
+                return Err(Error::Pkcs11Uri(
+                    "pin-value would be readable by whoever reads this file: use pin-source=FILE \
+                     (owned by root, mode 0600 or 0400)"
+                        .into(),
+                ))
             }
-            _ => return Err("the URI gives no pin-source with an absolute path".into()),
+            _ => return Err(Error::Pkcs11Uri("the URI gives no pin-source with an absolute path".into())),
         }
         Ok(u)
     }
 
     /// An operator's request: a token and an object, perhaps a `module-path`;
     /// never a PIN.
-    pub fn requested(uri: &str) -> Result<Pkcs11Uri, String> {
+    pub fn requested(uri: &str) -> Result<Pkcs11Uri> {
         let u = Pkcs11Uri::parse(uri)?;
         if u.pin.is_some() {
-            return Err("a request gives no PIN: root names the key and its pin-source in \
-                        control.pkcs11_keys, and the request names the key (pkcs11:token=T;object=O)"
-                .into());
+            return Err(Error::Pkcs11Uri(
+                "a request gives no PIN: root names the key and its pin-source in \
+                 control.pkcs11_keys, and the request names the key (pkcs11:token=T;object=O)"
+                    .into(),
+            ));
         }
         Ok(u)
     }
@@ -203,20 +213,20 @@ pub struct Pkcs11Key {
 static CONTEXTS: OnceLock<Mutex<HashMap<String, Pkcs11>>> = OnceLock::new();
 static KEYS: OnceLock<Mutex<HashMap<String, Arc<Pkcs11Key>>>> = OnceLock::new();
 
-fn context(module: &str) -> Result<Pkcs11, String> {
+fn context(module: &str) -> Result<Pkcs11> {
     let mut all = CONTEXTS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(c) = all.get(module) {
         return Ok(c.clone());
     }
-    let ctx = Pkcs11::new(module).map_err(|e| format!("PKCS#11 module {module}: {e}"))?;
-    ctx.initialize(CInitializeArgs::OsThreads).map_err(|e| format!("PKCS#11 initialize {module}: {e}"))?;
+    let ctx = Pkcs11::new(module).map_err(pkcs11(format!("module {module}")))?;
+    ctx.initialize(CInitializeArgs::OsThreads).map_err(pkcs11(format!("initialize {module}")))?;
     all.insert(module.to_string(), ctx.clone());
     Ok(ctx)
 }
 
 /// The key a configured URI names, opened once and then shared (by library,
 /// token and object: two spellings of one key share one session).
-pub fn key_for(uri_text: &str) -> Result<SharedKey, String> {
+pub fn key_for(uri_text: &str) -> Result<SharedKey> {
     let uri = Pkcs11Uri::configured(uri_text)?;
     let id = format!("{:?}", (&uri.module, &uri.token, &uri.object));
     let mut keys = KEYS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,57 +257,67 @@ impl RemoteKeyPair for SharedKey {
 
 impl Pkcs11Key {
     /// Opens the token and finds the key; the error names what failed.
-    pub fn open(uri: &Pkcs11Uri) -> Result<Pkcs11Key, String> {
-        let module = uri.module.as_deref().ok_or("the URI names no module-path")?;
+    pub fn open(uri: &Pkcs11Uri) -> Result<Pkcs11Key> {
+        let module =
+            uri.module.as_deref().ok_or_else(|| Error::Pkcs11Uri("the URI names no module-path".into()))?;
         let ctx = context(module)?;
         let slot = ctx
             .get_slots_with_token()
-            .map_err(|e| format!("PKCS#11 slots: {e}"))?
+            .map_err(pkcs11("slots"))?
             .into_iter()
             .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label().trim_end() == uri.token))
-            .ok_or_else(|| format!("no token labelled {:?}", uri.token))?;
-        let session = ctx.open_ro_session(slot).map_err(|e| format!("PKCS#11 session: {e}"))?;
-        let pin = uri.pin.as_ref().ok_or("the URI gives no pin-source")?.read()?;
+            .ok_or_else(|| Error::Token(format!("no token labelled {:?}", uri.token)))?;
+        let session = ctx.open_ro_session(slot).map_err(pkcs11("session"))?;
+        let pin =
+            uri.pin.as_ref().ok_or_else(|| Error::Pkcs11Uri("the URI gives no pin-source".into()))?.read()?;
         match session.login(UserType::User, Some(&AuthPin::new(pin))) {
             // Login state is per token and process: another key of this token
             // logged it in already (with the PIN root configured).
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(format!("PKCS#11 login to token {:?}: {e}", uri.token)),
+            Err(e) => return Err(pkcs11(format!("login to token {:?}", uri.token))(e)),
         }
         let label = Attribute::Label(uri.object.as_bytes().to_vec());
         let find = |class| {
             session
                 .find_objects(&[Attribute::Class(class), label.clone()])
-                .map_err(|e| format!("PKCS#11 find {:?}: {e}", uri.object))
+                .map_err(pkcs11(format!("find {:?}", uri.object)))
         };
-        let key = *find(ObjectClass::PRIVATE_KEY)?
-            .first()
-            .ok_or_else(|| format!("no private key labelled {:?} on token {:?}", uri.object, uri.token))?;
-        let public_obj = *find(ObjectClass::PUBLIC_KEY)?
-            .first()
-            .ok_or_else(|| format!("no public key labelled {:?} on token {:?}", uri.object, uri.token))?;
+        let key = *find(ObjectClass::PRIVATE_KEY)?.first().ok_or_else(|| {
+            Error::Token(format!("no private key labelled {:?} on token {:?}", uri.object, uri.token))
+        })?;
+        let public_obj = *find(ObjectClass::PUBLIC_KEY)?.first().ok_or_else(|| {
+            Error::Token(format!("no public key labelled {:?} on token {:?}", uri.object, uri.token))
+        })?;
         let point = session
             .get_attributes(public_obj, &[AttributeType::EcPoint])
-            .map_err(|e| format!("PKCS#11 public key: {e}"))?
+            .map_err(pkcs11("public key"))?
             .into_iter()
             .find_map(|a| match a {
                 Attribute::EcPoint(p) => Some(p),
                 _ => None,
             })
-            .ok_or("the public key has no EC point (only P-256 keys are supported)")?;
+            .ok_or_else(|| {
+                Error::Token("the public key has no EC point (only P-256 keys are supported)".into())
+            })?;
         // CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
         let public = match point.as_slice() {
             [0x04, 0x41, rest @ ..] if rest.len() == 65 && rest[0] == 0x04 => rest.to_vec(),
             [0x04, ..] if point.len() == 65 => point.clone(),
             _ => {
-                return Err(
-                    "the key is not an uncompressed P-256 point (only P-256 keys are supported)".into()
-                )
+                return Err(Error::Token(
+                    "the key is not an uncompressed P-256 point (only P-256 keys are supported)".into(),
+                ))
             }
         };
         Ok(Pkcs11Key { session: Mutex::new(session), key, public, _ctx: ctx })
     }
+}
+
+/// A failed PKCS#11 call, `what` naming it.
+fn pkcs11(what: impl Into<String>) -> impl FnOnce(cryptoki::error::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Pkcs11 { what, source }
 }
 
 /// `r‖s` (each 32 bytes) as the DER `SEQUENCE { INTEGER r, INTEGER s }`.
@@ -367,7 +387,7 @@ mod tests {
             ("pkcs11:token=t;object=o?module-path=/m&pin-value=1&evil=1", "unknown"),
             ("pkcs11:token=t;object=%ZZ", "bad escape"),
         ] {
-            let e = Pkcs11Uri::parse(bad).unwrap_err();
+            let e = Pkcs11Uri::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
         // Root's configuration: an absolute library and a PIN file, never a
@@ -379,11 +399,11 @@ mod tests {
             ("pkcs11:token=t;object=o?module-path=/m&pin-source=p", "pin-source"),
             ("pkcs11:token=t;object=o?module-path=/m&pin-value=1", "pin-value"),
         ] {
-            let e = Pkcs11Uri::configured(bad).unwrap_err();
+            let e = Pkcs11Uri::configured(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
         // An operator's request: never a PIN; it picks a configured key.
-        let e = Pkcs11Uri::requested("pkcs11:token=t;object=o?pin-source=/root/x").unwrap_err();
+        let e = Pkcs11Uri::requested("pkcs11:token=t;object=o?pin-source=/root/x").unwrap_err().to_string();
         assert!(e.contains("control.pkcs11_keys"), "{e}");
         let want = Pkcs11Uri::requested("pkcs11:token=tls%20gate;object=ca").unwrap();
         assert!(u.answers(&want));
@@ -423,7 +443,7 @@ mod tests {
             big,
             dir.join("missing"),
         ] {
-            let e = PinSpec::Source(bad.clone()).read().unwrap_err();
+            let e = PinSpec::Source(bad.clone()).read().unwrap_err().to_string();
             // One message for every refusal: no oracle on files the caller
             // cannot see.
             assert!(

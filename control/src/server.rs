@@ -24,6 +24,7 @@ use tlsgate_api::{write_frame, Body, ErrorCode, Frame, FrameReader, Request, Res
 
 use crate::audit::Outcome;
 use crate::daemon::Daemon;
+use crate::error::{Error, Result};
 use crate::link::Link;
 
 /// Who is on the other end of a connection.
@@ -73,13 +74,13 @@ pub struct Listeners {
 
 /// Binds both sockets: removes stale ones, sets modes and the operator socket's
 /// group. Refuses to take over a socket another daemon still answers on.
-pub fn bind(daemon: &Daemon) -> Result<Listeners, String> {
+pub fn bind(daemon: &Daemon) -> Result<Listeners> {
     let gid = match &daemon.cfg.socket_group {
         None => None,
         Some(name) => {
             let g = nix::unistd::Group::from_name(name)
-                .map_err(|e| format!("control.socket_group {name:?}: {e}"))?
-                .ok_or_else(|| format!("control.socket_group: no group named {name:?}"))?;
+                .map_err(|source| Error::SocketGroup { name: name.clone(), source })?
+                .ok_or_else(|| Error::config("socket_group", format!("no group named {name:?}")))?;
             Some(g.gid.as_raw())
         }
     };
@@ -88,19 +89,18 @@ pub fn bind(daemon: &Daemon) -> Result<Listeners, String> {
     Ok(Listeners { operator, dataplane, group: gid })
 }
 
-fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, String> {
+fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(Error::file(parent))?;
     }
     if UnixStream::connect(path).is_ok() {
-        return Err(format!("{} is served by another running tlsgate-control", path.display()));
+        return Err(Error::SocketInUse(path.to_path_buf()));
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(Error::file(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::file(path))?;
     if let Some(g) = gid {
-        std::os::unix::fs::chown(path, None, Some(g)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(g)).map_err(Error::file(path))?;
     }
     Ok(listener)
 }

@@ -46,7 +46,7 @@ struct Pending {
     record: crate::state::CaRecord,
     trust: Arc<TrustSnapshot>,
     validate: bool,
-    error: String,
+    error: crate::Error,
     tried: Instant,
 }
 

@@ -28,6 +28,7 @@ use tlsgate_api::HistoryEntry;
 use tlsgate_certstore::{DecryptionCa, ImportAs, TrustStore};
 use tlsgate_policy::{Policy, PolicyStore};
 
+use crate::error::{Error, Result};
 use crate::failpoint;
 
 /// The state file's format.
@@ -113,27 +114,24 @@ impl CaRecord {
 
     /// The CA's certificate (DER) and its summary, without its key: what status,
     /// metrics, export and the trust checks need (a token is never touched).
-    pub fn certificate(&self) -> Result<(Vec<u8>, tlsgate_certstore::CertSummary), String> {
-        let der = tlsgate_certstore::parse_certificates(self.cert_pem.as_bytes())
-            .map_err(|e| e.to_string())?
+    pub fn certificate(&self) -> Result<(Vec<u8>, tlsgate_certstore::CertSummary)> {
+        let der = tlsgate_certstore::parse_certificates(self.cert_pem.as_bytes())?
             .into_iter()
             .next()
-            .ok_or("no certificate")?;
-        let summary = tlsgate_certstore::summarize(der.as_ref()).map_err(|e| e.to_string())?;
+            .ok_or(Error::NoCertificate)?;
+        let summary = tlsgate_certstore::summarize(der.as_ref())?;
         Ok((der.as_ref().to_vec(), summary))
     }
 
     /// The CA, ready to sign (its key from the state, or through its token).
-    pub fn open(&self) -> Result<DecryptionCa, String> {
+    pub fn open(&self) -> Result<DecryptionCa> {
         let now = tlsgate_certstore::pki_types::UnixTime::now();
         match &self.pkcs11 {
             Some(uri) => {
                 let key = crate::pkcs11::key_for(uri)?;
-                DecryptionCa::import_with_remote_key(self.cert_pem.as_bytes(), Box::new(key), now)
-                    .map_err(|e| e.to_string())
+                Ok(DecryptionCa::import_with_remote_key(self.cert_pem.as_bytes(), Box::new(key), now)?)
             }
-            None => DecryptionCa::import(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), now)
-                .map_err(|e| e.to_string()),
+            None => Ok(DecryptionCa::import(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), now)?),
         }
     }
 }
@@ -183,32 +181,33 @@ impl StateFile {
     }
 
     /// Checks what a hand-edited or damaged file could get wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         if self.format != FORMAT {
-            return Err(format!("format {} (this build reads {FORMAT})", self.format));
+            return Err(Error::StateFormat(self.format));
         }
         if self.policies.is_empty() {
-            return Err("no committed policy".into());
+            return Err(Error::NoPolicy);
         }
         for p in &self.policies {
-            Policy::from_json(&p.policy).map_err(|e| format!("policy of version {}: {e}", p.version))?;
+            Policy::from_json(&p.policy)
+                .map_err(|source| Error::PolicyVersion { version: p.version, source })?;
         }
         if let Some(c) = &self.candidate {
-            Policy::from_json(c).map_err(|e| format!("candidate policy: {e}"))?;
+            Policy::from_json(c).map_err(Error::CandidatePolicy)?;
         }
-        self.trust_store_without_system().map_err(|e| format!("trust: {e}"))?;
+        self.trust_store_without_system().map_err(|e| Error::Trust(Box::new(e)))?;
         match &self.ca {
             // A key in the state must match its certificate.
             Some(ca) if ca.pkcs11.is_none() => {
-                ca.open().map_err(|e| format!("decryption CA: {e}"))?;
+                ca.open().map_err(|e| Error::DecryptionCa(Box::new(e)))?;
             }
             // A token is not opened here: a token that is down (or a PIN file
             // changed) must not stop the control plane from starting. The
             // signer opens it, and says so when it cannot.
             Some(ca) => {
-                ca.certificate().map_err(|e| format!("decryption CA: {e}"))?;
+                ca.certificate().map_err(|e| Error::DecryptionCa(Box::new(e)))?;
                 crate::pkcs11::Pkcs11Uri::configured(ca.pkcs11.as_deref().unwrap_or_default())
-                    .map_err(|e| format!("decryption CA: {e}"))?;
+                    .map_err(|e| Error::DecryptionCa(Box::new(e)))?;
             }
             None => {}
         }
@@ -226,16 +225,15 @@ impl StateFile {
     }
 
     /// The policy store these records describe.
-    pub fn policy_store(&self) -> Result<PolicyStore, String> {
+    pub fn policy_store(&self) -> Result<PolicyStore> {
         let history = self
             .policies
             .iter()
             .map(|p| Policy::from_json(&p.policy).map(|pol| (p.version, pol)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let mut store = PolicyStore::restore(history, POLICIES_KEPT).map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut store = PolicyStore::restore(history, POLICIES_KEPT)?;
         if let Some(c) = &self.candidate {
-            store.load_candidate_json(c).map_err(|e| format!("candidate: {e}"))?;
+            store.load_candidate_json(c).map_err(Error::Candidate)?;
         }
         Ok(store)
     }
@@ -255,16 +253,16 @@ impl StateFile {
     }
 
     /// The trust store without the system bundle (for checks and listing).
-    pub fn trust_store_without_system(&self) -> Result<TrustStore, String> {
+    pub fn trust_store_without_system(&self) -> Result<TrustStore> {
         let mut store = TrustStore::without_system_bundle();
         self.import_records(&mut store)?;
         Ok(store)
     }
 
     /// The trust store, with the system bundle when it is on.
-    pub fn trust_store(&self) -> Result<TrustStore, String> {
+    pub fn trust_store(&self) -> Result<TrustStore> {
         let mut store = if self.system_bundle {
-            TrustStore::with_system_bundle().map_err(|e| format!("system bundle: {e}"))?
+            TrustStore::with_system_bundle().map_err(Error::SystemBundle)?
         } else {
             TrustStore::without_system_bundle()
         };
@@ -272,17 +270,18 @@ impl StateFile {
         Ok(store)
     }
 
-    fn import_records(&self, store: &mut TrustStore) -> Result<(), String> {
+    fn import_records(&self, store: &mut TrustStore) -> Result<()> {
         for r in &self.trust {
-            let der = b64(&r.der).map_err(|e| format!("entry {}: {e}", r.name))?;
+            let entry = |e: Error| Error::TrustEntry { name: r.name.clone(), source: Box::new(e) };
+            let der = b64(&r.der).map_err(entry)?;
             let how = if r.kind == "ca" { ImportAs::Ca } else { ImportAs::Pinned };
-            store.import_for(&r.name, &der, how, &r.names).map_err(|e| format!("entry {}: {e}", r.name))?;
+            store.import_for(&r.name, &der, how, &r.names).map_err(|e| entry(e.into()))?;
         }
         Ok(())
     }
 
     /// The decryption CA, ready to sign (for the signer; it opens a token).
-    pub fn decryption_ca(&self) -> Result<Option<DecryptionCa>, String> {
+    pub fn decryption_ca(&self) -> Result<Option<DecryptionCa>> {
         self.ca.as_ref().map(CaRecord::open).transpose()
     }
 
@@ -303,8 +302,8 @@ impl StateFile {
 }
 
 /// Decodes standard base64.
-pub fn b64(text: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("not base64: {e}"))
+pub fn b64(text: &str) -> Result<Vec<u8>> {
+    Ok(base64::engine::general_purpose::STANDARD.decode(text.trim())?)
 }
 
 /// Encodes standard base64.
@@ -320,14 +319,10 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens (creating, mode 0700) the directory.
-    pub fn open(dir: &Path) -> Result<StateDir, String> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        let refused = |source| Error::StateDir { path: dir.to_path_buf(), source };
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(refused)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(refused)?;
         Ok(StateDir { dir: dir.to_path_buf() })
     }
 
@@ -353,22 +348,22 @@ impl StateDir {
     /// leftover `state.json.tmp` (a write that did not reach its rename) is removed:
     /// the state is the previous one. A file that cannot be read is an error: the
     /// daemon refuses to start rather than start empty.
-    pub fn load(&self, now_s: u64) -> Result<StateFile, String> {
+    pub fn load(&self, now_s: u64) -> Result<StateFile> {
         let _ = fs::remove_file(self.tmp());
         let path = self.file();
         match fs::read(&path) {
             Ok(bytes) => {
                 let state: StateFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{}: not a tlsgate state file: {e}", path.display()))?;
-                state.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|source| Error::NotStateFile { path: path.clone(), source })?;
+                state.validate().map_err(|e| e.in_file(&path))?;
                 Ok(state)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let state = StateFile::initial(now_s);
-                self.save(&state).map_err(|e| format!("{}: {e}", path.display()))?;
+                self.save(&state).map_err(Error::file(&path))?;
                 Ok(state)
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(Error::file(path)(e)),
         }
     }
 
@@ -415,7 +410,7 @@ mod tests {
         let sd = StateDir::open(dir.path()).unwrap();
         sd.load(0).unwrap();
         fs::write(dir.path().join("state.json"), b"{\"format\": 1, \"vers").unwrap();
-        let err = sd.load(0).unwrap_err();
+        let err = sd.load(0).unwrap_err().to_string();
         assert!(err.contains("not a tlsgate state file"), "{err}");
         assert_eq!(fs::read(dir.path().join("state.json")).unwrap(), b"{\"format\": 1, \"vers");
     }

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-/// Why a vendor command failed (exit status 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct VendorError(pub String);
+use crate::error::{Error, Result};
 
 /// The vendor tool.
 #[derive(Parser, Debug)]
@@ -78,7 +75,7 @@ pub enum LicenseVendorCmd {
 }
 
 /// Runs a command; the text to print.
-pub fn run(cli: &VendorCli) -> Result<String, VendorError> {
+pub fn run(cli: &VendorCli) -> Result<String> {
     match &cli.command {
         VendorCmd::License(LicenseVendorCmd::Issue {
             key,
@@ -103,17 +100,24 @@ pub fn run(cli: &VendorCli) -> Result<String, VendorError> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, VendorError> {
-    std::fs::read(path).map_err(|e| VendorError(format!("{}: {e}", path.display())))
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::file(path))
 }
 
-fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), VendorError> {
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<()> {
     match out {
-        None => std::io::stdout().write_all(bytes).map_err(|e| VendorError(e.to_string())),
-        Some(p) => std::fs::write(p, bytes).map_err(|e| VendorError(format!("{}: {e}", p.display()))),
+        None => Ok(std::io::stdout().write_all(bytes)?),
+        Some(p) => std::fs::write(p, bytes).map_err(Error::file(p)),
     }
 }
 
+/// A refused option.
+fn arg(arg: &'static str, reason: impl std::fmt::Display) -> Error {
+    Error::Arg { arg, reason: reason.to_string() }
+}
+
+/// `license issue`: signs a license; the text to print (empty when it went to
+/// standard output).
 #[allow(clippy::too_many_arguments)]
 pub fn issue(
     key: &Path,
@@ -124,49 +128,46 @@ pub fn issue(
     not_after: Option<&str>,
     days: i64,
     out: Option<&Path>,
-) -> Result<String, VendorError> {
+) -> Result<String> {
     let signer = tlsgate_certstore::VendorSigner::from_key_file(&read(key)?)
-        .map_err(|e| VendorError(format!("{}: {e}", key.display())))?;
+        .map_err(|e| Error::from(e).in_file(key))?;
     let fmt = &time::format_description::well_known::Rfc3339;
     let start = match not_before {
-        Some(t) => {
-            time::OffsetDateTime::parse(t, fmt).map_err(|e| VendorError(format!("--not-before: {e}")))?
-        }
+        Some(t) => time::OffsetDateTime::parse(t, fmt).map_err(|e| arg("--not-before", e))?,
         None => {
             time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc())
         }
     };
     let end = match not_after {
-        Some(t) => {
-            time::OffsetDateTime::parse(t, fmt).map_err(|e| VendorError(format!("--not-after: {e}")))?
-        }
+        Some(t) => time::OffsetDateTime::parse(t, fmt).map_err(|e| arg("--not-after", e))?,
         None => start + time::Duration::days(days),
     };
     let payload = tlsgate_certstore::LicensePayload {
         serial: serial.to_string(),
         device_id: device.to_string(),
         features: features.to_vec(),
-        not_before: start.format(fmt).map_err(|e| VendorError(e.to_string()))?,
-        not_after: end.format(fmt).map_err(|e| VendorError(e.to_string()))?,
+        not_before: start.format(fmt)?,
+        not_after: end.format(fmt)?,
     };
-    let text = signer.issue(&payload).map_err(|e| VendorError(e.to_string()))?;
+    let text = signer.issue(&payload)?;
     write_out(out, text.as_bytes())?;
     Ok(out.map_or(String::new(), |p| {
         format!("license {serial} for device {device} written to {}\n", p.display())
     }))
 }
 
-pub fn keygen(out: &Path) -> Result<String, VendorError> {
+/// `license keygen`: writes a new private key (never over an existing file);
+/// the text to print names the public key.
+pub fn keygen(out: &Path) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let (signer, der) =
-        tlsgate_certstore::VendorSigner::generate().map_err(|e| VendorError(e.to_string()))?;
+    let (signer, der) = tlsgate_certstore::VendorSigner::generate()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
-        .map_err(|e| VendorError(format!("{}: {e}", out.display())))?;
-    f.write_all(tlsgate_certstore::pkcs8_pem(&der).as_bytes()).map_err(|e| VendorError(e.to_string()))?;
+        .map_err(Error::file(out))?;
+    f.write_all(tlsgate_certstore::pkcs8_pem(&der).as_bytes())?;
     Ok(format!(
         "vendor private key written to {}\nvendor public key (control.vendor_key): {}\n",
         out.display(),

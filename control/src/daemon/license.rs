@@ -30,14 +30,13 @@ impl Daemon {
     }
 
     /// The licenses held, each checked (signature, device) with its state now.
-    pub(super) fn licenses(&self, st: &StateFile) -> Vec<Result<License, String>> {
+    pub(super) fn licenses(&self, st: &StateFile) -> Vec<Result<License>> {
         st.licenses
             .iter()
             .map(|text| {
-                let key = self.vendor.as_ref().ok_or("no vendor key configured")?;
-                parse_license(text.as_bytes())
-                    .and_then(|l| l.verify_signature_and_device(key, &self.device_id))
-                    .map_err(|e| e.to_string())
+                let key = self.vendor.as_ref().ok_or(Error::NoVendorKey)?;
+                Ok(parse_license(text.as_bytes())
+                    .and_then(|l| l.verify_signature_and_device(key, &self.device_id))?)
             })
             .collect()
     }

@@ -30,6 +30,7 @@ use tlsgate_policy::{Policy, PolicyDiff, Position, Rule};
 
 use crate::audit::AuditLog;
 use crate::config::ControlConfig;
+use crate::error::{Error, Result};
 use crate::events::{EventLog, EventSettings, Filter};
 use crate::link::Link;
 use crate::signer::Signer;
@@ -77,12 +78,12 @@ fn unsupported(other: Request) -> Response {
 /// A refusal.
 struct No(ErrorCode, String);
 
-fn invalid(m: impl Into<String>) -> No {
-    No(ErrorCode::Invalid, m.into())
+fn invalid(m: impl std::fmt::Display) -> No {
+    No(ErrorCode::Invalid, m.to_string())
 }
 
-fn not_found(m: impl Into<String>) -> No {
-    No(ErrorCode::NotFound, m.into())
+fn not_found(m: impl std::fmt::Display) -> No {
+    No(ErrorCode::NotFound, m.to_string())
 }
 
 /// What a change did.
@@ -113,7 +114,7 @@ pub fn cert_info(name: &str, kind: &str, s: &CertSummary, pem: Option<String>) -
 
 impl Daemon {
     /// Opens the state directory and the event log.
-    pub fn open(cfg: ControlConfig) -> Result<Daemon, String> {
+    pub fn open(cfg: ControlConfig) -> Result<Daemon> {
         let device_id = cfg.device_id()?;
         let (cfg_log_dir, cfg_max, cfg_kept) = (cfg.log_dir.clone(), cfg.max_log_bytes, cfg.log_files_kept);
         let dir = StateDir::open(&cfg.state_dir)?;
@@ -160,11 +161,11 @@ impl Daemon {
     /// A dataplane said hello: it becomes the link and gets the current snapshot
     /// at once. Refused while another dataplane's connection is open (one
     /// dataplane at a time); the message names the one connected.
-    pub fn attach(&self, link: Arc<Link>) -> Result<(), String> {
+    pub fn attach(&self, link: Arc<Link>) -> Result<()> {
         {
             let mut cur = self.link.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(l) = cur.as_ref().filter(|l| !l.is_closed()) {
-                return Err(format!("a dataplane (pid {}) is already connected", l.pid));
+                return Err(Error::DataplaneConnected { pid: l.pid });
             }
             *cur = Some(link.clone());
         }

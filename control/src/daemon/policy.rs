@@ -46,7 +46,7 @@ impl Daemon {
                 let st = self.state();
                 let store = match st.policy_store() {
                     Ok(s) => s,
-                    Err(e) => return Response::error(ErrorCode::Internal, e),
+                    Err(e) => return Response::error(ErrorCode::Internal, e.to_string()),
                 };
                 match text {
                     None => Response::Diff {

@@ -274,7 +274,7 @@ impl Daemon {
         let st = self.state();
         let store = match st.trust_store_without_system() {
             Ok(s) => s,
-            Err(e) => return Response::error(ErrorCode::Internal, e),
+            Err(e) => return Response::error(ErrorCode::Internal, e.to_string()),
         };
         let system_cas = if st.system_bundle {
             tlsgate_certstore::TrustStore::with_system_bundle().map_or(0, |s| s.system_entries().len())
@@ -313,7 +313,7 @@ impl Daemon {
         }
         match self.events.store_chain(&actual, pem) {
             Ok(()) => Response::Done { message: format!("chain {actual} kept"), version: None },
-            Err(e) => Response::error(ErrorCode::Invalid, e),
+            Err(e) => Response::error(ErrorCode::Invalid, e.to_string()),
         }
     }
 }
