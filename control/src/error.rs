@@ -174,6 +174,18 @@ pub enum Error {
     /// A time cannot be written as RFC 3339.
     #[error(transparent)]
     TimeFormat(#[from] time::error::Format),
+    /// `license issue --out`: the file exists, or is a link; it is never
+    /// overwritten, nor a link followed.
+    #[error("--out {}: the file exists (or is a link); tlsgate-vendor never overwrites a file: remove it or choose another name", .0.display())]
+    OutExists(PathBuf),
+    /// The vendor's private key file is readable by others than its owner.
+    #[error("{}: the key file must be readable by its owner only (mode 0600 or 0400), not {mode:04o}", .path.display())]
+    KeyFileMode {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl Error {

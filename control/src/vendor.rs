@@ -6,6 +6,9 @@
 //! tlsgate-vendor license issue --key vendor.key --device ID --serial TG-0001 \
 //!     --feature strong-crypto [--not-before T] [--not-after T | --days N] [--out FILE]
 //! ```
+//!
+//! The private key file must be readable by its owner only (like ssh's keys).
+//! `--out` makes a new file: it never overwrites one, nor follows a link.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,7 +64,8 @@ pub enum LicenseVendorCmd {
         /// Valid for this many days from not-before.
         #[arg(long, default_value_t = 365)]
         days: i64,
-        /// Write the license here (default: standard output).
+        /// Write the license to this new file (never over an existing file or
+        /// through a link; default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -100,15 +104,40 @@ pub fn run(cli: &VendorCli) -> Result<String> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(Error::file(path))
+/// The private key file's bytes; a file that others than its owner may read
+/// (or write, or run) is refused, as ssh refuses such a key.
+fn read_key(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = std::fs::File::open(path).map_err(Error::file(path))?;
+    let mode = f.metadata().map_err(Error::file(path))?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyFileMode { path: path.to_path_buf(), mode });
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(Error::file(path))?;
+    Ok(bytes)
 }
 
+/// Writes to standard output, or to a new file: `O_CREAT|O_EXCL|O_NOFOLLOW`, so
+/// an existing file (or a link planted where it should go) is refused, never
+/// truncated or followed.
 fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<()> {
-    match out {
-        None => Ok(std::io::stdout().write_all(bytes)?),
-        Some(p) => std::fs::write(p, bytes).map_err(Error::file(p)),
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(p) = out else { return Ok(std::io::stdout().write_all(bytes)?) };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(nix::libc::ELOOP) {
+                Error::OutExists(p.to_path_buf())
+            } else {
+                Error::file(p)(e)
+            }
+        })?;
+    f.write_all(bytes).map_err(Error::file(p))
 }
 
 /// A refused option.
@@ -129,7 +158,7 @@ pub fn issue(
     days: i64,
     out: Option<&Path>,
 ) -> Result<String> {
-    let signer = tlsgate_certstore::VendorSigner::from_key_file(&read(key)?)
+    let signer = tlsgate_certstore::VendorSigner::from_key_file(&read_key(key)?)
         .map_err(|e| Error::from(e).in_file(key))?;
     let fmt = &time::format_description::well_known::Rfc3339;
     let start = match not_before {
@@ -140,7 +169,13 @@ pub fn issue(
     };
     let end = match not_after {
         Some(t) => time::OffsetDateTime::parse(t, fmt).map_err(|e| arg("--not-after", e))?,
-        None => start + time::Duration::days(days),
+        None => days
+            .checked_mul(86_400)
+            .map(time::Duration::seconds)
+            .and_then(|d| start.checked_add(d))
+            .ok_or_else(|| {
+                arg("--days", format!("{days} days from --not-before is past any time a license can name"))
+            })?,
     };
     let payload = tlsgate_certstore::LicensePayload {
         serial: serial.to_string(),
@@ -187,5 +222,88 @@ pub fn main() -> i32 {
             eprintln!("tlsgate-vendor: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory, with a vendor
+    /// key (mode 0600, as keygen writes it).
+    fn setup(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tg-vendor-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("vendor.key");
+        keygen(&key).unwrap();
+        (dir, key)
+    }
+
+    fn issue_to(key: &Path, days: i64, out: &Path) -> Result<String> {
+        issue(key, "dev-1", "TG-T", &["strong-crypto".into()], None, None, days, Some(out))
+    }
+
+    #[test]
+    fn out_never_overwrites_a_file_nor_follows_a_link() {
+        let (dir, key) = setup("out");
+        let out = dir.join("a.lic");
+        issue_to(&key, 30, &out).unwrap();
+        let first = std::fs::read(&out).unwrap();
+        // The same file again: refused, kept as it was.
+        let e = issue_to(&key, 30, &out).unwrap_err().to_string();
+        assert!(e.contains(&out.display().to_string()) && e.contains("exists"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), first);
+        // A link to a file: refused, the file is not touched.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.join("link.lic");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = issue_to(&key, 30, &link).unwrap_err().to_string();
+        assert!(e.contains(&link.display().to_string()) && e.contains("link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A dangling link: refused, nothing made where it points.
+        let dangling = dir.join("dangling.lic");
+        std::os::unix::fs::symlink(dir.join("made"), &dangling).unwrap();
+        assert!(issue_to(&key, 30, &dangling).is_err());
+        assert!(!dir.join("made").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn days_past_any_time_are_refused_not_a_panic() {
+        let (dir, key) = setup("days");
+        for days in [999_999_999_999, i64::MAX, i64::MIN, -999_999_999] {
+            let out = dir.join(format!("{days}.lic"));
+            let e = issue_to(&key, days, &out).unwrap_err().to_string();
+            assert!(e.starts_with("--days: "), "{days}: {e}");
+            assert!(!out.exists());
+        }
+        issue_to(&key, 3650, &dir.join("ten-years.lic")).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let (dir, key) = setup("keymode");
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o606] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let out = dir.join(format!("{mode:o}.lic"));
+            let e = issue_to(&key, 30, &out).unwrap_err().to_string();
+            assert!(
+                e.contains("the key file must be readable by its owner only (mode 0600 or 0400)"),
+                "{mode:o}: {e}"
+            );
+            assert!(e.contains(&key.display().to_string()), "{e}");
+            assert!(!out.exists());
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            issue_to(&key, 30, &dir.join(format!("{mode:o}.lic"))).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

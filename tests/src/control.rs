@@ -222,6 +222,8 @@ impl Control {
                 .unwrap()
         };
         let out = self.dir.join(&format!("{serial}.lic"));
+        // tlsgate-vendor never overwrites a file: a serial issued again replaces it.
+        let _ = std::fs::remove_file(&out);
         let mut args: Vec<String> = vec![
             "license".into(),
             "issue".into(),
