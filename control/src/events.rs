@@ -194,8 +194,10 @@ impl EventLog {
         {
             let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
             let json = serde_json::to_string(&view).map_err(std::io::Error::other)?;
-            files.0.write(&format!("{json}\n"))?;
+            // The log lines first: a reader that sees the event in
+            // events.jsonl finds its lines in tls_proxy.log.
             files.1.write(&format_lines(r))?;
+            files.0.write(&format!("{json}\n"))?;
         }
         self.count(r);
         self.logged.fetch_add(1, Ordering::Relaxed);
