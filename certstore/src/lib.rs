@@ -80,8 +80,8 @@ pub use profile::CipherProfile;
 pub use rcgen::{Error as RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256};
 pub use tls::{
     client_config, client_config_noting_requests, crypto_provider, server_config, CertRequests, CertifiedKey,
-    ClientConfig, ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver, VerifiedCacheStats,
-    RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
+    ClientConfig, CryptoLib, ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver,
+    VerifiedCacheStats, RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
 };
 pub use trust::{
     ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,

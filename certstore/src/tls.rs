@@ -2,7 +2,8 @@
 //! between minor releases; the workspace pins 0.23).
 //!
 //! - [`ServerVerifier`]: rustls' `ServerCertVerifier` over [`verify_server_chain`].
-//! - [`crypto_provider`]: a [`CipherProfile`] as a rustls `CryptoProvider` (ring).
+//! - [`crypto_provider`]: a [`CipherProfile`] as a rustls `CryptoProvider` over the
+//!   [`CryptoLib`] in use (aws-lc-rs by default, or ring).
 //! - [`client_config`] (towards the server) and [`server_config`] (towards the client).
 //!
 //! # Reading a failure after the handshake
@@ -41,33 +42,95 @@ use crate::profile::CipherProfile;
 use crate::trust::TrustSnapshot;
 use crate::verify::{verify_server_chain, Verified, VerifyFailure, VerifyReason};
 
-/// The suites of a profile, in preference order.
-pub(crate) fn suites(profile: CipherProfile) -> Vec<SupportedCipherSuite> {
-    match profile {
-        // TLS 1.3 with AES-128-GCM (a TLS 1.3 client is never downgraded), and
-        // TLS 1.2 ECDHE with AES-128-GCM.
-        CipherProfile::Base => vec![
-            ring_provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            ring_provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            ring_provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ],
-        // Every suite rustls offers, AES-128-GCM first (the fastest with AES-NI and
-        // SHA-256 hashing, which these CPUs accelerate; SHA-384 is done in software).
-        CipherProfile::Strong => {
-            use ring_provider::cipher_suite::*;
-            vec![
-                TLS13_AES_128_GCM_SHA256,
-                TLS13_AES_256_GCM_SHA384,
-                TLS13_CHACHA20_POLY1305_SHA256,
-                TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            ]
+/// The cryptography library under rustls, process-wide: `aws-lc-rs` (the
+/// default: X25519MLKEM768, the hybrid post-quantum key exchange, preferred on
+/// both legs with X25519 as the fallback; faster ECDSA and ChaCha20) or `ring`
+/// (no post-quantum group). The dataplane sets it from `[tls] crypto` at start;
+/// the intercept benchmark switches it between runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CryptoLib {
+    /// AWS-LC through `aws-lc-rs`.
+    #[default]
+    AwsLcRs,
+    /// `ring`.
+    Ring,
+}
+
+static CRYPTO_LIB: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl CryptoLib {
+    /// `aws-lc-rs` or `ring`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CryptoLib::AwsLcRs => "aws-lc-rs",
+            CryptoLib::Ring => "ring",
         }
     }
+
+    /// Makes `self` the library of every configuration built from now on.
+    pub fn install(self) {
+        CRYPTO_LIB.store(self as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The library in use.
+    pub fn current() -> CryptoLib {
+        match CRYPTO_LIB.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => CryptoLib::Ring,
+            _ => CryptoLib::AwsLcRs,
+        }
+    }
+
+    /// The library's own provider (all its suites and groups, its preference).
+    fn provider(self) -> CryptoProvider {
+        match self {
+            CryptoLib::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
+            CryptoLib::Ring => ring_provider::default_provider(),
+        }
+    }
+}
+
+impl std::str::FromStr for CryptoLib {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "aws-lc-rs" => Ok(CryptoLib::AwsLcRs),
+            "ring" => Ok(CryptoLib::Ring),
+            other => Err(Error::Tls(format!(
+                "unknown crypto library {other:?}: expected \"aws-lc-rs\" or \"ring\""
+            ))),
+        }
+    }
+}
+
+/// The suites of a profile, in preference order, from the library in use.
+pub(crate) fn suites(profile: CipherProfile) -> Vec<SupportedCipherSuite> {
+    use rustls::CipherSuite::*;
+    let wanted: &[rustls::CipherSuite] = match profile {
+        // TLS 1.3 with AES-128-GCM (a TLS 1.3 client is never downgraded), and
+        // TLS 1.2 ECDHE with AES-128-GCM.
+        CipherProfile::Base => &[
+            TLS13_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        // Base, then AES-256-GCM and ChaCha20-Poly1305, AES-128-GCM first (the
+        // fastest with AES-NI and SHA-256 hashing, which these CPUs accelerate;
+        // SHA-384 is done in software).
+        CipherProfile::Strong => &[
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+    };
+    let all = CryptoLib::current().provider().cipher_suites;
+    wanted.iter().filter_map(|w| all.iter().find(|s| s.suite() == *w).copied()).collect()
 }
 
 /// Both profiles speak TLS 1.3 and 1.2; they differ in suites.
@@ -75,9 +138,11 @@ fn versions(_profile: CipherProfile) -> &'static [&'static rustls::SupportedProt
     rustls::ALL_VERSIONS
 }
 
-/// The rustls crypto provider (ring) of a profile.
+/// The rustls crypto provider of a profile: the library in use
+/// ([`CryptoLib`]), the profile's suites, the library's key-exchange groups in
+/// its order (aws-lc-rs: X25519MLKEM768, X25519, P-256, P-384).
 pub fn crypto_provider(profile: CipherProfile) -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider { cipher_suites: suites(profile), ..ring_provider::default_provider() })
+    Arc::new(CryptoProvider { cipher_suites: suites(profile), ..CryptoLib::current().provider() })
 }
 
 /// rustls' `ServerCertVerifier` over the trust store snapshot. See the module
@@ -209,7 +274,7 @@ impl ServerVerifier {
         Arc::new(ServerVerifier {
             trust,
             failures: Mutex::new(HashMap::new()),
-            algorithms: ring_provider::default_provider().signature_verification_algorithms,
+            algorithms: CryptoLib::current().provider().signature_verification_algorithms,
             verified: Mutex::new(VerifiedCache::default()),
             enforce,
             tolerated,
@@ -442,7 +507,11 @@ impl ResolvesServerCert for SingleCertResolver {
 /// A rustls signing key from PKCS#8 DER.
 pub(crate) fn signing_key(pkcs8: &[u8]) -> Result<Arc<dyn SigningKey>> {
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
-    ring_provider::sign::any_supported_type(&der).map_err(|e| Error::Tls(e.to_string()))
+    match CryptoLib::current() {
+        CryptoLib::AwsLcRs => rustls::crypto::aws_lc_rs::sign::any_supported_type(&der),
+        CryptoLib::Ring => ring_provider::sign::any_supported_type(&der),
+    }
+    .map_err(|e| Error::Tls(e.to_string()))
 }
 
 /// A rustls certified key (chain + signing key).

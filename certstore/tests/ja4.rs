@@ -145,9 +145,12 @@ fn rustls_hellos() -> Vec<Vec<u8>> {
     ] {
         let versions: &[&rustls::SupportedProtocolVersion] =
             if tls12_only { &[&rustls::version::TLS12] } else { rustls::ALL_VERSIONS };
-        let mut config = ClientConfig::builder_with_protocol_versions(versions)
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth();
         config.alpn_protocols = alpn;
         let server = rustls::pki_types::ServerName::try_from(name).unwrap().to_owned();
         let mut conn = ClientConnection::new(Arc::new(config), server).unwrap();

@@ -136,7 +136,13 @@ fn setup() -> (Bench, pki::Pki) {
     );
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    let client = Arc::new(ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let client = Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
     (Bench { dir, config: Config::from_toml(&toml).unwrap(), client }, pki)
 }
 

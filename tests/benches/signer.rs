@@ -129,7 +129,15 @@ fn main() {
     let ca = DecryptionCa::generate(&CaOptions::default(), tlsgate_certstore::unix_time(now_s())).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    let client = Arc::new(ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let client = Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(
+            tlsgate_certstore::rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
 
     let c = Control::start("bench-signer", "");
     let d = c.dir.path();

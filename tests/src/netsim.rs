@@ -688,7 +688,31 @@ pub fn client_trusting(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
     for r in roots {
         store.add(r.clone()).expect("a root certificate");
     }
-    let mut cfg = ClientConfig::builder().with_root_certificates(store).with_no_client_auth();
+    // As a browser of 2026: aws-lc-rs, X25519MLKEM768 offered first.
+    let provider = Arc::new(tlsgate_certstore::rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// An origin that speaks the hybrid post-quantum key exchange (X25519MLKEM768
+/// preferred, aws-lc-rs), as Debian 12's nginx and OpenSSL do not: TLS 1.3 and
+/// 1.2, ALPN h2 and http/1.1.
+pub fn origin_server_pq(
+    chain: Vec<CertificateDer<'static>>,
+    key: tlsgate_certstore::pki_types::PrivateKeyDer<'static>,
+) -> Arc<ServerConfig> {
+    let provider = Arc::new(tlsgate_certstore::rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate");
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(cfg)
 }

@@ -224,10 +224,17 @@ fn a_server_requiring_a_client_certificate_is_excluded() {
     let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(pass_policy()));
     let mut roots = RootCertStore::empty();
     roots.add(pki.root.der()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
     let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(pki.leaf.key.serialize_der().into());
     let cfg = Arc::new(
-        ServerConfig::builder()
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![pki.leaf.der(), pki.intermediate.der()], key)
             .unwrap(),

@@ -56,9 +56,11 @@ fn decrypts_and_reencrypts_with_a_forged_certificate() {
         (Some("http/1.1"), Some("http/1.1")),
         "{e}"
     );
+    // The client (aws-lc-rs, like a browser of 2026) offers X25519MLKEM768 and the
+    // appliance prefers it; this origin (ring) has X25519 only.
     assert_eq!(
         (e["group_client"].as_str(), e["group_server"].as_str()),
-        (Some("X25519"), Some("X25519")),
+        (Some("X25519MLKEM768"), Some("X25519")),
         "{e}"
     );
     assert_eq!(e["ech_offered"], false);
@@ -375,9 +377,16 @@ fn a_server_requiring_a_client_certificate_is_named() {
     let setup = setup("strong", &[pki.root.pem()], &[]);
     let mut roots = RootCertStore::empty();
     roots.add(pki.root.der()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
     let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(pki.leaf.key.serialize_der().into());
-    let cfg = ServerConfig::builder()
+    let cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![pki.leaf.der(), pki.intermediate.der()], key)
         .unwrap();
@@ -716,4 +725,62 @@ fn a_check_with_the_pass_action_passes_later_flows_with_events() {
     assert_eq!((counter(&summary, "tls_aborted"), counter(&summary, "tls_passed_remembered")), (1, 2));
     let (_, events) = logs(&setup);
     assert_eq!(events.iter().filter(|e| e["kind"] == "passed").count(), 2, "{events:?}");
+}
+
+/// Post-quantum hybrid key exchange on both legs: against an origin that speaks
+/// X25519MLKEM768 (a rustls server on aws-lc-rs) both legs use it, and the
+/// origin's ALPN (h2) is negotiated with the client. (`tls.crypto = "ring"`, the
+/// fallback to X25519, is in `crypto_ring.rs`: the library is process-wide.)
+#[test]
+fn x25519mlkem768_on_both_legs() {
+    let pki = origin();
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(pki.leaf.key.serialize_der().into());
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let server = tlsgate_tests::netsim::origin_server_pq(chain, key);
+    let out = exchange(&setup, server, pki::SERVER, b"GET /", 1000);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.alpn.as_deref(), Some(&b"h2"[..]));
+    let (_, events) = logs(&setup);
+    let e = events.iter().find(|e| e["kind"] == "decrypted").expect("a decrypted event");
+    let groups = (e["group_client"].as_str(), e["group_server"].as_str());
+    assert_eq!(groups, (Some("X25519MLKEM768"), Some("X25519MLKEM768")), "{e}");
+    assert_eq!((e["alpn_client"].as_str(), e["alpn_server"].as_str()), (Some("h2"), Some("h2")), "{e}");
+}
+
+/// A ClientHello larger than one segment (a post-quantum key share and 150 ALPN
+/// values: about 3 KB) is read whole: the policy sees its SNI (a block rule for
+/// it resets the flow) and another name is decrypted.
+#[test]
+fn a_client_hello_over_several_segments_is_read_whole() {
+    let pki = origin();
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let policy = r#"{"rules": [
+        {"name": "Block-Big", "action": "block", "sni": ["blocked.tg.test"]},
+        {"name": "Decrypt-All", "action": "decrypt"}]}"#;
+    let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(policy));
+    let mut client = (*client_config(&setup.ca, None)).clone();
+    client.alpn_protocols = (0..150).map(|i| format!("proto-{i:04}").into_bytes()).collect();
+    client.alpn_protocols.push(b"http/1.1".to_vec());
+    let client = Arc::new(client);
+    let mut hello = Vec::new();
+    let name = tlsgate_certstore::pki_types::ServerName::try_from(pki::SERVER).unwrap();
+    rustls::ClientConnection::new(client.clone(), name).unwrap().write_tls(&mut hello).unwrap();
+    assert!(hello.len() > 2 * 1460, "a hello of {} bytes spans segments", hello.len());
+    let mut net = Net::new(setup.config.clone(), 1);
+    let server = server_config(chain, &pki.leaf.key, false);
+    let (resp, err, _, _) =
+        tls_exchange(&mut net, server.clone(), client.clone(), pki::SERVER, 443, 40501, b"GET /", 100);
+    assert!(err.is_none() && resp.is_some(), "decrypted: {err:?}");
+    let (resp, err, _, _) =
+        tls_exchange(&mut net, server, client, "blocked.tg.test", 443, 40502, b"GET /", 100);
+    assert!(resp.is_none() && err.is_some(), "blocked by its SNI");
+    let summary = net.stop();
+    assert_eq!(counter(&summary, "tls_decrypted"), 1);
+    assert_eq!(counter(&summary, "tls_blocked"), 1);
+    let (_, events) = logs(&setup);
+    let blocked = events.iter().find(|e| e["kind"] == "blocked").expect("a blocked event");
+    let (sni, rule) = (blocked["sni"].as_str(), blocked["rule"].as_str());
+    assert_eq!((sni, rule), (Some("blocked.tg.test"), Some("Block-Big")), "{blocked}");
+    assert!(blocked["ja4"].as_str().is_some_and(|j| j.starts_with("t13d")), "{blocked}");
 }

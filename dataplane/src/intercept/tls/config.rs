@@ -67,6 +67,15 @@ pub struct TlsConfig {
     /// The burst above that rate.
     #[serde(default = "default_new_names_burst")]
     pub signer_new_names_burst: u32,
+    /// The cryptography under rustls on both legs: `aws-lc-rs` (default:
+    /// X25519MLKEM768 preferred, X25519 as the fallback) or `ring` (no
+    /// post-quantum group).
+    #[serde(default = "default_crypto")]
+    pub crypto: String,
+}
+
+fn default_crypto() -> String {
+    "aws-lc-rs".into()
 }
 
 fn default_new_names_per_s() -> u32 {
@@ -130,6 +139,7 @@ impl Default for TlsConfig {
             signer_unavailable: SignerUnavailable::Block,
             signer_new_names_per_s: default_new_names_per_s(),
             signer_new_names_burst: default_new_names_burst(),
+            crypto: default_crypto(),
         }
     }
 }
@@ -147,6 +157,16 @@ fn default_cache() -> usize {
     4096
 }
 
+/// Makes `cfg.crypto` the library of the configurations built from now on.
+fn install_crypto(cfg: &TlsConfig) -> Result<(), Error> {
+    let lib = cfg
+        .crypto
+        .parse::<tlsgate_certstore::CryptoLib>()
+        .map_err(|e| Error::Invalid(format!("tls.crypto: {e}")))?;
+    lib.install();
+    Ok(())
+}
+
 impl TlsConfig {
     /// Checks the profile name; files are read by [`TlsShared::load`].
     pub fn validate(&self) -> Result<(), Error> {
@@ -158,6 +178,9 @@ impl TlsConfig {
                 "tls.signer_new_names_per_s and tls.signer_new_names_burst: at least 1".into(),
             ));
         }
+        self.crypto.parse::<tlsgate_certstore::CryptoLib>().map_err(|_| {
+            Error::Invalid(format!("tls.crypto: {:?} is neither \"aws-lc-rs\" nor \"ring\"", self.crypto))
+        })?;
         if self.forge_cache == 0 {
             return Err(Error::Invalid("tls.forge_cache: must be at least 1".into()));
         }
@@ -316,6 +339,7 @@ impl TlsShared {
     /// their failures reported, but not refused; a check whose action is `untrust`
     /// accepts its failures and the flow is forged by the untrust CA).
     pub fn load(cfg: &TlsConfig, v: Verification) -> Result<Arc<TlsShared>, Error> {
+        install_crypto(cfg)?;
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|source| Error::Io { path: p.to_path_buf(), source })
         };
@@ -357,6 +381,7 @@ impl TlsShared {
         v: Verification,
         signer: Arc<super::signer::SignerLink>,
     ) -> Result<Arc<TlsShared>, Error> {
+        install_crypto(cfg)?;
         use base64::Engine as _;
         let b64 = |t: &str| {
             base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| Error::Tls(e.to_string()))
