@@ -1,5 +1,6 @@
 //! `make bench-intercept`: the intercept path's cost on one worker, beside the
-//! crypto ceiling measured with ring in the same run.
+//! crypto ceiling measured in the same run with the library in use, for both
+//! libraries (`tls.crypto`: aws-lc-rs, then ring).
 //!
 //! The worker is polled by the simulation itself (`Net::inline`): after the
 //! simulated client and server (smoltcp + rustls hosts) have run, their frames are
@@ -11,7 +12,8 @@
 //! The crypto ceiling of a scenario counts the public-key operations its
 //! connections really needed, from the dataplane's counters (resumed legs send no
 //! certificate, cached chains are not verified again, cached forged certificates
-//! are not signed again): X25519 per leg, ECDSA P-256 verifications (3 for a full
+//! are not signed again): a key exchange per leg (X25519MLKEM768 with the
+//! client and X25519 with the origin on aws-lc-rs; X25519 on both with ring), ECDSA P-256 verifications (3 for a full
 //! server handshake — leaf, intermediate, handshake signature — 1 with a cached
 //! chain, 0 resumed), ECDSA signatures (1 per client-leg full handshake, 1 per
 //! forged certificate). Ratio = ceiling / measured (goal ≥ 0.7).
@@ -48,41 +50,63 @@ fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / f64::from(n)
 }
 
-/// Seconds per public-key operation, timed with ring on this core.
+/// Seconds per public-key operation, timed on this core with the library the
+/// appliance uses (through rustls' provider: what its handshakes call).
 struct Crypto {
-    kx: f64,
+    /// One key exchange on each leg, together: the client leg as a server with
+    /// the library's first group (X25519MLKEM768 with aws-lc-rs, which the
+    /// client offers), the server leg as a client that offers that group and
+    /// completes with X25519 (the bench's origin has only X25519).
+    kx_both: f64,
     verify: f64,
     sign: f64,
 }
 
-fn crypto() -> Crypto {
+fn crypto(lib: tlsgate_certstore::CryptoLib) -> Crypto {
+    use rustls::crypto::{aws_lc_rs, ring as ring_provider, CryptoProvider};
+    use rustls::SignatureScheme;
+    let provider: CryptoProvider = match lib {
+        tlsgate_certstore::CryptoLib::AwsLcRs => aws_lc_rs::default_provider(),
+        _ => ring_provider::default_provider(),
+    };
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let key =
-        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let public = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let der = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(pkcs8.as_ref().to_vec().into());
+    let key = provider.key_provider.load_private_key(der).unwrap();
+    let signer = key.choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256]).unwrap();
     let msg = [7u8; 128];
-    let sig = key.sign(&rng, &msg).unwrap();
-    let public = signature::UnparsedPublicKey::new(
-        &signature::ECDSA_P256_SHA256_ASN1,
-        key.public_key().as_ref().to_vec(),
-    );
+    let sig = signer.sign(&msg).unwrap();
+    let alg = provider
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == SignatureScheme::ECDSA_NISTP256_SHA256)
+        .unwrap()
+        .1[0];
     let sign = per_op(2000, || {
-        let _ = key.sign(&rng, &msg).unwrap();
+        let _ = signer.sign(&msg).unwrap();
     });
-    let verify = per_op(2000, || public.verify(&msg, sig.as_ref()).unwrap());
-    let peer = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
-    let peer_pub = peer.compute_public_key().unwrap().as_ref().to_vec();
-    // One leg: our key generation (with its public key) and one agreement.
-    let kx = per_op(2000, || {
-        let mine = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
-        let _ = mine.compute_public_key().unwrap();
-        let _ = ring::agreement::agree_ephemeral(
-            mine,
-            &ring::agreement::UnparsedPublicKey::new(&ring::agreement::X25519, &peer_pub),
-            |k| k.len(),
-        );
+    let verify = per_op(2000, || alg.verify_signature(&public, &msg, &sig).unwrap());
+    let first = provider.kx_groups[0];
+    let x25519 = provider.kx_groups.iter().find(|g| g.name() == rustls::NamedGroup::X25519).unwrap();
+    let client_share = first.start().unwrap().pub_key().to_vec();
+    let origin_share = x25519.start().unwrap().pub_key().to_vec();
+    let kx_both = per_op(1000, || {
+        // Client leg: the appliance answers the client's share.
+        let _ = first.start_and_complete(&client_share).unwrap();
+        // Server leg: the appliance offers its first group, the origin picks X25519.
+        let mine = first.start().unwrap();
+        let _ = match mine.hybrid_component() {
+            Some(_) => mine.complete_hybrid_component(&origin_share).unwrap(),
+            None => mine.complete(&origin_share).unwrap(),
+        };
     });
-    Crypto { kx, verify, sign }
+    Crypto { kx_both, verify, sign }
 }
 
 fn aes_gcm_ceiling_gbps() -> f64 {
@@ -205,7 +229,7 @@ fn connections(
     let signs = (nf - client_resumed) + forged;
     Scenario {
         worker_us: spent / nf * 1e6,
-        ceiling_us: (2.0 * nf * c.kx + verifies * c.verify + signs * c.sign) / nf * 1e6,
+        ceiling_us: (nf * c.kx_both + verifies * c.verify + signs * c.sign) / nf * 1e6,
         counts: format!(
             "origin resumed {resumed}, chain cached {cached}, client resumed {client_resumed}, forged {forged}; \
              {:.1} frames in per connection",
@@ -375,7 +399,6 @@ fn part(name: &str) -> bool {
 }
 
 fn main() {
-    let c = crypto();
     let (b, pki) = setup();
     // A wildcard certificate, so every connection may ask for another name.
     let wild = pki::issue(pki::leaf_params("*.tg.test", pki::VALID_FROM, pki::VALID_TO), &pki.intermediate);
@@ -384,46 +407,63 @@ fn main() {
     let plain = server(chain, &wild.key, false);
     let n = std::env::var("TG_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
 
-    println!(
-        "ring on this core: X25519 {:.0} µs per leg, ECDSA P-256 verify {:.0} µs, sign {:.0} µs",
-        c.kx * 1e6,
-        c.verify * 1e6,
-        c.sign * 1e6
-    );
     if part("handshakes") {
-        println!("intercepted TLS connections, one worker, {n} per scenario");
-        println!("{:<58} {:>10} {:>11} {:>6}", "", "worker µs", "ceiling µs", "ratio");
-        let scenarios: [(&str, &dyn Fn() -> Scenario); 3] = [
-            ("full handshakes (every name new)", &|| {
-                connections(&b, &c, &plain, n, |i| format!("h{i}.tg.test"))
-            }),
-            ("warm: forged cert + verified chain (origin: no resumption)", &|| {
-                connections(&b, &c, &plain, n, |_| "same.tg.test".into())
-            }),
-            ("warm: all caches (origin resumes)", &|| {
-                connections(&b, &c, &resuming, n, |_| "same.tg.test".into())
-            }),
-        ];
-        // TG_BENCH_SCENARIO=1,2,3 picks scenarios (default: all).
-        let picked = |i: usize| {
-            std::env::var("TG_BENCH_SCENARIO")
-                .map_or(true, |v| v.split(',').any(|p| p == (i + 1).to_string()))
-        };
-        for (i, (name, run)) in scenarios.iter().enumerate() {
-            if !picked(i) {
+        // Both libraries in one run (TG_BENCH_CRYPTO=aws-lc-rs or ring picks one).
+        for lib in [tlsgate_certstore::CryptoLib::AwsLcRs, tlsgate_certstore::CryptoLib::Ring] {
+            if std::env::var("TG_BENCH_CRYPTO").is_ok_and(|v| v != lib.as_str()) {
                 continue;
             }
-            let s = run();
+            lib.install();
+            let c = crypto(lib);
             println!(
-                "{:<58} {:>10.0} {:>11.0} {:>6.2}",
-                name,
-                s.worker_us,
-                s.ceiling_us,
-                s.ceiling_us / s.worker_us
+                "{} on this core: key exchanges of both legs {:.0} µs, ECDSA P-256 verify {:.0} µs, sign {:.0} µs",
+                lib.as_str(),
+                c.kx_both * 1e6,
+                c.verify * 1e6,
+                c.sign * 1e6
             );
-            println!("    ({})", s.counts);
+            println!(
+                "intercepted TLS connections, one worker, {n} per scenario, tls.crypto = {}",
+                lib.as_str()
+            );
+            println!(
+                "{:<58} {:>10} {:>11} {:>6} {:>12}",
+                "", "worker µs", "ceiling µs", "ratio", "conn/worker-s"
+            );
+            let scenarios: [(&str, &dyn Fn() -> Scenario); 3] = [
+                ("full handshakes (every name new)", &|| {
+                    connections(&b, &c, &plain, n, |i| format!("h{i}.tg.test"))
+                }),
+                ("warm: forged cert + verified chain (origin: no resumption)", &|| {
+                    connections(&b, &c, &plain, n, |_| "same.tg.test".into())
+                }),
+                ("warm: all caches (origin resumes)", &|| {
+                    connections(&b, &c, &resuming, n, |_| "same.tg.test".into())
+                }),
+            ];
+            // TG_BENCH_SCENARIO=1,2,3 picks scenarios (default: all).
+            let picked = |i: usize| {
+                std::env::var("TG_BENCH_SCENARIO")
+                    .map_or(true, |v| v.split(',').any(|p| p == (i + 1).to_string()))
+            };
+            for (i, (name, run)) in scenarios.iter().enumerate() {
+                if !picked(i) {
+                    continue;
+                }
+                let s = run();
+                println!(
+                    "{:<58} {:>10.0} {:>11.0} {:>6.2} {:>12.0}",
+                    name,
+                    s.worker_us,
+                    s.ceiling_us,
+                    s.ceiling_us / s.worker_us,
+                    1e6 / s.worker_us
+                );
+                println!("    ({})", s.counts);
+            }
         }
-        println!("  (goal: ratio ≥ 0.7 of the ceiling's rate)");
+        tlsgate_certstore::CryptoLib::AwsLcRs.install();
+        println!("  (goal: ratio ≥ 0.7 of the ceiling's rate; the ceiling is timed with the library in use)");
     }
 
     if part("goodput") {
