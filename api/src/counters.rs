@@ -232,6 +232,13 @@ pub mod families {
         "Forged-certificate cache lookups."
     );
     family!(
+        QUIC_PASSED,
+        "tlsgate_quic_passed_total",
+        Counter,
+        "",
+        "QUIC flows a decrypt rule matched, forwarded uninspected (quic = pass)."
+    );
+    family!(
         POLICY_NO_TLS,
         "tlsgate_policy_decrypt_without_tls_total",
         Counter,
@@ -324,6 +331,11 @@ counters! {
     DROP_PROBE_COLLISION = "drop_probe_port_collision", DROPS("probe_port_collision");
     /// Drop: no buffer for a frame the stack emitted.
     DROP_NO_BUFFER = "drop_no_buffer", DROPS("no_buffer");
+    /// Drop: QUIC (UDP to a TLS port) a decrypt rule matched, `quic = "block"`
+    /// (the client falls back to TCP).
+    DROP_QUIC = "drop_quic", DROPS("quic");
+    /// QUIC flows a decrypt rule matched, forwarded uninspected (`quic = "pass"`).
+    QUIC_PASSED = "quic_passed", QUIC_PASSED("");
     /// Malformed frames forwarded anyway (`malformed = "forward"`).
     MALFORMED_FORWARDED = "malformed_forwarded", MALFORMED_FORWARDED("");
     /// Intercepted flows created (splices).

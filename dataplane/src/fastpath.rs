@@ -253,6 +253,17 @@ impl<Q: Queues> Worker<Q> {
                     }
                 }
             }
+            Track::Created if seg.key.proto() == proto::UDP && port == tlsgate_drivers::INSIDE => {
+                if self.intercept.quic_blocked(&seg, &self.live, &mut self.io) {
+                    // No state: every packet is decided again (a client gives up
+                    // on QUIC after a few Initials and falls back to TCP).
+                    self.flows.remove(&seg.key, seg.hash);
+                    self.io.c[idx::DROP_QUIC] += 1;
+                    Class::Drop
+                } else {
+                    Class::Forward
+                }
+            }
             Track::Created => Class::Forward,
             Track::Midstream if self.intercept.tls_port(&seg, &self.live) => {
                 match self.intercept.midstream(&self.live) {

@@ -369,3 +369,53 @@ fn midstream_tcp_to_a_tls_port_is_dropped() {
     let w = &s.stats.workers[0];
     assert_eq!((w.drops.get("midstream_tls"), w.get("untracked_midstream")), (Some(&2), 1), "{:?}", w.drops);
 }
+
+/// QUIC, decided by address and port: UDP 443 from the inside that a decrypt
+/// rule matches is dropped under `quic = "block"` (the default; clients fall
+/// back to TCP), forwarded and counted under `quic = "pass"`; a do-not-decrypt
+/// rule's UDP 443, UDP to other ports and UDP from the outside pass as before.
+#[test]
+fn quic_a_decrypt_rule_matches_is_blocked_unless_passed() {
+    let dir = std::env::temp_dir().join(format!("tg-quic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for quic in ["block", "pass"] {
+        let policy = dir.join(format!("{quic}.json"));
+        std::fs::write(
+            &policy,
+            format!(
+                r#"{{"rules": [
+                    {{"name": "Bypass-Bank", "destination": ["198.18.0.9"], "action": "do-not-decrypt"}},
+                    {{"name": "Decrypt-All", "action": "decrypt"}}],
+                   "settings": {{"quic": "{quic}"}}}}"#
+            ),
+        )
+        .unwrap();
+        let mut cfg = config(MalformedAction::Drop, 1000, AtCapacity::FailOpen);
+        cfg.policy = Some(tlsgate_dataplane::config::PolicyConfig { file: policy });
+        let dp = start(1, Spread::First, cfg);
+        let initial =
+            |dst: &str, port: u16| Spec::udp(ip("198.18.0.1"), 50000, ip(dst), port, &[0xc3; 1200]).build();
+        let quic_decrypt = initial("198.18.0.2", 443);
+        let quic_bank = initial("198.18.0.9", 443);
+        let dns = initial("198.18.0.2", 53);
+        dp.send(INSIDE, &[quic_decrypt.clone(), quic_decrypt.clone(), quic_bank.clone(), dns.clone()]);
+        let from_outside = Spec::udp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 50001, b"x").build();
+        dp.send(OUTSIDE, &[from_outside.clone()]);
+        let expected = if quic == "block" {
+            vec![quic_bank, dns]
+        } else {
+            vec![quic_decrypt.clone(), quic_decrypt, quic_bank, dns]
+        };
+        assert_eq!(dp.collect(OUTSIDE, expected.len()), expected, "quic = {quic}");
+        assert_eq!(dp.collect(INSIDE, 1), vec![from_outside]);
+        dp.settle();
+        let s = dp.stop();
+        let w = &s.stats.workers[0];
+        if quic == "block" {
+            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (Some(&2), 0), "{:?}", w.drops);
+        } else {
+            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (None, 1), "{:?}", w.drops);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

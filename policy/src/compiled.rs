@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::model::{
-    Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, UndecryptableAction,
+    Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, QuicAction, UndecryptableAction,
     UnprovedSniAction,
 };
 use crate::parse::{address_key, Family, SniPattern};
@@ -172,6 +172,11 @@ impl CompiledPolicy {
     /// What happens to TCP to or from a TLS port without a SYN seen.
     pub fn midstream(&self) -> MidstreamAction {
         self.policy.settings.midstream
+    }
+
+    /// What happens to QUIC a `decrypt` rule matches by address and port.
+    pub fn quic(&self) -> QuicAction {
+        self.policy.settings.quic
     }
 
     /// How long a server-leg failure is remembered.

@@ -68,6 +68,6 @@ pub use error::{Error, Place, Problem, Result, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
     Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, MidstreamAction,
-    Policy, PortSpec, Position, Rule, UndecryptableAction, UnprovedSniAction,
+    Policy, PortSpec, Position, QuicAction, Rule, UndecryptableAction, UnprovedSniAction,
 };
 pub use store::{Committed, PolicyStore, DEFAULT_HISTORY};

@@ -65,6 +65,22 @@ pub enum MidstreamAction {
     Forward,
 }
 
+/// What happens to QUIC (UDP to a TLS port, from the inside) that a `decrypt`
+/// rule matches by address and port. The appliance decrypts TCP only, and reading
+/// a QUIC SNI would mean decrypting its Initial packets (Chromium's hello spans
+/// two), so the decision is by address and port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum QuicAction {
+    /// Dropped (counted): clients fall back to TCP, where they are decrypted. The
+    /// default.
+    #[default]
+    Block,
+    /// Forwarded uninspected (each flow counted): must be chosen.
+    Pass,
+}
+
 /// What happens to a flow whose SNI matched a do-not-decrypt rule when the server
 /// did not prove it owns that name (the appliance's own handshake to it did not get
 /// a certificate valid for the name).
@@ -188,6 +204,9 @@ pub struct DecryptionSettings {
     pub undecryptable: UndecryptableAction,
     /// What happens to TCP to or from a TLS port without a SYN seen. Default `drop`.
     pub midstream: MidstreamAction,
+    /// What happens to QUIC (UDP to a TLS port) a `decrypt` rule matches by
+    /// address and port. Default `block`.
+    pub quic: QuicAction,
     /// Whether server certificates are verified. Default `true`; `false` is for labs
     /// and is reported by [`Policy::warnings`].
     pub certificate_validation: bool,
@@ -210,6 +229,7 @@ impl Default for DecryptionSettings {
             tls_ports: vec![PortSpec::Number(443)],
             undecryptable: UndecryptableAction::Block,
             midstream: MidstreamAction::Drop,
+            quic: QuicAction::Block,
             certificate_validation: true,
             certificate_actions: CertificateActions::default(),
             undecryptable_memory_s: 3600,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tlsgate_api::Leg;
 use tlsgate_drivers::{Frame, Queues};
-use tlsgate_policy::{MidstreamAction, SynAction};
+use tlsgate_policy::{MidstreamAction, QuicAction, SynAction};
 
 use admission::{source_key, Admission, AdmissionConfig, Costs, OverLimit};
 use tlsgate_api::{AdmissionReason, Cause, EventKind, Outcome, Phase};
@@ -214,6 +214,32 @@ impl Intercept {
         match &live.policy {
             Some(p) => p.is_tls_port(a) || p.is_tls_port(b),
             None => [a, b].iter().any(|&p| self.ports[usize::from(p) / 64] & (1 << (p % 64)) != 0),
+        }
+    }
+
+    /// Whether a new UDP flow from the inside is QUIC the policy wants decrypted
+    /// and `quic = "block"` drops (decided by address and port: the SNI would
+    /// take decrypting QUIC's Initial packets). An SNI rule that might exempt it
+    /// cannot be read, so such a flow counts as one to decrypt: its client falls
+    /// back to TCP, where the SNI is read. `quic = "pass"` forwards it, counted.
+    pub fn quic_blocked<Q: Queues>(&self, seg: &Seg, live: &Live, io: &mut Io<Q>) -> bool {
+        let (src, _, dst, dport) = seg.key.endpoints(seg.side);
+        let (decrypt, action) = match &live.policy {
+            Some(p) if !p.is_tls_port(dport) => return false,
+            Some(p) => match p.decide_at_syn(src, dst, dport).action {
+                SynAction::Bypass { .. } => return false,
+                SynAction::Block { .. } => return true,
+                _ => (true, p.quic()),
+            },
+            None => (self.ports[usize::from(dport) / 64] & (1 << (dport % 64)) != 0, QuicAction::Block),
+        };
+        match (decrypt, action) {
+            (true, QuicAction::Pass) => {
+                io.c[idx::QUIC_PASSED] += 1;
+                false
+            }
+            (true, _) => true,
+            (false, _) => false,
         }
     }
 
