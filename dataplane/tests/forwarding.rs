@@ -400,7 +400,7 @@ fn quic_a_decrypt_rule_matches_is_blocked_unless_passed() {
         let dns = initial("198.18.0.2", 53);
         dp.send(INSIDE, &[quic_decrypt.clone(), quic_decrypt.clone(), quic_bank.clone(), dns.clone()]);
         let from_outside = Spec::udp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 50001, b"x").build();
-        dp.send(OUTSIDE, &[from_outside.clone()]);
+        dp.send(OUTSIDE, std::slice::from_ref(&from_outside));
         let expected = if quic == "block" {
             vec![quic_bank, dns]
         } else {
