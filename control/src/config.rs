@@ -160,19 +160,17 @@ impl ControlConfig {
             }
         }
         for (i, k) in self.pkcs11_keys.iter().enumerate() {
+            let field = format!("control.pkcs11_keys[{i}]");
             let u = crate::pkcs11::Pkcs11Uri::configured(k)
-                .map_err(|e| Error::config(format!("pkcs11_keys[{i}]"), e.to_string()))?;
-            if let Some(m) = u.module.as_deref().and_then(|m| std::fs::metadata(m).ok()) {
-                use std::os::unix::fs::MetadataExt;
-                if m.uid() != 0 && m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
-                    return Err(Error::config(
-                        format!("pkcs11_keys[{i}]"),
-                        format!(
-                            "module-path {}: must be owned by root and writable by root only",
-                            u.module.as_deref().unwrap_or_default()
-                        ),
-                    ));
-                }
+                .map_err(|e| Error::config(field.clone(), e.to_string()))?;
+            // The library and the PIN file, and every directory above them:
+            // owned by root, writable by it only (nobody else may replace them).
+            let module = u.module.as_deref().unwrap_or_default();
+            crate::pkcs11::trusted_path(std::path::Path::new(module))
+                .map_err(|e| Error::config(field.clone(), format!("module-path {module}: {e}")))?;
+            if let Some(crate::pkcs11::PinSpec::Source(p)) = &u.pin {
+                crate::pkcs11::trusted_path(p)
+                    .map_err(|e| Error::config(field.clone(), format!("pin-source {}: {e}", p.display())))?;
             }
         }
         if self.dataplane_socket == self.socket {

@@ -42,6 +42,9 @@ pub struct Pkcs11Uri {
     pub object: String,
     /// `pin-value` or `pin-source` (only `pin-source`, in the configuration).
     pub pin: Option<PinSpec>,
+    /// `serial`: the token's serial number, when given (a token is then found
+    /// by label and serial: another token with the same label is not it).
+    pub serial: Option<String>,
 }
 
 /// Where the PIN comes from.
@@ -70,6 +73,7 @@ impl PinSpec {
             PinSpec::Source(path) => path,
         };
         let refuse = || Error::PinSource(path.clone());
+        trusted_path(path).map_err(|_| refuse())?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -88,6 +92,32 @@ impl PinSpec {
         let text = String::from_utf8(bytes).map_err(|_| refuse())?;
         Ok(text.trim_end_matches(['\n', '\r']).to_string())
     }
+}
+
+/// Whether `path` and every directory above it are owned by root (or this
+/// process's user) and writable by their owner only, as sshd's StrictModes asks:
+/// nobody else can replace the file, or a directory on its way. Links are
+/// followed as the kernel would and their targets checked.
+pub fn trusted_path(path: &std::path::Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The real file and its directories, and the directories the given path
+    // passes through (a link's own directory decides what the link is).
+    let ancestors = real.ancestors().chain(path.parent().into_iter().flat_map(std::path::Path::ancestors));
+    for p in ancestors.filter(|p| !p.as_os_str().is_empty()) {
+        let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != 0 && m.uid() != euid {
+            return Err(format!("{} is owned by uid {}, not root", p.display(), m.uid()));
+        }
+        // A sticky directory (/tmp) lets others add names, but not replace the
+        // root-owned entry below it on this path.
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky_dir {
+            return Err(format!("{} is writable by others than its owner", p.display()));
+        }
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -115,7 +145,7 @@ impl Pkcs11Uri {
         let bad = |m: &str| Error::Pkcs11Uri(m.to_string());
         let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| bad("a PKCS#11 URI starts with \"pkcs11:\""))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (mut module, mut token, mut object, mut pin) = (None, None, None, None);
+        let (mut module, mut token, mut object, mut pin, mut serial) = (None, None, None, None, None);
         for attr in path.split(';').filter(|a| !a.is_empty()) {
             let (k, v) =
                 attr.split_once('=').ok_or_else(|| bad(&format!("{attr:?}: expected name=value")))?;
@@ -123,6 +153,7 @@ impl Pkcs11Uri {
             match k {
                 "token" => token = Some(v),
                 "object" => object = Some(v),
+                "serial" => serial = Some(v),
                 _ => {} // other path attributes (manufacturer, serial, type, id) narrow nothing here
             }
         }
@@ -141,6 +172,7 @@ impl Pkcs11Uri {
             module,
             token: token.ok_or_else(|| bad("the URI names no token (its label)"))?,
             object: object.ok_or_else(|| bad("the URI names no object (the key's label)"))?,
+            serial,
             pin,
         })
     }
@@ -191,6 +223,7 @@ impl Pkcs11Uri {
         self.token == wanted.token
             && self.object == wanted.object
             && wanted.module.as_ref().is_none_or(|m| Some(m) == self.module.as_ref())
+            && wanted.serial.as_ref().is_none_or(|s| Some(s) == self.serial.as_ref())
     }
 
     /// `token`/`object` as shown to operators.
@@ -218,15 +251,64 @@ fn context(module: &str) -> Result<Pkcs11> {
     if let Some(c) = all.get(module) {
         return Ok(c.clone());
     }
-    let ctx = Pkcs11::new(module).map_err(pkcs11(format!("module {module}")))?;
+    // The library is checked again now (root's configuration named it; nobody
+    // else may have replaced it or a directory on its way since), opened without
+    // following a link, and what was checked is what is loaded.
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let bad = |why: String| Error::Token(format!("PKCS#11 module {module}: {why}"));
+    trusted_path(std::path::Path::new(module)).map_err(bad)?;
+    let real = std::fs::canonicalize(module).map_err(|e| bad(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&real)
+        .map_err(|e| bad(e.to_string()))?;
+    let m = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !m.is_file() || m.mode() & 0o022 != 0 {
+        return Err(bad("not a regular file writable by its owner only".into()));
+    }
+    let ctx = Pkcs11::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(pkcs11(format!("module {module}")))?;
+    drop(file);
     ctx.initialize(CInitializeArgs::OsThreads).map_err(pkcs11(format!("initialize {module}")))?;
     all.insert(module.to_string(), ctx.clone());
     Ok(ctx)
 }
 
+/// The entries of `control.pkcs11_keys` (set once by the daemon at start): a
+/// key is opened only while root's configuration still names it, also one a
+/// state file recorded earlier.
+static CONFIGURED: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records root's `control.pkcs11_keys` (first call wins).
+pub fn set_configured(keys: &[String]) {
+    let _ = CONFIGURED.set(keys.to_vec());
+}
+
+/// PIN files whose PIN a token refused, as they were then (device, inode,
+/// modification time, size): such a PIN is not tried again until root changes
+/// the file, so nothing an operator or a dataplane does can lock the token's PIN
+/// by retrying it.
+static PIN_REFUSED: OnceLock<Mutex<HashMap<String, FileIdentity>>> = OnceLock::new();
+
+/// A file as it is now: device, inode, modification time (s, ns), size.
+type FileIdentity = (u64, u64, i64, i64, u64);
+
+fn file_identity(path: &std::path::Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
 /// The key a configured URI names, opened once and then shared (by library,
 /// token and object: two spellings of one key share one session).
 pub fn key_for(uri_text: &str) -> Result<SharedKey> {
+    if !CONFIGURED.get().is_some_and(|keys| keys.iter().any(|k| k == uri_text)) {
+        return Err(Error::Token(
+            "this token key is no longer in control.pkcs11_keys (root's configuration names the keys in use)"
+                .into(),
+        ));
+    }
     let uri = Pkcs11Uri::configured(uri_text)?;
     let id = format!("{:?}", (&uri.module, &uri.token, &uri.object));
     let mut keys = KEYS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
@@ -265,17 +347,56 @@ impl Pkcs11Key {
             .get_slots_with_token()
             .map_err(pkcs11("slots"))?
             .into_iter()
-            .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label().trim_end() == uri.token))
-            .ok_or_else(|| Error::Token(format!("no token labelled {:?}", uri.token)))?;
+            .find(|s| {
+                ctx.get_token_info(*s).is_ok_and(|t| {
+                    t.label().trim_end() == uri.token
+                        && uri.serial.as_deref().is_none_or(|serial| t.serial_number().trim_end() == serial)
+                })
+            })
+            .ok_or_else(|| match &uri.serial {
+                Some(s) => Error::Token(format!("no token labelled {:?} with serial {s:?}", uri.token)),
+                None => Error::Token(format!("no token labelled {:?}", uri.token)),
+            })?;
         let session = ctx.open_ro_session(slot).map_err(pkcs11("session"))?;
-        let pin =
-            uri.pin.as_ref().ok_or_else(|| Error::Pkcs11Uri("the URI gives no pin-source".into()))?.read()?;
+        let spec = uri.pin.as_ref().ok_or_else(|| Error::Pkcs11Uri("the URI gives no pin-source".into()))?;
+        let pin_file = match spec {
+            PinSpec::Source(p) => p.clone(),
+            PinSpec::Value(_) => std::path::PathBuf::new(),
+        };
+        let refused_key = format!("{:?}", (module, &uri.token, &pin_file));
+        let refused = PIN_REFUSED.get_or_init(Default::default);
+        if let Some(then) = refused.lock().unwrap_or_else(PoisonError::into_inner).get(&refused_key) {
+            if file_identity(&pin_file).as_ref() == Some(then) {
+                return Err(Error::Token(format!(
+                    "token {:?} refused the PIN in {} before; it is not tried again until root changes that file \
+                     (a token locks its PIN after a few failures)",
+                    uri.token,
+                    pin_file.display()
+                )));
+            }
+        }
+        let pin = spec.read()?;
+        use cryptoki::error::{Error as Ck, RvError};
         match session.login(UserType::User, Some(&AuthPin::new(pin))) {
             // Login state is per token and process: another key of this token
             // logged it in already (with the PIN root configured).
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(pkcs11(format!("login to token {:?}", uri.token))(e)),
+            Ok(()) | Err(Ck::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => {
+                if let Ck::Pkcs11(
+                    RvError::PinIncorrect
+                    | RvError::PinLocked
+                    | RvError::PinExpired
+                    | RvError::PinInvalid
+                    | RvError::PinLenRange,
+                    _,
+                ) = e
+                {
+                    if let Some(id) = file_identity(&pin_file) {
+                        refused.lock().unwrap_or_else(PoisonError::into_inner).insert(refused_key, id);
+                    }
+                }
+                return Err(pkcs11(format!("login to token {:?}", uri.token))(e));
+            }
         }
         let label = Attribute::Label(uri.object.as_bytes().to_vec());
         let find = |class| {
@@ -377,7 +498,8 @@ mod tests {
                 module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
                 token: "tls gate".into(),
                 object: "ca".into(),
-                pin: Some(PinSpec::Source("/etc/p".into()))
+                pin: Some(PinSpec::Source("/etc/p".into())),
+                serial: None
             }
         );
         for (bad, needle) in [
@@ -453,6 +575,33 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A library or PIN file is trusted only when nobody but root can replace it
+    /// or a directory on its way (a sticky directory such as /tmp counts as safe
+    /// above a root-owned entry); a missing file is refused.
+    #[test]
+    fn trusted_paths_are_root_owned_all_the_way_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("tg-trust-{}", std::process::id()));
+        let open_dir = base.join("open");
+        std::fs::create_dir_all(&open_dir).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ok = base.join("lib.so");
+        std::fs::write(&ok, b"x").unwrap();
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(trusted_path(&ok), Ok(()));
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let planted = open_dir.join("lib.so");
+        std::fs::write(&planted, b"x").unwrap();
+        assert!(trusted_path(&planted).unwrap_err().contains("writable by others"));
+        let link = base.join("link.so");
+        std::os::unix::fs::symlink(&planted, &link).unwrap();
+        assert!(trusted_path(&link).is_err(), "a link to a file in an open directory");
+        assert!(trusted_path(&base.join("missing.so")).is_err());
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(trusted_path(&ok).is_err(), "a file others may write");
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub const BURST: f64 = 2000.0;
 /// What the signer signs with, for one configuration version.
 struct Material {
     version: u64,
-    ca: DecryptionCa,
+    /// The record `ca` was opened from: a new version with the same record
+    /// reuses `ca` (no token work for a trust or policy change).
+    record: crate::state::CaRecord,
+    ca: Arc<DecryptionCa>,
     trust: Arc<TrustSnapshot>,
     validate: bool,
 }
@@ -103,6 +106,8 @@ impl Signer {
     /// whose key cannot be opened (its token is down) is logged, refused with
     /// that reason, and tried again every [`RETRY_OPEN`].
     pub fn reload(&self, st: &StateFile) {
+        let before = self.material.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let pending_before = self.pending.lock().unwrap_or_else(PoisonError::into_inner).take();
         let mut pending = None;
         let material = (|| {
             let record = st.ca.as_ref()?;
@@ -112,8 +117,30 @@ impl Signer {
             let validate = tlsgate_policy::Policy::from_json(st.running_policy())
                 .map_or(true, |p| p.settings.certificate_validation);
             let trust = trust.snapshot();
+            if let Some(m) = before.filter(|m| m.record == *record) {
+                let ca = m.ca.clone();
+                return Some(Arc::new(Material {
+                    version: st.version,
+                    record: record.clone(),
+                    ca,
+                    trust,
+                    validate,
+                }));
+            }
+            // The same CA still pending: tried again when due, not at every
+            // change (a token's PIN must not be retried at will).
+            if let Some(p) = pending_before.filter(|p| p.record == *record) {
+                pending = Some(Pending { version: st.version, trust, validate, ..p });
+                return None;
+            }
             match record.open() {
-                Ok(ca) => Some(Arc::new(Material { version: st.version, ca, trust, validate })),
+                Ok(ca) => Some(Arc::new(Material {
+                    version: st.version,
+                    record: record.clone(),
+                    ca: Arc::new(ca),
+                    trust,
+                    validate,
+                })),
                 Err(error) => {
                     tracing::error!(%error, "signer: the decryption CA's key cannot be opened; new names are refused until it can");
                     pending = Some(Pending {
@@ -148,7 +175,8 @@ impl Signer {
                 tracing::info!("signer: the decryption CA's key is open again");
                 let m = Arc::new(Material {
                     version: p.version,
-                    ca,
+                    record: p.record.clone(),
+                    ca: Arc::new(ca),
                     trust: p.trust.clone(),
                     validate: p.validate,
                 });

@@ -522,6 +522,11 @@ fn a_pkcs11_token_signs_the_forged_leaves() {
     let uri = "pkcs11:token=tlsgate;object=ca";
     let r = c.ctl(&["ca", "import", "--pkcs11", uri]);
     assert!(!r.status.success() && r.stderr.contains("login"), "a wrong PIN is named: {}", r.stderr);
+    // Not tried again (a token locks its PIN after a few failures) until root
+    // changes the file.
+    let r = c.ctl(&["ca", "import", "--pkcs11", uri]);
+    assert!(!r.status.success() && r.stderr.contains("not tried again"), "{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(20));
     set_pin("1234\n");
     let out = c.ok(&["ca", "import", "--pkcs11", uri, "--name", "tlsgate HSM CA"]);
     assert!(

@@ -117,6 +117,7 @@ impl Daemon {
     pub fn open(cfg: ControlConfig) -> Result<Daemon> {
         let device_id = cfg.device_id()?;
         let (cfg_log_dir, cfg_max, cfg_kept) = (cfg.log_dir.clone(), cfg.max_log_bytes, cfg.log_files_kept);
+        crate::pkcs11::set_configured(&cfg.pkcs11_keys);
         let dir = StateDir::open(&cfg.state_dir)?;
         let state = dir.load(now_s())?;
         let events = EventLog::open(EventSettings {
