@@ -29,11 +29,15 @@ readonly PROG="${0##*/}"
 #                         appliance may use its HSM's own module instead)
 #   python3-pip python3-cryptography
 #                       - install and run ja4plus (below)
+#   chromium libnss3-tools nghttp2-client
+#                       - a real browser through the appliance (headless, with
+#                         an NSS database made by certutil) and h2load (HTTP/2)
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
     hping3 python3-scapy softhsm2 python3-pip python3-cryptography
+    chromium libnss3-tools nghttp2-client
 )
 
 # Python tools from PyPI, pinned, into a directory of their own (never the

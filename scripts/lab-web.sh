@@ -35,7 +35,7 @@ http {
   uwsgi_temp_path $DIR/tmp; scgi_temp_path $DIR/tmp;
   server {
     listen ${NET}.2:80;
-    listen ${NET}.2:443 ssl;
+    listen ${NET}.2:443 ssl http2;
     ssl_certificate $DIR/server.pem;
     ssl_certificate_key $DIR/server.key;
     root $DIR/www;

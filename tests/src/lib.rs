@@ -856,7 +856,8 @@ impl Nginx {
         Self::start_with(lab, www, None)
     }
 
-    /// As [`Nginx::start`], also serving TLS on `NET.2:443` with `tls`.
+    /// As [`Nginx::start`], also serving TLS on `NET.2:443` with `tls` (ALPN h2
+    /// and http/1.1).
     pub fn start_with(lab: &Lab, www: &Path, tls: Option<&NginxTls>) -> Nginx {
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
@@ -887,7 +888,7 @@ http {{
             addr = lab.server_addr(),
             www = www.display(),
             tls = tls.map_or(String::new(), |t| format!(
-                "listen {}:443 ssl; ssl_certificate {}; ssl_certificate_key {}; {}",
+                "listen {}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {}; {}",
                 lab.server_addr(),
                 t.cert.display(),
                 t.key.display(),
