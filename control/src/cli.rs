@@ -242,6 +242,10 @@ pub enum RuleCmd {
         /// SNI patterns: exact or *.suffix (repeatable).
         #[arg(long)]
         sni: Vec<String>,
+        /// JA4 fingerprints of the client (repeatable); exempts from decryption
+        /// only with --source, --destination or --sni.
+        #[arg(long)]
+        ja4: Vec<String>,
     },
     /// Remove a rule.
     Remove {
@@ -505,9 +509,21 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             PolicyCmd::Diff { file } => {
                 Request::PolicyDiff { text: file.as_deref().map(read_text).transpose()? }
             }
-            PolicyCmd::Rule(RuleCmd::Add { name, action, above, below, source, destination, port, sni }) => {
+            PolicyCmd::Rule(RuleCmd::Add {
+                name,
+                action,
+                above,
+                below,
+                source,
+                destination,
+                port,
+                sni,
+                ja4,
+            }) => {
                 let mut rule = serde_json::json!({ "name": name, "action": action });
-                for (key, list) in [("source", source), ("destination", destination), ("sni", sni)] {
+                for (key, list) in
+                    [("source", source), ("destination", destination), ("sni", sni), ("ja4", ja4)]
+                {
                     if !list.is_empty() {
                         rule[key] = serde_json::json!(list);
                     }
@@ -714,6 +730,10 @@ pub fn event_panel(e: &EventView) -> String {
             ("Server certificate issuer", dash(&e.server_cert_issuer)),
             ("TLS version", opt(&e.tls_version)),
             ("Server cipher suite", opt(&e.cipher_suite)),
+            ("Client fingerprint (JA4)", opt(&e.ja4)),
+            ("ALPN client / server", format!("{} / {}", opt(&e.alpn_client), opt(&e.alpn_server))),
+            ("Key exchange client / server", format!("{} / {}", opt(&e.group_client), opt(&e.group_server))),
+            ("ECH offered", if e.ech_offered { "Yes (terminated with the outer SNI)" } else { "No" }.into()),
         ],
     );
     group(

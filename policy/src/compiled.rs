@@ -100,6 +100,7 @@ pub struct CompiledPolicy {
     policy: Arc<Policy>,
     actions: Vec<Action>,
     sni: Vec<Option<Box<[SniPattern]>>>,
+    ja4: Vec<Option<Box<[String]>>>,
     source: AddrIndex,
     destination: AddrIndex,
     ports: IntervalIndex,
@@ -123,9 +124,10 @@ impl CompiledPolicy {
         let ports =
             IntervalIndex::build(words, u128::from(u16::MAX), port_intervals.iter().map(|p| p.as_deref()));
         let actions: Vec<Action> = rules.iter().map(|r| r.action).collect();
+        let ja4 = rules.iter().map(|r| r.ja4.clone().map(Vec::into_boxed_slice)).collect();
         let sni = rules.into_iter().map(|r| r.sni.map(Vec::into_boxed_slice)).collect();
         let tls_ports = PortBitmap::new(&tls_ports);
-        Ok(CompiledPolicy { version, policy, actions, sni, source, destination, ports, tls_ports })
+        Ok(CompiledPolicy { version, policy, actions, sni, ja4, source, destination, ports, tls_ports })
     }
 
     /// The configuration version.
@@ -199,7 +201,7 @@ impl CompiledPolicy {
             return SynDecision { action: SynAction::Bypass { rule: None }, version };
         }
         let action = match self.candidates(src, dst, dst_port).next() {
-            Some(index) if matches!(self.sni.get(index), Some(Some(_))) => SynAction::Intercept,
+            Some(index) if self.needs_hello(index) => SynAction::Intercept,
             Some(index) => syn_action(self.action(index), Some(rule_id(index))),
             None => syn_action(self.policy.default_action, None),
         };
@@ -210,6 +212,20 @@ impl CompiledPolicy {
     /// not match when `sni` is `None`). A port outside `tls_ports` is
     /// `do-not-decrypt` with no rule.
     pub fn decide_with_sni(&self, src: IpAddr, dst: IpAddr, dst_port: u16, sni: Option<&str>) -> Verdict {
+        self.decide_with_hello(src, dst, dst_port, sni, None)
+    }
+
+    /// The full decision with what the ClientHello said: its SNI and the client's
+    /// JA4 fingerprint (a rule with an `sni` or a `ja4` condition does not match
+    /// when that is `None`).
+    pub fn decide_with_hello(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        dst_port: u16,
+        sni: Option<&str>,
+        ja4: Option<&str>,
+    ) -> Verdict {
         let version = self.version;
         if !self.is_tls_port(dst_port) {
             return Verdict { action: Action::DoNotDecrypt, rule: None, version };
@@ -219,7 +235,12 @@ impl CompiledPolicy {
             (Some(Some(_)), None) => false,
             _ => true,
         };
-        match self.candidates(src, dst, dst_port).find(sni_matches) {
+        let ja4_matches = |index: &usize| match (self.ja4.get(*index), ja4) {
+            (Some(Some(prints)), Some(j)) => prints.iter().any(|p| p == j),
+            (Some(Some(_)), None) => false,
+            _ => true,
+        };
+        match self.candidates(src, dst, dst_port).find(|i| sni_matches(i) && ja4_matches(i)) {
             Some(index) => Verdict { action: self.action(index), rule: Some(rule_id(index)), version },
             None => Verdict { action: self.policy.default_action, rule: None, version },
         }
@@ -236,9 +257,15 @@ impl CompiledPolicy {
     }
 
     /// The decision for a flow whose SNI was not proved: as if no SNI rule had
-    /// matched.
-    pub fn decide_unproved(&self, src: IpAddr, dst: IpAddr, dst_port: u16) -> Verdict {
-        self.decide_with_sni(src, dst, dst_port, None)
+    /// matched (rules by JA4 alone still do).
+    pub fn decide_unproved(&self, src: IpAddr, dst: IpAddr, dst_port: u16, ja4: Option<&str>) -> Verdict {
+        self.decide_with_hello(src, dst, dst_port, None, ja4)
+    }
+
+    /// Whether rule `index` can only be decided with the ClientHello (an `sni`
+    /// or a `ja4` condition).
+    fn needs_hello(&self, index: usize) -> bool {
+        matches!(self.sni.get(index), Some(Some(_))) || matches!(self.ja4.get(index), Some(Some(_)))
     }
 
     /// What an unproved SNI of a do-not-decrypt rule gets.

@@ -171,6 +171,7 @@ fn diff_rules(old: &[Rule], new: &[Rule], changes: &mut Vec<Change>) {
         let ports = |p: &Rule| p.ports.as_ref().map_or_else(|| "any".to_string(), json);
         field("ports", ports(before), ports(rule));
         field("sni", cond(&before.sni), cond(&rule.sni));
+        field("ja4", cond(&before.ja4), cond(&rule.ja4));
         field("action", json(&before.action), json(&rule.action));
     }
     // A rule moved if it is outside the longest run of kept rules already in order.

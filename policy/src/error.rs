@@ -72,6 +72,11 @@ pub enum Problem {
     InvalidSni(String),
     /// A number outside its range.
     OutOfRange(u64, u64, u64),
+    /// Not a JA4 fingerprint (`t13d1516h2_8daaf6152771_e5627efa2ab1`).
+    InvalidJa4(String),
+    /// A `do-not-decrypt` rule whose only client-side condition is a JA4: a
+    /// fingerprint is what the client claims.
+    Ja4AloneCannotExempt,
 }
 
 impl fmt::Display for Problem {
@@ -92,6 +97,12 @@ impl fmt::Display for Problem {
             Problem::InvalidPort(a) => write!(f, "invalid port \"{a}\""),
             Problem::InvalidSni(a) => write!(f, "invalid SNI pattern \"{a}\""),
             Problem::OutOfRange(a, b, c) => write!(f, "{a} is outside {b}..={c}"),
+            Problem::InvalidJa4(a) => write!(f, "invalid JA4 fingerprint \"{a}\" (expected like t13d1516h2_8daaf6152771_e5627efa2ab1)"),
+            Problem::Ja4AloneCannotExempt => write!(
+                f,
+                "a ja4 condition may exempt from decryption only together with source, destination or sni \
+                 (a fingerprint is what the client claims)"
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ struct LinearRule {
     destination: Option<Vec<Span>>,
     ports: Option<Vec<(u16, u16)>>,
     sni: Option<Vec<SniPattern>>,
+    ja4: Option<Vec<String>>,
     action: Action,
 }
 
@@ -51,6 +52,7 @@ impl LinearMatcher {
                 destination: r.destination.as_ref().map(flatten),
                 ports: r.ports.as_ref().map(ports),
                 sni: r.sni.as_ref().map(|l| l.iter().filter_map(|s| SniPattern::parse(s).ok()).collect()),
+                ja4: r.ja4.clone(),
                 action: r.action,
             })
             .collect();
@@ -58,7 +60,15 @@ impl LinearMatcher {
         Ok(LinearMatcher { rules, tls_ports, default_action: policy.default_action, version })
     }
 
-    fn first_match(&self, src: IpAddr, dst: IpAddr, port: u16, sni: Option<Option<&str>>) -> Option<usize> {
+    /// `hello`: `None` at SYN (the hello's conditions are not looked at), else
+    /// the SNI and the JA4 the hello gave.
+    fn first_match(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        port: u16,
+        hello: Option<(Option<&str>, Option<&str>)>,
+    ) -> Option<usize> {
         let in_spans = |spans: &Option<Vec<Span>>, addr: IpAddr| {
             let (family, key) = address_key(addr);
             spans
@@ -69,9 +79,13 @@ impl LinearMatcher {
             in_spans(&r.source, src)
                 && in_spans(&r.destination, dst)
                 && r.ports.as_ref().map_or(true, |p| p.iter().any(|&(lo, hi)| lo <= port && port <= hi))
-                && match (&r.sni, sni) {
+                && match (&r.sni, hello) {
                     (None, _) | (Some(_), None) => true, // at SYN the SNI is not looked at
-                    (Some(pats), Some(name)) => name.is_some_and(|n| pats.iter().any(|p| p.matches(n))),
+                    (Some(pats), Some((name, _))) => name.is_some_and(|n| pats.iter().any(|p| p.matches(n))),
+                }
+                && match (&r.ja4, hello) {
+                    (None, _) | (Some(_), None) => true,
+                    (Some(prints), Some((_, ja4))) => ja4.is_some_and(|j| prints.iter().any(|p| p == j)),
                 }
         })
     }
@@ -87,7 +101,7 @@ impl LinearMatcher {
             return SynDecision { action: SynAction::Bypass { rule: None }, version };
         }
         let action = match self.first_match(src, dst, dst_port, None) {
-            Some(i) if self.rules[i].sni.is_some() => SynAction::Intercept,
+            Some(i) if self.rules[i].sni.is_some() || self.rules[i].ja4.is_some() => SynAction::Intercept,
             Some(i) => syn_action(self.rules[i].action, Some(rule_id(i))),
             None => syn_action(self.default_action, None),
         };
@@ -96,11 +110,23 @@ impl LinearMatcher {
 
     /// Same contract as [`crate::CompiledPolicy::decide_with_sni`].
     pub fn decide_with_sni(&self, src: IpAddr, dst: IpAddr, dst_port: u16, sni: Option<&str>) -> Verdict {
+        self.decide_with_hello(src, dst, dst_port, sni, None)
+    }
+
+    /// Same contract as [`crate::CompiledPolicy::decide_with_hello`].
+    pub fn decide_with_hello(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        dst_port: u16,
+        sni: Option<&str>,
+        ja4: Option<&str>,
+    ) -> Verdict {
         let version = self.version;
         if !self.is_tls_port(dst_port) {
             return Verdict { action: Action::DoNotDecrypt, rule: None, version };
         }
-        match self.first_match(src, dst, dst_port, Some(sni)) {
+        match self.first_match(src, dst, dst_port, Some((sni, ja4))) {
             Some(i) => Verdict { action: self.rules[i].action, rule: Some(rule_id(i)), version },
             None => Verdict { action: self.default_action, rule: None, version },
         }

@@ -183,6 +183,12 @@ pub struct Rule {
     /// SNI patterns; a rule with one never matches a flow without SNI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<Vec<String>>,
+    /// JA4 fingerprints of the client's ClientHello; a rule with one never
+    /// matches a flow whose ClientHello was not read. A fingerprint is what the
+    /// client claims: it may block or decrypt on its own, and exempt from
+    /// decryption only with `source`, `destination` or `sni`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<Vec<String>>,
     /// What the rule does.
     pub action: Action,
 }
@@ -190,7 +196,15 @@ pub struct Rule {
 impl Rule {
     /// A rule with no conditions (it matches everything).
     pub fn new(name: &str, action: Action) -> Rule {
-        Rule { name: name.to_string(), source: None, destination: None, ports: None, sni: None, action }
+        Rule {
+            name: name.to_string(),
+            source: None,
+            destination: None,
+            ports: None,
+            sni: None,
+            ja4: None,
+            action,
+        }
     }
 }
 

@@ -96,6 +96,7 @@ pub(crate) struct ResolvedRule {
     pub(crate) destination: Option<Rc<AddrSet>>,
     pub(crate) ports: Option<Vec<(u16, u16)>>,
     pub(crate) sni: Option<Vec<SniPattern>>,
+    pub(crate) ja4: Option<Vec<String>>,
     pub(crate) action: Action,
 }
 
@@ -176,7 +177,16 @@ pub(crate) fn resolve(policy: &Policy) -> Result<Resolved, ValidationError> {
             .map_err(err("destination"))?;
         let ports = rule.ports.as_deref().map(parse_ports).transpose().map_err(err("ports"))?;
         let sni = rule.sni.as_deref().map(parse_sni).transpose().map_err(err("sni"))?;
-        rules.push(ResolvedRule { source, destination, ports, sni, action: rule.action });
+        let ja4 = rule.ja4.as_deref().map(parse_ja4).transpose().map_err(err("ja4"))?;
+        if ja4.is_some()
+            && rule.action == Action::DoNotDecrypt
+            && source.is_none()
+            && destination.is_none()
+            && sni.is_none()
+        {
+            return Err(err("ja4")(Problem::Ja4AloneCannotExempt));
+        }
+        rules.push(ResolvedRule { source, destination, ports, sni, ja4, action: rule.action });
     }
     Ok(Resolved { rules, tls_ports })
 }
@@ -194,6 +204,26 @@ fn parse_ports(list: &[PortSpec]) -> Result<Vec<(u16, u16)>, Problem> {
         non_empty(list)?.iter().map(parse::parse_port).collect::<Result<_, _>>()?;
     merge(&mut ports);
     Ok(ports)
+}
+
+/// JA4 fingerprints, as `a_b_c`: part a 10 characters (`t13d1516h2`), b and c
+/// 12 lowercase hex digits each.
+fn parse_ja4(list: &[String]) -> Result<Vec<String>, Problem> {
+    let valid = |s: &str| {
+        let parts: Vec<&str> = s.split('_').collect();
+        let hex =
+            |p: &str| p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        parts.len() == 3
+            && parts[0].len() == 10
+            && parts[0].is_ascii()
+            && matches!(parts[0].as_bytes()[0], b't' | b'q' | b'd')
+            && hex(parts[1])
+            && hex(parts[2])
+    };
+    non_empty(list)?
+        .iter()
+        .map(|s| if valid(s) { Ok(s.clone()) } else { Err(Problem::InvalidJa4(s.clone())) })
+        .collect()
 }
 
 fn parse_sni(list: &[String]) -> Result<Vec<SniPattern>, Problem> {

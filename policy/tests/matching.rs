@@ -276,3 +276,61 @@ fn compiled_policies_are_shared_across_worker_threads() {
         assert_eq!(worker.join().unwrap(), SynAction::Block { rule: Some(RuleId::new(0)) });
     }
 }
+
+const CHROMIUM: &str = "t13d1517h2_8daaf6152771_cb7bf5808d99";
+const BOT: &str = "t12i100700_61a7ad8aa9b6_3fcd1a44f3e3";
+
+/// A `ja4` condition: decided only with the ClientHello (Intercept at SYN),
+/// matches the fingerprints listed, never a flow whose hello was not read; it may
+/// block on its own, and exempt only with an address or an SNI.
+#[test]
+fn ja4_conditions() {
+    let p = compile(&format!(
+        r#"{{"rules": [
+            {{"name": "Block-Bot", "ja4": ["{BOT}"], "action": "block"}},
+            {{"name": "Bypass-App", "destination": ["198.18.0.9"], "ja4": ["{CHROMIUM}"], "action": "do-not-decrypt"}},
+            {{"name": "Decrypt-All", "action": "decrypt"}}]}}"#
+    ));
+    assert_eq!(syn(&p, "198.18.0.1", "198.18.0.2", 443), SynAction::Intercept);
+    let name = |src: &str, dst: &str, ja4: Option<&str>| {
+        let v = p.decide_with_hello(ip(src), ip(dst), 443, Some("a.tg.test"), ja4);
+        (v.action, v.rule.and_then(|r| p.rule_name(r)).unwrap_or("default").to_string())
+    };
+    assert_eq!(name("198.18.0.1", "198.18.0.2", Some(BOT)), (Action::Block, "Block-Bot".into()));
+    assert_eq!(name("198.18.0.1", "198.18.0.2", Some(CHROMIUM)), (Action::Decrypt, "Decrypt-All".into()));
+    assert_eq!(name("198.18.0.1", "198.18.0.9", Some(CHROMIUM)), (Action::DoNotDecrypt, "Bypass-App".into()));
+    assert_eq!(
+        name("198.18.0.1", "198.18.0.9", None),
+        (Action::Decrypt, "Decrypt-All".into()),
+        "no hello, no JA4 rule"
+    );
+    assert!(!p.needs_proof(&p.decide_with_hello(
+        ip("198.18.0.1"),
+        ip("198.18.0.9"),
+        443,
+        None,
+        Some(CHROMIUM)
+    )));
+    // Unproved SNI: SNI rules are set aside, JA4 rules still count.
+    assert_eq!(p.decide_unproved(ip("198.18.0.1"), ip("198.18.0.2"), 443, Some(BOT)).action, Action::Block);
+
+    for (bad, needle) in [
+        (
+            format!(
+                r#"{{"rules": [{{"name": "Bypass-Chrome", "ja4": ["{CHROMIUM}"], "action": "do-not-decrypt"}}]}}"#
+            ),
+            "only together with source, destination or sni",
+        ),
+        (
+            r#"{"rules": [{"name": "X", "ja4": ["t13d1517h2_xyz"], "action": "block"}]}"#.to_string(),
+            "invalid JA4",
+        ),
+        (r#"{"rules": [{"name": "X", "ja4": [], "action": "block"}]}"#.to_string(), "empty list"),
+    ] {
+        let e = Policy::from_json(&bad)
+            .map_err(|e| e.to_string())
+            .and_then(|p| CompiledPolicy::compile(p, 1).map(|_| ()).map_err(|e| e.to_string()))
+            .expect_err("refused");
+        assert!(e.contains(needle) && e.contains("ja4"), "{bad}: {e}");
+    }
+}

@@ -784,3 +784,41 @@ fn a_client_hello_over_several_segments_is_read_whole() {
     assert_eq!((sni, rule), (Some("blocked.tg.test"), Some("Block-Big")), "{blocked}");
     assert!(blocked["ja4"].as_str().is_some_and(|j| j.starts_with("t13d")), "{blocked}");
 }
+
+/// A policy rule by JA4: the fingerprint of a client whose hello differs (ALPN
+/// `bot/1` only) is blocked after its ClientHello; the usual client is decrypted.
+#[test]
+fn a_ja4_rule_blocks_the_client_it_names() {
+    let pki = origin();
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let probe = setup("strong", &[pki.root.pem()], &[]);
+    let mut bot = (*client_config(&probe.ca, None)).clone();
+    bot.alpn_protocols = vec![b"bot/1".to_vec()];
+    let mut hello = Vec::new();
+    let name = tlsgate_certstore::pki_types::ServerName::try_from(pki::SERVER).unwrap();
+    rustls::ClientConnection::new(Arc::new(bot.clone()), name).unwrap().write_tls(&mut hello).unwrap();
+    let bot_ja4 = tlsgate_certstore::Ja4::from_records(&hello).unwrap().to_string();
+    let policy = format!(
+        r#"{{"rules": [
+            {{"name": "Block-Bot", "ja4": ["{bot_ja4}"], "action": "block"}},
+            {{"name": "Decrypt-All", "action": "decrypt"}}]}}"#
+    );
+    let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(&policy));
+    let mut bot = (*client_config(&setup.ca, None)).clone();
+    bot.alpn_protocols = vec![b"bot/1".to_vec()];
+    let mut net = Net::new(setup.config.clone(), 1);
+    let server = server_config(chain, &pki.leaf.key, false);
+    let (resp, err, _, _) =
+        tls_exchange(&mut net, server.clone(), Arc::new(bot), pki::SERVER, 443, 40601, b"GET /", 100);
+    assert!(resp.is_none() && err.is_some(), "the named client is blocked");
+    let good = client_config(&setup.ca, None);
+    let (resp, err, _, _) = tls_exchange(&mut net, server, good, pki::SERVER, 443, 40602, b"GET /", 100);
+    assert!(err.is_none() && resp.is_some(), "another client is decrypted: {err:?}");
+    drop(net.stop());
+    let (_, events) = logs(&setup);
+    let blocked = events.iter().find(|e| e["kind"] == "blocked").expect("a blocked event");
+    assert_eq!(
+        (blocked["rule"].as_str(), blocked["ja4"].as_str()),
+        (Some("Block-Bot"), Some(bot_ja4.as_str()))
+    );
+}

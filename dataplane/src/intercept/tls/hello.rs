@@ -89,7 +89,8 @@ pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_,
     let a = cx.addrs;
     let key: ServerKey = (a.server, a.port, sni.clone());
     if let Some(policy) = cx.policy {
-        let mut v = policy.decide_with_sni(a.client, a.server, a.port, sni.as_deref());
+        let ja4 = cx.info.ja4.clone();
+        let mut v = policy.decide_with_hello(a.client, a.server, a.port, sni.as_deref(), ja4.as_deref());
         if policy.needs_proof(&v) {
             match cx.w.shared.proofs.get(&key, cx.now_ms) {
                 Some(true) => {}
@@ -106,7 +107,7 @@ pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_,
                             Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, Cause::SniUnproved);
                         return (TlsState::Failed, Some(TlsAction::Reset(end)));
                     }
-                    v = policy.decide_unproved(a.client, a.server, a.port);
+                    v = policy.decide_unproved(a.client, a.server, a.port, ja4.as_deref());
                 }
             }
         }
