@@ -245,3 +245,73 @@ fn h2load_runs_many_streams_over_one_decrypted_connection() {
     drop(c);
     lab.teardown();
 }
+
+/// QUIC in the lab, with a UDP sender standing in for a browser's Initial
+/// packets: under Decrypt-All, UDP 443 to the server never arrives (`quic =
+/// block`, the default: browsers fall back to TCP) while UDP to another port
+/// does; after `quic: pass` is committed it arrives, counted.
+#[test]
+fn quic_is_blocked_until_the_policy_passes_it() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt20", "198.18.30");
+    let files = TempDir::new("quic");
+    let (c, dp, nginx, _ca) = setup(&lab, &files, "lab-quic");
+    // The server counts datagrams on 443 and 4433 for 3 s; the client sends 5
+    // "Initials" of 1200 bytes to each.
+    let receive = |expect: &str| {
+        let mut server = tlsgate_tests::netns_spawn(
+            &lab.server_ns(),
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "import socket,sys,time\n\
+                 socks=[]\n\
+                 for p in (443,4433):\n\
+                 \x20 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind((sys.argv[1],p)); s.setblocking(False); socks.append(s)\n\
+                 n={443:0,4433:0}; end=time.time()+3\n\
+                 while time.time()<end:\n\
+                 \x20 for s in socks:\n\
+                 \x20   try:\n\
+                 \x20     s.recv(2048); n[s.getsockname()[1]]+=1\n\
+                 \x20   except BlockingIOError: pass\n\
+                 \x20 time.sleep(0.005)\n\
+                 print(n[443], n[4433])\n",
+                &lab.server_addr(),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let send = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for p in (443,4433):\n  for i in range(5): s.sendto(b'\\xc3'*1200,('{}',p))\n",
+            lab.server_addr()
+        );
+        netns_run(&lab.client_ns(), &["/usr/bin/python3", "-c", &send], Duration::from_secs(10))
+            .expect_success("UDP sender");
+        let out = server.wait_or_kill(Duration::from_secs(10));
+        assert_eq!(out.stdout.trim(), expect, "datagrams received on 443 and 4433: {out:?}");
+    };
+    receive("0 5");
+    let s = dp.wait_stats(Duration::from_secs(5), |s| s.total_drops().get("quic").copied() == Some(5));
+    assert_eq!(s.total_drops().get("quic"), Some(&5), "{:?}", s.total_drops());
+
+    let pass = write(
+        c.dir.path(),
+        "quic-pass.json",
+        r#"{"rules": [{"name": "Decrypt-All", "action": "decrypt"}], "settings": {"quic": "pass"}}"#,
+    );
+    c.ok(&["policy", "load", pass.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    c.wait_applied(Duration::from_secs(10));
+    receive("5 5");
+    let s = dp.wait_stats(Duration::from_secs(5), |s| {
+        s.workers.iter().map(|w| w.get("quic_passed")).sum::<u64>() >= 1
+    });
+    assert!(s.workers.iter().map(|w| w.get("quic_passed")).sum::<u64>() >= 1);
+    drop(nginx);
+    drop(dp);
+    drop(c);
+    lab.teardown();
+}
