@@ -60,6 +60,9 @@ pub enum Cause {
     /// The certificate signer (outside the packet path) did not issue the forged
     /// certificate: unreachable, overloaded, or it refused (the detail says).
     SignerUnavailable,
+    /// The ClientHello offered Encrypted ClientHello and the policy says `ech:
+    /// block`.
+    EchBlocked,
     /// A policy rule decided (block, or do-not-decrypt): the rule's index in the
     /// policy of the flow's configuration version, `None` for the default action.
     Policy {
@@ -145,6 +148,7 @@ impl Cause {
         Cause::Excluded,
         Cause::SniUnproved,
         Cause::SignerUnavailable,
+        Cause::EchBlocked,
         Cause::Policy { rule: Some(3) },
         Cause::Policy { rule: None },
         Cause::Remembered,
@@ -186,6 +190,7 @@ impl Cause {
             Cause::Excluded => 21,
             Cause::SniUnproved => 22,
             Cause::SignerUnavailable => 23,
+            Cause::EchBlocked => 24,
         }
     }
 
@@ -221,6 +226,7 @@ impl Cause {
             21 => Cause::Excluded,
             22 => Cause::SniUnproved,
             23 => Cause::SignerUnavailable,
+            24 => Cause::EchBlocked,
             _ => return None,
         })
     }
@@ -251,6 +257,7 @@ impl Cause {
             Cause::Excluded => "excluded",
             Cause::SniUnproved => "sni_unproved",
             Cause::SignerUnavailable => "signer_unavailable",
+            Cause::EchBlocked => "ech_blocked",
         }
     }
 
@@ -330,6 +337,10 @@ impl Outcome {
             }
             Cause::SignerUnavailable => {
                 "the certificate signer did not issue the forged certificate (unreachable, overloaded or refused)"
+                    .into()
+            }
+            Cause::EchBlocked => {
+                "blocked: the ClientHello offered Encrypted ClientHello (real or GREASE) and the policy says ech: block"
                     .into()
             }
             Cause::Policy { .. } => match (self.kind, self.phase) {

@@ -1,9 +1,16 @@
 //! Any bytes as the first bytes of a client leg: the ClientHello reader (rustls'
-//! Acceptor, as the dataplane drives it) never panics.
+//! Acceptor, as the dataplane drives it) and the JA4 fingerprint never panic.
 #![no_main]
 use tlsgate_certstore::rustls::server::Acceptor;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    // The JA4 fingerprint of the same bytes (the dataplane computes it from what
+    // the client sent): never a panic, and a fingerprint always has its shape.
+    if let Some(j) = tlsgate_certstore::Ja4::from_records(data) {
+        let text = j.to_string();
+        assert_eq!(text.len(), 36, "{text}");
+        assert_eq!(text.matches('_').count(), 2, "{text}");
+    }
     let mut acceptor = Acceptor::default();
     let mut rd = data;
     while !rd.is_empty() {

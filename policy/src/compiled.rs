@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::model::{
-    Action, CertificateActions, DecryptionSettings, MidstreamAction, Policy, QuicAction, UndecryptableAction,
-    UnprovedSniAction,
+    Action, CertificateActions, DecryptionSettings, EchAction, MidstreamAction, Policy, QuicAction,
+    UndecryptableAction, UnprovedSniAction,
 };
 use crate::parse::{address_key, Family, SniPattern};
 use crate::resolve::{self, Resolved};
@@ -174,6 +174,11 @@ impl CompiledPolicy {
     /// What happens to TCP to or from a TLS port without a SYN seen.
     pub fn midstream(&self) -> MidstreamAction {
         self.policy.settings.midstream
+    }
+
+    /// What happens to a ClientHello offering ECH.
+    pub fn ech(&self) -> EchAction {
+        self.policy.settings.ech
     }
 
     /// What happens to QUIC a `decrypt` rule matches by address and port.

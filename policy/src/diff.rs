@@ -126,6 +126,7 @@ impl PolicyDiff {
         setting("undecryptable", json(&a.undecryptable), json(&b.undecryptable));
         setting("midstream", json(&a.midstream), json(&b.midstream));
         setting("quic", json(&a.quic), json(&b.quic));
+        setting("ech", json(&a.ech), json(&b.ech));
         setting("certificate_validation", json(&a.certificate_validation), json(&b.certificate_validation));
         setting("certificate_actions", json(&a.certificate_actions), json(&b.certificate_actions));
         setting("undecryptable_memory_s", json(&a.undecryptable_memory_s), json(&b.undecryptable_memory_s));

@@ -67,7 +67,7 @@ pub use diff::{Change, ItemKind, PolicyDiff};
 pub use error::{Error, Place, Problem, Result, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
-    Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, MidstreamAction,
-    Policy, PortSpec, Position, QuicAction, Rule, UndecryptableAction, UnprovedSniAction,
+    Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, EchAction,
+    MidstreamAction, Policy, PortSpec, Position, QuicAction, Rule, UndecryptableAction, UnprovedSniAction,
 };
 pub use store::{Committed, PolicyStore, DEFAULT_HISTORY};

@@ -81,6 +81,22 @@ pub enum QuicAction {
     Pass,
 }
 
+/// What happens to a ClientHello that offers Encrypted ClientHello (ECH). The
+/// appliance never accepts ECH: it terminates with the outer SNI, and a client
+/// that really used ECH retries without it (RFC 9849's middlebox case). On the
+/// wire a real ECH offer and Chromium's GREASE one look alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EchAction {
+    /// Decided as any other flow, with the outer SNI (the default).
+    #[default]
+    Decrypt,
+    /// Reset: every ClientHello offering ECH, GREASE included (so every
+    /// Chromium). For networks that forbid ECH outright.
+    Block,
+}
+
 /// What happens to a flow whose SNI matched a do-not-decrypt rule when the server
 /// did not prove it owns that name (the appliance's own handshake to it did not get
 /// a certificate valid for the name).
@@ -221,6 +237,9 @@ pub struct DecryptionSettings {
     /// What happens to QUIC (UDP to a TLS port) a `decrypt` rule matches by
     /// address and port. Default `block`.
     pub quic: QuicAction,
+    /// What happens to a ClientHello offering ECH. Default `decrypt` (with the
+    /// outer SNI).
+    pub ech: EchAction,
     /// Whether server certificates are verified. Default `true`; `false` is for labs
     /// and is reported by [`Policy::warnings`].
     pub certificate_validation: bool,
@@ -244,6 +263,7 @@ impl Default for DecryptionSettings {
             undecryptable: UndecryptableAction::Block,
             midstream: MidstreamAction::Drop,
             quic: QuicAction::Block,
+            ech: EchAction::Decrypt,
             certificate_validation: true,
             certificate_actions: CertificateActions::default(),
             undecryptable_memory_s: 3600,

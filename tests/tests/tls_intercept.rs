@@ -822,3 +822,69 @@ fn a_ja4_rule_blocks_the_client_it_names() {
         (Some("Block-Bot"), Some(bot_ja4.as_str()))
     );
 }
+
+/// A client whose ClientHello offers Encrypted ClientHello as GREASE (as Chromium
+/// always does): by default it is decrypted with the outer SNI and the event says
+/// ECH was offered; under `ech: block` it is reset (cause `ech_blocked`) while a
+/// client without ECH is still decrypted.
+#[test]
+fn ech_offered_is_recorded_and_blocked_only_when_the_policy_says_so() {
+    use tlsgate_certstore::rustls::client::{EchGreaseConfig, EchMode};
+    use tlsgate_certstore::rustls::crypto::{aws_lc_rs, hpke::Hpke};
+    let pki = origin();
+    let chain = vec![pki.leaf.der(), pki.intermediate.der()];
+    let suite = aws_lc_rs::hpke::DH_KEM_X25519_HKDF_SHA256_AES_128;
+    let (placeholder, _) = suite.generate_key_pair().unwrap();
+    let ech_client = |ca: &DecryptionCa| {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_ech(EchMode::Grease(EchGreaseConfig::new(suite, placeholder.clone())))
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    for ech in ["decrypt", "block"] {
+        let policy = format!(
+            r#"{{"rules": [{{"name": "Decrypt-All", "action": "decrypt"}}], "settings": {{"ech": "{ech}"}}}}"#
+        );
+        let setup = setup_with_policy("strong", &[pki.root.pem()], &[], Some(&policy));
+        let mut net = Net::new(setup.config.clone(), 1);
+        let server = server_config(chain.clone(), &pki.leaf.key, false);
+        let (resp, err, _, _) = tls_exchange(
+            &mut net,
+            server.clone(),
+            ech_client(&setup.ca),
+            pki::SERVER,
+            443,
+            40701,
+            b"GET /",
+            100,
+        );
+        let plain = client_config(&setup.ca, None);
+        let (resp2, err2, _, _) =
+            tls_exchange(&mut net, server, plain, pki::SERVER, 443, 40702, b"GET /", 100);
+        assert!(err2.is_none() && resp2.is_some(), "{ech}: a client without ECH is decrypted: {err2:?}");
+        drop(net.stop());
+        let (_, events) = logs(&setup);
+        let first = events.iter().find(|e| e["src_port"] == 40701).expect("an event for the ECH client");
+        assert_eq!(first["ech_offered"], true, "{first}");
+        if ech == "decrypt" {
+            assert!(err.is_none() && resp.is_some(), "decrypted with the outer SNI: {err:?}");
+            assert_eq!(
+                (first["kind"].as_str(), first["sni"].as_str()),
+                (Some("decrypted"), Some(pki::SERVER))
+            );
+        } else {
+            assert!(resp.is_none() && err.is_some(), "reset under ech: block");
+            assert_eq!(
+                (first["kind"].as_str(), first["cause"].as_str()),
+                (Some("blocked"), Some("ech_blocked"))
+            );
+        }
+        let second = events.iter().find(|e| e["src_port"] == 40702).unwrap();
+        assert_eq!(second["ech_offered"], false);
+    }
+}

@@ -89,6 +89,10 @@ pub(super) fn decide(accepted: Box<Accepted>, raw: Vec<u8>, cx: &mut Ctx<'_, '_,
     let a = cx.addrs;
     let key: ServerKey = (a.server, a.port, sni.clone());
     if let Some(policy) = cx.policy {
+        if cx.info.ech_offered && policy.ech() == tlsgate_policy::EchAction::Block {
+            let end = Ended::new(EventKind::Blocked, Leg::None, Phase::ClientHello, Cause::EchBlocked);
+            return (TlsState::Failed, Some(TlsAction::Reset(end)));
+        }
         let ja4 = cx.info.ja4.clone();
         let mut v = policy.decide_with_hello(a.client, a.server, a.port, sni.as_deref(), ja4.as_deref());
         if policy.needs_proof(&v) {
