@@ -450,6 +450,10 @@ pub struct TlsSnapshot {
     pub system_bundle: bool,
     /// `base` or `strong` (the strong-crypto license).
     pub profile: String,
+    /// Certificate revocation lists (base64 DER) the server leg checks chains
+    /// against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<String>,
 }
 
 /// A pinned server certificate in a snapshot.

@@ -101,6 +101,10 @@ pub enum Error {
     },
 
     /// rustls refused a configuration.
+    #[error("CRL refused: {0}")]
+    /// A certificate revocation list that cannot be used.
+    Crl(String),
+
     #[error("TLS configuration: {0}")]
     Tls(String),
 

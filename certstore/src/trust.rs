@@ -93,6 +93,9 @@ pub struct TrustStore {
     entries: Vec<TrustEntry>,
     /// Certificates whose chains are refused ([`TrustStore::refuse_chains_to`]).
     refused: Vec<CertificateDer<'static>>,
+    /// Certificate revocation lists (DER), checked for every certificate of a
+    /// chain they are authoritative for ([`TrustStore::add_crl`]).
+    crls: Vec<Vec<u8>>,
 }
 
 impl TrustStore {
@@ -225,6 +228,22 @@ impl TrustStore {
         self.import(name, der.as_ref(), ImportAs::Pinned)
     }
 
+    /// Adds a certificate revocation list (DER): a certificate it lists is
+    /// refused with [`crate::VerifyReason::CertRevoked`] (OpenSSL's code 23). A
+    /// certificate no list is authoritative for is not refused for that; a list
+    /// past its nextUpdate still counts (what it lists stays revoked; fetching a
+    /// fresh one is the control plane's).
+    pub fn add_crl(&mut self, der: &[u8]) -> Result<()> {
+        webpki::OwnedCertRevocationList::from_der(der).map_err(|e| Error::Crl(format!("{e:?}")))?;
+        self.crls.push(der.to_vec());
+        Ok(())
+    }
+
+    /// How many CRLs the store holds.
+    pub fn crl_count(&self) -> usize {
+        self.crls.len()
+    }
+
     /// Chains that contain `ca` or name it as an issuer are refused
     /// ([`crate::VerifyReason::OwnDecryptionCa`]), whatever else is trusted: the
     /// appliance's own decryption CA (a loop, or a forged leaf replayed).
@@ -281,6 +300,12 @@ impl TrustStore {
                 snap.refused.push((Fingerprint::of(der.as_ref()), name::canonical(parsed.subject())));
             }
         }
+        snap.crls = self
+            .crls
+            .iter()
+            .filter_map(|d| webpki::OwnedCertRevocationList::from_der(d).ok())
+            .map(webpki::CertRevocationList::from)
+            .collect();
         Arc::new(snap)
     }
 }
@@ -316,6 +341,8 @@ pub struct TrustSnapshot {
     pub(crate) pinned: HashMap<Fingerprint, Pin>,
     /// Fingerprint and canonical subject of each CA whose chains are refused.
     pub(crate) refused: Vec<(Fingerprint, Vec<u8>)>,
+    /// Revocation lists checked for every chain.
+    pub(crate) crls: Vec<webpki::CertRevocationList<'static>>,
 }
 
 impl TrustSnapshot {

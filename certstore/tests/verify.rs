@@ -726,3 +726,68 @@ fn a_chain_to_our_own_decryption_ca_is_refused() {
 fn at_check() -> tlsgate_certstore::pki_types::UnixTime {
     unix_time(CHECK_TIME as u64)
 }
+
+/// A CRL from the leaf's issuer that lists the leaf: the chain is refused as
+/// revoked (code 23, as `openssl verify -crl_check` says); another leaf of the
+/// same issuer passes; a CRL that is not DER is refused when added.
+#[test]
+fn a_crl_revokes_the_certificates_it_lists() {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
+    };
+    let p = Pki::generate();
+    let mut revoked_params = pki::leaf_params(SERVER, pki::VALID_FROM, pki::VALID_TO);
+    revoked_params.serial_number = Some(SerialNumber::from(vec![0x1a, 0x2b, 0x3c]));
+    let revoked = pki::issue(revoked_params, &p.intermediate);
+    let mut good_params = pki::leaf_params(SERVER, pki::VALID_FROM, pki::VALID_TO);
+    good_params.serial_number = Some(SerialNumber::from(vec![0x4d, 0x5e]));
+    let good = pki::issue(good_params, &p.intermediate);
+    let crl = CertificateRevocationListParams {
+        this_update: time::OffsetDateTime::from_unix_timestamp(pki::VALID_FROM).unwrap(),
+        next_update: time::OffsetDateTime::from_unix_timestamp(pki::VALID_TO).unwrap(),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(vec![0x1a, 0x2b, 0x3c]),
+            revocation_time: time::OffsetDateTime::from_unix_timestamp(pki::VALID_FROM + 60).unwrap(),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&p.intermediate.cert, &p.intermediate.key)
+    .unwrap();
+    let mut store = store_of(&[p.root.der()]);
+    assert!(store.add_crl(b"not a CRL").unwrap_err().to_string().starts_with("CRL refused"));
+    store.add_crl(crl.der()).unwrap();
+    let trust = store.snapshot();
+    let name = server_name(&Name::Host(SERVER));
+    let f = verify_server_chain(&trust, &revoked.der(), &[p.intermediate.der()], &name, at_check())
+        .expect_err("revoked");
+    assert_eq!((f.reason, f.code(), f.depth), (VerifyReason::CertRevoked, 23, 0));
+    assert_eq!(f.reason.text(), "certificate revoked");
+    assert_eq!(
+        verify_server_chain(&trust, &good.der(), &[p.intermediate.der()], &name, at_check()),
+        Ok(Verified::Chain)
+    );
+    // openssl agrees.
+    let dir = tempfile::tempdir().unwrap();
+    let w = |n: &str, t: String| {
+        let f = dir.path().join(n);
+        std::fs::write(&f, t).unwrap();
+        f
+    };
+    let ca = w("ca.pem", format!("{}{}", p.root.pem(), p.intermediate.pem()));
+    let crls = w("crl.pem", format!("{}", crl.pem().unwrap()));
+    let leaf = w("leaf.pem", revoked.pem());
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-crl_check", "-attime", &pki::CHECK_TIME.to_string(), "-CAfile"])
+        .arg(&ca)
+        .arg("-CRLfile")
+        .arg(&crls)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("error 23") && text.contains("certificate revoked"), "{text}");
+}

@@ -888,3 +888,65 @@ fn ech_offered_is_recorded_and_blocked_only_when_the_policy_says_so() {
         assert_eq!(second["ech_offered"], false);
     }
 }
+
+/// Revocation on the server leg: with a CRL from the origin's issuer
+/// (`[tls] crls`) that lists the server's certificate, the flow is a server-leg
+/// abort with the verify reason `certificate revoked (code 23)`; a certificate
+/// the CRL does not list is decrypted.
+#[test]
+fn a_revoked_server_certificate_is_a_server_leg_abort() {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
+    };
+    let pki = origin();
+    let leaf = |serial: Vec<u8>| {
+        let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
+        params.serial_number = Some(SerialNumber::from(serial));
+        pki::issue(params, &pki.intermediate)
+    };
+    let (revoked, good) = (leaf(vec![0x66, 0x01]), leaf(vec![0x66, 0x02]));
+    let now = time::OffsetDateTime::now_utc();
+    let crl = CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(1),
+        crl_number: SerialNumber::from(7u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(vec![0x66, 0x01]),
+            revocation_time: now - time::Duration::minutes(30),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.intermediate.cert, &pki.intermediate.key)
+    .unwrap();
+    let mut setup = setup("strong", &[pki.root.pem()], &[]);
+    let crl_file = setup.dir.0.join("origin.crl");
+    std::fs::write(&crl_file, crl.pem().unwrap()).unwrap();
+    setup.config.tls.as_mut().unwrap().crls = vec![crl_file];
+    let out = exchange(
+        &setup,
+        server_config(vec![revoked.der(), pki.intermediate.der()], &revoked.key, false),
+        pki::SERVER,
+        b"GET /",
+        100,
+    );
+    assert!(out.error.is_some(), "the client never gets the revoked server");
+    let (log, events) = logs(&setup);
+    let e = events.iter().find(|e| e["kind"] == "abort").expect("an abort event");
+    assert_eq!((e["leg"].as_str(), e["verify_code"].as_u64()), (Some("server"), Some(23)), "{e}");
+    assert_eq!(e["verify_text"], "certificate revoked");
+    assert!(
+        log.contains("Certificate verification failure: certificate revoked (code 23, depth 0)"),
+        "{log}"
+    );
+    let out = exchange(
+        &setup,
+        server_config(vec![good.der(), pki.intermediate.der()], &good.key, false),
+        pki::SERVER,
+        b"GET /",
+        100,
+    );
+    assert!(out.error.is_none(), "a certificate the CRL does not list: {:?}", out.error);
+}

@@ -224,13 +224,22 @@ fn webpki_verify(
         Err(e) => return WebpkiVerdict::Chain(e, false),
     };
     let name = ee.verify_is_valid_for_subject_name(server_name);
+    // Revocation by the store's CRLs, for every certificate of the chain a list
+    // is authoritative for; no list for a certificate: not refused for that.
+    let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    });
     let chain = ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &trust.anchors,
         intermediates,
         now,
         webpki::KeyUsage::server_auth(),
-        None,
+        revocation,
         None,
     );
     match (chain, name) {

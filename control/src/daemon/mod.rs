@@ -199,6 +199,9 @@ impl Daemon {
                 .collect(),
             system_bundle: st.system_bundle,
             profile: self.profile(st).to_string(),
+            // The control plane's CRL cache (fetched from distribution points)
+            // is the next step of issue 10; none yet.
+            crls: Vec::new(),
         });
         Snapshot { version: st.version, policy: st.running_policy().to_string(), tls }
     }

@@ -38,6 +38,11 @@ pub struct TlsConfig {
     /// Server certificates trusted exactly as they are.
     #[serde(default)]
     pub pinned: Vec<std::path::PathBuf>,
+    /// Certificate revocation lists (PEM or DER files) the server leg checks
+    /// chains against: a certificate one lists is refused as revoked (code 23).
+    /// Without a control plane; with one, its snapshots carry them.
+    #[serde(default)]
+    pub crls: Vec<std::path::PathBuf>,
     /// Include the system CA bundle (Debian's ca-certificates).
     #[serde(default = "yes")]
     pub system_bundle: bool,
@@ -131,6 +136,7 @@ impl Default for TlsConfig {
             ca_key: None,
             trust: Vec::new(),
             pinned: Vec::new(),
+            crls: Vec::new(),
             system_bundle: true,
             profile: default_profile(),
             forge_cache: default_cache(),
@@ -155,6 +161,26 @@ fn default_profile() -> String {
 }
 fn default_cache() -> usize {
     4096
+}
+
+/// The CRLs of a file: its PEM `X509 CRL` blocks, or the file itself as DER.
+fn crl_ders(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let Ok(text) = std::str::from_utf8(bytes) else { return vec![bytes.to_vec()] };
+    let blocks: Vec<Vec<u8>> = text
+        .split("-----BEGIN X509 CRL-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END X509 CRL-----").next())
+        .filter_map(|b| {
+            let body: String = b.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(body).ok()
+        })
+        .collect();
+    if blocks.is_empty() {
+        vec![bytes.to_vec()]
+    } else {
+        blocks
+    }
 }
 
 /// Makes `cfg.crypto` the library of the configurations built from now on.
@@ -365,6 +391,11 @@ impl TlsShared {
                     .map_err(|e| Error::Tls(format!("{}: {e}", p.display())))?;
             }
         }
+        for p in &cfg.crls {
+            for der in crl_ders(&read(p)?) {
+                trust.add_crl(&der).map_err(|e| Error::Tls(format!("tls.crls: {}: {e}", p.display())))?;
+            }
+        }
         let profile: CipherProfile =
             cfg.profile.parse().map_err(|_| Error::Tls(format!("tls.profile: {:?}", cfg.profile)))?;
         let ca_cert = ca.cert_der().clone();
@@ -406,6 +437,9 @@ impl TlsShared {
             trust
                 .import_for(&p.name, &b64(&p.der)?, tlsgate_certstore::ImportAs::Pinned, &p.names)
                 .map_err(|e| Error::Tls(format!("pinned {}: {e}", p.name)))?;
+        }
+        for (i, der) in snap.crls.iter().enumerate() {
+            trust.add_crl(&b64(der)?).map_err(|e| Error::Tls(format!("CRL {i}: {e}")))?;
         }
         let profile: CipherProfile =
             snap.profile.parse().map_err(|_| Error::Tls(format!("profile {:?}", snap.profile)))?;
