@@ -778,7 +778,7 @@ fn a_crl_revokes_the_certificates_it_lists() {
         f
     };
     let ca = w("ca.pem", format!("{}{}", p.root.pem(), p.intermediate.pem()));
-    let crls = w("crl.pem", format!("{}", crl.pem().unwrap()));
+    let crls = w("crl.pem", crl.pem().unwrap());
     let leaf = w("leaf.pem", revoked.pem());
     let out = std::process::Command::new("openssl")
         .args(["verify", "-crl_check", "-attime", &pki::CHECK_TIME.to_string(), "-CAfile"])
