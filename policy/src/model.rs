@@ -139,6 +139,8 @@ pub struct CertificateActions {
     pub hostname_mismatch: CertAction,
     /// Signed with a weak algorithm (MD5, SHA-1).
     pub weak: CertAction,
+    /// Revoked: listed by a CRL of its issuer (OpenSSL's code 23).
+    pub revoked: CertAction,
 }
 
 /// A port or inclusive port range: `443`, `"443"` or `"8000-8080"`.

@@ -949,4 +949,21 @@ fn a_revoked_server_certificate_is_a_server_leg_abort() {
         100,
     );
     assert!(out.error.is_none(), "a certificate the CRL does not list: {:?}", out.error);
+    // `certificate_actions.revoked = "untrust"`: decrypted, the client shown a
+    // certificate from the untrust CA (which it does not trust).
+    let policy = r#"{"rules": [{"name": "Decrypt-All", "action": "decrypt"}],
+        "settings": {"certificate_actions": {"revoked": "untrust"}}}"#;
+    let mut untrust = setup_with_policy("strong", &[pki.root.pem()], &[], Some(policy));
+    let crl_file = untrust.dir.0.join("origin.crl");
+    std::fs::write(&crl_file, crl.pem().unwrap()).unwrap();
+    untrust.config.tls.as_mut().unwrap().crls = vec![crl_file];
+    let out = exchange(
+        &untrust,
+        server_config(vec![revoked.der(), pki.intermediate.der()], &revoked.key, false),
+        pki::SERVER,
+        b"GET /",
+        100,
+    );
+    assert!(out.error.as_deref().is_some_and(|e| e.contains("UnknownIssuer")), "{:?}", out.error);
+    assert_eq!(counter(&out.summary, "tls_untrusted"), 1);
 }

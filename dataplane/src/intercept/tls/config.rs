@@ -261,9 +261,8 @@ impl Verification {
         })
     }
 
-    /// The action for a failure of `reason`: its check's (reasons outside the four
-    /// checks — a bad signature, a revoked certificate, a constraint broken — are
-    /// always blocked).
+    /// The action for a failure of `reason`: its check's (reasons outside the five
+    /// checks — a bad signature, a constraint broken — are always blocked).
     pub fn action(&self, reason: VerifyReason) -> CertAction {
         use VerifyReason as R;
         let a = &self.actions;
@@ -276,6 +275,7 @@ impl Verification {
             | R::UnableToVerifyLeafSignature => a.untrusted_issuer,
             R::HostnameMismatch | R::IpAddressMismatch => a.hostname_mismatch,
             R::CaMdTooWeak => a.weak,
+            R::CertRevoked => a.revoked,
             _ => CertAction::Block,
         }
     }
