@@ -686,6 +686,9 @@ pub fn event_panel(e: &EventView) -> String {
     let mut group = |name: &str, rows: Vec<(&str, String)>| {
         out.push_str(&format!("\n{name}\n"));
         for (k, v) in rows {
+            // Values come from clients and servers (an ALPN, a subject): no
+            // control character reaches the operator's terminal.
+            let v: String = v.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect();
             out.push_str(&format!("  {k:<26} {v}\n"));
         }
     };

@@ -268,6 +268,13 @@ impl Config {
                     .into(),
             ));
         }
+        if self.control.is_some() && self.tls.as_ref().is_some_and(|t| !t.crls.is_empty()) {
+            return Err(Error::Invalid(
+                "tls.crls: with a control plane its snapshots carry the CRLs (a local list would be \
+                 ignored); remove tls.crls"
+                    .into(),
+            ));
+        }
         if self.dataplane.handover_depth < 2 || self.dataplane.handover_depth > 65536 {
             return Err(Error::Invalid(format!(
                 "dataplane.handover_depth: {} is outside 2..=65536",
@@ -323,5 +330,14 @@ outside = "net_af_packet1"
             let err = Config::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+
+    /// `[tls] crls` beside a control plane would be ignored (its snapshots carry
+    /// the CRLs): refused, naming the field.
+    #[test]
+    fn local_crls_beside_a_control_plane_are_refused() {
+        let text = format!("{GOOD}[control]\n[tls]\ncrls = [\"/etc/tlsgate/origin.crl\"]\n");
+        let e = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains("tls.crls") && e.contains("control plane"), "{e}");
     }
 }

@@ -134,7 +134,25 @@ impl<Q: Queues> Worker<Q> {
             self.io.c[idx::DROP_TCP_FRAGMENT] += 1;
             Class::Drop
         } else if p.fragment {
-            Class::Fragment
+            // The first fragment of a UDP datagram holds its ports: QUIC the policy
+            // blocks is dropped there (later fragments are useless without it).
+            match (p.proto == proto::UDP && !p.later_fragment, udp_ports(&p, frame.data())) {
+                (true, Some((sport, dport))) => {
+                    let (src, _, dst, _) = key.endpoints(side);
+                    let blocked = if port == tlsgate_drivers::INSIDE {
+                        self.intercept.quic_decision(src, dst, dport, &self.live, &mut self.io)
+                    } else {
+                        self.intercept.quic_decision(dst, src, sport, &self.live, &mut self.io)
+                    };
+                    if blocked {
+                        self.io.c[idx::DROP_QUIC] += 1;
+                        Class::Drop
+                    } else {
+                        Class::Fragment
+                    }
+                }
+                _ => Class::Fragment,
+            }
         } else if p.proto == proto::TCP || p.proto == proto::UDP {
             Class::Track(Seg {
                 key,
@@ -253,8 +271,13 @@ impl<Q: Queues> Worker<Q> {
                     }
                 }
             }
-            Track::Created if seg.key.proto() == proto::UDP && port == tlsgate_drivers::INSIDE => {
-                if self.intercept.quic_blocked(&seg, &self.live, &mut self.io) {
+            Track::Created if seg.key.proto() == proto::UDP => {
+                let blocked = if port == tlsgate_drivers::INSIDE {
+                    self.intercept.quic_blocked(&seg, &self.live, &mut self.io)
+                } else {
+                    self.intercept.quic_blocked_from_outside(&seg, &self.live, &mut self.io)
+                };
+                if blocked {
                     // No state: every packet is decided again (a client gives up
                     // on QUIC after a few Initials and falls back to TCP).
                     self.flows.remove(&seg.key, seg.hash);
@@ -291,6 +314,18 @@ impl<Q: Queues> Worker<Q> {
                 self.io.c[idx::DROP_TABLE_FULL] += 1;
                 Class::Drop
             }
+            Track::FullOpen
+                if seg.key.proto() == proto::UDP
+                    && if port == tlsgate_drivers::INSIDE {
+                        self.intercept.quic_blocked(&seg, &self.live, &mut self.io)
+                    } else {
+                        self.intercept.quic_blocked_from_outside(&seg, &self.live, &mut self.io)
+                    } =>
+            {
+                // Fail-open never covers QUIC the policy blocks either.
+                self.io.c[idx::DROP_QUIC] += 1;
+                Class::Drop
+            }
             Track::FullOpen => {
                 self.io.c[idx::UNTRACKED_TABLE_FULL] += 1;
                 Class::Forward
@@ -301,4 +336,11 @@ impl<Q: Queues> Worker<Q> {
             }
         }
     }
+}
+
+/// The ports of a UDP header at the frame's L4 offset (a first fragment has one).
+fn udp_ports(p: &crate::wire::parse::Parsed, data: &[u8]) -> Option<(u16, u16)> {
+    let at = usize::from(p.l4_offset);
+    let h = data.get(at..at + 4)?;
+    Some((u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]])))
 }

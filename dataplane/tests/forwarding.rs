@@ -399,23 +399,72 @@ fn quic_a_decrypt_rule_matches_is_blocked_unless_passed() {
         let quic_bank = initial("198.18.0.9", 443);
         let dns = initial("198.18.0.2", 53);
         dp.send(INSIDE, &[quic_decrypt.clone(), quic_decrypt.clone(), quic_bank.clone(), dns.clone()]);
-        let from_outside = Spec::udp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 50001, b"x").build();
-        dp.send(OUTSIDE, std::slice::from_ref(&from_outside));
+        // UDP from the outside: from another port it passes; from 443 it is
+        // decided as QUIC (the server "speaking first").
+        let from_outside = Spec::udp(ip("198.18.0.2"), 53, ip("198.18.0.1"), 50001, b"x").build();
+        let from_443 = Spec::udp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 50003, b"x").build();
+        dp.send(OUTSIDE, &[from_outside.clone(), from_443.clone()]);
         let expected = if quic == "block" {
             vec![quic_bank, dns]
         } else {
             vec![quic_decrypt.clone(), quic_decrypt, quic_bank, dns]
         };
         assert_eq!(dp.collect(OUTSIDE, expected.len()), expected, "quic = {quic}");
-        assert_eq!(dp.collect(INSIDE, 1), vec![from_outside]);
+        let inside = if quic == "block" { vec![from_outside] } else { vec![from_outside, from_443] };
+        assert_eq!(dp.collect(INSIDE, inside.len()), inside, "quic = {quic}");
         dp.settle();
         let s = dp.stop();
         let w = &s.stats.workers[0];
         if quic == "block" {
-            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (Some(&2), 0), "{:?}", w.drops);
+            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (Some(&3), 0), "{:?}", w.drops);
         } else {
-            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (None, 1), "{:?}", w.drops);
+            assert_eq!((w.drops.get("quic"), w.get("quic_passed")), (None, 2), "{:?}", w.drops);
         }
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The ways around `quic = block` an attack review found, closed: a first UDP
+/// fragment to 443 from the inside is dropped (later fragments are useless
+/// without it); a UDP flow the outside opens from port 443 is decided as if the
+/// client had (so a reply sent ahead opens nothing); a full flow table does not
+/// fail open for QUIC.
+#[test]
+fn quic_cannot_be_smuggled_by_fragments_replies_or_a_full_table() {
+    let dir = std::env::temp_dir().join(format!("tg-quic2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("p.json");
+    std::fs::write(&policy, r#"{"rules": [{"name": "Decrypt-All", "action": "decrypt"}]}"#).unwrap();
+    let mut cfg = config(MalformedAction::Drop, 4, AtCapacity::FailOpen);
+    cfg.policy = Some(tlsgate_dataplane::config::PolicyConfig { file: policy });
+    let dp = start(1, Spread::First, cfg);
+    // A first fragment (MF set) of a UDP datagram to 443.
+    let mut first = Spec::udp(ip("198.18.0.1"), 50000, ip("198.18.0.2"), 443, &[0xc3; 1200]).build();
+    first[14 + 6] |= 0x20;
+    first[14 + 10] = 0;
+    first[14 + 11] = 0;
+    let sum = (0..20)
+        .step_by(2)
+        .fold(0u32, |s, i| s + u32::from(u16::from_be_bytes([first[14 + i], first[15 + i]])));
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    first[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    // The server "answers" first, from 443; then the client's QUIC.
+    let reply = Spec::udp(ip("198.18.0.2"), 443, ip("198.18.0.1"), 50001, b"x").build();
+    let quic = Spec::udp(ip("198.18.0.1"), 50001, ip("198.18.0.2"), 443, &[0xc3; 1200]).build();
+    dp.send(INSIDE, std::slice::from_ref(&first));
+    dp.send(OUTSIDE, std::slice::from_ref(&reply));
+    dp.send(INSIDE, std::slice::from_ref(&quic));
+    // Fill the table (4 flows) with other UDP, then QUIC to 443 again.
+    let others: Vec<_> =
+        (0..4).map(|i| Spec::udp(ip("198.18.0.1"), 40000 + i, ip("198.18.0.2"), 53, b"q").build()).collect();
+    dp.send(INSIDE, &others);
+    let late = Spec::udp(ip("198.18.0.1"), 50002, ip("198.18.0.2"), 443, &[0xc3; 1200]).build();
+    dp.send(INSIDE, std::slice::from_ref(&late));
+    assert_eq!(dp.collect(OUTSIDE, others.len()), others, "only the other UDP crosses");
+    dp.settle();
+    assert!(dp.wire.take_tx(INSIDE).is_empty(), "the server's early reply does not cross either");
+    let s = dp.stop();
+    let w = &s.stats.workers[0];
+    assert_eq!(w.drops.get("quic"), Some(&4), "{:?}", w.drops);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -101,7 +101,7 @@ impl fmt::Display for Problem {
             Problem::Ja4AloneCannotExempt => write!(
                 f,
                 "a ja4 condition may exempt from decryption only together with source, destination or sni \
-                 (a fingerprint is what the client claims)"
+                 (a fingerprint is what the client claims; an address of 0.0.0.0/0 or ::/0 narrows nothing)"
             ),
         }
     }

@@ -29,6 +29,13 @@ impl AddrSet {
         set
     }
 
+    /// Whether the set holds every IPv4 or every IPv6 address (`0.0.0.0/0`,
+    /// `::/0`): a condition that narrows nothing.
+    pub(crate) fn covers_a_family(&self) -> bool {
+        self.v4.iter().any(|&(lo, hi)| lo == 0 && hi == u128::from(u32::MAX))
+            || self.v6.iter().any(|&(lo, hi)| lo == 0 && hi == u128::MAX)
+    }
+
     fn union(sets: &[Rc<AddrSet>]) -> AddrSet {
         let mut set = AddrSet::default();
         for part in sets {
@@ -178,10 +185,12 @@ pub(crate) fn resolve(policy: &Policy) -> Result<Resolved, ValidationError> {
         let ports = rule.ports.as_deref().map(parse_ports).transpose().map_err(err("ports"))?;
         let sni = rule.sni.as_deref().map(parse_sni).transpose().map_err(err("sni"))?;
         let ja4 = rule.ja4.as_deref().map(parse_ja4).transpose().map_err(err("ja4"))?;
+        // An address that narrows nothing (0.0.0.0/0, ::/0) does not count.
+        let narrows = |a: &Option<Rc<AddrSet>>| a.as_ref().is_some_and(|s| !s.covers_a_family());
         if ja4.is_some()
             && rule.action == Action::DoNotDecrypt
-            && source.is_none()
-            && destination.is_none()
+            && !narrows(&source)
+            && !narrows(&destination)
             && sni.is_none()
         {
             return Err(err("ja4")(Problem::Ja4AloneCannotExempt));

@@ -326,6 +326,12 @@ fn ja4_conditions() {
             "invalid JA4",
         ),
         (r#"{"rules": [{"name": "X", "ja4": [], "action": "block"}]}"#.to_string(), "empty list"),
+        (
+            format!(
+                r#"{{"rules": [{{"name": "Bypass-Any", "destination": ["0.0.0.0/0", "::/0"], "ja4": ["{CHROMIUM}"], "action": "do-not-decrypt"}}]}}"#
+            ),
+            "only together with source, destination or sni",
+        ),
     ] {
         let e = Policy::from_json(&bad)
             .map_err(|e| e.to_string())

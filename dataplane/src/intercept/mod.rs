@@ -224,6 +224,27 @@ impl Intercept {
     /// back to TCP, where the SNI is read. `quic = "pass"` forwards it, counted.
     pub fn quic_blocked<Q: Queues>(&self, seg: &Seg, live: &Live, io: &mut Io<Q>) -> bool {
         let (src, _, dst, dport) = seg.key.endpoints(seg.side);
+        self.quic_decision(src, dst, dport, live, io)
+    }
+
+    /// As [`Intercept::quic_blocked`] for a UDP flow whose first packet came from
+    /// the outside: the server (its source, from a TLS port) spoke first; the
+    /// flow is decided as if the inside client had opened it, so that a reply
+    /// sent ahead cannot open the way for the client's QUIC.
+    pub fn quic_blocked_from_outside<Q: Queues>(&self, seg: &Seg, live: &Live, io: &mut Io<Q>) -> bool {
+        let (server, sport, client, _) = seg.key.endpoints(seg.side);
+        self.quic_decision(client, server, sport, live, io)
+    }
+
+    /// The QUIC decision for `client` → `server`:`port` (UDP).
+    pub fn quic_decision<Q: Queues>(
+        &self,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        dport: u16,
+        live: &Live,
+        io: &mut Io<Q>,
+    ) -> bool {
         let (decrypt, action) = match &live.policy {
             Some(p) if !p.is_tls_port(dport) => return false,
             Some(p) => match p.decide_at_syn(src, dst, dport).action {

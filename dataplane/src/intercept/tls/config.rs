@@ -163,24 +163,30 @@ fn default_cache() -> usize {
     4096
 }
 
-/// The CRLs of a file: its PEM `X509 CRL` blocks, or the file itself as DER.
-fn crl_ders(bytes: &[u8]) -> Vec<Vec<u8>> {
+/// The CRLs of a file: its PEM `X509 CRL` blocks, or the file itself as DER. A
+/// damaged block is an error (its revocations must not be lost silently).
+fn crl_ders(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use base64::Engine as _;
-    let Ok(text) = std::str::from_utf8(bytes) else { return vec![bytes.to_vec()] };
-    let blocks: Vec<Vec<u8>> = text
-        .split("-----BEGIN X509 CRL-----")
-        .skip(1)
-        .filter_map(|b| b.split("-----END X509 CRL-----").next())
-        .filter_map(|b| {
-            let body: String = b.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(body).ok()
-        })
-        .collect();
-    if blocks.is_empty() {
-        vec![bytes.to_vec()]
-    } else {
-        blocks
+    let Ok(text) = std::str::from_utf8(bytes) else { return Ok(vec![bytes.to_vec()]) };
+    if !text.contains("-----BEGIN X509 CRL-----") {
+        return Ok(vec![bytes.to_vec()]);
     }
+    text.split("-----BEGIN X509 CRL-----")
+        .skip(1)
+        .enumerate()
+        .map(|(i, b)| {
+            let body =
+                b.split("-----END X509 CRL-----").next().filter(|_| b.contains("-----END X509 CRL-----"));
+            let body: String = body
+                .ok_or(format!("PEM block {} has no END line", i + 1))?
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|e| format!("PEM block {}: {e}", i + 1))
+        })
+        .collect()
 }
 
 /// Makes `cfg.crypto` the library of the configurations built from now on.
@@ -392,7 +398,9 @@ impl TlsShared {
             }
         }
         for p in &cfg.crls {
-            for der in crl_ders(&read(p)?) {
+            for der in
+                crl_ders(&read(p)?).map_err(|e| Error::Tls(format!("tls.crls: {}: {e}", p.display())))?
+            {
                 trust.add_crl(&der).map_err(|e| Error::Tls(format!("tls.crls: {}: {e}", p.display())))?;
             }
         }
@@ -510,5 +518,24 @@ impl TlsShared {
     /// Whether flows to `port` are decrypted.
     pub fn is_tls_port(&self, port: u16) -> bool {
         self.ports[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PEM file of CRLs: every block is read; a damaged one is an error, not
+    /// silently dropped (its revocations would be lost).
+    #[test]
+    fn crl_files_are_read_whole_or_refused() {
+        let pem = |body: &str| format!("-----BEGIN X509 CRL-----\n{body}\n-----END X509 CRL-----\n");
+        let two = format!("{}{}", pem("AAEC"), pem("AwQF"));
+        assert_eq!(crl_ders(two.as_bytes()).unwrap(), vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        let damaged = format!("{}{}", pem("AAEC"), pem("not base64!"));
+        assert!(crl_ders(damaged.as_bytes()).unwrap_err().contains("PEM block 2"));
+        let cut = format!("{}-----BEGIN X509 CRL-----\nAwQF\n", pem("AAEC"));
+        assert!(crl_ders(cut.as_bytes()).unwrap_err().contains("no END line"));
+        assert_eq!(crl_ders(&[0x30, 0x03]).unwrap(), vec![vec![0x30, 0x03]], "DER as is");
     }
 }
