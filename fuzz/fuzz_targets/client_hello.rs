@@ -5,11 +5,11 @@ use tlsgate_certstore::rustls::server::Acceptor;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // The JA4 fingerprint of the same bytes (the dataplane computes it from what
-    // the client sent): never a panic, and a fingerprint always has its shape.
+    // the client sent): never a panic, and a fingerprint is always 36 bytes (an
+    // ALPN character may itself be `_`: the underscores are not counted).
     if let Some(j) = tlsgate_certstore::Ja4::from_records(data) {
         let text = j.to_string();
         assert_eq!(text.len(), 36, "{text}");
-        assert_eq!(text.matches('_').count(), 2, "{text}");
     }
     let mut acceptor = Acceptor::default();
     let mut rd = data;
