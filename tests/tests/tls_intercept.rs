@@ -921,17 +921,19 @@ fn a_revoked_server_certificate_is_a_server_leg_abort() {
     }
     .signed_by(&pki.intermediate.cert, &pki.intermediate.key)
     .unwrap();
-    let mut setup = setup("strong", &[pki.root.pem()], &[]);
-    let crl_file = setup.dir.0.join("origin.crl");
-    std::fs::write(&crl_file, crl.pem().unwrap()).unwrap();
-    setup.config.tls.as_mut().unwrap().crls = vec![crl_file];
-    let out = exchange(
-        &setup,
-        server_config(vec![revoked.der(), pki.intermediate.der()], &revoked.key, false),
-        pki::SERVER,
-        b"GET /",
-        100,
-    );
+    // A setup checking the CRL, and a connection to an origin showing `leaf`.
+    let with_crl = |mut setup: Setup| {
+        let crl_file = setup.dir.0.join("origin.crl");
+        std::fs::write(&crl_file, crl.pem().unwrap()).unwrap();
+        setup.config.tls.as_mut().unwrap().crls = vec![crl_file];
+        setup
+    };
+    let to = |setup: &Setup, leaf: &pki::Issued| {
+        let server = server_config(vec![leaf.der(), pki.intermediate.der()], &leaf.key, false);
+        exchange(setup, server, pki::SERVER, b"GET /", 100)
+    };
+    let setup = with_crl(setup("strong", &[pki.root.pem()], &[]));
+    let out = to(&setup, &revoked);
     assert!(out.error.is_some(), "the client never gets the revoked server");
     let (log, events) = logs(&setup);
     let e = events.iter().find(|e| e["kind"] == "abort").expect("an abort event");
@@ -941,29 +943,14 @@ fn a_revoked_server_certificate_is_a_server_leg_abort() {
         log.contains("Certificate verification failure: certificate revoked (code 23, depth 0)"),
         "{log}"
     );
-    let out = exchange(
-        &setup,
-        server_config(vec![good.der(), pki.intermediate.der()], &good.key, false),
-        pki::SERVER,
-        b"GET /",
-        100,
-    );
+    let out = to(&setup, &good);
     assert!(out.error.is_none(), "a certificate the CRL does not list: {:?}", out.error);
     // `certificate_actions.revoked = "untrust"`: decrypted, the client shown a
     // certificate from the untrust CA (which it does not trust).
     let policy = r#"{"rules": [{"name": "Decrypt-All", "action": "decrypt"}],
         "settings": {"certificate_actions": {"revoked": "untrust"}}}"#;
-    let mut untrust = setup_with_policy("strong", &[pki.root.pem()], &[], Some(policy));
-    let crl_file = untrust.dir.0.join("origin.crl");
-    std::fs::write(&crl_file, crl.pem().unwrap()).unwrap();
-    untrust.config.tls.as_mut().unwrap().crls = vec![crl_file];
-    let out = exchange(
-        &untrust,
-        server_config(vec![revoked.der(), pki.intermediate.der()], &revoked.key, false),
-        pki::SERVER,
-        b"GET /",
-        100,
-    );
+    let untrust = with_crl(setup_with_policy("strong", &[pki.root.pem()], &[], Some(policy)));
+    let out = to(&untrust, &revoked);
     assert!(out.error.as_deref().is_some_and(|e| e.contains("UnknownIssuer")), "{:?}", out.error);
     assert_eq!(counter(&out.summary, "tls_untrusted"), 1);
 }
