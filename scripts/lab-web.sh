@@ -36,6 +36,7 @@ http {
   server {
     listen ${NET}.2:80;
     listen ${NET}.2:443 ssl http2;
+    ssl_protocols TLSv1.2 TLSv1.3;
     ssl_certificate $DIR/server.pem;
     ssl_certificate_key $DIR/server.key;
     root $DIR/www;

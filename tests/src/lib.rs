@@ -887,11 +887,14 @@ http {{
 "#,
             addr = lab.server_addr(),
             www = www.display(),
+            // TLS 1.3 as well as 1.2 unless the test says otherwise (Debian 12's
+            // nginx 1.22 offers 1.2 only by default).
             tls = tls.map_or(String::new(), |t| format!(
-                "listen {}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {}; {}",
+                "listen {}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {}; {} {}",
                 lab.server_addr(),
                 t.cert.display(),
                 t.key.display(),
+                if t.extra.contains("ssl_protocols") { "" } else { "ssl_protocols TLSv1.2 TLSv1.3;" },
                 t.extra
             )),
         );
