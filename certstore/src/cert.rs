@@ -114,6 +114,32 @@ pub struct CertSummary {
 }
 
 /// Parses one DER certificate completely (no trailing bytes).
+/// The `http://` URLs of a certificate's CRL distribution points (what the
+/// control plane may fetch its issuer's CRL from); other schemes (ldap, https)
+/// and names relative to the issuer are left out. Empty when the certificate
+/// has none or cannot be parsed.
+pub fn crl_distribution_points(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let Ok(cert) = parse_der(der) else { return Vec::new() };
+    let mut out = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else { continue };
+        for point in points.iter() {
+            let Some(DistributionPointName::FullName(names)) = &point.distribution_point else { continue };
+            for name in names {
+                if let GeneralName::URI(uri) = name {
+                    if uri.len() <= 2048 && uri.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) {
+                        out.push((*uri).to_string());
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 pub(crate) fn parse_der(der: &[u8]) -> std::result::Result<X509Certificate<'_>, String> {
     match x509_parser::parse_x509_certificate(der) {
         Ok(([], cert)) => Ok(cert),

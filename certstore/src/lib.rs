@@ -64,7 +64,10 @@ mod trust;
 mod verify;
 
 pub use ca::{CaOptions, DecryptionCa};
-pub use cert::{chain_sha256, parse_certificates, pem_encode, summarize, CertSummary, Fingerprint};
+pub use cert::{
+    chain_sha256, crl_distribution_points, parse_certificates, pem_encode, summarize, CertSummary,
+    Fingerprint,
+};
 pub use error::{Error, Result, PKCS8_HINT};
 pub use forge::{
     forge_leaf, issue_leaf, ForgeCache, ForgeCacheStats, LeafKey, LeafNames, CACHE_REFRESH_MARGIN_SECS,

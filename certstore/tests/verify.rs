@@ -791,3 +791,31 @@ fn a_crl_revokes_the_certificates_it_lists() {
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("error 23") && text.contains("certificate revoked"), "{text}");
 }
+
+/// The http distribution points of a certificate (what the control plane will
+/// fetch its issuer's CRL from): ldap and https are left out, duplicates once.
+#[test]
+fn crl_distribution_points_are_the_http_urls() {
+    use rcgen::{CrlDistributionPoint, SerialNumber};
+    let p = Pki::generate();
+    let mut params = pki::leaf_params(SERVER, pki::VALID_FROM, pki::VALID_TO);
+    params.serial_number = Some(SerialNumber::from(vec![7]));
+    params.crl_distribution_points = vec![
+        CrlDistributionPoint {
+            uris: vec![
+                "http://crl.tg.test/intermediate.crl".into(),
+                "ldap://ldap.tg.test/cn=ca?certificateRevocationList".into(),
+            ],
+        },
+        CrlDistributionPoint {
+            uris: vec!["https://crl.tg.test/i.crl".into(), "HTTP://crl.tg.test/intermediate.crl".into()],
+        },
+    ];
+    let leaf = pki::issue(params, &p.intermediate);
+    assert_eq!(
+        tlsgate_certstore::crl_distribution_points(leaf.der().as_ref()),
+        vec!["HTTP://crl.tg.test/intermediate.crl".to_string(), "http://crl.tg.test/intermediate.crl".into()]
+    );
+    assert!(tlsgate_certstore::crl_distribution_points(p.leaf.der().as_ref()).is_empty());
+    assert!(tlsgate_certstore::crl_distribution_points(b"junk").is_empty());
+}
