@@ -257,7 +257,8 @@ fn h2load_runs_many_streams_over_one_decrypted_connection() {
 /// QUIC in the lab, with a UDP sender standing in for a browser's Initial
 /// packets: under Decrypt-All, UDP 443 to the server never arrives (`quic =
 /// block`, the default: browsers fall back to TCP) while UDP to another port
-/// does; after `quic: pass` is committed it arrives, counted.
+/// does, and the same client over TCP is decrypted; after `quic: pass` is
+/// committed it arrives, counted.
 #[test]
 fn quic_is_blocked_until_the_policy_passes_it() {
     let _serial = serial();
@@ -266,7 +267,7 @@ fn quic_is_blocked_until_the_policy_passes_it() {
     }
     let lab = Lab::up("tgt20", "198.18.30");
     let files = TempDir::new("quic");
-    let (c, dp, nginx, _ca) = setup(&lab, &files, "lab-quic");
+    let (c, dp, nginx, ca) = setup(&lab, &files, "lab-quic");
     // The server counts datagrams on 443 and 4433 for 3 s; the client sends 5
     // "Initials" of 1200 bytes to each.
     let receive = |expect: &str| {
@@ -304,6 +305,17 @@ fn quic_is_blocked_until_the_policy_passes_it() {
     receive("0 5");
     let s = dp.wait_stats(Duration::from_secs(5), |s| s.total_drops().get("quic").copied() == Some(5));
     assert_eq!(s.total_drops().get("quic"), Some(&5), "{:?}", s.total_drops());
+    // The fallback a browser takes: the same server over TCP, decrypted.
+    let resolve = format!("{}:443:{}", pki::SERVER, lab.server_addr());
+    let url = format!("https://{}/", pki::SERVER);
+    let ca_path = ca.display().to_string();
+    let tcp = netns_run(
+        &lab.client_ns(),
+        &["curl", "-sS", "--max-time", "10", "--cacert", &ca_path, "--resolve", &resolve, &url],
+        Duration::from_secs(15),
+    );
+    assert!(tcp.stdout.contains("hello through tlsgate"), "TCP after QUIC was blocked: {tcp:?}");
+    c.wait_events(Duration::from_secs(10), |e| e.iter().any(|e| e["kind"] == "decrypted"));
 
     let pass = write(
         c.dir.path(),
