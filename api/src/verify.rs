@@ -22,6 +22,10 @@ pub enum VerifyReason {
     /// reported: an imported CA anchors chains by itself (OpenSSL's partial-chain
     /// mode); kept so the code table is complete.
     UnableToGetIssuerCert,
+    /// 3: the server certificate's revocation status is unknown — no valid OCSP
+    /// staple and no fresh CRL of its issuer — where the policy's
+    /// `certificate_actions.unknown_status` asks for one.
+    UnableToGetCrl,
     /// 7: a signature in the chain does not verify.
     CertSignatureFailure,
     /// 9: a certificate's notBefore is in the future.
@@ -68,6 +72,7 @@ impl VerifyReason {
     pub const ALL: &'static [VerifyReason] = &[
         Self::Unspecified,
         Self::UnableToGetIssuerCert,
+        Self::UnableToGetCrl,
         Self::CertSignatureFailure,
         Self::CertNotYetValid,
         Self::CertHasExpired,
@@ -93,6 +98,7 @@ impl VerifyReason {
         match self {
             Self::Unspecified => 1,
             Self::UnableToGetIssuerCert => 2,
+            Self::UnableToGetCrl => 3,
             Self::CertSignatureFailure => 7,
             Self::CertNotYetValid => 9,
             Self::CertHasExpired => 10,
@@ -144,6 +150,7 @@ impl VerifyReason {
         match self {
             Self::Unspecified => "unspecified certificate verification error",
             Self::UnableToGetIssuerCert => "unable to get issuer certificate",
+            Self::UnableToGetCrl => "unable to get certificate CRL",
             Self::CertSignatureFailure => "certificate signature failure",
             Self::CertNotYetValid => "certificate is not yet valid",
             Self::CertHasExpired => "certificate has expired",

@@ -89,7 +89,10 @@ pub use tls::{
 pub use trust::{
     ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,
 };
-pub use verify::{server_name_text, unix_time, verify_server_chain, Verified, VerifyFailure, VerifyReason};
+pub use verify::{
+    server_name_text, unix_time, verify_server_chain, verify_server_chain_checking, RevocationCheck,
+    Verified, VerifyFailure, VerifyReason,
+};
 
 /// The rustls and pki-types crates this crate is built on, for callers that need
 /// their types (connections, `ServerName`, `CertificateDer`, `UnixTime`).

@@ -1,7 +1,7 @@
 //! The rustls adapter: every call into rustls is in this module (rustls' API moves
 //! between minor releases; the workspace pins 0.23).
 //!
-//! - [`ServerVerifier`]: rustls' `ServerCertVerifier` over [`verify_server_chain`].
+//! - [`ServerVerifier`]: rustls' `ServerCertVerifier` over [`crate::verify_server_chain_checking`].
 //! - [`crypto_provider`]: a [`CipherProfile`] as a rustls `CryptoProvider` over the
 //!   [`CryptoLib`] in use (aws-lc-rs by default, or ring).
 //! - [`client_config`] (towards the server) and [`server_config`] (towards the client).
@@ -40,7 +40,7 @@ pub use rustls::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::profile::CipherProfile;
 use crate::trust::TrustSnapshot;
-use crate::verify::{verify_server_chain, Verified, VerifyFailure, VerifyReason};
+use crate::verify::{verify_server_chain_checking, RevocationCheck, Verified, VerifyFailure, VerifyReason};
 
 /// The cryptography library under rustls, process-wide: `aws-lc-rs` (the
 /// default: X25519MLKEM768, the hybrid post-quantum key exchange, preferred on
@@ -162,6 +162,8 @@ pub struct ServerVerifier {
     /// Reasons accepted anyway (recorded like a refusal): the checks whose action
     /// is to decrypt with an untrusted certificate.
     tolerated: Vec<VerifyReason>,
+    /// Refuse server certificates without a proved revocation status (code 3).
+    require_status: bool,
 }
 
 thread_local! {
@@ -206,10 +208,17 @@ impl VerifiedCache {
     }
 }
 
-/// The cache key of a chain presented for a name.
-fn verified_key(end_entity: &[u8], intermediates: &[CertificateDer<'_>], name: &ServerName<'_>) -> [u8; 32] {
+/// The cache key of a chain presented for a name with an OCSP staple (a chain
+/// accepted without one is checked again when it comes with one).
+fn verified_key(
+    end_entity: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    name: &ServerName<'_>,
+    staple: &[u8],
+) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+    let parts = std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref()));
+    for part in parts.chain(std::iter::once(staple)) {
         ctx.update(&(part.len() as u32).to_be_bytes());
         ctx.update(part);
     }
@@ -259,17 +268,20 @@ impl ServerVerifier {
     /// false`), accepts every chain but still records the failure it would have
     /// reported, for [`ServerVerifier::take_failure`] and the event.
     pub fn with_enforcement(trust: Arc<TrustSnapshot>, enforce: bool) -> Arc<Self> {
-        Self::with_tolerance(trust, enforce, Vec::new())
+        Self::with_tolerance(trust, enforce, Vec::new(), false)
     }
 
     /// As [`ServerVerifier::with_enforcement`], also accepting chains refused for
     /// one of the `tolerated` reasons (the failure is recorded all the same: the
     /// caller decides what a tolerated failure means). Accepted chains with a
-    /// failure never enter the cache of verified chains.
+    /// failure never enter the cache of verified chains. With `require_status`, a
+    /// server certificate whose revocation status is neither proved good by its
+    /// OCSP staple nor by a fresh CRL is refused with code 3 ([`RevocationCheck`]).
     pub fn with_tolerance(
         trust: Arc<TrustSnapshot>,
         enforce: bool,
         tolerated: Vec<VerifyReason>,
+        require_status: bool,
     ) -> Arc<Self> {
         Arc::new(ServerVerifier {
             trust,
@@ -278,6 +290,7 @@ impl ServerVerifier {
             verified: Mutex::new(VerifiedCache::default()),
             enforce,
             tolerated,
+            require_status,
         })
     }
 
@@ -347,10 +360,10 @@ impl ServerCertVerifier for ServerVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let key = verified_key(end_entity.as_ref(), intermediates, server_name);
+        let key = verified_key(end_entity.as_ref(), intermediates, server_name, ocsp_response);
         let now_s = now.as_secs();
         let cached = self.verified.lock().unwrap_or_else(PoisonError::into_inner).get(&key, now_s);
         LAST_CACHED.with(|c| c.set(cached));
@@ -358,7 +371,15 @@ impl ServerCertVerifier for ServerVerifier {
             self.record(None);
             return Ok(ServerCertVerified::assertion());
         }
-        match verify_server_chain(&self.trust, end_entity, intermediates, server_name, now) {
+        let revocation = RevocationCheck { staple: ocsp_response, require_status: self.require_status };
+        match verify_server_chain_checking(
+            &self.trust,
+            end_entity,
+            intermediates,
+            server_name,
+            now,
+            revocation,
+        ) {
             Ok(Verified::Chain | Verified::Pinned { .. }) => {
                 self.record(None);
                 if let Some(not_after) = earliest_not_after(end_entity.as_ref(), intermediates) {

@@ -68,6 +68,7 @@ pub use error::{Error, Place, Problem, Result, ValidationError};
 pub use linear::LinearMatcher;
 pub use model::{
     Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, EchAction,
-    MidstreamAction, Policy, PortSpec, Position, QuicAction, Rule, UndecryptableAction, UnprovedSniAction,
+    MidstreamAction, Policy, PortSpec, Position, QuicAction, Rule, UndecryptableAction, UnknownStatusAction,
+    UnprovedSniAction,
 };
 pub use store::{Committed, PolicyStore, DEFAULT_HISTORY};

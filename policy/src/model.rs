@@ -139,8 +139,39 @@ pub struct CertificateActions {
     pub hostname_mismatch: CertAction,
     /// Signed with a weak algorithm (MD5, SHA-1).
     pub weak: CertAction,
-    /// Revoked: listed by a CRL of its issuer (OpenSSL's code 23).
+    /// Revoked: listed by a CRL of its issuer, or by the OCSP response the server
+    /// stapled (OpenSSL's code 23).
     pub revoked: CertAction,
+    /// Revocation status unknown: no valid OCSP staple and no fresh CRL of the
+    /// issuer (code 3 when refused). `allow` (the default) decrypts as if good.
+    pub unknown_status: UnknownStatusAction,
+}
+
+/// What happens when a server certificate's revocation status is unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum UnknownStatusAction {
+    /// Decrypt as if the status were good (the default: most servers staple
+    /// nothing, and CRLs arrive only after the control plane fetched them).
+    #[default]
+    Allow,
+    /// Decrypt, giving the client a certificate from the untrust CA.
+    Untrust,
+    /// Abort with the TLS Abort, verify reason "unable to get certificate CRL (code 3)".
+    Block,
+}
+
+impl UnknownStatusAction {
+    /// The certificate action it amounts to when the status is unknown (`None`:
+    /// not checked at all).
+    pub fn as_cert_action(self) -> Option<CertAction> {
+        match self {
+            UnknownStatusAction::Allow => None,
+            UnknownStatusAction::Untrust => Some(CertAction::Untrust),
+            UnknownStatusAction::Block => Some(CertAction::Block),
+        }
+    }
 }
 
 /// A port or inclusive port range: `443`, `"443"` or `"8000-8080"`.
@@ -355,6 +386,7 @@ impl Policy {
             ("untrusted_issuer", a.untrusted_issuer),
             ("hostname_mismatch", a.hostname_mismatch),
             ("weak", a.weak),
+            ("revoked", a.revoked),
         ] {
             if action == CertAction::Pass {
                 warnings.push(format!(

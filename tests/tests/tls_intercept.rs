@@ -954,3 +954,123 @@ fn a_revoked_server_certificate_is_a_server_leg_abort() {
     assert!(out.error.as_deref().is_some_and(|e| e.contains("UnknownIssuer")), "{:?}", out.error);
     assert_eq!(counter(&out.summary, "tls_untrusted"), 1);
 }
+
+/// Revocation from the server's own stapled OCSP response (made by `openssl
+/// ocsp`), and the policy's `unknown_status`: a staple saying revoked is a
+/// server-leg abort with code 23; with `unknown_status = block`, a good staple is
+/// decrypted and no staple (nor CRL) is an abort with code 3; by default (`allow`)
+/// a server without either is decrypted.
+#[test]
+fn stapled_ocsp_and_the_unknown_status_action() {
+    use rcgen::SerialNumber;
+    let pki = origin();
+    let leaf = |serial: Vec<u8>| {
+        let mut params = pki::leaf_params(pki::SERVER, pki::VALID_FROM, pki::VALID_TO);
+        params.serial_number = Some(SerialNumber::from(serial));
+        pki::issue(params, &pki.intermediate)
+    };
+    let (good, revoked) = (leaf(vec![0x67, 0x01]), leaf(vec![0x67, 0x02]));
+    let setup = setup("strong", &[pki.root.pem()], &[]);
+    let dir = setup.dir.0.join("ocsp");
+    std::fs::create_dir(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    file(
+        "index.txt",
+        &format!("V\t391231235959Z\t\t6701\tunknown\t/CN=a\nR\t391231235959Z\t250101000000Z\t6702\tunknown\t/CN=b\n"),
+    );
+    let (issuer, issuer_key) =
+        (file("issuer.pem", &pki.intermediate.pem()), file("issuer.key", &pki.intermediate.key_pem()));
+    let staple_for = |cert: &pki::Issued| {
+        let leaf = file("leaf.pem", &cert.pem());
+        let openssl = |args: Vec<std::ffi::OsString>| {
+            let out = std::process::Command::new("openssl").args(args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let p = |s: &std::path::Path| s.as_os_str().to_owned();
+        let (req, resp) = (dir.join("req.der"), dir.join("resp.der"));
+        openssl(vec![
+            "ocsp".into(),
+            "-no_nonce".into(),
+            "-issuer".into(),
+            p(&issuer),
+            "-cert".into(),
+            p(&leaf),
+            "-reqout".into(),
+            p(&req),
+        ]);
+        openssl(vec![
+            "ocsp".into(),
+            "-index".into(),
+            p(&dir.join("index.txt")),
+            "-CA".into(),
+            p(&issuer),
+            "-rsigner".into(),
+            p(&issuer),
+            "-rkey".into(),
+            p(&issuer_key),
+            "-reqin".into(),
+            p(&req),
+            "-respout".into(),
+            p(&resp),
+            "-ndays".into(),
+            "1".into(),
+        ]);
+        std::fs::read(resp).unwrap()
+    };
+    let stapling = |cert: &pki::Issued, staple: Vec<u8>| {
+        let key = tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(cert.key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert_with_ocsp(vec![cert.der(), pki.intermediate.der()], key, staple)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    };
+    let abort_code = |setup: &Setup| {
+        let (log, events) = logs(setup);
+        let e = events.iter().find(|e| e["kind"] == "abort").expect("an abort event").clone();
+        assert_eq!(e["leg"], "server", "{e}");
+        (e["verify_code"].as_u64(), e["verify_text"].as_str().unwrap_or_default().to_owned(), log)
+    };
+
+    // Default policy: a revoked staple is an abort (code 23); no staple is decrypted.
+    let out = exchange(&setup, stapling(&revoked, staple_for(&revoked)), pki::SERVER, b"GET /", 100);
+    assert!(out.error.is_some(), "the client never gets the revoked server");
+    let (code, text, log) = abort_code(&setup);
+    assert_eq!((code, text.as_str()), (Some(23), "certificate revoked"));
+    assert!(log.contains("certificate revoked (code 23, depth 0)"), "{log}");
+    let out = exchange(
+        &setup,
+        server_config(vec![good.der(), pki.intermediate.der()], &good.key, false),
+        pki::SERVER,
+        b"GET /",
+        100,
+    );
+    assert!(out.error.is_none(), "unknown status, allowed by default: {:?}", out.error);
+
+    // unknown_status = block: a good staple proves the status; none is code 3.
+    let policy = r#"{"rules": [{"name": "Decrypt-All", "action": "decrypt"}],
+        "settings": {"certificate_actions": {"unknown_status": "block"}}}"#;
+    let strict = setup_with_policy("strong", &[pki.root.pem()], &[], Some(policy));
+    let out = exchange(&strict, stapling(&good, staple_for(&good)), pki::SERVER, b"GET /", 100);
+    assert!(out.error.is_none(), "a good staple: {:?}", out.error);
+    assert_eq!(counter(&out.summary, "tls_decrypted"), 1);
+    let out = exchange(
+        &strict,
+        server_config(vec![good.der(), pki.intermediate.der()], &good.key, false),
+        pki::SERVER,
+        b"GET /",
+        100,
+    );
+    assert!(out.error.is_some(), "no staple, no CRL: refused");
+    let (code, text, log) = abort_code(&strict);
+    assert_eq!((code, text.as_str()), (Some(3), "unable to get certificate CRL"));
+    assert!(log.contains("unable to get certificate CRL (code 3, depth 0)"), "{log}");
+}

@@ -43,7 +43,7 @@ pub(crate) struct Finding {
 }
 
 impl Finding {
-    fn at(reason: VerifyReason, depth: usize, cert: &X509Certificate<'_>) -> Self {
+    pub(crate) fn at(reason: VerifyReason, depth: usize, cert: &X509Certificate<'_>) -> Self {
         Finding {
             reason,
             depth,

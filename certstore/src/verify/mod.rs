@@ -19,6 +19,7 @@
 //! in OpenSSL's order to find the first error `openssl verify` would print.
 
 mod analysis;
+mod ocsp;
 
 use std::fmt;
 use std::time::Duration;
@@ -124,6 +125,41 @@ pub fn verify_server_chain(
     server_name: &ServerName<'_>,
     now: UnixTime,
 ) -> Result<Verified, Box<VerifyFailure>> {
+    verify_server_chain_checking(
+        trust,
+        end_entity,
+        intermediates,
+        server_name,
+        now,
+        RevocationCheck::default(),
+    )
+}
+
+/// What the server leg knows and asks about revocation beyond the store's CRLs
+/// (which are always checked, for every certificate of the chain).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RevocationCheck<'a> {
+    /// The OCSP response the server stapled (empty: none). A valid one that says
+    /// revoked refuses the chain (code 23); one that does not verify, is stale or
+    /// names another certificate proves nothing (status unknown).
+    pub staple: &'a [u8],
+    /// Refuse a chain whose server certificate has no proved status — neither a
+    /// good staple nor a fresh CRL of its issuer — with code 3 ("unable to get
+    /// certificate CRL"): the policy's `unknown_status` is not `allow`.
+    pub require_status: bool,
+}
+
+/// As [`verify_server_chain`], with the server's stapled OCSP response and the
+/// policy's demand for a known revocation status. Pinned certificates are trusted
+/// as they are: no revocation check.
+pub fn verify_server_chain_checking(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    revocation: RevocationCheck<'_>,
+) -> Result<Verified, Box<VerifyFailure>> {
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let leaf_fp = Fingerprint::of(end_entity.as_ref());
 
@@ -149,16 +185,16 @@ pub fn verify_server_chain(
             server_name_text(server_name)
         ));
     }
-    verify_unpinned(trust, end_entity, intermediates, server_name, now, now_secs, &leaf_fp).map_err(
-        |mut f| {
+    verify_unpinned(trust, end_entity, intermediates, server_name, now, now_secs, &leaf_fp, revocation)
+        .map_err(|mut f| {
             if let Some(note) = pin_elsewhere {
                 f.detail = Some(f.detail.map_or(note.clone(), |d| format!("{note}; {d}")));
             }
             f
-        },
-    )
+        })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn verify_unpinned(
     trust: &TrustSnapshot,
     end_entity: &CertificateDer<'_>,
@@ -167,6 +203,7 @@ fn verify_unpinned(
     now: UnixTime,
     now_secs: i64,
     leaf_fp: &Fingerprint,
+    revocation: RevocationCheck<'_>,
 ) -> Result<Verified, Box<VerifyFailure>> {
     if trust.is_trusted_ca(leaf_fp) {
         // The server presents a certificate that is itself a trusted CA (a
@@ -189,9 +226,16 @@ fn verify_unpinned(
         };
     }
 
-    let webpki_result = webpki_verify(trust, end_entity, intermediates, server_name, now);
+    let webpki_result = webpki_verify(trust, end_entity, intermediates, server_name, now, revocation);
     let (chain_err, name_ok) = match webpki_result {
         WebpkiVerdict::Ok => return Ok(Verified::Chain),
+        WebpkiVerdict::Status(reason, detail) => {
+            let finding = match cert::parse_der(end_entity.as_ref()) {
+                Ok(leaf) => analysis::Finding::at(reason, 0, &leaf),
+                Err(_) => analysis::fallback(None, end_entity.as_ref(), intermediates, server_name),
+            };
+            return Err(failure(finding, end_entity, intermediates, server_name, Some(detail)));
+        }
         WebpkiVerdict::Chain(e, name_ok) => (Some(e), name_ok),
         WebpkiVerdict::Name(e) => (Some(e), false),
     };
@@ -210,6 +254,9 @@ enum WebpkiVerdict {
     Chain(webpki::Error, bool),
     /// Chain accepted, name refused.
     Name(webpki::Error),
+    /// Chain and name accepted, the server certificate's revocation status
+    /// refused it: revoked (by its staple), or unknown where it must be known.
+    Status(VerifyReason, String),
 }
 
 fn webpki_verify(
@@ -218,6 +265,7 @@ fn webpki_verify(
     intermediates: &[CertificateDer<'_>],
     server_name: &ServerName<'_>,
     now: UnixTime,
+    revocation: RevocationCheck<'_>,
 ) -> WebpkiVerdict {
     let ee = match webpki::EndEntityCert::try_from(end_entity) {
         Ok(ee) => ee,
@@ -227,7 +275,7 @@ fn webpki_verify(
     // Revocation by the store's CRLs, for every certificate of the chain a list
     // is authoritative for; no list for a certificate: not refused for that.
     let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
-    let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+    let crl_options = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
         b.with_depth(webpki::RevocationCheckDepth::Chain)
             .with_status_policy(webpki::UnknownStatusPolicy::Allow)
             .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
@@ -239,13 +287,77 @@ fn webpki_verify(
         intermediates,
         now,
         webpki::KeyUsage::server_auth(),
-        revocation,
+        crl_options,
         None,
     );
     match (chain, name) {
-        (Ok(_), Ok(())) => WebpkiVerdict::Ok,
+        (Ok(path), Ok(())) => {
+            let issuer_spki = path.issuer_spki();
+            match leaf_status(trust, &ee, end_entity, issuer_spki.as_ref(), intermediates, now, revocation) {
+                LeafStatus::Proved | LeafStatus::Unchecked => WebpkiVerdict::Ok,
+                LeafStatus::Revoked(why) => WebpkiVerdict::Status(VerifyReason::CertRevoked, why),
+                LeafStatus::Unknown(why) => WebpkiVerdict::Status(VerifyReason::UnableToGetCrl, why),
+            }
+        }
         (Ok(_), Err(e)) => WebpkiVerdict::Name(e),
         (Err(e), name) => WebpkiVerdict::Chain(e, name.is_ok()),
+    }
+}
+
+/// The revocation status of a server certificate whose chain verified.
+enum LeafStatus {
+    /// Good by a valid staple or a fresh CRL of its issuer.
+    Proved,
+    /// Not asked for (and no staple said revoked).
+    Unchecked,
+    Revoked(String),
+    Unknown(String),
+}
+
+fn leaf_status(
+    trust: &TrustSnapshot,
+    ee: &webpki::EndEntityCert<'_>,
+    end_entity: &CertificateDer<'_>,
+    issuer_spki: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    revocation: RevocationCheck<'_>,
+) -> LeafStatus {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let staple = (!revocation.staple.is_empty())
+        .then(|| ocsp::staple_status(revocation.staple, end_entity.as_ref(), issuer_spki, now_secs));
+    let staple_note = match staple {
+        Some(ocsp::StapleStatus::Revoked) => return LeafStatus::Revoked("OCSP staple: revoked".into()),
+        Some(ocsp::StapleStatus::Good) => return LeafStatus::Proved,
+        Some(ocsp::StapleStatus::Unknown(why)) => format!("OCSP staple proves nothing ({why})"),
+        None => "no OCSP staple".to_owned(),
+    };
+    if !revocation.require_status {
+        return LeafStatus::Unchecked;
+    }
+    // A CRL proves the status when it is authoritative for the server
+    // certificate, signed by its issuer and not past its nextUpdate.
+    let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
+    let Ok(builder) = webpki::RevocationOptionsBuilder::new(&crls) else {
+        return LeafStatus::Unknown(format!("{staple_note}, no CRL"));
+    };
+    let options = builder
+        .with_depth(webpki::RevocationCheckDepth::EndEntity)
+        .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+        .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+        .build();
+    match ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust.anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        Some(options),
+        None,
+    ) {
+        Ok(_) => LeafStatus::Proved,
+        Err(webpki::Error::CertRevoked) => LeafStatus::Revoked("revoked by a CRL".into()),
+        Err(e) => LeafStatus::Unknown(format!("{staple_note}, no usable CRL ({e})")),
     }
 }
 

@@ -282,8 +282,15 @@ impl Verification {
             R::HostnameMismatch | R::IpAddressMismatch => a.hostname_mismatch,
             R::CaMdTooWeak => a.weak,
             R::CertRevoked => a.revoked,
+            R::UnableToGetCrl => a.unknown_status.as_cert_action().unwrap_or(CertAction::Block),
             _ => CertAction::Block,
         }
+    }
+
+    /// Whether a server certificate must have a known revocation status (a good
+    /// OCSP staple or a fresh CRL): `unknown_status` is not `allow`.
+    pub fn requires_status(&self) -> bool {
+        self.validate && self.actions.unknown_status.as_cert_action().is_some()
     }
 
     fn untrusted_reasons(&self) -> Vec<VerifyReason> {
@@ -474,7 +481,12 @@ impl TlsShared {
         let mut trust = trust.clone();
         trust.refuse_chains_to(&ca_cert);
         trust.refuse_chains_to(untrust.cert_der());
-        let verifier = ServerVerifier::with_tolerance(trust.snapshot(), v.validate, v.untrusted_reasons());
+        let verifier = ServerVerifier::with_tolerance(
+            trust.snapshot(),
+            v.validate,
+            v.untrusted_reasons(),
+            v.requires_status(),
+        );
         let requests = Arc::new(CertRequests::default());
         let client = client_config_noting_requests(profile, verifier.clone(), requests.clone())
             .map_err(|e| Error::Tls(format!("tls: {e}")))?;
