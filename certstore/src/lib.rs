@@ -87,7 +87,8 @@ pub use tls::{
     VerifiedCacheStats, RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
 };
 pub use trust::{
-    ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore, SYSTEM_BUNDLE_PATH,
+    check_crl, CrlFacts, ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore,
+    SYSTEM_BUNDLE_PATH,
 };
 pub use verify::{
     server_name_text, unix_time, verify_server_chain, verify_server_chain_checking, RevocationCheck,

@@ -392,3 +392,65 @@ mod tests {
         assert!(matches!(store.remove("junk"), Err(Error::NotFound(_))));
     }
 }
+
+/// What a fetched CRL says about itself, once [`check_crl`] accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlFacts {
+    /// Its issuer, OpenSSL one-line form.
+    pub issuer: String,
+    /// thisUpdate (unix seconds).
+    pub this_update: i64,
+    /// nextUpdate (unix seconds), when it has one.
+    pub next_update: Option<i64>,
+    /// How many certificates it lists.
+    pub revoked: usize,
+}
+
+/// Checks a CRL fetched from a distribution point of `chain` (leaf first, as a
+/// server presented it): one DER CRL that webpki reads, issued and signed by the
+/// issuer of a certificate of the chain (that issuer being a certificate of the
+/// chain or a CA of `trust`), not dated in the future. A list that is not the
+/// issuer's own is refused: cached, it could only make a chain fail.
+pub fn check_crl(
+    trust: &TrustSnapshot,
+    der: &[u8],
+    chain: &[CertificateDer<'_>],
+    now: i64,
+) -> Result<CrlFacts> {
+    let refuse = |m: String| Error::Crl(m);
+    webpki::OwnedCertRevocationList::from_der(der).map_err(|e| refuse(format!("{e:?}")))?;
+    let crl = match x509_parser::parse_x509_crl(der) {
+        Ok(([], crl)) => crl,
+        Ok((rest, _)) => return Err(refuse(format!("{} bytes after the CRL", rest.len()))),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    let issuer = crl.issuer().as_raw();
+    let parsed: Vec<_> = chain.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
+    if !parsed.iter().any(|c| c.issuer().as_raw() == issuer) {
+        return Err(refuse(format!(
+            "issued by {}, the issuer of no certificate of the chain",
+            crate::name::openssl_oneline(crl.issuer())
+        )));
+    }
+    let cas: Vec<_> = trust.ca_certs.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
+    let signed = parsed
+        .iter()
+        .chain(cas.iter())
+        .any(|c| c.subject().as_raw() == issuer && crl.verify_signature(c.public_key()).is_ok());
+    if !signed {
+        return Err(refuse(format!(
+            "not signed by {} (no certificate of that name in the chain or the trust store verifies it)",
+            crate::name::openssl_oneline(crl.issuer())
+        )));
+    }
+    let this_update = crl.last_update().timestamp();
+    if this_update > now + 300 {
+        return Err(refuse(format!("thisUpdate {this_update} is in the future (now {now})")));
+    }
+    Ok(CrlFacts {
+        issuer: crate::name::openssl_oneline(crl.issuer()),
+        this_update,
+        next_update: crl.next_update().map(|t| t.timestamp()),
+        revoked: crl.iter_revoked_certificates().count(),
+    })
+}

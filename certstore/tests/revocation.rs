@@ -271,3 +271,48 @@ fn a_fresh_crl_proves_the_status() {
     assert!(detail.contains("no usable CRL"), "{detail}");
     assert_eq!(check(&stale, &p, &good, &[], false, t), Ok(Verified::Chain), "not required: accepted");
 }
+
+/// A fetched CRL is kept only when its issuer issued a certificate of the chain
+/// and signed it: an impostor's list with the same issuer name, a stranger's
+/// list and bytes that are no CRL are refused, naming why.
+#[test]
+fn fetched_crls_are_checked_against_the_chain() {
+    let p = Pki::generate();
+    let store = store(&p);
+    let trust = store.snapshot();
+    let good = leaf(GOOD_SERIAL, &p.intermediate);
+    let chain = [good.der(), p.intermediate.der()];
+    let t = now();
+    let crl_by = |issuer: &Issued| {
+        CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::from_unix_timestamp(t - 60).unwrap(),
+            next_update: time::OffsetDateTime::from_unix_timestamp(t + 86_400).unwrap(),
+            crl_number: SerialNumber::from(2u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer.cert, &issuer.key)
+        .unwrap()
+    };
+    let facts = tlsgate_certstore::check_crl(&trust, crl_by(&p.intermediate).der(), &chain, t).unwrap();
+    assert_eq!((facts.this_update, facts.next_update, facts.revoked), (t - 60, Some(t + 86_400), 0));
+    assert!(facts.issuer.contains("tlsgate test intermediate"), "{}", facts.issuer);
+    // The root's list covers the intermediate (the root is a CA of the store).
+    tlsgate_certstore::check_crl(&trust, crl_by(&p.root).der(), &chain, t).unwrap();
+
+    // Same name, another key.
+    let mut params = pki::leaf_params("x", pki::VALID_FROM, pki::VALID_TO);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.distinguished_name = p.intermediate.cert.params().distinguished_name.clone();
+    let impostor = pki::self_signed(params.clone());
+    let e = tlsgate_certstore::check_crl(&trust, crl_by(&impostor).der(), &chain, t).unwrap_err();
+    assert!(e.to_string().contains("not signed by"), "{e}");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "stranger");
+    let stranger = pki::self_signed(params);
+    let e = tlsgate_certstore::check_crl(&trust, crl_by(&stranger).der(), &chain, t).unwrap_err();
+    assert!(e.to_string().contains("the issuer of no certificate of the chain"), "{e}");
+    assert!(tlsgate_certstore::check_crl(&trust, b"<html>", &chain, t).is_err());
+}
