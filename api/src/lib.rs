@@ -316,6 +316,18 @@ pub enum Request {
         /// The certificates, PEM, leaf first.
         pem: String,
     },
+    /// Dataplane to control plane: a server chain that verified and names CRL
+    /// distribution points (`http://` URLs in `urls`). The control plane checks
+    /// the chain again and fetches the CRLs of the points it names itself; the
+    /// dataplane never fetches. Answered with `Done`.
+    CrlDistributionPoints {
+        /// The name it was verified for: the SNI, or the server's address.
+        name: String,
+        /// The chain, base64 DER, leaf first.
+        chain: Vec<String>,
+        /// The distribution points the dataplane read from it.
+        urls: Vec<String>,
+    },
     /// Dataplane to control plane: certificates to issue for verified servers
     /// (the decryption CA's key never enters the dataplane). Answered with
     /// [`Response::SignedLeaves`].
@@ -493,6 +505,28 @@ pub struct ControlStatus {
     pub events_lost: u64,
     /// This appliance's device id (licenses name it).
     pub device_id: String,
+    /// The CRLs the control plane fetches from distribution points.
+    #[serde(default)]
+    pub crls: Vec<CrlInfo>,
+}
+
+/// A CRL distribution point the control plane fetches, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlInfo {
+    /// The `http://` URL.
+    pub url: String,
+    /// `cached` (a list in the snapshot), `pending` (not fetched yet), `failed`.
+    pub state: String,
+    /// Its issuer, when fetched.
+    pub issuer: Option<String>,
+    /// Certificates it lists.
+    pub revoked: usize,
+    /// Its size (DER bytes).
+    pub bytes: usize,
+    /// Its nextUpdate (unix seconds).
+    pub next_update: Option<i64>,
+    /// The last failure, if the last fetch failed.
+    pub error: Option<String>,
 }
 
 /// A license, as shown.

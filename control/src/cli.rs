@@ -802,6 +802,19 @@ fn human(cmd: &Command, resp: &Response) -> String {
                 None => "decryption CA   none (tlsgatectl ca generate)\n".into(),
             });
             out.push_str(&format!("events          {} logged, {} lost\n", s.events_logged, s.events_lost));
+            for c in &s.crls {
+                let what = match (&c.state[..], &c.error) {
+                    ("cached", _) => format!(
+                        "cached, {} revoked, {} bytes, next update {}",
+                        c.revoked,
+                        c.bytes,
+                        c.next_update.map_or("none".into(), |t| t.to_string())
+                    ),
+                    (state, Some(e)) => format!("{state}: {e}"),
+                    (state, None) => state.to_string(),
+                };
+                out.push_str(&format!("crl             {} {what}\n", c.url));
+            }
             out
         }
         Response::Licenses { device_id, profile, licenses } => {

@@ -18,6 +18,10 @@
 //! device_id = "..."                       # default: /etc/machine-id
 //! pkcs11_keys = ["pkcs11:token=tlsgate;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/tlsgate/hsm.pin"]
 //!                                       # the token keys `ca import --pkcs11` may use
+//! crl_fetch = true                        # fetch CRLs from the distribution points of verified chains
+//! status_check_timeout_ms = 3000          # one CRL fetch (resolve, connect, answer), at most
+//! crl_max_bytes = 262144                  # a larger CRL is refused
+//! management_networks = ["192.0.2.0/24"]  # never fetched from (nor loopback, link-local, this host)
 //! ```
 //!
 //! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
@@ -74,6 +78,18 @@ pub struct ControlConfig {
     /// operator's request names one of them, never a library, a token PIN or a
     /// file of its choosing).
     pub pkcs11_keys: Vec<String>,
+    /// Fetch CRLs from the distribution points of the chains the dataplane verified.
+    pub crl_fetch: bool,
+    /// The revocation status check's time limit: one CRL fetch, name resolution,
+    /// connection and the whole answer included.
+    pub status_check_timeout_ms: u64,
+    /// The largest CRL kept (DER bytes). All CRLs together stay under half the
+    /// link's frame limit, as they travel in the snapshot.
+    pub crl_max_bytes: usize,
+    /// Networks CRLs are never fetched from (the appliance's management
+    /// networks), besides loopback, link-local, multicast and this host's own
+    /// addresses.
+    pub management_networks: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -94,6 +110,10 @@ impl Default for ControlConfig {
             vendor_key: None,
             device_id: None,
             pkcs11_keys: Vec::new(),
+            crl_fetch: true,
+            status_check_timeout_ms: 3000,
+            crl_max_bytes: 256 << 10,
+            management_networks: Vec::new(),
         }
     }
 }
@@ -172,6 +192,22 @@ impl ControlConfig {
                 crate::pkcs11::trusted_path(p)
                     .map_err(|e| Error::config(field.clone(), format!("pin-source {}: {e}", p.display())))?;
             }
+        }
+        if !(100..=60_000).contains(&self.status_check_timeout_ms) {
+            return Err(Error::config(
+                "status_check_timeout_ms",
+                format!("{} is outside 100..=60000", self.status_check_timeout_ms),
+            ));
+        }
+        if !(1024..=crate::crl::MAX_TOTAL_BYTES).contains(&self.crl_max_bytes) {
+            return Err(Error::config(
+                "crl_max_bytes",
+                format!("{} is outside 1024..={}", self.crl_max_bytes, crate::crl::MAX_TOTAL_BYTES),
+            ));
+        }
+        for (i, n) in self.management_networks.iter().enumerate() {
+            crate::crl::Network::parse(n)
+                .map_err(|e| Error::config(format!("control.management_networks[{i}]"), e))?;
         }
         if self.dataplane_socket == self.socket {
             return Err(Error::config(

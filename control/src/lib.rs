@@ -29,6 +29,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod crl;
 pub mod daemon;
 pub mod error;
 pub mod events;

@@ -124,6 +124,15 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accepts connections on both sockets until the daemon stops.
 pub fn serve(daemon: Arc<Daemon>, listeners: Listeners) {
     let Listeners { operator, dataplane, group } = listeners;
+    let weak = Arc::downgrade(&daemon);
+    let fetcher = crate::crl::spawn(daemon.crls.clone(), daemon.stop.clone(), move || {
+        if let Some(d) = weak.upgrade() {
+            d.push_snapshot();
+        }
+    });
+    if let Err(e) = &fetcher {
+        tracing::error!(error = %e, "cannot start the CRL fetcher");
+    }
     let d = daemon.clone();
     let dp = std::thread::Builder::new()
         .name("tg-dp-accept".into())
@@ -355,6 +364,16 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
                 if let Response::Error { message, .. } = &resp {
                     d.audit.record(peer.uid, peer.pid, "chain", Outcome::Refused, message);
                 }
+                let _ = link.respond(frame.id, resp);
+            }
+            Body::Request(Request::CrlDistributionPoints { name, chain, urls }) => {
+                let resp = match d.crls.report(&name, &chain) {
+                    Ok(message) => Response::Done { message, version: None },
+                    Err(e) => {
+                        tracing::warn!(name, ?urls, error = %e, "CRL distribution points not followed");
+                        Response::error(ErrorCode::Invalid, e)
+                    }
+                };
                 let _ = link.respond(frame.id, resp);
             }
             Body::Request(Request::Ping) => {

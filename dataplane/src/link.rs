@@ -5,6 +5,7 @@
 //!          ◄──Snapshot{version, policy, tls}── apply: compile, build TLS state, LiveCell::set ──Applied──►
 //!          ◄──Stats / Capture* ──────────────── answered from the published counters / the capturer
 //!          ──Chain{sha256, pem}──► (the chain of every abort, for `trust add --from-event`)
+//!          ──CrlDistributionPoints{name, chain, urls}──► (verified chains naming CRLs: the control plane fetches)
 //!  lost ──► keep forwarding on the last snapshot; reconnect every second
 //! ```
 //!
@@ -185,6 +186,12 @@ fn session(
                     None => setup.signer.refuse(&ids, "the request is too large to send to the signer"),
                 }
             }
+            while let Some((name, chain, urls)) = setup.signer.take_crl_points() {
+                if too_large(send(&mut out, Request::CrlDistributionPoints { name, chain, urls }))?.is_none()
+                {
+                    tracing::warn!("a chain with CRL distribution points too large to report");
+                }
+            }
         }
         let frame = match reader.read_frame() {
             Ok(Read::Frame(f)) => *f,
@@ -227,7 +234,7 @@ fn session(
                     tracing::warn!(error = %message, leaves = ids.len(), "the signer refused a batch");
                     setup.signer.refuse(&ids, &message);
                 } else {
-                    tracing::warn!(error = %message, "the control plane refused a request (an abort chain)");
+                    tracing::warn!(error = %message, "the control plane refused a request (an abort chain, CRL points)");
                 }
                 continue;
             }

@@ -30,6 +30,7 @@ use tlsgate_policy::{Policy, PolicyDiff, Position, Rule};
 
 use crate::audit::AuditLog;
 use crate::config::ControlConfig;
+use crate::crl::{CrlCache, FetchRules};
 use crate::error::{Error, Result};
 use crate::events::{EventLog, EventSettings, Filter};
 use crate::link::Link;
@@ -60,6 +61,8 @@ pub struct Daemon {
     pub stop: Arc<AtomicBool>,
     /// The cipher profile of the last snapshot made.
     snapshot_profile: Mutex<Option<&'static str>>,
+    /// CRLs fetched from the distribution points of verified chains.
+    pub crls: Arc<CrlCache>,
 }
 
 /// The area modules: each serves its requests (`handle` dispatches).
@@ -129,7 +132,9 @@ impl Daemon {
             chains_dir: dir.chains(),
             chains_kept: cfg.chains_kept,
         })?;
+        let crls = Arc::new(CrlCache::new(FetchRules::of(&cfg), cfg.crl_fetch));
         Ok(Daemon {
+            crls,
             vendor: cfg.vendor_key(),
             cfg,
             device_id,
@@ -188,6 +193,9 @@ impl Daemon {
     pub fn snapshot(&self, st: &StateFile) -> Snapshot {
         *self.snapshot_profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.profile(st));
         self.signer.reload(st);
+        if let Ok(trust) = st.trust_store() {
+            self.crls.set_trust(trust.snapshot());
+        }
         let tls = st.ca.as_ref().map(|ca| TlsSnapshot {
             ca_cert_pem: ca.cert_pem.clone(),
             cas: st.trust.iter().filter(|r| r.kind == "ca").map(|r| r.der.clone()).collect(),
@@ -199,9 +207,7 @@ impl Daemon {
                 .collect(),
             system_bundle: st.system_bundle,
             profile: self.profile(st).to_string(),
-            // The control plane's CRL cache (fetched from distribution points)
-            // is the next step of issue 10; none yet.
-            crls: Vec::new(),
+            crls: self.crls.snapshot_crls(),
         });
         Snapshot { version: st.version, policy: st.running_policy().to_string(), tls }
     }
@@ -214,7 +220,9 @@ impl Daemon {
         }
     }
 
-    fn push_snapshot(&self) {
+    /// Sends the current snapshot to the dataplane, if one is connected (the
+    /// CRL fetcher calls it when its lists changed).
+    pub fn push_snapshot(&self) {
         if let Some(link) = self.link() {
             self.push_snapshot_to(&link);
         }
@@ -290,7 +298,10 @@ impl Daemon {
             | Request::PolicyRollback { .. }
             | Request::PolicyHistory => self.policy_request(req, uid),
             Request::EventsList { .. } | Request::EventsShow { .. } => self.events_request(req, uid),
-            Request::DataplaneHello { .. } | Request::Snapshot(_) | Request::Chain { .. } => Response::error(
+            Request::DataplaneHello { .. }
+            | Request::Snapshot(_)
+            | Request::Chain { .. }
+            | Request::CrlDistributionPoints { .. } => Response::error(
                 ErrorCode::Unsupported,
                 "dataplane requests are only served on the dataplane's own connection",
             ),
@@ -313,6 +324,7 @@ impl Daemon {
             events_logged: self.events.logged(),
             events_lost: self.events.lost(),
             device_id: self.device_id.clone(),
+            crls: self.crls.infos(),
         }
     }
 

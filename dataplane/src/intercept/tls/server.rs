@@ -81,6 +81,11 @@ pub(super) fn step(
             cx.info.untrusted_resumed = true;
         }
     }
+    if !cx.info.server_resumed && cx.info.untrusted.is_none() && cx.info.unverified.is_none() {
+        if let super::Signing::Remote { link, .. } = &shared.signing {
+            link.note_verified_chain(&tlsgate_certstore::server_name_text(&requested), &chain);
+        }
+    }
     match cx.w.leaf(&requested, &chain, cx.addrs.client, cx.info, cx.clock.unix_time(), cx.now_ms) {
         Leaf::Ready(forged) => answer(accepted, conn, forged, cx),
         Leaf::Pending(ticket) => {

@@ -38,7 +38,17 @@ pub struct SignerLink {
     in_flight: Mutex<HashMap<u64, usize>>,
     next_id: AtomicU64,
     connected: AtomicBool,
+    /// Verified chains that name CRL distribution points, for the control
+    /// plane's CRL fetcher: (name, chain base64 DER, URLs).
+    crl_points: ArrayQueue<(String, Vec<String>, Vec<String>)>,
+    /// Server certificates (SHA-256) already looked at for distribution points.
+    crl_seen: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
+
+/// Chains with distribution points waiting for the link thread.
+const CRL_POINTS: usize = 64;
+/// Server certificates remembered as reported (then forgotten all at once).
+const CRL_SEEN: usize = 16_384;
 
 impl SignerLink {
     /// For `workers` workers.
@@ -49,7 +59,50 @@ impl SignerLink {
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             connected: AtomicBool::new(false),
+            crl_points: ArrayQueue::new(CRL_POINTS),
+            crl_seen: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// A chain that verified for `name` (worker side): its CRL distribution
+    /// points go to the control plane once per server certificate, which
+    /// fetches them (the dataplane never does). Nothing without a control plane.
+    pub fn note_verified_chain(
+        &self,
+        name: &str,
+        chain: &[tlsgate_certstore::pki_types::CertificateDer<'_>],
+    ) {
+        let Some(leaf) = chain.first() else { return };
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let sha = tlsgate_certstore::Fingerprint::of(leaf.as_ref()).0;
+        {
+            let mut seen = self.crl_seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if seen.len() >= CRL_SEEN {
+                seen.clear();
+            }
+            if !seen.insert(sha) {
+                return;
+            }
+        }
+        let urls: Vec<String> =
+            chain.iter().flat_map(|c| tlsgate_certstore::crl_distribution_points(c.as_ref())).collect();
+        if urls.is_empty() {
+            return;
+        }
+        use base64::Engine as _;
+        let b64 =
+            chain.iter().map(|c| base64::engine::general_purpose::STANDARD.encode(c.as_ref())).collect();
+        if self.crl_points.push((name.to_owned(), b64, urls)).is_err() {
+            // Full: looked at again on its next handshake.
+            self.crl_seen.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha);
+        }
+    }
+
+    /// The next chain with distribution points to report (link side).
+    pub fn take_crl_points(&self) -> Option<(String, Vec<String>, Vec<String>)> {
+        self.crl_points.pop()
     }
 
     /// Asks for a leaf (worker side); its ticket, or why not at once.

@@ -1,0 +1,628 @@
+//! CRLs fetched from the distribution points of the chains the dataplane
+//! verified, cached with their nextUpdate and sent to the dataplane in the
+//! snapshot. The dataplane never fetches.
+//!
+//! ```text
+//!  dataplane ──CrlDistributionPoints{name, chain, urls}──► report(): the chain verified again here
+//!      (a chain that does not validate with this trust store is ignored);   (Verified::Chain only)
+//!      its certificates' http:// points queued (at most MAX_URLS in all)
+//!  fetch thread: one URL at a time, when due
+//!      resolve ─► refuse loopback, link-local, multicast, unspecified, this host's
+//!                 addresses, management_networks
+//!      GET over HTTP/1.0, no redirects, status_check_timeout_ms for all of it,
+//!      crl_max_bytes for the body ─► check_crl (signed by an issuer of the chain)
+//!      changed ─► a new snapshot to the dataplane (same configuration version)
+//!  due again: at nextUpdate (5 min .. 24 h); after a failure 1, 2, 4 .. 60 min
+//! ```
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tlsgate_api::CrlInfo;
+use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
+use tlsgate_certstore::{check_crl, verify_server_chain, CrlFacts, TrustSnapshot, Verified};
+
+/// Distribution points followed, in all.
+pub const MAX_URLS: usize = 64;
+/// All cached CRLs together (DER bytes): base64 in the snapshot, they stay
+/// under half the link's 1 MiB frame.
+pub const MAX_TOTAL_BYTES: usize = 512 << 10;
+/// A response's header section, at most.
+const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Refetch bounds after a success.
+const MIN_REFRESH: Duration = Duration::from_secs(300);
+const MAX_REFRESH: Duration = Duration::from_secs(86_400);
+/// Retry bounds after a failure.
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// An address block, `addr/len` (or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.0/8`, `2001:db8::/32` or one address.
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let (a, l) = text.split_once('/').unwrap_or((text, ""));
+        let addr: IpAddr =
+            a.trim().parse().map_err(|_| format!("{text:?} is not an address or a network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() {
+            max
+        } else {
+            l.parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{text:?}: bad prefix length"))?
+        };
+        Ok(Network { addr, len })
+    }
+
+    /// Whether `ip` is in it.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| match ip {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32u32),
+            IpAddr::V6(v) => (u128::from(v), 128u32),
+        };
+        let ((net, w), (a, w2)) = (bits(self.addr), bits(ip));
+        if w != w2 {
+            return false;
+        }
+        let shift = w - u32::from(self.len);
+        shift >= w || (net >> shift) == (a >> shift)
+    }
+}
+
+/// Where and how CRLs may be fetched.
+#[derive(Debug, Clone)]
+pub struct FetchRules {
+    /// Everything of one fetch: resolution, connection, request, answer.
+    pub timeout: Duration,
+    /// The largest body kept.
+    pub max_bytes: usize,
+    /// Never fetched from (management networks).
+    pub refused: Vec<Network>,
+    /// Tests only: loopback allowed (their servers listen there).
+    pub allow_loopback: bool,
+}
+
+impl FetchRules {
+    /// The rules of the configuration.
+    pub fn of(cfg: &crate::config::ControlConfig) -> FetchRules {
+        FetchRules {
+            timeout: Duration::from_millis(cfg.status_check_timeout_ms),
+            max_bytes: cfg.crl_max_bytes,
+            refused: cfg.management_networks.iter().filter_map(|n| Network::parse(n).ok()).collect(),
+            allow_loopback: false,
+        }
+    }
+
+    /// Why `ip` may not be fetched from, if it may not.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        let ip = match ip {
+            IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let loopback = ip.is_loopback();
+        let link_local = match ip {
+            IpAddr::V4(v) => v.is_link_local(),
+            IpAddr::V6(v) => (v.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        let broadcast = matches!(ip, IpAddr::V4(v) if v.is_broadcast());
+        if loopback && !self.allow_loopback {
+            Some("a loopback address")
+        } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
+            Some("not a unicast address")
+        } else if link_local {
+            Some("a link-local address")
+        } else if self.refused.iter().any(|n| n.contains(ip)) {
+            Some("in control.management_networks")
+        } else if !loopback && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
+            // Bindable: an address of this host (its management interface, ...).
+            Some("an address of this appliance")
+        } else {
+            None
+        }
+    }
+}
+
+/// An `http://` URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// The host as written (a name, an IPv4 address or `[v6]`).
+    pub host: String,
+    /// The port (80 by default).
+    pub port: u16,
+    /// The path and query, `/` at least.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses an `http://` URL; no user info, printable ASCII only.
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        if !url.bytes().all(|b| b.is_ascii_graphic()) || url.len() > 2048 {
+            return Err("not a printable URL of at most 2048 characters".into());
+        }
+        let rest = url
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("http://"))
+            .map(|_| &url[7..])
+            .ok_or("only http:// is fetched")?;
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        if authority.contains('@') {
+            return Err("user information in the URL".into());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, p) = v6.split_once(']').ok_or("unclosed [")?;
+            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (authority.to_string(), ""),
+            }
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        let port = if port.is_empty() { 80 } else { port.parse().map_err(|_| format!("port {port:?}"))? };
+        Ok(HttpUrl { host, port, path: path.split('#').next().unwrap_or("/").to_string() })
+    }
+}
+
+/// Fetches `url` under `rules`: the body of a 200 answer.
+pub fn fetch(url: &str, rules: &FetchRules) -> Result<Vec<u8>, String> {
+    let u = HttpUrl::parse(url)?;
+    let deadline = Instant::now() + rules.timeout;
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let addrs = resolve(&u, left())?;
+    let mut why = String::from("no address");
+    let mut stream = None;
+    for addr in addrs {
+        if let Some(r) = rules.refusal(addr.ip()) {
+            why = format!("{} is {r}", addr.ip());
+            continue;
+        }
+        match TcpStream::connect_timeout(&addr, left()) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => why = format!("connecting to {addr}: {e}"),
+        }
+    }
+    let mut s = stream.ok_or(why)?;
+    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let mut host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
+    if u.port != 80 {
+        host = format!("{host}:{}", u.port);
+    }
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: tlsgate-control\r\nAccept: application/pkix-crl\r\nConnection: close\r\n\r\n",
+        u.path
+    );
+    s.write_all(request.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+    let cap = MAX_HEADER_BYTES + rules.max_bytes;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("no complete answer within {:?}", rules.timeout));
+        }
+        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() > cap {
+                    return Err(format!("the answer exceeds {} bytes", rules.max_bytes));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("no complete answer within {:?}", rules.timeout))
+            }
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        }
+    }
+    body(&got, rules.max_bytes)
+}
+
+/// Resolves `u`'s host within `timeout` (the resolver runs on a thread of its own).
+fn resolve(u: &HttpUrl, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = u.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, u.port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let target = (u.host.clone(), u.port);
+    std::thread::Builder::new()
+        .name("tg-crl-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(target.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|e| e.to_string())?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("resolving {}: {e}", u.host)),
+        Err(_) => Err(format!("resolving {} took longer than {timeout:?}", u.host)),
+    }
+}
+
+/// The body of a whole HTTP/1.x answer: 200 only (redirects are not followed),
+/// identity encoding, the length it announced.
+fn body(answer: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .filter(|&i| i <= MAX_HEADER_BYTES)
+        .ok_or("no complete header section")?;
+    let head = std::str::from_utf8(&answer[..end]).map_err(|_| "header section is not text")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let mut parts = status.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1 answer: {:?}", status.chars().take(60).collect::<String>()));
+    }
+    let mut length = None;
+    let mut location = None;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or_else(|| format!("bad header line {line:?}"))?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "content-length" => length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?),
+            "transfer-encoding" => return Err(format!("Transfer-Encoding {value} refused")),
+            "content-encoding" if !value.eq_ignore_ascii_case("identity") => {
+                return Err(format!("Content-Encoding {value} refused"))
+            }
+            "location" => location = Some(value.chars().take(200).collect::<String>()),
+            _ => {}
+        }
+    }
+    match code {
+        "200" => {}
+        c if c.starts_with('3') => {
+            return Err(format!("HTTP {c}: redirects are not followed (to {})", location.unwrap_or_default()))
+        }
+        c => return Err(format!("HTTP {c}")),
+    }
+    let body = &answer[end + 4..];
+    if body.len() > max {
+        return Err(format!("the CRL exceeds {max} bytes"));
+    }
+    if length.is_some_and(|n| n != body.len()) {
+        return Err(format!("{} bytes of the {} announced", body.len(), length.unwrap_or(0)));
+    }
+    Ok(body.to_vec())
+}
+
+/// One distribution point.
+struct Entry {
+    /// A chain that validated and names it, and the name it was verified for.
+    chain: Vec<CertificateDer<'static>>,
+    der: Option<Vec<u8>>,
+    facts: Option<CrlFacts>,
+    due: Instant,
+    failures: u32,
+    error: Option<String>,
+}
+
+/// The control plane's CRLs.
+pub struct CrlCache {
+    rules: FetchRules,
+    enabled: bool,
+    entries: Mutex<HashMap<String, Entry>>,
+    wake: Condvar,
+    trust: Mutex<Option<Arc<TrustSnapshot>>>,
+}
+
+fn now_unix() -> i64 {
+    UnixTime::now().as_secs() as i64
+}
+
+impl CrlCache {
+    /// A cache fetching under `rules` (nothing when `enabled` is false).
+    pub fn new(rules: FetchRules, enabled: bool) -> CrlCache {
+        CrlCache {
+            rules,
+            enabled,
+            entries: Mutex::new(HashMap::new()),
+            wake: Condvar::new(),
+            trust: Mutex::new(None),
+        }
+    }
+
+    /// The trust store chains are checked with (set at every configuration version).
+    pub fn set_trust(&self, trust: Arc<TrustSnapshot>) {
+        *self.trust.lock().unwrap_or_else(PoisonError::into_inner) = Some(trust);
+    }
+
+    /// A chain the dataplane verified for `name` (base64 DER, leaf first): when
+    /// it validates here too, the http:// distribution points of its
+    /// certificates are queued. Answers what was done.
+    pub fn report(&self, name: &str, chain: &[String]) -> Result<String, String> {
+        if !self.enabled {
+            return Ok("CRL fetching is off (control.crl_fetch)".into());
+        }
+        use base64::Engine as _;
+        let chain: Vec<CertificateDer<'static>> = chain
+            .iter()
+            .take(8)
+            .map(|c| base64::engine::general_purpose::STANDARD.decode(c).map(CertificateDer::from))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("chain: {e}"))?;
+        let urls: Vec<String> =
+            chain.iter().flat_map(|c| tlsgate_certstore::crl_distribution_points(c.as_ref())).collect();
+        {
+            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if urls.iter().all(|u| entries.contains_key(u)) {
+                return Ok(format!("{} distribution points known", urls.len()));
+            }
+        }
+        let (server, intermediates) = chain.split_first().ok_or("no server certificate")?;
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|e| format!("name {name:?}: {e}"))?;
+        let trust =
+            self.trust.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or("no trust store yet")?;
+        match verify_server_chain(&trust, server, intermediates, &server_name, UnixTime::now()) {
+            Ok(Verified::Chain) => {}
+            Ok(_) => return Ok("a pinned certificate: no revocation check".into()),
+            Err(f) => return Err(format!("the chain does not validate here: {}", f.reason)),
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut added = 0;
+        for url in urls {
+            if entries.contains_key(&url) {
+                continue;
+            }
+            if entries.len() >= MAX_URLS {
+                tracing::warn!(url = %url, "CRL distribution point not followed: {MAX_URLS} already");
+                break;
+            }
+            tracing::info!(url = %url, name, "CRL distribution point to fetch");
+            entries.insert(
+                url,
+                Entry {
+                    chain: chain.clone(),
+                    der: None,
+                    facts: None,
+                    due: Instant::now(),
+                    failures: 0,
+                    error: None,
+                },
+            );
+            added += 1;
+        }
+        drop(entries);
+        self.wake.notify_all();
+        Ok(format!("{added} distribution points queued"))
+    }
+
+    /// The cached CRLs, base64 DER, for the snapshot (within [`MAX_TOTAL_BYTES`]).
+    pub fn snapshot_crls(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut urls: Vec<&String> = entries.keys().collect();
+        urls.sort();
+        let mut total = 0;
+        let mut out = Vec::new();
+        for url in urls {
+            if let Some(der) = &entries[url].der {
+                if total + der.len() > MAX_TOTAL_BYTES {
+                    tracing::warn!(url = %url, "CRL left out of the snapshot: {MAX_TOTAL_BYTES} bytes in all");
+                    continue;
+                }
+                total += der.len();
+                out.push(base64::engine::general_purpose::STANDARD.encode(der));
+            }
+        }
+        out
+    }
+
+    /// Every distribution point, as shown.
+    pub fn infos(&self) -> Vec<CrlInfo> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<CrlInfo> = entries
+            .iter()
+            .map(|(url, e)| CrlInfo {
+                url: url.clone(),
+                state: match (&e.der, &e.error) {
+                    (Some(_), _) => "cached",
+                    (None, Some(_)) => "failed",
+                    (None, None) => "pending",
+                }
+                .into(),
+                issuer: e.facts.as_ref().map(|f| f.issuer.clone()),
+                revoked: e.facts.as_ref().map_or(0, |f| f.revoked),
+                bytes: e.der.as_ref().map_or(0, Vec::len),
+                next_update: e.facts.as_ref().and_then(|f| f.next_update),
+                error: e.error.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out
+    }
+
+    /// Fetches what is due until `stop`; `changed` is called when the cached
+    /// CRLs changed (the caller sends a new snapshot).
+    pub fn run(&self, stop: &AtomicBool, changed: &dyn Fn()) {
+        while !stop.load(Ordering::Relaxed) {
+            let due = {
+                let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                let next = entries.iter().filter(|(_, e)| e.due <= now).min_by_key(|(_, e)| e.due);
+                match next {
+                    Some((url, e)) => Some((url.clone(), e.chain.clone())),
+                    None => {
+                        let _ = self.wake.wait_timeout(entries, Duration::from_secs(1));
+                        None
+                    }
+                }
+            };
+            let Some((url, chain)) = due else { continue };
+            let result = fetch(&url, &self.rules).and_then(|der| {
+                let trust = self
+                    .trust
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .ok_or("no trust store")?;
+                check_crl(&trust, &der, &chain, now_unix()).map(|f| (der, f)).map_err(|e| e.to_string())
+            });
+            if self.settle(&url, result) {
+                changed();
+            }
+        }
+    }
+
+    /// Records a fetch's result; whether the cached CRLs changed.
+    fn settle(&self, url: &str, result: Result<(Vec<u8>, CrlFacts), String>) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(e) = entries.get_mut(url) else { return false };
+        match result {
+            Ok((der, facts)) => {
+                let now = now_unix();
+                let wait = facts
+                    .next_update
+                    .filter(|n| *n > now)
+                    .map_or(MIN_REFRESH, |n| Duration::from_secs((n - now) as u64))
+                    .clamp(MIN_REFRESH, MAX_REFRESH);
+                tracing::info!(url, issuer = %facts.issuer, revoked = facts.revoked, bytes = der.len(), next_update = ?facts.next_update, "CRL fetched");
+                let changed = e.der.as_deref() != Some(&der[..]);
+                e.der = Some(der);
+                e.facts = Some(facts);
+                e.due = Instant::now() + wait;
+                e.failures = 0;
+                e.error = None;
+                changed
+            }
+            Err(why) => {
+                let wait = FIRST_RETRY.saturating_mul(1 << e.failures.min(6)).min(MAX_RETRY);
+                tracing::warn!(url, error = %why, retry_s = wait.as_secs(), "CRL fetch failed (a cached list is kept)");
+                e.failures += 1;
+                e.error = Some(why);
+                e.due = Instant::now() + wait;
+                false
+            }
+        }
+    }
+}
+
+/// Starts the fetch thread: CRL changes reach the dataplane through `changed`.
+pub fn spawn(
+    cache: Arc<CrlCache>,
+    stop: Arc<AtomicBool>,
+    changed: impl Fn() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("tg-crl-fetch".into()).spawn(move || cache.run(&stop, &changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn rules() -> FetchRules {
+        FetchRules {
+            timeout: Duration::from_millis(800),
+            max_bytes: 4096,
+            refused: vec![Network::parse("198.51.100.0/24").unwrap()],
+            allow_loopback: true,
+        }
+    }
+
+    /// A server on loopback answering each connection with `answer` after
+    /// reading the request; the requests it read.
+    fn serve(answer: Vec<u8>, delay: Duration) -> (String, std::sync::mpsc::Receiver<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ca.crl", l.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(1) {
+                let mut s = s.unwrap();
+                let mut req = [0u8; 1024];
+                let n = s.read(&mut req).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&req[..n]).to_string());
+                std::thread::sleep(delay);
+                let _ = s.write_all(&answer);
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn fetches_a_body_and_refuses_what_it_must() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: 4\r\n\r\n\x30\x02\x05\x00".to_vec();
+        let (url, req) = serve(ok, Duration::ZERO);
+        assert_eq!(fetch(&url, &rules()).unwrap(), b"\x30\x02\x05\x00");
+        let req = req.recv().unwrap();
+        assert!(req.starts_with("GET /ca.crl HTTP/1.0\r\n") && req.contains("Host: 127.0.0.1:"), "{req}");
+
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9469/metrics\r\n\r\n",
+                "redirects are not followed",
+            ),
+            (b"HTTP/1.1 404 Not Found\r\n\r\n", "HTTP 404"),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "3 bytes of the 10 announced"),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1 answer"),
+        ];
+        for (answer, why) in cases {
+            let (url, _) = serve(answer.to_vec(), Duration::ZERO);
+            let e = fetch(&url, &rules()).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let mut big = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        big.extend(std::iter::repeat_n(0u8, 5000));
+        let (url, _) = serve(big, Duration::ZERO);
+        assert!(fetch(&url, &rules()).unwrap_err().contains("exceeds 4096 bytes"));
+        // A server that answers too late: the time limit holds.
+        let (url, _) = serve(b"HTTP/1.1 200 OK\r\n\r\nx".to_vec(), Duration::from_secs(3));
+        let t = Instant::now();
+        assert!(fetch(&url, &rules()).unwrap_err().contains("no complete answer within"));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn addresses_never_fetched_from() {
+        let strict = FetchRules { allow_loopback: false, ..rules() };
+        for (ip, why) in [
+            ("127.0.0.1", "a loopback address"),
+            ("::1", "a loopback address"),
+            ("::ffff:127.0.0.1", "a loopback address"),
+            ("169.254.169.254", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+            ("0.0.0.0", "not a unicast address"),
+            ("224.0.0.1", "not a unicast address"),
+            ("198.51.100.7", "in control.management_networks"),
+        ] {
+            assert_eq!(strict.refusal(ip.parse().unwrap()), Some(why), "{ip}");
+        }
+        assert_eq!(strict.refusal("203.0.113.9".parse().unwrap()), None);
+        let e = fetch("http://127.0.0.1:9469/metrics", &strict).unwrap_err();
+        assert_eq!(e, "127.0.0.1 is a loopback address");
+        for bad in ["https://x/crl", "http://u@x/crl", "http://x/a b", "http:///crl", "http://x:99999/"] {
+            assert!(fetch(bad, &strict).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()) && !n.contains("10.2.0.1".parse().unwrap()));
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(!Network::parse("::/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
