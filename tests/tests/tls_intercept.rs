@@ -980,7 +980,7 @@ fn stapled_ocsp_and_the_unknown_status_action() {
     };
     file(
         "index.txt",
-        &format!("V\t391231235959Z\t\t6701\tunknown\t/CN=a\nR\t391231235959Z\t250101000000Z\t6702\tunknown\t/CN=b\n"),
+        "V\t391231235959Z\t\t6701\tunknown\t/CN=a\nR\t391231235959Z\t250101000000Z\t6702\tunknown\t/CN=b\n",
     );
     let (issuer, issuer_key) =
         (file("issuer.pem", &pki.intermediate.pem()), file("issuer.key", &pki.intermediate.key_pem()));

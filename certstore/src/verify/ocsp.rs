@@ -97,7 +97,7 @@ fn check(staple: &[u8], leaf: &[u8], issuer_spki: &[u8], now: i64) -> Result<Sta
             .map(|c| responder_certificates(c, &leaf, &issuer_key, now))
             .transpose()?
             .unwrap_or_default();
-        if !delegated.iter().any(|key| signed_by(key)) {
+        if !delegated.iter().any(signed_by) {
             return Err("not signed by the issuer or a responder it authorised".into());
         }
     }
