@@ -119,6 +119,14 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
         lic_valid.with_label_values(&[&serial]).set(i64::from(valid));
         lic_exp.with_label_values(&[&serial]).set(not_after);
     }
+    let crls = f.gauge(
+        "tlsgate_crl_distribution_points",
+        "CRL distribution points the control plane follows, by state (cached, pending, failed).",
+        &["state"],
+    );
+    for state in ["cached", "pending", "failed"] {
+        crls.with_label_values(&[state]).set(st.crls.iter().filter(|c| c.state == state).count() as i64);
+    }
     f.counter("tlsgate_events_logged_total", "Events written to the event log by this control plane.", &[])
         .with_label_values(&[])
         .inc_by(daemon.events.logged());
