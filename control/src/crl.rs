@@ -484,6 +484,15 @@ impl CrlCache {
     fn settle(&self, url: &str, result: Result<(Vec<u8>, CrlFacts), String>) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(e) = entries.get_mut(url) else { return false };
+        // An older list than the one cached (replayed on the path, or a stale
+        // mirror) would hide what the newer one revokes.
+        let result = result.and_then(|(der, facts)| match &e.facts {
+            Some(cached) if facts.this_update < cached.this_update => Err(format!(
+                "a list older than the one cached (thisUpdate {} < {}): kept the cached one",
+                facts.this_update, cached.this_update
+            )),
+            _ => Ok((der, facts)),
+        });
         match result {
             Ok((der, facts)) => {
                 let now = now_unix();
@@ -613,6 +622,24 @@ mod tests {
         for bad in ["https://x/crl", "http://u@x/crl", "http://x/a b", "http:///crl", "http://x:99999/"] {
             assert!(fetch(bad, &strict).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_older_list_never_replaces_a_newer_one() {
+        let cache = CrlCache::new(rules(), true);
+        let url = "http://192.0.2.7/ca.crl";
+        cache.entries.lock().unwrap().insert(
+            url.into(),
+            Entry { chain: Vec::new(), der: None, facts: None, due: Instant::now(), failures: 0, error: None },
+        );
+        let facts = |this_update| CrlFacts { issuer: "CN=ca".into(), this_update, next_update: None, revoked: 0 };
+        assert!(cache.settle(url, Ok((vec![2], facts(2000)))));
+        assert!(!cache.settle(url, Ok((vec![1], facts(1000)))));
+        let info = &cache.infos()[0];
+        assert_eq!((info.state.as_str(), info.bytes), ("cached", 1));
+        assert!(info.error.as_deref().unwrap().contains("older than the one cached"), "{info:?}");
+        assert_eq!(cache.snapshot_crls(), vec!["Ag==".to_string()], "the newer list stays");
+        assert!(cache.settle(url, Ok((vec![3], facts(3000)))), "a newer one replaces it");
     }
 
     #[test]
