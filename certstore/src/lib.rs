@@ -91,8 +91,8 @@ pub use trust::{
     SYSTEM_BUNDLE_PATH,
 };
 pub use verify::{
-    server_name_text, unix_time, verify_server_chain, verify_server_chain_checking, RevocationCheck,
-    Verified, VerifyFailure, VerifyReason,
+    server_name_text, unix_time, verified_path, verify_server_chain, verify_server_chain_checking,
+    RevocationCheck, ServerPath, Verified, VerifyFailure, VerifyReason,
 };
 
 /// The rustls and pki-types crates this crate is built on, for callers that need

@@ -398,25 +398,24 @@ mod tests {
 pub struct CrlFacts {
     /// Its issuer, OpenSSL one-line form.
     pub issuer: String,
+    /// Its issuer's name, DER (one list per issuer goes to the dataplane).
+    pub issuer_der: Vec<u8>,
     /// thisUpdate (unix seconds).
     pub this_update: i64,
-    /// nextUpdate (unix seconds), when it has one.
-    pub next_update: Option<i64>,
+    /// nextUpdate (unix seconds).
+    pub next_update: i64,
     /// How many certificates it lists.
     pub revoked: usize,
 }
 
-/// Checks a CRL fetched from a distribution point of `chain` (leaf first, as a
-/// server presented it): one DER CRL that webpki reads, issued and signed by the
-/// issuer of a certificate of the chain (that issuer being a certificate of the
-/// chain or a CA of `trust`), not dated in the future. A list that is not the
-/// issuer's own is refused: cached, it could only make a chain fail.
-pub fn check_crl(
-    trust: &TrustSnapshot,
-    der: &[u8],
-    chain: &[CertificateDer<'_>],
-    now: i64,
-) -> Result<CrlFacts> {
+/// Checks a CRL fetched from a distribution point of a verified `path`: one DER
+/// CRL that webpki reads, issued by the issuer of a certificate of the path and
+/// signed by that issuer — the next certificate of the path or its anchor —
+/// whose keyUsage (when present) allows cRLSign; thisUpdate not in the future,
+/// nextUpdate present and not past. Anything else is refused: cached, a list
+/// that is not the issuer's own could only make chains fail, and an expired one
+/// could hide a revocation.
+pub fn check_crl(path: &crate::ServerPath, der: &[u8], now: i64) -> Result<CrlFacts> {
     let refuse = |m: String| Error::Crl(m);
     webpki::OwnedCertRevocationList::from_der(der).map_err(|e| refuse(format!("{e:?}")))?;
     let crl = match x509_parser::parse_x509_crl(der) {
@@ -425,32 +424,34 @@ pub fn check_crl(
         Err(e) => return Err(refuse(e.to_string())),
     };
     let issuer = crl.issuer().as_raw();
-    let parsed: Vec<_> = chain.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
-    if !parsed.iter().any(|c| c.issuer().as_raw() == issuer) {
-        return Err(refuse(format!(
-            "issued by {}, the issuer of no certificate of the chain",
-            crate::name::openssl_oneline(crl.issuer())
-        )));
-    }
-    let cas: Vec<_> = trust.ca_certs.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
-    let signed = parsed
-        .iter()
-        .chain(cas.iter())
-        .any(|c| c.subject().as_raw() == issuer && crl.verify_signature(c.public_key()).is_ok());
-    if !signed {
-        return Err(refuse(format!(
-            "not signed by {} (no certificate of that name in the chain or the trust store verifies it)",
-            crate::name::openssl_oneline(crl.issuer())
-        )));
+    let issuer_text = crate::name::openssl_oneline(crl.issuer());
+    let parsed: Vec<_> = path.certs.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
+    let anchor = crate::cert::parse_der(path.anchor.as_ref()).map_err(refuse)?;
+    let Some(depth) = parsed.iter().position(|c| c.issuer().as_raw() == issuer) else {
+        return Err(refuse(format!("issued by {issuer_text}, the issuer of no certificate of the path")));
+    };
+    let signer = parsed.get(depth + 1).unwrap_or(&anchor);
+    let may_sign_crls = signer.key_usage().ok().flatten().is_none_or(|ku| ku.value.crl_sign());
+    if signer.subject().as_raw() != issuer
+        || !may_sign_crls
+        || crl.verify_signature(signer.public_key()).is_err()
+    {
+        return Err(refuse(format!("not signed by {issuer_text}, the issuer of the path's certificate")));
     }
     let this_update = crl.last_update().timestamp();
     if this_update > now + 300 {
         return Err(refuse(format!("thisUpdate {this_update} is in the future (now {now})")));
     }
+    let next_update =
+        crl.next_update().map(|t| t.timestamp()).ok_or_else(|| refuse("no nextUpdate".into()))?;
+    if next_update <= now {
+        return Err(refuse(format!("expired: nextUpdate {next_update} is past (now {now})")));
+    }
     Ok(CrlFacts {
-        issuer: crate::name::openssl_oneline(crl.issuer()),
+        issuer: issuer_text,
+        issuer_der: issuer.to_vec(),
         this_update,
-        next_update: crl.next_update().map(|t| t.timestamp()),
+        next_update,
         revoked: crl.iter_revoked_certificates().count(),
     })
 }

@@ -272,21 +272,23 @@ fn a_fresh_crl_proves_the_status() {
     assert_eq!(check(&stale, &p, &good, &[], false, t), Ok(Verified::Chain), "not required: accepted");
 }
 
-/// A fetched CRL is kept only when its issuer issued a certificate of the chain
-/// and signed it: an impostor's list with the same issuer name, a stranger's
-/// list and bytes that are no CRL are refused, naming why.
+/// A fetched CRL is kept only when the issuer of a certificate of the verified
+/// path issued and signed it, and it is current: an impostor's list with the
+/// same issuer name — also when the server appended the impostor to its chain —
+/// a stranger's list, an expired list and bytes that are no CRL are refused,
+/// naming why.
 #[test]
-fn fetched_crls_are_checked_against_the_chain() {
+fn fetched_crls_are_checked_against_the_path() {
     let p = Pki::generate();
     let store = store(&p);
     let trust = store.snapshot();
     let good = leaf(GOOD_SERIAL, &p.intermediate);
-    let chain = [good.der(), p.intermediate.der()];
     let t = now();
-    let crl_by = |issuer: &Issued| {
+    let name = ServerName::try_from(SERVER).unwrap();
+    let crl_by = |issuer: &Issued, next_update: i64| {
         CertificateRevocationListParams {
             this_update: time::OffsetDateTime::from_unix_timestamp(t - 60).unwrap(),
-            next_update: time::OffsetDateTime::from_unix_timestamp(t + 86_400).unwrap(),
+            next_update: time::OffsetDateTime::from_unix_timestamp(next_update).unwrap(),
             crl_number: SerialNumber::from(2u64),
             issuing_distribution_point: None,
             revoked_certs: Vec::new(),
@@ -295,24 +297,33 @@ fn fetched_crls_are_checked_against_the_chain() {
         .signed_by(&issuer.cert, &issuer.key)
         .unwrap()
     };
-    let facts = tlsgate_certstore::check_crl(&trust, crl_by(&p.intermediate).der(), &chain, t).unwrap();
-    assert_eq!((facts.this_update, facts.next_update, facts.revoked), (t - 60, Some(t + 86_400), 0));
-    assert!(facts.issuer.contains("tlsgate test intermediate"), "{}", facts.issuer);
-    // The root's list covers the intermediate (the root is a CA of the store).
-    tlsgate_certstore::check_crl(&trust, crl_by(&p.root).der(), &chain, t).unwrap();
-
-    // Same name, another key.
+    // An impostor: the intermediate's name, its own key, appended by the server.
     let mut params = pki::leaf_params("x", pki::VALID_FROM, pki::VALID_TO);
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.distinguished_name = p.intermediate.cert.params().distinguished_name.clone();
     let impostor = pki::self_signed(params.clone());
-    let e = tlsgate_certstore::check_crl(&trust, crl_by(&impostor).der(), &chain, t).unwrap_err();
+    let presented = [p.intermediate.der(), impostor.der()];
+    let path = tlsgate_certstore::verified_path(&trust, &good.der(), &presented, &name, unix_time(t as u64))
+        .unwrap()
+        .expect("a path through a CA");
+    assert_eq!(path.certs, vec![good.der(), p.intermediate.der()], "the impostor is not on the path");
+    assert_eq!(path.anchor, p.root.der());
+
+    let facts = tlsgate_certstore::check_crl(&path, crl_by(&p.intermediate, t + 86_400).der(), t).unwrap();
+    assert_eq!((facts.this_update, facts.next_update, facts.revoked), (t - 60, t + 86_400, 0));
+    assert!(facts.issuer.contains("tlsgate test intermediate"), "{}", facts.issuer);
+    // The root's list covers the intermediate (the root anchors the path).
+    tlsgate_certstore::check_crl(&path, crl_by(&p.root, t + 86_400).der(), t).unwrap();
+
+    let e = tlsgate_certstore::check_crl(&path, crl_by(&impostor, t + 86_400).der(), t).unwrap_err();
     assert!(e.to_string().contains("not signed by"), "{e}");
+    let e = tlsgate_certstore::check_crl(&path, crl_by(&p.intermediate, t - 10).der(), t).unwrap_err();
+    assert!(e.to_string().contains("expired: nextUpdate"), "{e}");
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, "stranger");
     let stranger = pki::self_signed(params);
-    let e = tlsgate_certstore::check_crl(&trust, crl_by(&stranger).der(), &chain, t).unwrap_err();
-    assert!(e.to_string().contains("the issuer of no certificate of the chain"), "{e}");
-    assert!(tlsgate_certstore::check_crl(&trust, b"<html>", &chain, t).is_err());
+    let e = tlsgate_certstore::check_crl(&path, crl_by(&stranger, t + 86_400).der(), t).unwrap_err();
+    assert!(e.to_string().contains("the issuer of no certificate of the path"), "{e}");
+    assert!(tlsgate_certstore::check_crl(&path, b"<html>", t).is_err());
 }

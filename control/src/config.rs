@@ -22,6 +22,7 @@
 //! status_check_timeout_ms = 3000          # one CRL fetch (resolve, connect, answer), at most
 //! crl_max_bytes = 262144                  # a larger CRL is refused
 //! management_networks = ["192.0.2.0/24"]  # never fetched from (nor loopback, link-local, this host)
+//! crl_networks = ["10.20.0.0/16"]         # internal networks that may serve CRLs (else: public, port 80)
 //! ```
 //!
 //! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
@@ -90,6 +91,10 @@ pub struct ControlConfig {
     /// networks), besides loopback, link-local, multicast and this host's own
     /// addresses.
     pub management_networks: Vec<String>,
+    /// Internal (not globally routable) networks that may serve CRLs, on any
+    /// port: an enterprise CA's. Elsewhere CRLs come from globally routable
+    /// addresses on port 80 only.
+    pub crl_networks: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -114,6 +119,7 @@ impl Default for ControlConfig {
             status_check_timeout_ms: 3000,
             crl_max_bytes: 256 << 10,
             management_networks: Vec::new(),
+            crl_networks: Vec::new(),
         }
     }
 }
@@ -205,9 +211,13 @@ impl ControlConfig {
                 format!("{} is outside 1024..={}", self.crl_max_bytes, crate::crl::MAX_TOTAL_BYTES),
             ));
         }
-        for (i, n) in self.management_networks.iter().enumerate() {
-            crate::crl::Network::parse(n)
-                .map_err(|e| Error::config(format!("control.management_networks[{i}]"), e))?;
+        for (field, list) in
+            [("management_networks", &self.management_networks), ("crl_networks", &self.crl_networks)]
+        {
+            for (i, n) in list.iter().enumerate() {
+                crate::crl::Network::parse(n)
+                    .map_err(|e| Error::config(format!("control.{field}[{i}]"), e))?;
+            }
         }
         if self.dataplane_socket == self.socket {
             return Err(Error::config(

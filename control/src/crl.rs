@@ -24,13 +24,18 @@ use std::time::{Duration, Instant};
 
 use tlsgate_api::CrlInfo;
 use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
-use tlsgate_certstore::{check_crl, verify_server_chain, CrlFacts, TrustSnapshot, Verified};
+use tlsgate_certstore::{check_crl, verified_path, CrlFacts, ServerPath, TrustSnapshot};
 
 /// Distribution points followed, in all.
 pub const MAX_URLS: usize = 64;
-/// All cached CRLs together (DER bytes): base64 in the snapshot, they stay
-/// under half the link's 1 MiB frame.
+/// All CRLs of one snapshot together (DER bytes; base64 in the snapshot, within
+/// what the rest of the snapshot leaves of the link's 1 MiB frame).
 pub const MAX_TOTAL_BYTES: usize = 512 << 10;
+/// Distribution points followed per certificate.
+const URLS_PER_CERT: usize = 2;
+/// A changed list reaches the dataplane at most this often (each snapshot
+/// rebuilds its TLS state), the first one at once.
+const PUSH_INTERVAL: Duration = Duration::from_secs(30);
 /// A response's header section, at most.
 const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Refetch bounds after a success.
@@ -65,8 +70,20 @@ impl Network {
         Ok(Network { addr, len })
     }
 
-    /// Whether `ip` is in it.
+    /// Whether `ip` is in it (IPv4-mapped IPv6 addresses and networks as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = unmapped(ip);
+        let (addr, len) = match self.addr {
+            IpAddr::V6(v) if v.to_ipv4_mapped().is_some() && self.len >= 96 => {
+                (unmapped(self.addr), self.len - 96)
+            }
+            _ => (self.addr, self.len),
+        };
+        let net = Network { addr, len };
+        net.contains_exact(ip)
+    }
+
+    fn contains_exact(&self, ip: IpAddr) -> bool {
         let bits = |ip: IpAddr| match ip {
             IpAddr::V4(v) => (u128::from(u32::from(v)), 32u32),
             IpAddr::V6(v) => (u128::from(v), 128u32),
@@ -89,9 +106,32 @@ pub struct FetchRules {
     pub max_bytes: usize,
     /// Never fetched from (management networks).
     pub refused: Vec<Network>,
-    /// Tests only: loopback allowed (their servers listen there).
+    /// Internal networks that may serve CRLs (an enterprise CA's), on any port.
+    /// Elsewhere only globally routable addresses, on port 80.
+    pub allowed: Vec<Network>,
+    /// Tests only: loopback allowed, on any port (their servers listen there).
     pub allow_loopback: bool,
 }
+
+/// Address blocks that are not globally routable (RFC 6890 and successors):
+/// never fetched from unless listed in `crl_networks`.
+const INTERNAL: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "240.0.0.0/4",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+];
 
 impl FetchRules {
     /// The rules of the configuration.
@@ -100,16 +140,15 @@ impl FetchRules {
             timeout: Duration::from_millis(cfg.status_check_timeout_ms),
             max_bytes: cfg.crl_max_bytes,
             refused: cfg.management_networks.iter().filter_map(|n| Network::parse(n).ok()).collect(),
+            allowed: cfg.crl_networks.iter().filter_map(|n| Network::parse(n).ok()).collect(),
             allow_loopback: false,
         }
     }
 
-    /// Why `ip` may not be fetched from, if it may not.
-    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
-        let ip = match ip {
-            IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+    /// Why `addr` may not be fetched from, if it may not.
+    pub fn refusal(&self, addr: SocketAddr) -> Option<&'static str> {
+        let ip = unmapped(addr.ip());
+        let allowed = self.allowed.iter().any(|n| n.contains(ip));
         let loopback = ip.is_loopback();
         let link_local = match ip {
             IpAddr::V4(v) => v.is_link_local(),
@@ -127,9 +166,24 @@ impl FetchRules {
         } else if !loopback && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
             // Bindable: an address of this host (its management interface, ...).
             Some("an address of this appliance")
+        } else if !loopback
+            && !allowed
+            && INTERNAL.iter().any(|n| Network::parse(n).is_ok_and(|n| n.contains(ip)))
+        {
+            Some("not globally routable (list it in control.crl_networks)")
+        } else if !loopback && !allowed && addr.port() != 80 {
+            Some("a port other than 80 outside control.crl_networks")
         } else {
             None
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -185,8 +239,8 @@ pub fn fetch(url: &str, rules: &FetchRules) -> Result<Vec<u8>, String> {
     let mut why = String::from("no address");
     let mut stream = None;
     for addr in addrs {
-        if let Some(r) = rules.refusal(addr.ip()) {
-            why = format!("{} is {r}", addr.ip());
+        if let Some(r) = rules.refusal(addr) {
+            why = format!("{addr} is {r}");
             continue;
         }
         match TcpStream::connect_timeout(&addr, left()) {
@@ -268,28 +322,26 @@ fn body(answer: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let mut parts = status.splitn(3, ' ');
     let (version, code) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1 answer: {:?}", status.chars().take(60).collect::<String>()));
+        return Err("not an HTTP/1 answer".into());
     }
     let mut length = None;
-    let mut location = None;
     for line in lines {
-        let (name, value) = line.split_once(':').ok_or_else(|| format!("bad header line {line:?}"))?;
+        let (name, value) = line.split_once(':').ok_or("a bad header line")?;
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         match name.as_str() {
             "content-length" => length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?),
-            "transfer-encoding" => return Err(format!("Transfer-Encoding {value} refused")),
+            "transfer-encoding" => return Err("Transfer-Encoding refused".into()),
             "content-encoding" if !value.eq_ignore_ascii_case("identity") => {
-                return Err(format!("Content-Encoding {value} refused"))
+                return Err("Content-Encoding refused".into())
             }
-            "location" => location = Some(value.chars().take(200).collect::<String>()),
             _ => {}
         }
     }
-    match code {
+    // The code only (three digits): nothing else of the answer is repeated.
+    let code: String = code.chars().take(3).filter(char::is_ascii_digit).collect();
+    match code.as_str() {
         "200" => {}
-        c if c.starts_with('3') => {
-            return Err(format!("HTTP {c}: redirects are not followed (to {})", location.unwrap_or_default()))
-        }
+        c if c.starts_with('3') => return Err(format!("HTTP {c}: redirects are not followed")),
         c => return Err(format!("HTTP {c}")),
     }
     let body = &answer[end + 4..];
@@ -304,8 +356,12 @@ fn body(answer: &[u8], max: usize) -> Result<Vec<u8>, String> {
 
 /// One distribution point.
 struct Entry {
-    /// A chain that validated and names it, and the name it was verified for.
-    chain: Vec<CertificateDer<'static>>,
+    /// The verified path whose certificate names it.
+    path: ServerPath,
+    /// When a dataplane last reported a chain naming it (the least recent is
+    /// evicted when [`MAX_URLS`] are followed; the most recent go first into a
+    /// snapshot).
+    reported: Instant,
     der: Option<Vec<u8>>,
     facts: Option<CrlFacts>,
     due: Instant,
@@ -344,8 +400,9 @@ impl CrlCache {
     }
 
     /// A chain the dataplane verified for `name` (base64 DER, leaf first): when
-    /// it validates here too, the http:// distribution points of its
-    /// certificates are queued. Answers what was done.
+    /// it verifies here too, the http:// distribution points of the
+    /// certificates of its path (not of what else the server sent; two per
+    /// certificate) are followed. Answers what was done.
     pub fn report(&self, name: &str, chain: &[String]) -> Result<String, String> {
         if !self.enabled {
             return Ok("CRL fetching is off (control.crl_fetch)".into());
@@ -357,41 +414,47 @@ impl CrlCache {
             .map(|c| base64::engine::general_purpose::STANDARD.decode(c).map(CertificateDer::from))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("chain: {e}"))?;
-        let urls: Vec<String> =
-            chain.iter().flat_map(|c| tlsgate_certstore::crl_distribution_points(c.as_ref())).collect();
-        {
-            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            if urls.iter().all(|u| entries.contains_key(u)) {
-                return Ok(format!("{} distribution points known", urls.len()));
-            }
-        }
         let (server, intermediates) = chain.split_first().ok_or("no server certificate")?;
         let server_name = ServerName::try_from(name.to_owned()).map_err(|e| format!("name {name:?}: {e}"))?;
         let trust =
             self.trust.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or("no trust store yet")?;
-        match verify_server_chain(&trust, server, intermediates, &server_name, UnixTime::now()) {
-            Ok(Verified::Chain) => {}
-            Ok(_) => return Ok("a pinned certificate: no revocation check".into()),
+        let path = match verified_path(&trust, server, intermediates, &server_name, UnixTime::now()) {
+            Ok(Some(path)) => path,
+            Ok(None) => return Ok("a pinned certificate: no revocation check".into()),
             Err(f) => return Err(format!("the chain does not validate here: {}", f.reason)),
-        }
+        };
+        let urls: Vec<String> = path
+            .certs
+            .iter()
+            .flat_map(|c| {
+                tlsgate_certstore::crl_distribution_points(c.as_ref()).into_iter().take(URLS_PER_CERT)
+            })
+            .collect();
+        let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut added = 0;
-        for url in urls {
-            if entries.contains_key(&url) {
+        for url in &urls {
+            if let Some(e) = entries.get_mut(url) {
+                e.reported = now;
                 continue;
             }
             if entries.len() >= MAX_URLS {
-                tracing::warn!(url = %url, "CRL distribution point not followed: {MAX_URLS} already");
-                break;
+                // The least recently reported point makes room.
+                let oldest = entries.iter().min_by_key(|(_, e)| e.reported).map(|(u, _)| u.clone());
+                if let Some(old) = oldest {
+                    tracing::info!(url = %old, "CRL distribution point no longer followed ({MAX_URLS} at most)");
+                    entries.remove(&old);
+                }
             }
             tracing::info!(url = %url, name, "CRL distribution point to fetch");
             entries.insert(
-                url,
+                url.clone(),
                 Entry {
-                    chain: chain.clone(),
+                    path: path.clone(),
+                    reported: now,
                     der: None,
                     facts: None,
-                    due: Instant::now(),
+                    due: now,
                     failures: 0,
                     error: None,
                 },
@@ -400,26 +463,36 @@ impl CrlCache {
         }
         drop(entries);
         self.wake.notify_all();
-        Ok(format!("{added} distribution points queued"))
+        Ok(format!("{added} of {} distribution points new", urls.len()))
     }
 
-    /// The cached CRLs, base64 DER, for the snapshot (within [`MAX_TOTAL_BYTES`]).
-    pub fn snapshot_crls(&self) -> Vec<String> {
+    /// The cached CRLs for a snapshot, base64 DER: the newest list per issuer
+    /// (webpki uses the first one it finds), the most recently reported issuers
+    /// first, as many as fit in `budget` bytes of base64 and [`MAX_TOTAL_BYTES`].
+    pub fn snapshot_crls(&self, budget: usize) -> Vec<String> {
         use base64::Engine as _;
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut urls: Vec<&String> = entries.keys().collect();
-        urls.sort();
-        let mut total = 0;
-        let mut out = Vec::new();
-        for url in urls {
-            if let Some(der) = &entries[url].der {
-                if total + der.len() > MAX_TOTAL_BYTES {
-                    tracing::warn!(url = %url, "CRL left out of the snapshot: {MAX_TOTAL_BYTES} bytes in all");
-                    continue;
-                }
-                total += der.len();
-                out.push(base64::engine::general_purpose::STANDARD.encode(der));
+        let mut newest: HashMap<&[u8], (&Entry, &[u8], &CrlFacts)> = HashMap::new();
+        for e in entries.values() {
+            let (Some(der), Some(f)) = (&e.der, &e.facts) else { continue };
+            let slot = newest.entry(&f.issuer_der[..]).or_insert((e, der, f));
+            if f.this_update > slot.2.this_update {
+                *slot = (e, der, f);
             }
+        }
+        let mut lists: Vec<_> = newest.into_values().collect();
+        lists.sort_by_key(|(e, ..)| std::cmp::Reverse(e.reported));
+        let (mut der_total, mut b64_total) = (0, 0);
+        let mut out = Vec::new();
+        for (_, der, f) in lists {
+            let b64 = der.len().div_ceil(3) * 4 + 3;
+            if der_total + der.len() > MAX_TOTAL_BYTES || b64_total + b64 > budget {
+                tracing::warn!(issuer = %f.issuer, "CRL left out of the snapshot: no room (its certificates' status is unknown)");
+                continue;
+            }
+            der_total += der.len();
+            b64_total += b64;
+            out.push(base64::engine::general_purpose::STANDARD.encode(der));
         }
         out
     }
@@ -440,7 +513,7 @@ impl CrlCache {
                 issuer: e.facts.as_ref().map(|f| f.issuer.clone()),
                 revoked: e.facts.as_ref().map_or(0, |f| f.revoked),
                 bytes: e.der.as_ref().map_or(0, Vec::len),
-                next_update: e.facts.as_ref().and_then(|f| f.next_update),
+                next_update: e.facts.as_ref().map(|f| f.next_update),
                 error: e.error.clone(),
             })
             .collect();
@@ -451,32 +524,31 @@ impl CrlCache {
     /// Fetches what is due until `stop`; `changed` is called when the cached
     /// CRLs changed (the caller sends a new snapshot).
     pub fn run(&self, stop: &AtomicBool, changed: &dyn Fn()) {
+        let mut pushed: Option<Instant> = None;
+        let mut dirty = false;
         while !stop.load(Ordering::Relaxed) {
+            if dirty && pushed.is_none_or(|t| t.elapsed() >= PUSH_INTERVAL) {
+                changed();
+                pushed = Some(Instant::now());
+                dirty = false;
+            }
             let due = {
                 let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = Instant::now();
                 let next = entries.iter().filter(|(_, e)| e.due <= now).min_by_key(|(_, e)| e.due);
                 match next {
-                    Some((url, e)) => Some((url.clone(), e.chain.clone())),
+                    Some((url, e)) => Some((url.clone(), e.path.clone())),
                     None => {
                         let _ = self.wake.wait_timeout(entries, Duration::from_secs(1));
                         None
                     }
                 }
             };
-            let Some((url, chain)) = due else { continue };
+            let Some((url, path)) = due else { continue };
             let result = fetch(&url, &self.rules).and_then(|der| {
-                let trust = self
-                    .trust
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-                    .ok_or("no trust store")?;
-                check_crl(&trust, &der, &chain, now_unix()).map(|f| (der, f)).map_err(|e| e.to_string())
+                check_crl(&path, &der, now_unix()).map(|f| (der, f)).map_err(|e| e.to_string())
             });
-            if self.settle(&url, result) {
-                changed();
-            }
+            dirty |= self.settle(&url, result);
         }
     }
 
@@ -496,10 +568,7 @@ impl CrlCache {
         match result {
             Ok((der, facts)) => {
                 let now = now_unix();
-                let wait = facts
-                    .next_update
-                    .filter(|n| *n > now)
-                    .map_or(MIN_REFRESH, |n| Duration::from_secs((n - now) as u64))
+                let wait = Duration::from_secs(facts.next_update.saturating_sub(now).max(0) as u64)
                     .clamp(MIN_REFRESH, MAX_REFRESH);
                 tracing::info!(url, issuer = %facts.issuer, revoked = facts.revoked, bytes = der.len(), next_update = ?facts.next_update, "CRL fetched");
                 let changed = e.der.as_deref() != Some(&der[..]);
@@ -541,6 +610,7 @@ mod tests {
             timeout: Duration::from_millis(800),
             max_bytes: 4096,
             refused: vec![Network::parse("198.51.100.0/24").unwrap()],
+            allowed: vec![Network::parse("10.9.0.0/16").unwrap()],
             allow_loopback: true,
         }
     }
@@ -604,21 +674,29 @@ mod tests {
     #[test]
     fn addresses_never_fetched_from() {
         let strict = FetchRules { allow_loopback: false, ..rules() };
-        for (ip, why) in [
-            ("127.0.0.1", "a loopback address"),
-            ("::1", "a loopback address"),
-            ("::ffff:127.0.0.1", "a loopback address"),
-            ("169.254.169.254", "a link-local address"),
-            ("fe80::1", "a link-local address"),
-            ("0.0.0.0", "not a unicast address"),
-            ("224.0.0.1", "not a unicast address"),
-            ("198.51.100.7", "in control.management_networks"),
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        for (addr, why) in [
+            ("127.0.0.1:80", "a loopback address"),
+            ("[::1]:80", "a loopback address"),
+            ("[::ffff:127.0.0.1]:80", "a loopback address"),
+            ("169.254.169.254:80", "a link-local address"),
+            ("[fe80::1]:80", "a link-local address"),
+            ("0.0.0.0:80", "not a unicast address"),
+            ("224.0.0.1:80", "not a unicast address"),
+            ("198.51.100.7:80", "in control.management_networks"),
+            ("10.1.2.3:80", "not globally routable (list it in control.crl_networks)"),
+            ("192.168.1.1:80", "not globally routable (list it in control.crl_networks)"),
+            ("100.100.100.200:80", "not globally routable (list it in control.crl_networks)"),
+            ("[fd00:ec2::254]:80", "not globally routable (list it in control.crl_networks)"),
+            ("[::ffff:10.1.2.3]:80", "not globally routable (list it in control.crl_networks)"),
+            ("93.184.215.14:8080", "a port other than 80 outside control.crl_networks"),
         ] {
-            assert_eq!(strict.refusal(ip.parse().unwrap()), Some(why), "{ip}");
+            assert_eq!(strict.refusal(at(addr)), Some(why), "{addr}");
         }
-        assert_eq!(strict.refusal("203.0.113.9".parse().unwrap()), None);
+        assert_eq!(strict.refusal(at("93.184.215.14:80")), None, "public, port 80");
+        assert_eq!(strict.refusal(at("10.9.1.1:8080")), None, "in crl_networks, any port");
         let e = fetch("http://127.0.0.1:9469/metrics", &strict).unwrap_err();
-        assert_eq!(e, "127.0.0.1 is a loopback address");
+        assert_eq!(e, "127.0.0.1:9469 is a loopback address");
         for bad in ["https://x/crl", "http://u@x/crl", "http://x/a b", "http:///crl", "http://x:99999/"] {
             assert!(fetch(bad, &strict).is_err(), "{bad}");
         }
@@ -630,15 +708,30 @@ mod tests {
         let url = "http://192.0.2.7/ca.crl";
         cache.entries.lock().unwrap().insert(
             url.into(),
-            Entry { chain: Vec::new(), der: None, facts: None, due: Instant::now(), failures: 0, error: None },
+            Entry {
+                path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
+                reported: Instant::now(),
+                der: None,
+                facts: None,
+                due: Instant::now(),
+                failures: 0,
+                error: None,
+            },
         );
-        let facts = |this_update| CrlFacts { issuer: "CN=ca".into(), this_update, next_update: None, revoked: 0 };
+        let facts = |this_update| CrlFacts {
+            issuer: "CN=ca".into(),
+            issuer_der: vec![1],
+            this_update,
+            next_update: this_update + 10,
+            revoked: 0,
+        };
         assert!(cache.settle(url, Ok((vec![2], facts(2000)))));
         assert!(!cache.settle(url, Ok((vec![1], facts(1000)))));
         let info = &cache.infos()[0];
         assert_eq!((info.state.as_str(), info.bytes), ("cached", 1));
         assert!(info.error.as_deref().unwrap().contains("older than the one cached"), "{info:?}");
-        assert_eq!(cache.snapshot_crls(), vec!["Ag==".to_string()], "the newer list stays");
+        assert_eq!(cache.snapshot_crls(1 << 20), vec!["Ag==".to_string()], "the newer list stays");
+        assert!(cache.snapshot_crls(4).is_empty(), "no room: left out");
         assert!(cache.settle(url, Ok((vec![3], facts(3000)))), "a newer one replaces it");
     }
 

@@ -135,6 +135,52 @@ pub fn verify_server_chain(
     )
 }
 
+/// The certificates a verified chain's path is made of: what a CRL may be
+/// fetched for and who may sign it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerPath {
+    /// The server certificate, then the intermediates webpki's path uses, in
+    /// order (certificates the server sent that the path does not use are left out).
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The certificate of the trust store's CA that anchors the path.
+    pub anchor: CertificateDer<'static>,
+}
+
+/// The path of a chain that verifies for `server_name` through a CA of `trust`
+/// ([`Verified::Chain`]); `None` for a pinned certificate; the failure otherwise.
+pub fn verified_path(
+    trust: &TrustSnapshot,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<Option<ServerPath>, Box<VerifyFailure>> {
+    match verify_server_chain(trust, end_entity, intermediates, server_name, now)? {
+        Verified::Chain => {}
+        Verified::Pinned { .. } => return Ok(None),
+    }
+    let unexplained = || {
+        let finding = analysis::fallback(None, end_entity.as_ref(), intermediates, server_name);
+        failure(finding, end_entity, intermediates, server_name, Some("no path to a CA of the store".into()))
+    };
+    let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|_| unexplained())?;
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|_| unexplained())?;
+    let index = trust.anchors.iter().position(|a| std::ptr::eq(a, path.anchor())).ok_or_else(unexplained)?;
+    let mut certs = vec![end_entity.clone().into_owned()];
+    certs.extend(path.intermediate_certificates().map(|c| c.der().into_owned()));
+    Ok(Some(ServerPath { certs, anchor: trust.ca_certs[index].clone() }))
+}
+
 /// What the server leg knows and asks about revocation beyond the store's CRLs
 /// (which are always checked, for every certificate of the chain).
 #[derive(Clone, Copy, Debug, Default)]

@@ -207,9 +207,17 @@ impl Daemon {
                 .collect(),
             system_bundle: st.system_bundle,
             profile: self.profile(st).to_string(),
-            crls: self.crls.snapshot_crls(),
+            crls: Vec::new(),
         });
-        Snapshot { version: st.version, policy: st.running_policy().to_string(), tls }
+        let mut snap = Snapshot { version: st.version, policy: st.running_policy().to_string(), tls };
+        // The CRLs take what the rest of the snapshot leaves of a frame (with a
+        // margin for the frame's envelope and the JSON around each list).
+        let rest = serde_json::to_string(&snap).map_or(tlsgate_api::MAX_LINE, |t| t.len());
+        if let Some(tls) = snap.tls.as_mut() {
+            let budget = (tlsgate_api::MAX_LINE * 9 / 10).saturating_sub(rest);
+            tls.crls = self.crls.snapshot_crls(budget);
+        }
+        snap
     }
 
     fn push_snapshot_to(&self, link: &Link) {

@@ -36,6 +36,7 @@ pub(super) fn step(
         // A failure the verifier accepted: validation off, or a check whose action
         // is `untrust`.
         if let Some(f) = shared.verifier.take_failure() {
+            note_status_unknown(&shared, &f);
             if !shared.verifier.enforces() {
                 cx.info.unverified = Some(f);
             } else {
@@ -52,7 +53,11 @@ pub(super) fn step(
     if let Err(e) = pumped {
         // Flush our alert to the server, then report.
         let _ = conn.write_tls(&mut SockWriter(cx.server));
-        let end = error(&e, cx.info, shared.verifier.take_failure(), Phase::ServerHandshake);
+        let failure = shared.verifier.take_failure();
+        if let Some(f) = &failure {
+            note_status_unknown(&shared, f);
+        }
+        let end = error(&e, cx.info, failure, Phase::ServerHandshake);
         return (TlsState::Failed, Some(failed(&shared, cx.policy, cx.addrs, cx.info, end, cx.now_ms)));
     }
     if !cx.server.may_recv() && conn.is_handshaking() {
@@ -96,6 +101,17 @@ pub(super) fn step(
             TlsState::Failed,
             Some(TlsAction::Abort { to_client: fatal_alert(ALERT_HANDSHAKE_FAILURE), end }),
         ),
+    }
+}
+
+/// A chain refused (or untrusted) only because its revocation status is
+/// unknown verified otherwise: its distribution points go to the control plane
+/// all the same, or the list that would prove the status never comes.
+fn note_status_unknown(shared: &TlsShared, f: &VerifyFailure) {
+    if f.reason == tlsgate_certstore::VerifyReason::UnableToGetCrl {
+        if let super::Signing::Remote { link, .. } = &shared.signing {
+            link.note_verified_chain(&f.server_name, &f.chain);
+        }
     }
 }
 
