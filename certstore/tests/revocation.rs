@@ -182,6 +182,18 @@ fn stapled_ocsp_responses() {
             (VerifyReason::CertRevoked, 23, "OCSP staple: revoked")
         );
     }
+    // Revoked says more than a name that does not match (no `untrust` for it).
+    let other = ServerName::try_from(pki::OTHER).unwrap();
+    let f = verify_server_chain_checking(
+        &store.snapshot(),
+        &revoked.der(),
+        &[p.intermediate.der()],
+        &other,
+        unix_time(t as u64),
+        RevocationCheck { staple: &revoked_resp, require_status: false },
+    )
+    .expect_err("refused");
+    assert_eq!(f.reason, VerifyReason::CertRevoked);
     // Revoked stays revoked when the response is old.
     let (why, _) = reason(check(&store, &p, &revoked, &revoked_resp, false, t + 10 * 86_400));
     assert_eq!(why, VerifyReason::CertRevoked);
@@ -198,7 +210,7 @@ fn stapled_ocsp_responses() {
         ("unknown", &unlisted, &unknown_resp, t, "does not know the certificate"),
         ("stale", &good, &good_resp, t + 3 * 86_400, "stale"),
         ("another certificate", &unlisted, &good_resp, t, "no response for this certificate"),
-        ("SHA-1", &good, &sha1_resp, t, "signed with SHA-1"),
+        ("SHA-1", &good, &sha1_resp, t, "signed with 1.2.840.10045.4.1"),
         ("stranger", &good, &stranger_resp, t, "not signed by the issuer"),
         ("damaged", &good, &good_resp[..good_resp.len() - 3], t, "truncated"),
     ];

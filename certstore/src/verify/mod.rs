@@ -345,7 +345,16 @@ fn webpki_verify(
                 LeafStatus::Unknown(why) => WebpkiVerdict::Status(VerifyReason::UnableToGetCrl, why),
             }
         }
-        (Ok(_), Err(e)) => WebpkiVerdict::Name(e),
+        (Ok(path), Err(e)) => {
+            // A staple that proves the certificate revoked says more than the
+            // name: a revoked certificate is never decrypted under `untrust`.
+            let issuer_spki = path.issuer_spki();
+            let staple_only = RevocationCheck { require_status: false, ..revocation };
+            match leaf_status(trust, &ee, end_entity, issuer_spki.as_ref(), intermediates, now, staple_only) {
+                LeafStatus::Revoked(why) => WebpkiVerdict::Status(VerifyReason::CertRevoked, why),
+                _ => WebpkiVerdict::Name(e),
+            }
+        }
         (Err(e), name) => WebpkiVerdict::Chain(e, name.is_ok()),
     }
 }

@@ -39,12 +39,20 @@ const NO_NEXT_UPDATE_SECS: i64 = 24 * 3600;
 const OID_OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
 const OID_SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
 const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-/// sha1WithRSAEncryption, ecdsa-with-SHA1, dsa-with-sha1: refused as signatures.
-const OID_SHA1_SIGNATURES: &[&[u8]] = &[
-    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05],
-    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01],
-    &[0x2b, 0x0e, 0x03, 0x02, 0x1d],
+/// The signature algorithms accepted on a response and on a responder's
+/// certificate: sha{256,384,512}WithRSAEncryption, ecdsa-with-SHA{256,384},
+/// Ed25519. Anything else (SHA-1 above all) proves nothing.
+const STRONG_SIGNATURES: &[&[u8]] = &[
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+    &[0x2b, 0x65, 0x70],
 ];
+/// Responder certificates looked at in one response, at most (each costs a
+/// signature check).
+const MAX_RESPONDER_CERTS: usize = 4;
 
 /// The status `staple` gives `leaf` (DER), issued by the certificate whose
 /// subject public key info (DER, with its SEQUENCE) is `issuer_spki`.
@@ -82,8 +90,8 @@ fn check(staple: &[u8], leaf: &[u8], issuer_spki: &[u8], now: i64) -> Result<Sta
 
     let (_, alg) =
         AlgorithmIdentifier::from_der(alg_whole).map_err(|e| format!("signatureAlgorithm: {e}"))?;
-    if OID_SHA1_SIGNATURES.contains(&alg.algorithm.as_bytes()) {
-        return Err("signed with SHA-1".into());
+    if !STRONG_SIGNATURES.contains(&alg.algorithm.as_bytes()) {
+        return Err(format!("signed with {} (SHA-256 or better required)", alg.algorithm));
     }
     let (_, signature) = x509_parser::der_parser::asn1_rs::BitString::from_der(sig_whole)
         .map_err(|e| format!("signature: {e}"))?;
@@ -131,13 +139,18 @@ fn responder_certificates<'a>(
 ) -> Result<Vec<SubjectPublicKeyInfo<'a>>, String> {
     let mut list = Der::new(Der::new(certs).expect(0x30, "certs")?);
     let mut keys = Vec::new();
-    while !list.is_empty() {
+    for _ in 0..MAX_RESPONDER_CERTS {
+        if list.is_empty() {
+            break;
+        }
         let (_, whole) = list.expect_whole(0x30, "certificate")?;
         let Ok((_, cert)) = X509Certificate::from_der(whole) else { continue };
         let for_ocsp = cert.extended_key_usage().ok().flatten().is_some_and(|e| e.value.ocsp_signing);
         let valid =
             cert.validity().not_before.timestamp() <= now && now <= cert.validity().not_after.timestamp();
+        let strong = STRONG_SIGNATURES.contains(&cert.signature_algorithm.algorithm.as_bytes());
         if cert.issuer().as_raw() == leaf.issuer().as_raw()
+            && strong
             && for_ocsp
             && valid
             && cert.verify_signature(Some(issuer_key)).is_ok()
