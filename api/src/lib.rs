@@ -327,6 +327,11 @@ pub enum Request {
         chain: Vec<String>,
         /// The distribution points the dataplane read from it.
         urls: Vec<String>,
+        /// The server proved it holds the certificate's key (the handshake
+        /// completed); `false` for a chain refused at verification (an unknown
+        /// status under `unknown_status = block`), which anyone can replay.
+        #[serde(default)]
+        proven: bool,
     },
     /// Dataplane to control plane: certificates to issue for verified servers
     /// (the decryption CA's key never enters the dataplane). Answered with

@@ -346,6 +346,11 @@ pub struct TrustSnapshot {
 }
 
 impl TrustSnapshot {
+    /// Whether `der` is one of the CA certificates that anchor chains.
+    pub fn has_ca(&self, der: &CertificateDer<'_>) -> bool {
+        self.ca_fingerprints.contains(&Fingerprint::of(der.as_ref()))
+    }
+
     /// How many CA certificates anchor chains.
     pub fn ca_count(&self) -> usize {
         self.ca_certs.len()
@@ -398,8 +403,10 @@ mod tests {
 pub struct CrlFacts {
     /// Its issuer, OpenSSL one-line form.
     pub issuer: String,
-    /// Its issuer's name, DER (one list per issuer goes to the dataplane).
-    pub issuer_der: Vec<u8>,
+    /// What the list is authoritative for: SHA-256 over its issuer's name, its
+    /// issuingDistributionPoint (a shard of a partitioned CRL) and its signer's
+    /// key. One list per scope, the newest, goes to the dataplane.
+    pub scope: [u8; 32],
     /// thisUpdate (unix seconds).
     pub this_update: i64,
     /// nextUpdate (unix seconds).
@@ -425,7 +432,18 @@ pub fn check_crl(path: &crate::ServerPath, der: &[u8], now: i64) -> Result<CrlFa
     };
     let issuer = crl.issuer().as_raw();
     let issuer_text = crate::name::openssl_oneline(crl.issuer());
-    let parsed: Vec<_> = path.certs.iter().filter_map(|c| crate::cert::parse_der(c.as_ref()).ok()).collect();
+    if !crate::verify::ocsp::STRONG_SIGNATURES.contains(&crl.signature_algorithm.algorithm.as_bytes()) {
+        return Err(refuse(format!(
+            "signed with {} (SHA-256 or better required)",
+            crl.signature_algorithm.algorithm
+        )));
+    }
+    let parsed: Vec<_> = path
+        .certs
+        .iter()
+        .map(|c| crate::cert::parse_der(c.as_ref()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| refuse(format!("a certificate of the path: {e}")))?;
     let anchor = crate::cert::parse_der(path.anchor.as_ref()).map_err(refuse)?;
     let Some(depth) = parsed.iter().position(|c| c.issuer().as_raw() == issuer) else {
         return Err(refuse(format!("issued by {issuer_text}, the issuer of no certificate of the path")));
@@ -447,9 +465,21 @@ pub fn check_crl(path: &crate::ServerPath, der: &[u8], now: i64) -> Result<CrlFa
     if next_update <= now {
         return Err(refuse(format!("expired: nextUpdate {next_update} is past (now {now})")));
     }
+    let idp = crl
+        .extensions()
+        .iter()
+        .find(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT)
+        .map_or(&[][..], |e| e.value);
+    let mut scope = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [issuer, idp, signer.public_key().raw] {
+        scope.update(&(part.len() as u32).to_be_bytes());
+        scope.update(part);
+    }
+    let mut scope_hash = [0u8; 32];
+    scope_hash.copy_from_slice(scope.finish().as_ref());
     Ok(CrlFacts {
         issuer: issuer_text,
-        issuer_der: issuer.to_vec(),
+        scope: scope_hash,
         this_update,
         next_update,
         revoked: crl.iter_revoked_certificates().count(),

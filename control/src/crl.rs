@@ -27,7 +27,7 @@ use tlsgate_certstore::pki_types::{CertificateDer, ServerName, UnixTime};
 use tlsgate_certstore::{check_crl, verified_path, CrlFacts, ServerPath, TrustSnapshot};
 
 /// Distribution points followed, in all.
-pub const MAX_URLS: usize = 64;
+pub const MAX_URLS: usize = 256;
 /// All CRLs of one snapshot together (DER bytes; base64 in the snapshot, within
 /// what the rest of the snapshot leaves of the link's 1 MiB frame).
 pub const MAX_TOTAL_BYTES: usize = 512 << 10;
@@ -127,10 +127,14 @@ const INTERNAL: &[&str] = &[
     "198.51.100.0/24",
     "203.0.113.0/24",
     "240.0.0.0/4",
+    "::/96",
+    "64:ff9b::/96",
     "64:ff9b:1::/48",
     "100::/64",
     "2001:db8::/32",
+    "2002::/16",
     "fc00::/7",
+    "fec0::/10",
 ];
 
 impl FetchRules {
@@ -362,6 +366,10 @@ struct Entry {
     /// evicted when [`MAX_URLS`] are followed; the most recent go first into a
     /// snapshot).
     reported: Instant,
+    /// A server that completed its handshake named it (held the key). Points
+    /// only named by refused chains (replayable by anyone) never evict such a
+    /// point and come last in a snapshot.
+    proven: bool,
     der: Option<Vec<u8>>,
     facts: Option<CrlFacts>,
     due: Instant,
@@ -376,6 +384,8 @@ pub struct CrlCache {
     entries: Mutex<HashMap<String, Entry>>,
     wake: Condvar,
     trust: Mutex<Option<Arc<TrustSnapshot>>>,
+    /// A cached list was evicted: the dataplane's snapshot should lose it.
+    evicted: AtomicBool,
 }
 
 fn now_unix() -> i64 {
@@ -391,11 +401,23 @@ impl CrlCache {
             entries: Mutex::new(HashMap::new()),
             wake: Condvar::new(),
             trust: Mutex::new(None),
+            evicted: AtomicBool::new(false),
         }
     }
 
     /// The trust store chains are checked with (set at every configuration version).
+    /// Points whose path's anchor is no longer trusted are dropped.
     pub fn set_trust(&self, trust: Arc<TrustSnapshot>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = entries.len();
+        entries.retain(|_, e| trust.has_ca(&e.path.anchor));
+        if entries.len() != before {
+            tracing::info!(
+                dropped = before - entries.len(),
+                "CRL distribution points of CAs no longer trusted dropped"
+            );
+        }
+        drop(entries);
         *self.trust.lock().unwrap_or_else(PoisonError::into_inner) = Some(trust);
     }
 
@@ -403,7 +425,7 @@ impl CrlCache {
     /// it verifies here too, the http:// distribution points of the
     /// certificates of its path (not of what else the server sent; two per
     /// certificate) are followed. Answers what was done.
-    pub fn report(&self, name: &str, chain: &[String]) -> Result<String, String> {
+    pub fn report(&self, name: &str, chain: &[String], proven: bool) -> Result<String, String> {
         if !self.enabled {
             return Ok("CRL fetching is off (control.crl_fetch)".into());
         }
@@ -436,14 +458,20 @@ impl CrlCache {
         for url in &urls {
             if let Some(e) = entries.get_mut(url) {
                 e.reported = now;
+                e.proven |= proven;
                 continue;
             }
             if entries.len() >= MAX_URLS {
-                // The least recently reported point makes room.
-                let oldest = entries.iter().min_by_key(|(_, e)| e.reported).map(|(u, _)| u.clone());
-                if let Some(old) = oldest {
-                    tracing::info!(url = %old, "CRL distribution point no longer followed ({MAX_URLS} at most)");
-                    entries.remove(&old);
+                // Room: an unproven point first, then one without a list, then
+                // the least recently reported; an unproven report never evicts
+                // a proven point.
+                let Some(old) = victim(&entries, proven) else {
+                    tracing::info!(url = %url, "CRL distribution point not followed: {MAX_URLS} proven ones already");
+                    continue;
+                };
+                tracing::info!(url = %old, "CRL distribution point no longer followed ({MAX_URLS} at most)");
+                if entries.remove(&old).is_some_and(|e| e.der.is_some()) {
+                    self.evicted.store(true, Ordering::Relaxed);
                 }
             }
             tracing::info!(url = %url, name, "CRL distribution point to fetch");
@@ -452,6 +480,7 @@ impl CrlCache {
                 Entry {
                     path: path.clone(),
                     reported: now,
+                    proven,
                     der: None,
                     facts: None,
                     due: now,
@@ -466,22 +495,24 @@ impl CrlCache {
         Ok(format!("{added} of {} distribution points new", urls.len()))
     }
 
-    /// The cached CRLs for a snapshot, base64 DER: the newest list per issuer
-    /// (webpki uses the first one it finds), the most recently reported issuers
-    /// first, as many as fit in `budget` bytes of base64 and [`MAX_TOTAL_BYTES`].
+    /// The cached CRLs for a snapshot, base64 DER: the newest list per scope
+    /// (issuer, issuingDistributionPoint, signer: webpki uses the first list
+    /// authoritative for a certificate), proven points first, then the most
+    /// recently reported, as many as fit in `budget` bytes of base64 and
+    /// [`MAX_TOTAL_BYTES`].
     pub fn snapshot_crls(&self, budget: usize) -> Vec<String> {
         use base64::Engine as _;
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut newest: HashMap<&[u8], (&Entry, &[u8], &CrlFacts)> = HashMap::new();
+        let mut newest: HashMap<[u8; 32], (&Entry, &[u8], &CrlFacts)> = HashMap::new();
         for e in entries.values() {
             let (Some(der), Some(f)) = (&e.der, &e.facts) else { continue };
-            let slot = newest.entry(&f.issuer_der[..]).or_insert((e, der, f));
-            if f.this_update > slot.2.this_update {
+            let slot = newest.entry(f.scope).or_insert((e, der, f));
+            if (f.this_update, &der[..]) > (slot.2.this_update, slot.1) {
                 *slot = (e, der, f);
             }
         }
         let mut lists: Vec<_> = newest.into_values().collect();
-        lists.sort_by_key(|(e, ..)| std::cmp::Reverse(e.reported));
+        lists.sort_by_key(|(e, _, f)| (std::cmp::Reverse((e.proven, e.reported)), f.scope));
         let (mut der_total, mut b64_total) = (0, 0);
         let mut out = Vec::new();
         for (_, der, f) in lists {
@@ -527,6 +558,7 @@ impl CrlCache {
         let mut pushed: Option<Instant> = None;
         let mut dirty = false;
         while !stop.load(Ordering::Relaxed) {
+            dirty |= self.evicted.swap(false, Ordering::Relaxed);
             if dirty && pushed.is_none_or(|t| t.elapsed() >= PUSH_INTERVAL) {
                 changed();
                 pushed = Some(Instant::now());
@@ -589,6 +621,17 @@ impl CrlCache {
             }
         }
     }
+}
+
+/// The point that makes room for a new one reported `proven` (or not): an
+/// unproven point first, then one without a list, then the least recently
+/// reported; an unproven report never evicts a proven point.
+fn victim(entries: &HashMap<String, Entry>, proven: bool) -> Option<String> {
+    entries
+        .iter()
+        .filter(|(_, e)| proven || !e.proven)
+        .min_by_key(|(_, e)| (e.proven, e.der.is_some(), e.reported))
+        .map(|(u, _)| u.clone())
 }
 
 /// Starts the fetch thread: CRL changes reach the dataplane through `changed`.
@@ -711,6 +754,7 @@ mod tests {
             Entry {
                 path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
                 reported: Instant::now(),
+                proven: true,
                 der: None,
                 facts: None,
                 due: Instant::now(),
@@ -720,7 +764,7 @@ mod tests {
         );
         let facts = |this_update| CrlFacts {
             issuer: "CN=ca".into(),
-            issuer_der: vec![1],
+            scope: [1; 32],
             this_update,
             next_update: this_update + 10,
             revoked: 0,
@@ -733,6 +777,67 @@ mod tests {
         assert_eq!(cache.snapshot_crls(1 << 20), vec!["Ag==".to_string()], "the newer list stays");
         assert!(cache.snapshot_crls(4).is_empty(), "no room: left out");
         assert!(cache.settle(url, Ok((vec![3], facts(3000)))), "a newer one replaces it");
+    }
+
+    /// Shards of a partitioned CRL (one issuer, an issuingDistributionPoint
+    /// each) all reach the dataplane; of two lists of one scope, the newest.
+    #[test]
+    fn one_list_per_scope_the_newest() {
+        let cache = CrlCache::new(rules(), true);
+        let path = ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) };
+        for url in ["http://a/1.crl", "http://a/2.crl", "http://b/1.crl"] {
+            cache.entries.lock().unwrap().insert(
+                url.into(),
+                Entry {
+                    path: path.clone(),
+                    reported: Instant::now(),
+                    proven: true,
+                    der: None,
+                    facts: None,
+                    due: Instant::now(),
+                    failures: 0,
+                    error: None,
+                },
+            );
+        }
+        let facts = |scope: u8, this_update| CrlFacts {
+            issuer: "CN=ca".into(),
+            scope: [scope; 32],
+            this_update,
+            next_update: this_update + 10,
+            revoked: 0,
+        };
+        cache.settle("http://a/1.crl", Ok((vec![1], facts(1, 100))));
+        cache.settle("http://a/2.crl", Ok((vec![2], facts(2, 100))));
+        cache.settle("http://b/1.crl", Ok((vec![3], facts(1, 200))));
+        let mut got = cache.snapshot_crls(1 << 20);
+        got.sort();
+        assert_eq!(got, vec!["Ag==".to_string(), "Aw==".to_string()], "shard 2, and the newest of scope 1");
+    }
+
+    #[test]
+    fn unproven_points_never_evict_proven_ones() {
+        let t = Instant::now();
+        let entry = |proven, cached: bool, age: u64| Entry {
+            path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
+            reported: t - Duration::from_secs(age),
+            proven,
+            der: cached.then(|| vec![1]),
+            facts: None,
+            due: t,
+            failures: 0,
+            error: None,
+        };
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        entries.insert("proven-old".into(), entry(true, true, 100));
+        entries.insert("proven-new".into(), entry(true, true, 1));
+        assert_eq!(victim(&entries, false), None, "an unproven report evicts nothing proven");
+        assert_eq!(victim(&entries, true).as_deref(), Some("proven-old"));
+        entries.insert("proven-pending".into(), entry(true, false, 1));
+        assert_eq!(victim(&entries, true).as_deref(), Some("proven-pending"), "no list yet goes first");
+        entries.insert("unproven".into(), entry(false, true, 0));
+        assert_eq!(victim(&entries, true).as_deref(), Some("unproven"));
+        assert_eq!(victim(&entries, false).as_deref(), Some("unproven"));
     }
 
     #[test]

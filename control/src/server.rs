@@ -366,8 +366,8 @@ fn dataplane_connection(d: &Arc<Daemon>, stream: UnixStream) {
                 }
                 let _ = link.respond(frame.id, resp);
             }
-            Body::Request(Request::CrlDistributionPoints { name, chain, urls }) => {
-                let resp = match d.crls.report(&name, &chain) {
+            Body::Request(Request::CrlDistributionPoints { name, chain, urls, proven }) => {
+                let resp = match d.crls.report(&name, &chain, proven) {
                     Ok(message) => Response::Done { message, version: None },
                     Err(e) => {
                         tracing::warn!(name, ?urls, error = %e, "CRL distribution points not followed");

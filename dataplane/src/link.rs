@@ -186,9 +186,9 @@ fn session(
                     None => setup.signer.refuse(&ids, "the request is too large to send to the signer"),
                 }
             }
-            while let Some((name, chain, urls)) = setup.signer.take_crl_points() {
-                if too_large(send(&mut out, Request::CrlDistributionPoints { name, chain, urls }))?.is_none()
-                {
+            while let Some((name, chain, urls, proven)) = setup.signer.take_crl_points() {
+                let req = Request::CrlDistributionPoints { name, chain, urls, proven };
+                if too_large(send(&mut out, req))?.is_none() {
                     tracing::warn!("a chain with CRL distribution points too large to report");
                 }
             }

@@ -19,7 +19,7 @@
 //! in OpenSSL's order to find the first error `openssl verify` would print.
 
 mod analysis;
-mod ocsp;
+pub(crate) mod ocsp;
 
 use std::fmt;
 use std::time::Duration;
@@ -164,6 +164,15 @@ pub fn verified_path(
         failure(finding, end_entity, intermediates, server_name, Some("no path to a CA of the store".into()))
     };
     let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|_| unexplained())?;
+    // The same options as the server leg's verification, so that the same path
+    // is found (a revoked intermediate makes webpki try another one).
+    let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
+    let crl_options = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    });
     let path = ee
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -171,7 +180,7 @@ pub fn verified_path(
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
-            None,
+            crl_options,
             None,
         )
         .map_err(|_| unexplained())?;

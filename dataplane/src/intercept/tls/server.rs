@@ -8,7 +8,7 @@ use tlsgate_api::{Cause, EventKind, Leg, Phase};
 use tlsgate_certstore::pki_types::ServerName;
 use tlsgate_certstore::rustls::server::Accepted;
 use tlsgate_certstore::rustls::{self, ClientConnection};
-use tlsgate_certstore::VerifyFailure;
+use tlsgate_certstore::{VerifyFailure, VerifyReason};
 use tlsgate_policy::{CertAction, CompiledPolicy, UndecryptableAction};
 
 use super::client::Leaf;
@@ -36,7 +36,6 @@ pub(super) fn step(
         // A failure the verifier accepted: validation off, or a check whose action
         // is `untrust`.
         if let Some(f) = shared.verifier.take_failure() {
-            note_status_unknown(&shared, &f);
             if !shared.verifier.enforces() {
                 cx.info.unverified = Some(f);
             } else {
@@ -86,9 +85,14 @@ pub(super) fn step(
             cx.info.untrusted_resumed = true;
         }
     }
-    if !cx.info.server_resumed && cx.info.untrusted.is_none() && cx.info.unverified.is_none() {
+    // A chain that verified (or, under `unknown_status = untrust`, lacks only a
+    // proved status), from a server that proved it holds the key: its CRL
+    // points go to the control plane.
+    let status_only = cx.info.untrusted.as_ref().is_some_and(|f| f.reason == VerifyReason::UnableToGetCrl);
+    if !cx.info.server_resumed && (cx.info.untrusted.is_none() || status_only) && cx.info.unverified.is_none()
+    {
         if let super::Signing::Remote { link, .. } = &shared.signing {
-            link.note_verified_chain(&tlsgate_certstore::server_name_text(&requested), &chain);
+            link.note_verified_chain(&tlsgate_certstore::server_name_text(&requested), &chain, true);
         }
     }
     match cx.w.leaf(&requested, &chain, cx.addrs.client, cx.info, cx.clock.unix_time(), cx.now_ms) {
@@ -104,13 +108,14 @@ pub(super) fn step(
     }
 }
 
-/// A chain refused (or untrusted) only because its revocation status is
-/// unknown verified otherwise: its distribution points go to the control plane
-/// all the same, or the list that would prove the status never comes.
+/// A chain refused only because its revocation status is unknown verified
+/// otherwise: its distribution points go to the control plane all the same, or
+/// the list that would prove the status never comes — unproven (refused before
+/// the server showed it holds the key: anyone can replay a chain).
 fn note_status_unknown(shared: &TlsShared, f: &VerifyFailure) {
-    if f.reason == tlsgate_certstore::VerifyReason::UnableToGetCrl {
+    if f.reason == VerifyReason::UnableToGetCrl {
         if let super::Signing::Remote { link, .. } = &shared.signing {
-            link.note_verified_chain(&f.server_name, &f.chain);
+            link.note_verified_chain(&f.server_name, &f.chain, false);
         }
     }
 }

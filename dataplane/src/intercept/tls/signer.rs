@@ -40,10 +40,20 @@ pub struct SignerLink {
     connected: AtomicBool,
     /// Verified chains that name CRL distribution points, for the control
     /// plane's CRL fetcher: (name, chain base64 DER, URLs).
-    crl_points: ArrayQueue<(String, Vec<String>, Vec<String>)>,
-    /// Server certificates (SHA-256) already looked at for distribution points.
-    crl_seen: Mutex<std::collections::HashSet<[u8; 32]>>,
+    crl_points: ArrayQueue<CrlPoints>,
+    /// Server certificates (SHA-256) looked at for distribution points: when,
+    /// and whether the server had proved it holds the key.
+    crl_seen: Mutex<HashMap<[u8; 32], (std::time::Instant, bool)>>,
 }
+
+/// A chain with CRL distribution points to report: name, chain (base64 DER),
+/// URLs, proven.
+pub type CrlPoints = (String, Vec<String>, Vec<String>, bool);
+
+/// A proven chain is reported again after this long (the control plane keeps
+/// the points it names as in use), an unproven one after [`UNPROVEN_AGAIN`].
+const PROVEN_AGAIN: std::time::Duration = std::time::Duration::from_secs(3600);
+const UNPROVEN_AGAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Chains with distribution points waiting for the link thread.
 const CRL_POINTS: usize = 64;
@@ -60,31 +70,40 @@ impl SignerLink {
             next_id: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             crl_points: ArrayQueue::new(CRL_POINTS),
-            crl_seen: Mutex::new(std::collections::HashSet::new()),
+            crl_seen: Mutex::new(HashMap::new()),
         }
     }
 
     /// A chain that verified for `name` (worker side): its CRL distribution
-    /// points go to the control plane once per server certificate, which
-    /// fetches them (the dataplane never does). Nothing without a control plane.
+    /// points go to the control plane, which fetches them (the dataplane never
+    /// does). `proven`: the handshake completed (the server holds the key);
+    /// otherwise a chain refused only for an unknown revocation status. Once
+    /// per server certificate and hour (a minute when unproven); nothing
+    /// without a control plane.
     pub fn note_verified_chain(
         &self,
         name: &str,
         chain: &[tlsgate_certstore::pki_types::CertificateDer<'_>],
+        proven: bool,
     ) {
         let Some(leaf) = chain.first() else { return };
         if !self.connected.load(Ordering::Relaxed) {
             return;
         }
         let sha = tlsgate_certstore::Fingerprint::of(leaf.as_ref()).0;
+        let now = std::time::Instant::now();
         {
             let mut seen = self.crl_seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let again = if proven { PROVEN_AGAIN } else { UNPROVEN_AGAIN };
+            if let Some(&(at, was_proven)) = seen.get(&sha) {
+                if (was_proven || !proven) && now.duration_since(at) < again {
+                    return;
+                }
+            }
             if seen.len() >= CRL_SEEN {
                 seen.clear();
             }
-            if !seen.insert(sha) {
-                return;
-            }
+            seen.insert(sha, (now, proven));
         }
         let urls: Vec<String> =
             chain.iter().flat_map(|c| tlsgate_certstore::crl_distribution_points(c.as_ref())).collect();
@@ -94,14 +113,14 @@ impl SignerLink {
         use base64::Engine as _;
         let b64 =
             chain.iter().map(|c| base64::engine::general_purpose::STANDARD.encode(c.as_ref())).collect();
-        if self.crl_points.push((name.to_owned(), b64, urls)).is_err() {
+        if self.crl_points.push((name.to_owned(), b64, urls, proven)).is_err() {
             // Full: looked at again on its next handshake.
             self.crl_seen.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha);
         }
     }
 
     /// The next chain with distribution points to report (link side).
-    pub fn take_crl_points(&self) -> Option<(String, Vec<String>, Vec<String>)> {
+    pub fn take_crl_points(&self) -> Option<CrlPoints> {
         self.crl_points.pop()
     }
 
@@ -147,6 +166,10 @@ impl SignerLink {
     /// error, and new ones are refused until it is up again).
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
+        if up {
+            // A control plane (maybe a restarted one) hears every chain again.
+            self.crl_seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
         if !up {
             let lost: Vec<(u64, usize)> =
                 self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
