@@ -34,6 +34,9 @@ install: $(if $(filter release,$(BUILD)),build-release,build)
 	[ -e $(DESTDIR)/etc/tlsgate/control.toml ] || install -m 0640 config/control.example.toml $(DESTDIR)/etc/tlsgate/control.toml
 	[ -e $(DESTDIR)/etc/tlsgate/dataplane.toml ] || install -m 0640 config/appliance.example.toml $(DESTDIR)/etc/tlsgate/dataplane.toml
 	install -m 0644 docs/*.md README.md $(DESTDIR)$(PREFIX)/share/doc/tlsgate/
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/tlsgate/prometheus $(DESTDIR)$(PREFIX)/share/tlsgate/grafana
+	install -m 0644 packaging/prometheus/tlsgate-alerts.yml $(DESTDIR)$(PREFIX)/share/tlsgate/prometheus/
+	install -m 0644 packaging/grafana/tlsgate-coverage.json $(DESTDIR)$(PREFIX)/share/tlsgate/grafana/
 	@echo "installed; then: edit /etc/tlsgate/*.toml, systemctl daemon-reload, systemctl enable --now tlsgate-control tlsgate-dataplane"
 
 ## The appliance on the lab: tlsgate-control in the background, tlsgate-dataplane in the

@@ -398,6 +398,9 @@ counters! {
     TLS_PASSED_EXCLUDED = "tls_passed_excluded", VERDICTS("passed_excluded");
     /// SYNs the policy blocked (answered with RST).
     POLICY_BLOCKED = "policy_blocked", VERDICTS("blocked_at_syn");
+    /// SYNs from the inside to a TLS port that a do-not-decrypt decision at SYN
+    /// (a rule without `sni`, or the default action) forwarded uninspected.
+    SYN_NOT_DECRYPTED = "syn_not_decrypted", VERDICTS("not_decrypted_at_syn");
     /// TLS flows blocked after the ClientHello (SNI rule, undecryptable = block,
     /// unproved SNI, no signer).
     TLS_BLOCKED = "tls_blocked", VERDICTS("blocked_after_hello");
@@ -409,6 +412,9 @@ counters! {
     /// Flows whose server certificate failed a check whose action is `untrust`
     /// (the client got a certificate from the untrust CA).
     TLS_UNTRUSTED = "tls_untrusted", TLS_SESSIONS("untrusted");
+    /// TLS interceptions aborted because the server's certificate failed a
+    /// check whose action is `block` (counted in `tls_aborted` too).
+    TLS_ABORTED_CERTIFICATE = "tls_aborted_certificate", TLS_SESSIONS("aborted_certificate");
     /// Decrypted flows whose server leg resumed a session (no certificate sent).
     TLS_SERVER_RESUMED = "tls_server_resumed", TLS_SESSIONS("server_resumed");
     /// Decrypted flows whose client resumed its session with the appliance.

@@ -63,6 +63,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod counters;
+pub mod coverage;
 mod error;
 pub mod event;
 pub mod framing;
@@ -295,6 +296,12 @@ pub enum Request {
     ExclusionsClear {
         /// Only this server's.
         server: Option<std::net::IpAddr>,
+    },
+    /// Decryption coverage: the share of TLS flows decrypted and why the others
+    /// were not, since `since` (unix seconds; none: since the dataplane started).
+    Coverage {
+        /// From when.
+        since: Option<u64>,
     },
     /// Dataplane to control plane, first on its connection: it is the dataplane.
     DataplaneHello {
@@ -618,6 +625,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Status`].
     Status(ControlStatus),
+    /// Answer to [`Request::Coverage`].
+    Coverage(coverage::CoverageReport),
     /// Answer to [`Request::LicenseShow`].
     Licenses {
         /// This appliance's device id.

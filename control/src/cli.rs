@@ -39,6 +39,14 @@ pub enum Command {
     Status,
     /// The dataplane's counters per worker and port.
     Stats,
+    /// Decryption coverage: the share of TLS flows decrypted, and why the others were not.
+    Coverage {
+        /// Since: a duration (30s, 10m, 2h, 1d) or an RFC 3339 time (default:
+        /// since the dataplane started). The control plane samples every minute
+        /// and keeps a day.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Licenses (strong-crypto unlocks the strong cipher profile).
     #[command(subcommand)]
     License(LicenseCmd),
@@ -398,6 +406,35 @@ pub fn since_ns(text: &str) -> Result<u64, Failure> {
         })
 }
 
+/// `coverage` as a table: the decrypted share, then each reason with flows.
+fn coverage_text(c: &tlsgate_api::coverage::CoverageReport) -> String {
+    let pct = |n: u64| {
+        if c.tls_flows == 0 {
+            String::from("-")
+        } else {
+            format!("{:.1} %", 100.0 * n as f64 / c.tls_flows as f64)
+        }
+    };
+    let mut out = format!(
+        "TLS flows {} .. {}: {}\n{:<22}{:>10}  {:>7}\n",
+        rfc3339(c.since as i64),
+        rfc3339(c.until as i64),
+        c.tls_flows,
+        "decrypted",
+        c.decrypted,
+        pct(c.decrypted)
+    );
+    out.push_str("not decrypted, by reason:\n");
+    for r in &c.reasons {
+        out.push_str(&format!("  {:<20}{:>10}  {:>7}  {}\n", r.reason, r.flows, pct(r.flows), r.text));
+    }
+    out.push_str(&format!("midstream segments (not flows, outside the share): {}\n", c.midstream_segments));
+    if let Some(n) = &c.note {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -447,6 +484,9 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
     Ok(match cmd {
         Command::Status => Request::Status,
         Command::Stats => Request::Stats,
+        Command::Coverage { since } => Request::Coverage {
+            since: since.as_deref().map(since_ns).transpose()?.map(|ns| ns / 1_000_000_000),
+        },
         Command::License(l) => match l {
             LicenseCmd::Load { file } => Request::LicenseLoad { text: read_text(file)? },
             LicenseCmd::Show => Request::LicenseShow,
@@ -781,6 +821,7 @@ fn human(cmd: &Command, resp: &Response) -> String {
             None => format!("{message}\n"),
         },
         Response::Pong { process, version } => format!("{process} {version}\n"),
+        Response::Coverage(c) => coverage_text(c),
         Response::Status(s) => {
             let mut out = format!(
                 "control plane   up {:.0} s, configuration version {}, device {}\n",

@@ -153,6 +153,22 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
 
     if let Some(s) = stats {
         dataplane(&f, s);
+        let counts = tlsgate_api::coverage::Counts::of(s);
+        let flows = f.counter(
+            "tlsgate_coverage_flows_total",
+            "TLS flows by what became of them: decrypted, or why not (policy_at_syn, policy_sni, learned_exclusion, undecryptable, admission_limit, certificate_action, failure, quic, no_decryption_ca, inbound).",
+            &["reason"],
+        );
+        for (r, n) in tlsgate_api::coverage::REASONS.iter().zip(&counts.flows) {
+            flows.with_label_values(&[r.name]).inc_by(*n);
+        }
+        f.counter(
+            "tlsgate_coverage_midstream_segments_total",
+            "Segments of TCP to or from a TLS port without a SYN seen (forwarded, dropped or reset).",
+            &[],
+        )
+        .with_label_values(&[])
+        .inc_by(counts.midstream_segments);
     }
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&f.registry.gather(), &mut out);

@@ -662,3 +662,130 @@ fn an_expiring_license_switches_back_to_base() {
     assert!(history.contains("cipher profile strong → base"), "{history}");
     drop(net.stop());
 }
+
+/// Decryption coverage from the dataplane's counters: a decrypted flow, a
+/// flow an SNI rule keeps undecrypted and a self-signed server (certificate
+/// action) give a third decrypted, each other reason counted; `--since` the
+/// first report's time counts only what came after; `/metrics` has the same
+/// figures, and the packaged alert rules and dashboard use only series it serves.
+#[test]
+fn coverage_says_why_flows_were_not_decrypted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = Control::start("coverage", &format!("metrics_listen = \"127.0.0.1:{port}\"\n"));
+    c.ok(&["ca", "generate"]);
+    let origin = pki::Pki::generate();
+    let root = write(c.dir.path(), "root.pem", &origin.root.pem());
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca", "--name", "origin root"]);
+    let policy = r#"{ "rules": [
+        { "name": "Bank", "sni": ["bank.tg.test"], "action": "do-not-decrypt" },
+        { "name": "Decrypt-All", "action": "decrypt" } ] }"#;
+    let policy = write(c.dir.path(), "p.json", policy);
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    let client = client_trusting(&[exported_ca(&c)]);
+    let good =
+        origin_server(vec![origin.leaf.der(), origin.intermediate.der()], key(&origin.leaf.key), false);
+    let asa = pki::ciscoasa();
+    assert_eq!(connect(&mut net, good.clone(), client.clone(), pki::SERVER, 46001), None, "decrypted");
+    assert!(connect(
+        &mut net,
+        origin_server(vec![asa.der()], key(&asa.key), false),
+        client.clone(),
+        "asa.tg.test",
+        46002
+    )
+    .is_some());
+    // The bank's server proves its name to the appliance's probe: the SNI rule holds.
+    let bank =
+        pki::issue(pki::leaf_params("bank.tg.test", pki::VALID_FROM, pki::VALID_TO), &origin.intermediate);
+    let bank = origin_server(vec![bank.der(), origin.intermediate.der()], key(&bank.key), false);
+    net.serve_probes(bank.clone(), 443);
+    let _ = connect(&mut net, bank, client.clone(), "bank.tg.test", 46003);
+    settle(&c, &mut net, |e: &[serde_json::Value]| e.len() >= 3);
+
+    let reason = |r: &serde_json::Value, name: &str| {
+        r["reasons"].as_array().unwrap().iter().find(|x| x["reason"] == name).unwrap()["flows"]
+            .as_u64()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        // The workers publish their counters every few milliseconds.
+        let r = c.json(&["coverage"]);
+        if r["tls_flows"] == 3 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        net.step();
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!((all["tls_flows"].as_u64(), all["decrypted"].as_u64()), (Some(3), Some(1)), "{all}");
+    assert_eq!((reason(&all, "policy_sni"), reason(&all, "certificate_action")), (1, 1), "{all}");
+    assert_eq!((reason(&all, "failure"), reason(&all, "policy_at_syn")), (0, 0), "{all}");
+    assert!((all["share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    let text = c.ok(&["coverage"]);
+    assert!(text.contains("decrypted") && text.contains("33.3 %") && text.contains("policy_sni"), "{text}");
+
+    // Since the first report: only the next flow.
+    let t = all["until"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(connect(&mut net, good, client, pki::SERVER, 46004), None);
+    settle(&c, &mut net, |e: &[serde_json::Value]| e.len() >= 4);
+    let since = time::OffsetDateTime::from_unix_timestamp(t)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let recent = loop {
+        let r = c.json(&["coverage", "--since", &since]);
+        if r["decrypted"] == 1 && r["tls_flows"] == 1 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        net.step();
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!((recent["tls_flows"].as_u64(), recent["since"].as_i64()), (Some(1), Some(t)), "{recent}");
+
+    // /metrics: the same figures; the packaged rules and dashboard use served series.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    for needle in [
+        "tlsgate_coverage_flows_total{reason=\"decrypted\"} 2",
+        "tlsgate_coverage_flows_total{reason=\"policy_sni\"} 1",
+        "tlsgate_coverage_flows_total{reason=\"certificate_action\"} 1",
+        "tlsgate_coverage_midstream_segments_total 0",
+    ] {
+        assert!(body.contains(needle), "{needle:?} not in\n{body}");
+    }
+    let root = tlsgate_tests::repo_root();
+    let rules = std::fs::read_to_string(root.join("packaging/prometheus/tlsgate-alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(root.join("packaging/grafana/tlsgate-coverage.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    for text in [&rules, &dashboard] {
+        for name in text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tlsgate_"))
+        {
+            assert!(body.contains(&format!("# TYPE {name} ")), "{name} (packaging/) is not served");
+        }
+    }
+    for args in [&["check", "rules", "tlsgate-alerts.yml"][..], &["test", "rules", "tlsgate-alerts.test.yml"]]
+    {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(root.join("packaging/prometheus"))
+            .output()
+            .expect("promtool (scripts/install-deps.sh installs prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(net.stop());
+}

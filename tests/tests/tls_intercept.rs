@@ -206,6 +206,7 @@ fn policy_decides_decrypt_bypass_by_sni_and_block() {
     assert_eq!(counter(&out.summary, "intercept_created"), 0, "never terminated");
     assert!(out.summary.stats.workers[0].get("flows_created") >= 1, "a fast-path flow");
     assert_eq!(out.summary.stats.workers[0].rule_hits.get("Bypass-9443"), Some(&1), "counted per rule");
+    assert_eq!(counter(&out.summary, "syn_not_decrypted"), 1, "a TLS port bypassed at SYN (coverage)");
 
     // One event per flow end, in order, with the rule that decided (the bypass at
     // SYN gives none: the fast path is counted, not logged).

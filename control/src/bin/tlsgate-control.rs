@@ -69,9 +69,15 @@ fn main() -> anyhow::Result<()> {
     let drain = daemon.events.spawn_drain(daemon.stop.clone()).context("event drain thread")?;
     {
         let d = daemon.clone();
-        std::thread::Builder::new().name("tg-licenses".into()).spawn(move || {
+        std::thread::Builder::new().name("tg-periodic".into()).spawn(move || {
+            let mut sampled = std::time::Instant::now();
             while !d.stop.load(Ordering::Relaxed) {
                 d.check_licenses();
+                if sampled.elapsed() >= Duration::from_secs(60) {
+                    // Coverage history for `coverage --since` (nothing without a dataplane).
+                    let _ = d.sample_coverage();
+                    sampled = std::time::Instant::now();
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
         })?;

@@ -36,6 +36,7 @@ use crate::events::{EventLog, EventSettings, Filter};
 use crate::link::Link;
 use crate::signer::Signer;
 use crate::state::{b64, to_b64, CaRecord, StateDir, StateFile, TrustRecord};
+use tlsgate_api::coverage::Counts;
 
 /// How long a request forwarded to the dataplane may take.
 pub const DATAPLANE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +64,12 @@ pub struct Daemon {
     snapshot_profile: Mutex<Option<&'static str>>,
     /// CRLs fetched from the distribution points of verified chains.
     pub crls: Arc<CrlCache>,
+    /// Coverage counters sampled over time (`coverage --since`).
+    coverage: Mutex<std::collections::VecDeque<(u64, Counts)>>,
 }
+
+/// Coverage samples kept: a day at one a minute.
+pub const COVERAGE_SAMPLES: usize = 1440;
 
 /// The area modules: each serves its requests (`handle` dispatches).
 mod ca;
@@ -135,6 +141,7 @@ impl Daemon {
         let crls = Arc::new(CrlCache::new(FetchRules::of(&cfg), cfg.crl_fetch));
         Ok(Daemon {
             crls,
+            coverage: Mutex::new(std::collections::VecDeque::new()),
             vendor: cfg.vendor_key(),
             cfg,
             device_id,
@@ -277,6 +284,7 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
             Request::Status => Response::Status(self.status()),
+            Request::Coverage { since } => self.coverage(since),
             Request::ExclusionsClear { .. }
             | Request::Stats
             | Request::CaptureStart(_)
@@ -333,6 +341,66 @@ impl Daemon {
             events_lost: self.events.lost(),
             device_id: self.device_id.clone(),
             crls: self.crls.infos(),
+        }
+    }
+
+    /// Takes a coverage sample from the dataplane (every minute, and at each
+    /// `coverage` request); the dataplane's counters, or why not.
+    pub fn sample_coverage(&self) -> std::result::Result<(u64, Counts, u64), Box<Response>> {
+        let link = self.link().ok_or_else(|| {
+            Box::new(Response::error(ErrorCode::Unavailable, "the dataplane is not connected"))
+        })?;
+        let stats = match link.call(Request::Stats, DATAPLANE_TIMEOUT) {
+            Response::Stats(s) => s,
+            other => return Err(Box::new(other)),
+        };
+        let now = now_s();
+        let counts = Counts::of(&stats);
+        let mut samples = self.coverage.lock().unwrap_or_else(PoisonError::into_inner);
+        if samples.back().is_some_and(|(_, last)| counts.since(last).is_none()) {
+            samples.clear(); // the dataplane restarted: older samples count nothing now
+        }
+        if samples.back().is_none_or(|(t, _)| *t < now) {
+            samples.push_back((now, counts.clone()));
+        }
+        while samples.len() > COVERAGE_SAMPLES {
+            samples.pop_front();
+        }
+        Ok((now, counts, now.saturating_sub(stats.uptime_s as u64)))
+    }
+
+    /// Coverage since `since` (none: since the dataplane started).
+    fn coverage(&self, since: Option<u64>) -> Response {
+        let (now, counts, started) = match self.sample_coverage() {
+            Ok(s) => s,
+            Err(resp) => return *resp,
+        };
+        let Some(t) = since else {
+            return Response::Coverage(counts.report(started, now, None));
+        };
+        let samples = self.coverage.lock().unwrap_or_else(PoisonError::into_inner);
+        // The last sample at or before `t` (samples of an earlier dataplane run
+        // are gone); else, when `t` is before this run, since it started; else
+        // the first sample after `t`.
+        let (base, note) = match samples.iter().rev().find(|(at, _)| *at <= t) {
+            Some(s) => (Some(s), None),
+            None if t < started => {
+                (None, Some("the dataplane started after the time asked: since it started"))
+            }
+            None => (samples.front(), Some("no sample that old: from the oldest")),
+        };
+        match base.and_then(|(at, c)| counts.since(c).map(|d| (*at, d))) {
+            Some((at, delta)) => {
+                let note = note.map(String::from).or_else(|| {
+                    (at != t).then(|| {
+                        format!(
+                            "from the nearest sample ({at}); samples are taken every minute and kept a day"
+                        )
+                    })
+                });
+                Response::Coverage(delta.report(at, now, note))
+            }
+            None => Response::Coverage(counts.report(started, now, note.map(String::from))),
         }
     }
 

@@ -36,6 +36,12 @@ impl Intercept {
         if let Some(i) = s.ended().and_then(|e| end_counter(e.outcome)) {
             io.c[i] += 1;
         }
+        if s.ended().is_some_and(|e| {
+            e.outcome.kind == tlsgate_api::EventKind::Abort
+                && matches!(e.outcome.cause, Cause::Certificate { .. })
+        }) {
+            io.c[idx::TLS_ABORTED_CERTIFICATE] += 1;
+        }
         match s.ended().map(|e| e.outcome.cause) {
             Some(Cause::NotTls) => io.c[idx::UNDECRYPTABLE_NOT_TLS] += 1,
             Some(Cause::HelloTooLarge) => io.c[idx::UNDECRYPTABLE_TOO_LARGE] += 1,

@@ -300,6 +300,9 @@ impl Intercept {
                 }
                 SynAction::Bypass { rule } => {
                     io.rules.count(rule, Some(policy));
+                    if port == tlsgate_drivers::INSIDE && policy.is_tls_port(dport) {
+                        io.c[idx::SYN_NOT_DECRYPTED] += 1;
+                    }
                     AtSyn::Forward
                 }
                 // Decrypt, or read the ClientHello first (an SNI rule comes first).
