@@ -295,6 +295,30 @@ impl CompiledPolicy {
         Candidates { dims, next_group: 0, group: 0, groups: 0, word: 0, bits: 0 }
     }
 
+    /// Whether rule `index`'s bit is set in the source, destination and port
+    /// bitsets of this flow's segments (explain: the same lookups as a decision).
+    pub(crate) fn dimension_bits(
+        &self,
+        index: usize,
+        src: IpAddr,
+        dst: IpAddr,
+        dst_port: u16,
+    ) -> (bool, bool, bool) {
+        (
+            self.source.lookup(src).has(index),
+            self.destination.lookup(dst).has(index),
+            self.ports.lookup(u128::from(dst_port)).has(index),
+        )
+    }
+
+    /// Whether rule `index`'s SNI patterns match `name` (true without an `sni` condition).
+    pub(crate) fn sni_matches(&self, index: usize, name: &str) -> bool {
+        match self.sni.get(index) {
+            Some(Some(patterns)) => patterns.iter().any(|p| p.matches(name)),
+            _ => true,
+        }
+    }
+
     fn action(&self, index: usize) -> Action {
         self.actions.get(index).copied().unwrap_or(self.policy.default_action)
     }
@@ -362,6 +386,13 @@ pub struct IndexStats {
 struct Bits<'a> {
     summary: &'a [u64],
     words: &'a [u64],
+}
+
+impl Bits<'_> {
+    /// Whether rule `index`'s bit is set.
+    fn has(&self, index: usize) -> bool {
+        self.words.get(index / 64).is_some_and(|w| w & (1u64 << (index % 64)) != 0)
+    }
 }
 
 /// Iterates the rules set in all three bitsets, lowest first, visiting only words

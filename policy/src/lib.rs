@@ -56,6 +56,7 @@
 mod compiled;
 mod diff;
 mod error;
+mod explain;
 mod linear;
 mod model;
 mod parse;
@@ -65,6 +66,7 @@ mod store;
 pub use compiled::{CompiledPolicy, IndexStats, RuleId, SynAction, SynDecision, Verdict};
 pub use diff::{Change, ItemKind, PolicyDiff};
 pub use error::{Error, Place, Problem, Result, ValidationError};
+pub use explain::{Explanation, Skipped, Step};
 pub use linear::LinearMatcher;
 pub use model::{
     Action, AddressGroup, AddressObject, CertAction, CertificateActions, DecryptionSettings, EchAction,
