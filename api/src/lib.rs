@@ -66,6 +66,7 @@ pub mod counters;
 pub mod coverage;
 mod error;
 pub mod event;
+pub mod explain;
 pub mod framing;
 pub mod log;
 pub mod outcome;
@@ -296,6 +297,22 @@ pub enum Request {
     ExclusionsClear {
         /// Only this server's.
         server: Option<std::net::IpAddr>,
+    },
+    /// Why a flow would (not) be decrypted: the policy's decisions, the rule
+    /// that decides and why each earlier one does not, learned exclusions and
+    /// admission limits (answered by the dataplane from what it runs; without
+    /// one, by the control plane from the committed policy).
+    PolicyExplain {
+        /// The client's address.
+        client: std::net::IpAddr,
+        /// The server's address.
+        server: std::net::IpAddr,
+        /// The server's port.
+        port: u16,
+        /// The SNI of the ClientHello.
+        sni: Option<String>,
+        /// The client's JA4.
+        ja4: Option<String>,
     },
     /// Decryption coverage: the share of TLS flows decrypted and why the others
     /// were not, since `since` (unix seconds; none: since the dataplane started).
@@ -627,6 +644,8 @@ pub enum Response {
     Status(ControlStatus),
     /// Answer to [`Request::Coverage`].
     Coverage(coverage::CoverageReport),
+    /// Answer to [`Request::PolicyExplain`].
+    Explained(explain::Explanation),
     /// Answer to [`Request::LicenseShow`].
     Licenses {
         /// This appliance's device id.

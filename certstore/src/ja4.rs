@@ -29,6 +29,7 @@ pub struct Ja4 {
     ciphers: String,
     extensions: String,
     ech: bool,
+    server_name: Option<String>,
 }
 
 impl Ja4 {
@@ -112,7 +113,14 @@ impl Ja4 {
             ext.push_str(&hex(&sigs));
         }
         let ech = h.extensions.contains(&0xfe0d);
-        Some(Ja4 { a, ciphers: hex(&ciphers), extensions: ext, ech })
+        Some(Ja4 { a, ciphers: hex(&ciphers), extensions: ext, ech, server_name: h.server_name })
+    }
+
+    /// The host name of the hello's server_name extension, when it has one that
+    /// is printable ASCII (what the policy matches: `tlsgatectl policy explain
+    /// --pcap` reads it from captures).
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
     }
 
     /// Whether the hello offered `encrypted_client_hello` (0xfe0d): real, or
@@ -147,6 +155,7 @@ struct Hello {
     ciphers: Vec<u16>,
     extensions: Vec<u16>,
     sni: bool,
+    server_name: Option<String>,
     alpn: Option<Vec<u8>>,
     versions: Vec<u16>,
     signature_algorithms: Vec<u16>,
@@ -203,6 +212,7 @@ impl Hello {
             ciphers,
             extensions: Vec::new(),
             sni: false,
+            server_name: None,
             alpn: None,
             versions: Vec::new(),
             signature_algorithms: Vec::new(),
@@ -219,7 +229,17 @@ impl Hello {
             let mut data = exts.vec(2)?;
             h.extensions.push(kind);
             match kind {
-                0x0000 => h.sni = true,
+                0x0000 => {
+                    h.sni = true;
+                    // server_name_list: name_type 0 (host_name), then the name.
+                    let name = data.vec(2).and_then(|mut list| {
+                        (list.take(1)? == [0]).then_some(())?;
+                        list.vec(2).map(|n| n.0)
+                    });
+                    if let Some(name) = name.filter(|n| !n.is_empty() && n.iter().all(u8::is_ascii_graphic)) {
+                        h.server_name = Some(String::from_utf8_lossy(name).to_ascii_lowercase());
+                    }
+                }
                 0x0010 => {
                     let mut list = data.vec(2)?;
                     if !list.0.is_empty() {

@@ -110,6 +110,7 @@ fn foxio_example() -> Vec<u8> {
 fn foxio_worked_example() {
     let j = Ja4::from_records(&foxio_example()).expect("a ClientHello");
     assert_eq!(j.to_string(), "t13d1516h2_8daaf6152771_e5627efa2ab1");
+    assert_eq!(j.server_name(), Some("example.com"));
     assert_eq!(
         j.raw(),
         "t13d1516h2_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9_\

@@ -220,6 +220,30 @@ pub enum PolicyCmd {
     },
     /// Configuration versions: who, when, what.
     History,
+    /// Why a flow would (not) be decrypted: the decision at SYN and after the
+    /// ClientHello, the rule that decides, why each earlier rule does not match,
+    /// learned exclusions and admission. Give a flow, or --pcap.
+    Explain {
+        /// The client's address.
+        #[arg(long, required_unless_present = "pcap")]
+        client: Option<std::net::IpAddr>,
+        /// The server's address.
+        #[arg(long, required_unless_present = "pcap")]
+        server: Option<std::net::IpAddr>,
+        /// The server's port.
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        /// The SNI the client sends.
+        #[arg(long)]
+        sni: Option<String>,
+        /// The client's JA4.
+        #[arg(long)]
+        ja4: Option<String>,
+        /// Explain every TLS flow of this capture (pcap or pcapng; SNI and JA4
+        /// read from its ClientHellos).
+        #[arg(long, conflicts_with_all = ["client", "server", "sni", "ja4"])]
+        pcap: Option<PathBuf>,
+    },
 }
 
 /// `policy rule ...`
@@ -406,6 +430,75 @@ pub fn since_ns(text: &str) -> Result<u64, Failure> {
         })
 }
 
+/// An explanation for people.
+fn explain_text(e: &tlsgate_api::explain::Explanation) -> String {
+    let step = |s: &tlsgate_api::explain::Step| {
+        format!(
+            "{}{}",
+            s.action,
+            s.rule.as_ref().map_or(" (default action)".into(), |r| format!(" (rule {r})"))
+        )
+    };
+    let mut out = format!("policy version {}\nat SYN:              {}\n", e.version, step(&e.at_syn));
+    if e.tls_port {
+        out.push_str(&format!("after the ClientHello: {}\n", step(&e.after_hello)));
+    }
+    for s in &e.skipped {
+        out.push_str(&format!("  rule {} did not match: {}\n", s.rule, s.why.join("; ")));
+    }
+    for n in &e.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
+/// `policy explain --pcap FILE`: every TLS flow of the capture, explained.
+fn explain_capture(socket: &Path, file: &Path, json: bool) -> Result<String, Failure> {
+    let bytes = read(file)?;
+    let flows =
+        crate::hellos::hello_flows(&bytes).map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?;
+    if flows.is_empty() {
+        return Ok(format!("{}: no TCP flow with a SYN or a ClientHello\n", file.display()));
+    }
+    let mut out = String::new();
+    let mut all = Vec::new();
+    for f in flows {
+        let req = Request::PolicyExplain {
+            client: f.client.0,
+            server: f.server.0,
+            port: f.server.1,
+            sni: f.sni.clone(),
+            ja4: f.ja4.clone(),
+        };
+        let resp = ask(socket, req)?;
+        if json {
+            all.push(serde_json::json!({
+                "client": format!("{}:{}", f.client.0, f.client.1),
+                "server": format!("{}:{}", f.server.0, f.server.1),
+                "sni": f.sni, "ja4": f.ja4, "explanation": resp,
+            }));
+            continue;
+        }
+        out.push_str(&format!(
+            "flow {} -> {}{}{}\n",
+            std::net::SocketAddr::from(f.client),
+            std::net::SocketAddr::from(f.server),
+            f.sni.as_ref().map_or(String::new(), |s| format!(" sni {s}")),
+            f.ja4.as_ref().map_or(" (no ClientHello in the capture)".into(), |j| format!(" ja4 {j}"))
+        ));
+        out.push_str(&match &resp {
+            Response::Explained(e) => explain_text(e),
+            Response::Error { message, .. } => format!("refused: {message}\n"),
+            other => human(&Command::Status, other),
+        });
+        out.push('\n');
+    }
+    if json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&all).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
 /// `coverage` as a table: the decrypted share, then each reason with flows.
 fn coverage_text(c: &tlsgate_api::coverage::CoverageReport) -> String {
     let pct = |n: u64| {
@@ -445,6 +538,9 @@ fn rfc3339(unix: i64) -> String {
 /// Runs a command; returns the text to print.
 pub fn run(cli: &Cli) -> Result<String, Failure> {
     let socket = cli.socket.as_path();
+    if let Command::Policy(PolicyCmd::Explain { pcap: Some(file), .. }) = &cli.command {
+        return explain_capture(socket, file, cli.json);
+    }
     let req = request(&cli.command)?;
     if let Command::Events(EventsCmd::Tail { kind, host }) = &cli.command {
         return tail(socket, kind.clone(), host.clone(), cli.json);
@@ -543,6 +639,13 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             CaCmd::Export { der, .. } => Request::CaExport { der: *der },
         },
         Command::Policy(p) => match p {
+            PolicyCmd::Explain { client, server, port, sni, ja4, .. } => Request::PolicyExplain {
+                client: client.ok_or_else(|| Failure::Error("--client is needed (or --pcap)".into()))?,
+                server: server.ok_or_else(|| Failure::Error("--server is needed (or --pcap)".into()))?,
+                port: *port,
+                sni: sni.clone(),
+                ja4: ja4.clone(),
+            },
             PolicyCmd::Show { candidate } => Request::PolicyShow { candidate: *candidate },
             PolicyCmd::Load { file } => Request::PolicyLoad { text: read_text(file)? },
             PolicyCmd::Check { file } => Request::PolicyCheck { text: read_text(file)? },
@@ -822,6 +925,7 @@ fn human(cmd: &Command, resp: &Response) -> String {
         },
         Response::Pong { process, version } => format!("{process} {version}\n"),
         Response::Coverage(c) => coverage_text(c),
+        Response::Explained(e) => explain_text(e),
         Response::Status(s) => {
             let mut out = format!(
                 "control plane   up {:.0} s, configuration version {}, device {}\n",

@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod hellos;
 pub mod link;
 pub mod metrics;
 pub mod pkcs11;

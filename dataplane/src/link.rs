@@ -53,6 +53,10 @@ pub struct LinkSetup {
     pub epoch: std::time::Instant,
     /// The queues to the signer (the control plane signs forged leaves).
     pub signer: Arc<SignerLink>,
+    /// Splices per worker at most (`[intercept] max_per_worker`), for explain.
+    pub max_per_worker: usize,
+    /// `[admission]`, for explain.
+    pub admission: crate::intercept::admission::AdmissionConfig,
 }
 
 /// Applies snapshots, keeping the TLS state when its material did not change.
@@ -257,6 +261,9 @@ fn session(
             Request::CaptureStop { id } => setup.capturer.stop(id),
             Request::CaptureList => setup.capturer.list(),
             Request::ExclusionsList => exclusions(setup, None),
+            Request::PolicyExplain { client, server, port, sni, ja4 } => {
+                explain(setup, client, server, port, sni.as_deref(), ja4.as_deref())
+            }
             Request::ExclusionsClear { server } => exclusions(setup, Some(server)),
             other => {
                 Response::error(ErrorCode::Unsupported, format!("not served by the dataplane: {other:?}"))
@@ -279,6 +286,66 @@ fn too_large<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Why a flow would (not) be decrypted, by the policy running now, with the
+/// learned exclusion that would pass it and what admission would do with its SYN.
+fn explain(
+    setup: &LinkSetup,
+    client: std::net::IpAddr,
+    server: std::net::IpAddr,
+    port: u16,
+    sni: Option<&str>,
+    ja4: Option<&str>,
+) -> Response {
+    let live = setup.live.current();
+    let Some(policy) = live.policy.as_ref() else {
+        return Response::error(ErrorCode::Unavailable, "no policy running: nothing is decided yet");
+    };
+    let mut e = policy.explain(client, server, port, sni, ja4);
+    if !e.tls_port || e.after_hello.action == "block" {
+        return Response::Explained(e);
+    }
+    match live.tls.as_ref() {
+        None => {
+            e.notes.push("no TLS material (no decryption CA): a decrypt decision forwards uninspected".into())
+        }
+        Some(shared) => {
+            let now_ms = setup.clock.now().saturating_duration_since(setup.epoch).as_millis() as u64;
+            let hit =
+                shared.exclusions.entries(now_ms).into_iter().find(|((s, p, n), ..)| {
+                    *s == server && *p == port && (n.is_none() || n.as_deref() == sni)
+                });
+            e.notes.push(match hit {
+                Some((_, left_ms, failure)) => format!(
+                    "a learned exclusion passes this flow undecrypted for {} s more (the appliance's probe found: {})",
+                    left_ms / 1000,
+                    failure.text()
+                ),
+                None => "no learned exclusion for this server".into(),
+            });
+        }
+    }
+    if e.at_syn.action != "do-not-decrypt" {
+        let a = &setup.admission;
+        let stats = setup.stats.snapshot();
+        let most = |name: &str| stats.workers.iter().map(|w| w.get(name)).max().unwrap_or(0);
+        let budget = a.memory_budget_mib << 20;
+        let full = most("intercept_active") as usize >= setup.max_per_worker
+            || most("memory_charged_bytes") >= budget;
+        e.notes.push(format!(
+            "admission {} now: a worker has at most {} of {} splices and {} of {} MiB charged; a source may have {} half-open splices per worker ({} per NAT source); over a limit the SYN gets over_limit = {}",
+            if full { "WOULD refuse its SYN" } else { "would admit it" },
+            most("intercept_active"),
+            setup.max_per_worker,
+            most("memory_charged_bytes") >> 20,
+            a.memory_budget_mib,
+            a.half_open_per_source,
+            a.half_open_per_nat_source,
+            format!("{:?}", a.over_limit).to_lowercase()
+        ));
+    }
+    Response::Explained(e)
 }
 
 /// The learned exclusions of the TLS material running now, after clearing those

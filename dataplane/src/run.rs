@@ -184,6 +184,8 @@ pub fn run<B: Backend>(
                 clock: settings.clock.clone(),
                 epoch,
                 signer: Arc::new(crate::intercept::tls::SignerLink::new(workers)),
+                max_per_worker: cfg.intercept.max_per_worker,
+                admission: cfg.admission.clone(),
             },
             drain_stop.clone(),
         )?),

@@ -6,46 +6,9 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
 use crate::compiled::{CompiledPolicy, SynAction};
 use crate::model::Action;
-
-/// A decision, as shown.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    /// `decrypt`, `do-not-decrypt`, `block`, or (at SYN) `read the ClientHello`.
-    pub action: String,
-    /// The rule that decided (none: the default action, or not a TLS port).
-    pub rule: Option<String>,
-}
-
-/// A rule before the deciding one, and why it did not match.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    /// Its name.
-    pub rule: String,
-    /// One line per condition that failed (`source 198.18.0.1 is not in [...]`).
-    pub why: Vec<String>,
-}
-
-/// The explanation of one flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Explanation {
-    /// The configuration version of the policy.
-    pub version: u64,
-    /// Whether the port is one of `tls_ports` (if not, nothing is decrypted).
-    pub tls_port: bool,
-    /// The decision at SYN.
-    pub at_syn: Step,
-    /// The decision after the ClientHello (with the SNI and JA4 given).
-    pub after_hello: Step,
-    /// The rules before the one that decided after the ClientHello, each with why
-    /// it did not match.
-    pub skipped: Vec<Skipped>,
-    /// What else decides: the proof an SNI exemption needs, settings that apply.
-    pub notes: Vec<String>,
-}
+pub use tlsgate_api::explain::{Explanation, Skipped, Step};
 
 fn action_text(a: Action) -> &'static str {
     match a {
@@ -116,8 +79,11 @@ impl CompiledPolicy {
             let unproved = self.decide_unproved(src, dst, dst_port, ja4);
             notes.push(format!(
                 "an SNI exemption holds once the server proves the name (its certificate, on the appliance's own \
-                 handshake); unproved, unproved_sni = {:?} decides: {}{}",
-                self.unproved_sni(),
+                 handshake); unproved, unproved_sni = {} decides: {}{}",
+                match self.unproved_sni() {
+                    crate::UnprovedSniAction::Block => "block",
+                    _ => "decide",
+                },
                 action_text(unproved.action),
                 unproved.rule.map_or(" (default action)".into(), |r| format!(" (rule {})", name(r.index())))
             ));

@@ -789,3 +789,77 @@ fn coverage_says_why_flows_were_not_decrypted() {
     }
     drop(net.stop());
 }
+
+/// `policy explain`: the decisions at SYN and after the ClientHello, the rule
+/// that decides and why each earlier one does not, from the dataplane's running
+/// policy (with its exclusions and admission), or from the committed policy
+/// when no dataplane is connected; `--pcap` explains each TLS flow of a capture
+/// of the appliance's own, SNI and JA4 read from the client's ClientHello.
+#[test]
+fn policy_explain_says_why() {
+    let c = Control::start("explain", "");
+    c.ok(&["ca", "generate"]);
+    let origin = pki::Pki::generate();
+    let root = write(c.dir.path(), "root.pem", &origin.root.pem());
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca", "--name", "origin root"]);
+    let policy = r#"{ "rules": [
+        { "name": "Block-8443", "destination": ["198.18.0.2"], "ports": [8443], "action": "block" },
+        { "name": "Bank", "sni": ["bank.tg.test"], "action": "do-not-decrypt" },
+        { "name": "Finance", "source": ["10.0.0.0/8"], "action": "do-not-decrypt" },
+        { "name": "Decrypt-All", "action": "decrypt" } ],
+      "settings": { "tls_ports": [443, 8443] } }"#;
+    let policy = write(c.dir.path(), "p.json", policy);
+    c.ok(&["policy", "load", policy.to_str().unwrap()]);
+    c.ok(&["policy", "commit"]);
+    let flow =
+        ["policy", "explain", "--client", "198.18.0.1", "--server", "198.18.0.2", "--sni", pki::SERVER];
+    let offline = c.ok(&flow);
+    assert!(offline.contains("after the ClientHello: decrypt (rule Decrypt-All)"), "{offline}");
+    assert!(offline.contains("the dataplane is not connected"), "{offline}");
+
+    let mut net = dataplane(&c);
+    c.wait_applied(Duration::from_secs(10));
+    let text = c.ok(&flow);
+    for line in [
+        "at SYN:              read the ClientHello (default action)",
+        "after the ClientHello: decrypt (rule Decrypt-All)",
+        "rule Block-8443 did not match: port 443 is not in [8443]",
+        "rule Bank did not match: SNI server.tg.test matches none of [bank.tg.test]",
+        "rule Finance did not match: source 198.18.0.1 is not in [10.0.0.0/8]",
+        "note: no learned exclusion for this server",
+        "note: admission would admit it now",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    assert!(!text.contains("not connected"), "{text}");
+    let e =
+        c.json(&["policy", "explain", "--client", "198.18.0.1", "--server", "198.18.0.2", "--port", "8443"]);
+    assert_eq!(
+        (e["at_syn"]["action"].as_str(), e["at_syn"]["rule"].as_str()),
+        (Some("block"), Some("Block-8443")),
+        "{e}"
+    );
+    let bad = c.ctl(&["policy", "explain", "--client", "198.18.0.1"]);
+    assert!(!bad.status.success() && bad.stderr.contains("--server"), "{}", bad.stderr);
+
+    // A capture of the appliance's own: the bank's flow, explained from its hello.
+    c.ok(&["capture", "start", "--host", "198.18.0.2", "--port", "443", "bank.pcapng"]);
+    let bank =
+        pki::issue(pki::leaf_params("bank.tg.test", pki::VALID_FROM, pki::VALID_TO), &origin.intermediate);
+    let bank = origin_server(vec![bank.der(), origin.intermediate.der()], key(&bank.key), false);
+    net.serve_probes(bank.clone(), 443);
+    let _ = connect(&mut net, bank, client_trusting(&[exported_ca(&c)]), "bank.tg.test", 47001);
+    c.ok(&["capture", "stop"]);
+    let file = c.capture_dir().join("bank.pcapng");
+    let text = c.ok(&["policy", "explain", "--pcap", file.to_str().unwrap()]);
+    assert!(text.contains("flow 198.18.0.1:47001 -> 198.18.0.2:443 sni bank.tg.test ja4 t13d"), "{text}");
+    assert!(text.contains("after the ClientHello: do-not-decrypt (rule Bank)"), "{text}");
+    assert!(text.contains("proves the name"), "{text}");
+    // One entry per 4-tuple (both legs share it); the appliance's own probe of
+    // the bank (from a reserved port) is a flow of the capture too.
+    let json = c.json(&["policy", "explain", "--pcap", file.to_str().unwrap()]);
+    let flows = json.as_array().unwrap();
+    assert_eq!(flows[0]["client"], "198.18.0.1:47001", "{json}");
+    assert_eq!(flows.iter().filter(|f| f["client"] == "198.18.0.1:47001").count(), 1, "{json}");
+    drop(net.stop());
+}

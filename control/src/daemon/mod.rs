@@ -312,7 +312,8 @@ impl Daemon {
             | Request::PolicyRuleRemove { .. }
             | Request::PolicyCommit
             | Request::PolicyRollback { .. }
-            | Request::PolicyHistory => self.policy_request(req, uid),
+            | Request::PolicyHistory
+            | Request::PolicyExplain { .. } => self.policy_request(req, uid),
             Request::EventsList { .. } | Request::EventsShow { .. } => self.events_request(req, uid),
             Request::DataplaneHello { .. }
             | Request::Snapshot(_)

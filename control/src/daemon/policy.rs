@@ -131,6 +131,31 @@ impl Daemon {
                 })
             }
             Request::PolicyHistory => Response::History { entries: self.state().audit.clone() },
+            Request::PolicyExplain { client, server, port, sni, ja4 } => {
+                // The dataplane explains with what it runs (the same compiled
+                // policy, its learned exclusions, its admission limits).
+                if let Some(link) = self.link() {
+                    let req = Request::PolicyExplain { client, server, port, sni, ja4 };
+                    return link.call(req, DATAPLANE_TIMEOUT);
+                }
+                let st = self.state();
+                let compiled =
+                    Policy::from_json(st.running_policy()).map_err(|e| e.to_string()).and_then(|p| {
+                        tlsgate_policy::CompiledPolicy::compile(p, st.version).map_err(|e| e.to_string())
+                    });
+                match compiled {
+                    Ok(p) => {
+                        let mut e = p.explain(client, server, port, sni.as_deref(), ja4.as_deref());
+                        e.notes.push(
+                            "the dataplane is not connected: explained from the committed policy; learned \
+                             exclusions and admission are unknown"
+                                .into(),
+                        );
+                        Response::Explained(e)
+                    }
+                    Err(e) => Response::error(ErrorCode::Internal, format!("the committed policy: {e}")),
+                }
+            }
             other => unsupported(other),
         }
     }
