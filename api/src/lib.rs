@@ -441,6 +441,11 @@ pub struct CaptureSpec {
     /// The pcapng file's name in the dataplane's capture directory
     /// (`capture.dir`): a name, never a path.
     pub file: String,
+    /// Also write the TLS session keys of both legs of the captured flows (NSS
+    /// key-log lines) to `FILE.keys`: only where the dataplane's root-owned
+    /// configuration allows it (`[capture] allow_keylog`).
+    #[serde(default)]
+    pub keylog: bool,
 }
 
 /// A capture, as listed.

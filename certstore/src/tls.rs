@@ -455,6 +455,54 @@ impl rustls::client::ResolvesClientCert for CertRequests {
     }
 }
 
+/// Key logging for captures (`capture start --keylog`): every rustls config of
+/// both legs carries [`KeyLogTap`]. Off (the default), rustls asks
+/// `will_log` and gets `false` for one relaxed load; on, each secret goes as an
+/// NSS key-log line (`LABEL <client_random hex> <secret hex>`) into the calling
+/// thread's buffer, which the worker takes right after stepping a flow
+/// ([`take_thread_secrets`]) and hands to a capture only when that flow matches
+/// it. Lines of flows no capture asked for are dropped there.
+#[derive(Debug, Default)]
+pub struct KeyLogTap;
+
+static KEY_LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Lines a thread keeps at most between two takes.
+const THREAD_SECRETS: usize = 64;
+
+thread_local! {
+    static SECRETS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Switches key logging on (a capture with a key log runs) or off.
+pub fn set_key_logging(on: bool) {
+    KEY_LOGGING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The key-log lines the calling thread's handshakes produced since the last
+/// take (empty while key logging is off).
+pub fn take_thread_secrets() -> Vec<String> {
+    SECRETS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+impl rustls::KeyLog for KeyLogTap {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        if !KEY_LOGGING.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        SECRETS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < THREAD_SECRETS {
+                s.push(format!("{label} {} {}\n", hex(client_random), hex(secret)));
+            }
+        });
+    }
+
+    fn will_log(&self, _label: &str) -> bool {
+        KEY_LOGGING.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Sessions with origin servers kept for resumption (shared by the workers).
 pub const RESUMPTION_SESSIONS: usize = 4096;
 
@@ -468,6 +516,7 @@ pub fn client_config_noting_requests(
 ) -> Result<Arc<ClientConfig>> {
     let mut config = client_builder(profile, verifier)?.with_client_cert_resolver(requests);
     config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
+    config.key_log = Arc::new(KeyLogTap);
     Ok(Arc::new(config))
 }
 
@@ -491,6 +540,7 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>> {
     let mut config = client_builder(profile, verifier)?.with_no_client_auth();
     config.alpn_protocols = alpn.to_vec();
+    config.key_log = Arc::new(KeyLogTap);
     Ok(Arc::new(config))
 }
 
@@ -512,6 +562,7 @@ pub fn server_config(
     config.ignore_client_order = true;
     // One TLS 1.3 ticket per full handshake is enough for a client to resume.
     config.send_tls13_tickets = 1;
+    config.key_log = Arc::new(KeyLogTap);
     Ok(Arc::new(config))
 }
 

@@ -334,6 +334,11 @@ pub enum CaptureCmd {
         /// Stop after this many packets.
         #[arg(long)]
         count: Option<u64>,
+        /// Also write both legs' TLS session keys (NSS key log) to NAME.keys, for
+        /// Wireshark (`-o tls.keylog_file:NAME.keys`). Only where the dataplane's
+        /// configuration file allows it (`[capture] allow_keylog = true`).
+        #[arg(long)]
+        keylog: bool,
         /// The pcapng file's name: created (never overwritten) by the dataplane in
         /// its capture directory (`[capture] dir`, default /var/log/tlsgate/captures).
         name: String,
@@ -703,11 +708,12 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             EventsCmd::Show { id } => Request::EventsShow { id: *id },
         },
         Command::Capture(c) => match c {
-            CaptureCmd::Start { host, port, count, name } => Request::CaptureStart(CaptureSpec {
+            CaptureCmd::Start { host, port, count, keylog, name } => Request::CaptureStart(CaptureSpec {
                 host: *host,
                 port: *port,
                 count: *count,
                 file: name.clone(),
+                keylog: *keylog,
             }),
             CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
             CaptureCmd::List => Request::CaptureList,

@@ -43,6 +43,7 @@ use tlsgate_api::{CaptureInfo, CaptureSpec, ErrorCode, Response};
 /// dir = "/var/log/tlsgate/captures"   # created 0700; captures are 0600 files in it
 /// max_bytes = 67108864                # one capture stops here (64 MiB)
 /// max_total_bytes = 536870912         # all files in dir together (512 MiB)
+/// allow_keylog = false                # `capture start --keylog` may write session keys
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +54,10 @@ pub struct CaptureConfig {
     pub max_bytes: u64,
     /// The directory's cap.
     pub max_total_bytes: u64,
+    /// Whether `capture start --keylog` may write the TLS session keys of the
+    /// captured flows (both legs) next to the pcapng. Off by default; only this
+    /// root-owned file turns it on: neither the socket nor the console can.
+    pub allow_keylog: bool,
 }
 
 impl Default for CaptureConfig {
@@ -61,6 +66,7 @@ impl Default for CaptureConfig {
             dir: "/var/log/tlsgate/captures".into(),
             max_bytes: 64 << 20,
             max_total_bytes: 512 << 20,
+            allow_keylog: false,
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct CaptureFilter {
     pub host: IpAddr,
     /// Either side's port.
     pub port: Option<u16>,
+    /// The capture writes session keys.
+    pub keylog: bool,
 }
 
 impl CaptureFilter {
@@ -197,6 +205,8 @@ struct Capture {
     bytes: u64,
     ended: Option<&'static str>,
     out: Option<BufWriter<File>>,
+    /// `FILE.keys` (NSS key log), with `--keylog`.
+    keys: Option<BufWriter<File>>,
 }
 
 impl Capture {
@@ -205,6 +215,9 @@ impl Capture {
         self.ended.get_or_insert(why);
         if let Some(mut out) = self.out.take() {
             let _ = out.flush();
+        }
+        if let Some(mut keys) = self.keys.take() {
+            let _ = keys.flush();
         }
     }
 }
@@ -218,6 +231,8 @@ pub struct Capturer {
     generation: AtomicU64,
     filters: Mutex<Arc<Vec<CaptureFilter>>>,
     queue: ArrayQueue<Packet>,
+    /// Key-log lines of captured flows: (capture, lines).
+    keys: ArrayQueue<(u32, String)>,
     captures: Mutex<BTreeMap<u32, Capture>>,
     dropped: AtomicU64,
     next_id: AtomicU64,
@@ -238,6 +253,7 @@ impl Capturer {
             generation: AtomicU64::new(0),
             filters: Mutex::new(Arc::new(Vec::new())),
             queue: ArrayQueue::new(QUEUE),
+            keys: ArrayQueue::new(QUEUE),
             captures: Mutex::new(BTreeMap::new()),
             dropped: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -265,8 +281,15 @@ impl Capturer {
         let f: Vec<CaptureFilter> = captures
             .iter()
             .filter(|(_, c)| c.active)
-            .map(|(id, c)| CaptureFilter { id: *id, host: c.spec.host, port: c.spec.port })
+            .map(|(id, c)| CaptureFilter {
+                id: *id,
+                host: c.spec.host,
+                port: c.spec.port,
+                keylog: c.keys.is_some(),
+            })
             .collect();
+        // rustls logs secrets only while a capture with a key log runs.
+        tlsgate_certstore::set_key_logging(f.iter().any(|c| c.keylog));
         *self.filters.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(f);
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -275,6 +298,16 @@ impl Capturer {
     pub fn offer(&self, id: u32, port: usize, outbound: bool, data: &[u8]) {
         let p = Packet { id, port: port as u8, outbound, time_ns: now_ns(), data: data.to_vec() };
         if self.queue.push(p).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = self.captures.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+                c.dropped += 1;
+            }
+        }
+    }
+
+    /// A worker's key-log lines of a flow capture `id` matches.
+    pub fn offer_keys(&self, id: u32, lines: String) {
+        if self.keys.push((id, lines)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(c) = self.captures.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
                 c.dropped += 1;
@@ -295,8 +328,21 @@ impl Capturer {
         if spec.count == Some(0) {
             return Response::error(ErrorCode::Invalid, "--count 0 captures nothing");
         }
+        if spec.keylog && !self.cfg.allow_keylog {
+            return Response::error(
+                ErrorCode::PermissionDenied,
+                "key logs are not allowed: the dataplane's configuration file (root's) must say \
+                 [capture] allow_keylog = true",
+            );
+        }
         if let Err(e) = check_name(&spec.file).and_then(|()| capture_dir(&self.cfg.dir)) {
             return Response::error(ErrorCode::Invalid, e.to_string());
+        }
+        let keys_name = format!("{}.keys", spec.file);
+        if spec.keylog {
+            if let Err(e) = check_name(&keys_name) {
+                return Response::error(ErrorCode::Invalid, e.to_string());
+            }
         }
         let (used, files) = dir_usage(&self.cfg.dir);
         self.used.store(used, Ordering::Relaxed);
@@ -320,23 +366,27 @@ impl Capturer {
             );
         }
         let path = self.cfg.dir.join(&spec.file);
-        // O_EXCL: never an existing file (nor a symlink or hard link planted
-        // under that name); O_NOFOLLOW for good measure.
-        let file = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
+        let keys_path = self.cfg.dir.join(&keys_name);
+        if spec.keylog && keys_path.symlink_metadata().is_ok() {
+            return Response::error(
+                ErrorCode::Invalid,
+                format!("{} exists: captures never overwrite; choose another name", keys_path.display()),
+            );
+        }
+        let file = match create_exclusive(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Response::error(
-                    ErrorCode::Invalid,
-                    format!("{} exists: captures never overwrite; choose another name", path.display()),
-                )
+            Err(r) => return *r,
+        };
+        let keys = if spec.keylog {
+            match create_exclusive(&keys_path) {
+                Ok(f) => Some(BufWriter::new(f)),
+                Err(r) => {
+                    let _ = std::fs::remove_file(&path);
+                    return *r;
+                }
             }
-            Err(e) => return Response::error(ErrorCode::Invalid, format!("{}: {e}", path.display())),
+        } else {
+            None
         };
         let mut out = BufWriter::new(file);
         let mut header = Vec::new();
@@ -347,10 +397,13 @@ impl Capturer {
         self.used.fetch_add(header.len() as u64, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u32;
         tracing::info!(id, host = %spec.host, port = ?spec.port, count = ?spec.count, file = %path.display(), "capture started");
+        if keys.is_some() {
+            tracing::warn!(id, host = %spec.host, file = %keys_path.display(), "capture with a key log: the TLS session keys of the captured flows (both legs) are written");
+        }
         let bytes = header.len() as u64;
         caps.insert(
             id,
-            Capture { spec, packets: 0, dropped: 0, active: true, bytes, ended: None, out: Some(out) },
+            Capture { spec, packets: 0, dropped: 0, active: true, bytes, ended: None, out: Some(out), keys },
         );
         // Forget the oldest finished captures beyond MAX_KEPT (ids grow with age).
         let finished: Vec<u32> = caps.iter().filter(|(_, c)| !c.active).map(|(id, _)| *id).collect();
@@ -402,6 +455,24 @@ impl Capturer {
         let mut caps = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
         let mut ended = false;
         let mut wrote = false;
+        while let Some((id, lines)) = self.keys.pop() {
+            let Some(c) = caps.get_mut(&id).filter(|c| c.active) else { continue };
+            let len = lines.len() as u64;
+            if self.used.load(Ordering::Relaxed) + len > self.cfg.max_total_bytes {
+                c.end("total cap");
+                ended = true;
+                continue;
+            }
+            if let Some(keys) = c.keys.as_mut() {
+                if keys.write_all(lines.as_bytes()).is_err() {
+                    c.end("write error");
+                    ended = true;
+                    continue;
+                }
+                let _ = keys.flush();
+                self.used.fetch_add(len, Ordering::Relaxed);
+            }
+        }
         while let Some(p) = self.queue.pop() {
             let Some(c) = caps.get_mut(&p.id) else { continue };
             if !c.active {
@@ -468,6 +539,27 @@ impl Capturer {
             let _ = me.stop(None);
         })
     }
+}
+
+/// Creates `path` for a capture: `O_EXCL` (never an existing file, nor a
+/// symlink or hard link planted under that name), `O_NOFOLLOW`, 0600.
+fn create_exclusive(path: &Path) -> Result<File, Box<Response>> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            Box::new(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Response::error(
+                    ErrorCode::Invalid,
+                    format!("{} exists: captures never overwrite; choose another name", path.display()),
+                )
+            } else {
+                Response::error(ErrorCode::Invalid, format!("{}: {e}", path.display()))
+            })
+        })
 }
 
 fn infos(caps: &BTreeMap<u32, Capture>) -> Vec<CaptureInfo> {
@@ -544,11 +636,22 @@ mod tests {
     use super::*;
 
     fn capturer(dir: &Path, max_bytes: u64, max_total_bytes: u64) -> Capturer {
-        Capturer::new(CaptureConfig { dir: dir.to_path_buf(), max_bytes, max_total_bytes })
+        Capturer::new(CaptureConfig {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            max_total_bytes,
+            allow_keylog: false,
+        })
     }
 
     fn spec(file: &str, count: Option<u64>) -> CaptureSpec {
-        CaptureSpec { host: "198.18.0.2".parse().unwrap(), port: Some(443), count, file: file.into() }
+        CaptureSpec {
+            host: "198.18.0.2".parse().unwrap(),
+            port: Some(443),
+            count,
+            file: file.into(),
+            keylog: false,
+        }
     }
 
     fn refused(r: Response, needle: &str) {

@@ -99,6 +99,22 @@ impl<Q: Queues> Io<Q> {
         }
     }
 
+    /// Hands a flow's key-log lines to every capture with a key log that matches
+    /// the flow (dropped when none does).
+    pub fn capture_keys(
+        &self,
+        a: std::net::IpAddr,
+        ap: u16,
+        b: std::net::IpAddr,
+        bp: u16,
+        lines: Vec<String>,
+    ) {
+        let lines: String = lines.concat();
+        for c in self.captures.iter().filter(|c| c.keylog && c.matches(a, ap, b, bp)) {
+            self.capturer.offer_keys(c.id, lines.clone());
+        }
+    }
+
     /// Copies `data` for every capture it matches (captures running only).
     #[inline]
     pub fn capture(&self, data: &[u8], port: usize, outbound: bool) {

@@ -863,3 +863,73 @@ fn policy_explain_says_why() {
     assert_eq!(flows.iter().filter(|f| f["client"] == "198.18.0.1:47001").count(), 1, "{json}");
     drop(net.stop());
 }
+
+/// Key logs for captures: `capture start --keylog` is refused (and audited)
+/// unless the dataplane's own configuration file allows it; allowed, it writes
+/// `NAME.keys` (0600) beside the pcapng, and tshark, given it, decrypts both legs
+/// (each interface read on its own: they share the 4-tuple) and shows the HTTP
+/// request on each. A flow the capture does not match leaves no key.
+#[test]
+fn capture_keylog_decrypts_both_legs_in_tshark() {
+    let c = configured("keylog");
+    let pki = pki::Pki::generate();
+    let root = write(c.dir.path(), "origin-root.pem", &pki.root.pem());
+    c.ok(&["trust", "add", root.to_str().unwrap(), "--as", "ca"]);
+    {
+        let net = dataplane(&c);
+        c.wait_applied(Duration::from_secs(10));
+        let r = c.ctl(&["capture", "start", "--host", "198.18.0.2", "--keylog", "refused.pcapng"]);
+        assert!(!r.status.success() && r.stderr.contains("allow_keylog = true"), "{}", r.stderr);
+        assert!(!c.capture_dir().join("refused.pcapng").exists());
+        drop(net.stop());
+    }
+    let toml = format!(
+        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
+         [intercept]\nconnect_timeout_s = 5\n[tls]\nhandshake_timeout_s = 5\n{}allow_keylog = true\n",
+        c.dataplane_toml()
+    );
+    let mut net = Net::new(Config::from_toml(&toml).expect("dataplane config"), 1);
+    c.wait_applied(Duration::from_secs(10));
+    c.ok(&["capture", "start", "--host", "198.18.0.2", "--port", "443", "--keylog", "keys.pcapng"]);
+    let client = client_trusting(&[exported_ca(&c)]);
+    let srv = origin_server(vec![pki.leaf.der(), pki.intermediate.der()], key(&pki.leaf.key), false);
+    let request = b"GET /keylog-test HTTP/1.1\r\nHost: server.tg.test\r\n\r\n";
+    let (resp, err, _, _) =
+        tls_exchange(&mut net, srv.clone(), client.clone(), pki::SERVER, 443, 48001, request, 100);
+    assert!(err.is_none() && resp.is_some(), "{err:?}");
+    c.ok(&["capture", "stop"]);
+    // Not captured: no key for it.
+    let (resp, _, _, _) = tls_exchange(&mut net, srv, client, pki::SERVER, 443, 48002, request, 100);
+    assert!(resp.is_some());
+    drop(net.stop());
+    let keys = c.capture_dir().join("keys.pcapng.keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
+    let randoms: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(randoms.len(), 2, "both legs' client randoms, one flow: {text}");
+    assert!(text.lines().all(|l| l.split_whitespace().count() == 3), "{text}");
+    let audit = std::fs::read_to_string(c.log_dir().join("audit.log")).unwrap_or_default();
+    assert!(
+        audit.contains("capture_keylog") && audit.contains("refused.pcapng") && audit.contains("keys.pcapng"),
+        "both uses audited: {audit}"
+    );
+    let pcap = c.capture_dir().join("keys.pcapng");
+    for leg in ["inside", "outside"] {
+        let part = c.dir.join(&format!("{leg}.pcapng"));
+        let split = std::process::Command::new("tshark")
+            .args(["-r", pcap.to_str().unwrap(), "-Y", &format!("frame.interface_name == \"{leg}\""), "-w"])
+            .arg(&part)
+            .output()
+            .expect("tshark (scripts/install-deps.sh installs it)");
+        assert!(split.status.success(), "{}", String::from_utf8_lossy(&split.stderr));
+        let out = std::process::Command::new("tshark")
+            .args(["-r", part.to_str().unwrap(), "-o", &format!("tls.keylog_file:{}", keys.display())])
+            .args(["-Y", "http.request", "-T", "fields", "-e", "http.request.uri"])
+            .output()
+            .unwrap();
+        let uris = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(uris.trim(), "/keylog-test", "{leg}: {uris}{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

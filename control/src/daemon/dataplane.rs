@@ -18,6 +18,26 @@ impl Daemon {
                 }
                 None => Response::error(ErrorCode::Unavailable, "the dataplane is not connected"),
             },
+            Request::CaptureStart(spec) if spec.keylog => {
+                // Session keys leave the appliance with such a capture: every
+                // request is audited, allowed or refused (by the dataplane's file).
+                let what = format!(
+                    "capture with key log: host {}, port {:?}, file {}",
+                    spec.host, spec.port, spec.file
+                );
+                let resp = match self.link() {
+                    Some(link) => link.call(Request::CaptureStart(spec), DATAPLANE_TIMEOUT),
+                    None => Response::error(ErrorCode::Unavailable, "the dataplane is not connected"),
+                };
+                let (outcome, detail) = match &resp {
+                    Response::Error { message, .. } => {
+                        (crate::audit::Outcome::Refused, format!("{what}: {message}"))
+                    }
+                    _ => (crate::audit::Outcome::Allowed, what),
+                };
+                self.audit.record(uid, -1, "capture_keylog", outcome, &detail);
+                resp
+            }
             Request::Stats
             | Request::CaptureStart(_)
             | Request::CaptureStop { .. }

@@ -437,6 +437,8 @@ impl Intercept {
                 }
             }
             let ip = &frame.data()[usize::from(seg.l3)..usize::from(seg.l3_end)];
+            // Key-log lines left by other work on this thread (a probe) are not this flow's.
+            let _ = tlsgate_certstore::take_thread_secrets();
             s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
         } else {
             io.c[idx::DROP_TOMBSTONE] += 1;
@@ -527,6 +529,7 @@ impl Intercept {
                 continue;
             }
             if let Some(s) = self.slots.splice(id) {
+                let _ = tlsgate_certstore::take_thread_secrets();
                 s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
                 // At most one timer poll per splice and millisecond.
                 self.after_step(io, flows, id, now_ms, now_ms + 1);
@@ -546,6 +549,11 @@ impl Intercept {
         not_before: u64,
     ) {
         let Some(s) = self.slots.splice(id) else { return };
+        let secrets = tlsgate_certstore::take_thread_secrets();
+        if !secrets.is_empty() {
+            let a = s.addrs();
+            io.capture_keys(a.client, a.client_port, a.server, a.port, secrets);
+        }
         send_emitted(io, &s.l2_client, &s.l2_server, &self.emit);
         if let Some(ticket) = s.take_sign_ticket() {
             self.leaf_waiters.insert(ticket, id);
