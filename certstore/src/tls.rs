@@ -503,6 +503,32 @@ impl rustls::KeyLog for KeyLogTap {
     }
 }
 
+/// A TLS client stream over `tcp` to a service of the appliance's own (a syslog
+/// collector): its certificate must chain to a CA of `ca_pem` and hold `name`.
+pub fn tls_client_stream(
+    tcp: std::net::TcpStream,
+    ca_pem: &[u8],
+    name: &str,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in crate::parse_certificates(ca_pem)? {
+        roots.add(der).map_err(|e| Error::Tls(format!("CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("no CA certificate".into()));
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(CryptoLib::current().provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server =
+        ServerName::try_from(name.to_owned()).map_err(|e| Error::Tls(format!("name {name:?}: {e}")))?;
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), server).map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
 /// Sessions with origin servers kept for resumption (shared by the workers).
 pub const RESUMPTION_SESSIONS: usize = 4096;
 

@@ -23,6 +23,13 @@
 //! crl_max_bytes = 262144                  # a larger CRL is refused
 //! management_networks = ["192.0.2.0/24"]  # never fetched from (nor loopback, link-local, this host)
 //! crl_networks = ["10.20.0.0/16"]         # internal networks that may serve CRLs (else: public, port 80)
+//!
+//! [[control.syslog]]                      # events as OCSF in RFC 5424 syslog over RELP (at least once)
+//! name = "siem"
+//! target = "192.0.2.50:2514"
+//! tls = true                              # optional: RELP in TLS
+//! ca = "/etc/tlsgate/siem-ca.pem"
+//! spool_max_bytes = 67108864              # the spool under state_dir/syslog/ (an overflow is counted)
 //! ```
 //!
 //! Unknown fields are refused; [`ControlConfig::validate`] names the bad field.
@@ -95,6 +102,8 @@ pub struct ControlConfig {
     /// port: an enterprise CA's. Elsewhere CRLs come from globally routable
     /// addresses on port 80 only.
     pub crl_networks: Vec<String>,
+    /// Syslog collectors (RELP): each event goes to each, at least once.
+    pub syslog: Vec<crate::syslog::Collector>,
 }
 
 impl Default for ControlConfig {
@@ -120,6 +129,7 @@ impl Default for ControlConfig {
             crl_max_bytes: 256 << 10,
             management_networks: Vec::new(),
             crl_networks: Vec::new(),
+            syslog: Vec::new(),
         }
     }
 }
@@ -217,6 +227,15 @@ impl ControlConfig {
             for (i, n) in list.iter().enumerate() {
                 crate::crl::Network::parse(n)
                     .map_err(|e| Error::config(format!("control.{field}[{i}]"), e))?;
+            }
+        }
+        for (i, c) in self.syslog.iter().enumerate() {
+            c.validate().map_err(|e| Error::config(format!("control.syslog[{i}]"), e))?;
+            if self.syslog[..i].iter().any(|o| o.name == c.name) {
+                return Err(Error::config(
+                    format!("control.syslog[{i}]"),
+                    format!("name {:?} twice", c.name),
+                ));
             }
         }
         if self.dataplane_socket == self.socket {

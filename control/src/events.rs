@@ -131,9 +131,16 @@ pub struct EventLog {
     files: Mutex<(LogFile, LogFile)>,
     logged: AtomicU64,
     lost: AtomicU64,
+    /// Syslog collectors: each event is spooled for them before it is written.
+    forward: std::sync::OnceLock<Vec<std::sync::Arc<crate::syslog::Forwarder>>>,
 }
 
 impl EventLog {
+    /// Forwards every event written from now on to `collectors` (once).
+    pub fn forward_to(&self, collectors: Vec<std::sync::Arc<crate::syslog::Forwarder>>) {
+        let _ = self.forward.set(collectors);
+    }
+
     /// Opens the log directory and reloads the index from the tail of
     /// `events.jsonl`.
     pub fn open(s: EventSettings) -> Result<EventLog> {
@@ -164,6 +171,7 @@ impl EventLog {
             files: Mutex::new(files),
             logged: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            forward: std::sync::OnceLock::new(),
         })
     }
 
@@ -190,6 +198,11 @@ impl EventLog {
             if index.ids.contains(&r.event_id) {
                 return Ok(()); // written before a restart, not yet advanced over
             }
+        }
+        // Spooled for the collectors first: an event in events.jsonl is in every
+        // spool (a crash in between spools it again: at least once).
+        for f in self.forward.get().into_iter().flatten() {
+            f.spool(&view);
         }
         {
             let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);

@@ -41,6 +41,7 @@ pub mod pkcs11;
 pub mod server;
 pub mod signer;
 pub mod state;
+pub mod syslog;
 pub mod vendor;
 
 pub use error::{Error, Result};

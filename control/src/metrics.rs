@@ -127,6 +127,39 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
     for state in ["cached", "pending", "failed"] {
         crls.with_label_values(&[state]).set(st.crls.iter().filter(|c| c.state == state).count() as i64);
     }
+    if !daemon.forwarders.is_empty() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let spooled = f.counter(
+            "tlsgate_syslog_spooled_total",
+            "Events spooled for a syslog collector.",
+            &["collector"],
+        );
+        let delivered = f.counter(
+            "tlsgate_syslog_delivered_total",
+            "Events a syslog collector acknowledged (RELP).",
+            &["collector"],
+        );
+        let dropped = f.counter(
+            "tlsgate_syslog_spool_dropped_total",
+            "Events not forwarded: the collector's spool was full.",
+            &["collector"],
+        );
+        let pending =
+            f.gauge("tlsgate_syslog_spool_bytes", "Bytes spooled and not yet acknowledged.", &["collector"]);
+        let up = f.gauge(
+            "tlsgate_syslog_connected",
+            "Whether a RELP session with the collector is open.",
+            &["collector"],
+        );
+        for fw in &daemon.forwarders {
+            let n = [fw.collector.name.as_str()];
+            spooled.with_label_values(&n).inc_by(fw.counters.spooled.load(Relaxed));
+            delivered.with_label_values(&n).inc_by(fw.counters.delivered.load(Relaxed));
+            dropped.with_label_values(&n).inc_by(fw.counters.dropped.load(Relaxed));
+            pending.with_label_values(&n).set(fw.pending_bytes() as i64);
+            up.with_label_values(&n).set(i64::from(fw.counters.connected.load(Relaxed)));
+        }
+    }
     f.counter("tlsgate_events_logged_total", "Events written to the event log by this control plane.", &[])
         .with_label_values(&[])
         .inc_by(daemon.events.logged());

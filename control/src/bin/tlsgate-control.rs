@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         "tlsgate-control serving"
     );
     let drain = daemon.events.spawn_drain(daemon.stop.clone()).context("event drain thread")?;
+    tlsgate_control::syslog::spawn(&daemon.forwarders, &daemon.stop);
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("tg-periodic".into()).spawn(move || {

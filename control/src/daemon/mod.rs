@@ -64,6 +64,8 @@ pub struct Daemon {
     snapshot_profile: Mutex<Option<&'static str>>,
     /// CRLs fetched from the distribution points of verified chains.
     pub crls: Arc<CrlCache>,
+    /// Syslog collectors.
+    pub forwarders: Vec<Arc<crate::syslog::Forwarder>>,
     /// Coverage counters sampled over time (`coverage --since`).
     coverage: Mutex<std::collections::VecDeque<(u64, Counts)>>,
 }
@@ -139,7 +141,15 @@ impl Daemon {
             chains_kept: cfg.chains_kept,
         })?;
         let crls = Arc::new(CrlCache::new(FetchRules::of(&cfg), cfg.crl_fetch));
+        let spool = cfg.state_dir.join("syslog");
+        let forwarders = cfg
+            .syslog
+            .iter()
+            .map(|c| crate::syslog::Forwarder::open(c.clone(), &spool).map_err(Error::file(&spool)))
+            .collect::<Result<Vec<_>>>()?;
+        events.forward_to(forwarders.clone());
         Ok(Daemon {
+            forwarders,
             crls,
             coverage: Mutex::new(std::collections::VecDeque::new()),
             vendor: cfg.vendor_key(),
