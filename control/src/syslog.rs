@@ -592,6 +592,101 @@ mod tests {
         assert!(parse_frame(b"1 rsp 99999999 ").is_err(), "too long");
     }
 
+    /// RELP in TLS: a collector whose certificate chains to the configured CA
+    /// and holds the name gets every message and acknowledges it; one whose
+    /// name differs is refused (nothing is sent in clear).
+    #[test]
+    fn relp_over_tls_to_a_collector_with_its_ca() {
+        use tlsgate_certstore::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["collector.tg.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let server = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![leaf.der().clone()],
+                    tlsgate_certstore::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let dir = std::env::temp_dir().join(format!("tg-relp-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(server.clone()).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Ok(Some((txnr, command, data, used))) = parse_frame(&buf) {
+                        buf.drain(..used);
+                        let answer = if command == "open" {
+                            "200 OK\nrelp_version=0\ncommands=syslog"
+                        } else {
+                            "200 OK"
+                        };
+                        let _ = s.write_all(format!("{txnr} rsp {} {answer}\n", answer.len()).as_bytes());
+                        if command == "syslog" {
+                            let _ = tx.send(data);
+                        }
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        });
+        let collector = |name: &str| Collector {
+            name: "tls".into(),
+            target: target.clone(),
+            tls: true,
+            ca: Some(ca_file.clone()),
+            server_name: Some(name.into()),
+            spool_max_bytes: 1 << 20,
+        };
+        let wrong = Forwarder::open(collector("other.tg.test"), &dir.join("wrong")).unwrap();
+        let e = wrong.session(&AtomicBool::new(false)).err().unwrap_or_default();
+        assert!(
+            e.contains("TLS") || e.contains("certificate") || e.contains("sending") || e.contains("reading"),
+            "{e}"
+        );
+        let f = Forwarder::open(collector("collector.tg.test"), &dir.join("right")).unwrap();
+        f.spool(&event());
+        f.spool(&event());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f2, stop2) = (f.clone(), stop.clone());
+        let sender = std::thread::spawn(move || f2.run(&stop2));
+        for _ in 0..2 {
+            let msg = rx.recv_timeout(Duration::from_secs(10)).expect("a message over TLS");
+            assert!(msg.starts_with(b"<132>1 "), "{}", String::from_utf8_lossy(&msg));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.counters.delivered.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        assert_eq!(f.counters.delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(f.pending_bytes(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_full_spool_counts_what_it_drops_and_survives_a_reopen() {
         let dir = std::env::temp_dir().join(format!("tg-spool-{}", std::process::id()));
