@@ -415,6 +415,12 @@ counters! {
     /// TLS interceptions aborted because the server's certificate failed a
     /// check whose action is `block` (counted in `tls_aborted` too).
     TLS_ABORTED_CERTIFICATE = "tls_aborted_certificate", TLS_SESSIONS("aborted_certificate");
+    /// Decrypted flows that then ended with an abort (a TLS error while relaying;
+    /// counted in `tls_aborted` too).
+    TLS_ABORTED_AFTER_DECRYPT = "tls_aborted_after_decrypt", TLS_SESSIONS("aborted_after_decrypt");
+    /// TLS flows relayed undecrypted because the signer was unreachable or
+    /// overloaded (`signer_unavailable = "pass"`; counted in `tls_passed` too).
+    TLS_PASSED_SIGNER = "tls_passed_signer_unavailable", TLS_SESSIONS("passed_signer_unavailable");
     /// Decrypted flows whose server leg resumed a session (no certificate sent).
     TLS_SERVER_RESUMED = "tls_server_resumed", TLS_SESSIONS("server_resumed");
     /// Decrypted flows whose client resumed its session with the appliance.

@@ -57,12 +57,12 @@ pub const REASONS: &[Reason] = &[
     Reason {
         name: "failure",
         text: "a handshake failure on either leg (alerts, no common suite, timeouts)",
-        counters: &["tls_aborted", "-tls_aborted_certificate"],
+        counters: &["tls_aborted", "-tls_aborted_certificate", "-tls_aborted_after_decrypt"],
     },
     Reason {
-        name: "quic",
-        text: "QUIC (blocked so clients fall back to TCP, or passed)",
-        counters: &["drop_quic", "quic_passed"],
+        name: "signer_unavailable",
+        text: "a new name while the signer was unreachable (signer_unavailable = pass: relayed raw)",
+        counters: &["tls_passed_signer_unavailable"],
     },
     Reason {
         name: "no_decryption_ca",
@@ -79,6 +79,10 @@ pub const REASONS: &[Reason] = &[
 /// Segments of TCP to or from a TLS port without a SYN seen (forwarded, dropped
 /// or reset): counted in segments, not flows, so outside the share.
 pub const MIDSTREAM_COUNTERS: &[&str] = &["untracked_midstream", "drop_midstream_tls", "midstream_reset"];
+/// QUIC datagrams to a TLS port a decrypt rule matched (dropped so clients
+/// fall back to TCP, where they are counted; or passed): datagrams, not flows,
+/// so outside the share.
+pub const QUIC_COUNTERS: &[&str] = &["drop_quic", "quic_passed"];
 
 /// The raw sums, in [`REASONS`] order, then midstream segments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,9 @@ pub struct Counts {
     pub flows: Vec<u64>,
     /// Midstream segments.
     pub midstream_segments: u64,
+    /// QUIC datagrams.
+    #[serde(default)]
+    pub quic_datagrams: u64,
 }
 
 impl Counts {
@@ -104,7 +111,11 @@ impl Counts {
                 plus.saturating_sub(minus)
             })
             .collect();
-        Counts { flows, midstream_segments: MIDSTREAM_COUNTERS.iter().map(|c| sum(c)).sum() }
+        Counts {
+            flows,
+            midstream_segments: MIDSTREAM_COUNTERS.iter().map(|c| sum(c)).sum(),
+            quic_datagrams: QUIC_COUNTERS.iter().map(|c| sum(c)).sum(),
+        }
     }
 
     /// What happened between `base` and `self`; `None` when a counter went down
@@ -116,7 +127,8 @@ impl Counts {
         let flows =
             self.flows.iter().zip(&base.flows).map(|(a, b)| a.checked_sub(*b)).collect::<Option<Vec<_>>>()?;
         let midstream_segments = self.midstream_segments.checked_sub(base.midstream_segments)?;
-        Some(Counts { flows, midstream_segments })
+        let quic_datagrams = self.quic_datagrams.checked_sub(base.quic_datagrams)?;
+        Some(Counts { flows, midstream_segments, quic_datagrams })
     }
 
     /// The report of these counts.
@@ -136,6 +148,7 @@ impl Counts {
                 .map(|(r, n)| CoverageRow { reason: r.name.into(), text: r.text.into(), flows: *n })
                 .collect(),
             midstream_segments: self.midstream_segments,
+            quic_datagrams: self.quic_datagrams,
             note,
         }
     }
@@ -158,6 +171,9 @@ pub struct CoverageReport {
     pub reasons: Vec<CoverageRow>,
     /// Midstream segments (not flows; outside the share).
     pub midstream_segments: u64,
+    /// QUIC datagrams (not flows; outside the share).
+    #[serde(default)]
+    pub quic_datagrams: u64,
     /// What the figures cover when not exactly what was asked (a dataplane
     /// restart, history shorter than asked).
     pub note: Option<String>,
@@ -182,7 +198,8 @@ mod tests {
     #[test]
     fn every_counter_named_is_in_the_table() {
         let known: Vec<&str> = crate::counters::COUNTERS.iter().map(|c| c.name).collect();
-        for c in REASONS.iter().flat_map(|r| r.counters.iter()).chain(MIDSTREAM_COUNTERS) {
+        for c in REASONS.iter().flat_map(|r| r.counters.iter()).chain(MIDSTREAM_COUNTERS).chain(QUIC_COUNTERS)
+        {
             let c = c.trim_start_matches('-');
             assert!(known.contains(&c), "{c} is not a counter");
         }
@@ -203,12 +220,12 @@ mod tests {
         };
         let c = Counts::of(&stats);
         let r = c.report(0, 10, None);
-        assert_eq!((r.tls_flows, r.decrypted), (15, 8));
+        assert_eq!((r.tls_flows, r.decrypted), (11, 8));
         let get = |name: &str| r.reasons.iter().find(|x| x.reason == name).unwrap().flows;
-        assert_eq!((get("failure"), get("certificate_action"), get("quic")), (2, 1, 4));
-        assert_eq!(r.midstream_segments, 9);
-        assert!((r.share.unwrap() - 8.0 / 15.0).abs() < 1e-9);
-        let zero = Counts { flows: vec![0; REASONS.len()], midstream_segments: 0 };
+        assert_eq!((get("failure"), get("certificate_action")), (2, 1));
+        assert_eq!((r.midstream_segments, r.quic_datagrams), (9, 4));
+        assert!((r.share.unwrap() - 8.0 / 11.0).abs() < 1e-9);
+        let zero = Counts { flows: vec![0; REASONS.len()], midstream_segments: 0, quic_datagrams: 0 };
         assert_eq!(c.since(&zero), Some(c.clone()));
         assert_eq!(zero.since(&c), None, "counters went down: a restart");
         assert_eq!(zero.report(0, 0, None).share, None);

@@ -314,6 +314,36 @@ pub enum Request {
         /// The client's JA4.
         ja4: Option<String>,
     },
+    /// Adds an operator account of the web console.
+    UserAdd {
+        /// `[a-z0-9_.-]`, 1-32.
+        name: String,
+        /// At least 12 characters; kept only as its Argon2id hash.
+        password: Secret,
+    },
+    /// Removes an account.
+    UserRemove {
+        /// Its name.
+        name: String,
+    },
+    /// Sets an account's password.
+    UserPasswd {
+        /// Its name.
+        name: String,
+        /// The new password.
+        password: Secret,
+    },
+    /// The accounts (names and when their passwords were set).
+    UserList,
+    /// Checks an account's password (the console's login): `done`, or refused
+    /// (`permission_denied`, one text whatever was wrong); failures are limited
+    /// per account.
+    UserLogin {
+        /// Its name.
+        name: String,
+        /// The password given.
+        password: Secret,
+    },
     /// Decryption coverage: the share of TLS flows decrypted and why the others
     /// were not, since `since` (unix seconds; none: since the dataplane started).
     Coverage {
@@ -364,6 +394,18 @@ pub enum Request {
         /// At most [`MAX_SIGN_BATCH`].
         leaves: Vec<LeafRequest>,
     },
+}
+
+/// A password in a request: serialized as a plain string, never printed
+/// (`Debug` says `<redacted>`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Most leaves in one [`Request::SignLeaves`].
@@ -649,6 +691,11 @@ pub enum Response {
     Status(ControlStatus),
     /// Answer to [`Request::Coverage`].
     Coverage(coverage::CoverageReport),
+    /// Answer to [`Request::UserList`].
+    Users {
+        /// (name, when its password was set, unix seconds).
+        users: Vec<(String, u64)>,
+    },
     /// Answer to [`Request::PolicyExplain`].
     Explained(explain::Explanation),
     /// Answer to [`Request::LicenseShow`].

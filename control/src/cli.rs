@@ -527,6 +527,10 @@ fn coverage_text(c: &tlsgate_api::coverage::CoverageReport) -> String {
         out.push_str(&format!("  {:<20}{:>10}  {:>7}  {}\n", r.reason, r.flows, pct(r.flows), r.text));
     }
     out.push_str(&format!("midstream segments (not flows, outside the share): {}\n", c.midstream_segments));
+    out.push_str(&format!(
+        "QUIC datagrams blocked or passed (not flows, outside the share; blocked clients retry over TCP): {}\n",
+        c.quic_datagrams
+    ));
     if let Some(n) = &c.note {
         out.push_str(&format!("note: {n}\n"));
     }

@@ -41,9 +41,40 @@ type FlowKey = ((IpAddr, u16), (IpAddr, u16));
 struct Gather {
     isn: Option<u32>,
     client_first: bool,
-    /// Client payload by sequence offset from the SYN.
+    /// The client's payload, contiguous from the SYN.
+    stream: Vec<u8>,
+    /// Pieces that came ahead of the contiguous part, by offset.
     pieces: BTreeMap<u32, Vec<u8>>,
     hello: Option<Ja4>,
+    /// Given up (no hello in the first 64 KiB).
+    done: bool,
+}
+
+/// Whether `stream` holds the whole handshake message its first records start
+/// (so a parse is worth trying).
+fn hello_complete(stream: &[u8]) -> bool {
+    let mut at = 0;
+    let mut handshake = 0usize;
+    let mut need = None;
+    while stream.len() >= at + 5 {
+        if stream[at] != 22 {
+            return true; // not a handshake record: the parse says no at once
+        }
+        let len = usize::from(u16::from_be_bytes([stream[at + 3], stream[at + 4]]));
+        if stream.len() < at + 5 + len {
+            return false;
+        }
+        if need.is_none() && handshake == 0 && len >= 4 {
+            let h = &stream[at + 5..];
+            need = Some(4 + (usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3])));
+        }
+        handshake += len;
+        at += 5 + len;
+        if need.is_some_and(|n| handshake >= n) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The TLS flows of the capture `bytes`, in order of first appearance; an
@@ -66,31 +97,49 @@ pub fn hello_flows(bytes: &[u8]) -> Result<Vec<HelloFlow>, String> {
         let g = state.entry(key).or_default();
         if key == fwd {
             if seg.syn && !seg.ack {
-                g.isn = Some(seg.seq);
-                g.client_first = true;
+                // The first SYN only: the appliance's own SYN to the server (same
+                // 4-tuple, its own sequence numbers) must not move the base.
+                if g.isn.is_none() {
+                    g.isn = Some(seg.seq);
+                    g.client_first = true;
+                }
                 return;
             }
-            if g.hello.is_some() || seg.payload.is_empty() {
+            if g.hello.is_some() || g.done || seg.payload.is_empty() {
                 return;
             }
             // Without the SYN, the first payload seen starts the stream.
             let base = *g.isn.get_or_insert(seg.seq.wrapping_sub(1));
-            let offset = seg.seq.wrapping_sub(base).wrapping_sub(1);
-            if offset as usize >= MAX_HELLO_BYTES {
+            let offset = seg.seq.wrapping_sub(base).wrapping_sub(1) as usize;
+            if offset + seg.payload.len() > MAX_HELLO_BYTES || g.pieces.len() > 1024 {
                 return;
             }
-            g.pieces.entry(offset).or_insert_with(|| seg.payload.to_vec());
-            let mut stream = Vec::new();
-            for (&at, piece) in &g.pieces {
-                if at as usize > stream.len() {
+            if offset > g.stream.len() {
+                g.pieces.entry(offset as u32).or_insert_with(|| seg.payload.to_vec());
+                return;
+            }
+            let before = g.stream.len();
+            if offset + seg.payload.len() > before {
+                g.stream.extend_from_slice(&seg.payload[before - offset..]);
+            }
+            // Pieces that now join the contiguous part.
+            while let Some((&at, _)) = g.pieces.first_key_value() {
+                if at as usize > g.stream.len() {
                     break;
                 }
-                let skip = stream.len() - at as usize;
+                let Some((at, piece)) = g.pieces.pop_first() else { break };
+                let skip = g.stream.len() - at as usize;
                 if skip < piece.len() {
-                    stream.extend_from_slice(&piece[skip..]);
+                    g.stream.extend_from_slice(&piece[skip..]);
                 }
             }
-            g.hello = Ja4::from_records(&stream);
+            if g.stream.len() > before && hello_complete(&g.stream) {
+                g.hello = Ja4::from_records(&g.stream);
+                // A complete first message that is no ClientHello: stop looking.
+                g.done = g.hello.is_none();
+                g.stream = Vec::new();
+                g.pieces.clear();
+            }
         }
     };
     if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
@@ -98,6 +147,8 @@ pub fn hello_flows(bytes: &[u8]) -> Result<Vec<HelloFlow>, String> {
         let mut raw: Vec<bool> = Vec::new();
         while let Some(block) = r.next_block() {
             match block.map_err(|e| format!("pcapng: {e}"))? {
+                // Interface ids start again in each section.
+                Block::SectionHeader(_) => raw.clear(),
                 Block::InterfaceDescription(i) => raw.push(is_raw(u32::from(i.linktype))),
                 Block::EnhancedPacket(p) => {
                     on_frame(&p.data, raw.get(p.interface_id as usize).copied().unwrap_or(false))

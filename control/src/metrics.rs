@@ -189,7 +189,7 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
         let counts = tlsgate_api::coverage::Counts::of(s);
         let flows = f.counter(
             "tlsgate_coverage_flows_total",
-            "TLS flows by what became of them: decrypted, or why not (policy_at_syn, policy_sni, learned_exclusion, undecryptable, admission_limit, certificate_action, failure, quic, no_decryption_ca, inbound).",
+            "TLS flows by what became of them: decrypted, or why not (policy_at_syn, policy_sni, learned_exclusion, undecryptable, admission_limit, certificate_action, failure, signer_unavailable, no_decryption_ca, inbound).",
             &["reason"],
         );
         for (r, n) in tlsgate_api::coverage::REASONS.iter().zip(&counts.flows) {
@@ -202,6 +202,13 @@ pub fn render_with(daemon: &Daemon, stats: Option<&DataplaneStats>) -> String {
         )
         .with_label_values(&[])
         .inc_by(counts.midstream_segments);
+        f.counter(
+            "tlsgate_coverage_quic_datagrams_total",
+            "QUIC datagrams to a TLS port a decrypt rule matched (dropped so clients fall back to TCP, or passed).",
+            &[],
+        )
+        .with_label_values(&[])
+        .inc_by(counts.quic_datagrams);
     }
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&f.registry.gather(), &mut out);

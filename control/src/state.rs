@@ -61,6 +61,21 @@ pub struct StateFile {
     pub licenses: Vec<String>,
     /// One record per change, oldest first.
     pub audit: Vec<HistoryEntry>,
+    /// Operator accounts of the web console (`tlsgatectl user ...`).
+    #[serde(default)]
+    pub users: Vec<UserRecord>,
+}
+
+/// An operator account: its name and its password's Argon2id hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRecord {
+    /// `[a-z0-9_.-]`, 1-32.
+    pub name: String,
+    /// `$argon2id$v=19$...`.
+    pub hash: String,
+    /// When the password was set (unix seconds).
+    pub changed: u64,
 }
 
 /// A committed policy.
@@ -177,6 +192,7 @@ impl StateFile {
                 what: "initial state: no rules (do-not-decrypt), system CA bundle, no decryption CA".into(),
                 policy_kept: true,
             }],
+            users: Vec::new(),
         }
     }
 

@@ -155,9 +155,14 @@ pub fn ocsf(e: &EventView, hostname: &str) -> Value {
 /// OCSF record as MSG.
 pub fn rfc5424(e: &EventView, hostname: &str) -> String {
     let severity = if e.kind == "abort" { 4 } else { 6 };
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.time_ns))
+    // RFC 5424: at most 6 fractional digits.
+    let micros = e.time_ns / 1000 * 1000;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| "-".into());
     let kind: String = e.kind.chars().filter(char::is_ascii_graphic).take(32).collect();
     format!(
@@ -194,6 +199,7 @@ pub struct Counters {
 
 /// The spool of one collector: messages appended, acknowledged up to `acked`.
 struct Spool {
+    path: PathBuf,
     file: File,
     len: u64,
     acked: u64,
@@ -211,14 +217,26 @@ impl Spool {
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)?;
-        let len = file.metadata()?.len();
+        let mut len = file.metadata()?.len();
+        // A line torn by a crash is cut off (its event is spooled again: it
+        // was still in its ring).
+        if len > 0 {
+            let mut bytes = Vec::new();
+            (&file).seek(SeekFrom::Start(0))?;
+            (&file).read_to_end(&mut bytes)?;
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i as u64 + 1);
+            if whole < len {
+                file.set_len(whole)?;
+                len = whole;
+            }
+        }
         let offset_path = dir.join(format!("{name}.offset"));
-        let acked = std::fs::read_to_string(&offset_path)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            .min(len);
-        Ok(Spool { file, len, acked, offset_path })
+        let stored = std::fs::read_to_string(&offset_path).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        let spool = Spool { path, file, len, acked: stored.unwrap_or(0).min(len), offset_path };
+        if stored.is_some_and(|o| o > len) {
+            spool.save_offset()?; // never again past the end (after a crash while compacting)
+        }
+        Ok(spool)
     }
 
     fn save_offset(&self) -> std::io::Result<()> {
@@ -227,15 +245,34 @@ impl Spool {
         std::fs::rename(&tmp, &self.offset_path)
     }
 
-    /// Empties the spool once everything in it was acknowledged.
-    fn compact(&mut self) -> std::io::Result<()> {
-        if self.acked == self.len && self.len > 0 {
-            self.file.set_len(0)?;
-            self.len = 0;
-            self.acked = 0;
-            self.save_offset()?;
+    /// Drops the acknowledged head of the spool: what is left (not yet
+    /// acknowledged) is copied to a new file that replaces it. Returns how many
+    /// bytes offsets move back. The offset is set to 0 before the rename: a
+    /// crash in between sends the old head again (at least once), never skips.
+    fn compact(&mut self, path: &Path) -> std::io::Result<u64> {
+        let shift = self.acked;
+        if shift == 0 {
+            return Ok(0);
         }
-        Ok(())
+        let mut tail = Vec::with_capacity((self.len - shift) as usize);
+        (&self.file).seek(SeekFrom::Start(shift))?;
+        (&self.file).take(self.len - shift).read_to_end(&mut tail)?;
+        let tmp = path.with_extension("spool.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&tail)?;
+        self.acked = 0;
+        self.save_offset()?;
+        std::fs::rename(&tmp, path)?;
+        self.file = f;
+        self.len = tail.len() as u64;
+        Ok(shift)
     }
 }
 
@@ -248,6 +285,8 @@ pub struct Forwarder {
     spool: Mutex<Spool>,
     wake: std::sync::Condvar,
     hostname: String,
+    /// (offset, refusals) of the message the collector last refused.
+    refused: Mutex<(u64, u32)>,
 }
 
 /// Messages sent and not yet acknowledged, at most.
@@ -269,17 +308,19 @@ impl Forwarder {
             spool: Mutex::new(spool),
             wake: std::sync::Condvar::new(),
             hostname: hostname(),
+            refused: Mutex::new((u64::MAX, 0)),
         }))
     }
 
     /// Spools an event (called by the event drain before the event is written
-    /// to `events.jsonl`; an error leaves the event in its ring).
+    /// to `events.jsonl`). A full spool or a failed write drops it for this
+    /// collector, counted and logged.
     pub fn spool(&self, e: &EventView) {
         let mut line = rfc5424(e, &self.hostname);
         line.retain(|c| c != '\n' && c != '\r');
         line.push('\n');
         let mut s = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.len + line.len() as u64 > self.collector.spool_max_bytes {
+        if s.len - s.acked + line.len() as u64 > self.collector.spool_max_bytes {
             let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
                 tracing::error!(collector = %self.collector.name, dropped = n + 1, "syslog spool full: events not forwarded (counted)");
@@ -292,6 +333,9 @@ impl Forwarder {
                 self.counters.spooled.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
+                // No half line stays behind to merge with the next one.
+                let len = s.len;
+                let _ = s.file.set_len(len);
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(collector = %self.collector.name, error = %e, "syslog spool write failed (counted)");
             }
@@ -390,16 +434,35 @@ impl Forwarder {
             }
             let (txnr, code) = relp.answer(&mut *s)?;
             let Some(&(first, end)) = in_flight.front() else { continue };
-            if txnr != first || code != 200 {
-                return Err(format!("answer {txnr} ({code}) where {first} was due"));
+            if txnr != first {
+                return Err(format!("answer {txnr} where {first} was due"));
+            }
+            if code != 200 {
+                // The collector refuses this message: sent again on the next
+                // session, and skipped (counted) after the third refusal.
+                let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+                let spool_acked = self.spool.lock().unwrap_or_else(PoisonError::into_inner).acked;
+                let n = if refused.0 == spool_acked { refused.1 + 1 } else { 1 };
+                *refused = (spool_acked, n);
+                if n < 3 {
+                    return Err(format!("message refused ({code})"));
+                }
+                tracing::error!(collector = %self.collector.name, code, "syslog: a message refused three times is skipped (counted)");
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
             }
             in_flight.pop_front();
-            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
             let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
             spool.acked = end;
-            if in_flight.is_empty() && spool.acked == spool.len {
-                spool.compact().map_err(|e| format!("spool: {e}"))?;
-                sent_to = 0;
+            let half = self.collector.spool_max_bytes / 2;
+            if (in_flight.is_empty() && spool.acked == spool.len) || spool.acked >= half {
+                let path = spool.path.clone();
+                let shift = spool.compact(&path).map_err(|e| format!("spool: {e}"))?;
+                sent_to -= shift;
+                for f in in_flight.iter_mut() {
+                    f.1 -= shift;
+                }
                 last_save = Instant::now();
             } else if last_save.elapsed() > Duration::from_millis(200) {
                 spool.save_offset().map_err(|e| format!("spool offset: {e}"))?;
@@ -573,7 +636,9 @@ mod tests {
             (Some("server"), Some("certificate"))
         );
         let m = rfc5424(&event(), "fw1");
-        assert!(m.starts_with("<132>1 2026-12-06T12:00:00Z fw1 tlsgate - abort - {"), "{m}");
+        assert!(m.starts_with("<132>1 2026-12-06T12:00:00.000000Z fw1 tlsgate - abort - {"), "{m}");
+        let odd = EventView { time_ns: 1_796_558_400_123_456_789, ..event() };
+        assert!(rfc5424(&odd, "fw1").contains(" 2026-12-06T12:00:00.123456Z "));
     }
 
     #[test]
@@ -712,8 +777,31 @@ mod tests {
         f.spool.lock().unwrap().acked = end;
         f.spool.lock().unwrap().save_offset().unwrap();
         drop(f);
-        let again = Forwarder::open(c, &dir).unwrap();
+        let again = Forwarder::open(c.clone(), &dir).unwrap();
         assert_eq!(again.pending_bytes(), pending - end, "the offset survives");
+        // Compaction keeps what was not acknowledged, from offset 0.
+        let (second, _) = again.read_at(end).unwrap().unwrap();
+        {
+            let mut sp = again.spool.lock().unwrap();
+            let path = sp.path.clone();
+            assert_eq!(sp.compact(&path).unwrap(), end);
+            assert_eq!((sp.acked, sp.len), (0, pending - end));
+        }
+        assert_eq!(again.read_at(0).unwrap().unwrap().0, second);
+        drop(again);
+        // A torn last line (a crash mid-write) is cut off at the next open; an
+        // offset past the end is corrected.
+        let spool_path = dir.join("c1.spool");
+        let mut f = OpenOptions::new().append(true).open(&spool_path).unwrap();
+        f.write_all(b"<132>1 torn").unwrap();
+        std::fs::write(dir.join("c1.offset"), "99999999\n").unwrap();
+        let reopened = Forwarder::open(c, &dir).unwrap();
+        assert_eq!(reopened.pending_bytes(), 0, "offset clamped to the end");
+        assert_eq!(std::fs::metadata(&spool_path).unwrap().len(), pending - end, "torn line cut");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("c1.offset")).unwrap().trim(),
+            (pending - end).to_string()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -316,13 +316,17 @@ fn explain(
                 shared.exclusions.entries(now_ms).into_iter().find(|((s, p, n), ..)| {
                     *s == server && *p == port && (n.is_none() || n.as_deref() == sni)
                 });
-            e.notes.push(match hit {
-                Some((_, left_ms, failure)) => format!(
+            let pass = policy.undecryptable() == tlsgate_policy::UndecryptableAction::Pass;
+            e.notes.push(match (hit, pass) {
+                (Some((_, left_ms, failure)), true) => format!(
                     "a learned exclusion passes this flow undecrypted for {} s more (the appliance's probe found: {})",
                     left_ms / 1000,
                     failure.text()
                 ),
-                None => "no learned exclusion for this server".into(),
+                (Some(_), false) => "a learned exclusion exists for this server, but undecryptable = block: \
+                                     it is not applied"
+                    .into(),
+                (None, _) => "no learned exclusion for this server".into(),
             });
         }
     }

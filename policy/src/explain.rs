@@ -69,11 +69,16 @@ impl CompiledPolicy {
         let skipped = (0..upto)
             .map(|i| Skipped { rule: name(i), why: self.mismatches(i, src, dst, dst_port, sni, ja4) })
             .collect();
-        if matches!(
-            syn.action,
-            SynAction::Bypass { .. } | SynAction::Block { .. } | SynAction::Decrypt { .. }
-        ) {
-            notes.push("decided at SYN: the ClientHello is never read for this flow".into());
+        match syn.action {
+            SynAction::Bypass { .. } | SynAction::Block { .. } => {
+                notes.push("decided at SYN: never terminated, the ClientHello is never read".into())
+            }
+            SynAction::Decrypt { .. } => notes.push(
+                "decrypt decided at SYN; the ClientHello is still read: ECH (ech = block), a learned exclusion, \
+                 a remembered certificate pass or an unreachable signer may still end it otherwise"
+                    .into(),
+            ),
+            _ => {}
         }
         if self.needs_proof(&verdict) {
             let unproved = self.decide_unproved(src, dst, dst_port, ja4);

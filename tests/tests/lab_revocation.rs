@@ -144,13 +144,15 @@ impl Setup {
         )
     }
 
-    /// Waits until `tlsgatectl status` shows the CRL cached; the status text.
+    /// Waits until `tlsgatectl status` shows the CRL cached and the loopback
+    /// point refused (the fetcher takes one point at a time); the status text.
     fn wait_cached(&self) -> String {
         let want = format!("http://{}.2/crl/intermediate.crl cached, 1 revoked", self.mgmt);
+        let refused = "http://127.0.0.1:9469/metrics failed: 127.0.0.1:9469 is a loopback address";
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.c.ok(&["status"]);
-            if s.contains(&want) {
+            if s.contains(&want) && s.contains(refused) {
                 return s;
             }
             assert!(Instant::now() < deadline, "CRL not fetched:\n{s}\n{}", self.c.log());

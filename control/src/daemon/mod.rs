@@ -66,8 +66,10 @@ pub struct Daemon {
     pub crls: Arc<CrlCache>,
     /// Syslog collectors.
     pub forwarders: Vec<Arc<crate::syslog::Forwarder>>,
+    /// Failed console logins per account.
+    login_failures: Mutex<users::Failures>,
     /// Coverage counters sampled over time (`coverage --since`).
-    coverage: Mutex<std::collections::VecDeque<(u64, Counts)>>,
+    coverage: Mutex<std::collections::VecDeque<(u64, Counts, u64)>>,
 }
 
 /// Coverage samples kept: a day at one a minute.
@@ -80,6 +82,7 @@ mod license;
 mod policy;
 mod queries;
 mod trust;
+mod users;
 
 /// A request nobody here serves.
 fn unsupported(other: Request) -> Response {
@@ -152,6 +155,7 @@ impl Daemon {
             forwarders,
             crls,
             coverage: Mutex::new(std::collections::VecDeque::new()),
+            login_failures: Mutex::new(users::Failures::default()),
             vendor: cfg.vendor_key(),
             cfg,
             device_id,
@@ -301,6 +305,11 @@ impl Daemon {
             | Request::CaptureStop { .. }
             | Request::CaptureList
             | Request::ExclusionsList => self.dataplane_request(req, uid),
+            Request::UserAdd { .. }
+            | Request::UserRemove { .. }
+            | Request::UserPasswd { .. }
+            | Request::UserList
+            | Request::UserLogin { .. } => self.user_request(req, uid),
             Request::LicenseLoad { .. } | Request::LicenseShow | Request::LicenseRemove { .. } => {
                 self.license_request(req, uid)
             }
@@ -367,17 +376,23 @@ impl Daemon {
         };
         let now = now_s();
         let counts = Counts::of(&stats);
+        let started = now.saturating_sub(stats.uptime_s as u64);
         let mut samples = self.coverage.lock().unwrap_or_else(PoisonError::into_inner);
-        if samples.back().is_some_and(|(_, last)| counts.since(last).is_none()) {
-            samples.clear(); // the dataplane restarted: older samples count nothing now
+        // Another dataplane run (its start moved, or a counter went down): older
+        // samples count nothing now.
+        if samples
+            .back()
+            .is_some_and(|(_, last, at)| counts.since(last).is_none() || at.abs_diff(started) > 2)
+        {
+            samples.clear();
         }
-        if samples.back().is_none_or(|(t, _)| *t < now) {
-            samples.push_back((now, counts.clone()));
+        if samples.back().is_none_or(|(t, ..)| *t < now) {
+            samples.push_back((now, counts.clone(), started));
         }
         while samples.len() > COVERAGE_SAMPLES {
             samples.pop_front();
         }
-        Ok((now, counts, now.saturating_sub(stats.uptime_s as u64)))
+        Ok((now, counts, started))
     }
 
     /// Coverage since `since` (none: since the dataplane started).
@@ -393,14 +408,14 @@ impl Daemon {
         // The last sample at or before `t` (samples of an earlier dataplane run
         // are gone); else, when `t` is before this run, since it started; else
         // the first sample after `t`.
-        let (base, note) = match samples.iter().rev().find(|(at, _)| *at <= t) {
+        let (base, note) = match samples.iter().rev().find(|(at, ..)| *at <= t) {
             Some(s) => (Some(s), None),
             None if t < started => {
                 (None, Some("the dataplane started after the time asked: since it started"))
             }
             None => (samples.front(), Some("no sample that old: from the oldest")),
         };
-        match base.and_then(|(at, c)| counts.since(c).map(|d| (*at, d))) {
+        match base.and_then(|(at, c, _)| counts.since(c).map(|d| (*at, d))) {
             Some((at, delta)) => {
                 let note = note.map(String::from).or_else(|| {
                     (at != t).then(|| {

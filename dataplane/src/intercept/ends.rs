@@ -36,11 +36,14 @@ impl Intercept {
         if let Some(i) = s.ended().and_then(|e| end_counter(e.outcome)) {
             io.c[i] += 1;
         }
-        if s.ended().is_some_and(|e| {
-            e.outcome.kind == tlsgate_api::EventKind::Abort
-                && matches!(e.outcome.cause, Cause::Certificate { .. })
-        }) {
-            io.c[idx::TLS_ABORTED_CERTIFICATE] += 1;
+        if let Some(o) = s.ended().map(|e| e.outcome) {
+            use tlsgate_api::EventKind as K;
+            match (o.kind, o.cause) {
+                (K::Abort, Cause::Certificate { .. }) => io.c[idx::TLS_ABORTED_CERTIFICATE] += 1,
+                (K::Abort, _) if s.tls_info().decrypted => io.c[idx::TLS_ABORTED_AFTER_DECRYPT] += 1,
+                (K::Passed, Cause::SignerUnavailable) => io.c[idx::TLS_PASSED_SIGNER] += 1,
+                _ => {}
+            }
         }
         match s.ended().map(|e| e.outcome.cause) {
             Some(Cause::NotTls) => io.c[idx::UNDECRYPTABLE_NOT_TLS] += 1,

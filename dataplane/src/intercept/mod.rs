@@ -392,6 +392,8 @@ impl Intercept {
                 policy: live.policy.clone(),
                 config_version: live.version,
             };
+            // Key-log lines left on this thread (a probe's) are not this flow's.
+            let _ = tlsgate_certstore::take_thread_secrets();
             let mut splice = Splice::new(frame.data(), seg, setup, now_ms, &mut self.emit);
             splice.quota_slot = Some(source_key(src));
             io.c[idx::INTERCEPT_CREATED] += 1;
@@ -490,6 +492,7 @@ impl Intercept {
             return false;
         }
         self.emit.clear();
+        let _ = tlsgate_certstore::take_thread_secrets();
         s.retire(now_ms, &mut self.emit);
         self.after_step(io, flows, id, now_ms, 0);
         true

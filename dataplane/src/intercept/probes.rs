@@ -228,6 +228,8 @@ impl Intercept {
         now_ms: u64,
         not_before: u64,
     ) {
+        // A probe's own handshake secrets never go to a key log.
+        let _ = tlsgate_certstore::take_thread_secrets();
         let Some(p) = self.slots.probe(id) else { return };
         // A probe only ever talks to its server (nothing goes towards the client's
         // side, which has no header here).
