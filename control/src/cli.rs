@@ -69,6 +69,64 @@ pub enum Command {
     /// handshake found they support no mode it offers (`undecryptable: pass`).
     #[command(subcommand)]
     Exclusions(ExclusionsCmd),
+    /// Operator accounts of the web console (passwords kept as Argon2id hashes).
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+/// `user ...`
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add an account; the password is read from standard input (12 characters
+    /// at least; not echoed on a terminal).
+    Add {
+        /// `[a-z0-9_.-]`, 1-32.
+        name: String,
+    },
+    /// Remove an account.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Set an account's password (read from standard input).
+    Passwd {
+        /// Its name.
+        name: String,
+    },
+    /// The accounts.
+    List,
+}
+
+/// A password from standard input: one line; on a terminal, asked for on
+/// standard error with echo off.
+fn read_password() -> Result<tlsgate_api::Secret, Failure> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let saved = if tty {
+        eprint!("password: ");
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(mut t) = saved.clone() {
+            t.local_flags.remove(LocalFlags::ECHO);
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &t);
+        }
+        saved
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    read.map_err(|e| Failure::Error(format!("reading the password: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Failure::Error("no password on standard input".into()));
+    }
+    Ok(tlsgate_api::Secret(password))
 }
 
 /// `exclusions ...`
@@ -722,6 +780,14 @@ fn request(cmd: &Command) -> Result<Request, Failure> {
             CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
             CaptureCmd::List => Request::CaptureList,
         },
+        Command::User(u) => match u {
+            UserCmd::Add { name } => Request::UserAdd { name: name.clone(), password: read_password()? },
+            UserCmd::Remove { name } => Request::UserRemove { name: name.clone() },
+            UserCmd::Passwd { name } => {
+                Request::UserPasswd { name: name.clone(), password: read_password()? }
+            }
+            UserCmd::List => Request::UserList,
+        },
         Command::Exclusions(c) => match c {
             ExclusionsCmd::List => Request::ExclusionsList,
             ExclusionsCmd::Clear { server } => Request::ExclusionsClear { server: *server },
@@ -935,6 +1001,11 @@ fn human(cmd: &Command, resp: &Response) -> String {
         },
         Response::Pong { process, version } => format!("{process} {version}\n"),
         Response::Coverage(c) => coverage_text(c),
+        Response::Users { users } if users.is_empty() => "no operator accounts (tlsgatectl user add NAME)\n".into(),
+        Response::Users { users } => users
+            .iter()
+            .map(|(name, changed)| format!("{name:<32} password set {}\n", rfc3339(*changed as i64)))
+            .collect(),
         Response::Explained(e) => explain_text(e),
         Response::Status(s) => {
             let mut out = format!(

@@ -933,3 +933,65 @@ fn capture_keylog_decrypts_both_legs_in_tshark() {
         assert_eq!(uris.trim(), "/keylog-test", "{leg}: {uris}{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Operator accounts of the console: `tlsgatectl user add|passwd` read the
+/// password from standard input and keep only its Argon2id hash; a login
+/// (`user_login`, what the console asks) succeeds with the right password only,
+/// an account refuses logins for a minute after five failures, and every
+/// change and login is in `audit.log`; bad names and short passwords are
+/// refused and change nothing.
+#[test]
+fn operator_accounts_and_logins() {
+    use tlsgate_api::{Request, Response, Secret};
+    let c = Control::start("users", "");
+    let with_stdin = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(tlsgate_tests::control::tlsgatectl_binary())
+            .arg("--socket")
+            .arg(c.socket())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["user", "add", "alice"], "correct horse battery\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (args, input, why) in [
+        (&["user", "add", "alice"][..], "another long password\n", "exists"),
+        (&["user", "add", "Alice!"], "another long password\n", "1-32 characters"),
+        (&["user", "add", "bob"], "short\n", "12 to 256 characters"),
+        (&["user", "passwd", "carol"], "another long password\n", "no user carol"),
+    ] {
+        let out = with_stdin(args, input);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+    }
+    assert!(c.ok(&["user", "list"]).starts_with("alice "), "only alice");
+    let state = std::fs::read_to_string(c.state_dir().join("state.json")).unwrap();
+    assert!(state.contains("$argon2id$") && !state.contains("correct horse"), "only the hash is kept");
+
+    let login = |name: &str, password: &str| {
+        c.ask(Request::UserLogin { name: name.into(), password: Secret(password.into()) }).unwrap()
+    };
+    assert!(matches!(login("alice", "correct horse battery"), Response::Done { .. }));
+    assert!(matches!(login("nobody", "correct horse battery"), Response::Error { .. }));
+    for _ in 0..5 {
+        assert!(matches!(login("alice", "wrong password here"), Response::Error { .. }));
+    }
+    let locked = login("alice", "correct horse battery");
+    assert!(matches!(&locked, Response::Error { message, .. } if message.contains("locked")), "{locked:?}");
+
+    let out = with_stdin(&["user", "passwd", "alice"], "a new long password\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.ok(&["user", "remove", "alice"]);
+    assert!(c.ok(&["user", "list"]).contains("no operator accounts"));
+    let audit = std::fs::read_to_string(c.log_dir().join("audit.log")).unwrap();
+    for action in ["user_add", "user_passwd", "user_remove", "\"login\""] {
+        assert!(audit.contains(action), "{action} not audited: {audit}");
+    }
+    assert!(!audit.contains("correct horse"), "no password in the audit log");
+}
