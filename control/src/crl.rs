@@ -745,23 +745,26 @@ mod tests {
         }
     }
 
+    /// A point reported `age` seconds ago, with a list when `cached`.
+    fn entry(proven: bool, cached: bool, age: u64) -> Entry {
+        let t = Instant::now();
+        Entry {
+            path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
+            reported: t - Duration::from_secs(age),
+            proven,
+            der: cached.then(|| vec![1]),
+            facts: None,
+            due: t,
+            failures: 0,
+            error: None,
+        }
+    }
+
     #[test]
     fn an_older_list_never_replaces_a_newer_one() {
         let cache = CrlCache::new(rules(), true);
         let url = "http://192.0.2.7/ca.crl";
-        cache.entries.lock().unwrap().insert(
-            url.into(),
-            Entry {
-                path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
-                reported: Instant::now(),
-                proven: true,
-                der: None,
-                facts: None,
-                due: Instant::now(),
-                failures: 0,
-                error: None,
-            },
-        );
+        cache.entries.lock().unwrap().insert(url.into(), entry(true, false, 0));
         let facts = |this_update| CrlFacts {
             issuer: "CN=ca".into(),
             scope: [1; 32],
@@ -784,21 +787,8 @@ mod tests {
     #[test]
     fn one_list_per_scope_the_newest() {
         let cache = CrlCache::new(rules(), true);
-        let path = ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) };
         for url in ["http://a/1.crl", "http://a/2.crl", "http://b/1.crl"] {
-            cache.entries.lock().unwrap().insert(
-                url.into(),
-                Entry {
-                    path: path.clone(),
-                    reported: Instant::now(),
-                    proven: true,
-                    der: None,
-                    facts: None,
-                    due: Instant::now(),
-                    failures: 0,
-                    error: None,
-                },
-            );
+            cache.entries.lock().unwrap().insert(url.into(), entry(true, false, 0));
         }
         let facts = |scope: u8, this_update| CrlFacts {
             issuer: "CN=ca".into(),
@@ -817,17 +807,6 @@ mod tests {
 
     #[test]
     fn unproven_points_never_evict_proven_ones() {
-        let t = Instant::now();
-        let entry = |proven, cached: bool, age: u64| Entry {
-            path: ServerPath { certs: Vec::new(), anchor: CertificateDer::from(Vec::new()) },
-            reported: t - Duration::from_secs(age),
-            proven,
-            der: cached.then(|| vec![1]),
-            facts: None,
-            due: t,
-            failures: 0,
-            error: None,
-        };
         let mut entries: HashMap<String, Entry> = HashMap::new();
         entries.insert("proven-old".into(), entry(true, true, 100));
         entries.insert("proven-new".into(), entry(true, true, 1));

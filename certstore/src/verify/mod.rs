@@ -167,12 +167,7 @@ pub fn verified_path(
     // The same options as the server leg's verification, so that the same path
     // is found (a revoked intermediate makes webpki try another one).
     let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
-    let crl_options = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
-        b.with_depth(webpki::RevocationCheckDepth::Chain)
-            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
-            .build()
-    });
+    let crl_options = chain_crl_options(&crls);
     let path = ee
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -330,12 +325,7 @@ fn webpki_verify(
     // Revocation by the store's CRLs, for every certificate of the chain a list
     // is authoritative for; no list for a certificate: not refused for that.
     let crls: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
-    let crl_options = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
-        b.with_depth(webpki::RevocationCheckDepth::Chain)
-            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
-            .build()
-    });
+    let crl_options = chain_crl_options(&crls);
     let chain = ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &trust.anchors,
@@ -366,6 +356,20 @@ fn webpki_verify(
         }
         (Err(e), name) => WebpkiVerdict::Chain(e, name.is_ok()),
     }
+}
+
+/// The server leg's CRL check: every certificate of the chain a list is
+/// authoritative for; no list for one, or a list past its nextUpdate: not
+/// refused for that (a listed certificate is refused by any list).
+fn chain_crl_options<'a>(
+    crls: &'a [&'a webpki::CertRevocationList<'a>],
+) -> Option<webpki::RevocationOptions<'a>> {
+    webpki::RevocationOptionsBuilder::new(crls).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    })
 }
 
 /// The revocation status of a server certificate whose chain verified.
