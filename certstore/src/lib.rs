@@ -82,10 +82,10 @@ pub use profile::CipherProfile;
 /// A CA key held elsewhere (a PKCS#11 token), as rcgen signs with it.
 pub use rcgen::{Error as RemoteKeyError, RemoteKeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256};
 pub use tls::{
-    client_config, client_config_noting_requests, crypto_provider, server_config, set_key_logging,
-    take_thread_secrets, tls_client_stream, CertRequests, CertifiedKey, ClientConfig, CryptoLib, KeyLogTap,
-    ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver, VerifiedCacheStats,
-    RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
+    client_config, client_config_noting_requests, crypto_provider, server_config, service_server_config,
+    set_key_logging, take_thread_secrets, tls_client_stream, CertRequests, CertifiedKey, ClientConfig,
+    CryptoLib, KeyLogTap, ResolvesServerCert, ServerConfig, ServerVerifier, SingleCertResolver,
+    VerifiedCacheStats, RESUMPTION_SESSIONS, VERIFIED_CACHE_ENTRIES, VERIFIED_CACHE_TTL_SECS,
 };
 pub use trust::{
     check_crl, CrlFacts, ImportAs, ImportReport, TrustEntry, TrustKind, TrustSnapshot, TrustStore,

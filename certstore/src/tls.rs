@@ -503,6 +503,22 @@ impl rustls::KeyLog for KeyLogTap {
     }
 }
 
+/// The server config of one of the appliance's own services (the web console):
+/// the certificate chain and PKCS#8 key given (PEM), TLS 1.2 and 1.3 with the
+/// crypto library in use, HTTP/1.1.
+pub fn service_server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>> {
+    let certs = crate::parse_certificates(cert_pem)?;
+    let key = PrivateKeyDer::Pkcs8(crate::key::parse_private_key(key_pem)?);
+    let mut config = ServerConfig::builder_with_provider(Arc::new(CryptoLib::current().provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A TLS client stream over `tcp` to a service of the appliance's own (a syslog
 /// collector): its certificate must chain to a CA of `ca_pem` and hold `name`.
 pub fn tls_client_stream(

@@ -1,0 +1,479 @@
+//! `tlsgate-console`: the operator's web console. A process of its own and a
+//! client of the control plane's operator socket: it holds no key of the
+//! appliance and can change nothing `tlsgatectl` cannot; logins are checked by
+//! the control plane (`user_login`, Argon2id hashes, a lock per account).
+//!
+//! ```text
+//!  browser ──HTTPS (management certificate, generated at first start or imported)──► axum over hyper
+//!     /login  GET form (CSRF token in a cookie and the form) · POST ──user_login──► tlsgate-control
+//!             a session: random token, Secure; HttpOnly; SameSite=Strict cookie, its own CSRF token
+//!     /       status: dataplane, configuration version, profile, CA expiry, coverage
+//!     /logout POST with the session's CSRF token
+//! ```
+//!
+//! Every page is rendered on the server (no script); every answer carries a
+//! strict Content-Security-Policy, `no-store` and `nosniff`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tlsgate_api::{Frame, FrameReader, Request, Response as Answer, Secret};
+
+/// `[console]` of `/etc/tlsgate/console.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The management address and port (required: the console is off unless configured).
+    pub listen: SocketAddr,
+    /// The control plane's operator socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Where the generated management certificate and key are kept (0700).
+    #[serde(default = "default_state")]
+    pub state_dir: PathBuf,
+    /// An imported management certificate chain (PEM) and its key (PKCS#8 PEM);
+    /// default: generated at first start in `state_dir`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// A session ends after this long without a request.
+    #[serde(default = "default_ttl")]
+    pub session_idle_s: u64,
+}
+
+fn default_socket() -> PathBuf {
+    "/run/tlsgate/control.sock".into()
+}
+fn default_state() -> PathBuf {
+    "/var/lib/tlsgate-console".into()
+}
+fn default_ttl() -> u64 {
+    900
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    console: ConsoleConfig,
+}
+
+impl ConsoleConfig {
+    /// Reads `path`; the error names the file and what is wrong.
+    pub fn load(path: &Path) -> anyhow::Result<ConsoleConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let c = file.console;
+        if c.cert.is_some() != c.key.is_some() {
+            anyhow::bail!("{}: console.cert and console.key go together", path.display());
+        }
+        if !(60..=86_400).contains(&c.session_idle_s) {
+            anyhow::bail!("{}: console.session_idle_s is outside 60..=86400", path.display());
+        }
+        Ok(c)
+    }
+}
+
+/// One request to the control plane (a connection per request).
+pub fn ask(socket: &Path, req: Request) -> Result<Answer, String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("the control plane ({}): {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
+    tlsgate_api::write_frame(&mut s, &Frame::request(1, req)).map_err(|e| e.to_string())?;
+    let mut r = FrameReader::new(s);
+    match r.read_frame().map_err(|e| e.to_string())? {
+        tlsgate_api::framing::Read::Frame(f) => match f.body {
+            tlsgate_api::Body::Response(a) => Ok(a),
+            _ => Err("a request where an answer was due".into()),
+        },
+        other => Err(format!("no answer: {other:?}")),
+    }
+}
+
+/// The management certificate: imported, or the one generated at first start
+/// (self-signed for the listen address and `localhost`, kept in `state_dir`).
+pub fn management_cert(c: &ConsoleConfig) -> anyhow::Result<(String, String)> {
+    if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        return Ok((read(cert)?, read(key)?));
+    }
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&c.state_dir)?;
+    let (cert_path, key_path) = (c.state_dir.join("console.pem"), c.state_dir.join("console.key"));
+    if let (Ok(cert), Ok(key)) = (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path)) {
+        return Ok((cert, key));
+    }
+    let mut names = vec!["localhost".to_string()];
+    names.push(c.listen.ip().to_string());
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "tlsgate console");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(825);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let write = |p: &Path, text: &str| -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)?
+            .write_all(text.as_bytes())
+    };
+    write(&key_path, &key.serialize_pem())?;
+    write(&cert_path, &cert.pem())?;
+    tracing::info!(cert = %cert_path.display(), "management certificate generated");
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A logged-in operator.
+#[derive(Clone)]
+struct Session {
+    user: String,
+    csrf: String,
+    seen: Instant,
+}
+
+/// The console's state.
+pub struct Console {
+    cfg: ConsoleConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// Login attempts per client address: (since, count).
+    attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// Login attempts per client address per minute.
+pub const LOGINS_PER_MINUTE: u32 = 10;
+/// Sessions at most.
+const MAX_SESSIONS: usize = 1024;
+
+impl Console {
+    /// A console for `cfg`.
+    pub fn new(cfg: ConsoleConfig) -> Arc<Console> {
+        Arc::new(Console {
+            cfg,
+            sessions: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    fn token(&self) -> String {
+        let mut b = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let token = cookie(headers, "tg_session")?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = Duration::from_secs(self.cfg.session_idle_s);
+        sessions.retain(|_, s| s.seen.elapsed() < idle);
+        let s = sessions.get_mut(&token)?;
+        s.seen = Instant::now();
+        Some((token, s.clone()))
+    }
+
+    fn ask(&self, req: Request) -> Result<Answer, String> {
+        ask(&self.cfg.socket, req)
+    }
+
+    /// Whether `ip` may try to log in now (counted).
+    fn may_try(&self, ip: IpAddr) -> bool {
+        let mut a = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        if a.len() > 4096 {
+            a.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = a.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        e.1 <= LOGINS_PER_MINUTE
+    }
+}
+
+/// The value of cookie `name`.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// HTML-escapes text.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page: the layout around `body` (already escaped where it must be).
+fn page(title: &str, user: Option<&Session>, body: &str) -> Response {
+    let nav = match user {
+        Some(s) => format!(
+            "<nav><a href=\"/\">Status</a> <span class=\"user\">{}</span>\
+             <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\" id=\"logout\">Log out</button></form></nav>",
+            esc(&s.user),
+            s.csrf
+        ),
+        None => String::new(),
+    };
+    let html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{t} — tlsgate</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}nav form{{display:inline}}\
+         .user{{margin:0 1em;color:#555}}.error{{color:#b00}}</style></head>\
+         <body>{nav}<h1>{t}</h1>{body}</body></html>",
+        t = esc(title)
+    );
+    secure((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+}
+
+/// The headers every answer carries.
+fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (k, v) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    r
+}
+
+fn set_cookie(r: &mut Response, name: &str, value: &str, max_age: u64) {
+    let c = format!("{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+async fn login_form(State(c): State<Arc<Console>>) -> Response {
+    login_page(&c, None, StatusCode::OK)
+}
+
+fn login_page(c: &Console, error: Option<&str>, status: StatusCode) -> Response {
+    let csrf = c.token();
+    let err = error.map_or(String::new(), |e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)));
+    let body = format!(
+        "{err}<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <p><label>Name <input name=\"name\" id=\"name\" autocomplete=\"username\" required></label></p>\
+         <p><label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
+         <p><button type=\"submit\" id=\"login\">Log in</button></p></form>"
+    );
+    let mut r = page("Log in", None, &body);
+    *r.status_mut() = status;
+    set_cookie(&mut r, "tg_login", &csrf, 600);
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if cookie(&headers, "tg_login").is_none_or(|t| t != f.csrf) {
+        return login_page(&c, Some("the form expired: try again"), StatusCode::FORBIDDEN);
+    }
+    if !c.may_try(peer.ip()) {
+        return login_page(&c, Some("too many attempts: wait a minute"), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let (c2, name) = (c.clone(), f.name.clone());
+    let req = Request::UserLogin { name: f.name, password: Secret(f.password) };
+    let answer =
+        tokio::task::spawn_blocking(move || c2.ask(req)).await.unwrap_or_else(|e| Err(e.to_string()));
+    match answer {
+        Ok(Answer::Done { .. }) => {
+            let token = c.token();
+            let session = Session { user: name.clone(), csrf: c.token(), seen: Instant::now() };
+            {
+                let mut s = c.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.len() >= MAX_SESSIONS {
+                    if let Some(oldest) = s.iter().min_by_key(|(_, v)| v.seen).map(|(k, _)| k.clone()) {
+                        s.remove(&oldest);
+                    }
+                }
+                s.insert(token.clone(), session);
+            }
+            tracing::info!(user = %name, peer = %peer, "console login");
+            let mut r = secure(Redirect::to("/").into_response());
+            set_cookie(&mut r, "tg_session", &token, c.cfg.session_idle_s);
+            set_cookie(&mut r, "tg_login", "", 0);
+            r
+        }
+        Ok(Answer::Error { message, .. }) => login_page(&c, Some(&message), StatusCode::UNAUTHORIZED),
+        Ok(_) => login_page(&c, Some("unexpected answer"), StatusCode::BAD_GATEWAY),
+        Err(e) => login_page(&c, Some(&e), StatusCode::SERVICE_UNAVAILABLE),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some((token, s)) = c.session(&headers) else { return secure(Redirect::to("/login").into_response()) };
+    if f.csrf != s.csrf {
+        return secure((StatusCode::FORBIDDEN, "a form without this session's token\n").into_response());
+    }
+    c.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
+    let mut r = secure(Redirect::to("/login").into_response());
+    set_cookie(&mut r, "tg_session", "", 0);
+    r
+}
+
+fn row(k: &str, v: &str) -> String {
+    format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v))
+}
+
+async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let Some((_, s)) = c.session(&headers) else { return secure(Redirect::to("/login").into_response()) };
+    let c2 = c.clone();
+    let (st, cov) = tokio::task::spawn_blocking(move || {
+        (c2.ask(Request::Status), c2.ask(Request::Coverage { since: None }))
+    })
+    .await
+    .unwrap_or_else(|e| (Err(e.to_string()), Err(String::new())));
+    let mut body = String::new();
+    match st {
+        Ok(Answer::Status(st)) => {
+            body.push_str("<table id=\"status\">");
+            body.push_str(&row(
+                "Dataplane",
+                &if st.dataplane_connected {
+                    format!(
+                        "connected (pid {}), running version {}",
+                        st.dataplane_pid.unwrap_or(0),
+                        st.dataplane_version
+                    )
+                } else {
+                    "not connected".into()
+                },
+            ));
+            body.push_str(&row("Configuration version", &st.config_version.to_string()));
+            body.push_str(&row("Cipher profile", &st.profile));
+            body.push_str(&row(
+                "Licenses",
+                &if st.licenses.is_empty() {
+                    "none (base profile)".into()
+                } else {
+                    st.licenses
+                        .iter()
+                        .map(|l| format!("{} {} until {}", l.serial, l.state, l.not_after))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            ));
+            body.push_str(&row(
+                "Decryption CA",
+                &st.ca
+                    .as_ref()
+                    .map_or("none".into(), |ca| format!("{} (expires {})", ca.subject, ca.not_after)),
+            ));
+            body.push_str(&row("Events", &format!("{} logged, {} lost", st.events_logged, st.events_lost)));
+            body.push_str("</table>");
+        }
+        Ok(Answer::Error { message, .. }) | Err(message) => {
+            body.push_str(&format!("<p class=\"error\">{}</p>", esc(&message)))
+        }
+        Ok(_) => {}
+    }
+    if let Ok(Answer::Coverage(r)) = cov {
+        body.push_str("<h2>Decryption coverage</h2><table id=\"coverage\">");
+        let share = r.share.map_or("-".into(), |s| format!("{:.1} %", s * 100.0));
+        body.push_str(&row("TLS flows decrypted", &format!("{} of {} ({share})", r.decrypted, r.tls_flows)));
+        for x in r.reasons.iter().filter(|x| x.flows > 0) {
+            body.push_str(&row(&x.reason, &format!("{} — {}", x.flows, x.text)));
+        }
+        body.push_str("</table>");
+    }
+    page("Status", Some(&s), &body)
+}
+
+/// The console's routes.
+pub fn app(c: Arc<Console>) -> axum::Router {
+    axum::Router::new()
+        .route("/", axum::routing::get(status))
+        .route("/login", axum::routing::get(login_form).post(login))
+        .route("/logout", axum::routing::post(logout))
+        .fallback(|| async { secure((StatusCode::NOT_FOUND, "not found\n").into_response()) })
+        .with_state(c)
+}
+
+/// Serves `app` over TLS on `cfg.listen` until the process ends.
+pub async fn serve(c: Arc<Console>, cert_pem: String, key_pem: String) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let config = tlsgate_certstore::service_server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind(c.cfg.listen).await?;
+    tracing::info!(listen = %c.cfg.listen, "tlsgate-console serving");
+    let app = app(c.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(256));
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            // The peer's address for the login limit (axum's ConnectInfo).
+            let service =
+                hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(32 << 10);
+            let conn = http.serve_connection(TokioIo::new(tls), service);
+            let _ = tokio::time::timeout(Duration::from_secs(300), conn).await;
+        });
+    }
+}

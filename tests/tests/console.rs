@@ -1,0 +1,174 @@
+//! The web console (`tlsgate-console`) with a real control plane, driven by
+//! curl over HTTPS: the management certificate generated at first start,
+//! logins checked by the control plane, session and CSRF cookies with their
+//! flags, forms refused without their token, the login rate limit, logout.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tlsgate_tests::control::{write, Control};
+use tlsgate_tests::{run_cmd, Finished, Proc};
+
+fn console_binary() -> std::path::PathBuf {
+    tlsgate_tests::control::tlsgatectl_binary().with_file_name("tlsgate-console")
+}
+
+/// curl against the console, trusting its generated certificate, with a cookie jar.
+fn curl(cacert: &Path, jar: &Path, port: u16, args: &[&str]) -> Finished {
+    run_cmd(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "-", "-D", "/dev/stderr", "--cacert"])
+            .arg(cacert)
+            .arg("-b")
+            .arg(jar)
+            .arg("-c")
+            .arg(jar)
+            .args(args)
+            .arg(format!(
+                "https://localhost:{port}{}",
+                args.last().copied().filter(|a| a.starts_with('/')).unwrap_or("/")
+            )),
+        Duration::from_secs(20),
+    )
+}
+
+fn csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..at + 64].to_string()
+}
+
+/// Log in, see the status page, and the refusals that keep it safe.
+#[test]
+fn console_login_session_csrf_and_logout() {
+    let c = Control::start("console", "");
+    c.ok(&["ca", "generate"]);
+    let mut add = Command::new(tlsgate_tests::control::tlsgatectl_binary())
+        .arg("--socket")
+        .arg(c.socket())
+        .args(["user", "add", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let state = c.dir.join("console");
+    let cfg = write(
+        c.dir.path(),
+        "console.toml",
+        &format!(
+            "[console]\nlisten = \"127.0.0.1:{port}\"\nsocket = {:?}\nstate_dir = {:?}\n",
+            c.socket().display().to_string(),
+            state.display().to_string()
+        ),
+    );
+    let mut console =
+        Proc::spawn("tlsgate-console", Command::new(console_binary()).arg("--config").arg(&cfg));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(console.try_status().is_none(), "tlsgate-console exited: {}", console.stderr_text());
+        assert!(Instant::now() < deadline, "tlsgate-console did not listen: {}", console.stderr_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cacert = state.join("console.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(state.join("console.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let jar = c.dir.join("jar");
+
+    // Not logged in: the status page sends to the login form.
+    let r = curl(&cacert, &jar, port, &["/"]);
+    assert!(r.stderr.contains("HTTP/1.1 303") && r.stderr.contains("location: /login"), "{}", r.stderr);
+    let form = curl(&cacert, &jar, port, &["/login"]);
+    assert!(form.stderr.contains("HTTP/1.1 200"), "{}", form.stderr);
+    for h in
+        ["tg_login=", "Secure", "HttpOnly", "SameSite=Strict", "content-security-policy: default-src 'none'"]
+    {
+        assert!(form.stderr.contains(h), "{h} not in:\n{}", form.stderr);
+    }
+    let token = csrf(&form.stdout);
+
+    // A form without its token; a wrong password.
+    let r = curl(
+        &cacert,
+        &c.dir.join("other-jar"),
+        port,
+        &["-d", &format!("csrf={token}&name=alice&password=correct+horse+battery"), "/login"],
+    );
+    assert!(r.stderr.contains("HTTP/1.1 403"), "no token cookie: {}", r.stderr);
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &["-d", &format!("csrf={token}&name=alice&password=wrong+password+here"), "/login"],
+    );
+    assert!(
+        r.stderr.contains("HTTP/1.1 401") && r.stdout.contains("login refused"),
+        "{}{}",
+        r.stderr,
+        r.stdout
+    );
+
+    // The right password: a session.
+    let token = csrf(&r.stdout);
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &["-d", &format!("csrf={token}&name=alice&password=correct+horse+battery"), "/login"],
+    );
+    assert!(r.stderr.contains("HTTP/1.1 303") && r.stderr.contains("location: /"), "{}", r.stderr);
+    let session = r
+        .stderr
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: tg_session="))
+        .expect("a session cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(session.contains(flag), "{session}");
+    }
+    let status = curl(&cacert, &jar, port, &["/"]);
+    assert!(
+        status.stdout.contains("Configuration version") && status.stdout.contains("alice"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("tlsgate decryption CA"), "{}", status.stdout);
+    assert!(status.stdout.contains("not connected"), "no dataplane here: {}", status.stdout);
+
+    // Logout needs the session's token.
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &["-d", "csrf=0000000000000000000000000000000000000000000000000000000000000000", "/logout"],
+    );
+    assert!(r.stderr.contains("HTTP/1.1 403"), "{}", r.stderr);
+    let token = csrf(&status.stdout);
+    let r = curl(&cacert, &jar, port, &["-d", &format!("csrf={token}"), "/logout"]);
+    assert!(r.stderr.contains("HTTP/1.1 303") && r.stderr.contains("location: /login"), "{}", r.stderr);
+    let r = curl(&cacert, &jar, port, &["/"]);
+    assert!(r.stderr.contains("location: /login"), "logged out: {}", r.stderr);
+
+    // Logins are limited per client address.
+    let mut limited = false;
+    for _ in 0..12 {
+        let form = curl(&cacert, &jar, port, &["/login"]);
+        let token = csrf(&form.stdout);
+        let r = curl(
+            &cacert,
+            &jar,
+            port,
+            &["-d", &format!("csrf={token}&name=bob&password=guess+guess+guess"), "/login"],
+        );
+        if r.stderr.contains("HTTP/1.1 429") {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the login limit never answered 429");
+    console.kill();
+}
