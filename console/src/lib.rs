@@ -123,19 +123,33 @@ pub fn management_cert(c: &ConsoleConfig) -> anyhow::Result<(String, String)> {
     params.not_after = now + time::Duration::days(825);
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    let write = |p: &Path, text: &str| -> std::io::Result<()> {
+    // Each file written whole under a temporary name, synced, then renamed; the
+    // certificate last: a start that finds no certificate makes a new pair.
+    let write = |p: &Path, text: &str| -> anyhow::Result<()> {
         use std::io::Write;
-        std::fs::OpenOptions::new()
+        let tmp = p.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(p)?
-            .write_all(text.as_bytes())
+            .custom_flags(nix_o_nofollow())
+            .open(&tmp)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        Ok(())
     };
     write(&key_path, &key.serialize_pem())?;
     write(&cert_path, &cert.pem())?;
     tracing::info!(cert = %cert_path.display(), "management certificate generated");
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// `O_NOFOLLOW` (Linux).
+fn nix_o_nofollow() -> i32 {
+    0o400000
 }
 
 /// A logged-in operator.
@@ -144,15 +158,42 @@ struct Session {
     user: String,
     csrf: String,
     seen: Instant,
+    created: Instant,
 }
+
+/// A session ends this long after its login, used or not.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Password checks the console has under way at most (each costs the control
+/// plane an Argon2id verification); more are answered 503 at once.
+const LOGINS_IN_FLIGHT: usize = 8;
+/// Connections at most, in all and per client address (IPv6 per /64).
+const MAX_CONNECTIONS: usize = 256;
+const CONNECTIONS_PER_ADDRESS: usize = 16;
 
 /// The console's state.
 pub struct Console {
     cfg: ConsoleConfig,
     sessions: Mutex<HashMap<String, Session>>,
-    /// Login attempts per client address: (since, count).
+    /// Login attempts per client address (IPv6 per /64): (since, count).
     attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     rng: ring::rand::SystemRandom,
+    logins: Arc<tokio::sync::Semaphore>,
+    /// Open connections per client address (IPv6 per /64).
+    connections: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// The address a limit counts: IPv4 as is, IPv6 by its /64.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v) => match v.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Login attempts per client address per minute.
@@ -168,6 +209,8 @@ impl Console {
             sessions: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
+            logins: Arc::new(tokio::sync::Semaphore::new(LOGINS_IN_FLIGHT)),
+            connections: Mutex::new(HashMap::new()),
         })
     }
 
@@ -178,10 +221,10 @@ impl Console {
     }
 
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let token = cookie(headers, "tg_session")?;
+        let token = cookie(headers, "__Host-tg_session")?;
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let idle = Duration::from_secs(self.cfg.session_idle_s);
-        sessions.retain(|_, s| s.seen.elapsed() < idle);
+        sessions.retain(|_, s| s.seen.elapsed() < idle && s.created.elapsed() < SESSION_LIFETIME);
         let s = sessions.get_mut(&token)?;
         s.seen = Instant::now();
         Some((token, s.clone()))
@@ -193,9 +236,13 @@ impl Console {
 
     /// Whether `ip` may try to log in now (counted).
     fn may_try(&self, ip: IpAddr) -> bool {
+        let ip = source(ip);
         let mut a = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
-        if a.len() > 4096 {
+        if a.len() >= 4096 && !a.contains_key(&ip) {
             a.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+            if a.len() >= 4096 {
+                return false; // logins from too many places at once: fail closed
+            }
         }
         let e = a.entry(ip).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= Duration::from_secs(60) {
@@ -270,6 +317,7 @@ fn secure(mut r: Response) -> Response {
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
         ("x-frame-options", "DENY"),
+        ("strict-transport-security", "max-age=31536000"),
     ] {
         h.insert(k, HeaderValue::from_static(v));
     }
@@ -298,7 +346,7 @@ fn login_page(c: &Console, error: Option<&str>, status: StatusCode) -> Response 
     );
     let mut r = page("Log in", None, &body);
     *r.status_mut() = status;
-    set_cookie(&mut r, "tg_login", &csrf, 600);
+    set_cookie(&mut r, "__Host-tg_login", &csrf, 600);
     r
 }
 
@@ -315,12 +363,16 @@ async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    if cookie(&headers, "tg_login").is_none_or(|t| t != f.csrf) {
+    if cookie(&headers, "__Host-tg_login").is_none_or(|t| t != f.csrf) {
         return login_page(&c, Some("the form expired: try again"), StatusCode::FORBIDDEN);
     }
     if !c.may_try(peer.ip()) {
+        tracing::warn!(peer = %peer, "console login limited");
         return login_page(&c, Some("too many attempts: wait a minute"), StatusCode::TOO_MANY_REQUESTS);
     }
+    let Ok(_slot) = c.logins.clone().try_acquire_owned() else {
+        return login_page(&c, Some("too many logins at once: try again"), StatusCode::SERVICE_UNAVAILABLE);
+    };
     let (c2, name) = (c.clone(), f.name.clone());
     let req = Request::UserLogin { name: f.name, password: Secret(f.password) };
     let answer =
@@ -328,7 +380,12 @@ async fn login(
     match answer {
         Ok(Answer::Done { .. }) => {
             let token = c.token();
-            let session = Session { user: name.clone(), csrf: c.token(), seen: Instant::now() };
+            let session = Session {
+                user: name.clone(),
+                csrf: c.token(),
+                seen: Instant::now(),
+                created: Instant::now(),
+            };
             {
                 let mut s = c.sessions.lock().unwrap_or_else(PoisonError::into_inner);
                 if s.len() >= MAX_SESSIONS {
@@ -340,13 +397,23 @@ async fn login(
             }
             tracing::info!(user = %name, peer = %peer, "console login");
             let mut r = secure(Redirect::to("/").into_response());
-            set_cookie(&mut r, "tg_session", &token, c.cfg.session_idle_s);
-            set_cookie(&mut r, "tg_login", "", 0);
+            set_cookie(&mut r, "__Host-tg_session", &token, c.cfg.session_idle_s);
+            set_cookie(&mut r, "__Host-tg_login", "", 0);
             r
         }
-        Ok(Answer::Error { message, .. }) => login_page(&c, Some(&message), StatusCode::UNAUTHORIZED),
-        Ok(_) => login_page(&c, Some("unexpected answer"), StatusCode::BAD_GATEWAY),
-        Err(e) => login_page(&c, Some(&e), StatusCode::SERVICE_UNAVAILABLE),
+        Ok(Answer::Error { code: tlsgate_api::ErrorCode::PermissionDenied, .. }) => {
+            tracing::warn!(user = %name.chars().take(32).collect::<String>(), peer = %peer, "console login refused");
+            login_page(&c, Some("login refused: wrong name or password, or locked"), StatusCode::UNAUTHORIZED)
+        }
+        // Details for the log, not for whoever is at the login form.
+        Ok(other) => {
+            tracing::error!(answer = ?other, "console login: the control plane answered otherwise");
+            login_page(&c, Some("the control plane cannot check logins now"), StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console login: the control plane is unreachable");
+            login_page(&c, Some("the control plane cannot check logins now"), StatusCode::SERVICE_UNAVAILABLE)
+        }
     }
 }
 
@@ -362,8 +429,16 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form
     }
     c.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
     let mut r = secure(Redirect::to("/login").into_response());
-    set_cookie(&mut r, "tg_session", "", 0);
+    set_cookie(&mut r, "__Host-tg_session", "", 0);
     r
+}
+
+/// Unix seconds as an RFC 3339 date.
+fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 fn row(k: &str, v: &str) -> String {
@@ -372,12 +447,18 @@ fn row(k: &str, v: &str) -> String {
 
 async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let Some((_, s)) = c.session(&headers) else { return secure(Redirect::to("/login").into_response()) };
-    let c2 = c.clone();
-    let (st, cov) = tokio::task::spawn_blocking(move || {
-        (c2.ask(Request::Status), c2.ask(Request::Coverage { since: None }))
+    let (c2, user) = (c.clone(), s.user.clone());
+    let (known, st, cov) = tokio::task::spawn_blocking(move || {
+        let known = matches!(c2.ask(Request::UserList), Ok(Answer::Users { users }) if users.iter().any(|(n, _)| *n == user));
+        (known, c2.ask(Request::Status), c2.ask(Request::Coverage { since: None }))
     })
     .await
-    .unwrap_or_else(|e| (Err(e.to_string()), Err(String::new())));
+    .unwrap_or_else(|e| (false, Err(e.to_string()), Err(String::new())));
+    if !known {
+        // The account was removed: its sessions end.
+        c.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, x| x.user != s.user);
+        return secure(Redirect::to("/login").into_response());
+    }
     let mut body = String::new();
     match st {
         Ok(Answer::Status(st)) => {
@@ -412,7 +493,7 @@ async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                 "Decryption CA",
                 &st.ca
                     .as_ref()
-                    .map_or("none".into(), |ca| format!("{} (expires {})", ca.subject, ca.not_after)),
+                    .map_or("none".into(), |ca| format!("{} (expires {})", ca.subject, date(ca.not_after))),
             ));
             body.push_str(&row("Events", &format!("{} logged, {} lost", st.events_logged, st.events_lost)));
             body.push_str("</table>");
@@ -434,14 +515,32 @@ async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     page("Status", Some(&s), &body)
 }
 
+/// Gives a connection's place back when it ends.
+struct Release(Arc<Console>, IpAddr);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut conns = self.0.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = conns.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                conns.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// The console's routes.
 pub fn app(c: Arc<Console>) -> axum::Router {
     axum::Router::new()
         .route("/", axum::routing::get(status))
         .route("/login", axum::routing::get(login_form).post(login))
         .route("/logout", axum::routing::post(logout))
-        .fallback(|| async { secure((StatusCode::NOT_FOUND, "not found\n").into_response()) })
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
         .with_state(c)
+        // Forms are small; every answer (axum's own 405/415/422 included) gets the headers.
+        .layer(axum::extract::DefaultBodyLimit::max(8 << 10))
+        .layer(axum::middleware::map_response(|r: Response| async move { secure(r) }))
 }
 
 /// Serves `app` over TLS on `cfg.listen` until the process ends.
@@ -452,19 +551,31 @@ pub async fn serve(c: Arc<Console>, cert_pem: String, key_pem: String) -> anyhow
     let listener = tokio::net::TcpListener::bind(c.cfg.listen).await?;
     tracing::info!(listen = %c.cfg.listen, "tlsgate-console serving");
     let app = app(c.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(256));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
+        // Full, in all or for this address: the connection is closed at once
+        // (never a wait that would stop accepting others).
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+        let key = source(peer.ip());
+        {
+            let mut conns = c.connections.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = conns.entry(key).or_insert(0);
+            if *n >= CONNECTIONS_PER_ADDRESS {
+                continue;
+            }
+            *n += 1;
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let c = c.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
+            let _count = Release(c, key);
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await else {
                 return;
             };
             // The peer's address for the login limit (axum's ConnectInfo).
@@ -473,7 +584,8 @@ pub async fn serve(c: Arc<Console>, cert_pem: String, key_pem: String) -> anyhow
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(32 << 10);
             let conn = http.serve_connection(TokioIo::new(tls), service);
-            let _ = tokio::time::timeout(Duration::from_secs(300), conn).await;
+            // A slow body or a dawdling client: the connection ends within a minute.
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
         });
     }
 }

@@ -125,7 +125,7 @@ fn console_login_session_csrf_and_logout() {
     let session = r
         .stderr
         .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: tg_session="))
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: __host-tg_session="))
         .expect("a session cookie");
     for flag in ["Secure", "HttpOnly", "SameSite=Strict"] {
         assert!(session.contains(flag), "{session}");
@@ -138,6 +138,14 @@ fn console_login_session_csrf_and_logout() {
     );
     assert!(status.stdout.contains("tlsgate decryption CA"), "{}", status.stdout);
     assert!(status.stdout.contains("not connected"), "no dataplane here: {}", status.stdout);
+
+    // An answer axum makes itself carries the headers too.
+    let r = curl(&cacert, &jar, port, &["-X", "PUT", "/"]);
+    assert!(
+        r.stderr.contains("HTTP/1.1 405") && r.stderr.contains("content-security-policy"),
+        "{}",
+        r.stderr
+    );
 
     // Logout needs the session's token.
     let r = curl(
@@ -152,6 +160,20 @@ fn console_login_session_csrf_and_logout() {
     assert!(r.stderr.contains("HTTP/1.1 303") && r.stderr.contains("location: /login"), "{}", r.stderr);
     let r = curl(&cacert, &jar, port, &["/"]);
     assert!(r.stderr.contains("location: /login"), "logged out: {}", r.stderr);
+
+    // Removing the account ends its sessions.
+    let form = curl(&cacert, &jar, port, &["/login"]);
+    let token = csrf(&form.stdout);
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &["-d", &format!("csrf={token}&name=alice&password=correct+horse+battery"), "/login"],
+    );
+    assert!(r.stderr.contains("HTTP/1.1 303"), "{}", r.stderr);
+    c.ok(&["user", "remove", "alice"]);
+    let r = curl(&cacert, &jar, port, &["/"]);
+    assert!(r.stderr.contains("location: /login"), "the removed account's session ended: {}", r.stderr);
 
     // Logins are limited per client address.
     let mut limited = false;

@@ -987,6 +987,30 @@ fn operator_accounts_and_logins() {
 
     let out = with_stdin(&["user", "passwd", "alice"], "a new long password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Guesses sent all at once get no more than the lock allows (the attempt is
+    // counted before the password is checked).
+    let wrong = |c: &Control| {
+        std::fs::read_to_string(c.log_dir().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("bob: wrong name or password"))
+            .count()
+    };
+    let socket = c.socket();
+    let guesses: Vec<_> = (0..20)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let req =
+                    Request::UserLogin { name: "bob".into(), password: Secret("guess guess guess".into()) };
+                tlsgate_control::cli::ask(&socket, req).ok()
+            })
+        })
+        .collect();
+    for g in guesses {
+        assert!(matches!(g.join().unwrap(), Some(Response::Error { .. })));
+    }
+    assert_eq!(wrong(&c), 5, "five checked, the rest locked out");
     c.ok(&["user", "remove", "alice"]);
     assert!(c.ok(&["user", "list"]).contains("no operator accounts"));
     let audit = std::fs::read_to_string(c.log_dir().join("audit.log")).unwrap();

@@ -115,21 +115,35 @@ impl Daemon {
         self.audit.record(uid, -1, action, outcome, &detail);
     }
 
-    /// The console's login check.
+    /// The console's login check. The attempt is counted before the password
+    /// is checked (and forgiven on success), so parallel guesses cannot get past
+    /// the lock.
     fn login(&self, uid: u32, name: &str, password: &str) -> Response {
         let refused = || {
             Response::error(ErrorCode::PermissionDenied, "login refused: wrong name or password, or locked")
         };
+        if check_name(name).is_err() {
+            self.audit.record(uid, -1, "login", Outcome::Refused, "a malformed user name");
+            return refused();
+        }
         {
             let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((since, n)) = f.by_user.get(name).copied() {
-                if since.elapsed() >= LOGIN_LOCK {
-                    f.by_user.remove(name);
-                } else if n >= LOGIN_FAILURES {
-                    self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}: locked"));
-                    return refused();
+            if f.by_user.len() >= 4096 {
+                f.by_user.retain(|_, (since, _)| since.elapsed() < LOGIN_LOCK);
+                if f.by_user.len() >= 4096 {
+                    return refused(); // a flood of names: fail closed until it passes
                 }
             }
+            let e = f.by_user.entry(name.to_string()).or_insert((Instant::now(), 0));
+            if e.0.elapsed() >= LOGIN_LOCK {
+                *e = (Instant::now(), 0);
+            }
+            if e.1 >= LOGIN_FAILURES {
+                drop(f);
+                self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}: locked"));
+                return refused();
+            }
+            e.1 += 1;
         }
         let hash = self.state().users.iter().find(|u| u.name == name).map(|u| u.hash.clone());
         // An unknown name costs a hash verification too (no timing oracle).
@@ -143,20 +157,7 @@ impl Daemon {
             self.audit.record(uid, -1, "login", Outcome::Allowed, name);
             return Response::Done { message: format!("welcome, {name}"), version: None };
         }
-        let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if f.by_user.len() >= 4096 {
-            f.by_user.retain(|_, (since, _)| since.elapsed() < LOGIN_LOCK);
-        }
-        let e = f.by_user.entry(name.chars().take(32).collect()).or_insert((Instant::now(), 0));
-        e.1 += 1;
-        drop(f);
-        self.audit.record(
-            uid,
-            -1,
-            "login",
-            Outcome::Refused,
-            &format!("{}: wrong name or password", name.chars().take(32).collect::<String>()),
-        );
+        self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}: wrong name or password"));
         refused()
     }
 }
