@@ -33,6 +33,13 @@ fn curl(cacert: &Path, jar: &Path, port: u16, args: &[&str]) -> Finished {
     )
 }
 
+/// The login form, then its POST with `name` and `password` (form-encoded).
+fn login(cacert: &Path, jar: &Path, port: u16, name: &str, password: &str) -> Finished {
+    let form = curl(cacert, jar, port, &["/login"]);
+    let token = csrf(&form.stdout);
+    curl(cacert, jar, port, &["-d", &format!("csrf={token}&name={name}&password={password}"), "/login"])
+}
+
 fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     html[at..at + 64].to_string()
@@ -162,14 +169,7 @@ fn console_login_session_csrf_and_logout() {
     assert!(r.stderr.contains("location: /login"), "logged out: {}", r.stderr);
 
     // Removing the account ends its sessions.
-    let form = curl(&cacert, &jar, port, &["/login"]);
-    let token = csrf(&form.stdout);
-    let r = curl(
-        &cacert,
-        &jar,
-        port,
-        &["-d", &format!("csrf={token}&name=alice&password=correct+horse+battery"), "/login"],
-    );
+    let r = login(&cacert, &jar, port, "alice", "correct+horse+battery");
     assert!(r.stderr.contains("HTTP/1.1 303"), "{}", r.stderr);
     c.ok(&["user", "remove", "alice"]);
     let r = curl(&cacert, &jar, port, &["/"]);
@@ -178,14 +178,7 @@ fn console_login_session_csrf_and_logout() {
     // Logins are limited per client address.
     let mut limited = false;
     for _ in 0..12 {
-        let form = curl(&cacert, &jar, port, &["/login"]);
-        let token = csrf(&form.stdout);
-        let r = curl(
-            &cacert,
-            &jar,
-            port,
-            &["-d", &format!("csrf={token}&name=bob&password=guess+guess+guess"), "/login"],
-        );
+        let r = login(&cacert, &jar, port, "bob", "guess+guess+guess");
         if r.stderr.contains("HTTP/1.1 429") {
             limited = true;
             break;
