@@ -286,7 +286,7 @@ pub fn esc(text: &str) -> String {
 fn page(title: &str, user: Option<&Session>, body: &str) -> Response {
     let nav = match user {
         Some(s) => format!(
-            "<nav><a href=\"/\">Status</a> <span class=\"user\">{}</span>\
+            "<nav><a href=\"/\">Status</a> <a href=\"/events\" id=\"nav-events\">Events</a> <span class=\"user\">{}</span>\
              <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\" id=\"logout\">Log out</button></form></nav>",
             esc(&s.user),
@@ -530,10 +530,150 @@ impl Drop for Release {
     }
 }
 
+#[derive(Deserialize)]
+struct EventsQuery {
+    kind: Option<String>,
+    host: Option<String>,
+}
+
+/// The newest events (100), filtered by kind and host.
+async fn events(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Response {
+    let Some((_, s)) = c.session(&headers) else { return Redirect::to("/login").into_response() };
+    let kind = q.kind.filter(|k| !k.is_empty() && k.len() <= 32);
+    let host = q.host.filter(|h| !h.is_empty() && h.len() <= 255);
+    let req = Request::EventsList {
+        since_ns: None,
+        after_id: None,
+        kind: kind.clone(),
+        host: host.clone(),
+        limit: Some(100),
+    };
+    let c2 = c.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || c2.ask(req)).await.unwrap_or_else(|e| Err(e.to_string()));
+    let mut body = format!(
+        "<form method=\"get\" action=\"/events\"><label>Kind <input name=\"kind\" value=\"{}\"></label> \
+         <label>Host or SNI <input name=\"host\" value=\"{}\"></label> <button type=\"submit\">Filter</button></form>",
+        esc(kind.as_deref().unwrap_or("")),
+        esc(host.as_deref().unwrap_or(""))
+    );
+    match answer {
+        Ok(Answer::Events { events }) if events.is_empty() => {
+            body.push_str("<p id=\"no-events\">No events.</p>")
+        }
+        Ok(Answer::Events { events }) => {
+            body.push_str("<table id=\"events\"><tr><th>Id</th><th>Time</th><th>Kind</th><th>Client</th><th>Server</th><th>SNI</th><th>Reason</th></tr>");
+            for e in events.iter().rev() {
+                let reason = if e.verify_code != 0 { e.verify_text.clone() } else { e.error_detail.clone() };
+                body.push_str(&format!(
+                    "<tr><td><a href=\"/events/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}:{}</td><td>{}:{}</td><td>{}</td><td>{}</td></tr>",
+                    date((e.time_ns / 1_000_000_000) as i64),
+                    esc(&e.kind),
+                    esc(&e.src_ip),
+                    e.src_port,
+                    esc(&e.dst_ip),
+                    e.dst_port,
+                    esc(&e.sni),
+                    esc(&reason),
+                    id = e.event_id
+                ));
+            }
+            body.push_str("</table>");
+        }
+        Ok(_) | Err(_) => body.push_str("<p class=\"error\">The control plane cannot list events now.</p>"),
+    }
+    page("Events", Some(&s), &body)
+}
+
+/// One event, grouped like the seed's event panel.
+async fn event(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    let Some((_, s)) = c.session(&headers) else { return Redirect::to("/login").into_response() };
+    let c2 = c.clone();
+    let answer = tokio::task::spawn_blocking(move || c2.ask(Request::EventsShow { id }))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let Ok(Answer::Events { events }) = answer else {
+        let mut r = page("Event", Some(&s), "<p class=\"error\">No such event.</p>");
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    };
+    let Some(e) = events.first() else {
+        let mut r = page("Event", Some(&s), "<p class=\"error\">No such event.</p>");
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    };
+    let group = |title: &str, rows: &[(&str, String)]| {
+        let mut t = format!("<h2>{}</h2><table>", esc(title));
+        for (k, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+            t.push_str(&row(k, v));
+        }
+        t.push_str("</table>");
+        t
+    };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut body = String::new();
+    body.push_str(&group("Source", &[("Address", e.src_ip.clone()), ("Port", e.src_port.to_string())]));
+    body.push_str(&group(
+        "Destination",
+        &[
+            ("Address", e.dst_ip.clone()),
+            ("Port", e.dst_port.to_string()),
+            ("Server name (SNI)", e.sni.clone()),
+        ],
+    ));
+    body.push_str(&group(
+        "Transaction",
+        &[
+            ("Event", e.event_id.to_string()),
+            ("Time", date((e.time_ns / 1_000_000_000) as i64)),
+            ("Kind", e.kind.clone()),
+            ("Rule", e.rule.clone()),
+            ("Session", e.session_id.clone()),
+            ("Configuration version", e.config_version.to_string()),
+        ],
+    ));
+    body.push_str(&group(
+        "TLS",
+        &[
+            ("Version", opt(&e.tls_version)),
+            ("Cipher suite", opt(&e.cipher_suite)),
+            ("JA4", opt(&e.ja4)),
+            ("ALPN (client / server)", format!("{} / {}", opt(&e.alpn_client), opt(&e.alpn_server))),
+            ("Server certificate subject", e.server_cert_subject.clone()),
+            ("Server certificate issuer", e.server_cert_issuer.clone()),
+        ],
+    ));
+    let verify = if e.verify_code != 0 {
+        format!("{} (code {}, depth {})", e.verify_text, e.verify_code, e.verify_depth)
+    } else {
+        String::new()
+    };
+    body.push_str(&group(
+        "Error details",
+        &[
+            ("Leg", e.leg.clone()),
+            ("Phase", e.phase.clone()),
+            ("Verify", verify),
+            ("Detail", e.error_detail.clone()),
+        ],
+    ));
+    page(&format!("Event {}", e.event_id), Some(&s), &body)
+}
+
 /// The console's routes.
 pub fn app(c: Arc<Console>) -> axum::Router {
     axum::Router::new()
         .route("/", axum::routing::get(status))
+        .route("/events", axum::routing::get(events))
+        .route("/events/{id}", axum::routing::get(event))
         .route("/login", axum::routing::get(login_form).post(login))
         .route("/logout", axum::routing::post(logout))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })

@@ -146,6 +146,59 @@ fn console_login_session_csrf_and_logout() {
     assert!(status.stdout.contains("tlsgate decryption CA"), "{}", status.stdout);
     assert!(status.stdout.contains("not connected"), "no dataplane here: {}", status.stdout);
 
+    // Events: the list and one event in the seed's panel groups, escaped.
+    std::fs::create_dir_all(c.events_dir()).unwrap();
+    let mut ring = tlsgate_api::Producer::create(c.events_dir().join("ring-0.ev"), 64).unwrap();
+    let mut r = tlsgate_api::EventRecord::new(tlsgate_api::EventKind::Abort);
+    r.event_id = 4242;
+    r.time_ns = 1_796_558_400_000_000_000;
+    r.set_outcome(&tlsgate_api::Outcome::new(
+        tlsgate_api::EventKind::Abort,
+        tlsgate_api::Leg::Server,
+        tlsgate_api::Phase::ServerHandshake,
+        tlsgate_api::Cause::Certificate {
+            reason: tlsgate_api::VerifyReason::DepthZeroSelfSignedCert,
+            depth: 0,
+        },
+    ));
+    r.set_addrs("198.18.0.1:40000".parse().unwrap(), "198.18.0.2:443".parse().unwrap());
+    tlsgate_api::event::set_text(&mut r.sni, "<script>x</script>.tg.test");
+    tlsgate_api::event::set_text(&mut r.server_cert_subject, "/unstructuredName=ciscoasa");
+    assert!(ring.try_push(&r));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let l = curl(&cacert, &jar, port, &["/events"]);
+        if l.stdout.contains("4242") || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        list.stdout.contains("href=\"/events/4242\"") && list.stdout.contains("self signed certificate"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("&lt;script&gt;") && !list.stdout.contains("<script>"),
+        "escaped: {}",
+        list.stdout
+    );
+    let panel = curl(&cacert, &jar, port, &["/events/4242"]);
+    for group in [
+        "<h2>Source</h2>",
+        "<h2>Destination</h2>",
+        "<h2>Transaction</h2>",
+        "<h2>TLS</h2>",
+        "<h2>Error details</h2>",
+    ] {
+        assert!(panel.stdout.contains(group), "{group} not in {}", panel.stdout);
+    }
+    assert!(panel.stdout.contains("self signed certificate (code 18, depth 0)"), "{}", panel.stdout);
+    let none = curl(&cacert, &jar, port, &["/events/999999"]);
+    assert!(none.stderr.contains("HTTP/1.1 404"), "{}", none.stderr);
+    let filtered = curl(&cacert, &jar, port, &["/events?kind=decrypted"]);
+    assert!(filtered.stdout.contains("No events."), "{}", filtered.stdout);
+
     // An answer axum makes itself carries the headers too.
     let r = curl(&cacert, &jar, port, &["-X", "PUT", "/"]);
     assert!(
