@@ -40,3 +40,28 @@ pub struct Explanation {
     /// a learned exclusion, admission limits.
     pub notes: Vec<String>,
 }
+
+impl Explanation {
+    /// As `tlsgatectl policy explain` prints it (and the console shows it).
+    pub fn text(&self) -> String {
+        let step = |s: &Step| {
+            format!(
+                "{}{}",
+                s.action,
+                s.rule.as_ref().map_or(" (default action)".into(), |r| format!(" (rule {r})"))
+            )
+        };
+        let mut out =
+            format!("policy version {}\nat SYN:              {}\n", self.version, step(&self.at_syn));
+        if self.tls_port {
+            out.push_str(&format!("after the ClientHello: {}\n", step(&self.after_hello)));
+        }
+        for s in &self.skipped {
+            out.push_str(&format!("  rule {} did not match: {}\n", s.rule, s.why.join("; ")));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        out
+    }
+}

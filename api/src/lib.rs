@@ -344,6 +344,16 @@ pub enum Request {
         /// The password given.
         password: Secret,
     },
+    /// The web console, for a logged-in operator: `request` is served as if
+    /// the operator asked, and audited with the operator's name. Served only to
+    /// the console's uid (`control.console_user`), and only for what the
+    /// console's pages do.
+    OnBehalf {
+        /// The operator account.
+        operator: String,
+        /// What the operator asked for.
+        request: Box<Request>,
+    },
     /// Decryption coverage: the share of TLS flows decrypted and why the others
     /// were not, since `since` (unix seconds; none: since the dataplane started).
     Coverage {
@@ -653,6 +663,9 @@ pub struct HistoryEntry {
     pub time: u64,
     /// The peer's uid.
     pub uid: u32,
+    /// The operator account, for a change made in the web console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
     /// What changed.
     pub what: String,
     /// Whether this version's policy is kept (rollback possible).

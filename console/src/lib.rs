@@ -7,12 +7,26 @@
 //!  browser ──HTTPS (management certificate, generated at first start or imported)──► axum over hyper
 //!     /login  GET form (CSRF token in a cookie and the form) · POST ──user_login──► tlsgate-control
 //!             a session: random token, Secure; HttpOnly; SameSite=Strict cookie, its own CSRF token
-//!     /       status: dataplane, configuration version, profile, CA expiry, coverage
-//!     /logout POST with the session's CSRF token
+//!     every other request ──on_behalf { operator, request }──► tlsgate-control (served only to
+//!             control.console_user's uid, only what these pages do; audited with the operator's name)
+//!     /              status: dataplane, configuration version, profile, CA expiry, coverage
+//!     /events        the list (filtered; updates itself every 3 s), /events/ID the seed's panel,
+//!                    POST /events/ID/trust (pin its kept certificate), /events/ID/capture
+//!     /licenses      held licenses; POST: load one
+//!     /certificates  decryption CA (ca.pem), trust store; POST: import
+//!     /policy        rules of the candidate, diff, history; POST rules, rules/remove, commit,
+//!                    rollback; GET /policy/explain
+//!     /logout        POST with the session's CSRF token
 //! ```
 //!
-//! Every page is rendered on the server (no script); every answer carries a
-//! strict Content-Security-Policy, `no-store` and `nosniff`.
+//! Pages are rendered on the server (`html.rs`, every outside value escaped);
+//! the one script (`/static/console.js`) only refreshes the events list. Every
+//! answer carries a strict Content-Security-Policy (scripts from the console
+//! only), `no-store` and `nosniff`; every POST carries the session's CSRF token.
+
+// Handlers answer `Result<Response, Response>`: the error is the page to
+// answer at once (the login form, a refusal), made once per request.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,10 +35,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tlsgate_api::{Frame, FrameReader, Request, Response as Answer, Secret};
+
+mod admin;
+mod events;
+mod html;
+mod policy;
+
+pub use html::esc;
+use html::{cookie, date, page, row, secure, set_cookie};
 
 /// `[console]` of `/etc/tlsgate/console.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,9 +176,11 @@ fn nix_o_nofollow() -> i32 {
 
 /// A logged-in operator.
 #[derive(Clone)]
-struct Session {
-    user: String,
-    csrf: String,
+pub(crate) struct Session {
+    /// The operator account.
+    pub(crate) user: String,
+    /// The token every form of this session carries.
+    pub(crate) csrf: String,
     seen: Instant,
     created: Instant,
 }
@@ -234,6 +258,41 @@ impl Console {
         ask(&self.cfg.socket, req)
     }
 
+    /// The session of a page's request, or the login form to go to instead.
+    pub(crate) fn logged_in(&self, headers: &HeaderMap) -> Result<Session, Response> {
+        self.session(headers).map(|(_, s)| s).ok_or_else(|| secure(Redirect::to("/login").into_response()))
+    }
+
+    /// The session of a form's POST, which must carry that session's token.
+    pub(crate) fn posted(&self, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+        let s = self.logged_in(headers)?;
+        if !same(csrf, &s.csrf) {
+            return Err(secure(
+                (StatusCode::FORBIDDEN, "a form without this session's token\n").into_response(),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Asks the control plane on behalf of the session's operator. An answer
+    /// that the account is gone ends its sessions (and sends to the login
+    /// form); an unreachable control plane is an error answer.
+    pub(crate) async fn call(self: &Arc<Self>, s: &Session, req: Request) -> Result<Answer, Response> {
+        let c = self.clone();
+        let req = Request::OnBehalf { operator: s.user.clone(), request: Box::new(req) };
+        let answer = tokio::task::spawn_blocking(move || c.ask(req))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .unwrap_or_else(|e| Answer::error(tlsgate_api::ErrorCode::Internal, e));
+        if let Answer::Error { code: tlsgate_api::ErrorCode::PermissionDenied, message } = &answer {
+            if message == "no such operator account" {
+                self.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, x| x.user != s.user);
+                return Err(secure(Redirect::to("/login").into_response()));
+            }
+        }
+        Ok(answer)
+    }
+
     /// Whether `ip` may try to log in now (counted).
     fn may_try(&self, ip: IpAddr) -> bool {
         let ip = source(ip);
@@ -250,84 +309,6 @@ impl Console {
         }
         e.1 += 1;
         e.1 <= LOGINS_PER_MINUTE
-    }
-}
-
-/// The value of cookie `name`.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// HTML-escapes text.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A page: the layout around `body` (already escaped where it must be).
-fn page(title: &str, user: Option<&Session>, body: &str) -> Response {
-    let nav = match user {
-        Some(s) => format!(
-            "<nav><a href=\"/\">Status</a> <a href=\"/events\" id=\"nav-events\">Events</a> <span class=\"user\">{}</span>\
-             <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\" id=\"logout\">Log out</button></form></nav>",
-            esc(&s.user),
-            s.csrf
-        ),
-        None => String::new(),
-    };
-    let html = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{t} — tlsgate</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}nav form{{display:inline}}\
-         .user{{margin:0 1em;color:#555}}.error{{color:#b00}}</style></head>\
-         <body>{nav}<h1>{t}</h1>{body}</body></html>",
-        t = esc(title)
-    );
-    secure((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
-}
-
-/// The headers every answer carries.
-fn secure(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    for (k, v) in [
-        (
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-        ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
-        ("cache-control", "no-store"),
-        ("x-frame-options", "DENY"),
-        ("strict-transport-security", "max-age=31536000"),
-    ] {
-        h.insert(k, HeaderValue::from_static(v));
-    }
-    r
-}
-
-fn set_cookie(r: &mut Response, name: &str, value: &str, max_age: u64) {
-    let c = format!("{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict");
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        r.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
@@ -424,7 +405,7 @@ struct CsrfForm {
 
 async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
     let Some((token, s)) = c.session(&headers) else { return secure(Redirect::to("/login").into_response()) };
-    if f.csrf != s.csrf {
+    if !same(&f.csrf, &s.csrf) {
         return secure((StatusCode::FORBIDDEN, "a form without this session's token\n").into_response());
     }
     c.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
@@ -433,35 +414,13 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form
     r
 }
 
-/// Unix seconds as an RFC 3339 date.
-fn date(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
-}
-
-fn row(k: &str, v: &str) -> String {
-    format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v))
-}
-
-async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let Some((_, s)) = c.session(&headers) else { return secure(Redirect::to("/login").into_response()) };
-    let (c2, user) = (c.clone(), s.user.clone());
-    let (known, st, cov) = tokio::task::spawn_blocking(move || {
-        let known = matches!(c2.ask(Request::UserList), Ok(Answer::Users { users }) if users.iter().any(|(n, _)| *n == user));
-        (known, c2.ask(Request::Status), c2.ask(Request::Coverage { since: None }))
-    })
-    .await
-    .unwrap_or_else(|e| (false, Err(e.to_string()), Err(String::new())));
-    if !known {
-        // The account was removed: its sessions end.
-        c.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, x| x.user != s.user);
-        return secure(Redirect::to("/login").into_response());
-    }
+async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Result<Response, Response> {
+    let s = c.logged_in(&headers)?;
+    let st = c.call(&s, Request::Status).await?;
+    let cov = c.call(&s, Request::Coverage { since: None }).await?;
     let mut body = String::new();
     match st {
-        Ok(Answer::Status(st)) => {
+        Answer::Status(st) => {
             body.push_str("<table id=\"status\">");
             body.push_str(&row(
                 "Dataplane",
@@ -498,12 +457,10 @@ async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
             body.push_str(&row("Events", &format!("{} logged, {} lost", st.events_logged, st.events_lost)));
             body.push_str("</table>");
         }
-        Ok(Answer::Error { message, .. }) | Err(message) => {
-            body.push_str(&format!("<p class=\"error\">{}</p>", esc(&message)))
-        }
-        Ok(_) => {}
+        Answer::Error { message, .. } => body.push_str(&html::error(&message)),
+        _ => {}
     }
-    if let Ok(Answer::Coverage(r)) = cov {
+    if let Answer::Coverage(r) = cov {
         body.push_str("<h2>Decryption coverage</h2><table id=\"coverage\">");
         let share = r.share.map_or("-".into(), |s| format!("{:.1} %", s * 100.0));
         body.push_str(&row("TLS flows decrypted", &format!("{} of {} ({share})", r.decrypted, r.tls_flows)));
@@ -512,8 +469,21 @@ async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         }
         body.push_str("</table>");
     }
-    page("Status", Some(&s), &body)
+    Ok(page("Status", Some(&s), &body))
 }
+
+/// Whether two tokens are equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The events page's script.
+async fn script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], html::SCRIPT).into_response()
+}
+
+/// The largest form body.
+const MAX_FORM: usize = 64 << 10;
 
 /// Gives a connection's place back when it ends.
 struct Release(Arc<Console>, IpAddr);
@@ -530,156 +500,32 @@ impl Drop for Release {
     }
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    kind: Option<String>,
-    host: Option<String>,
-}
-
-/// The newest events (100), filtered by kind and host.
-async fn events(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
-) -> Response {
-    let Some((_, s)) = c.session(&headers) else { return Redirect::to("/login").into_response() };
-    let kind = q.kind.filter(|k| !k.is_empty() && k.len() <= 32);
-    let host = q.host.filter(|h| !h.is_empty() && h.len() <= 255);
-    let req = Request::EventsList {
-        since_ns: None,
-        after_id: None,
-        kind: kind.clone(),
-        host: host.clone(),
-        limit: Some(100),
-    };
-    let c2 = c.clone();
-    let answer =
-        tokio::task::spawn_blocking(move || c2.ask(req)).await.unwrap_or_else(|e| Err(e.to_string()));
-    let mut body = format!(
-        "<form method=\"get\" action=\"/events\"><label>Kind <input name=\"kind\" value=\"{}\"></label> \
-         <label>Host or SNI <input name=\"host\" value=\"{}\"></label> <button type=\"submit\">Filter</button></form>",
-        esc(kind.as_deref().unwrap_or("")),
-        esc(host.as_deref().unwrap_or(""))
-    );
-    match answer {
-        Ok(Answer::Events { events }) if events.is_empty() => {
-            body.push_str("<p id=\"no-events\">No events.</p>")
-        }
-        Ok(Answer::Events { events }) => {
-            body.push_str("<table id=\"events\"><tr><th>Id</th><th>Time</th><th>Kind</th><th>Client</th><th>Server</th><th>SNI</th><th>Reason</th></tr>");
-            for e in events.iter().rev() {
-                let reason = if e.verify_code != 0 { e.verify_text.clone() } else { e.error_detail.clone() };
-                body.push_str(&format!(
-                    "<tr><td><a href=\"/events/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}:{}</td><td>{}:{}</td><td>{}</td><td>{}</td></tr>",
-                    date((e.time_ns / 1_000_000_000) as i64),
-                    esc(&e.kind),
-                    esc(&e.src_ip),
-                    e.src_port,
-                    esc(&e.dst_ip),
-                    e.dst_port,
-                    esc(&e.sni),
-                    esc(&reason),
-                    id = e.event_id
-                ));
-            }
-            body.push_str("</table>");
-        }
-        Ok(_) | Err(_) => body.push_str("<p class=\"error\">The control plane cannot list events now.</p>"),
-    }
-    page("Events", Some(&s), &body)
-}
-
-/// One event, grouped like the seed's event panel.
-async fn event(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<u64>,
-) -> Response {
-    let Some((_, s)) = c.session(&headers) else { return Redirect::to("/login").into_response() };
-    let c2 = c.clone();
-    let answer = tokio::task::spawn_blocking(move || c2.ask(Request::EventsShow { id }))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    let Ok(Answer::Events { events }) = answer else {
-        let mut r = page("Event", Some(&s), "<p class=\"error\">No such event.</p>");
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        return r;
-    };
-    let Some(e) = events.first() else {
-        let mut r = page("Event", Some(&s), "<p class=\"error\">No such event.</p>");
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        return r;
-    };
-    let group = |title: &str, rows: &[(&str, String)]| {
-        let mut t = format!("<h2>{}</h2><table>", esc(title));
-        for (k, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
-            t.push_str(&row(k, v));
-        }
-        t.push_str("</table>");
-        t
-    };
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let mut body = String::new();
-    body.push_str(&group("Source", &[("Address", e.src_ip.clone()), ("Port", e.src_port.to_string())]));
-    body.push_str(&group(
-        "Destination",
-        &[
-            ("Address", e.dst_ip.clone()),
-            ("Port", e.dst_port.to_string()),
-            ("Server name (SNI)", e.sni.clone()),
-        ],
-    ));
-    body.push_str(&group(
-        "Transaction",
-        &[
-            ("Event", e.event_id.to_string()),
-            ("Time", date((e.time_ns / 1_000_000_000) as i64)),
-            ("Kind", e.kind.clone()),
-            ("Rule", e.rule.clone()),
-            ("Session", e.session_id.clone()),
-            ("Configuration version", e.config_version.to_string()),
-        ],
-    ));
-    body.push_str(&group(
-        "TLS",
-        &[
-            ("Version", opt(&e.tls_version)),
-            ("Cipher suite", opt(&e.cipher_suite)),
-            ("JA4", opt(&e.ja4)),
-            ("ALPN (client / server)", format!("{} / {}", opt(&e.alpn_client), opt(&e.alpn_server))),
-            ("Server certificate subject", e.server_cert_subject.clone()),
-            ("Server certificate issuer", e.server_cert_issuer.clone()),
-        ],
-    ));
-    let verify = if e.verify_code != 0 {
-        format!("{} (code {}, depth {})", e.verify_text, e.verify_code, e.verify_depth)
-    } else {
-        String::new()
-    };
-    body.push_str(&group(
-        "Error details",
-        &[
-            ("Leg", e.leg.clone()),
-            ("Phase", e.phase.clone()),
-            ("Verify", verify),
-            ("Detail", e.error_detail.clone()),
-        ],
-    ));
-    page(&format!("Event {}", e.event_id), Some(&s), &body)
-}
-
 /// The console's routes.
 pub fn app(c: Arc<Console>) -> axum::Router {
     axum::Router::new()
         .route("/", axum::routing::get(status))
-        .route("/events", axum::routing::get(events))
-        .route("/events/{id}", axum::routing::get(event))
+        .route("/events", axum::routing::get(events::list))
+        .route("/events/rows", axum::routing::get(events::rows))
+        .route("/events/{id}", axum::routing::get(events::show))
+        .route("/events/{id}/trust", axum::routing::post(events::trust))
+        .route("/events/{id}/capture", axum::routing::post(events::capture))
+        .route("/licenses", axum::routing::get(admin::licenses).post(admin::license_load))
+        .route("/certificates", axum::routing::get(admin::certificates).post(admin::trust_import))
+        .route("/certificates/ca.pem", axum::routing::get(admin::ca_pem))
+        .route("/policy", axum::routing::get(policy::show))
+        .route("/policy/rules", axum::routing::post(policy::rule_add))
+        .route("/policy/rules/remove", axum::routing::post(policy::rule_remove))
+        .route("/policy/commit", axum::routing::post(policy::commit))
+        .route("/policy/rollback", axum::routing::post(policy::rollback))
+        .route("/policy/explain", axum::routing::get(policy::explain))
+        .route("/static/console.js", axum::routing::get(script))
         .route("/login", axum::routing::get(login_form).post(login))
         .route("/logout", axum::routing::post(logout))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
         .with_state(c)
-        // Forms are small; every answer (axum's own 405/415/422 included) gets the headers.
-        .layer(axum::extract::DefaultBodyLimit::max(8 << 10))
+        // Forms are small (a license or a PEM chain at most); every answer
+        // (axum's own 405/415/422 included) gets the headers.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(|r: Response| async move { secure(r) }))
 }
 

@@ -493,28 +493,6 @@ pub fn since_ns(text: &str) -> Result<u64, Failure> {
         })
 }
 
-/// An explanation for people.
-fn explain_text(e: &tlsgate_api::explain::Explanation) -> String {
-    let step = |s: &tlsgate_api::explain::Step| {
-        format!(
-            "{}{}",
-            s.action,
-            s.rule.as_ref().map_or(" (default action)".into(), |r| format!(" (rule {r})"))
-        )
-    };
-    let mut out = format!("policy version {}\nat SYN:              {}\n", e.version, step(&e.at_syn));
-    if e.tls_port {
-        out.push_str(&format!("after the ClientHello: {}\n", step(&e.after_hello)));
-    }
-    for s in &e.skipped {
-        out.push_str(&format!("  rule {} did not match: {}\n", s.rule, s.why.join("; ")));
-    }
-    for n in &e.notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
-    out
-}
-
 /// `policy explain --pcap FILE`: every TLS flow of the capture, explained.
 fn explain_capture(socket: &Path, file: &Path, json: bool) -> Result<String, Failure> {
     let bytes = read(file)?;
@@ -550,7 +528,7 @@ fn explain_capture(socket: &Path, file: &Path, json: bool) -> Result<String, Fai
             f.ja4.as_ref().map_or(" (no ClientHello in the capture)".into(), |j| format!(" ja4 {j}"))
         ));
         out.push_str(&match &resp {
-            Response::Explained(e) => explain_text(e),
+            Response::Explained(e) => e.text(),
             Response::Error { message, .. } => format!("refused: {message}\n"),
             other => human(&Command::Status, other),
         });
@@ -1006,7 +984,7 @@ fn human(cmd: &Command, resp: &Response) -> String {
             .iter()
             .map(|(name, changed)| format!("{name:<32} password set {}\n", rfc3339(*changed as i64)))
             .collect(),
-        Response::Explained(e) => explain_text(e),
+        Response::Explained(e) => e.text(),
         Response::Status(s) => {
             let mut out = format!(
                 "control plane   up {:.0} s, configuration version {}, device {}\n",
@@ -1103,7 +1081,14 @@ fn human(cmd: &Command, resp: &Response) -> String {
         Response::History { entries } => {
             let mut out = format!("{:>7}  {:<20}  {:>5}  {}\n", "version", "time", "uid", "what");
             for h in entries {
-                out.push_str(&format!("{:>7}  {:<20}  {:>5}  {}\n", h.version, rfc3339(h.time as i64), h.uid, h.what));
+                let who = h.operator.as_ref().map_or(String::new(), |o| format!("[console: {o}] "));
+                out.push_str(&format!(
+                    "{:>7}  {:<20}  {:>5}  {who}{}\n",
+                    h.version,
+                    rfc3339(h.time as i64),
+                    h.uid,
+                    h.what
+                ));
             }
             out
         }

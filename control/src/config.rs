@@ -5,6 +5,7 @@
 //! state_dir = "/var/lib/tlsgate"          # trust store, CA, licenses, policy history (0700)
 //! socket = "/run/tlsgate/control.sock"    # the operator socket: tlsgatectl (and the console)
 //! socket_group = "tlsgate"                # besides root, members may use the operator socket
+//! console_user = "tlsgate-console"        # the web console's system user (its uid asks only on an operator's behalf)
 //! socket_mode = "0660"
 //! dataplane_socket = "/run/tlsgate/dataplane.sock"   # the dataplane's own: 0600, root peers only
 //! events_dir = "/run/tlsgate/events"      # the dataplane's event rings (ring-<worker>.ev)
@@ -104,6 +105,11 @@ pub struct ControlConfig {
     pub crl_networks: Vec<String>,
     /// Syslog collectors (RELP): each event goes to each, at least once.
     pub syslog: Vec<crate::syslog::Collector>,
+    /// The system user `tlsgate-console` runs as. Its uid may only check logins
+    /// and ask, on behalf of a named operator account, for what the console's
+    /// pages do (no accounts, no CA, no key logs); none: the console cannot
+    /// connect.
+    pub console_user: Option<String>,
 }
 
 impl Default for ControlConfig {
@@ -112,6 +118,7 @@ impl Default for ControlConfig {
             state_dir: "/var/lib/tlsgate".into(),
             socket: "/run/tlsgate/control.sock".into(),
             socket_group: None,
+            console_user: None,
             socket_mode: "0660".into(),
             dataplane_socket: "/run/tlsgate/dataplane.sock".into(),
             events_dir: "/run/tlsgate/events".into(),

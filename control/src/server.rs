@@ -298,7 +298,7 @@ fn operator_connection(d: &Arc<Daemon>, stream: UnixStream, group: Option<u32>) 
                 break;
             }
             Body::Request(req) => {
-                let resp = d.handle(req, peer.uid);
+                let resp = d.handle_peer(req, peer.uid, peer.pid);
                 if write_frame(&mut out, &Frame::response(frame.id, resp)).is_err() {
                     break;
                 }

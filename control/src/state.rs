@@ -189,6 +189,7 @@ impl StateFile {
                 version: 1,
                 time: now_s,
                 uid: 0,
+                operator: None,
                 what: "initial state: no rules (do-not-decrypt), system CA bundle, no decryption CA".into(),
                 policy_kept: true,
             }],
@@ -309,7 +310,14 @@ impl StateFile {
     /// Appends an audit record for version `version` (bounded).
     pub fn audit(&mut self, version: u64, now_s: u64, uid: u32, what: impl Into<String>) {
         let kept = self.policies.iter().any(|p| p.version == version);
-        self.audit.push(HistoryEntry { version, time: now_s, uid, what: what.into(), policy_kept: kept });
+        self.audit.push(HistoryEntry {
+            version,
+            time: now_s,
+            uid,
+            operator: crate::audit::operator(),
+            what: what.into(),
+            policy_kept: kept,
+        });
         if self.audit.len() > AUDIT_KEPT {
             let extra = self.audit.len() - AUDIT_KEPT;
             self.audit.drain(..extra);

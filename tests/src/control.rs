@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use tlsgate_api::{ControlStatus, Request, Response};
 
+use std::sync::Arc;
+
+use tlsgate_certstore::pki_types::CertificateDer;
+use tlsgate_certstore::rustls::{ClientConfig, ServerConfig};
+
+use crate::netsim::{tls_exchange, Net};
 use crate::{repo_root, run_cmd, Finished, Proc, TempDir};
 
 /// The device id the test control planes use.
@@ -298,3 +304,73 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A policy decrypting everything (the seed's "Decrypt-All").
 pub const DECRYPT_ALL: &str = r#"{ "rules": [ { "name": "Decrypt-All", "action": "decrypt" } ] }"#;
+
+/// A dataplane (one worker, memory ports, in this process) connected to `c`.
+pub fn dataplane(c: &Control) -> Net {
+    let toml = format!(
+        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
+         [intercept]\nconnect_timeout_s = 5\n[tls]\nhandshake_timeout_s = 5\n{}",
+        c.dataplane_toml()
+    );
+    Net::new(tlsgate_dataplane::config::Config::from_toml(&toml).expect("dataplane config"), 1)
+}
+
+/// The decryption CA's certificate, as a client installs it.
+pub fn exported_ca(c: &Control) -> CertificateDer<'static> {
+    let pem = c.ok(&["ca", "export"]);
+    tlsgate_certstore::parse_certificates(pem.as_bytes()).expect("CA PEM").remove(0)
+}
+
+/// A control plane (with `extra` configuration lines) with a decryption CA and
+/// the Decrypt-All policy committed.
+pub fn configured_with(tag: &str, extra: &str) -> Control {
+    let c = Control::start(tag, extra);
+    c.ok(&["ca", "generate"]);
+    let policy = write(c.dir.path(), "policy.json", DECRYPT_ALL);
+    c.ok(&["policy", "load", policy.to_str().expect("utf-8")]);
+    let out = c.ok(&["policy", "commit"]);
+    assert!(out.contains("configuration version"), "{out}");
+    c
+}
+
+/// [`configured_with`] no extra lines.
+pub fn configured(tag: &str) -> Control {
+    configured_with(tag, "")
+}
+
+/// One TLS exchange through `net` from client port `port`: `None` when the
+/// client got its answer, else what went wrong.
+pub fn connect(
+    net: &mut Net,
+    srv: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    sni: &str,
+    port: u16,
+) -> Option<String> {
+    let (resp, err, _, _) = tls_exchange(net, srv, client, sni, 443, port, b"GET /", 2000);
+    match (resp, err) {
+        (Some(_), None) => None,
+        (_, e) => Some(e.unwrap_or_else(|| "no response".into())),
+    }
+}
+
+/// Waits for the logged events to satisfy `pred`, carrying the simulation's last
+/// frames meanwhile (a flow's event comes when both of its legs have closed).
+pub fn settle(
+    c: &Control,
+    net: &mut Net,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = c.logged_events();
+        if pred(&e) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "events not as expected: {e:#?}\n{}", c.log());
+        for _ in 0..10 {
+            net.step();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod control;
 pub mod netsim;
 

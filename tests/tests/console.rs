@@ -7,12 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tlsgate_tests::control::{write, Control};
-use tlsgate_tests::{run_cmd, Finished, Proc};
-
-fn console_binary() -> std::path::PathBuf {
-    tlsgate_tests::control::tlsgatectl_binary().with_file_name("tlsgate-console")
-}
+use tlsgate_tests::console::{add_user, CONTROL_EXTRA};
+use tlsgate_tests::control::Control;
+use tlsgate_tests::{run_cmd, Finished};
 
 /// curl against the console, trusting its generated certificate, with a cookie jar.
 fn curl(cacert: &Path, jar: &Path, port: u16, args: &[&str]) -> Finished {
@@ -48,41 +45,12 @@ fn csrf(html: &str) -> String {
 /// Log in, see the status page, and the refusals that keep it safe.
 #[test]
 fn console_login_session_csrf_and_logout() {
-    let c = Control::start("console", "");
+    let c = Control::start("console", CONTROL_EXTRA);
     c.ok(&["ca", "generate"]);
-    let mut add = Command::new(tlsgate_tests::control::tlsgatectl_binary())
-        .arg("--socket")
-        .arg(c.socket())
-        .args(["user", "add", "alice"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        add.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
-    }
-    assert!(add.wait().unwrap().success());
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    add_user(&c, "alice", "correct horse battery");
+    let mut console = tlsgate_tests::console::Console::start(&c);
+    let (port, cacert) = (console.port, console.cacert.clone());
     let state = c.dir.join("console");
-    let cfg = write(
-        c.dir.path(),
-        "console.toml",
-        &format!(
-            "[console]\nlisten = \"127.0.0.1:{port}\"\nsocket = {:?}\nstate_dir = {:?}\n",
-            c.socket().display().to_string(),
-            state.display().to_string()
-        ),
-    );
-    let mut console =
-        Proc::spawn("tlsgate-console", Command::new(console_binary()).arg("--config").arg(&cfg));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(console.try_status().is_none(), "tlsgate-console exited: {}", console.stderr_text());
-        assert!(Instant::now() < deadline, "tlsgate-console did not listen: {}", console.stderr_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let cacert = state.join("console.pem");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(state.join("console.key")).unwrap().permissions().mode() & 0o777, 0o600);
     let jar = c.dir.join("jar");
@@ -238,5 +206,5 @@ fn console_login_session_csrf_and_logout() {
         }
     }
     assert!(limited, "the login limit never answered 429");
-    console.kill();
+    console.proc.kill();
 }

@@ -4,13 +4,13 @@
 //! of the state directory, events across control-plane restarts, captures and
 //! metrics.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tlsgate_certstore::pki_types::{CertificateDer, PrivateKeyDer};
-use tlsgate_certstore::rustls::{ClientConfig, ServerConfig};
+use tlsgate_certstore::pki_types::PrivateKeyDer;
 use tlsgate_dataplane::config::Config;
-use tlsgate_tests::control::{write, Control, DECRYPT_ALL, DEVICE};
+use tlsgate_tests::control::{
+    configured, connect, dataplane, exported_ca, settle, write, Control, DECRYPT_ALL, DEVICE,
+};
 use tlsgate_tests::netsim::{client_trusting, origin_server, tls_exchange, Net};
 
 #[allow(dead_code)]
@@ -21,66 +21,8 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// A dataplane (one worker, memory ports) connected to `c`.
-fn dataplane(c: &Control) -> Net {
-    let toml = format!(
-        "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
-         [intercept]\nconnect_timeout_s = 5\n[tls]\nhandshake_timeout_s = 5\n{}",
-        c.dataplane_toml()
-    );
-    Net::new(Config::from_toml(&toml).expect("dataplane config"), 1)
-}
-
 fn key(k: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(k.serialize_der().into())
-}
-
-/// The decryption CA's certificate, as a client installs it.
-fn exported_ca(c: &Control) -> CertificateDer<'static> {
-    let pem = c.ok(&["ca", "export"]);
-    tlsgate_certstore::parse_certificates(pem.as_bytes()).expect("CA PEM").remove(0)
-}
-
-/// A control plane with a decryption CA and the Decrypt-All policy committed.
-fn configured(tag: &str) -> Control {
-    let c = Control::start(tag, "");
-    c.ok(&["ca", "generate"]);
-    let policy = write(c.dir.path(), "policy.json", DECRYPT_ALL);
-    c.ok(&["policy", "load", policy.to_str().unwrap()]);
-    let out = c.ok(&["policy", "commit"]);
-    assert!(out.contains("configuration version"), "{out}");
-    c
-}
-
-fn connect(
-    net: &mut Net,
-    srv: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
-    sni: &str,
-    port: u16,
-) -> Option<String> {
-    let (resp, err, _, _) = tls_exchange(net, srv, client, sni, 443, port, b"GET /", 2000);
-    match (resp, err) {
-        (Some(_), None) => None,
-        (_, e) => Some(e.unwrap_or_else(|| "no response".into())),
-    }
-}
-
-/// Waits for the logged events to satisfy `pred`, carrying the simulation's last
-/// frames meanwhile (a flow's event comes when both of its legs have closed).
-fn settle(c: &Control, net: &mut Net, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let e = c.logged_events();
-        if pred(&e) {
-            return e;
-        }
-        assert!(std::time::Instant::now() < deadline, "events not as expected: {e:#?}\n{}", c.log());
-        for _ in 0..10 {
-            net.step();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 }
 
 /// `trust add --from-event ID`, retried while the abort's chain is still on its

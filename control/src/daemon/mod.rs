@@ -66,6 +66,8 @@ pub struct Daemon {
     pub crls: Arc<CrlCache>,
     /// Syslog collectors.
     pub forwarders: Vec<Arc<crate::syslog::Forwarder>>,
+    /// The web console's uid (`console_user`).
+    pub console_uid: Option<u32>,
     /// Failed console logins per account.
     login_failures: Mutex<users::Failures>,
     /// Coverage counters sampled over time (`coverage --since`).
@@ -77,6 +79,7 @@ pub const COVERAGE_SAMPLES: usize = 1440;
 
 /// The area modules: each serves its requests (`handle` dispatches).
 mod ca;
+mod console;
 mod dataplane;
 mod license;
 mod policy;
@@ -151,7 +154,9 @@ impl Daemon {
             .map(|c| crate::syslog::Forwarder::open(c.clone(), &spool).map_err(Error::file(&spool)))
             .collect::<Result<Vec<_>>>()?;
         events.forward_to(forwarders.clone());
+        let console_uid = Daemon::console_uid(&cfg)?;
         Ok(Daemon {
+            console_uid,
             forwarders,
             crls,
             coverage: Mutex::new(std::collections::VecDeque::new()),
@@ -334,6 +339,10 @@ impl Daemon {
             | Request::PolicyHistory
             | Request::PolicyExplain { .. } => self.policy_request(req, uid),
             Request::EventsList { .. } | Request::EventsShow { .. } => self.events_request(req, uid),
+            Request::OnBehalf { .. } => Response::error(
+                ErrorCode::PermissionDenied,
+                "on_behalf is served only to the web console's user (control.console_user)",
+            ),
             Request::DataplaneHello { .. }
             | Request::Snapshot(_)
             | Request::Chain { .. }

@@ -1,0 +1,115 @@
+//! The web console's uid (`control.console_user`). `tlsgate-console` is a
+//! client of this socket like `tlsgatectl`, but a web server is what an
+//! attacker on the management network reaches first, so its uid gets less
+//! than an operator's: it may check logins, and ask on behalf of a named,
+//! existing operator account for what its pages do. It can add no account,
+//! touch no CA key, remove no trust or license, and start no key log. Each
+//! such request is served and audited as the operator's (the history's and
+//! `audit.log`'s `operator`).
+
+use super::*;
+use crate::audit::Outcome;
+
+/// What the console's pages may ask for.
+fn console_may(req: &Request) -> bool {
+    match req {
+        Request::CaptureStart(spec) => !spec.keylog,
+        Request::Status
+        | Request::Coverage { .. }
+        | Request::Stats
+        | Request::UserList
+        | Request::EventsList { .. }
+        | Request::EventsShow { .. }
+        | Request::TrustAddFromEvent { .. }
+        | Request::TrustAdd { .. }
+        | Request::TrustList
+        | Request::TrustShow { .. }
+        | Request::CaExport { .. }
+        | Request::LicenseLoad { .. }
+        | Request::LicenseShow
+        | Request::PolicyShow { .. }
+        | Request::PolicyCheck { .. }
+        | Request::PolicyDiff { .. }
+        | Request::PolicyRuleAdd { .. }
+        | Request::PolicyRuleRemove { .. }
+        | Request::PolicyCommit
+        | Request::PolicyRollback { .. }
+        | Request::PolicyHistory
+        | Request::PolicyExplain { .. }
+        | Request::CaptureList
+        | Request::CaptureStop { .. } => true,
+        _ => false,
+    }
+}
+
+/// The request's name, as on the wire (`op`).
+fn op(req: &Request) -> String {
+    serde_json::to_value(req)
+        .ok()
+        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+impl Daemon {
+    /// The console user's uid, looked up at start; `console_user` naming root
+    /// or nobody that exists is refused.
+    pub(super) fn console_uid(cfg: &ControlConfig) -> Result<Option<u32>> {
+        let Some(name) = &cfg.console_user else { return Ok(None) };
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| Error::config("console_user", format!("{name:?}: {e}")))?
+            .ok_or_else(|| Error::config("console_user", format!("no user named {name:?}")))?;
+        if user.uid.is_root() {
+            return Err(Error::config(
+                "console_user",
+                format!("{name:?} is root: give the console a user of its own"),
+            ));
+        }
+        Ok(Some(user.uid.as_raw()))
+    }
+
+    /// Serves a request from a peer: the console's uid gets [`console_may`]'s
+    /// requests on an operator's behalf, and logins; others, everything.
+    pub fn handle_peer(&self, req: Request, uid: u32, pid: i32) -> Response {
+        if Some(uid) != self.console_uid {
+            if let Request::OnBehalf { .. } = req {
+                self.audit.record(uid, pid, "on_behalf", Outcome::Refused, "not the console's uid");
+                return Response::error(
+                    ErrorCode::PermissionDenied,
+                    "on_behalf is served only to the web console's user (control.console_user)",
+                );
+            }
+            return self.handle(req, uid);
+        }
+        match req {
+            Request::Ping | Request::UserLogin { .. } => self.handle(req, uid),
+            Request::OnBehalf { operator, request } => {
+                let what = op(&request);
+                if !console_may(&request) {
+                    let detail = format!("{what} for {operator:?}: not a console request");
+                    self.audit.record(uid, pid, "on_behalf", Outcome::Refused, &detail);
+                    return Response::error(
+                        ErrorCode::PermissionDenied,
+                        format!("the web console may not ask for {what}: use tlsgatectl"),
+                    );
+                }
+                if !self.state().users.iter().any(|u| u.name == operator) {
+                    let detail = format!(
+                        "{what} for {:?}: no such account",
+                        operator.chars().take(32).collect::<String>()
+                    );
+                    self.audit.record(uid, pid, "on_behalf", Outcome::Refused, &detail);
+                    return Response::error(ErrorCode::PermissionDenied, "no such operator account");
+                }
+                crate::audit::as_operator(&operator, || self.handle(*request, uid))
+            }
+            other => {
+                let detail = format!("{} without an operator", op(&other));
+                self.audit.record(uid, pid, "console_request", Outcome::Refused, &detail);
+                Response::error(
+                    ErrorCode::PermissionDenied,
+                    "the web console's user asks only on behalf of an operator (on_behalf)",
+                )
+            }
+        }
+    }
+}
