@@ -139,11 +139,11 @@ pub(crate) async fn show(
         return Ok(page_status(StatusCode::NOT_FOUND, "Event", Some(&s), &error("No such event.")));
     };
     let group = |title: &str, rows: &[(&str, String)]| {
-        let mut t = format!("<h2>{}</h2><table class=\"group\">", esc(title));
+        let mut t = format!("<section><h2>{}</h2><table class=\"group\">", esc(title));
         for (k, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
             t.push_str(&row(k, v));
         }
-        t.push_str("</table>");
+        t.push_str("</table></section>");
         t
     };
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -153,7 +153,21 @@ pub(crate) async fn show(
         })
     };
     let mut body = String::new();
+    let summary = if e.verify_code != 0 {
+        format!("{} (code {}, depth {})", e.verify_text, e.verify_code, e.verify_depth)
+    } else {
+        e.error_detail.clone()
+    };
+    if !summary.is_empty() {
+        body.push_str(&format!(
+            "<p class=\"{}\" id=\"summary\">{}: {}</p>",
+            if e.kind == "abort" || e.kind == "blocked" { "error" } else { "ok" },
+            esc(&e.kind),
+            esc(&summary)
+        ));
+    }
     body.push_str(&actions(&s, &e));
+    body.push_str("<div class=\"panel\">");
     body.push_str(&group("Source", &[("Address", e.src_ip.clone()), ("Port", e.src_port.to_string())]));
     body.push_str(&group(
         "Destination",
@@ -203,6 +217,7 @@ pub(crate) async fn show(
             ("Server chain kept", opt(&e.chain_sha256)),
         ],
     ));
+    body.push_str("</div>");
     Ok(page(&format!("Event {}", e.event_id), Some(&s), &body))
 }
 

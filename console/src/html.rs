@@ -61,7 +61,8 @@ pub(crate) fn page(title: &str, user: Option<&Session>, body: &str) -> Response 
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}nav form,td form{{display:inline}}\
          nav a{{margin-right:1em}}.user{{margin:0 1em;color:#555}}.error{{color:#b00}}.ok{{color:#070}}\
          .actions form{{margin:.5em 0}}pre{{background:#f4f4f4;padding:.5em}}textarea{{width:60em;max-width:100%}}\
-         code{{font-size:90%}}</style><script src=\"/static/console.js\" defer></script></head>\
+         code{{font-size:90%}}.panel{{display:grid;grid-template-columns:repeat(auto-fill,minmax(26em,1fr));gap:0 2em}}\
+         .panel h2{{font-size:1.1em;margin:.6em 0 .3em}}</style><script src=\"/static/console.js\" defer></script></head>\
          <body>{nav}<h1>{t}</h1>{body}</body></html>",
         t = esc(title)
     );

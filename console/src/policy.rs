@@ -50,7 +50,7 @@ async fn policy_page(c: &Arc<Console>, s: &Session, result: &str) -> Result<Resp
         }
         _ => (0, false),
     };
-    body.push_str(&format!("<p>Running: configuration version <b id=\"policy-version\">{version}</b>.</p>"));
+    body.push_str(&format!("<p>The running policy was committed in configuration version <b id=\"policy-version\">{version}</b>.</p>"));
     let Answer::Policy { text, .. } = candidate else {
         return Ok(page("Policy", Some(s), &body));
     };
