@@ -26,18 +26,19 @@ install: $(if $(filter release,$(BUILD)),build-release,build)
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/doc/tlsgate
 	install -d -m 0750 $(DESTDIR)/etc/tlsgate
-	for b in tlsgate-dataplane tlsgate-control tlsgatectl; do \
+	for b in tlsgate-dataplane tlsgate-control tlsgatectl tlsgate-console; do \
 		install -m 0755 target/$(BUILD)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; done
 	install -m 0755 scripts/setup-interfaces.sh $(DESTDIR)$(PREFIX)/sbin/tlsgate-setup-interfaces
 	for u in packaging/systemd/*.service; do \
 		sed 's|/usr/local|$(PREFIX)|g' $$u > $(DESTDIR)/etc/systemd/system/$$(basename $$u) || exit 1; done
 	[ -e $(DESTDIR)/etc/tlsgate/control.toml ] || install -m 0640 config/control.example.toml $(DESTDIR)/etc/tlsgate/control.toml
 	[ -e $(DESTDIR)/etc/tlsgate/dataplane.toml ] || install -m 0640 config/appliance.example.toml $(DESTDIR)/etc/tlsgate/dataplane.toml
+	[ -e $(DESTDIR)/etc/tlsgate/console.toml ] || install -m 0640 config/console.example.toml $(DESTDIR)/etc/tlsgate/console.toml
 	install -m 0644 docs/*.md README.md $(DESTDIR)$(PREFIX)/share/doc/tlsgate/
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/tlsgate/prometheus $(DESTDIR)$(PREFIX)/share/tlsgate/grafana
 	install -m 0644 packaging/prometheus/tlsgate-alerts.yml $(DESTDIR)$(PREFIX)/share/tlsgate/prometheus/
 	install -m 0644 packaging/grafana/tlsgate-coverage.json $(DESTDIR)$(PREFIX)/share/tlsgate/grafana/
-	@echo "installed; then: edit /etc/tlsgate/*.toml, systemctl daemon-reload, systemctl enable --now tlsgate-control tlsgate-dataplane"
+	@echo "installed; then: edit /etc/tlsgate/*.toml, systemctl daemon-reload, systemctl enable --now tlsgate-control tlsgate-dataplane (and tlsgate-console: docs/operations.md 7b)"
 
 ## The appliance on the lab: tlsgate-control in the background, tlsgate-dataplane in the
 ## foreground (Ctrl-C stops both; `make lab-down` removes the lab).

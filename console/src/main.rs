@@ -12,6 +12,10 @@ struct Args {
     /// The configuration file (`[console] listen = "ADDR:PORT"` at least).
     #[arg(long, default_value = "/etc/tlsgate/console.toml", env = "TLSGATE_CONSOLE_CONFIG")]
     config: PathBuf,
+    /// Check the configuration (and the management certificate: readable, or
+    /// made now) and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +29,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = tlsgate_console::ConsoleConfig::load(&args.config)?;
     let (cert, key) = tlsgate_console::management_cert(&cfg)?;
+    if args.check_config {
+        tlsgate_certstore::service_server_config(cert.as_bytes(), key.as_bytes())?;
+        println!("{}: ok (listen {})", args.config.display(), cfg.listen);
+        return Ok(());
+    }
     let console = tlsgate_console::Console::new(cfg);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -14,12 +14,18 @@ trap 'rm -rf "$stage"' EXIT
 
 make -s install BUILD=debug DESTDIR="$stage" PREFIX=/usr/local >/dev/null
 
-for b in tlsgate-dataplane tlsgate-control tlsgatectl; do
+for b in tlsgate-dataplane tlsgate-control tlsgatectl tlsgate-console; do
     check "$b installed and runs" "$stage/usr/local/bin/$b" --version
 done
 check "setup-interfaces installed" test -x "$stage/usr/local/sbin/tlsgate-setup-interfaces"
 check "default control.toml (0640)" test "$(stat -c %a "$stage/etc/tlsgate/control.toml")" = 640
 check "default dataplane.toml" test -f "$stage/etc/tlsgate/dataplane.toml"
+check "default console.toml (0640)" test "$(stat -c %a "$stage/etc/tlsgate/console.toml")" = 640
+sed -e "s|/var/lib/tlsgate-console|$stage/var/lib/tlsgate-console|" -e 's|192.0.2.10:8443|127.0.0.1:0|' \
+    "$stage/etc/tlsgate/console.toml" > "$stage/console-test.toml"
+check "the example console configuration is valid (a management certificate made)" \
+    "$stage/usr/local/bin/tlsgate-console" --config "$stage/console-test.toml" --check-config
+check "the management key 0600" test "$(stat -c %a "$stage/var/lib/tlsgate-console/console.key")" = 600
 check "docs installed" test -f "$stage/usr/local/share/doc/tlsgate/operations.md"
 check "the example dataplane configuration is valid" \
     "$stage/usr/local/bin/tlsgate-dataplane" --config "$stage/etc/tlsgate/dataplane.toml" --check-config
@@ -39,6 +45,7 @@ check "a reinstall keeps an edited configuration" grep -q '^# edited' "$stage/et
 units="$stage/etc/systemd/system"
 check "dataplane Wants= the control plane" grep -q '^Wants=tlsgate-control.service' "$units/tlsgate-dataplane.service"
 check "dataplane starts After= the control plane" grep -q '^After=tlsgate-control.service' "$units/tlsgate-dataplane.service"
+check "the console runs as its own user" grep -qx 'User=tlsgate-console' "$units/tlsgate-console.service"
 for u in tlsgate-control tlsgate-dataplane; do
     check "$u.service sets UMask=0027" grep -qx 'UMask=0027' "$units/$u.service"
 done
@@ -53,9 +60,9 @@ if command -v systemd-analyze >/dev/null; then
         sed -e "s|/usr/local/bin|$stage/usr/local/bin|g" -e "s|/etc/tlsgate|$stage/etc/tlsgate|g" "$u" \
             > "$stage/verify/$(basename "$u")"
     done
-    out=$(cd "$stage/verify" && systemd-analyze verify tlsgate-control.service tlsgate-dataplane.service 2>&1) \
+    out=$(cd "$stage/verify" && systemd-analyze verify tlsgate-control.service tlsgate-dataplane.service tlsgate-console.service 2>&1) \
         && rc=0 || rc=$?
-    check "systemd-analyze verify tlsgate-control.service tlsgate-dataplane.service" \
+    check "systemd-analyze verify tlsgate-control.service tlsgate-dataplane.service tlsgate-console.service" \
         test "$rc" -eq 0 -a -z "$out" || printf '%s\n' "$out"
 else
     echo "skip - systemd-analyze not installed"

@@ -42,6 +42,35 @@ fn csrf(html: &str) -> String {
     html[at..at + 64].to_string()
 }
 
+/// One request frame on the control socket, sent by python3 as `user` (or
+/// root): the answer line.
+fn raw_request(c: &Control, user: Option<&str>, req: tlsgate_api::Request) -> String {
+    let line = tlsgate_api::Frame::request(7, req).encode();
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+                  s.sendall(sys.stdin.buffer.read())\nprint(s.makefile().readline())";
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([&format!("--reuid={u}"), "--regid=nogroup", "--clear-groups", "/usr/bin/python3"]);
+            c
+        }
+        None => Command::new("/usr/bin/python3"),
+    };
+    let mut child = cmd
+        .args(["-c", script])
+        .arg(c.socket())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Log in, see the status page, and the refusals that keep it safe.
 #[test]
 fn console_login_session_csrf_and_logout() {
@@ -166,6 +195,103 @@ fn console_login_session_csrf_and_logout() {
     assert!(none.stderr.contains("HTTP/1.1 404"), "{}", none.stderr);
     let filtered = curl(&cacert, &jar, port, &["/events?kind=decrypted"]);
     assert!(filtered.stdout.contains("No events."), "{}", filtered.stdout);
+
+    // The policy: a rule added above the one there, the diff, a commit; the
+    // history names the operator. A bad rule is refused naming its field and
+    // changes nothing; a form without the session's token is refused.
+    let policy = curl(&cacert, &jar, port, &["/policy"]);
+    let token = csrf(&policy.stdout);
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &[
+            "-d",
+            &format!("csrf={token}&name=Bypass-Bank&action=do-not-decrypt&position=end&sni=bank.tg.test"),
+            "/policy/rules",
+        ],
+    );
+    assert!(r.stdout.contains("class=\"ok\" id=\"result\""), "{}", r.stdout);
+    assert!(r.stdout.contains("Not committed yet") && r.stdout.contains("Bypass-Bank"), "{}", r.stdout);
+    let before = std::fs::read(c.dir.join("state").join("state.json")).unwrap();
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &[
+            "-d",
+            &format!("csrf={token}&name=Bad&action=decrypt&position=above:Bypass-Bank&ports=99999"),
+            "/policy/rules",
+        ],
+    );
+    assert!(r.stdout.contains("class=\"error\" id=\"result\"") && r.stdout.contains("99999"), "{}", r.stdout);
+    assert_eq!(std::fs::read(c.dir.join("state").join("state.json")).unwrap(), before, "nothing changed");
+    let r = curl(&cacert, &jar, port, &["-d", "csrf=00", "/policy/commit"]);
+    assert!(r.stderr.contains("HTTP/1.1 403"), "{}", r.stderr);
+    let r = curl(&cacert, &jar, port, &["-d", &format!("csrf={token}"), "/policy/commit"]);
+    assert!(r.stdout.contains("configuration version"), "{}", r.stdout);
+    let history = c.ok(&["policy", "history"]);
+    assert!(history.contains("[console: alice]"), "{history}");
+    let audit = c.ok(&["policy", "show"]);
+    assert!(audit.contains("Bypass-Bank"), "committed: {audit}");
+    let r = curl(
+        &cacert,
+        &jar,
+        port,
+        &["/policy/explain?client=198.18.0.1&server=198.18.0.2&port=443&sni=bank.tg.test"],
+    );
+    assert!(r.stdout.contains("do-not-decrypt (rule Bypass-Bank)"), "{}", r.stdout);
+
+    // The console's uid gets only what its pages do, only on behalf of an
+    // existing account; nobody else may ask on anyone's behalf.
+    for (who, req, refusal) in [
+        (
+            Some("nobody"),
+            tlsgate_api::Request::OnBehalf {
+                operator: "alice".into(),
+                request: Box::new(tlsgate_api::Request::UserAdd {
+                    name: "mallory".into(),
+                    password: tlsgate_api::Secret("mallory's password".into()),
+                }),
+            },
+            "may not ask for user_add",
+        ),
+        (
+            Some("nobody"),
+            tlsgate_api::Request::OnBehalf {
+                operator: "alice".into(),
+                request: Box::new(tlsgate_api::Request::CaExport { der: false }),
+            },
+            "",
+        ),
+        (Some("nobody"), tlsgate_api::Request::CaGenerate { common_name: None }, "asks only on behalf"),
+        (
+            Some("nobody"),
+            tlsgate_api::Request::OnBehalf {
+                operator: "ghost".into(),
+                request: Box::new(tlsgate_api::Request::Status),
+            },
+            "no such operator account",
+        ),
+        (
+            None,
+            tlsgate_api::Request::OnBehalf {
+                operator: "alice".into(),
+                request: Box::new(tlsgate_api::Request::Status),
+            },
+            "served only to the web console",
+        ),
+    ] {
+        let answer = raw_request(&c, who, req);
+        if refusal.is_empty() {
+            assert!(answer.contains("\"result\":\"ca\""), "{answer}");
+        } else {
+            assert!(answer.contains("permission_denied") && answer.contains(refusal), "{refusal}: {answer}");
+        }
+    }
+    assert!(!c.ok(&["user", "list"]).contains("mallory"));
+    let audit = std::fs::read_to_string(c.dir.join("log").join("audit.log")).unwrap();
+    assert!(audit.contains("user_add for \\\"alice\\\": not a console request"), "{audit}");
 
     // An answer axum makes itself carries the headers too.
     let r = curl(&cacert, &jar, port, &["-X", "PUT", "/"]);
