@@ -343,6 +343,15 @@ pub enum Request {
         name: String,
         /// The password given.
         password: Secret,
+        /// The address the login came from (the console's client): failures
+        /// lock the account for that address, not for everyone.
+        #[serde(default)]
+        from: Option<std::net::IpAddr>,
+    },
+    /// Ends a console session ([`Response::LoggedIn`]'s).
+    UserLogout {
+        /// The session.
+        session: Secret,
     },
     /// The web console, for a logged-in operator: `request` is served as if
     /// the operator asked, and audited with the operator's name. Served only to
@@ -351,6 +360,8 @@ pub enum Request {
     OnBehalf {
         /// The operator account.
         operator: String,
+        /// The session its login opened ([`Response::LoggedIn`]).
+        session: Secret,
         /// What the operator asked for.
         request: Box<Request>,
     },
@@ -677,6 +688,14 @@ pub struct HistoryEntry {
 #[serde(tag = "result", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Response {
+    /// A login of the web console's user: the session that
+    /// [`Request::OnBehalf`] must carry (it ends after 12 hours, at
+    /// [`Request::UserLogout`], or when its account is removed or its password
+    /// changed).
+    LoggedIn {
+        /// The session.
+        session: Secret,
+    },
     /// Answer to [`Request::Ping`].
     Pong {
         /// Name of the answering process (`tlsgate-dataplane`, `tlsgate-control`).

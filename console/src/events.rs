@@ -230,10 +230,23 @@ fn actions(s: &Session, e: &EventView) -> String {
             "<form method=\"post\" action=\"/events/{id}/trust\">{csrf}\
              <button type=\"submit\" id=\"trust\">Trust this server certificate</button> \
              pins the certificate this server showed, for {host} only (what \
-             <code>tlsgatectl trust add --from-event {id}</code> does)</form>",
+             <code>tlsgatectl trust add --from-event {id}</code> does)</form>{warn}",
             id = e.event_id,
             csrf = csrf_field(s),
             host = esc(&host),
+            warn = if e.sni.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<p class=\"error\" id=\"trust-warning\">The name {} comes from the client's ClientHello, the \
+                     certificate from the server at {}: trust it only if that address is really {}. \
+                     Whoever holds this certificate's key is then trusted as {} at any address.</p>",
+                    esc(&e.sni),
+                    esc(&e.dst_ip),
+                    esc(&e.sni),
+                    esc(&e.sni)
+                )
+            },
         ));
     }
     if cipher_mismatch(e) {

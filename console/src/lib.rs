@@ -169,6 +169,24 @@ pub fn management_cert(c: &ConsoleConfig) -> anyhow::Result<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The SHA-256 fingerprint of the first certificate of a PEM chain
+/// (`AA:BB:…`, as `openssl x509 -fingerprint -sha256` prints it): operators
+/// compare it with what their browser shows before they trust it.
+pub fn fingerprint(cert_pem: &str) -> String {
+    tlsgate_certstore::parse_certificates(cert_pem.as_bytes())
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .map(|der| {
+            ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default()
+}
+
 /// `O_NOFOLLOW` (Linux).
 fn nix_o_nofollow() -> i32 {
     0o400000
@@ -181,6 +199,8 @@ pub(crate) struct Session {
     pub(crate) user: String,
     /// The token every form of this session carries.
     pub(crate) csrf: String,
+    /// The control plane's session for this login (`on_behalf` carries it).
+    control: Secret,
     seen: Instant,
     created: Instant,
 }
@@ -192,7 +212,9 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 const LOGINS_IN_FLIGHT: usize = 8;
 /// Connections at most, in all and per client address (IPv6 per /64).
 const MAX_CONNECTIONS: usize = 256;
-const CONNECTIONS_PER_ADDRESS: usize = 16;
+const CONNECTIONS_PER_ADDRESS: usize = 8;
+/// A request (its body included) is answered within this, or its connection closed.
+const REQUEST_TIME: Duration = Duration::from_secs(15);
 
 /// The console's state.
 pub struct Console {
@@ -279,13 +301,17 @@ impl Console {
     /// form); an unreachable control plane is an error answer.
     pub(crate) async fn call(self: &Arc<Self>, s: &Session, req: Request) -> Result<Answer, Response> {
         let c = self.clone();
-        let req = Request::OnBehalf { operator: s.user.clone(), request: Box::new(req) };
+        let req = Request::OnBehalf {
+            operator: s.user.clone(),
+            session: s.control.clone(),
+            request: Box::new(req),
+        };
         let answer = tokio::task::spawn_blocking(move || c.ask(req))
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
             .unwrap_or_else(|e| Answer::error(tlsgate_api::ErrorCode::Internal, e));
         if let Answer::Error { code: tlsgate_api::ErrorCode::PermissionDenied, message } = &answer {
-            if message == "no such operator account" {
+            if message.starts_with("no such operator session") {
                 self.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, x| x.user != s.user);
                 return Err(secure(Redirect::to("/login").into_response()));
             }
@@ -300,7 +326,10 @@ impl Console {
         if a.len() >= 4096 && !a.contains_key(&ip) {
             a.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
             if a.len() >= 4096 {
-                return false; // logins from too many places at once: fail closed
+                // Logins from too many places at once: forget the oldest.
+                if let Some(oldest) = a.iter().min_by_key(|(_, (since, _))| *since).map(|(k, _)| *k) {
+                    a.remove(&oldest);
+                }
             }
         }
         let e = a.entry(ip).or_insert((Instant::now(), 0));
@@ -355,15 +384,16 @@ async fn login(
         return login_page(&c, Some("too many logins at once: try again"), StatusCode::SERVICE_UNAVAILABLE);
     };
     let (c2, name) = (c.clone(), f.name.clone());
-    let req = Request::UserLogin { name: f.name, password: Secret(f.password) };
+    let req = Request::UserLogin { name: f.name, password: Secret(f.password), from: Some(peer.ip()) };
     let answer =
         tokio::task::spawn_blocking(move || c2.ask(req)).await.unwrap_or_else(|e| Err(e.to_string()));
     match answer {
-        Ok(Answer::Done { .. }) => {
+        Ok(Answer::LoggedIn { session: control }) => {
             let token = c.token();
             let session = Session {
                 user: name.clone(),
                 csrf: c.token(),
+                control,
                 seen: Instant::now(),
                 created: Instant::now(),
             };
@@ -381,6 +411,12 @@ async fn login(
             set_cookie(&mut r, "__Host-tg_session", &token, c.cfg.session_idle_s);
             set_cookie(&mut r, "__Host-tg_login", "", 0);
             r
+        }
+        Ok(Answer::Done { .. }) => {
+            tracing::error!(
+                "the control plane does not know this process as the console (control.console_user)"
+            );
+            login_page(&c, Some("the control plane cannot check logins now"), StatusCode::SERVICE_UNAVAILABLE)
         }
         Ok(Answer::Error { code: tlsgate_api::ErrorCode::PermissionDenied, .. }) => {
             tracing::warn!(user = %name.chars().take(32).collect::<String>(), peer = %peer, "console login refused");
@@ -409,6 +445,8 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form
         return secure((StatusCode::FORBIDDEN, "a form without this session's token\n").into_response());
     }
     c.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
+    let (c2, control) = (c.clone(), s.control.clone());
+    let _ = tokio::task::spawn_blocking(move || c2.ask(Request::UserLogout { session: control })).await;
     let mut r = secure(Redirect::to("/login").into_response());
     set_cookie(&mut r, "__Host-tg_session", "", 0);
     r
@@ -526,6 +564,19 @@ pub fn app(c: Arc<Console>) -> axum::Router {
         // Forms are small (a license or a PEM chain at most); every answer
         // (axum's own 405/415/422 included) gets the headers.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+        // A request that dawdles (a body sent a byte at a time) is answered 408
+        // and its connection closed, so slow clients cannot hold the slots.
+        .layer(axum::middleware::from_fn(
+            |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(REQUEST_TIME, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        ([(header::CONNECTION, "close")], (StatusCode::REQUEST_TIMEOUT, "request too slow\n"))
+                            .into_response()
+                    }
+                }
+            },
+        ))
         .layer(axum::middleware::map_response(|r: Response| async move { secure(r) }))
 }
 

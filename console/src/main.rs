@@ -29,11 +29,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = tlsgate_console::ConsoleConfig::load(&args.config)?;
     let (cert, key) = tlsgate_console::management_cert(&cfg)?;
+    let fingerprint = tlsgate_console::fingerprint(&cert);
     if args.check_config {
         tlsgate_certstore::service_server_config(cert.as_bytes(), key.as_bytes())?;
-        println!("{}: ok (listen {})", args.config.display(), cfg.listen);
+        println!(
+            "{}: ok (listen {}); management certificate SHA-256 {fingerprint}",
+            args.config.display(),
+            cfg.listen
+        );
         return Ok(());
     }
+    tracing::info!(sha256 = %fingerprint, "management certificate (compare with what the browser shows)");
     let console = tlsgate_console::Console::new(cfg);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -244,50 +244,50 @@ fn console_login_session_csrf_and_logout() {
 
     // The console's uid gets only what its pages do, only on behalf of an
     // existing account; nobody else may ask on anyone's behalf.
+    let behalf = |operator: &str, request: tlsgate_api::Request| tlsgate_api::Request::OnBehalf {
+        operator: operator.into(),
+        session: tlsgate_api::Secret("0".repeat(64)),
+        request: Box::new(request),
+    };
     for (who, req, refusal) in [
         (
             Some("nobody"),
-            tlsgate_api::Request::OnBehalf {
-                operator: "alice".into(),
-                request: Box::new(tlsgate_api::Request::UserAdd {
+            behalf(
+                "alice",
+                tlsgate_api::Request::UserAdd {
                     name: "mallory".into(),
                     password: tlsgate_api::Secret("mallory's password".into()),
-                }),
-            },
+                },
+            ),
             "may not ask for user_add",
         ),
         (
             Some("nobody"),
-            tlsgate_api::Request::OnBehalf {
-                operator: "alice".into(),
-                request: Box::new(tlsgate_api::Request::CaExport { der: false }),
-            },
-            "",
+            behalf(
+                "alice",
+                tlsgate_api::Request::TrustAdd {
+                    data: String::new(),
+                    name: None,
+                    kind: tlsgate_api::TrustAs::Pinned,
+                    names: vec![],
+                    any_name: true,
+                },
+            ),
+            "may not ask for trust_add",
         ),
-        (Some("nobody"), tlsgate_api::Request::CaGenerate { common_name: None }, "asks only on behalf"),
+        (Some("nobody"), behalf("alice", tlsgate_api::Request::UserList), "may not ask for user_list"),
+        // Allowed, but only with the session alice's login opened.
         (
             Some("nobody"),
-            tlsgate_api::Request::OnBehalf {
-                operator: "ghost".into(),
-                request: Box::new(tlsgate_api::Request::Status),
-            },
-            "no such operator account",
+            behalf("alice", tlsgate_api::Request::CaExport { der: false }),
+            "no such operator session",
         ),
-        (
-            None,
-            tlsgate_api::Request::OnBehalf {
-                operator: "alice".into(),
-                request: Box::new(tlsgate_api::Request::Status),
-            },
-            "served only to the web console",
-        ),
+        (Some("nobody"), tlsgate_api::Request::CaGenerate { common_name: None }, "asks only on behalf"),
+        (Some("nobody"), behalf("ghost", tlsgate_api::Request::Status), "no such operator session"),
+        (None, behalf("alice", tlsgate_api::Request::Status), "served only to the web console"),
     ] {
         let answer = raw_request(&c, who, req);
-        if refusal.is_empty() {
-            assert!(answer.contains("\"result\":\"ca\""), "{answer}");
-        } else {
-            assert!(answer.contains("permission_denied") && answer.contains(refusal), "{refusal}: {answer}");
-        }
+        assert!(answer.contains("permission_denied") && answer.contains(refusal), "{refusal}: {answer}");
     }
     assert!(!c.ok(&["user", "list"]).contains("mallory"));
     let audit = std::fs::read_to_string(c.dir.join("log").join("audit.log")).unwrap();
@@ -315,9 +315,51 @@ fn console_login_session_csrf_and_logout() {
     let r = curl(&cacert, &jar, port, &["/"]);
     assert!(r.stderr.contains("location: /login"), "logged out: {}", r.stderr);
 
-    // Removing the account ends its sessions.
+    // A new password ends the account's sessions.
     let r = login(&cacert, &jar, port, "alice", "correct+horse+battery");
     assert!(r.stderr.contains("HTTP/1.1 303"), "{}", r.stderr);
+    let mut passwd = Command::new(tlsgate_tests::control::tlsgatectl_binary())
+        .arg("--socket")
+        .arg(c.socket())
+        .args(["user", "passwd", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        passwd.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    }
+    assert!(passwd.wait().unwrap().success());
+    let r = curl(&cacert, &jar, port, &["/policy"]);
+    assert!(r.stderr.contains("location: /login"), "the session ended with the password: {}", r.stderr);
+
+    // Guesses lock the account for their address only: five wrong passwords
+    // from 127.0.0.1, and alice still logs in from 127.0.0.2.
+    for _ in 0..5 {
+        let r = login(&cacert, &jar, port, "alice", "wrong+wrong+wrong");
+        assert!(r.stderr.contains("HTTP/1.1 401"), "{}", r.stderr);
+    }
+    let r = login(&cacert, &jar, port, "alice", "correct+horse+battery");
+    assert!(r.stderr.contains("HTTP/1.1 401"), "locked from here: {}", r.stderr);
+    let other_jar = c.dir.join("jar2");
+    let form = curl(&cacert, &other_jar, port, &["--interface", "127.0.0.2", "/login"]);
+    let token = csrf(&form.stdout);
+    let r = curl(
+        &cacert,
+        &other_jar,
+        port,
+        &[
+            "--interface",
+            "127.0.0.2",
+            "-d",
+            &format!("csrf={token}&name=alice&password=correct+horse+battery"),
+            "/login",
+        ],
+    );
+    assert!(r.stderr.contains("HTTP/1.1 303"), "not locked from elsewhere: {}", r.stderr);
+
+    // Removing the account ends its sessions.
+    let jar = other_jar;
     c.ok(&["user", "remove", "alice"]);
     let r = curl(&cacert, &jar, port, &["/"]);
     assert!(r.stderr.contains("location: /login"), "the removed account's session ended: {}", r.stderr);

@@ -917,7 +917,8 @@ fn operator_accounts_and_logins() {
     assert!(state.contains("$argon2id$") && !state.contains("correct horse"), "only the hash is kept");
 
     let login = |name: &str, password: &str| {
-        c.ask(Request::UserLogin { name: name.into(), password: Secret(password.into()) }).unwrap()
+        c.ask(Request::UserLogin { name: name.into(), password: Secret(password.into()), from: None })
+            .unwrap()
     };
     assert!(matches!(login("alice", "correct horse battery"), Response::Done { .. }));
     assert!(matches!(login("nobody", "correct horse battery"), Response::Error { .. }));
@@ -926,6 +927,13 @@ fn operator_accounts_and_logins() {
     }
     let locked = login("alice", "correct horse battery");
     assert!(matches!(&locked, Response::Error { message, .. } if message.contains("locked")), "{locked:?}");
+    // Locked for where the guesses came from, not for the operator elsewhere.
+    let elsewhere = c.ask(Request::UserLogin {
+        name: "alice".into(),
+        password: Secret("correct horse battery".into()),
+        from: Some("192.0.2.7".parse().unwrap()),
+    });
+    assert!(matches!(elsewhere, Ok(Response::Done { .. })), "{elsewhere:?}");
 
     let out = with_stdin(&["user", "passwd", "alice"], "a new long password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -943,8 +951,11 @@ fn operator_accounts_and_logins() {
         .map(|_| {
             let socket = socket.clone();
             std::thread::spawn(move || {
-                let req =
-                    Request::UserLogin { name: "bob".into(), password: Secret("guess guess guess".into()) };
+                let req = Request::UserLogin {
+                    name: "bob".into(),
+                    password: Secret("guess guess guess".into()),
+                    from: None,
+                };
                 tlsgate_control::cli::ask(&socket, req).ok()
             })
         })

@@ -10,36 +10,50 @@
 use super::*;
 use crate::audit::Outcome;
 
-/// What the console's pages may ask for.
+/// What the console's pages ask for, and nothing more.
 fn console_may(req: &Request) -> bool {
     match req {
-        Request::CaptureStart(spec) => !spec.keylog,
+        // The event page's capture: never a key log, a bounded count, its own names.
+        Request::CaptureStart(spec) => {
+            !spec.keylog && spec.count.is_some_and(|n| n <= 200) && spec.file.starts_with("console-")
+        }
+        // Pins for the certificate's (or the event's) names only, never any name.
+        Request::TrustAdd { any_name, .. } | Request::TrustAddFromEvent { any_name, .. } => !any_name,
         Request::Status
         | Request::Coverage { .. }
-        | Request::Stats
-        | Request::UserList
         | Request::EventsList { .. }
         | Request::EventsShow { .. }
-        | Request::TrustAddFromEvent { .. }
-        | Request::TrustAdd { .. }
         | Request::TrustList
-        | Request::TrustShow { .. }
-        | Request::CaExport { .. }
+        | Request::CaExport { der: false }
         | Request::LicenseLoad { .. }
         | Request::LicenseShow
         | Request::PolicyShow { .. }
-        | Request::PolicyCheck { .. }
-        | Request::PolicyDiff { .. }
+        | Request::PolicyDiff { text: None }
         | Request::PolicyRuleAdd { .. }
         | Request::PolicyRuleRemove { .. }
         | Request::PolicyCommit
         | Request::PolicyRollback { .. }
         | Request::PolicyHistory
-        | Request::PolicyExplain { .. }
-        | Request::CaptureList
-        | Request::CaptureStop { .. } => true,
+        | Request::PolicyExplain { .. } => true,
         _ => false,
     }
+}
+
+/// Views the pages refresh (not audited one by one: the events list asks every 3 s).
+fn view(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Status
+            | Request::Coverage { .. }
+            | Request::EventsList { .. }
+            | Request::EventsShow { .. }
+            | Request::TrustList
+            | Request::LicenseShow
+            | Request::PolicyShow { .. }
+            | Request::PolicyDiff { .. }
+            | Request::PolicyHistory
+            | Request::PolicyExplain { .. }
+    )
 }
 
 /// The request's name, as on the wire (`op`).
@@ -81,26 +95,41 @@ impl Daemon {
             return self.handle(req, uid);
         }
         match req {
-            Request::Ping | Request::UserLogin { .. } => self.handle(req, uid),
-            Request::OnBehalf { operator, request } => {
+            Request::Ping | Request::UserLogin { .. } | Request::UserLogout { .. } => self.handle(req, uid),
+            Request::OnBehalf { operator, session, request } => {
                 let what = op(&request);
+                let who: String = operator.chars().take(32).collect();
                 if !console_may(&request) {
-                    let detail = format!("{what} for {operator:?}: not a console request");
+                    let detail = format!("{what} for {who:?}: not a console request");
                     self.audit.record(uid, pid, "on_behalf", Outcome::Refused, &detail);
                     return Response::error(
                         ErrorCode::PermissionDenied,
-                        format!("the web console may not ask for {what}: use tlsgatectl"),
+                        format!(
+                            "the web console may not ask for {what} with these parameters: use tlsgatectl"
+                        ),
                     );
                 }
-                if !self.state().users.iter().any(|u| u.name == operator) {
-                    let detail = format!(
-                        "{what} for {:?}: no such account",
-                        operator.chars().take(32).collect::<String>()
-                    );
+                // Only for an operator who logged in: the session the login opened.
+                let live = self.console_sessions().get(&session.0).is_some_and(|s| {
+                    s.user == operator && s.opened.elapsed() < super::users::SESSION_LIFETIME
+                });
+                if !live || !self.state().users.iter().any(|u| u.name == operator) {
+                    let detail = format!("{what} for {who:?}: no such session");
                     self.audit.record(uid, pid, "on_behalf", Outcome::Refused, &detail);
-                    return Response::error(ErrorCode::PermissionDenied, "no such operator account");
+                    return Response::error(ErrorCode::PermissionDenied, NO_SESSION);
                 }
-                crate::audit::as_operator(&operator, || self.handle(*request, uid))
+                let quiet = view(&request);
+                let r = crate::audit::as_operator(&operator, || self.handle(*request, uid));
+                if !quiet {
+                    let (outcome, detail) = match &r {
+                        Response::Error { message, .. } => (Outcome::Refused, format!("{what}: {message}")),
+                        _ => (Outcome::Allowed, what),
+                    };
+                    crate::audit::as_operator(&operator, || {
+                        self.audit.record(uid, pid, "on_behalf", outcome, &detail)
+                    });
+                }
+                r
             }
             other => {
                 let detail = format!("{} without an operator", op(&other));
@@ -113,3 +142,7 @@ impl Daemon {
         }
     }
 }
+
+/// The refusal of an `on_behalf` without a live session (the console then
+/// ends its own and asks for a new login).
+pub const NO_SESSION: &str = "no such operator session: log in again";

@@ -68,6 +68,8 @@ pub struct Daemon {
     pub forwarders: Vec<Arc<crate::syslog::Forwarder>>,
     /// The web console's uid (`console_user`).
     pub console_uid: Option<u32>,
+    /// The web console's sessions (opened by its user's logins).
+    console_sessions: Mutex<std::collections::HashMap<String, users::ConsoleSession>>,
     /// Failed console logins per account.
     login_failures: Mutex<users::Failures>,
     /// Coverage counters sampled over time (`coverage --since`).
@@ -161,6 +163,7 @@ impl Daemon {
             crls,
             coverage: Mutex::new(std::collections::VecDeque::new()),
             login_failures: Mutex::new(users::Failures::default()),
+            console_sessions: Mutex::new(std::collections::HashMap::new()),
             vendor: cfg.vendor_key(),
             cfg,
             device_id,
@@ -314,7 +317,8 @@ impl Daemon {
             | Request::UserRemove { .. }
             | Request::UserPasswd { .. }
             | Request::UserList
-            | Request::UserLogin { .. } => self.user_request(req, uid),
+            | Request::UserLogin { .. }
+            | Request::UserLogout { .. } => self.user_request(req, uid),
             Request::LicenseLoad { .. } | Request::LicenseShow | Request::LicenseRemove { .. } => {
                 self.license_request(req, uid)
             }

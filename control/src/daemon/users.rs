@@ -12,6 +12,7 @@ use argon2::Argon2;
 use super::*;
 use crate::audit::Outcome;
 use crate::state::UserRecord;
+use tlsgate_api::Secret;
 
 /// Failed logins per account within a minute before it is locked.
 pub const LOGIN_FAILURES: u32 = 5;
@@ -43,11 +44,55 @@ fn hash(password: &str) -> std::result::Result<String, No> {
         .map_err(|e| No(ErrorCode::Internal, format!("hashing the password: {e}")))
 }
 
-/// Failed logins of one account: when the first of the current minute came, how many.
+/// Failed logins within a minute: per account and client address, and per
+/// account from everywhere (when the first of the current minute came, how many).
 #[derive(Default)]
 pub(super) struct Failures {
-    by_user: std::collections::HashMap<String, (Instant, u32)>,
+    by_source: std::collections::HashMap<(String, Option<std::net::IpAddr>), (Instant, u32)>,
+    by_account: std::collections::HashMap<String, (Instant, u32)>,
 }
+
+/// Failed logins per account within a minute, from all addresses together,
+/// before it is locked for everyone (a guess spread over many addresses).
+pub const ACCOUNT_FAILURES: u32 = 50;
+/// Entries kept in each failure table; a full table forgets its oldest.
+const FAILURE_ENTRIES: usize = 4096;
+
+/// Counts one attempt under `key`: whether it was already over `limit`.
+fn count<K: std::hash::Hash + Eq + Clone>(
+    t: &mut std::collections::HashMap<K, (Instant, u32)>,
+    key: &K,
+    limit: u32,
+) -> bool {
+    if t.len() >= FAILURE_ENTRIES && !t.contains_key(key) {
+        t.retain(|_, (since, _)| since.elapsed() < LOGIN_LOCK);
+        if t.len() >= FAILURE_ENTRIES {
+            if let Some(oldest) = t.iter().min_by_key(|(_, (since, _))| *since).map(|(k, _)| k.clone()) {
+                t.remove(&oldest);
+            }
+        }
+    }
+    let e = t.entry(key.clone()).or_insert((Instant::now(), 0));
+    if e.0.elapsed() >= LOGIN_LOCK {
+        *e = (Instant::now(), 0);
+    }
+    if e.1 >= limit {
+        return true;
+    }
+    e.1 += 1;
+    false
+}
+
+/// A session of the web console: its account and when it was opened.
+pub(super) struct ConsoleSession {
+    pub(super) user: String,
+    pub(super) opened: Instant,
+}
+
+/// A console session ends this long after its login.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Console sessions at most (a full table ends its oldest).
+const MAX_SESSIONS: usize = 1024;
 
 impl Daemon {
     /// Serves this area's requests (dispatched by [`Daemon::handle`]).
@@ -82,6 +127,7 @@ impl Daemon {
                     Ok(Change { message: format!("user {name} removed"), versioned: false })
                 });
                 self.audit_user(uid, "user_remove", &name, &r);
+                self.end_sessions(&name);
                 r
             }
             Request::UserPasswd { name, password } => {
@@ -97,12 +143,22 @@ impl Daemon {
                     Ok(Change { message: format!("password of {name} set"), versioned: false })
                 });
                 self.audit_user(uid, "user_passwd", &name, &r);
+                if matches!(r, Response::Done { .. }) {
+                    self.end_sessions(&name);
+                }
                 r
             }
             Request::UserList => Response::Users {
                 users: self.state().users.iter().map(|u| (u.name.clone(), u.changed)).collect(),
             },
-            Request::UserLogin { name, password } => self.login(uid, &name, &password.0),
+            Request::UserLogin { name, password, from } => self.login(uid, &name, &password.0, from),
+            Request::UserLogout { session } => {
+                let gone = self.console_sessions().remove(&session.0);
+                if let Some(s) = gone {
+                    self.audit.record(uid, -1, "logout", Outcome::Allowed, &s.user);
+                }
+                Response::Done { message: "logged out".into(), version: None }
+            }
             other => unsupported(other),
         }
     }
@@ -117,33 +173,29 @@ impl Daemon {
 
     /// The console's login check. The attempt is counted before the password
     /// is checked (and forgiven on success), so parallel guesses cannot get past
-    /// the lock.
-    fn login(&self, uid: u32, name: &str, password: &str) -> Response {
+    /// the lock. Failures lock the account for the address they came from
+    /// ([`LOGIN_FAILURES`] a minute), and for everyone only past
+    /// [`ACCOUNT_FAILURES`] a minute: a stranger guessing cannot lock the
+    /// operator out. The console's user gets a session ([`Response::LoggedIn`]).
+    fn login(&self, uid: u32, name: &str, password: &str, from: Option<std::net::IpAddr>) -> Response {
         let refused = || {
             Response::error(ErrorCode::PermissionDenied, "login refused: wrong name or password, or locked")
         };
+        let place = from.map_or(String::new(), |a| format!(" from {a}"));
         if check_name(name).is_err() {
-            self.audit.record(uid, -1, "login", Outcome::Refused, "a malformed user name");
+            self.audit.record(uid, -1, "login", Outcome::Refused, &format!("a malformed user name{place}"));
             return refused();
         }
+        let key = (name.to_string(), from);
         {
             let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
-            if f.by_user.len() >= 4096 {
-                f.by_user.retain(|_, (since, _)| since.elapsed() < LOGIN_LOCK);
-                if f.by_user.len() >= 4096 {
-                    return refused(); // a flood of names: fail closed until it passes
-                }
-            }
-            let e = f.by_user.entry(name.to_string()).or_insert((Instant::now(), 0));
-            if e.0.elapsed() >= LOGIN_LOCK {
-                *e = (Instant::now(), 0);
-            }
-            if e.1 >= LOGIN_FAILURES {
+            let locked = count(&mut f.by_source, &key, LOGIN_FAILURES)
+                || count(&mut f.by_account, &key.0, ACCOUNT_FAILURES);
+            if locked {
                 drop(f);
-                self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}: locked"));
+                self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}{place}: locked"));
                 return refused();
             }
-            e.1 += 1;
         }
         let hash = self.state().users.iter().find(|u| u.name == name).map(|u| u.hash.clone());
         // An unknown name costs a hash verification too (no timing oracle).
@@ -152,12 +204,50 @@ impl Daemon {
         let ok = PasswordHash::new(stored)
             .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
             && hash.is_some();
-        if ok {
-            self.login_failures.lock().unwrap_or_else(PoisonError::into_inner).by_user.remove(name);
-            self.audit.record(uid, -1, "login", Outcome::Allowed, name);
+        if !ok {
+            self.audit.record(
+                uid,
+                -1,
+                "login",
+                Outcome::Refused,
+                &format!("{name}{place}: wrong name or password"),
+            );
+            return refused();
+        }
+        {
+            let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
+            f.by_source.remove(&key);
+            if let Some(e) = f.by_account.get_mut(name) {
+                e.1 = e.1.saturating_sub(1);
+            }
+        }
+        self.audit.record(uid, -1, "login", Outcome::Allowed, &format!("{name}{place}"));
+        if Some(uid) != self.console_uid {
             return Response::Done { message: format!("welcome, {name}"), version: None };
         }
-        self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}: wrong name or password"));
-        refused()
+        let mut token = [0u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut token);
+        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let mut sessions = self.console_sessions();
+        sessions.retain(|_, s| s.opened.elapsed() < SESSION_LIFETIME);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.opened).map(|(k, _)| k.clone()) {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(token.clone(), ConsoleSession { user: name.to_string(), opened: Instant::now() });
+        Response::LoggedIn { session: Secret(token) }
+    }
+
+    /// The console's sessions.
+    pub(super) fn console_sessions(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<String, ConsoleSession>> {
+        self.console_sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the console sessions of `name` (account removed, password changed).
+    fn end_sessions(&self, name: &str) {
+        self.console_sessions().retain(|_, s| s.user != name);
     }
 }
