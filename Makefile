@@ -4,7 +4,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
-        bench bench-fastpath bench-intercept fuzz clean install
+        bench bench-fastpath bench-intercept bench-lab fuzz clean install
 
 all: build
 
@@ -80,6 +80,11 @@ bench: bench-fastpath bench-intercept
 bench-fastpath: deps
 	$(CARGO) build --release -p tlsgate-dataplane --bins
 	scripts/bench-fastpath.sh
+
+## The decrypted relay through the af_packet lab beside a Linux bridge (root; one
+## CPU for the appliance, one for client and origin; medians of 5 rounds).
+bench-lab: deps
+	scripts/bench-lab.sh
 
 clean:
 	$(CARGO) clean

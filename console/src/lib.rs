@@ -226,7 +226,12 @@ pub struct Console {
     logins: Arc<tokio::sync::Semaphore>,
     /// Open connections per client address (IPv6 per /64).
     connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Where operators logged in from (IPv6 per /64), and when last.
+    operators_at: Mutex<HashMap<IpAddr, Instant>>,
 }
+
+/// Connections kept for addresses operators logged in from.
+const RESERVED: usize = 32;
 
 /// The address a limit counts: IPv4 as is, IPv6 by its /64.
 fn source(ip: IpAddr) -> IpAddr {
@@ -257,6 +262,7 @@ impl Console {
             rng: ring::rand::SystemRandom::new(),
             logins: Arc::new(tokio::sync::Semaphore::new(LOGINS_IN_FLIGHT)),
             connections: Mutex::new(HashMap::new()),
+            operators_at: Mutex::new(HashMap::new()),
         })
     }
 
@@ -270,10 +276,32 @@ impl Console {
         let token = cookie(headers, "__Host-tg_session")?;
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let idle = Duration::from_secs(self.cfg.session_idle_s);
-        sessions.retain(|_, s| s.seen.elapsed() < idle && s.created.elapsed() < SESSION_LIFETIME);
+        let mut ended = Vec::new();
+        sessions.retain(|_, s| {
+            let keep = s.seen.elapsed() < idle && s.created.elapsed() < SESSION_LIFETIME;
+            if !keep {
+                ended.push(s.control.clone());
+            }
+            keep
+        });
+        if !ended.is_empty() {
+            // Their control-plane sessions end too.
+            let socket = self.cfg.socket.clone();
+            tokio::task::spawn_blocking(move || {
+                for session in ended {
+                    let _ = ask(&socket, Request::UserLogout { session });
+                }
+            });
+        }
         let s = sessions.get_mut(&token)?;
         s.seen = Instant::now();
         Some((token, s.clone()))
+    }
+
+    /// Whether an operator logged in from `key` within a session's lifetime.
+    fn logged_in_from(&self, key: IpAddr) -> bool {
+        let at = self.operators_at.lock().unwrap_or_else(PoisonError::into_inner);
+        at.get(&key).is_some_and(|t| t.elapsed() < SESSION_LIFETIME)
     }
 
     fn ask(&self, req: Request) -> Result<Answer, String> {
@@ -312,7 +340,11 @@ impl Console {
             .unwrap_or_else(|e| Answer::error(tlsgate_api::ErrorCode::Internal, e));
         if let Answer::Error { code: tlsgate_api::ErrorCode::PermissionDenied, message } = &answer {
             if message.starts_with("no such operator session") {
-                self.sessions.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, x| x.user != s.user);
+                // This session only (another may be live for the same operator).
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, x| x.control != s.control);
                 return Err(secure(Redirect::to("/login").into_response()));
             }
         }
@@ -407,6 +439,16 @@ async fn login(
                 s.insert(token.clone(), session);
             }
             tracing::info!(user = %name, peer = %peer, "console login");
+            {
+                let mut at = c.operators_at.lock().unwrap_or_else(PoisonError::into_inner);
+                if at.len() >= 1024 {
+                    at.retain(|_, t| t.elapsed() < SESSION_LIFETIME);
+                    if let Some(oldest) = at.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                        at.remove(&oldest);
+                    }
+                }
+                at.insert(source(peer.ip()), Instant::now());
+            }
             let mut r = secure(Redirect::to("/").into_response());
             set_cookie(&mut r, "__Host-tg_session", &token, c.cfg.session_idle_s);
             set_cookie(&mut r, "__Host-tg_login", "", 0);
@@ -596,8 +638,13 @@ pub async fn serve(c: Arc<Console>, cert_pem: String, key_pem: String) -> anyhow
         };
         // Full, in all or for this address: the connection is closed at once
         // (never a wait that would stop accepting others).
-        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
         let key = source(peer.ip());
+        // The last RESERVED slots are for addresses an operator logged in from
+        // (within 12 h): a flood from elsewhere cannot shut them out.
+        if slots.available_permits() <= RESERVED && !c.logged_in_from(key) {
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
         {
             let mut conns = c.connections.lock().unwrap_or_else(PoisonError::into_inner);
             let n = conns.entry(key).or_insert(0);

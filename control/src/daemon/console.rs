@@ -110,10 +110,14 @@ impl Daemon {
                     );
                 }
                 // Only for an operator who logged in: the session the login opened.
-                let live = self.console_sessions().get(&session.0).is_some_and(|s| {
-                    s.user == operator && s.opened.elapsed() < super::users::SESSION_LIFETIME
+                let hash = self.console_sessions().get(&session.0).and_then(|s| {
+                    (s.user == operator && s.opened.elapsed() < super::users::SESSION_LIFETIME)
+                        .then(|| s.hash.clone())
                 });
-                if !live || !self.state().users.iter().any(|u| u.name == operator) {
+                // The account as it was at the login: same name, same password.
+                let live = hash
+                    .is_some_and(|h| self.state().users.iter().any(|u| u.name == operator && u.hash == h));
+                if !live {
                     let detail = format!("{what} for {who:?}: no such session");
                     self.audit.record(uid, pid, "on_behalf", Outcome::Refused, &detail);
                     return Response::error(ErrorCode::PermissionDenied, NO_SESSION);

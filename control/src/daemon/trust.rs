@@ -178,6 +178,14 @@ impl Daemon {
             let mut what = Vec::new();
             for e in &report.added {
                 let pinned = e.kind != tlsgate_certstore::TrustKind::Ca;
+                if !pinned && matches!(scope, PinScope::Names(_) | PinScope::AnyName) {
+                    // A CA is trusted for what it issues: names would restrict nothing.
+                    return Err(invalid(format!(
+                        "{} is a CA: names (and --any-name) apply to pinned server certificates only; \
+                         import it without them, or pin the server's own certificate",
+                        e.summary.subject
+                    )));
+                }
                 let names = match scope {
                     _ if !pinned => Vec::new(),
                     PinScope::Names(n) => n.clone(),

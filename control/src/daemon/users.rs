@@ -58,7 +58,9 @@ pub const ACCOUNT_FAILURES: u32 = 50;
 /// Entries kept in each failure table; a full table forgets its oldest.
 const FAILURE_ENTRIES: usize = 4096;
 
-/// Counts one attempt under `key`: whether it was already over `limit`.
+/// Counts one attempt under `key`: whether it was already at `limit`. A full
+/// table forgets its oldest entry that is under its limit (a lock is never
+/// forgotten early).
 fn count<K: std::hash::Hash + Eq + Clone>(
     t: &mut std::collections::HashMap<K, (Instant, u32)>,
     key: &K,
@@ -67,8 +69,12 @@ fn count<K: std::hash::Hash + Eq + Clone>(
     if t.len() >= FAILURE_ENTRIES && !t.contains_key(key) {
         t.retain(|_, (since, _)| since.elapsed() < LOGIN_LOCK);
         if t.len() >= FAILURE_ENTRIES {
-            if let Some(oldest) = t.iter().min_by_key(|(_, (since, _))| *since).map(|(k, _)| k.clone()) {
-                t.remove(&oldest);
+            let oldest = t.iter().filter(|(_, (_, n))| *n < limit).min_by_key(|(_, (since, _))| *since);
+            match oldest.map(|(k, _)| k.clone()) {
+                Some(k) => {
+                    t.remove(&k);
+                }
+                None => return true, // every entry locked: refuse until they expire
             }
         }
     }
@@ -83,9 +89,26 @@ fn count<K: std::hash::Hash + Eq + Clone>(
     false
 }
 
+/// The source a login counts under: IPv4 as is, IPv6 by its /64 (as the console counts).
+fn source(from: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+    from.map(|ip| match ip {
+        std::net::IpAddr::V6(v) => match v.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let s = v.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    })
+}
+
 /// A session of the web console: its account and when it was opened.
 pub(super) struct ConsoleSession {
     pub(super) user: String,
+    /// The account's password hash when the session was opened: a new
+    /// password (or a removed and re-added account) ends the session.
+    pub(super) hash: String,
     pub(super) opened: Instant,
 }
 
@@ -186,18 +209,27 @@ impl Daemon {
             self.audit.record(uid, -1, "login", Outcome::Refused, &format!("a malformed user name{place}"));
             return refused();
         }
-        let key = (name.to_string(), from);
+        let hash = self.state().users.iter().find(|u| u.name == name).map(|u| u.hash.clone());
+        // Unknown names share one entry (they cannot push real accounts' out).
+        let account = if hash.is_some() { name.to_string() } else { String::from("<unknown>") };
+        let key = (account.clone(), source(from));
         {
             let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
-            let locked = count(&mut f.by_source, &key, LOGIN_FAILURES)
-                || count(&mut f.by_account, &key.0, ACCOUNT_FAILURES);
+            // The account-wide lock stops only sources that failed themselves:
+            // an operator at an address without failures still gets in.
+            let prior = f
+                .by_source
+                .get(&key)
+                .map_or(0, |(since, n)| if since.elapsed() < LOGIN_LOCK { *n } else { 0 });
+            let source_locked = count(&mut f.by_source, &key, LOGIN_FAILURES);
+            let account_over = count(&mut f.by_account, &account, ACCOUNT_FAILURES);
+            let locked = source_locked || (account_over && prior > 0);
             if locked {
                 drop(f);
                 self.audit.record(uid, -1, "login", Outcome::Refused, &format!("{name}{place}: locked"));
                 return refused();
             }
         }
-        let hash = self.state().users.iter().find(|u| u.name == name).map(|u| u.hash.clone());
         // An unknown name costs a hash verification too (no timing oracle).
         let dummy = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Q6mTYpdxkC0wV8QoVmnEfXfzpoF4Cn3YnwgyXdc1S9g";
         let stored = hash.as_deref().unwrap_or(dummy);
@@ -217,7 +249,7 @@ impl Daemon {
         {
             let mut f = self.login_failures.lock().unwrap_or_else(PoisonError::into_inner);
             f.by_source.remove(&key);
-            if let Some(e) = f.by_account.get_mut(name) {
+            if let Some(e) = f.by_account.get_mut(&account) {
                 e.1 = e.1.saturating_sub(1);
             }
         }
@@ -228,14 +260,25 @@ impl Daemon {
         let mut token = [0u8; 32];
         argon2::password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut token);
         let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let verified = hash.unwrap_or_default();
+        // Checked again under the state's lock: a password changed (or the
+        // account removed) while this one was verified opens no session.
+        let state = self.state();
+        if !state.users.iter().any(|u| u.name == name && u.hash == verified) {
+            return refused();
+        }
         let mut sessions = self.console_sessions();
+        drop(state);
         sessions.retain(|_, s| s.opened.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.opened).map(|(k, _)| k.clone()) {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(token.clone(), ConsoleSession { user: name.to_string(), opened: Instant::now() });
+        sessions.insert(
+            token.clone(),
+            ConsoleSession { user: name.to_string(), hash: verified, opened: Instant::now() },
+        );
         Response::LoggedIn { session: Secret(token) }
     }
 

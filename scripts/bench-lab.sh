@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# bench-lab.sh - the decrypted relay through the af_packet lab, beside a Linux
+# bridge in the same topology (make bench-lab; needs root).
+#
+#   [ns tgb-client] tgb-c0 <-veth-> tgb-cli | appliance | tgb-srv <-veth-> tgb-s0 [ns tgb-server]
+#
+# The appliance is either a Linux bridge (tgb-br: the baseline, no interception)
+# or tlsgate (control plane + dataplane on DPDK net_af_packet, Decrypt-All).
+# Offloads are off on every veth end (scripts/lab.sh), as for the dataplane.
+# The appliance's processes are pinned to CPU $TG_BENCH_APP_CPU (default 0),
+# curl/ab/openssl and nginx to $TG_BENCH_PEER_CPU (default 1). Each figure is
+# the median of $TG_BENCH_ROUNDS rounds (default 5):
+#   download   one HTTPS connection, 100 MiB (curl), MB/s (10^6 bytes)
+#   ab         new connections per second, full TLS handshakes, HTTP/1.0 GET
+#              of a small page (ab -n 400 -c 4)
+#   resumed    new connections per second, TLS session resumption
+#              (openssl s_time -reuse; h2load cannot resume a session)
+#   CPU        the appliance's CPU seconds (utime + stime of both tlsgate
+#              processes, /proc/PID/stat) per MB downloaded and per connection
+# Ratios are tlsgate / bridge. Goals (issue 12): download >= 0.95 x bridge;
+# CPU per MB <= 3.7 ms (half of sslsplit's 7.5 ms/MB in the issue's run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+readonly BIN=${BIN:-target/release}
+readonly ROUNDS=${TG_BENCH_ROUNDS:-5}
+readonly APP_CPU=${TG_BENCH_APP_CPU:-0} PEER_CPU=${TG_BENCH_PEER_CPU:-1}
+export TG_LAB_PREFIX=tgb TG_LAB_NET=198.18.70
+readonly P=$TG_LAB_PREFIX NET=$TG_LAB_NET
+readonly RUN=/run/tlsgate-bench
+export TG_LAB_WEB_DIR=$RUN/web
+readonly WEB=$TG_LAB_WEB_DIR SOCK=$RUN/control.sock
+readonly CLK_TCK=$(getconf CLK_TCK)
+CONTROL_PID= DATAPLANE_PID=
+
+((EUID == 0)) || { echo "bench-lab: needs root (network namespaces)" >&2; exit 2; }
+for t in ab openssl curl nginx taskset; do
+    command -v "$t" >/dev/null || { echo "bench-lab: $t missing (scripts/install-deps.sh)" >&2; exit 2; }
+done
+
+ctl() { "$BIN/tlsgatectl" --socket "$SOCK" "$@"; }
+in_client() { ip netns exec "$P-client" taskset -c "$PEER_CPU" "$@"; }
+
+cleanup() {
+    set +e
+    [[ -n $DATAPLANE_PID ]] && kill "$DATAPLANE_PID" 2>/dev/null && wait "$DATAPLANE_PID" 2>/dev/null
+    [[ -n $CONTROL_PID ]] && kill "$CONTROL_PID" 2>/dev/null && wait "$CONTROL_PID" 2>/dev/null
+    scripts/lab-web.sh stop >/dev/null 2>&1
+    ip link del "$P-br" 2>/dev/null
+    scripts/lab.sh down >/dev/null 2>&1
+    rm -rf "/etc/netns/$P-client"
+}
+trap cleanup EXIT
+
+# CPU ticks (utime + stime) of the given processes, all their threads.
+ticks() {
+    local sum=0 pid
+    for pid in "$@"; do
+        [[ -n $pid ]] || continue
+        sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$sum"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# measure LABEL CA: fills the arrays of that label's medians.
+declare -A RESULT
+measure() {
+    local label=$1 ca=$2 pids=("${@:3}")
+    local dl=() dl_cpu=() ab_rate=() ab_cpu=() re_rate=() re_cpu=()
+    local url=https://server.tg.test
+    for round in $(seq "$ROUNDS"); do
+        local t0 out t1
+        t0=$(ticks "${pids[@]}")
+        out=$(in_client curl -sS --fail -o /dev/null --cacert "$ca" -w '%{speed_download} %{size_download}' "$url/100M.bin")
+        t1=$(ticks "${pids[@]}")
+        local speed=${out% *} size=${out#* }
+        [[ $size == 104857600 ]] || { echo "bench-lab: $label download got $size bytes" >&2; exit 1; }
+        dl+=("$(awk -v s="$speed" 'BEGIN {printf "%.1f", s / 1e6}')")
+        dl_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz * 1000 / 104.8576}')")
+
+        t0=$(ticks "${pids[@]}")
+        out=$(in_client ab -q -n 400 -c 4 "$url/index.html" 2>&1)
+        t1=$(ticks "${pids[@]}")
+        grep -q '^Failed requests: *0$' <<<"$out" || { echo "bench-lab: $label ab failed:" >&2; echo "$out" >&2; exit 1; }
+        ab_rate+=("$(awk '/^Requests per second/ {print $4}' <<<"$out")")
+        ab_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", t / hz * 1000 / 400}')")
+
+        t0=$(ticks "${pids[@]}")
+        out=$(in_client openssl s_time -connect "$NET.2:443" -servername server.tg.test -CAfile "$ca" \
+            -verify 2 -reuse -time 3 -www /index.html 2>&1)
+        t1=$(ticks "${pids[@]}")
+        local n
+        n=$(awk '/connections in .* real seconds/ {print $1; exit}' <<<"$out")
+        [[ -n $n && $n -gt 0 ]] || { echo "bench-lab: $label s_time failed:" >&2; echo "$out" >&2; exit 1; }
+        re_rate+=("$(awk -v n="$n" 'BEGIN {printf "%.1f", n / 3}')")
+        re_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.3f", t / hz * 1000 / n}')")
+        printf '  %s round %d: %s MB/s, ab %s conn/s, resumed %s conn/s\n' "$label" "$round" "${dl[-1]}" "${ab_rate[-1]}" "${re_rate[-1]}"
+    done
+    RESULT[$label.dl]=$(median "${dl[@]}")
+    RESULT[$label.dl_cpu]=$(median "${dl_cpu[@]}")
+    RESULT[$label.ab]=$(median "${ab_rate[@]}")
+    RESULT[$label.ab_cpu]=$(median "${ab_cpu[@]}")
+    RESULT[$label.re]=$(median "${re_rate[@]}")
+    RESULT[$label.re_cpu]=$(median "${re_cpu[@]}")
+}
+
+echo "bench-lab: building the release binaries"
+cargo build --release -p tlsgate-dataplane -p tlsgate-control --bins >/dev/null
+
+cleanup
+scripts/lab.sh up >/dev/null
+mkdir -p "/etc/netns/$P-client" "$RUN/events" "$RUN/log"
+echo "$NET.2 server.tg.test" >"/etc/netns/$P-client/hosts"
+scripts/lab-web.sh start >/dev/null
+[[ -f $WEB/www/100M.bin ]] || head -c 104857600 /dev/urandom >"$WEB/www/100M.bin"
+for pid in $(pgrep -f "nginx -c $WEB/nginx.conf"); do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
+
+# --- the baseline: a Linux bridge between the two appliance ports -----------
+ip link add "$P-br" type bridge
+ip link set "$P-br" up
+ip link set "$P-cli" master "$P-br"
+ip link set "$P-srv" master "$P-br"
+for _ in $(seq 50); do
+    ip netns exec "$P-client" ping -c1 -W1 "$NET.2" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+echo "bench-lab: bridge ($ROUNDS rounds)"
+measure bridge "$WEB/origin-ca.pem"
+ip link del "$P-br"
+
+# --- tlsgate: control plane and dataplane on CPU $APP_CPU ------------------
+rm -rf "$RUN/state" "$RUN/events"/* "$RUN/log"/*
+cat >"$RUN/control.toml" <<TOML
+[control]
+state_dir = "$RUN/state"
+socket = "$SOCK"
+dataplane_socket = "$RUN/dataplane.sock"
+events_dir = "$RUN/events"
+log_dir = "$RUN/log"
+metrics_listen = ""
+TOML
+taskset -c "$APP_CPU" "$BIN/tlsgate-control" --config "$RUN/control.toml" >"$RUN/control.log" 2>&1 &
+CONTROL_PID=$!
+for _ in $(seq 100); do ctl status >/dev/null 2>&1 && break; sleep 0.1; done
+ctl ca generate >/dev/null
+ctl ca export >"$RUN/decryption-ca.pem"
+ctl trust add "$WEB/origin-ca.pem" --as ca --name "bench origin CA" >/dev/null
+ctl policy load config/lab-policy.json >/dev/null
+ctl policy commit >/dev/null
+sed -e "s/iface=tg-cli/iface=$P-cli/" -e "s/iface=tg-srv/iface=$P-srv/" \
+    -e "s/--file-prefix=tlsgate-lab/--file-prefix=tlsgate-bench/" -e "s/\"-l\", \"0\"/\"-l\", \"$APP_CPU\"/" \
+    -e "s|/run/tlsgate-lab/dataplane.sock|$RUN/dataplane.sock|" -e "s|/run/tlsgate-lab/events|$RUN/events|" \
+    -e "s|/run/tlsgate/dataplane.sock|$RUN/dataplane-status.sock|" -e "s|/var/log/tlsgate-lab/captures|$RUN/captures|" \
+    -e "s/^stats_interval_s = .*/stats_interval_s = 0/" config/lab.toml >"$RUN/dataplane.toml"
+taskset -c "$APP_CPU" "$BIN/tlsgate-dataplane" --config "$RUN/dataplane.toml" >"$RUN/dataplane.log" 2>&1 &
+DATAPLANE_PID=$!
+for _ in $(seq 100); do ctl --json status 2>/dev/null | grep -Eq '"dataplane_connected": *true' && break; sleep 0.1; done
+for _ in $(seq 50); do
+    in_client curl -sS -o /dev/null --max-time 2 --cacert "$RUN/decryption-ca.pem" https://server.tg.test/ 2>/dev/null && break
+    sleep 0.2
+done
+echo "bench-lab: tlsgate ($ROUNDS rounds)"
+measure tlsgate "$RUN/decryption-ca.pem" "$DATAPLANE_PID" "$CONTROL_PID"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0) ? "%.2f" : "-", a / b}'; }
+verdict() { if awk -v a="$1" -v b="$2" 'BEGIN {exit !(a >= b)}'; then echo met; else echo "not met"; fi; }
+cat <<TXT
+
+bench-lab: medians of $ROUNDS rounds; appliance on CPU $APP_CPU, client and origin on CPU $PEER_CPU
+($(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); through tlsgate every
+connection was decrypted: curl and s_time trusted only the decryption CA)
+
+                                   bridge     tlsgate    tlsgate/bridge
+download, 1 connection, MB/s   $(printf '%10s  %10s  %10s' "${RESULT[bridge.dl]}" "${RESULT[tlsgate.dl]}" "$(ratio "${RESULT[tlsgate.dl]}" "${RESULT[bridge.dl]}")")
+new connections/s (ab, full)   $(printf '%10s  %10s  %10s' "${RESULT[bridge.ab]}" "${RESULT[tlsgate.ab]}" "$(ratio "${RESULT[tlsgate.ab]}" "${RESULT[bridge.ab]}")")
+new connections/s (resumed)    $(printf '%10s  %10s  %10s' "${RESULT[bridge.re]}" "${RESULT[tlsgate.re]}" "$(ratio "${RESULT[tlsgate.re]}" "${RESULT[bridge.re]}")")
+appliance CPU ms per MB        $(printf '%10s  %10s' "-" "${RESULT[tlsgate.dl_cpu]}")
+appliance CPU ms per conn (ab) $(printf '%10s  %10s' "-" "${RESULT[tlsgate.ab_cpu]}")
+appliance CPU ms per resumed   $(printf '%10s  %10s' "-" "${RESULT[tlsgate.re_cpu]}")
+
+goal: download >= 0.95 x bridge: $(verdict "$(ratio "${RESULT[tlsgate.dl]}" "${RESULT[bridge.dl]}")" 0.95)
+goal: appliance CPU per MB <= 3.7 ms: $(verdict 3.7 "${RESULT[tlsgate.dl_cpu]}")
+(the bridge forwards in the kernel, on the sending side's CPU: it has no process to measure)
+TXT
