@@ -35,13 +35,15 @@ readonly PROG="${0##*/}"
 #   rsyslog rsyslog-relp
 #                       - a syslog collector with a RELP input: events are
 #                         delivered to it at least once in the tests
-#   apache2-utils       - ab: new connections per second in `make bench-lab`
+#   apache2-utils linux-perf
+#                       - ab: new connections per second in `make bench-lab`;
+#                         perf: where the relay's time goes (TG_BENCH_PERF=1)
 readonly PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config build-essential
     iproute2 ethtool iputils-ping curl nginx openssl ca-certificates
     tcpdump tshark prometheus python3 pciutils kmod procps systemd util-linux
     hping3 python3-scapy softhsm2 python3-pip python3-cryptography
-    chromium libnss3-tools nghttp2-client rsyslog rsyslog-relp apache2-utils
+    chromium libnss3-tools nghttp2-client rsyslog rsyslog-relp apache2-utils linux-perf
 )
 
 # Python tools from PyPI, pinned, into a directory of their own (never the
