@@ -19,7 +19,9 @@
 #              resume; s_time has no -servername)
 #   CPU        the appliance's CPU seconds (utime + stime of both tlsgate
 #              processes, /proc/PID/stat) per MB downloaded and per connection
-# TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download.
+# TG_BENCH_ONLY=tlsgate skips the bridge (trying settings); TG_BENCH_DATAPLANE
+# appends lines to the dataplane's configuration; TG_BENCH_VDEV to the
+# af_packet devices' arguments (e.g. ",qdisc_bypass=1"). TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download.
 # Ratios are tlsgate / bridge. Goals (issue 12): download >= 0.95 x bridge;
 # CPU per MB <= 3.7 ms (half of sslsplit's 7.5 ms/MB in the issue's run).
 set -euo pipefail
@@ -124,6 +126,7 @@ scripts/lab-web.sh start >/dev/null
 for pid in $(pgrep -f "nginx -c $WEB/nginx.conf"); do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
 
 # --- the baseline: a Linux bridge between the two appliance ports -----------
+if [[ ${TG_BENCH_ONLY:-} != tlsgate ]]; then
 ip link add "$P-br" type bridge
 ip link set "$P-br" up
 ip link set "$P-cli" master "$P-br"
@@ -135,6 +138,9 @@ done
 echo "bench-lab: bridge ($ROUNDS rounds)"
 measure bridge "$WEB/origin-ca.pem"
 ip link del "$P-br"
+else
+    for k in dl dl_cpu ab ab_cpu re re_cpu; do RESULT[bridge.$k]=0; done
+fi
 
 # --- tlsgate: control plane and dataplane on CPU $APP_CPU ------------------
 rm -rf "$RUN/state" "$RUN/events"/* "$RUN/log"/*
@@ -155,11 +161,13 @@ ctl ca export >"$RUN/decryption-ca.pem"
 ctl trust add "$WEB/origin-ca.pem" --as ca --name "bench origin CA" >/dev/null
 ctl policy load config/lab-policy.json >/dev/null
 ctl policy commit >/dev/null
-sed -e "s/iface=tg-cli/iface=$P-cli/" -e "s/iface=tg-srv/iface=$P-srv/" \
+sed -e "s/iface=tg-cli/iface=$P-cli${TG_BENCH_VDEV:-}/" -e "s/iface=tg-srv/iface=$P-srv${TG_BENCH_VDEV:-}/" \
     -e "s/--file-prefix=tlsgate-lab/--file-prefix=tlsgate-bench/" -e "s/\"-l\", \"0\"/\"-l\", \"$APP_CPU\"/" \
     -e "s|/run/tlsgate-lab/dataplane.sock|$RUN/dataplane.sock|" -e "s|/run/tlsgate-lab/events|$RUN/events|" \
     -e "s|/run/tlsgate/dataplane.sock|$RUN/dataplane-status.sock|" -e "s|/var/log/tlsgate-lab/captures|$RUN/captures|" \
     -e "s/^stats_interval_s = .*/stats_interval_s = 0/" config/lab.toml >"$RUN/dataplane.toml"
+# TG_BENCH_DATAPLANE: more dataplane settings to try (e.g. "[intercept]\nack_delay_ms = 2").
+printf '%b\n' "${TG_BENCH_DATAPLANE:-}" >>"$RUN/dataplane.toml"
 taskset -c "$APP_CPU" "$BIN/tlsgate-dataplane" --config "$RUN/dataplane.toml" >"$RUN/dataplane.log" 2>&1 &
 DATAPLANE_PID=$!
 for _ in $(seq 100); do ctl --json status 2>/dev/null | grep -Eq '"dataplane_connected": *true' && break; sleep 0.1; done
@@ -190,7 +198,7 @@ cat <<TXT
 
 bench-lab: medians of $ROUNDS rounds; appliance on CPU $APP_CPU, client and origin on CPU $PEER_CPU
 ($(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); through tlsgate every
-connection was decrypted: curl and s_time trusted only the decryption CA)
+download was decrypted: curl trusted only the decryption CA)
 
                                    bridge     tlsgate    tlsgate/bridge
 download, 1 connection, MB/s   $(printf '%10s  %10s  %10s' "${RESULT[bridge.dl]}" "${RESULT[tlsgate.dl]}" "$(ratio "${RESULT[tlsgate.dl]}" "${RESULT[bridge.dl]}")")

