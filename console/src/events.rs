@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tlsgate_api::{CaptureSpec, EventView, Request, Response as Answer};
 
 use crate::html::{csrf_field, date, error, esc, outcome, page, page_status, row};
-use crate::{Console, Session};
+use crate::{Console, CsrfForm, Session};
 
 #[derive(Deserialize)]
 pub(crate) struct Filter {
@@ -268,11 +268,6 @@ fn actions(s: &Session, e: &EventView) -> String {
     }
     out.push_str("</div>");
     out
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
 }
 
 /// `POST /events/ID/trust`: pin the kept server certificate.

@@ -476,9 +476,11 @@ async fn login(
     }
 }
 
+/// A form that carries only the session's CSRF token (logout, commit, the
+/// event page's actions).
 #[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
+pub(crate) struct CsrfForm {
+    pub(crate) csrf: String,
 }
 
 async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {

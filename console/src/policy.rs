@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tlsgate_api::{Request, Response as Answer};
 
 use crate::html::{csrf_field, date, error, esc, outcome, page};
-use crate::{Console, Session};
+use crate::{Console, CsrfForm, Session};
 
 /// A rule's conditions, for the table.
 fn conditions(rule: &serde_json::Value) -> String {
@@ -237,11 +237,6 @@ pub(crate) async fn rule_remove(
     let s = c.posted(&headers, &f.csrf)?;
     let a = c.call(&s, Request::PolicyRuleRemove { name: f.name }).await?;
     policy_page(&c, &s, &outcome(&a)).await
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
 }
 
 /// `POST /policy/commit`.
