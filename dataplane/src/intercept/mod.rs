@@ -73,6 +73,9 @@ pub struct InterceptConfig {
     /// at once and a lone one after the delay: half the ACK frames of a
     /// download (`make bench-lab`: +10 % MB/s, -11 % CPU per MB).
     pub ack_delay_ms: u64,
+    /// With a delayed ACK, how many full segments may wait for it: more are
+    /// acknowledged at once (1: an ACK per two segments, as smoltcp does).
+    pub ack_every_segments: usize,
 }
 
 impl Default for InterceptConfig {
@@ -84,6 +87,7 @@ impl Default for InterceptConfig {
             idle_timeout_s: 3600,
             max_per_worker: 10_000,
             ack_delay_ms: 2,
+            ack_every_segments: 1,
         }
     }
 }
@@ -101,6 +105,12 @@ impl InterceptConfig {
             return Err(Error::Invalid(format!(
                 "intercept.ack_delay_ms: {} is outside 0..=200",
                 self.ack_delay_ms
+            )));
+        }
+        if !(1..=16).contains(&self.ack_every_segments) {
+            return Err(Error::Invalid(format!(
+                "intercept.ack_every_segments: {} is outside 1..=16",
+                self.ack_every_segments
             )));
         }
         if !(1..=300).contains(&self.connect_timeout_s) {

@@ -217,6 +217,7 @@ impl Splice {
             s.set_nagle_enabled(false);
             s.set_congestion_control(CongestionControl::Cubic);
             s.set_ack_delay((cfg.ack_delay_ms > 0).then(|| SDuration::from_millis(cfg.ack_delay_ms)));
+            s.set_ack_every(cfg.ack_every_segments);
             // Timestamps on both legs (each is kept only when its peer offers them
             // too): a SYN on a reused 4-tuple then gets past the origin's TIME_WAIT.
             s.set_tsval_generator(Some(tsval));

@@ -529,6 +529,8 @@ pub struct Socket<'a> {
     /// Delayed ack timer. If set, packets containing exclusively
     /// ACK or window updates (ie, no data) won't be sent until expiry.
     ack_delay_timer: AckDelayTimer,
+    /// tlsgate patch: with a delayed ACK, the full segments that may wait for it.
+    ack_every: usize,
 
     /// Used for rate-limiting: No more challenge ACKs will be sent until this instant.
     challenge_ack_timer: Instant,
@@ -616,6 +618,7 @@ impl<'a> Socket<'a> {
             pending_fast_retransmit: false,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
+            ack_every: 1,
             challenge_ack_timer: Instant::from_secs(0),
             nagle: true,
             tsval_generator: None,
@@ -899,6 +902,15 @@ impl<'a> Socket<'a> {
     #[inline]
     pub fn state(&self) -> State {
         self.state
+    }
+
+    // tlsgate patch (TLSGATE.md): stretch ACKs.
+
+    /// With a delayed ACK ([`Socket::set_ack_delay`]), acknowledge at once only
+    /// when more than `segments` full-size segments are unacknowledged (smoltcp:
+    /// 1, an ACK per two segments); fewer wait for the delay. At least 1.
+    pub fn set_ack_every(&mut self, segments: usize) {
+        self.ack_every = segments.max(1);
     }
 
     // tlsgate patch (TLSGATE.md): buffers that grow once a connection is used.
@@ -2462,7 +2474,7 @@ impl<'a> Socket<'a> {
     /// <https://elixir.bootlin.com/linux/v6.11.4/source/net/ipv4/tcp_input.c#L5747>.
     fn immediate_ack_to_transmit(&self) -> bool {
         if let Some(remote_last_ack) = self.remote_last_ack {
-            remote_last_ack + self.remote_mss < self.remote_seq_no + self.rx_buffer.len()
+            remote_last_ack + self.ack_every * self.remote_mss < self.remote_seq_no + self.rx_buffer.len()
         } else {
             false
         }
