@@ -14,11 +14,13 @@
 #   ab         new connections per second, full TLS handshakes, HTTP/1.0 GET
 #              of a small page (ab -n 400 -c 4)
 #   resumed    new connections per second, TLS session resumption: 200
-#              connections from one curl, each closed by the server, each
-#              resuming curl's session (h2load and s_time cannot send SNI and
-#              resume; s_time has no -servername)
-#   CPU        the appliance's CPU seconds (utime + stime of both tlsgate
-#              processes, /proc/PID/stat) per MB downloaded and per connection
+#              HTTP/1.1 connections from one curl, each closed by the server,
+#              each resuming curl's session (checked: 200 connects, 200 OKs);
+#              the time is the sum of curl's own per-transfer times (h2load
+#              cannot resume a session; openssl s_time cannot send SNI)
+#   CPU        the appliance's CPU time (all threads of both tlsgate
+#              processes, /proc/PID/task/*/schedstat, ns) per MB downloaded
+#              and per connection
 # TG_BENCH_ONLY=tlsgate skips the bridge (trying settings); TG_BENCH_DATAPLANE
 # appends lines to the dataplane's configuration; TG_BENCH_VDEV to the
 # af_packet devices' arguments (e.g. ",qdisc_bypass=1"). TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download.
@@ -39,7 +41,7 @@ readonly CLK_TCK=$(getconf CLK_TCK)
 CONTROL_PID= DATAPLANE_PID=
 
 ((EUID == 0)) || { echo "bench-lab: needs root (network namespaces)" >&2; exit 2; }
-for t in ab curl nginx taskset; do
+for t in ab curl nginx taskset ${TG_BENCH_PERF:+perf}; do
     command -v "$t" >/dev/null || { echo "bench-lab: $t missing (scripts/install-deps.sh)" >&2; exit 2; }
 done
 
@@ -47,22 +49,40 @@ ctl() { "$BIN/tlsgatectl" --socket "$SOCK" "$@"; }
 in_client() { ip netns exec "$P-client" taskset -c "$PEER_CPU" "$@"; }
 
 cleanup() {
+    local -
     set +e
-    [[ -n $DATAPLANE_PID ]] && kill "$DATAPLANE_PID" 2>/dev/null && wait "$DATAPLANE_PID" 2>/dev/null
-    [[ -n $CONTROL_PID ]] && kill "$CONTROL_PID" 2>/dev/null && wait "$CONTROL_PID" 2>/dev/null
+    local pid
+    for pid in $DATAPLANE_PID $CONTROL_PID; do
+        kill "$pid" 2>/dev/null || continue
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+    done
+    # What an earlier run that was killed may have left running.
+    pkill -f "$RUN/(control|dataplane).toml" 2>/dev/null
     scripts/lab-web.sh stop >/dev/null 2>&1
     ip link del "$P-br" 2>/dev/null
     scripts/lab.sh down >/dev/null 2>&1
-    rm -rf "/etc/netns/$P-client"
+    rm -rf "/etc/netns/$P-client" "$WEB/access.log"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-# CPU ticks (utime + stime) of the given processes, all their threads.
-ticks() {
-    local sum=0 pid
+fail() {
+    echo "bench-lab: $*" >&2
+    for f in "$RUN/control.log" "$RUN/dataplane.log"; do
+        [[ -s $f ]] && { echo "--- last lines of $f" >&2; tail -15 "$f" >&2; }
+    done
+    exit 1
+}
+
+# CPU time (ns) of the given processes, all their threads.
+cpu_ns() {
+    local sum=0 pid t
     for pid in "$@"; do
         [[ -n $pid ]] || continue
-        sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        for t in /proc/"$pid"/task/*/schedstat; do
+            sum=$((sum + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0)))
+        done
     done
     echo "$sum"
 }
@@ -77,33 +97,36 @@ measure() {
     local url=https://server.tg.test
     for round in $(seq "$ROUNDS"); do
         local t0 out t1
-        t0=$(ticks "${pids[@]}")
-        out=$(in_client curl -sS --fail -o /dev/null --cacert "$ca" -w '%{speed_download} %{size_download}' "$url/100M.bin")
-        t1=$(ticks "${pids[@]}")
+        t0=$(cpu_ns "${pids[@]}")
+        out=$(in_client curl -sS --fail -o /dev/null --cacert "$ca" -w '%{speed_download} %{size_download}' "$url/100M.bin") \
+            || fail "$label: the download failed"
+        t1=$(cpu_ns "${pids[@]}")
         local speed=${out% *} size=${out#* }
-        [[ $size == 104857600 ]] || { echo "bench-lab: $label download got $size bytes" >&2; exit 1; }
+        [[ $size == 104857600 ]] || fail "$label: the download got $size bytes"
         dl+=("$(awk -v s="$speed" 'BEGIN {printf "%.1f", s / 1e6}')")
-        dl_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz * 1000 / 104.8576}')")
+        dl_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.2f", t / 1e6 / 104.8576}')")
 
-        t0=$(ticks "${pids[@]}")
-        out=$(in_client ab -q -n 400 -c 4 "$url/index.html" 2>&1)
-        t1=$(ticks "${pids[@]}")
-        grep -q '^Failed requests: *0$' <<<"$out" || { echo "bench-lab: $label ab failed:" >&2; echo "$out" >&2; exit 1; }
+        t0=$(cpu_ns "${pids[@]}")
+        out=$(in_client ab -q -n 400 -c 4 "$url/index.html" 2>&1) || fail "$label: ab failed: $out"
+        t1=$(cpu_ns "${pids[@]}")
+        grep -q '^Complete requests: *400$' <<<"$out" && grep -q '^Failed requests: *0$' <<<"$out" \
+            && ! grep -q '^Non-2xx' <<<"$out" || fail "$label: ab: $out"
         ab_rate+=("$(awk '/^Requests per second/ {print $4}' <<<"$out")")
-        ab_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", t / hz * 1000 / 400}')")
+        ab_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 400}')")
 
-        # 200 connections in one curl: each closed by the server, the next one
-        # resumes curl's cached TLS session.
-        local urls=() start end
+        # 200 HTTP/1.1 connections from one curl, each closed by nginx, the
+        # next one resuming curl's cached TLS session.
+        local urls=() conns secs
         for _ in $(seq 200); do urls+=(-o /dev/null "$url/index.html"); done
-        t0=$(ticks "${pids[@]}")
-        start=$(date +%s.%N)
-        in_client curl -sS --fail --cacert "$ca" -H 'Connection: close' "${urls[@]}" \
-            || { echo "bench-lab: $label resumed connections failed" >&2; exit 1; }
-        end=$(date +%s.%N)
-        t1=$(ticks "${pids[@]}")
-        re_rate+=("$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", 200 / (b - a)}')")
-        re_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", t / hz * 1000 / 200}')")
+        t0=$(cpu_ns "${pids[@]}")
+        out=$(in_client curl -sS --http1.1 --fail-early --cacert "$ca" -H 'Connection: close' \
+            -w '%{http_code} %{num_connects} %{time_total}\n' "${urls[@]}") || fail "$label: resumed connections failed"
+        t1=$(cpu_ns "${pids[@]}")
+        conns=$(awk '$1 == 200 {n += $2} END {print n + 0}' <<<"$out")
+        [[ $conns == 200 ]] || fail "$label: 200 new connections expected, curl made $conns"
+        secs=$(awk '{s += $3} END {print s}' <<<"$out")
+        re_rate+=("$(awk -v s="$secs" 'BEGIN {printf "%.1f", 200 / s}')")
+        re_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 200}')")
         printf '  %s round %d: %s MB/s, ab %s conn/s, resumed %s conn/s\n' "$label" "$round" "${dl[-1]}" "${ab_rate[-1]}" "${re_rate[-1]}"
     done
     RESULT[$label.dl]=$(median "${dl[@]}")
@@ -115,15 +138,21 @@ measure() {
 }
 
 echo "bench-lab: building the release binaries"
-cargo build --release -p tlsgate-dataplane -p tlsgate-control --bins >/dev/null 2>&1
+mkdir -p "$RUN"
+${CARGO:-cargo} build --release -p tlsgate-dataplane -p tlsgate-control --bins >"$RUN/build.log" 2>&1 \
+    || { tail -30 "$RUN/build.log" >&2; exit 1; }
 
 cleanup
 scripts/lab.sh up >/dev/null
 mkdir -p "/etc/netns/$P-client" "$RUN/events" "$RUN/log"
 echo "$NET.2 server.tg.test" >"/etc/netns/$P-client/hosts"
 scripts/lab-web.sh start >/dev/null
-[[ -f $WEB/www/100M.bin ]] || head -c 104857600 /dev/urandom >"$WEB/www/100M.bin"
-for pid in $(pgrep -f "nginx -c $WEB/nginx.conf"); do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
+if [[ $(stat -c %s "$WEB/www/100M.bin" 2>/dev/null) != 104857600 ]]; then
+    head -c 104857600 /dev/urandom >"$WEB/www/100M.bin.tmp" && mv "$WEB/www/100M.bin.tmp" "$WEB/www/100M.bin"
+fi
+# nginx's master and its worker on the peers' CPU.
+master=$(cat "$WEB/nginx.pid")
+for pid in "$master" $(pgrep -P "$master"); do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
 
 # --- the baseline: a Linux bridge between the two appliance ports -----------
 if [[ ${TG_BENCH_ONLY:-} != tlsgate ]]; then
@@ -155,7 +184,11 @@ metrics_listen = ""
 TOML
 taskset -c "$APP_CPU" "$BIN/tlsgate-control" --config "$RUN/control.toml" >"$RUN/control.log" 2>&1 &
 CONTROL_PID=$!
-for _ in $(seq 100); do ctl status >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do
+    ctl status >/dev/null 2>&1 && break
+    kill -0 "$CONTROL_PID" 2>/dev/null || fail "tlsgate-control exited"
+    sleep 0.1
+done
 ctl ca generate >/dev/null
 ctl ca export >"$RUN/decryption-ca.pem"
 ctl trust add "$WEB/origin-ca.pem" --as ca --name "bench origin CA" >/dev/null
@@ -170,11 +203,14 @@ sed -e "s/iface=tg-cli/iface=$P-cli${TG_BENCH_VDEV:-}/" -e "s/iface=tg-srv/iface
 printf '%b\n' "${TG_BENCH_DATAPLANE:-}" >>"$RUN/dataplane.toml"
 taskset -c "$APP_CPU" "$BIN/tlsgate-dataplane" --config "$RUN/dataplane.toml" >"$RUN/dataplane.log" 2>&1 &
 DATAPLANE_PID=$!
-for _ in $(seq 100); do ctl --json status 2>/dev/null | grep -Eq '"dataplane_connected": *true' && break; sleep 0.1; done
-for _ in $(seq 50); do
-    in_client curl -sS -o /dev/null --max-time 2 --cacert "$RUN/decryption-ca.pem" https://server.tg.test/ 2>/dev/null && break
+up=0
+for _ in $(seq 100); do
+    kill -0 "$DATAPLANE_PID" 2>/dev/null || fail "tlsgate-dataplane exited"
+    in_client curl -sS -o /dev/null --max-time 2 --cacert "$RUN/decryption-ca.pem" https://server.tg.test/ 2>/dev/null \
+        && { up=1; break; }
     sleep 0.2
 done
+((up)) || fail "no decrypted connection through tlsgate within 20 s"
 echo "bench-lab: tlsgate ($ROUNDS rounds)"
 measure tlsgate "$RUN/decryption-ca.pem" "$DATAPLANE_PID" "$CONTROL_PID"
 
@@ -187,18 +223,21 @@ if [[ ${TG_BENCH_PERF:-0} == 1 ]]; then
     in_client curl -sS --fail -o /dev/null --cacert "$RUN/decryption-ca.pem" https://server.tg.test/100M.bin
     kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
     perf report -i "$RUN/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -45 >"$RUN/perf.txt"
+        | grep -v '^#' | grep -v '^$' | sed -n '1,45p' >"$RUN/perf.txt" || true
     echo; echo "bench-lab: the dataplane during one download (perf, cpu-clock; $RUN/perf.txt):"
     cat "$RUN/perf.txt"
 fi
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0) ? "%.2f" : "-", a / b}'; }
-verdict() { if awk -v a="$1" -v b="$2" 'BEGIN {exit !(a >= b)}'; then echo met; else echo "not met"; fi; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}'; }
+verdict() {
+    [[ $1 == - ]] && { echo "n/a (no bridge run)"; return; }
+    if awk -v a="$1" -v b="$2" 'BEGIN {exit !(a >= b)}'; then echo met; else echo "not met"; fi
+}
 cat <<TXT
 
 bench-lab: medians of $ROUNDS rounds; appliance on CPU $APP_CPU, client and origin on CPU $PEER_CPU
-($(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); through tlsgate every
-download was decrypted: curl trusted only the decryption CA)
+($(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); through tlsgate the
+downloads and resumed connections were decrypted: curl trusted only the decryption CA)
 
                                    bridge     tlsgate    tlsgate/bridge
 download, 1 connection, MB/s   $(printf '%10s  %10s  %10s' "${RESULT[bridge.dl]}" "${RESULT[tlsgate.dl]}" "$(ratio "${RESULT[tlsgate.dl]}" "${RESULT[bridge.dl]}")")
