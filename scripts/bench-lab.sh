@@ -21,6 +21,8 @@
 #   CPU        the appliance's CPU time (all threads of both tlsgate
 #              processes, /proc/PID/task/*/schedstat, ns) per MB downloaded
 #              and per connection
+# TG_BENCH_RPS=0 leaves the peers' TCP receive work where veth puts it (the
+# sender's CPU: the appliance's, for what tlsgate sends).
 # TG_BENCH_ONLY=tlsgate skips the bridge (trying settings); TG_BENCH_DATAPLANE
 # appends lines to the dataplane's configuration; TG_BENCH_VDEV to the
 # af_packet devices' arguments (e.g. ",qdisc_bypass=1"). TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download.
@@ -144,6 +146,15 @@ ${CARGO:-cargo} build --release -p tlsgate-dataplane -p tlsgate-control --bins >
 
 cleanup
 scripts/lab.sh up >/dev/null
+# The peers' own TCP receive work on the peers' CPU, as if they were other
+# machines: without this, veth runs it in softirq on whichever CPU sent the
+# frame, the appliance's for everything tlsgate sends (RPS on the namespace
+# ends; the same for the bridge run). TG_BENCH_RPS=0 leaves it where veth puts it.
+if [[ ${TG_BENCH_RPS:-1} == 1 ]]; then
+    mask=$(printf '%x' $((1 << PEER_CPU)))
+    ip netns exec "$P-client" sh -c "echo $mask > /sys/class/net/$P-c0/queues/rx-0/rps_cpus"
+    ip netns exec "$P-server" sh -c "echo $mask > /sys/class/net/$P-s0/queues/rx-0/rps_cpus"
+fi
 mkdir -p "/etc/netns/$P-client" "$RUN/events" "$RUN/log"
 echo "$NET.2 server.tg.test" >"/etc/netns/$P-client/hosts"
 scripts/lab-web.sh start >/dev/null
