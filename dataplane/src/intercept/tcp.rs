@@ -378,6 +378,12 @@ impl Splice {
             _ => self.tls.as_ref().and_then(TlsFlow::passed).cloned().unwrap_or(end),
         };
         self.state = SpliceState::Done(end);
+        // The splice is reaped after this step: an ACK that a delayed-ACK timer
+        // holds (a peer's FIN, its last bytes) goes out with this step's egress,
+        // or the peer would retransmit into a tombstone.
+        for h in [self.client_sock, self.server_sock] {
+            self.sockets.get_mut::<tcp::Socket>(h).ack_now();
+        }
     }
 
     /// An end at the TCP level, in the flow's current phase: a decrypted or spliced

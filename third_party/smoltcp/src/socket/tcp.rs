@@ -913,6 +913,15 @@ impl<'a> Socket<'a> {
         self.ack_every = segments.max(1);
     }
 
+    /// Send the ACK that a delayed-ACK timer holds back with the next dispatch,
+    /// instead of at the timer's expiry: for an owner that is about to drop the
+    /// socket (a FIN acknowledged late is never acknowledged).
+    pub fn ack_now(&mut self) {
+        if self.ack_to_transmit() {
+            self.ack_delay_timer = AckDelayTimer::Immediate;
+        }
+    }
+
     // tlsgate patch (TLSGATE.md): buffers that grow once a connection is used.
 
     /// Fix the window scale this socket offers in its SYN or SYN-ACK (RFC 7323)
