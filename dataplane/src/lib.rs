@@ -27,7 +27,7 @@
 //! * [`clock`]: time and randomness, passed in (virtual time in the simulation).
 //! * [`config`], [`run`]: configuration file and process orchestration.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod capture;
 pub mod clock;

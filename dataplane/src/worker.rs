@@ -236,6 +236,11 @@ impl<Q: Queues> Worker<Q> {
             for _ in 0..4 {
                 let Some(mut batch) = self.steer.take_inbound(&mut self.io.c) else { break };
                 work += batch.len();
+                for item in batch.iter() {
+                    if let crate::fastpath::Class::Track(seg) = &item.class {
+                        self.flows.prefetch(seg.hash);
+                    }
+                }
                 self.track_and_forward(&mut batch, now_ms);
             }
             self.steer.flush(&mut self.io.c);

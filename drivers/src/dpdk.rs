@@ -120,6 +120,13 @@ impl DpdkConfig {
 }
 
 static EAL_STARTED: AtomicBool = AtomicBool::new(false);
+/// The EAL is initialised and not cleaned up: its heap may be used ([`crate::lines`]).
+static EAL_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the EAL runs now (initialised, not yet cleaned up).
+pub(crate) fn eal_running() -> bool {
+    EAL_RUNNING.load(Ordering::Acquire)
+}
 
 fn rte_error() -> String {
     // SAFETY: tg_errno reads DPDK's per-thread rte_errno; rte_strerror returns a
@@ -358,6 +365,7 @@ impl DpdkBackend {
             };
             return Err(Error::Eal(detail));
         }
+        EAL_RUNNING.store(true, Ordering::Release);
 
         // Lcores: main first, then the others in order.
         // SAFETY: EAL is initialised; these only read its lcore configuration.
@@ -602,6 +610,8 @@ impl Backend for DpdkBackend {
 
 impl Drop for DpdkBackend {
     fn drop(&mut self) {
+        // Tables in the EAL's memory that outlive it are not freed into it.
+        EAL_RUNNING.store(false, Ordering::Release);
         // SAFETY: workers have returned (launch waits), so no queue is in use; ports
         // are stopped and closed once, then the EAL is torn down.
         unsafe {

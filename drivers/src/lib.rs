@@ -19,7 +19,11 @@
 //! * [`pcapfile`] reads and writes classic pcap files; tests and the benchmark
 //!   generator use it too.
 //!
-//! Only the [`dpdk`] module contains `unsafe` code; each block says why it is sound.
+//! * [`lines`]: zeroed cache-line arrays for lookup tables (the flow table), in
+//!   DPDK hugepage memory when the EAL has hugepages.
+//!
+//! Only the [`dpdk`] and [`lines`] modules contain `unsafe` code; each block says
+//! why it is sound.
 
 #![deny(unsafe_code)]
 
@@ -27,6 +31,7 @@ use arrayvec::ArrayVec;
 
 pub mod dpdk;
 mod error;
+pub mod lines;
 pub mod memory;
 pub mod pcap;
 pub mod pcapfile;

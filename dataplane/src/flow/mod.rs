@@ -5,7 +5,8 @@
 //!   frame ─► FlowKey::new (canonical: lower (addr, port) first) ─► hash (symmetric)
 //!                 │                                                  │
 //!                 ▼                                                  ▼
-//!   hashbrown HashTable<Flow> (hash computed once, reused for steering)
+//!   open addressing, one flow per cache line ([`table`]; hash computed once,
+//!   reused for steering; the burst's lines prefetched in the classify phase)
 //!                 │ expiry
 //!                 ▼
 //!   timer wheel of 1-second slots, lazy: a flow is checked when its slot comes due
@@ -15,14 +16,17 @@
 //! Nothing allocates per packet: the table and the wheel's slots are reserved up
 //! front and only grow to their high-water mark.
 
-use hashbrown::HashTable;
 use serde::Deserialize;
 
 use crate::wire::parse::{proto, tcp_flags};
 
 mod key;
+mod prefetch;
+mod table;
 use crate::Error;
 pub use key::{FlowHasher, FlowKey, Side};
+use table::Slots;
+pub use tlsgate_drivers::lines::Backing;
 
 /// TCP connection state as seen from the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +52,8 @@ pub enum FlowState {
     Datagram,
 }
 
-/// A tracked flow.
+/// A tracked flow, as read from its line of the table ([`table`] packs it into
+/// 64 bytes).
 #[derive(Debug, Clone)]
 pub struct Flow {
     /// Its key.
@@ -83,9 +88,9 @@ pub struct SpliceId {
     pub generation: u32,
 }
 
-/// A flow entry's [`SpliceId`] in one word (0: none): the entry stays 80 bytes,
-/// which a table of a million flows feels in its cache misses. Generations start
-/// at 1 and skip 0 when they wrap ([`SpliceId`]'s slots).
+/// A flow entry's [`SpliceId`] in one word (0: none): the entry fits one cache
+/// line, which a table of a million flows feels in its cache misses. Generations
+/// start at 1 and skip 0 when they wrap ([`SpliceId`]'s slots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PackedSplice(u64);
 
@@ -195,7 +200,7 @@ pub const INITIAL_FLOWS: usize = 4096;
 
 /// The per-worker flow table.
 pub struct FlowTable {
-    table: HashTable<Flow>,
+    table: Slots,
     cap: usize,
     at_capacity: AtCapacity,
     timeouts: Timeouts,
@@ -219,7 +224,8 @@ impl FlowTable {
     /// than reserving `cap` up front: a table sized for a million flows holding a
     /// thousand spreads them over hundreds of megabytes, and every lookup then
     /// misses the cache and the TLB (measured: 3x slower forwarding). Growth
-    /// rehashes once per doubling, so after warm-up nothing allocates.
+    /// rehashes once per doubling, so after warm-up nothing allocates. The table
+    /// is kept at most half full (`table`).
     pub fn new(
         cap: usize,
         at_capacity: AtCapacity,
@@ -229,7 +235,7 @@ impl FlowTable {
     ) -> Self {
         FlowTable {
             hasher,
-            table: HashTable::with_capacity(cap.min(INITIAL_FLOWS)),
+            table: Slots::with_room(cap.min(INITIAL_FLOWS)),
             cap,
             at_capacity,
             timeouts,
@@ -254,12 +260,24 @@ impl FlowTable {
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.len() == 0
+    }
+
+    /// Cache lines the table holds now (64 bytes each), and where they are.
+    pub fn memory(&self) -> (usize, Backing) {
+        (self.table.lines(), self.table.backing())
     }
 
     /// Looks a flow up.
-    pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&Flow> {
-        self.table.find(hash, |f| f.key == *key)
+    pub fn get(&self, key: &FlowKey, hash: u64) -> Option<Flow> {
+        self.table.find(key, hash).map(|i| self.table.get(i))
+    }
+
+    /// Brings the line a lookup of `hash` starts at into the cache: called for
+    /// each frame of a burst before the burst's lookups run ([`FlowTable::track`]).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        self.table.prefetch(hash);
     }
 
     /// Puts `key` in the slot of second `due_s` and returns the tick actually used:
@@ -279,53 +297,10 @@ impl FlowTable {
     #[inline]
     pub fn track(&mut self, key: &FlowKey, side: Side, hash: u64, flags: u8, now_ms: u64) -> Track {
         let is_tcp = key.proto() == proto::TCP;
-        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
-            if f.intercepted && !f.held {
-                // A tombstone: its splice has ended. It is there to catch the old
-                // connection's late segments, which are dropped and never extend it.
-                // A fresh SYN is a new connection on a reused 4-tuple: it starts a
-                // new flow at once, decided again (never dropped, never stalled).
-                if !is_tcp || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
-                    return Track::Intercepted(None);
-                }
-                *f = Flow {
-                    key: *key,
-                    state: FlowState::Tcp(TcpState::SynSent),
-                    initiator: side,
-                    fin: [false; 2],
-                    last_seen_ms: now_ms,
-                    packets: 1,
-                    wheel_due: f.wheel_due,
-                    intercepted: false,
-                    held: false,
-                    splice: PackedSplice::NONE,
-                };
-                let due = (now_ms / 1000) + self.timeouts.tcp_syn as u64 + 1;
-                if due < u64::from(f.wheel_due) {
-                    let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                    f.wheel_due = tick as u32;
-                    self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
-                }
-                self.created += 1;
-                self.reused += 1;
-                return Track::Created;
-            }
-            f.last_seen_ms = now_ms;
-            f.packets = f.packets.saturating_add(1);
-            let verdict = if f.intercepted { Track::Intercepted(f.splice.get()) } else { Track::Tracked };
-            if is_tcp {
-                let before = f.state;
-                tcp_advance(f, side, flags);
-                if f.state != before {
-                    // A shorter timeout must not wait for a slot scheduled far away.
-                    let due = (now_ms / 1000) + self.timeouts.of(f.state) + 1;
-                    if due < u64::from(f.wheel_due) {
-                        let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                        f.wheel_due = tick as u32;
-                        self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
-                    }
-                }
-            }
+        if let Some(i) = self.table.find(key, hash) {
+            let mut f = self.table.get(i);
+            let verdict = self.track_existing(&mut f, key, side, flags, now_ms);
+            self.table.set(i, &f);
             return verdict;
         }
         let state = if is_tcp {
@@ -356,26 +331,80 @@ impl FlowTable {
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow)) as u32;
         let hasher = &self.hasher;
-        self.table.insert_unique(hash, flow, |f| hasher.hash(&f.key));
+        self.table.insert(hash, &flow, |k| hasher.hash(k));
         self.created += 1;
         Track::Created
+    }
+
+    /// [`FlowTable::track`] for a flow in the table (`f`, written back after).
+    #[inline(always)]
+    fn track_existing(&mut self, f: &mut Flow, key: &FlowKey, side: Side, flags: u8, now_ms: u64) -> Track {
+        let is_tcp = key.proto() == proto::TCP;
+        if f.intercepted && !f.held {
+            // A tombstone: its splice has ended. It is there to catch the old
+            // connection's late segments, which are dropped and never extend it.
+            // A fresh SYN is a new connection on a reused 4-tuple: it starts a
+            // new flow at once, decided again (never dropped, never stalled).
+            if !is_tcp || flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN {
+                return Track::Intercepted(None);
+            }
+            *f = Flow {
+                key: *key,
+                state: FlowState::Tcp(TcpState::SynSent),
+                initiator: side,
+                fin: [false; 2],
+                last_seen_ms: now_ms,
+                packets: 1,
+                wheel_due: f.wheel_due,
+                intercepted: false,
+                held: false,
+                splice: PackedSplice::NONE,
+            };
+            let due = (now_ms / 1000) + self.timeouts.tcp_syn as u64 + 1;
+            if due < u64::from(f.wheel_due) {
+                let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+                f.wheel_due = tick as u32;
+                self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
+            }
+            self.created += 1;
+            self.reused += 1;
+            return Track::Created;
+        }
+        f.last_seen_ms = now_ms;
+        f.packets = f.packets.saturating_add(1);
+        let verdict = if f.intercepted { Track::Intercepted(f.splice.get()) } else { Track::Tracked };
+        if is_tcp {
+            let before = f.state;
+            tcp_advance(f, side, flags);
+            if f.state != before {
+                // A shorter timeout must not wait for a slot scheduled far away.
+                let due = (now_ms / 1000) + self.timeouts.of(f.state) + 1;
+                if due < u64::from(f.wheel_due) {
+                    let tick = due.clamp(self.wheel_tick, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
+                    f.wheel_due = tick as u32;
+                    self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(*key);
+                }
+            }
+        }
+        verdict
     }
 
     /// Marks a flow as intercepted (its packets go to the splice from now on). It
     /// does not expire while its splice lives (the splice has its own timeouts);
     /// [`FlowTable::splice_ended`] starts its tombstone's timeout.
     pub fn set_intercepted(&mut self, key: &FlowKey, hash: u64, splice: SpliceId) {
-        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+        self.update(key, hash, |f| {
             f.intercepted = true;
             f.held = true;
             f.splice = PackedSplice::of(splice);
-        }
+        });
     }
 
     /// Forgets a flow (a SYN refused by admission: nothing is kept for it).
     pub fn remove(&mut self, key: &FlowKey, hash: u64) {
-        if let Ok(e) = self.table.find_entry(hash, |f| f.key == *key) {
-            e.remove();
+        if let Some(i) = self.table.find(key, hash) {
+            let hasher = &self.hasher;
+            self.table.remove_at(i, |k| hasher.hash(k));
         }
     }
 
@@ -383,20 +412,29 @@ impl FlowTable {
     /// blocked): its later segments are dropped, and it expires with its state's
     /// timeout.
     pub fn set_tombstone(&mut self, key: &FlowKey, hash: u64) {
-        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+        self.update(key, hash, |f| {
             f.intercepted = true;
             f.held = false;
             f.splice = PackedSplice::NONE;
-        }
+        });
     }
 
     /// The splice of an intercepted flow ended: the flow stays as a tombstone for
     /// its state's timeout from now.
     pub fn splice_ended(&mut self, key: &FlowKey, hash: u64, now_ms: u64) {
-        if let Some(f) = self.table.find_mut(hash, |f| f.key == *key) {
+        self.update(key, hash, |f| {
             f.held = false;
             f.splice = PackedSplice::NONE;
             f.last_seen_ms = now_ms;
+        });
+    }
+
+    /// Changes the flow of `key`, if it is in the table.
+    fn update(&mut self, key: &FlowKey, hash: u64, change: impl FnOnce(&mut Flow)) {
+        if let Some(i) = self.table.find(key, hash) {
+            let mut f = self.table.get(i);
+            change(&mut f);
+            self.table.set(i, &f);
         }
     }
 
@@ -413,8 +451,8 @@ impl FlowTable {
             };
             budget -= 1;
             let hash = self.hasher.hash(&key);
-            let Ok(entry) = self.table.find_entry(hash, |f| f.key == key) else { continue };
-            let f = entry.get();
+            let Some(i) = self.table.find(&key, hash) else { continue };
+            let mut f = self.table.get(i);
             if u64::from(f.wheel_due) != self.wheel_tick {
                 // Stale: the flow was rescheduled to another slot since.
                 continue;
@@ -425,13 +463,14 @@ impl FlowTable {
                 (f.last_seen_ms / 1000) + self.timeouts.of(f.state) + 1
             };
             if due <= now_s {
-                entry.remove();
+                let hasher = &self.hasher;
+                self.table.remove_at(i, |k| hasher.hash(k));
                 removed += 1;
             } else {
-                // Touched since it was scheduled: wait again. The entry's slot is the
-                // current one, so borrow ends before scheduling.
+                // Touched since it was scheduled: wait again.
                 let tick = due.clamp(self.wheel_tick + 1, self.wheel_tick + WHEEL_SLOTS as u64 - 1);
-                entry.into_mut().wheel_due = tick as u32;
+                f.wheel_due = tick as u32;
+                self.table.set(i, &f);
                 self.wheel[(tick % WHEEL_SLOTS as u64) as usize].push(key);
             }
         }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -65,6 +66,32 @@ int tg_errno(void)
 unsigned int tg_lcore_id(void)
 {
 	return rte_lcore_id();
+}
+
+/* A large table on the heap (not in DPDK's memory): `len` bytes (a multiple of
+ * 2 MiB) of anonymous memory, 2 MiB aligned, zero until written, with transparent
+ * huge pages asked for before any page is touched (madvise(MADV_HUGEPAGE)).
+ * NULL if the kernel has no memory; *huge says whether the advice was taken. */
+void *tg_table_map(size_t len, int *huge)
+{
+	const size_t h = (size_t)2 << 20;
+	size_t span = len + h;
+	uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	uintptr_t a = ((uintptr_t)p + h - 1) & ~(uintptr_t)(h - 1);
+	size_t head = a - (uintptr_t)p;
+	if (head)
+		munmap(p, head);
+	if (span - head - len)
+		munmap((uint8_t *)a + len, span - head - len);
+	*huge = madvise((void *)a, len, MADV_HUGEPAGE) == 0;
+	return (void *)a;
+}
+
+void tg_table_unmap(void *p, size_t len)
+{
+	munmap(p, len);
 }
 
 uint64_t tg_tsc_hz(void)

@@ -145,6 +145,8 @@ extern "C" {
     ) -> c_int;
     pub fn tg_port_link(port: u16, speed_mbps: *mut u32, up: *mut c_int) -> c_int;
     pub fn tg_port_stats(port: u16, out: *mut TgPortStats) -> c_int;
+    pub fn tg_table_map(len: usize, huge: *mut c_int) -> *mut c_void;
+    pub fn tg_table_unmap(p: *mut c_void, len: usize);
 
     // --- libdpdk ---
     pub fn rte_eal_init(argc: c_int, argv: *mut *mut c_char) -> c_int;
@@ -156,6 +158,9 @@ extern "C" {
     pub fn rte_eal_remote_launch(f: lcore_function_t, arg: *mut c_void, worker_id: c_uint) -> c_int;
     pub fn rte_eal_wait_lcore(worker_id: c_uint) -> c_int;
     pub fn rte_socket_id() -> c_uint;
+    pub fn rte_eal_has_hugepages() -> c_int;
+    pub fn rte_zmalloc_socket(kind: *const c_char, size: usize, align: c_uint, socket: c_int) -> *mut c_void;
+    pub fn rte_free(ptr: *mut c_void);
 
     pub fn rte_pktmbuf_pool_create(
         name: *const c_char,
