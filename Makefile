@@ -4,7 +4,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build build-release run lab-up lab-down test lint unit-tests lab-tests script-tests \
-        bench bench-fastpath bench-intercept bench-lab fuzz clean install
+        bench bench-fastpath bench-intercept bench-lab bench-scale fuzz clean install
 
 all: build
 
@@ -80,6 +80,12 @@ bench: bench-fastpath bench-intercept
 bench-fastpath: deps
 	$(CARGO) build --release -p tlsgate-dataplane --bins
 	scripts/bench-fastpath.sh
+
+## Scaling with 1, 2, 4 and 8 workers (SCALE_WORKERS): the fast path on net_pcap
+## queues and the intercept path's full handshakes; the factor against one worker.
+bench-scale: deps
+	$(CARGO) build --release -p tlsgate-dataplane --bins
+	scripts/bench-scale.sh
 
 ## The decrypted relay through the af_packet lab beside a Linux bridge (root; one
 ## CPU for the appliance, one for client and origin; medians of 5 rounds).

@@ -393,9 +393,22 @@ fn memory_per_half_open(b: &Bench, n: u16) -> (f64, u64) {
     (rss1.saturating_sub(rss0) as f64 / f64::from(n), half_open)
 }
 
-/// `TG_BENCH=handshakes,goodput,packets,memory` (default: all) picks the parts.
+/// `TG_BENCH=handshakes,goodput,packets,memory` (default: all) picks the parts;
+/// `scale` runs only when named (`make bench-scale`).
 fn part(name: &str) -> bool {
-    std::env::var("TG_BENCH").map_or(true, |v| v.split(',').any(|p| p == name))
+    std::env::var("TG_BENCH").map_or(name != "scale", |v| v.split(',').any(|p| p == name))
+}
+
+/// `make bench-scale`: `workers` workers at once, one per thread, each with its
+/// own simulated hosts and `n` full handshakes (every name new). Returns each
+/// worker's µs per connection (its polls' time, as in the handshakes part).
+fn scale(b: &Bench, c: &Crypto, srv: &Arc<ServerConfig>, workers: usize, n: u16) -> Vec<f64> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..workers)
+            .map(|w| s.spawn(move || connections(b, c, srv, n, |i| format!("w{w}-{i}.tg.test")).worker_us))
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("a worker's run")).collect()
+    })
 }
 
 fn main() {
@@ -503,6 +516,45 @@ fn main() {
             "worker ns per frame, one connection's 64 B request/response rounds (median of 5 x 400): \
              {few:.0} with {few_open} flows open, {many:.0} with {many_open} open: {:.2}x (goal ≤ 1.2x)",
             many / few
+        );
+    }
+
+    if part("scale") {
+        let lib = tlsgate_certstore::CryptoLib::AwsLcRs;
+        lib.install();
+        let c = crypto(lib);
+        let counts: Vec<usize> = std::env::var("TG_BENCH_WORKERS")
+            .unwrap_or_else(|_| "1,2,4,8".into())
+            .split(',')
+            .filter_map(|w| w.trim().parse().ok())
+            .collect();
+        println!(
+            "intercept: W workers at once, one thread each with its own simulated hosts, {n} full handshakes \
+             per worker (every name new), tls.crypto = {}",
+            lib.as_str()
+        );
+        println!(
+            "{:<10} {:>16} {:>22} {:>10} {:>14}",
+            "workers", "µs/conn median", "conn/worker-s summed", "factor", "wall conn/s"
+        );
+        let mut base = None;
+        for w in counts {
+            let t = Instant::now();
+            let per = scale(&b, &c, &plain, w, n);
+            let wall = t.elapsed().as_secs_f64();
+            let summed: f64 = per.iter().map(|us| 1e6 / us).sum();
+            let one = *base.get_or_insert(summed);
+            println!(
+                "{:<10} {:>16.0} {:>22.0} {:>9.2}x {:>14.0}",
+                w,
+                median(per.clone()),
+                summed,
+                summed / one,
+                (w * usize::from(n)) as f64 / wall
+            );
+        }
+        println!(
+            "  (goal: >= 7x at 8 workers, on a machine with the cores; the wall rate includes the simulated hosts' crypto)"
         );
     }
 
