@@ -86,10 +86,16 @@ impl Slots {
         load(&self.lines[i])
     }
 
-    /// Writes `f` back to line `i`.
+    /// Writes `f` back to line `i`, which holds its key: the three words that
+    /// change (the key's five never do once a flow is in).
     #[inline]
     pub fn set(&mut self, i: usize, f: &Flow) {
-        store(&mut self.lines[i], f);
+        let l = &mut self.lines[i];
+        debug_assert!(holds(l, &f.key));
+        let [splice, seen, due] = state_words(f);
+        l[5] = splice;
+        l[6] = seen;
+        l[7] = due;
     }
 
     /// Adds a flow whose key is not in the table; `rehash` gives the hash of a
@@ -220,20 +226,31 @@ pub(super) fn load(l: &Line) -> Flow {
 
 #[inline]
 pub(super) fn store(l: &mut Line, f: &Flow) {
-    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-    let bits = flag(f.initiator == Side::Hi, HI_INITIATED)
-        | flag(f.fin[0], FIN_LO)
-        | flag(f.fin[1], FIN_HI)
-        | flag(f.intercepted, INTERCEPTED)
-        | flag(f.held, HELD);
+    let [splice, seen, due] = state_words(f);
     *l = [
         f.key.lo as u64,
         (f.key.lo >> 64) as u64,
         f.key.hi as u64,
         (f.key.hi >> 64) as u64,
         f.key.meta,
+        splice,
+        seen,
+        due,
+    ];
+}
+
+/// Words 5 to 7 of a flow's line.
+#[inline(always)]
+fn state_words(f: &Flow) -> [u64; 3] {
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    let bits = flag(f.initiator == Side::Hi, HI_INITIATED)
+        | flag(f.fin[0], FIN_LO)
+        | flag(f.fin[1], FIN_HI)
+        | flag(f.intercepted, INTERCEPTED)
+        | flag(f.held, HELD);
+    [
         f.splice.0,
         (f.last_seen_ms & MS_MASK) | (state_code(f.state) << MS_BITS) | (u64::from(bits) << 56),
         u64::from(f.wheel_due) | (u64::from(f.packets) << 32),
-    ];
+    ]
 }
