@@ -27,7 +27,7 @@
 //! * [`clock`]: time and randomness, passed in (virtual time in the simulation).
 //! * [`config`], [`run`]: configuration file and process orchestration.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod capture;
 pub mod clock;

@@ -1,8 +1,8 @@
 //! The DPDK backend: EAL start-up from configuration, port and queue setup, the mbuf
 //! pool, zero-copy bursts, lcore launch, link status and (extended) statistics.
 //!
-//! This module and `dpdk-sys` are the only places with `unsafe` code for DPDK. Every
-//! block carries a `// SAFETY:` note.
+//! This module, `lines` (DPDK memory for tables) and `dpdk-sys` are the only places
+//! with `unsafe` code for DPDK. Every block carries a `// SAFETY:` note.
 //!
 //! * EAL arguments come verbatim from the configuration: on an appliance a PCI
 //!   allow-list and hugepages; in the lab, tests and CI
@@ -122,10 +122,13 @@ impl DpdkConfig {
 static EAL_STARTED: AtomicBool = AtomicBool::new(false);
 /// The EAL is initialised and not cleaned up: its heap may be used ([`crate::lines`]).
 static EAL_RUNNING: AtomicBool = AtomicBool::new(false);
+/// Tables in the EAL's memory, or being allocated there ([`crate::lines`]): while
+/// any is, the EAL is not cleaned up.
+pub(crate) static DPDK_TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Whether the EAL runs now (initialised, not yet cleaned up).
 pub(crate) fn eal_running() -> bool {
-    EAL_RUNNING.load(Ordering::Acquire)
+    EAL_RUNNING.load(Ordering::SeqCst)
 }
 
 fn rte_error() -> String {
@@ -365,7 +368,7 @@ impl DpdkBackend {
             };
             return Err(Error::Eal(detail));
         }
-        EAL_RUNNING.store(true, Ordering::Release);
+        EAL_RUNNING.store(true, Ordering::SeqCst);
 
         // Lcores: main first, then the others in order.
         // SAFETY: EAL is initialised; these only read its lcore configuration.
@@ -610,14 +613,21 @@ impl Backend for DpdkBackend {
 
 impl Drop for DpdkBackend {
     fn drop(&mut self) {
-        // Tables in the EAL's memory that outlive it are not freed into it.
-        EAL_RUNNING.store(false, Ordering::Release);
+        // No table may be put in the EAL's memory from now on; one still there
+        // keeps the EAL up (its memory stays mapped until the process exits).
+        EAL_RUNNING.store(false, Ordering::SeqCst);
+        let tables = DPDK_TABLES.load(Ordering::SeqCst);
         // SAFETY: workers have returned (launch waits), so no queue is in use; ports
-        // are stopped and closed once, then the EAL is torn down.
+        // are stopped and closed once, then the EAL is torn down unless a table
+        // still lives in its memory.
         unsafe {
             for p in &self.monitor.ports {
                 sys::rte_eth_dev_stop(p.id);
                 sys::rte_eth_dev_close(p.id);
+            }
+            if tables > 0 {
+                tracing::warn!(tables, "EAL left up: flow tables still live in its memory");
+                return;
             }
             sys::rte_eal_cleanup();
         }

@@ -1,7 +1,7 @@
 //! Memory for lookup tables: an array of zeroed, 64-byte-aligned cache lines.
 //!
 //! ```text
-//!   Lines::zeroed(n)
+//!   Lines::try_zeroed(n)
 //!     ├─ the EAL runs with hugepages ─► rte_zmalloc_socket (the caller's NUMA socket)
 //!     ├─ ≥ 2 MiB ─► anonymous memory, 2 MiB aligned, madvise(MADV_HUGEPAGE) before
 //!     │             any page is touched (transparent huge pages where the kernel
@@ -18,6 +18,7 @@
 use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::SeqCst;
 
 use dpdk_sys as sys;
 
@@ -32,8 +33,10 @@ const HUGE: usize = 2 << 20;
 pub enum Backing {
     /// DPDK's hugepage memory.
     DpdkHugepages,
-    /// Anonymous memory, 2 MiB aligned, with transparent huge pages asked for.
-    HeapHugeAdvised,
+    /// Anonymous memory, 2 MiB aligned, with transparent huge pages asked for
+    /// (`madvise` took the advice; whether the kernel gives huge pages depends
+    /// on `/sys/kernel/mm/transparent_hugepage/enabled`).
+    MappedHugeAdvised,
     /// Anonymous memory (the kernel refused the advice).
     Mapped,
     /// The heap (under 2 MiB).
@@ -54,15 +57,22 @@ pub struct Lines {
 unsafe impl Send for Lines {}
 
 impl Lines {
-    /// `len` zeroed lines (at least one). Panics like `Vec` if the heap cannot
-    /// give them.
+    /// `len` zeroed lines (at least one); `None` when no memory can be had
+    /// (nothing is allocated then).
     #[allow(unsafe_code)]
-    pub fn zeroed(len: usize) -> Lines {
+    pub fn try_zeroed(len: usize) -> Option<Lines> {
         let len = len.max(1);
-        let bytes = len.checked_mul(LINE).expect("table size overflows");
+        let bytes = len.checked_mul(LINE)?;
+        if bytes > isize::MAX as usize / 2 {
+            return None;
+        }
+        // Counted before the EAL is looked at: `DpdkBackend::drop` marks the EAL
+        // stopped and then leaves it up if any table may be in its memory
+        // (sequentially consistent both ways, so one of the two sees the other).
+        crate::dpdk::DPDK_TABLES.fetch_add(1, SeqCst);
         if crate::dpdk::eal_running() {
-            // SAFETY: the EAL is initialised and not cleaned up (eal_running), so
-            // its heap may be called from any thread; plain FFI calls.
+            // SAFETY: the EAL is initialised, and cannot be cleaned up while
+            // DPDK_TABLES is non-zero; its heap may be called from any thread.
             let ptr = unsafe {
                 if sys::rte_eal_has_hugepages() != 0 {
                     let socket = sys::rte_socket_id() as std::ffi::c_int;
@@ -72,30 +82,52 @@ impl Lines {
                 }
             };
             if let Some(ptr) = NonNull::new(ptr.cast::<Line>()) {
-                let layout = Layout::from_size_align(bytes, LINE).expect("a valid layout");
-                return Lines { ptr, len, backing: Backing::DpdkHugepages, layout };
+                let layout = Layout::from_size_align(bytes, LINE).ok()?;
+                return Some(Lines { ptr, len, backing: Backing::DpdkHugepages, layout });
             }
         }
+        crate::dpdk::DPDK_TABLES.fetch_sub(1, SeqCst);
         if bytes >= HUGE && bytes.is_multiple_of(HUGE) {
             let mut huge: std::ffi::c_int = 0;
             // SAFETY: plain FFI call; `huge` is a valid out-pointer.
             let raw = unsafe { sys::tg_table_map(bytes, &mut huge) };
             if let Some(ptr) = NonNull::new(raw.cast::<Line>()) {
-                let backing = if huge != 0 { Backing::HeapHugeAdvised } else { Backing::Mapped };
-                let layout = Layout::from_size_align(bytes, HUGE).expect("a valid layout");
-                return Lines { ptr, len, backing, layout };
+                let backing = if huge != 0 { Backing::MappedHugeAdvised } else { Backing::Mapped };
+                let layout = Layout::from_size_align(bytes, HUGE).ok()?;
+                return Some(Lines { ptr, len, backing, layout });
             }
         }
-        let layout = Layout::from_size_align(bytes, LINE).expect("a valid layout");
+        let layout = Layout::from_size_align(bytes, LINE).ok()?;
         // SAFETY: the layout has a non-zero size (len ≥ 1).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw.cast::<Line>()) else { std::alloc::handle_alloc_error(layout) };
-        Lines { ptr, len, backing: Backing::Heap, layout }
+        let ptr = NonNull::new(raw.cast::<Line>())?;
+        Some(Lines { ptr, len, backing: Backing::Heap, layout })
     }
 
     /// Where the lines are.
     pub fn backing(&self) -> Backing {
         self.backing
+    }
+
+    /// Asks the CPU to bring line `i` into all cache levels; returns at once.
+    /// A table prefetches the lines of a whole burst before it probes any, so
+    /// their misses overlap. The hint is a CPU instruction (`core::arch`), not a
+    /// call through the DPDK shim, where every call costs more than the miss.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    pub fn prefetch(&self, i: usize) {
+        let line: &Line = &self[i];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: PREFETCHT0 is a hint: it never faults, reads nothing the program
+        // can observe and writes nothing. The pointer comes from a live reference
+        // (bounds-checked above); SSE, and so PREFETCHT0, is in the x86_64 baseline.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                (line as *const Line).cast::<i8>(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
     }
 }
 
@@ -106,7 +138,8 @@ impl std::ops::Deref for Lines {
     #[allow(unsafe_code)]
     fn deref(&self) -> &[Line] {
         // SAFETY: `ptr` points to `len` initialised (zeroed, then written only
-        // through this type) lines that this value owns.
+        // through this type) lines that this value owns; DPDK memory stays mapped
+        // while it lives (DPDK_TABLES keeps the EAL up).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -125,15 +158,13 @@ impl Drop for Lines {
     fn drop(&mut self) {
         match self.backing {
             Backing::DpdkHugepages => {
-                if crate::dpdk::eal_running() {
-                    // SAFETY: the memory came from rte_zmalloc_socket and is freed
-                    // once, while the EAL still runs.
-                    unsafe { sys::rte_free(self.ptr.as_ptr().cast::<c_void>()) };
-                }
-                // After rte_eal_cleanup the hugepage memory is gone with the EAL.
+                // SAFETY: the memory came from rte_zmalloc_socket and is freed once;
+                // the EAL is still up (DPDK_TABLES counts this table until after).
+                unsafe { sys::rte_free(self.ptr.as_ptr().cast::<c_void>()) };
+                crate::dpdk::DPDK_TABLES.fetch_sub(1, SeqCst);
             }
             // SAFETY: mapped by tg_table_map with this length, unmapped once.
-            Backing::HeapHugeAdvised | Backing::Mapped => unsafe {
+            Backing::MappedHugeAdvised | Backing::Mapped => unsafe {
                 sys::tg_table_unmap(self.ptr.as_ptr().cast::<c_void>(), self.layout.size())
             },
             // SAFETY: allocated by alloc_zeroed with this layout, freed once.
@@ -155,7 +186,8 @@ mod tests {
     #[test]
     fn lines_are_zeroed_aligned_and_writable() {
         for n in [1, 3, 4096, 40_000, 32_768, 131_072] {
-            let mut l = Lines::zeroed(n);
+            let mut l = Lines::try_zeroed(n).expect("memory");
+            l.prefetch(n - 1);
             assert_eq!(l.len(), n);
             assert_eq!(l.as_ptr() as usize % 64, 0);
             assert!(l.iter().all(|line| line.iter().all(|w| *w == 0)));
@@ -165,7 +197,7 @@ mod tests {
             if (n * 64).is_multiple_of(HUGE) {
                 // Mapped, 2 MiB aligned (no EAL in unit tests).
                 assert_eq!(l.as_ptr() as usize % HUGE, 0);
-                assert!(matches!(l.backing(), Backing::HeapHugeAdvised | Backing::Mapped), "{l:?}");
+                assert!(matches!(l.backing(), Backing::MappedHugeAdvised | Backing::Mapped), "{l:?}");
             } else {
                 assert_eq!(l.backing(), Backing::Heap);
             }

@@ -21,7 +21,6 @@ use serde::Deserialize;
 use crate::wire::parse::{proto, tcp_flags};
 
 mod key;
-mod prefetch;
 mod table;
 use crate::Error;
 pub use key::{FlowHasher, FlowKey, Side};
@@ -273,7 +272,7 @@ impl FlowTable {
         self.table.find(key, hash).map(|i| self.table.get(i))
     }
 
-    /// Brings the line a lookup of `hash` starts at into the cache: called for
+    /// Brings the lines a lookup of `hash` starts at into the cache: called for
     /// each frame of a burst before the burst's lookups run ([`FlowTable::track`]).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
@@ -331,7 +330,13 @@ impl FlowTable {
         };
         flow.wheel_due = self.schedule(*key, self.due_of(&flow)) as u32;
         let hasher = &self.hasher;
-        self.table.insert(hash, &flow, |k| hasher.hash(k));
+        if !self.table.insert(hash, &flow, |k| hasher.hash(k)) {
+            // The table could not double (no memory): as full.
+            return match self.at_capacity {
+                AtCapacity::FailOpen => Track::FullOpen,
+                AtCapacity::FailClosed => Track::FullClosed,
+            };
+        }
         self.created += 1;
         Track::Created
     }

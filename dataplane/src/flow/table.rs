@@ -16,13 +16,15 @@
 //! * Removal shifts the following entries of the run back (no tombstones), so
 //!   probe lengths never grow with churn.
 //! * The lines come from [`Lines`]: DPDK hugepages when the EAL has them,
-//!   otherwise the heap with transparent huge pages asked for.
+//!   otherwise (from 2 MiB) anonymous memory with transparent huge pages asked
+//!   for. A doubling that gets no memory leaves the table as it is, and the new
+//!   flow is refused as at capacity ([`Slots::insert`]).
 //! * The index takes the hash's low bits; steering takes its high bits
 //!   (`steer::owner`), so a worker's flows spread over all of its lines.
 
 use tlsgate_drivers::lines::{Backing, Line, Lines};
 
-use super::{prefetch, Flow, FlowKey, FlowState, PackedSplice, Side, TcpState};
+use super::{Flow, FlowKey, FlowState, PackedSplice, Side, TcpState};
 
 /// Lines of a table that holds `flows` flows at most half full (a power of two).
 pub(super) fn lines_for(flows: usize) -> usize {
@@ -33,13 +35,17 @@ pub(super) struct Slots {
     lines: Lines,
     mask: usize,
     len: usize,
+    /// A doubling found no memory at this many flows: none is tried again
+    /// until the table holds fewer (each new flow would try it otherwise).
+    stuck_at: Option<usize>,
 }
 
 impl Slots {
     /// Room for `flows` flows before it first grows.
     pub fn with_room(flows: usize) -> Slots {
         let n = lines_for(flows);
-        Slots { lines: Lines::zeroed(n), mask: n - 1, len: 0 }
+        let lines = Lines::try_zeroed(n).expect("memory for the flow table");
+        Slots { lines, mask: n - 1, len: 0, stuck_at: None }
     }
 
     pub fn len(&self) -> usize {
@@ -60,8 +66,8 @@ impl Slots {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         let i = hash as usize & self.mask;
-        prefetch::line(&self.lines[i]);
-        prefetch::line(&self.lines[(i + 1) & self.mask]);
+        self.lines.prefetch(i);
+        self.lines.prefetch((i + 1) & self.mask);
     }
 
     /// The line holding `key`.
@@ -98,11 +104,13 @@ impl Slots {
         l[7] = due;
     }
 
-    /// Adds a flow whose key is not in the table; `rehash` gives the hash of a
-    /// key when the table doubles.
-    pub fn insert(&mut self, hash: u64, f: &Flow, rehash: impl Fn(&FlowKey) -> u64) {
-        if (self.len + 1) * 2 > self.lines.len() {
-            self.grow(&rehash);
+    /// Adds a flow whose key is not in the table (`hash` is its `rehash`);
+    /// `rehash` gives the hash of a key when the table doubles. False, adding
+    /// nothing, when the table had to double and got no memory.
+    pub fn insert(&mut self, hash: u64, f: &Flow, rehash: impl Fn(&FlowKey) -> u64) -> bool {
+        debug_assert!(f.key.meta != 0 && hash == rehash(&f.key));
+        if (self.len + 1) * 2 > self.lines.len() && !self.grow(&rehash) {
+            return false;
         }
         let mut i = hash as usize & self.mask;
         while self.lines[i][4] != 0 {
@@ -110,6 +118,7 @@ impl Slots {
         }
         store(&mut self.lines[i], f);
         self.len += 1;
+        true
     }
 
     /// Removes the flow in line `i`, moving later entries of its run back into
@@ -135,9 +144,22 @@ impl Slots {
         self.len -= 1;
     }
 
-    fn grow(&mut self, rehash: &impl Fn(&FlowKey) -> u64) {
+    fn grow(&mut self, rehash: &impl Fn(&FlowKey) -> u64) -> bool {
+        if self.stuck_at.is_some_and(|at| self.len >= at) {
+            return false;
+        }
         let n = self.lines.len() * 2;
-        let old = std::mem::replace(&mut self.lines, Lines::zeroed(n));
+        let Some(bigger) = Lines::try_zeroed(n) else {
+            tracing::warn!(
+                flows = self.len,
+                lines = n,
+                "flow table cannot grow: no memory; new flows are refused as at capacity"
+            );
+            self.stuck_at = Some(self.len);
+            return false;
+        };
+        self.stuck_at = None;
+        let old = std::mem::replace(&mut self.lines, bigger);
         self.mask = n - 1;
         for l in old.iter().filter(|l| l[4] != 0) {
             let mut i = rehash(&key_of(l)) as usize & self.mask;
@@ -154,6 +176,7 @@ impl Slots {
             backing = ?self.lines.backing(),
             "flow table grew"
         );
+        true
     }
 }
 

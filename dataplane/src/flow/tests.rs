@@ -390,7 +390,7 @@ fn open_addressing_agrees_with_a_map_under_churn() {
                     held: false,
                     splice: PackedSplice::NONE,
                 };
-                t.insert(h, &f, narrow);
+                assert!(t.insert(h, &f, narrow));
                 assert!(model.insert(k, step).is_none());
             }
             (0 | 1, Some(i)) => assert_eq!(Some(&t.get(i).packets), model.get(&k), "step {step}"),

@@ -75,6 +75,8 @@ unsigned int tg_lcore_id(void)
 void *tg_table_map(size_t len, int *huge)
 {
 	const size_t h = (size_t)2 << 20;
+	if (len > SIZE_MAX - h)
+		return NULL;
 	size_t span = len + h;
 	uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
