@@ -22,7 +22,8 @@
 #      SCALE_PARTS (default "fastpath intercept"), TG_BENCH_N (handshakes per
 #      worker, default 200), BENCH_DIR (keep the pcaps there), BENCH_BIN (the
 #      dataplane's binaries, default target/release), INTERCEPT_BIN (the built
-#      intercept bench, where there is no cargo).
+#      intercept bench, where there is no cargo), BENCH_EAL_EXTRA (more EAL
+#      arguments, TOML strings joined by commas: scripts/device-bundle.sh's PMDs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +77,7 @@ steering = "hardware"
 [flows]
 max_per_worker = 100000
 [dpdk]
-eal_args = ["--lcores", "$lcores", "--no-huge", "-m", "$mem", "--no-pci", "--no-telemetry", "--file-prefix=tg-scale-$$", "--vdev=$vdev", "--vdev=net_null0,no-rx=1"]
+eal_args = ["--lcores", "$lcores", "--no-huge", "-m", "$mem", "--no-pci", "--no-telemetry", "--file-prefix=tg-scale-$$", "--vdev=$vdev", "--vdev=net_null0,no-rx=1"${BENCH_EAL_EXTRA:+, $BENCH_EAL_EXTRA}]
 inside = "net_pcap0"
 outside = "net_null0"
 mbufs = $mbufs
