@@ -272,6 +272,12 @@ impl FlowTable {
         self.table.find(key, hash).map(|i| self.table.get(i))
     }
 
+    /// As if memory ran out once the table holds `lines` lines.
+    #[cfg(test)]
+    pub(crate) fn limit_lines(&mut self, lines: usize) {
+        self.table.limit_lines(lines);
+    }
+
     /// Brings the lines a lookup of `hash` starts at into the cache: called for
     /// each frame of a burst before the burst's lookups run ([`FlowTable::track`]).
     #[inline(always)]

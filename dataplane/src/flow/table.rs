@@ -18,13 +18,18 @@
 //! * The lines come from [`Lines`]: DPDK hugepages when the EAL has them,
 //!   otherwise (from 2 MiB) anonymous memory with transparent huge pages asked
 //!   for. A doubling that gets no memory leaves the table as it is, and the new
-//!   flow is refused as at capacity ([`Slots::insert`]).
+//!   flow is refused as at capacity ([`Slots::insert`]); it is tried again after
+//!   [`GROW_RETRY_AFTER`] refusals.
 //! * The index takes the hash's low bits; steering takes its high bits
 //!   (`steer::owner`), so a worker's flows spread over all of its lines.
 
 use tlsgate_drivers::lines::{Backing, Line, Lines};
 
 use super::{Flow, FlowKey, FlowState, PackedSplice, Side, TcpState};
+
+/// After a doubling found no memory, the new flows refused before it is tried
+/// again.
+pub(super) const GROW_RETRY_AFTER: u32 = 4096;
 
 /// Lines of a table that holds `flows` flows at most half full (a power of two).
 pub(super) fn lines_for(flows: usize) -> usize {
@@ -35,9 +40,11 @@ pub(super) struct Slots {
     lines: Lines,
     mask: usize,
     len: usize,
-    /// A doubling found no memory at this many flows: none is tried again
-    /// until the table holds fewer (each new flow would try it otherwise).
-    stuck_at: Option<usize>,
+    /// A doubling found no memory: new flows refused before it is tried again
+    /// (each new flow would try it otherwise).
+    retry_in: u32,
+    /// Lines it may grow to (tests stand in for an exhausted memory with it).
+    max_lines: usize,
 }
 
 impl Slots {
@@ -45,11 +52,17 @@ impl Slots {
     pub fn with_room(flows: usize) -> Slots {
         let n = lines_for(flows);
         let lines = Lines::try_zeroed(n).expect("memory for the flow table");
-        Slots { lines, mask: n - 1, len: 0, stuck_at: None }
+        Slots { lines, mask: n - 1, len: 0, retry_in: 0, max_lines: usize::MAX }
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// As if memory ran out past `lines` lines.
+    #[cfg(test)]
+    pub fn limit_lines(&mut self, lines: usize) {
+        self.max_lines = lines;
     }
 
     /// Lines allocated.
@@ -145,20 +158,20 @@ impl Slots {
     }
 
     fn grow(&mut self, rehash: &impl Fn(&FlowKey) -> u64) -> bool {
-        if self.stuck_at.is_some_and(|at| self.len >= at) {
+        if self.retry_in > 0 {
+            self.retry_in -= 1;
             return false;
         }
         let n = self.lines.len() * 2;
-        let Some(bigger) = Lines::try_zeroed(n) else {
+        let Some(bigger) = (n <= self.max_lines).then(|| Lines::try_zeroed(n)).flatten() else {
             tracing::warn!(
                 flows = self.len,
                 lines = n,
                 "flow table cannot grow: no memory; new flows are refused as at capacity"
             );
-            self.stuck_at = Some(self.len);
+            self.retry_in = GROW_RETRY_AFTER;
             return false;
         };
-        self.stuck_at = None;
         let old = std::mem::replace(&mut self.lines, bigger);
         self.mask = n - 1;
         for l in old.iter().filter(|l| l[4] != 0) {

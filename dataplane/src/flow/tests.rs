@@ -440,3 +440,58 @@ fn a_table_grows_and_finds_every_flow() {
     }
     assert!(t.is_empty());
 }
+
+/// A doubling that gets no memory refuses the new flow as the table's capacity
+/// action says (no abort), keeps every flow it has, does not try again for each
+/// new flow, and grows once memory is back.
+#[test]
+fn a_table_that_cannot_grow_refuses_new_flows_as_at_capacity() {
+    for (at, refused) in
+        [(AtCapacity::FailOpen, Track::FullOpen), (AtCapacity::FailClosed, Track::FullClosed)]
+    {
+        let mut t = table(1_000_000, at);
+        let (lines, _) = t.memory();
+        t.limit_lines(lines);
+        let key = |n: u32| {
+            let a = std::net::Ipv4Addr::from(0xc612_0000 | n);
+            FlowKey::tcp((a.into(), 40000), (B.parse().unwrap(), 443), 0)
+        };
+        let room = (lines / 2) as u32;
+        for n in 0..room {
+            let (k, s) = key(n);
+            let h = t.hash(&k);
+            assert_eq!(t.track(&k, s, h, SYN, 0), Track::Created, "flow {n}");
+        }
+        for n in room..room + 3 {
+            let (k, s) = key(n);
+            let h = t.hash(&k);
+            assert_eq!(t.track(&k, s, h, SYN, 0), refused);
+            assert!(t.get(&k, h).is_none());
+        }
+        // Every flow it had is still there and tracked.
+        for n in 0..room {
+            let (k, s) = key(n);
+            let h = t.hash(&k);
+            assert_eq!(t.track(&k, s, h, ACK, 1), Track::Tracked, "flow {n}");
+        }
+        assert_eq!(t.len(), room as usize);
+        // Memory comes back: after GROW_RETRY_AFTER refusals it is tried again.
+        t.limit_lines(usize::MAX);
+        let mut refusals = 3;
+        let mut n = room + 3;
+        loop {
+            let (k, s) = key(n);
+            let h = t.hash(&k);
+            let track = t.track(&k, s, h, SYN, 2);
+            n += 1;
+            if track == Track::Created {
+                break;
+            }
+            assert_eq!(track, refused);
+            refusals += 1;
+            assert!(refusals <= table::GROW_RETRY_AFTER + 1, "never tried again");
+        }
+        assert_eq!(refusals, table::GROW_RETRY_AFTER + 1);
+        assert!(t.memory().0 > lines, "it grew");
+    }
+}
