@@ -140,6 +140,7 @@ pub fn run<B: Backend>(
         lab = settings.lab,
         "forwarding"
     );
+    warn_if_flow_tables_exceed_memory(cfg.flows.max_per_worker, workers);
     let mut drain = None;
     let drain_stop = Arc::new(AtomicBool::new(false));
     if let Some(e) = &cfg.events {
@@ -247,4 +248,28 @@ pub fn run<B: Backend>(
         totals,
         stats,
     })
+}
+
+/// The flow tables' memory at `max_per_worker` flows on every worker (the peak
+/// of the last doubling: old and new table), against the machine's memory: a
+/// warning at start when it is more than half of it, instead of a surprise
+/// under a flood (the tables then stop growing and new flows are refused as at
+/// capacity).
+fn warn_if_flow_tables_exceed_memory(max_per_worker: usize, workers: usize) {
+    let peak = crate::flow::peak_table_bytes(max_per_worker).saturating_mul(workers as u64);
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    if let Some(total) = total.filter(|t| peak > t / 2) {
+        tracing::warn!(
+            flows_max_per_worker = max_per_worker,
+            workers,
+            table_mib = peak >> 20,
+            memory_mib = total >> 20,
+            "flow tables at flows.max_per_worker would take more than half of this machine's memory"
+        );
+    }
 }

@@ -197,6 +197,14 @@ const WHEEL_SLOTS: usize = 4096;
 /// Flows a table has room for before it first grows.
 pub const INITIAL_FLOWS: usize = 4096;
 
+/// Bytes a table of `flows` flows at most takes, at the moment it doubles the
+/// last time (the old table and the new one): 64 bytes a line, twice as many
+/// lines as flows, rounded up to a power of two.
+pub fn peak_table_bytes(flows: usize) -> u64 {
+    let lines = table::lines_for(flows) as u64;
+    lines * 64 + lines / 2 * 64
+}
+
 /// The per-worker flow table.
 pub struct FlowTable {
     table: Slots,

@@ -495,3 +495,11 @@ fn a_table_that_cannot_grow_refuses_new_flows_as_at_capacity() {
         assert!(t.memory().0 > lines, "it grew");
     }
 }
+
+/// What a table of a million flows takes at most: 2 Mi lines of 64 bytes, and
+/// the 1 Mi lines it doubled from, for the moment of the copy.
+#[test]
+fn peak_table_bytes_of_a_million_flows() {
+    assert_eq!(peak_table_bytes(1_000_000), (128 + 64) << 20);
+    assert_eq!(peak_table_bytes(1), 3 * 64);
+}
