@@ -12,7 +12,8 @@
 # the medians are compared.
 #
 # Env: BENCH_SECONDS (measured window per run, default 5), BENCH_WARMUP (default 2),
-#      BENCH_ROUNDS (default 3), BENCH_FRAMES (frames in the pcap, default 1000000),
+#      BENCH_ROUNDS (default 3), BENCH_FRAMES (frames in the pcap, default 1000000;
+#      also the flow count of the "1M flows" pcap, one SYN per flow),
 #      BENCH_DIR (keep the pcaps there).
 set -euo pipefail
 cd "$(dirname "$0")/.."

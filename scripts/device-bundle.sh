@@ -6,6 +6,10 @@
 #   scripts/device-bundle.sh            # builds, then fills target/device-bundle/
 #   target/device-bundle/run.sh         # there: the fast path and intercept scaling
 #
+# Copy the folder to the other machine anywhere but under /tmp (DPDK refuses
+# PMDs from a world-writable directory) and run run.sh as root; it needs bash
+# and python3 there, not cargo or DPDK.
+#
 # The bundle holds tlsgate-dataplane, tlsgate-pcapgen, the intercept bench
 # (`cargo bench --bench intercept --no-run`), the shared libraries they link
 # (DPDK's librte_*, libpcap, …, from `ldd`) and the PMDs the bench uses
