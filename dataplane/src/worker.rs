@@ -149,8 +149,9 @@ impl<Q: Queues> Worker<Q> {
         Worker {
             id,
             io: Io::new(queues, settings.capturer.clone()),
-            flows: FlowTable::new(
+            flows: FlowTable::with_room(
                 cfg.flows.max_per_worker,
+                if cfg.flows.preallocate { cfg.flows.max_per_worker } else { crate::flow::INITIAL_FLOWS },
                 cfg.flows.at_capacity,
                 cfg.flows.timeouts.clone(),
                 settings.secrets.flow_hash.clone(),

@@ -503,3 +503,23 @@ fn peak_table_bytes_of_a_million_flows() {
     assert_eq!(peak_table_bytes(1_000_000), (128 + 64) << 20);
     assert_eq!(peak_table_bytes(1), 3 * 64);
 }
+
+/// A preallocated table has its whole size at start and never doubles (no
+/// rehash pause under load).
+#[test]
+fn a_preallocated_table_never_doubles() {
+    let cap = 20_000;
+    let mut t = FlowTable::with_room(cap, cap, AtCapacity::FailClosed, Timeouts::default(), hasher(), 0);
+    let (lines, _) = t.memory();
+    assert_eq!(lines, table::lines_for(cap));
+    for n in 0..cap as u32 {
+        let a = std::net::Ipv4Addr::from(0xc612_0000 | n);
+        let (k, s) = FlowKey::tcp((a.into(), 40000), (B.parse().unwrap(), 443), 0);
+        let h = t.hash(&k);
+        assert_eq!(t.track(&k, s, h, SYN, 0), Track::Created);
+    }
+    assert_eq!(t.memory().0, lines);
+    let (k, s) = FlowKey::tcp(("198.19.0.1".parse().unwrap(), 1), (B.parse().unwrap(), 443), 0);
+    let h = t.hash(&k);
+    assert_eq!(t.track(&k, s, h, SYN, 0), Track::FullClosed, "at capacity");
+}
