@@ -298,7 +298,8 @@ mod tests {
     #[test]
     fn shipped_configurations_load() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        let example = super::Config::load(&dir.join("appliance.example.toml")).expect("appliance.example.toml");
+        let example =
+            super::Config::load(&dir.join("appliance.example.toml")).expect("appliance.example.toml");
         assert!(example.flows.preallocate);
         super::Config::load(&dir.join("lab.toml")).expect("lab.toml");
     }
