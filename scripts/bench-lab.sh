@@ -21,7 +21,8 @@
 #   CPU        the appliance's CPU time (all threads of both tlsgate
 #              processes, /proc/PID/task/*/schedstat, ns) per MB downloaded
 #              and per connection
-# TG_BENCH_RPS=0 leaves the peers' TCP receive work where veth puts it (the
+# TG_BENCH_APP_RPS=1 puts the receive work of the appliance's ports on the
+# appliance's CPU (trial; see docs/performance.md). TG_BENCH_RPS=0 leaves the peers' TCP receive work where veth puts it (the
 # sender's CPU: the appliance's, for what tlsgate sends).
 # TG_BENCH_ONLY=tlsgate skips the bridge (trying settings); TG_BENCH_DATAPLANE
 # appends lines to the dataplane's configuration; TG_BENCH_VDEV to the
@@ -154,6 +155,14 @@ if [[ ${TG_BENCH_RPS:-1} == 1 ]]; then
     mask=$(printf '%x' $((1 << PEER_CPU)))
     ip netns exec "$P-client" sh -c "echo $mask > /sys/class/net/$P-c0/queues/rx-0/rps_cpus"
     ip netns exec "$P-server" sh -c "echo $mask > /sys/class/net/$P-s0/queues/rx-0/rps_cpus"
+fi
+# TG_BENCH_APP_RPS=1 (a trial): the kernel's receive work on the appliance's two
+# ports on the appliance's CPU too: the bridge's forwarding, and tlsgate's
+# af_packet receive, which otherwise run on the sender's CPU (the peers').
+if [[ ${TG_BENCH_APP_RPS:-0} == 1 ]]; then
+    mask=$(printf '%x' $((1 << APP_CPU)))
+    echo "$mask" >"/sys/class/net/$P-cli/queues/rx-0/rps_cpus"
+    echo "$mask" >"/sys/class/net/$P-srv/queues/rx-0/rps_cpus"
 fi
 mkdir -p "/etc/netns/$P-client" "$RUN/events" "$RUN/log"
 echo "$NET.2 server.tg.test" >"/etc/netns/$P-client/hosts"
