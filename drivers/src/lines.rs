@@ -66,6 +66,10 @@ impl Lines {
         if bytes > isize::MAX as usize / 2 {
             return None;
         }
+        // Both layouts before anything is allocated: nothing below can fail
+        // between an allocation and the value that frees it.
+        let line_layout = Layout::from_size_align(bytes, LINE).ok()?;
+        let huge_layout = Layout::from_size_align(bytes, HUGE).ok()?;
         // Counted before the EAL is looked at: `DpdkBackend::drop` marks the EAL
         // stopped and then leaves it up if any table may be in its memory
         // (sequentially consistent both ways, so one of the two sees the other).
@@ -82,8 +86,7 @@ impl Lines {
                 }
             };
             if let Some(ptr) = NonNull::new(ptr.cast::<Line>()) {
-                let layout = Layout::from_size_align(bytes, LINE).ok()?;
-                return Some(Lines { ptr, len, backing: Backing::DpdkHugepages, layout });
+                return Some(Lines { ptr, len, backing: Backing::DpdkHugepages, layout: line_layout });
             }
         }
         crate::dpdk::DPDK_TABLES.fetch_sub(1, SeqCst);
@@ -93,15 +96,13 @@ impl Lines {
             let raw = unsafe { sys::tg_table_map(bytes, &mut huge) };
             if let Some(ptr) = NonNull::new(raw.cast::<Line>()) {
                 let backing = if huge != 0 { Backing::MappedHugeAdvised } else { Backing::Mapped };
-                let layout = Layout::from_size_align(bytes, HUGE).ok()?;
-                return Some(Lines { ptr, len, backing, layout });
+                return Some(Lines { ptr, len, backing, layout: huge_layout });
             }
         }
-        let layout = Layout::from_size_align(bytes, LINE).ok()?;
         // SAFETY: the layout has a non-zero size (len ≥ 1).
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let raw = unsafe { std::alloc::alloc_zeroed(line_layout) };
         let ptr = NonNull::new(raw.cast::<Line>())?;
-        Some(Lines { ptr, len, backing: Backing::Heap, layout })
+        Some(Lines { ptr, len, backing: Backing::Heap, layout: line_layout })
     }
 
     /// Where the lines are.
