@@ -24,9 +24,10 @@
 # TG_BENCH_APP_RPS=1 puts the receive work of the appliance's ports on the
 # appliance's CPU (trial; see docs/performance.md). TG_BENCH_RPS=0 leaves the peers' TCP receive work where veth puts it (the
 # sender's CPU: the appliance's, for what tlsgate sends).
-# TG_BENCH_ONLY=tlsgate skips the bridge (trying settings); TG_BENCH_DATAPLANE
+# TG_BENCH_ONLY=tlsgate skips the bridge (trying settings), =bridge skips tlsgate; TG_BENCH_DATAPLANE
 # appends lines to the dataplane's configuration; TG_BENCH_VDEV to the
-# af_packet devices' arguments (e.g. ",qdisc_bypass=1"). TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download.
+# af_packet devices' arguments (e.g. ",qdisc_bypass=1"). TG_BENCH_PERF=1 adds a perf profile of the dataplane during one download,
+# and one of the peers' CPU (curl, nginx, their kernels) during a download through each.
 # Ratios are tlsgate / bridge. Goals (issue 12): download >= 0.95 x bridge;
 # CPU per MB <= 3.7 ms (half of sslsplit's 7.5 ms/MB in the issue's run).
 set -euo pipefail
@@ -91,6 +92,22 @@ cpu_ns() {
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# peer_profile LABEL CA: where the peers' CPU goes during one download through
+# LABEL (TG_BENCH_PERF=1): the whole CPU $PEER_CPU, by command and function.
+peer_profile() {
+    [[ ${TG_BENCH_PERF:-0} == 1 ]] || return 0
+    local label=$1 ca=$2 perf_pid
+    perf record -q -e cpu-clock -F 4000 -C "$PEER_CPU" -o "$RUN/perf-peer-$label.data" -- sleep 30 >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 1
+    in_client curl -sS --fail -o /dev/null --cacert "$ca" https://server.tg.test/100M.bin
+    kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$RUN/perf-peer-$label.data" --no-children --sort comm,dso,symbol --percent-limit 1 --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | sed -n '1,30p' >"$RUN/perf-peer-$label.txt" || true
+    echo "bench-lab: CPU $PEER_CPU (client and origin) during one download through $label (perf; $RUN/perf-peer-$label.txt):"
+    cat "$RUN/perf-peer-$label.txt"
+}
 
 # measure LABEL CA: fills the arrays of that label's medians.
 declare -A RESULT
@@ -186,12 +203,16 @@ for _ in $(seq 50); do
 done
 echo "bench-lab: bridge ($ROUNDS rounds)"
 measure bridge "$WEB/origin-ca.pem"
+peer_profile bridge "$WEB/origin-ca.pem"
 ip link del "$P-br"
 else
     for k in dl dl_cpu ab ab_cpu re re_cpu; do RESULT[bridge.$k]=0; done
 fi
 
 # --- tlsgate: control plane and dataplane on CPU $APP_CPU ------------------
+if [[ ${TG_BENCH_ONLY:-} == bridge ]]; then
+    for k in dl dl_cpu ab ab_cpu re re_cpu; do RESULT[tlsgate.$k]=0; done
+else
 rm -rf "$RUN/state" "$RUN/events"/* "$RUN/log"/*
 cat >"$RUN/control.toml" <<TOML
 [control]
@@ -233,6 +254,8 @@ done
 ((up)) || fail "no decrypted connection through tlsgate within 20 s"
 echo "bench-lab: tlsgate ($ROUNDS rounds)"
 measure tlsgate "$RUN/decryption-ca.pem" "$DATAPLANE_PID" "$CONTROL_PID"
+peer_profile tlsgate "$RUN/decryption-ca.pem"
+fi
 
 if [[ ${TG_BENCH_PERF:-0} == 1 ]]; then
     # Where the dataplane's time goes during one 100 MiB download (cpu-clock
