@@ -374,6 +374,9 @@ counters! {
     GROWN = "buffers_grown", BUFFERS("grown");
     /// Used splices kept on small buffers for a while (the budget was spent).
     GROW_DEFERRED = "buffers_grow_deferred", BUFFERS("grow_deferred");
+    /// Doublings of a bulk transfer's buffers (a send buffer was full; up to
+    /// `intercept.buffer_max_kib`, within half of the memory budget).
+    BUFFERS_DOUBLED = "buffers_doubled", BUFFERS("doubled");
     /// SYNs from the outside port (never intercepted; policy blocks apply).
     INBOUND_NOT_INTERCEPTED = "inbound_not_intercepted", INBOUND("");
     /// TCP to or from a TLS port without a SYN seen, answered with a RST.

@@ -15,9 +15,14 @@ use tlsgate_tests::TempDir;
 
 /// Port 80 spliced as plain TCP, with `admission` lines and events in `events`.
 fn config(admission: &str, events: &TempDir) -> Config {
+    config_with("", admission, events)
+}
+
+/// [`config`] with more `[intercept]` lines.
+fn config_with(intercept: &str, admission: &str, events: &TempDir) -> Config {
     let toml = format!(
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
-         [intercept]\nports = [80]\nbuffer_kib = 64\nconnect_timeout_s = 3\n[admission]\n{admission}\n\
+         [intercept]\nports = [80]\nbuffer_kib = 64\nconnect_timeout_s = 3\n{intercept}\n[admission]\n{admission}\n\
          [events]\ndir = {:?}\n",
         events.path().display().to_string()
     );
@@ -166,4 +171,72 @@ fn syns_from_the_outside_port_are_not_intercepted() {
     net.run_until(Duration::from_secs(20), |n| n.server.sock(c).state() == State::Established);
     let s = net.stop();
     assert_eq!((counter(&s, "inbound_not_intercepted"), counter(&s, "intercept_created")), (1, 0));
+}
+
+/// Clients that ask for a lot and then read nothing fill their splices' send
+/// buffers, which is what makes a bulk transfer's buffers double. The doublings
+/// stop at half of the memory budget, so a new client is still admitted, gets
+/// full buffers and is relayed.
+#[test]
+fn slow_readers_cannot_spend_more_than_half_the_budget_on_larger_buffers() {
+    const N: u16 = 8;
+    let dir = TempDir::new("adm-slow-readers");
+    let budget: u64 = 16 << 20;
+    let mut net = Net::new(
+        config_with("buffer_max_kib = 4096", "memory_budget_mib = 16\nhalf_open_per_source = 64", &dir),
+        1,
+    );
+    let servers: Vec<_> = (0..=N)
+        .map(|_| {
+            let s = net.server.tcp(1 << 20);
+            net.server.sock(s).listen(80).unwrap();
+            s
+        })
+        .collect();
+    let readers: Vec<_> = (0..N).map(|i| connect(&mut net, 42000 + i)).collect();
+    net.run_until(Duration::from_secs(30), |n| readers.iter().all(|c| established(n, *c)));
+    for c in &readers {
+        net.client.sock(*c).send_slice(b"GET /big").unwrap();
+    }
+    // Their servers send without end; the clients never read (their 16 KiB
+    // windows close at once).
+    let chunk = vec![0x5a; 64 * 1024];
+    for _ in 0..4000 {
+        for s in &servers {
+            let sock = net.server.sock(*s);
+            if sock.state() == State::Established && sock.can_send() {
+                while sock.recv(|b| (b.len(), ())).is_ok_and(|()| sock.can_recv()) {}
+                let _ = sock.send_slice(&chunk);
+            }
+        }
+        net.step();
+    }
+    // A new client: admitted, used (full buffers) and relayed both ways.
+    let fresh = connect(&mut net, 42100);
+    let server =
+        *servers.iter().find(|s| net.server.sock(**s).state() == State::Listen).expect("a free listener");
+    net.run_until(Duration::from_secs(30), |n| established(n, fresh));
+    net.client.sock(fresh).send_slice(b"hello").unwrap();
+    let mut got = Vec::new();
+    net.run_until(Duration::from_secs(30), |n| {
+        let s = n.server.sock(server);
+        if s.recv_queue() >= 5 {
+            let _ = s.recv(|b| (b.len(), ()));
+            let _ = s.send_slice(b"world");
+        }
+        let _ = n.client.sock(fresh).recv(|b| {
+            got.extend_from_slice(b);
+            (b.len(), ())
+        });
+        got == b"world"
+    });
+    let s = net.stop();
+    let charged = counter(&s, "memory_charged_bytes");
+    assert!(counter(&s, "buffers_doubled") >= N as u64, "{:?}", s.stats.workers[0].counters);
+    // Doublings are charged only while they fit under half the budget; the new
+    // client's own charges (half-open, then full buffers: ~310 KiB) may go past it.
+    assert!(charged <= budget / 2 + (320 << 10), "{charged} bytes charged of a {budget} budget");
+    assert!(charged > 4 << 20, "the slow readers' buffers grew: {charged} bytes charged");
+    assert_eq!(counter(&s, "admission_memory_budget"), 0, "no SYN was refused for memory");
+    assert_eq!(counter(&s, "buffers_grown"), u64::from(N) + 1);
 }

@@ -9,13 +9,22 @@ use tlsgate_dataplane::wire::parse::tcp_flags::{ACK, RST, SYN};
 use tlsgate_tests::netsim::{pattern, tcp_seq, Net};
 
 fn config(ports: &[u16]) -> Config {
+    config_with(ports, "buffer_kib = 64")
+}
+
+/// Spliced `ports`, with `intercept` lines.
+fn config_with(ports: &[u16], intercept: &str) -> Config {
     let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     let toml = format!(
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nlab = true\nstats_interval_s = 0\n\
-         [intercept]\nports = [{}]\nbuffer_kib = 64\nconnect_timeout_s = 3\n",
+         [intercept]\nports = [{}]\n{intercept}\nconnect_timeout_s = 3\n",
         ports.join(",")
     );
     Config::from_toml(&toml).expect("test config")
+}
+
+fn counter(s: &tlsgate_dataplane::run::Summary, name: &str) -> u64 {
+    intercept_counter(s, name)
 }
 
 fn intercept_counter(s: &tlsgate_dataplane::run::Summary, name: &str) -> u64 {
@@ -91,6 +100,28 @@ fn splice_relays_both_ways_with_its_own_sequence_numbers() {
     assert_eq!(intercept_counter(&s, "intercept_active"), 0, "buffers freed once both legs closed");
     assert_eq!(intercept_counter(&s, "intercept_bytes_up"), up.len() as u64);
     assert_eq!(intercept_counter(&s, "intercept_bytes_down"), down.len() as u64);
+}
+
+/// A transfer whose send buffer fills (the client acknowledges slower than the
+/// server sends) doubles its buffers, up to `buffer_max_kib`: 16 → 32 → 64 KiB is
+/// two doublings. An exchange of a few bytes keeps the full buffers it got. Every
+/// byte charged comes back when the splices end.
+#[test]
+fn a_bulk_transfer_doubles_its_buffers_up_to_buffer_max_kib() {
+    let cfg = || config_with(&[80], "buffer_kib = 16\nbuffer_max_kib = 64");
+    let mut net = Net::new(cfg(), 1);
+    let (up, down) = (pattern(1_000, 1), pattern(1_000, 2));
+    assert_eq!(transfer(&mut net, 80, &up, &down), (up, down));
+    let s = net.stop();
+    assert_eq!((counter(&s, "buffers_grown"), counter(&s, "buffers_doubled")), (1, 0));
+
+    let mut net = Net::new(cfg(), 1);
+    let (up, down) = (pattern(1_000, 3), pattern(3_000_000, 4));
+    let (at_server, at_client) = transfer(&mut net, 80, &up, &down);
+    assert!(at_server == up && at_client == down, "intact both ways");
+    let s = net.stop();
+    assert_eq!((counter(&s, "buffers_grown"), counter(&s, "buffers_doubled")), (1, 2));
+    assert_eq!(counter(&s, "memory_charged_bytes"), 0, "all charges came back");
 }
 
 #[test]

@@ -236,6 +236,24 @@ impl Admission {
         true
     }
 
+    /// Charges `more` bytes of a bulk transfer's larger buffers, if the worker's
+    /// splices then hold at most half of the budget: the other half stays for
+    /// admitting and using new splices, so flows that fill their buffers (a slow
+    /// reader, on purpose or not) cannot crowd new ones out.
+    pub fn grow_bulk(&mut self, more: u64) -> bool {
+        if self.memory + more > self.budget / 2 {
+            return false;
+        }
+        self.memory += more;
+        true
+    }
+
+    /// Gives back `bytes` of a bulk charge that was not used, or of a splice that
+    /// ended.
+    pub fn release_bulk(&mut self, bytes: u64) {
+        self.memory = self.memory.saturating_sub(bytes);
+    }
+
     /// A splice ended: its charge (`grown`: it had full buffers) comes back.
     pub fn release_memory(&mut self, grown: bool) {
         let charge = if grown { self.costs.full } else { self.costs.half_open };
@@ -314,6 +332,22 @@ mod tests {
         a.release_memory(true);
         // The grown splice was one of the half-open ones: its charge left with it.
         assert_eq!(a.memory, (2048 - 101) * (8 << 10));
+    }
+
+    #[test]
+    fn larger_buffers_of_bulk_transfers_take_at_most_half_of_the_budget() {
+        let mut a = adm(AdmissionConfig { memory_budget_mib: 16, ..Default::default() });
+        let mut doubled = 0u64;
+        while a.grow_bulk(1 << 20) {
+            doubled += 1;
+        }
+        assert_eq!((doubled, a.memory), (8, 8 << 20), "half of 16 MiB");
+        // The other half still admits and grows splices.
+        assert_eq!(a.admit(source_key("198.18.0.1".parse().unwrap())), Ok(()));
+        assert!(a.grow());
+        a.release_bulk(8 << 20);
+        a.release_memory(true);
+        assert_eq!(a.memory, 0);
     }
 
     #[test]

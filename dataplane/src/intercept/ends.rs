@@ -26,6 +26,7 @@ impl Intercept {
             self.admission.release_slot(source);
         }
         self.admission.release_memory(s.charged_full);
+        self.admission.release_bulk(s.charged_bulk);
         if s.buffers() == Buffers::Small && s.ended().is_some_and(|e| e.outcome.cause == Cause::ClientTimeout)
         {
             io.c[idx::FIRST_BYTE_TIMEOUT] += 1;

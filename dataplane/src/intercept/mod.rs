@@ -60,8 +60,15 @@ pub struct InterceptConfig {
     /// TCP destination ports whose flows are terminated and spliced (until the
     /// decryption policy decides, this is the selection).
     pub ports: Vec<u16>,
-    /// Receive and send buffer of each leg, KiB (4 buffers per flow).
+    /// Receive and send buffer of each leg, KiB (4 buffers per flow), once the
+    /// connection is used.
     pub buffer_kib: usize,
+    /// What a bulk transfer's buffers may grow to, KiB: a splice whose send
+    /// buffer on a leg fills (the relay waits for room) doubles all four, up to
+    /// this, while the worker's splices hold less than half of
+    /// `admission.memory_budget_mib` (512, the default; at or below
+    /// `buffer_kib`: never).
+    pub buffer_max_kib: usize,
     /// Seconds to establish the server leg before the client gets a RST.
     pub connect_timeout_s: u64,
     /// Seconds without data either way before both legs are reset.
@@ -86,6 +93,7 @@ impl Default for InterceptConfig {
         InterceptConfig {
             ports: Vec::new(),
             buffer_kib: 64,
+            buffer_max_kib: 512,
             connect_timeout_s: 10,
             idle_timeout_s: 3600,
             max_per_worker: 10_000,
@@ -96,12 +104,24 @@ impl Default for InterceptConfig {
 }
 
 impl InterceptConfig {
+    /// Bytes of each buffer a splice's buffers may grow to (never less than
+    /// `buffer_kib`'s).
+    pub fn max_buffer_bytes(&self) -> usize {
+        self.buffer_max_kib.max(self.buffer_kib) * 1024
+    }
+
     /// Range checks; the error names the field.
     pub fn validate(&self) -> Result<(), Error> {
         if !(4..=4096).contains(&self.buffer_kib) {
             return Err(Error::Invalid(format!(
                 "intercept.buffer_kib: {} is outside 4..=4096",
                 self.buffer_kib
+            )));
+        }
+        if self.buffer_max_kib > 65536 {
+            return Err(Error::Invalid(format!(
+                "intercept.buffer_max_kib: {} is outside 0..=65536",
+                self.buffer_max_kib
             )));
         }
         if self.ack_delay_ms > 200 {
@@ -467,6 +487,19 @@ impl Intercept {
             // Key-log lines left by other work on this thread (a probe) are not this flow's.
             let _ = tlsgate_certstore::take_thread_secrets();
             s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
+            if s.send_buffer_pressed() {
+                // A bulk transfer its buffers may hold back: double them (up to
+                // intercept.buffer_max_kib, within half of the memory budget).
+                let more = s.buffer_bytes() as u64;
+                if more > 0 && self.admission.grow_bulk(more) {
+                    let grew = s.double(self.cfg.max_buffer_bytes()) as u64;
+                    self.admission.release_bulk(more - grew.min(more));
+                    s.charged_bulk += grew.min(more);
+                    if grew > 0 {
+                        io.c[idx::BUFFERS_DOUBLED] += 1;
+                    }
+                }
+            }
         } else {
             io.c[idx::DROP_TOMBSTONE] += 1;
             return;

@@ -139,6 +139,8 @@ pub struct Splice {
     pub quota_slot: Option<u128>,
     /// Full buffers are charged to the memory budget for it.
     pub charged_full: bool,
+    /// Bytes charged beyond its full buffers (a bulk transfer's doublings).
+    pub charged_bulk: u64,
     first_byte_timeout_ms: u64,
     /// Time allowed for the TLS handshakes once both TCP legs are up.
     handshake_timeout_ms: u64,
@@ -224,12 +226,13 @@ impl Splice {
             s
         };
         let mut sockets = SocketSet::new(Vec::with_capacity(2));
-        let full = cfg.buffer_kib * 1024;
         let mut cs = mk(SMALL_CLIENT_RX);
         cs.pause_synack(true);
         // Cannot fail: a fresh socket and a non-zero port.
         let _ = cs.listen(IpListenEndpoint { addr: Some(server), port: dst_port });
-        // Both legs offer the window scale of their full buffers (patched smoltcp).
+        // Both legs offer the window scale of the largest buffers they may grow to
+        // (patched smoltcp).
+        let full = cfg.max_buffer_bytes();
         cs.set_window_scale_for(full);
         let mut ss = mk(SMALL_SERVER_RX);
         ss.set_timeout(Some(SDuration::from_secs(cfg.connect_timeout_s)));
@@ -268,6 +271,7 @@ impl Splice {
             buffers: Buffers::Small,
             quota_slot: None,
             charged_full: false,
+            charged_bulk: 0,
             first_byte_timeout_ms,
             tcp_up_ms: now_ms,
             hs_phase: None,

@@ -51,6 +51,14 @@ impl Splice {
     /// yet (out-of-order data waiting) keeps its small buffers until the next try.
     /// Returns whether both legs have full buffers.
     pub fn grow(&mut self, bytes: usize) -> bool {
+        let full = self.enlarge(bytes);
+        self.buffers = if full { Buffers::Full } else { Buffers::UsedSmall };
+        full
+    }
+
+    /// Gives both legs buffers of at least `bytes` each, where a socket can swap
+    /// now; returns whether both have them.
+    fn enlarge(&mut self, bytes: usize) -> bool {
         for h in [self.client_sock, self.server_sock] {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
             if s.recv_capacity() < bytes {
@@ -60,10 +68,51 @@ impl Splice {
                 );
             }
         }
-        let full = [self.client_sock, self.server_sock]
+        [self.client_sock, self.server_sock]
             .iter()
-            .all(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity() >= bytes);
-        self.buffers = if full { Buffers::Full } else { Buffers::UsedSmall };
-        full
+            .all(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity() >= bytes)
+    }
+
+    /// Bytes of its four buffers.
+    pub fn buffer_bytes(&self) -> usize {
+        [self.client_sock, self.server_sock]
+            .iter()
+            .map(|h| {
+                let s = self.sockets.get::<tcp::Socket>(*h);
+                s.recv_capacity() + s.send_capacity()
+            })
+            .sum()
+    }
+
+    /// With full buffers, a leg's send buffer is at least half full: that much
+    /// of what the splice relays waits for the peer's acknowledgement, so its
+    /// buffers may hold a bulk transfer back (a path whose bandwidth × delay is
+    /// near what they hold). Linux sizes its receive buffers from a similar
+    /// signal (twice what arrived in a round trip).
+    pub fn send_buffer_pressed(&self) -> bool {
+        self.buffers == Buffers::Full
+            && [self.client_sock, self.server_sock].iter().any(|h| {
+                let s = self.sockets.get::<tcp::Socket>(*h);
+                s.send_queue() >= s.send_capacity() / 2
+            })
+    }
+
+    /// Doubles the buffers of a splice whose send buffer is pressed
+    /// ([`Splice::send_buffer_pressed`]), up to `max` bytes each. Returns the bytes
+    /// its buffers grew by (0: at `max` already, or not now: a socket with
+    /// out-of-order data waiting keeps its buffers until the next try).
+    pub fn double(&mut self, max: usize) -> usize {
+        let now = [self.client_sock, self.server_sock]
+            .iter()
+            .map(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity())
+            .min()
+            .unwrap_or(0);
+        let to = now.saturating_mul(2).min(max);
+        if to <= now {
+            return 0;
+        }
+        let before = self.buffer_bytes();
+        self.enlarge(to);
+        self.buffer_bytes().saturating_sub(before)
     }
 }
