@@ -374,8 +374,9 @@ counters! {
     GROWN = "buffers_grown", BUFFERS("grown");
     /// Used splices kept on small buffers for a while (the budget was spent).
     GROW_DEFERRED = "buffers_grow_deferred", BUFFERS("grow_deferred");
-    /// Doublings of a bulk transfer's buffers (a send buffer was full; up to
-    /// `intercept.buffer_max_kib`, within half of the memory budget).
+    /// Doublings of a bulk transfer's buffers (half a send buffer in flight to a
+    /// peer with a larger window; up to `intercept.buffer_max_kib`, within half
+    /// of the memory budget).
     BUFFERS_DOUBLED = "buffers_doubled", BUFFERS("doubled");
     /// SYNs from the outside port (never intercepted; policy blocks apply).
     INBOUND_NOT_INTERCEPTED = "inbound_not_intercepted", INBOUND("");

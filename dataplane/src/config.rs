@@ -341,6 +341,7 @@ outside = "net_af_packet1"
             ),
             (format!("{GOOD}\n[intercept]\nports = [443]\n[policy]\nfile = \"p.json\"\n"), "intercept.ports"),
             (format!("{GOOD}\n[intercept]\nbuffer_kib = 1\n"), "intercept.buffer_kib"),
+            (format!("{GOOD}\n[intercept]\nbuffer_max_kib = 65536\n"), "intercept.buffer_max_kib"),
             (format!("{GOOD}\n[tls]\nca_cert = \"a\"\nca_key = \"b\"\nprofile = \"weak\"\n"), "tls.profile"),
         ];
         for (text, needle) in cases {

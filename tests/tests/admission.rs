@@ -173,44 +173,21 @@ fn syns_from_the_outside_port_are_not_intercepted() {
     assert_eq!((counter(&s, "inbound_not_intercepted"), counter(&s, "intercept_created")), (1, 0));
 }
 
-/// Clients that ask for a lot and then read nothing fill their splices' send
-/// buffers, which is what makes a bulk transfer's buffers double. The doublings
-/// stop at half of the memory budget, so a new client is still admitted, gets
-/// full buffers and is relayed.
+/// Bulk downloads to clients with large windows double their splices' buffers;
+/// the doublings stop at half of the memory budget (and buffers stay large
+/// until a splice ends, so a client could hold them), so a new client is still
+/// admitted, gets full buffers and is relayed.
 #[test]
-fn slow_readers_cannot_spend_more_than_half_the_budget_on_larger_buffers() {
+fn bulk_transfers_cannot_spend_more_than_half_the_budget_on_larger_buffers() {
     const N: u16 = 8;
-    let dir = TempDir::new("adm-slow-readers");
+    let dir = TempDir::new("adm-bulk");
     let budget: u64 = 16 << 20;
     let mut net = Net::new(
         config_with("buffer_max_kib = 4096", "memory_budget_mib = 16\nhalf_open_per_source = 64", &dir),
         1,
     );
-    let servers: Vec<_> = (0..=N)
-        .map(|_| {
-            let s = net.server.tcp(1 << 20);
-            net.server.sock(s).listen(80).unwrap();
-            s
-        })
-        .collect();
-    let readers: Vec<_> = (0..N).map(|i| connect(&mut net, 42000 + i)).collect();
-    net.run_until(Duration::from_secs(30), |n| readers.iter().all(|c| established(n, *c)));
-    for c in &readers {
-        net.client.sock(*c).send_slice(b"GET /big").unwrap();
-    }
-    // Their servers send without end; the clients never read (their 16 KiB
-    // windows close at once).
-    let chunk = vec![0x5a; 64 * 1024];
-    for _ in 0..4000 {
-        for s in &servers {
-            let sock = net.server.sock(*s);
-            if sock.state() == State::Established && sock.can_send() {
-                while sock.recv(|b| (b.len(), ())).is_ok_and(|()| sock.can_recv()) {}
-                let _ = sock.send_slice(&chunk);
-            }
-        }
-        net.step();
-    }
+    let (servers, readers) = downloads(&mut net, N, 4 << 20);
+    pump(&mut net, &servers, &readers, true, 4000);
     // A new client: admitted, used (full buffers) and relayed both ways.
     let fresh = connect(&mut net, 42100);
     let server =
@@ -232,11 +209,76 @@ fn slow_readers_cannot_spend_more_than_half_the_budget_on_larger_buffers() {
     });
     let s = net.stop();
     let charged = counter(&s, "memory_charged_bytes");
-    assert!(counter(&s, "buffers_doubled") >= N as u64, "{:?}", s.stats.workers[0].counters);
+    assert!(counter(&s, "buffers_doubled") >= u64::from(N), "{:?}", s.stats.workers[0].counters);
     // Doublings are charged only while they fit under half the budget; the new
     // client's own charges (half-open, then full buffers: ~310 KiB) may go past it.
+    assert!(charged > 4 << 20, "the downloads' buffers grew: {charged} bytes charged");
     assert!(charged <= budget / 2 + (320 << 10), "{charged} bytes charged of a {budget} budget");
-    assert!(charged > 4 << 20, "the slow readers' buffers grew: {charged} bytes charged");
     assert_eq!(counter(&s, "admission_memory_budget"), 0, "no SYN was refused for memory");
     assert_eq!(counter(&s, "buffers_grown"), u64::from(N) + 1);
+}
+
+/// Clients that ask for a lot and then read nothing fill their splices' send
+/// buffers, but what waits for a closed window is not in flight: their buffers
+/// do not grow.
+#[test]
+fn slow_readers_do_not_grow_their_buffers() {
+    const N: u16 = 8;
+    let dir = TempDir::new("adm-slow-readers");
+    let mut net = Net::new(config_with("buffer_max_kib = 4096", "half_open_per_source = 64", &dir), 1);
+    let (servers, readers) = downloads(&mut net, N, 16 << 10);
+    pump(&mut net, &servers, &readers, false, 4000);
+    let s = net.stop();
+    assert_eq!(counter(&s, "buffers_grown"), u64::from(N), "{:?}", s.stats.workers[0].counters);
+    assert_eq!(counter(&s, "buffers_doubled"), 0);
+}
+
+/// `n` clients (`window`-byte buffers) connected to port 80, each having sent a
+/// request (its splice is used), and `n + 1` listeners.
+fn downloads(net: &mut Net, n: u16, window: usize) -> (Vec<SocketHandle>, Vec<SocketHandle>) {
+    let servers: Vec<_> = (0..=n)
+        .map(|_| {
+            let s = net.server.tcp(1 << 20);
+            net.server.sock(s).listen(80).unwrap();
+            s
+        })
+        .collect();
+    let readers: Vec<_> = (0..n)
+        .map(|i| {
+            let c = net.client.tcp(window);
+            net.client.connect(c, 42000 + i, 80);
+            c
+        })
+        .collect();
+    net.run_until(Duration::from_secs(30), |n| readers.iter().all(|c| established(n, *c)));
+    for c in &readers {
+        net.client.sock(*c).send_slice(b"GET /big").unwrap();
+    }
+    (servers, readers)
+}
+
+/// `steps` steps in which the servers send without end, and the clients read
+/// everything (`read`) or nothing.
+fn pump(net: &mut Net, servers: &[SocketHandle], readers: &[SocketHandle], read: bool, steps: usize) {
+    let chunk = vec![0x5a; 64 * 1024];
+    for _ in 0..steps {
+        for s in servers {
+            let sock = net.server.sock(*s);
+            if sock.state() == State::Established && sock.can_send() {
+                while sock.recv(|b| (b.len(), ())).is_ok_and(|()| sock.can_recv()) {}
+                let _ = sock.send_slice(&chunk);
+            }
+        }
+        if read {
+            for c in readers {
+                while net
+                    .client
+                    .sock(*c)
+                    .recv(|b| (b.len(), ()))
+                    .is_ok_and(|()| net.client.sock(*c).can_recv())
+                {}
+            }
+        }
+        net.step();
+    }
 }

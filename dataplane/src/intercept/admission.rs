@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Small until used: a half-open splice costs a few KiB (its four buffers are
-//! small; the window scale it offers is the full buffer's, patched smoltcp), and
-//! gets its full buffers when data flows.
+//! small; the window scale it offers is the largest buffer's it may grow to,
+//! patched smoltcp), and gets its full buffers when data flows. A bulk transfer's
+//! buffers may double beyond (`intercept.buffer_max_kib`), charged only within
+//! the first half of the budget.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -251,12 +253,14 @@ impl Admission {
     /// Gives back `bytes` of a bulk charge that was not used, or of a splice that
     /// ended.
     pub fn release_bulk(&mut self, bytes: u64) {
+        debug_assert!(self.memory >= bytes, "released more than was charged");
         self.memory = self.memory.saturating_sub(bytes);
     }
 
     /// A splice ended: its charge (`grown`: it had full buffers) comes back.
     pub fn release_memory(&mut self, grown: bool) {
         let charge = if grown { self.costs.full } else { self.costs.half_open };
+        debug_assert!(self.memory >= charge, "released more than was charged");
         self.memory = self.memory.saturating_sub(charge);
     }
 }

@@ -63,11 +63,11 @@ pub struct InterceptConfig {
     /// Receive and send buffer of each leg, KiB (4 buffers per flow), once the
     /// connection is used.
     pub buffer_kib: usize,
-    /// What a bulk transfer's buffers may grow to, KiB: a splice whose send
-    /// buffer on a leg fills (the relay waits for room) doubles all four, up to
-    /// this, while the worker's splices hold less than half of
-    /// `admission.memory_budget_mib` (512, the default; at or below
-    /// `buffer_kib`: never).
+    /// What a bulk transfer's buffers may grow to, KiB: a used splice with half
+    /// of a leg's send buffer in flight, to a peer whose window is larger than
+    /// that buffer, doubles all four, up to this, if the worker's splices then
+    /// hold at most half of `admission.memory_budget_mib` (512, the default; at
+    /// or below `buffer_kib`: never; at most 16384).
     pub buffer_max_kib: usize,
     /// Seconds to establish the server leg before the client gets a RST.
     pub connect_timeout_s: u64,
@@ -118,9 +118,11 @@ impl InterceptConfig {
                 self.buffer_kib
             )));
         }
-        if self.buffer_max_kib > 65536 {
+        // The SYN offers the window scale of this size; beyond 16 MiB the scale
+        // would round a half-open splice's 1 KiB receive window down to zero.
+        if self.buffer_max_kib > 16384 {
             return Err(Error::Invalid(format!(
-                "intercept.buffer_max_kib: {} is outside 0..=65536",
+                "intercept.buffer_max_kib: {} is outside 0..=16384",
                 self.buffer_max_kib
             )));
         }
@@ -487,16 +489,18 @@ impl Intercept {
             // Key-log lines left by other work on this thread (a probe) are not this flow's.
             let _ = tlsgate_certstore::take_thread_secrets();
             s.step(Some(ip), now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
-            if s.send_buffer_pressed() {
-                // A bulk transfer its buffers may hold back: double them (up to
+            if let Some((to, more)) = s.doubling(self.cfg.max_buffer_bytes()) {
+                // A bulk transfer its buffers hold back: double them (up to
                 // intercept.buffer_max_kib, within half of the memory budget).
-                let more = s.buffer_bytes() as u64;
-                if more > 0 && self.admission.grow_bulk(more) {
-                    let grew = s.double(self.cfg.max_buffer_bytes()) as u64;
-                    self.admission.release_bulk(more - grew.min(more));
-                    s.charged_bulk += grew.min(more);
+                if self.admission.grow_bulk(more as u64) {
+                    let grew = s.double(to);
+                    debug_assert_eq!(grew, more, "both sockets could swap");
+                    self.admission.release_bulk((more - grew.min(more)) as u64);
+                    s.charged_bulk += grew.min(more) as u64;
                     if grew > 0 {
                         io.c[idx::BUFFERS_DOUBLED] += 1;
+                        // The larger window goes out with the next poll: now.
+                        s.wake(now_ms);
                     }
                 }
             }

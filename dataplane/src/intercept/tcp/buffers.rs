@@ -57,20 +57,24 @@ impl Splice {
     }
 
     /// Gives both legs buffers of at least `bytes` each, where a socket can swap
-    /// now; returns whether both have them.
+    /// now (nothing is allocated for one that cannot: out-of-order data waiting);
+    /// returns whether both have them.
     fn enlarge(&mut self, bytes: usize) -> bool {
         for h in [self.client_sock, self.server_sock] {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if s.recv_capacity() < bytes {
+            if (s.recv_capacity() < bytes || s.send_capacity() < bytes) && s.can_replace_buffers() {
+                let rx = s.recv_capacity().max(bytes);
+                let tx = s.send_capacity().max(bytes);
                 let _ = s.replace_buffers(
-                    tcp::SocketBuffer::new(vec![0; bytes]),
-                    tcp::SocketBuffer::new(vec![0; bytes]),
+                    tcp::SocketBuffer::new(vec![0; rx]),
+                    tcp::SocketBuffer::new(vec![0; tx]),
                 );
             }
         }
-        [self.client_sock, self.server_sock]
-            .iter()
-            .all(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity() >= bytes)
+        [self.client_sock, self.server_sock].iter().all(|h| {
+            let s = self.sockets.get::<tcp::Socket>(*h);
+            s.recv_capacity() >= bytes && s.send_capacity() >= bytes
+        })
     }
 
     /// Bytes of its four buffers.
@@ -84,33 +88,41 @@ impl Splice {
             .sum()
     }
 
-    /// With full buffers, a leg's send buffer is at least half full: that much
-    /// of what the splice relays waits for the peer's acknowledgement, so its
-    /// buffers may hold a bulk transfer back (a path whose bandwidth × delay is
-    /// near what they hold). Linux sizes its receive buffers from a similar
-    /// signal (twice what arrived in a round trip).
-    pub fn send_buffer_pressed(&self) -> bool {
-        self.buffers == Buffers::Full
-            && [self.client_sock, self.server_sock].iter().any(|h| {
-                let s = self.sockets.get::<tcp::Socket>(*h);
-                s.send_queue() >= s.send_capacity() / 2
-            })
-    }
-
-    /// Doubles the buffers of a splice whose send buffer is pressed
-    /// ([`Splice::send_buffer_pressed`]), up to `max` bytes each. Returns the bytes
-    /// its buffers grew by (0: at `max` already, or not now: a socket with
-    /// out-of-order data waiting keeps its buffers until the next try).
-    pub fn double(&mut self, max: usize) -> usize {
-        let now = [self.client_sock, self.server_sock]
-            .iter()
-            .map(|h| self.sockets.get::<tcp::Socket>(*h).recv_capacity())
-            .min()
-            .unwrap_or(0);
+    /// Whether its buffers should double now, and if so to what size and at what
+    /// cost: with full buffers, a leg has half its send buffer or more in flight
+    /// (sent, not yet acknowledged) and its peer offers a window larger than that
+    /// buffer, so the buffer, not the peer, holds the transfer back (a path whose
+    /// bandwidth × delay is near what it holds). Data that merely waits for a
+    /// closed window (a slow reader) is not in flight and does not count. Both
+    /// sockets must be able to swap now. Returns the size of each buffer after
+    /// the doubling (at most `max`) and the bytes the four buffers grow by.
+    pub fn doubling(&self, max: usize) -> Option<(usize, usize)> {
+        if self.buffers != Buffers::Full {
+            return None;
+        }
+        let legs = [self.client_sock, self.server_sock].map(|h| self.sockets.get::<tcp::Socket>(h));
+        let held_back = legs.iter().any(|s| {
+            let cap = s.send_capacity();
+            s.bytes_in_flight() >= cap / 2 && s.remote_window() > cap
+        });
+        if !held_back || !legs.iter().all(|s| s.can_replace_buffers()) {
+            return None;
+        }
+        let now = legs.iter().map(|s| s.recv_capacity().min(s.send_capacity())).min().unwrap_or(0);
         let to = now.saturating_mul(2).min(max);
         if to <= now {
-            return 0;
+            return None;
         }
+        let more = legs
+            .iter()
+            .map(|s| to.saturating_sub(s.recv_capacity()) + to.saturating_sub(s.send_capacity()))
+            .sum();
+        Some((to, more))
+    }
+
+    /// Doubles its buffers to `to` bytes each, as [`Splice::doubling`] said;
+    /// returns the bytes they grew by.
+    pub fn double(&mut self, to: usize) -> usize {
         let before = self.buffer_bytes();
         self.enlarge(to);
         self.buffer_bytes().saturating_sub(before)

@@ -949,6 +949,24 @@ impl<'a> Socket<'a> {
         true
     }
 
+    /// Whether [`Socket::replace_buffers`] would take new buffers now: no
+    /// out-of-order data waits in the receive buffer. An owner checks this
+    /// before it allocates them.
+    pub fn can_replace_buffers(&self) -> bool {
+        self.assembler.is_empty()
+    }
+
+    /// Octets sent and not yet acknowledged.
+    pub fn bytes_in_flight(&self) -> usize {
+        self.flight_size()
+    }
+
+    /// The window the peer offers, in octets (scaled), counted from the first
+    /// octet not yet acknowledged.
+    pub fn remote_window(&self) -> usize {
+        self.remote_win_len
+    }
+
     /// Replace the receive and send buffers, carrying over what they hold (data
     /// received and not yet read, data queued and not yet acknowledged), and
     /// return the old ones. The window offered from then on is the new receive
