@@ -124,6 +124,50 @@ fn a_bulk_transfer_doubles_its_buffers_up_to_buffer_max_kib() {
     assert_eq!(counter(&s, "memory_charged_bytes"), 0, "all charges came back");
 }
 
+/// After 2 s without data, a splice whose buffers grew gives its send buffers
+/// back (its receive buffers keep their size: the window offered stands), and
+/// the charge for them comes back exactly; the next burst grows them again.
+#[test]
+fn a_quiet_bulk_transfer_gives_its_send_buffers_back() {
+    let mut net = Net::new(config_with(&[80], "buffer_kib = 16\nbuffer_max_kib = 64"), 1);
+    let ss = net.server.tcp(256 * 1024);
+    net.server.sock(ss).listen(80).unwrap();
+    let cs = net.client.tcp(256 * 1024);
+    net.client.connect(cs, 40000, 80);
+    net.run_until(Duration::from_secs(20), |n| {
+        n.client.sock(cs).state() == State::Established && n.server.sock(ss).state() == State::Established
+    });
+    net.client.sock(cs).send_slice(b"GET").unwrap();
+    let burst = |net: &mut Net, len: usize| {
+        let data = pattern(len, 5);
+        let (mut sent, mut got) = (0, 0);
+        net.run_until(Duration::from_secs(60), |n| {
+            let s = n.server.sock(ss);
+            let _ = s.recv(|b| (b.len(), ()));
+            if sent < data.len() && s.can_send() {
+                sent += s.send_slice(&data[sent..]).unwrap();
+            }
+            while let Ok(k) = n.client.sock(cs).recv(|b| (b.len(), b.len())) {
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
+            got == len
+        });
+    };
+    burst(&mut net, 2_000_000);
+    for _ in 0..3000 {
+        net.step(); // 3 s of virtual time, nothing sent
+    }
+    burst(&mut net, 2_000_000);
+    let s = net.stop();
+    assert_eq!(counter(&s, "buffers_doubled"), 4, "16 → 32 → 64, then the send buffers 16 → 32 → 64 again");
+    assert_eq!(counter(&s, "buffers_shrunk"), 1, "{:?}", s.stats.workers[0].counters);
+    // Still open: full buffers (4 × 16 KiB + 52 KiB) and the grown ones (4 × 48 KiB).
+    assert_eq!(counter(&s, "memory_charged_bytes"), (4 * 16 + 52) * 1024 + 4 * 48 * 1024);
+}
+
 #[test]
 fn other_ports_take_the_fast_path_untouched() {
     let mut net = Net::new(config(&[80]), 1);

@@ -141,6 +141,10 @@ pub struct Splice {
     pub charged_full: bool,
     /// Bytes charged beyond its full buffers (a bulk transfer's doublings).
     pub charged_bulk: u64,
+    /// Its send buffers grew beyond full (given back after a quiet spell).
+    send_grown: bool,
+    /// When it last tried to give them back.
+    shrink_tried_ms: u64,
     first_byte_timeout_ms: u64,
     /// Time allowed for the TLS handshakes once both TCP legs are up.
     handshake_timeout_ms: u64,
@@ -272,6 +276,8 @@ impl Splice {
             quota_slot: None,
             charged_full: false,
             charged_bulk: 0,
+            send_grown: false,
+            shrink_tried_ms: 0,
             first_byte_timeout_ms,
             tcp_up_ms: now_ms,
             hs_phase: None,
@@ -369,7 +375,7 @@ impl Splice {
             SpliceState::Handshaking => {
                 idle.min(self.hs_since_ms.saturating_add(self.handshake_timeout_ms + 1))
             }
-            SpliceState::Relaying | SpliceState::Closing(_) => idle,
+            SpliceState::Relaying | SpliceState::Closing(_) => idle.min(self.shrink_due_ms()),
             SpliceState::Done(_) => u64::MAX,
         }
     }

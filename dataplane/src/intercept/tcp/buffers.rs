@@ -31,6 +31,10 @@ pub(super) const SMALL_SERVER_RX: usize = 1024;
 /// A send buffer while half-open.
 pub(super) const SMALL_TX: usize = 256;
 
+/// Without data either way for this long, a splice whose buffers grew gives its
+/// send buffers back (down to `intercept.buffer_kib`).
+pub const SHRINK_AFTER_MS: u64 = 2000;
+
 /// Bytes of the four buffers of a half-open splice.
 pub const SMALL_BUFFERS: usize = SMALL_CLIENT_RX + SMALL_SERVER_RX + 2 * SMALL_TX;
 
@@ -125,6 +129,49 @@ impl Splice {
     pub fn double(&mut self, to: usize) -> usize {
         let before = self.buffer_bytes();
         self.enlarge(to);
-        self.buffer_bytes().saturating_sub(before)
+        let grew = self.buffer_bytes().saturating_sub(before);
+        if grew > 0 {
+            self.send_grown = true;
+        }
+        grew
+    }
+
+    /// When a splice whose buffers grew should give its send buffers back:
+    /// [`SHRINK_AFTER_MS`] after its last data, or after its last try (a send
+    /// buffer still held data); `u64::MAX` when they did not grow.
+    pub(super) fn shrink_due_ms(&self) -> u64 {
+        if self.send_grown {
+            self.last_data_ms.max(self.shrink_tried_ms) + SHRINK_AFTER_MS
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// A splice whose buffers grew and that has had no data for
+    /// [`SHRINK_AFTER_MS`] gives its send buffers back down to `full` bytes each,
+    /// where nothing is queued (patched smoltcp). Its receive buffers keep their
+    /// size: a smaller one would pull back the window already offered. Returns
+    /// the bytes freed.
+    pub fn shrink_idle(&mut self, now_ms: u64, full: usize) -> usize {
+        if now_ms < self.shrink_due_ms() {
+            return 0;
+        }
+        self.shrink_tried_ms = now_ms;
+        let mut freed = 0;
+        let mut all = true;
+        for h in [self.client_sock, self.server_sock] {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            let cap = s.send_capacity();
+            if cap > full {
+                match s.shrink_send_buffer(tcp::SocketBuffer::new(vec![0; full])) {
+                    Ok(_) => freed += cap - full,
+                    Err(_) => all = false,
+                }
+            }
+        }
+        if all {
+            self.send_grown = false;
+        }
+        freed
     }
 }

@@ -967,6 +967,21 @@ impl<'a> Socket<'a> {
         self.remote_win_len
     }
 
+    /// Replace the send buffer with `tx`, which may be smaller, while nothing is
+    /// queued (every octet sent has been acknowledged), and return the old one.
+    /// Refused, handing `tx` back, while anything is queued. Only the receive
+    /// buffer bounds the window offered, so this changes nothing the peer sees.
+    pub fn shrink_send_buffer(
+        &mut self,
+        mut tx: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        if !self.tx_buffer.is_empty() {
+            return Err(tx);
+        }
+        tx.clear();
+        Ok(mem::replace(&mut self.tx_buffer, tx))
+    }
+
     /// Replace the receive and send buffers, carrying over what they hold (data
     /// received and not yet read, data queued and not yet acknowledged), and
     /// return the old ones. The window offered from then on is the new receive
