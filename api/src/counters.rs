@@ -378,8 +378,8 @@ counters! {
     /// peer with a larger window; up to `intercept.buffer_max_kib`, within half
     /// of the memory budget).
     BUFFERS_DOUBLED = "buffers_doubled", BUFFERS("doubled");
-    /// Splices whose buffers grew that gave their send buffers back after 2 s
-    /// without data.
+    /// Times a splice whose buffers grew gave send buffers back after 2 s
+    /// without data (again after each quiet spell that follows a burst).
     BUFFERS_SHRUNK = "buffers_shrunk", BUFFERS("shrunk");
     /// SYNs from the outside port (never intercepted; policy blocks apply).
     INBOUND_NOT_INTERCEPTED = "inbound_not_intercepted", INBOUND("");

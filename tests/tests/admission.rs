@@ -280,5 +280,7 @@ fn pump(net: &mut Net, servers: &[SocketHandle], readers: &[SocketHandle], read:
             }
         }
         net.step();
+        // Real time for the worker to see each virtual millisecond.
+        std::thread::sleep(Duration::from_micros(50));
     }
 }

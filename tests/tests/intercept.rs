@@ -124,11 +124,10 @@ fn a_bulk_transfer_doubles_its_buffers_up_to_buffer_max_kib() {
     assert_eq!(counter(&s, "memory_charged_bytes"), 0, "all charges came back");
 }
 
-/// After 2 s without data, a splice whose buffers grew gives its send buffers
-/// back (its receive buffers keep their size: the window offered stands), and
-/// the charge for them comes back exactly; the next burst grows them again.
-#[test]
-fn a_quiet_bulk_transfer_gives_its_send_buffers_back() {
+/// A splice grown by a 2 MB download (16 → 32 → 64 KiB), then `quiet_ms` of
+/// virtual time without data, then `then`; the connection stays open. Returns
+/// the final counters.
+fn grown_then_quiet(quiet_ms: usize, then: After) -> tlsgate_dataplane::run::Summary {
     let mut net = Net::new(config_with(&[80], "buffer_kib = 16\nbuffer_max_kib = 64"), 1);
     let ss = net.server.tcp(256 * 1024);
     net.server.sock(ss).listen(80).unwrap();
@@ -138,34 +137,93 @@ fn a_quiet_bulk_transfer_gives_its_send_buffers_back() {
         n.client.sock(cs).state() == State::Established && n.server.sock(ss).state() == State::Established
     });
     net.client.sock(cs).send_slice(b"GET").unwrap();
-    let burst = |net: &mut Net, len: usize| {
-        let data = pattern(len, 5);
-        let (mut sent, mut got) = (0, 0);
+    let burst = |net: &mut Net, seed: u64| {
+        let data = pattern(2_000_000, seed);
+        let (mut sent, mut got) = (0, Vec::new());
         net.run_until(Duration::from_secs(60), |n| {
             let s = n.server.sock(ss);
             let _ = s.recv(|b| (b.len(), ()));
             if sent < data.len() && s.can_send() {
                 sent += s.send_slice(&data[sent..]).unwrap();
             }
-            while let Ok(k) = n.client.sock(cs).recv(|b| (b.len(), b.len())) {
-                if k == 0 {
+            while let Ok(b) = n.client.sock(cs).recv(|b| (b.len(), b.to_vec())) {
+                if b.is_empty() {
                     break;
                 }
-                got += k;
+                got.extend(b);
             }
-            got == len
+            got.len() == data.len()
         });
+        assert!(got == data, "the burst arrived intact");
     };
-    burst(&mut net, 2_000_000);
-    for _ in 0..3000 {
-        net.step(); // 3 s of virtual time, nothing sent
+    burst(&mut net, 5);
+    if then == After::Stall {
+        // The client stops reading; the server fills the splice's send buffer
+        // towards it, which then cannot empty.
+        let more = pattern(400_000, 6);
+        let mut sent = 0;
+        for _ in 0..500 {
+            let s = net.server.sock(ss);
+            if sent < more.len() && s.can_send() {
+                sent += s.send_slice(&more[sent..]).unwrap();
+            }
+            net.step();
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
-    burst(&mut net, 2_000_000);
-    let s = net.stop();
-    assert_eq!(counter(&s, "buffers_doubled"), 4, "16 → 32 → 64, then the send buffers 16 → 32 → 64 again");
-    assert_eq!(counter(&s, "buffers_shrunk"), 1, "{:?}", s.stats.workers[0].counters);
-    // Still open: full buffers (4 × 16 KiB + 52 KiB) and the grown ones (4 × 48 KiB).
+    for _ in 0..quiet_ms {
+        net.step(); // 1 ms of virtual time each, nothing sent
+                    // Real time for the worker to see each virtual millisecond.
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    if then == After::Burst {
+        burst(&mut net, 7);
+    }
+    net.stop()
+}
+
+#[derive(PartialEq)]
+enum After {
+    Nothing,
+    Burst,
+    Stall,
+}
+
+/// After 2 s without data, a splice whose buffers grew gives its send buffers
+/// back, and exactly their charge comes back; its receive buffers keep their
+/// size (the window they offered stands). Not after 1.5 s.
+#[test]
+fn a_quiet_bulk_transfer_gives_its_send_buffers_back() {
+    const FULL: u64 = (4 * 16 + 52) * 1024; // four 16 KiB buffers, stack and TLS
+    let s = grown_then_quiet(1500, After::Nothing);
+    assert_eq!((counter(&s, "buffers_doubled"), counter(&s, "buffers_shrunk")), (2, 0));
+    assert_eq!(counter(&s, "memory_charged_bytes"), FULL + 4 * 48 * 1024, "all four grown");
+
+    let s = grown_then_quiet(3000, After::Nothing);
+    assert_eq!((counter(&s, "buffers_doubled"), counter(&s, "buffers_shrunk")), (2, 1));
+    assert_eq!(counter(&s, "memory_charged_bytes"), FULL + 2 * 48 * 1024, "the receive buffers stay grown");
+}
+
+/// The next burst grows the send buffers again (alone: 16 → 32 → 64), charged
+/// exactly.
+#[test]
+fn a_bulk_transfer_grows_its_send_buffers_again_after_a_quiet_spell() {
+    let s = grown_then_quiet(3000, After::Burst);
+    assert_eq!((counter(&s, "buffers_doubled"), counter(&s, "buffers_shrunk")), (4, 1));
     assert_eq!(counter(&s, "memory_charged_bytes"), (4 * 16 + 52) * 1024 + 4 * 48 * 1024);
+}
+
+/// A send buffer that still holds data (its reader stopped) is not given back;
+/// the other leg's, empty, is.
+#[test]
+fn a_send_buffer_holding_data_is_not_given_back() {
+    let s = grown_then_quiet(3000, After::Stall);
+    assert_eq!((counter(&s, "buffers_doubled"), counter(&s, "buffers_shrunk")), (2, 1));
+    assert_eq!(
+        counter(&s, "memory_charged_bytes"),
+        (4 * 16 + 52) * 1024 + 3 * 48 * 1024,
+        "the client leg's send buffer, holding data, kept its 64 KiB"
+    );
 }
 
 #[test]

@@ -595,15 +595,17 @@ impl Intercept {
             }
             if let Some(s) = self.slots.splice(id) {
                 let _ = tlsgate_certstore::take_thread_secrets();
-                s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
+                // A quiet bulk transfer gives its send buffers back (before the
+                // step, which then computes its next deadline without it).
                 let freed = s.shrink_idle(now_ms, self.cfg.buffer_kib * 1024) as u64;
                 if freed > 0 {
-                    // A quiet bulk transfer gives its send buffers back.
+                    debug_assert!(freed <= s.charged_bulk, "gave back more than was charged");
                     let freed = freed.min(s.charged_bulk);
                     s.charged_bulk -= freed;
                     self.admission.release_bulk(freed);
                     io.c[idx::BUFFERS_SHRUNK] += 1;
                 }
+                s.step(None, now_ms, &mut self.emit, self.tls.as_mut(), &*self.clock);
                 // At most one timer poll per splice and millisecond.
                 self.after_step(io, flows, id, now_ms, now_ms + 1);
             }

@@ -61,18 +61,22 @@ impl Splice {
     }
 
     /// Gives both legs buffers of at least `bytes` each, where a socket can swap
-    /// now (nothing is allocated for one that cannot: out-of-order data waiting);
-    /// returns whether both have them.
+    /// now (nothing is allocated for one that cannot: out-of-order data waiting
+    /// in a receive buffer that must grow); a send buffer that alone is too small
+    /// grows alone. Returns whether both legs have them.
     fn enlarge(&mut self, bytes: usize) -> bool {
         for h in [self.client_sock, self.server_sock] {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if (s.recv_capacity() < bytes || s.send_capacity() < bytes) && s.can_replace_buffers() {
-                let rx = s.recv_capacity().max(bytes);
-                let tx = s.send_capacity().max(bytes);
-                let _ = s.replace_buffers(
-                    tcp::SocketBuffer::new(vec![0; rx]),
-                    tcp::SocketBuffer::new(vec![0; tx]),
-                );
+            if s.recv_capacity() < bytes {
+                if s.can_replace_buffers() {
+                    let tx = s.send_capacity().max(bytes);
+                    let _ = s.replace_buffers(
+                        tcp::SocketBuffer::new(vec![0; bytes]),
+                        tcp::SocketBuffer::new(vec![0; tx]),
+                    );
+                }
+            } else if s.send_capacity() < bytes {
+                let _ = s.replace_send_buffer(tcp::SocketBuffer::new(vec![0; bytes]));
             }
         }
         [self.client_sock, self.server_sock].iter().all(|h| {
@@ -98,7 +102,8 @@ impl Splice {
     /// buffer, so the buffer, not the peer, holds the transfer back (a path whose
     /// bandwidth × delay is near what it holds). Data that merely waits for a
     /// closed window (a slow reader) is not in flight and does not count. Both
-    /// sockets must be able to swap now. Returns the size of each buffer after
+    /// sockets must be able to swap now (a receive buffer that must grow: no
+    /// out-of-order data waiting). Returns the size of each buffer after
     /// the doubling (at most `max`) and the bytes the four buffers grow by.
     pub fn doubling(&self, max: usize) -> Option<(usize, usize)> {
         if self.buffers != Buffers::Full {
@@ -109,12 +114,14 @@ impl Splice {
             let cap = s.send_capacity();
             s.bytes_in_flight() >= cap / 2 && s.remote_window() > cap
         });
-        if !held_back || !legs.iter().all(|s| s.can_replace_buffers()) {
+        if !held_back {
             return None;
         }
         let now = legs.iter().map(|s| s.recv_capacity().min(s.send_capacity())).min().unwrap_or(0);
         let to = now.saturating_mul(2).min(max);
-        if to <= now {
+        // A receive buffer that must grow is swapped only without out-of-order
+        // data waiting (a send buffer grows alone any time).
+        if to <= now || legs.iter().any(|s| s.recv_capacity() < to && !s.can_replace_buffers()) {
             return None;
         }
         let more = legs
@@ -149,7 +156,8 @@ impl Splice {
 
     /// A splice whose buffers grew and that has had no data for
     /// [`SHRINK_AFTER_MS`] gives its send buffers back down to `full` bytes each,
-    /// where nothing is queued (patched smoltcp). Its receive buffers keep their
+    /// where nothing is queued (patched smoltcp; tried again [`SHRINK_AFTER_MS`]
+    /// later where something is). Its receive buffers keep their
     /// size: a smaller one would pull back the window already offered. Returns
     /// the bytes freed.
     pub fn shrink_idle(&mut self, now_ms: u64, full: usize) -> usize {
@@ -163,9 +171,13 @@ impl Splice {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
             let cap = s.send_capacity();
             if cap > full {
-                match s.shrink_send_buffer(tcp::SocketBuffer::new(vec![0; full])) {
-                    Ok(_) => freed += cap - full,
-                    Err(_) => all = false,
+                // Only an empty one (nothing unacknowledged): checked before
+                // anything is allocated.
+                if s.send_queue() == 0 && s.replace_send_buffer(tcp::SocketBuffer::new(vec![0; full])).is_ok()
+                {
+                    freed += cap - full;
+                } else {
+                    all = false;
                 }
             }
         }

@@ -967,18 +967,24 @@ impl<'a> Socket<'a> {
         self.remote_win_len
     }
 
-    /// Replace the send buffer with `tx`, which may be smaller, while nothing is
-    /// queued (every octet sent has been acknowledged), and return the old one.
-    /// Refused, handing `tx` back, while anything is queued. Only the receive
+    /// Replace the send buffer with `tx`, larger or smaller, carrying over what
+    /// it holds (data queued and not yet acknowledged), and return the old one.
+    /// Refused, handing `tx` back, when `tx` cannot hold that. Only the receive
     /// buffer bounds the window offered, so this changes nothing the peer sees.
-    pub fn shrink_send_buffer(
+    pub fn replace_send_buffer(
         &mut self,
         mut tx: SocketBuffer<'a>,
     ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
-        if !self.tx_buffer.is_empty() {
+        if tx.capacity() < self.tx_buffer.len() {
             return Err(tx);
         }
         tx.clear();
+        while !self.tx_buffer.is_empty() {
+            let n = self.tx_buffer.len();
+            let chunk = self.tx_buffer.dequeue_many(n);
+            let moved = tx.enqueue_slice(chunk);
+            debug_assert_eq!(moved, chunk.len());
+        }
         Ok(mem::replace(&mut self.tx_buffer, tx))
     }
 
