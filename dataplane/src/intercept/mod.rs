@@ -445,6 +445,11 @@ impl Intercept {
             splice.quota_slot = Some(source_key(src));
             io.c[idx::INTERCEPT_CREATED] += 1;
             if !self.slots.put(id, Occupant::Splice(Box::new(splice))) {
+                // Not expected (the slot was reserved in this burst's track phase):
+                // give back what admission charged for it.
+                debug_assert!(false, "the slot reserved for a new splice was taken");
+                self.admission.release_slot(source_key(src));
+                self.admission.release_memory(false);
                 return;
             }
         } else if let Some(p) = self.slots.probe(id) {
