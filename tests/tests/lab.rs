@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tlsgate_api::DataplaneStats;
 use tlsgate_tests::{
-    drops, netns_run, require_root, run_cmd, serial, sha256_file, sum, Dataplane, DpOptions, Lab, Nginx,
-    TempDir, Transfer,
+    drops, netns_run, netns_spawn, require_root, run_cmd, serial, sha256_file, sum, Dataplane, DpOptions,
+    Lab, Nginx, TempDir, Transfer,
 };
 
 fn xfer() -> &'static Path {
@@ -183,6 +183,64 @@ fn curl_through_tcp_splice() {
     assert_eq!(intercept(&s, "intercept_closed"), 1, "both legs closed with FINs: {}", brief(&s));
     assert!(intercept(&s, "intercept_bytes_down") >= 5_000_000, "{}", brief(&s));
     assert!(intercept(&s, "intercept_bytes_up") > 50, "the request: {}", brief(&s));
+}
+
+/// Clients that ask for a big file and read it at 10 kB/s (`curl --limit-rate`)
+/// fill their splices' send buffers, but what waits for their closed windows is
+/// not in flight: their buffers grow only as far as the window their own kernel
+/// offered (Linux: past 64 KiB, so once, to 128 KiB), not to the maximum. A
+/// second, ordinary client beside them downloads the file intact, its splice
+/// growing to 512 KiB (three doublings), and every charge comes back.
+#[test]
+fn slow_readers_grow_no_further_than_their_window_and_a_second_client_downloads() {
+    let _serial = serial();
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("tgt23", "198.18.33");
+    let files = TempDir::new("www-slow");
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    let data = tlsgate_dataplane::wire::build::XorShift::new(0x5eed_5107).bytes(5_000_000);
+    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
+    let original = sha256_file(&www.join("file"));
+    let dp = Dataplane::start(&lab, "[intercept]\nports = [80]\n");
+    let nginx = Nginx::start(&lab, &www);
+    let url = format!("http://{}/file", lab.server_addr());
+    let mut slow: Vec<_> = (0..4)
+        .map(|_| {
+            netns_spawn(
+                &lab.client_ns(),
+                &["curl", "-sS", "--limit-rate", "10k", "--max-time", "6", "-o", "/dev/null", &url],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = files.join("download");
+    let out_s = out.display().to_string();
+    let curl = netns_run(
+        &lab.client_ns(),
+        &["curl", "-sS", "--max-time", "20", "-o", &out_s, "-w", "%{http_code} %{size_download}", &url],
+        Duration::from_secs(25),
+    );
+    assert_eq!(curl.stdout.trim(), "200 5000000", "the second client: {curl:?}");
+    assert_eq!(sha256_file(&out), original, "downloaded file differs from the original");
+    for p in &mut slow {
+        // curl gives up after 6 s (exit 28): still reading at 10 kB/s.
+        let f = p.wait_or_kill(Duration::from_secs(15));
+        assert_eq!(f.status.code(), Some(28), "a slow reader: {f:?}");
+    }
+    drop(nginx);
+    let s = dp.wait_stats(Duration::from_secs(5), |s| sum(s, |w| w.get("intercept_active")) == 0);
+    let doubled = intercept(&s, "buffers_doubled");
+    assert_eq!(intercept(&s, "intercept_created"), 5, "{}", brief(&s));
+    assert!(
+        (3..=3 + 4).contains(&doubled),
+        "three for the ordinary client, at most one per slow reader: {doubled}"
+    );
+    assert_eq!(intercept(&s, "memory_charged_bytes"), 0, "every charge came back");
+    assert_clean_stop(dp);
+    lab.teardown();
 }
 
 #[test]
