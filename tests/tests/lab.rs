@@ -113,18 +113,24 @@ fn ping_and_100mb_transfer_through_dpdk() {
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// `FILES/www` holding `file`: 5 MB of deterministic noise from `seed` (nothing
+/// compresses it); returns the folder and the file's SHA-256.
+fn www_with_file(files: &TempDir, seed: u64) -> (std::path::PathBuf, (u64, String)) {
+    let www = files.join("www");
+    std::fs::create_dir(&www).expect("mkdir www");
+    let data = tlsgate_dataplane::wire::build::XorShift::new(seed).bytes(5_000_000);
+    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
+    let original = sha256_file(&www.join("file"));
+    (www, original)
+}
+
 /// nginx in the server namespace serves 5 MB; curl in the client namespace fetches
 /// it through a dataplane configured with `extra` TOML. Returns the final counters.
 fn curl_5mb(prefix: &str, net: &str, extra: &str) -> DataplaneStats {
     let t0 = Instant::now();
     let lab = Lab::up(prefix, net);
     let files = TempDir::new("www");
-    let www = files.join("www");
-    std::fs::create_dir(&www).expect("mkdir www");
-    // 5 MB of deterministic noise (nothing compresses it).
-    let data = tlsgate_dataplane::wire::build::XorShift::new(0x2545_f491).bytes(5_000_000);
-    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
-    let original = sha256_file(&www.join("file"));
+    let (www, original) = www_with_file(&files, 0x2545_f491);
 
     let dp = Dataplane::start(&lab, extra);
     let nginx = Nginx::start(&lab, &www);
@@ -199,11 +205,7 @@ fn slow_readers_grow_no_further_than_their_window_and_a_second_client_downloads(
     }
     let lab = Lab::up("tgt23", "198.18.33");
     let files = TempDir::new("www-slow");
-    let www = files.join("www");
-    std::fs::create_dir(&www).expect("mkdir www");
-    let data = tlsgate_dataplane::wire::build::XorShift::new(0x5eed_5107).bytes(5_000_000);
-    std::fs::write(www.join("file"), &data).expect("writing the file to serve");
-    let original = sha256_file(&www.join("file"));
+    let (www, original) = www_with_file(&files, 0x5eed_5107);
     let dp = Dataplane::start(&lab, "[intercept]\nports = [80]\n");
     let nginx = Nginx::start(&lab, &www);
     let url = format!("http://{}/file", lab.server_addr());
