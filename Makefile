@@ -60,6 +60,8 @@ lab-down:
 	@scripts/lab.sh down
 
 ## Everything CI checks: formatting, lints, unit + in-process + lab tests (root), script tests.
+# No incremental caches for the one-shot test build: they doubled target/'s size.
+test: export CARGO_INCREMENTAL := 0
 test: deps lint build unit-tests script-tests fuzz
 	@echo "make test: all checks passed"
 
