@@ -21,6 +21,10 @@
 #   CPU        the appliance's CPU time (all threads of both tlsgate
 #              processes, /proc/PID/task/*/schedstat, ns) per MB downloaded
 #              and per connection
+# The bridge and tlsgate take turns round by round (the dataplane is started
+# for each of its rounds, the bridge made for each of its), so the VM's drift
+# falls on both alike; the download ratio is printed as the ratio of the
+# medians and as the median of each round's own ratio.
 # TG_BENCH_APP_RPS=1 puts the receive work of the appliance's ports on the
 # appliance's CPU (trial; see docs/performance.md). TG_BENCH_RPS=0 leaves the peers' TCP receive work where veth puts it (the
 # sender's CPU: the appliance's, for what tlsgate sends).
@@ -109,52 +113,56 @@ peer_profile() {
     cat "$RUN/perf-peer-$label.txt"
 }
 
-# measure LABEL CA: fills the arrays of that label's medians.
-declare -A RESULT
-measure() {
-    local label=$1 ca=$2 pids=("${@:3}")
-    local dl=() dl_cpu=() ab_rate=() ab_cpu=() re_rate=() re_cpu=()
-    local url=https://server.tg.test
-    for round in $(seq "$ROUNDS"); do
-        local t0 out t1
-        t0=$(cpu_ns "${pids[@]}")
-        out=$(in_client curl -sS --fail -o /dev/null --cacert "$ca" -w '%{speed_download} %{size_download}' "$url/100M.bin") \
-            || fail "$label: the download failed"
-        t1=$(cpu_ns "${pids[@]}")
-        local speed=${out% *} size=${out#* }
-        [[ $size == 104857600 ]] || fail "$label: the download got $size bytes"
-        dl+=("$(awk -v s="$speed" 'BEGIN {printf "%.1f", s / 1e6}')")
-        dl_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.2f", t / 1e6 / 104.8576}')")
+# measure_round LABEL CA ROUND PID...: one round through LABEL (download, ab,
+# resumed connections), the appliance's CPU from PID... (none for the bridge);
+# appends to SAMPLES[LABEL.figure].
+declare -A SAMPLES RESULT
+measure_round() {
+    local label=$1 ca=$2 round=$3 pids=("${@:4}")
+    local url=https://server.tg.test t0 out t1 dl ab re
+    t0=$(cpu_ns "${pids[@]}")
+    out=$(in_client curl -sS --fail -o /dev/null --cacert "$ca" -w '%{speed_download} %{size_download}' "$url/100M.bin") \
+        || fail "$label: the download failed"
+    t1=$(cpu_ns "${pids[@]}")
+    local speed=${out% *} size=${out#* }
+    [[ $size == 104857600 ]] || fail "$label: the download got $size bytes"
+    dl=$(awk -v s="$speed" 'BEGIN {printf "%.1f", s / 1e6}')
+    SAMPLES[$label.dl]+="$dl "
+    SAMPLES[$label.dl_cpu]+="$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.2f", t / 1e6 / 104.8576}') "
 
-        t0=$(cpu_ns "${pids[@]}")
-        out=$(in_client ab -q -n 400 -c 4 "$url/index.html" 2>&1) || fail "$label: ab failed: $out"
-        t1=$(cpu_ns "${pids[@]}")
-        grep -q '^Complete requests: *400$' <<<"$out" && grep -q '^Failed requests: *0$' <<<"$out" \
-            && ! grep -q '^Non-2xx' <<<"$out" || fail "$label: ab: $out"
-        ab_rate+=("$(awk '/^Requests per second/ {print $4}' <<<"$out")")
-        ab_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 400}')")
+    t0=$(cpu_ns "${pids[@]}")
+    out=$(in_client ab -q -n 400 -c 4 "$url/index.html" 2>&1) || fail "$label: ab failed: $out"
+    t1=$(cpu_ns "${pids[@]}")
+    grep -q '^Complete requests: *400$' <<<"$out" && grep -q '^Failed requests: *0$' <<<"$out" \
+        && ! grep -q '^Non-2xx' <<<"$out" || fail "$label: ab: $out"
+    ab=$(awk '/^Requests per second/ {print $4}' <<<"$out")
+    SAMPLES[$label.ab]+="$ab "
+    SAMPLES[$label.ab_cpu]+="$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 400}') "
 
-        # 200 HTTP/1.1 connections from one curl, each closed by nginx, the
-        # next one resuming curl's cached TLS session.
-        local urls=() conns secs
-        for _ in $(seq 200); do urls+=(-o /dev/null "$url/index.html"); done
-        t0=$(cpu_ns "${pids[@]}")
-        out=$(in_client curl -sS --http1.1 --fail-early --cacert "$ca" -H 'Connection: close' \
-            -w '%{http_code} %{num_connects} %{time_total}\n' "${urls[@]}") || fail "$label: resumed connections failed"
-        t1=$(cpu_ns "${pids[@]}")
-        conns=$(awk '$1 == 200 {n += $2} END {print n + 0}' <<<"$out")
-        [[ $conns == 200 ]] || fail "$label: 200 new connections expected, curl made $conns"
-        secs=$(awk '{s += $3} END {print s}' <<<"$out")
-        re_rate+=("$(awk -v s="$secs" 'BEGIN {printf "%.1f", 200 / s}')")
-        re_cpu+=("$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 200}')")
-        printf '  %s round %d: %s MB/s, ab %s conn/s, resumed %s conn/s\n' "$label" "$round" "${dl[-1]}" "${ab_rate[-1]}" "${re_rate[-1]}"
+    # 200 HTTP/1.1 connections from one curl, each closed by nginx, the
+    # next one resuming curl's cached TLS session.
+    local urls=() conns secs
+    for _ in $(seq 200); do urls+=(-o /dev/null "$url/index.html"); done
+    t0=$(cpu_ns "${pids[@]}")
+    out=$(in_client curl -sS --http1.1 --fail-early --cacert "$ca" -H 'Connection: close' \
+        -w '%{http_code} %{num_connects} %{time_total}\n' "${urls[@]}") || fail "$label: resumed connections failed"
+    t1=$(cpu_ns "${pids[@]}")
+    conns=$(awk '$1 == 200 {n += $2} END {print n + 0}' <<<"$out")
+    [[ $conns == 200 ]] || fail "$label: 200 new connections expected, curl made $conns"
+    secs=$(awk '{s += $3} END {print s}' <<<"$out")
+    re=$(awk -v s="$secs" 'BEGIN {printf "%.1f", 200 / s}')
+    SAMPLES[$label.re]+="$re "
+    SAMPLES[$label.re_cpu]+="$(awk -v t=$((t1 - t0)) 'BEGIN {printf "%.3f", t / 1e6 / 200}') "
+    printf '  round %d %-8s %7s MB/s, ab %8s conn/s, resumed %6s conn/s\n' "$round" "$label" "$dl" "$ab" "$re"
+}
+
+# The medians of LABEL's rounds into RESULT (zeros for a side not run).
+medians() {
+    local label=$1 k
+    for k in dl dl_cpu ab ab_cpu re re_cpu; do
+        # shellcheck disable=SC2086 # the samples are words
+        if [[ -n ${SAMPLES[$label.$k]:-} ]]; then RESULT[$label.$k]=$(median ${SAMPLES[$label.$k]}); else RESULT[$label.$k]=0; fi
     done
-    RESULT[$label.dl]=$(median "${dl[@]}")
-    RESULT[$label.dl_cpu]=$(median "${dl_cpu[@]}")
-    RESULT[$label.ab]=$(median "${ab_rate[@]}")
-    RESULT[$label.ab_cpu]=$(median "${ab_cpu[@]}")
-    RESULT[$label.re]=$(median "${re_rate[@]}")
-    RESULT[$label.re_cpu]=$(median "${re_cpu[@]}")
 }
 
 echo "bench-lab: building the release binaries"
@@ -181,6 +189,10 @@ if [[ ${TG_BENCH_APP_RPS:-0} == 1 ]]; then
     echo "$mask" >"/sys/class/net/$P-cli/queues/rx-0/rps_cpus"
     echo "$mask" >"/sys/class/net/$P-srv/queues/rx-0/rps_cpus"
 fi
+# Each connection starts afresh: no TCP metrics (RTT, ssthresh) carried from
+# one connection to the next, so a round through one appliance does not set up
+# the next round through the other.
+for ns in "$P-client" "$P-server"; do ip netns exec "$ns" sysctl -qw net.ipv4.tcp_no_metrics_save=1; done
 mkdir -p "/etc/netns/$P-client" "$RUN/events" "$RUN/log"
 echo "$NET.2 server.tg.test" >"/etc/netns/$P-client/hosts"
 scripts/lab-web.sh start >/dev/null
@@ -191,30 +203,30 @@ fi
 master=$(cat "$WEB/nginx.pid")
 for pid in "$master" $(pgrep -P "$master"); do taskset -a -p -c "$PEER_CPU" "$pid" >/dev/null; done
 
+RUN_BRIDGE=1 RUN_TLSGATE=1
+[[ ${TG_BENCH_ONLY:-} == tlsgate ]] && RUN_BRIDGE=0
+[[ ${TG_BENCH_ONLY:-} == bridge ]] && RUN_TLSGATE=0
+
 # --- the baseline: a Linux bridge between the two appliance ports -----------
-if [[ ${TG_BENCH_ONLY:-} != tlsgate ]]; then
-ip link add "$P-br" type bridge
-ip link set "$P-br" up
-ip link set "$P-cli" master "$P-br"
-ip link set "$P-srv" master "$P-br"
-for _ in $(seq 50); do
-    ip netns exec "$P-client" ping -c1 -W1 "$NET.2" >/dev/null 2>&1 && break
-    sleep 0.2
-done
-echo "bench-lab: bridge ($ROUNDS rounds)"
-measure bridge "$WEB/origin-ca.pem"
-peer_profile bridge "$WEB/origin-ca.pem"
-ip link del "$P-br"
-else
-    for k in dl dl_cpu ab ab_cpu re re_cpu; do RESULT[bridge.$k]=0; done
-fi
+bridge_up() {
+    ip link add "$P-br" type bridge
+    ip link set "$P-br" up
+    ip link set "$P-cli" master "$P-br"
+    ip link set "$P-srv" master "$P-br"
+    for _ in $(seq 50); do
+        ip netns exec "$P-client" ping -c1 -W1 "$NET.2" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    fail "no ping through the bridge within 10 s"
+}
+bridge_down() { ip link del "$P-br"; }
 
 # --- tlsgate: control plane and dataplane on CPU $APP_CPU ------------------
-if [[ ${TG_BENCH_ONLY:-} == bridge ]]; then
-    for k in dl dl_cpu ab ab_cpu re re_cpu; do RESULT[tlsgate.$k]=0; done
-else
-rm -rf "$RUN/state" "$RUN/events"/* "$RUN/log"/*
-cat >"$RUN/control.toml" <<TOML
+# The control plane runs for the whole bench; the dataplane is started for each
+# round (the bridge needs the two ports to itself between them).
+control_start() {
+    rm -rf "$RUN/state" "$RUN/events"/* "$RUN/log"/*
+    cat >"$RUN/control.toml" <<TOML
 [control]
 state_dir = "$RUN/state"
 socket = "$SOCK"
@@ -223,38 +235,100 @@ events_dir = "$RUN/events"
 log_dir = "$RUN/log"
 metrics_listen = ""
 TOML
-taskset -c "$APP_CPU" "$BIN/tlsgate-control" --config "$RUN/control.toml" >"$RUN/control.log" 2>&1 &
-CONTROL_PID=$!
-for _ in $(seq 100); do
-    ctl status >/dev/null 2>&1 && break
-    kill -0 "$CONTROL_PID" 2>/dev/null || fail "tlsgate-control exited"
-    sleep 0.1
+    taskset -c "$APP_CPU" "$BIN/tlsgate-control" --config "$RUN/control.toml" >"$RUN/control.log" 2>&1 &
+    CONTROL_PID=$!
+    for _ in $(seq 100); do
+        ctl status >/dev/null 2>&1 && break
+        kill -0 "$CONTROL_PID" 2>/dev/null || fail "tlsgate-control exited"
+        sleep 0.1
+    done
+    ctl ca generate >/dev/null
+    ctl ca export >"$RUN/decryption-ca.pem"
+    ctl trust add "$WEB/origin-ca.pem" --as ca --name "bench origin CA" >/dev/null
+    ctl policy load config/lab-policy.json >/dev/null
+    ctl policy commit >/dev/null
+    sed -e "s/iface=tg-cli/iface=$P-cli${TG_BENCH_VDEV:-}/" -e "s/iface=tg-srv/iface=$P-srv${TG_BENCH_VDEV:-}/" \
+        -e "s/--file-prefix=tlsgate-lab/--file-prefix=tlsgate-bench/" -e "s/\"-l\", \"0\"/\"-l\", \"$APP_CPU\"/" \
+        -e "s|/run/tlsgate-lab/dataplane.sock|$RUN/dataplane.sock|" -e "s|/run/tlsgate-lab/events|$RUN/events|" \
+        -e "s|/run/tlsgate/dataplane.sock|$RUN/dataplane-status.sock|" -e "s|/var/log/tlsgate-lab/captures|$RUN/captures|" \
+        -e "s/^stats_interval_s = .*/stats_interval_s = 0/" config/lab.toml >"$RUN/dataplane.toml"
+    # TG_BENCH_DATAPLANE: more dataplane settings to try (e.g. "[intercept]\nack_delay_ms = 2").
+    printf '%b\n' "${TG_BENCH_DATAPLANE:-}" >>"$RUN/dataplane.toml"
+}
+dataplane_start() {
+    taskset -c "$APP_CPU" "$BIN/tlsgate-dataplane" --config "$RUN/dataplane.toml" >>"$RUN/dataplane.log" 2>&1 &
+    DATAPLANE_PID=$!
+    for _ in $(seq 100); do
+        kill -0 "$DATAPLANE_PID" 2>/dev/null || fail "tlsgate-dataplane exited"
+        in_client curl -sS -o /dev/null --max-time 2 --cacert "$RUN/decryption-ca.pem" https://server.tg.test/ 2>/dev/null \
+            && return 0
+        sleep 0.2
+    done
+    fail "no decrypted connection through tlsgate within 20 s"
+}
+dataplane_stop() {
+    kill "$DATAPLANE_PID"
+    for _ in $(seq 50); do kill -0 "$DATAPLANE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$DATAPLANE_PID" 2>/dev/null || true
+    wait "$DATAPLANE_PID" 2>/dev/null || true
+    DATAPLANE_PID=
+}
+
+# After the bridge is made or the dataplane started: one download left out of
+# the figures, then $TG_BENCH_SETTLE_S seconds (default 5) of quiet. Measured
+# on this VM: a dataplane measured at once after a restart downloads 10-20 %
+# slower at 20-40 % more CPU per MB than one given a few seconds, though
+# neither guest CPU is busy meanwhile; an appliance in service has been running.
+warm_up() {
+    in_client curl -sS --fail -o /dev/null --cacert "$1" https://server.tg.test/100M.bin || fail "warm-up download failed"
+    sleep "${TG_BENCH_SETTLE_S:-5}"
+}
+
+bridge_round() {
+    bridge_up
+    warm_up "$WEB/origin-ca.pem"
+    measure_round bridge "$WEB/origin-ca.pem" "$1"
+    bridge_down
+}
+tlsgate_round() {
+    dataplane_start
+    warm_up "$RUN/decryption-ca.pem"
+    measure_round tlsgate "$RUN/decryption-ca.pem" "$1" "$DATAPLANE_PID" "$CONTROL_PID"
+    dataplane_stop
+}
+
+if ((RUN_TLSGATE)); then control_start; fi
+: >"$RUN/dataplane.log"
+# The two alternate round by round (the first of each pair alternates too):
+# these VMs' speed drifts from minute to minute, and a ratio of two blocks of
+# rounds taken minutes apart would measure the drift.
+echo "bench-lab: $ROUNDS rounds, bridge and tlsgate alternating"
+for round in $(seq "$ROUNDS"); do
+    if ((round % 2)); then order="bridge tlsgate"; else order="tlsgate bridge"; fi
+    for side in $order; do
+        if [[ $side == bridge ]] && ((RUN_BRIDGE)); then bridge_round "$round"; fi
+        if [[ $side == tlsgate ]] && ((RUN_TLSGATE)); then tlsgate_round "$round"; fi
+    done
 done
-ctl ca generate >/dev/null
-ctl ca export >"$RUN/decryption-ca.pem"
-ctl trust add "$WEB/origin-ca.pem" --as ca --name "bench origin CA" >/dev/null
-ctl policy load config/lab-policy.json >/dev/null
-ctl policy commit >/dev/null
-sed -e "s/iface=tg-cli/iface=$P-cli${TG_BENCH_VDEV:-}/" -e "s/iface=tg-srv/iface=$P-srv${TG_BENCH_VDEV:-}/" \
-    -e "s/--file-prefix=tlsgate-lab/--file-prefix=tlsgate-bench/" -e "s/\"-l\", \"0\"/\"-l\", \"$APP_CPU\"/" \
-    -e "s|/run/tlsgate-lab/dataplane.sock|$RUN/dataplane.sock|" -e "s|/run/tlsgate-lab/events|$RUN/events|" \
-    -e "s|/run/tlsgate/dataplane.sock|$RUN/dataplane-status.sock|" -e "s|/var/log/tlsgate-lab/captures|$RUN/captures|" \
-    -e "s/^stats_interval_s = .*/stats_interval_s = 0/" config/lab.toml >"$RUN/dataplane.toml"
-# TG_BENCH_DATAPLANE: more dataplane settings to try (e.g. "[intercept]\nack_delay_ms = 2").
-printf '%b\n' "${TG_BENCH_DATAPLANE:-}" >>"$RUN/dataplane.toml"
-taskset -c "$APP_CPU" "$BIN/tlsgate-dataplane" --config "$RUN/dataplane.toml" >"$RUN/dataplane.log" 2>&1 &
-DATAPLANE_PID=$!
-up=0
-for _ in $(seq 100); do
-    kill -0 "$DATAPLANE_PID" 2>/dev/null || fail "tlsgate-dataplane exited"
-    in_client curl -sS -o /dev/null --max-time 2 --cacert "$RUN/decryption-ca.pem" https://server.tg.test/ 2>/dev/null \
-        && { up=1; break; }
-    sleep 0.2
-done
-((up)) || fail "no decrypted connection through tlsgate within 20 s"
-echo "bench-lab: tlsgate ($ROUNDS rounds)"
-measure tlsgate "$RUN/decryption-ca.pem" "$DATAPLANE_PID" "$CONTROL_PID"
-peer_profile tlsgate "$RUN/decryption-ca.pem"
+medians bridge
+medians tlsgate
+# The download ratio of each round's pair, and their median.
+paired=-
+if ((RUN_BRIDGE && RUN_TLSGATE)); then
+    # shellcheck disable=SC2086 # the samples are words
+    paired=$(median $(paste -d' ' <(tr ' ' '\n' <<<"${SAMPLES[tlsgate.dl]}") <(tr ' ' '\n' <<<"${SAMPLES[bridge.dl]}") \
+        | awk 'NF == 2 && $2 > 0 {printf "%.3f\n", $1 / $2}'))
+    paired=$(awk -v r="$paired" 'BEGIN {printf "%.2f", r}')
+fi
+
+if ((RUN_BRIDGE)); then
+    bridge_up
+    peer_profile bridge "$WEB/origin-ca.pem"
+    bridge_down
+fi
+if ((RUN_TLSGATE)); then
+    dataplane_start
+    peer_profile tlsgate "$RUN/decryption-ca.pem"
 fi
 
 if [[ ${TG_BENCH_PERF:-0} == 1 ]]; then
@@ -284,6 +358,7 @@ downloads and resumed connections were decrypted: curl trusted only the decrypti
 
                                    bridge     tlsgate    tlsgate/bridge
 download, 1 connection, MB/s   $(printf '%10s  %10s  %10s' "${RESULT[bridge.dl]}" "${RESULT[tlsgate.dl]}" "$(ratio "${RESULT[tlsgate.dl]}" "${RESULT[bridge.dl]}")")
+  (median of the rounds' own ratios)                     $(printf '%10s' "$paired")
 new connections/s (ab, full)   $(printf '%10s  %10s  %10s' "${RESULT[bridge.ab]}" "${RESULT[tlsgate.ab]}" "$(ratio "${RESULT[tlsgate.ab]}" "${RESULT[bridge.ab]}")")
 new connections/s (resumed)    $(printf '%10s  %10s  %10s' "${RESULT[bridge.re]}" "${RESULT[tlsgate.re]}" "$(ratio "${RESULT[tlsgate.re]}" "${RESULT[bridge.re]}")")
 appliance CPU ms per MB        $(printf '%10s  %10s' "-" "${RESULT[tlsgate.dl_cpu]}")
