@@ -21,6 +21,8 @@
 //! ```text
 //! cargo bench -p tlsgate-tests --bench intercept
 //! TG_BENCH=handshakes,goodput,packets,memory TG_BENCH_N=300   # parts, connections
+//! TG_BENCH_CRYPTO=aws-lc-rs TG_BENCH_SCENARIO=3                # one library, one scenario
+//! TG_BENCH_BUFFER_MAX_KIB=16                                   # buffers never grow
 //! ```
 
 use std::io::{Read, Write};
@@ -151,9 +153,12 @@ fn setup() -> (Bench, pki::Pki) {
     };
     let toml = format!(
         "driver = \"pcap\"\n[pcap]\ninside_rx = \"/dev/null\"\n[dataplane]\nstats_interval_s = 0\n\
-         [intercept]\nports = [443]\nmax_per_worker = 20000\nbuffer_kib = 16\n\
+         [intercept]\nports = [443]\nmax_per_worker = 20000\nbuffer_kib = 16\n{}\
          [admission]\nmemory_budget_mib = 8192\nhalf_open_per_source = 100000\nhalf_open_per_nat_source = 100000\n\
          [tls]\nca_cert = {}\nca_key = {}\nsystem_bundle = false\nprofile = \"strong\"\ntrust = [{}]\n",
+        // TG_BENCH_BUFFER_MAX_KIB: how far buffers may grow (default: the
+        // configuration's; 16 turns growth off).
+        std::env::var("TG_BENCH_BUFFER_MAX_KIB").map_or(String::new(), |v| format!("buffer_max_kib = {v}\n")),
         w("ca.pem", &ca.cert_pem()),
         w("ca.key", &ca.key_pkcs8_pem()),
         w("root.pem", &pki.root.pem()),
